@@ -1,0 +1,25 @@
+"""Named tolerances and limits, in one place (STYLE.md, rule 7). Units are in the names or comments."""
+
+# --- engine -------------------------------------------------------------------------------------
+MAX_ITERATIONS = 100  # iterations of the loop (the paper's fixed budget)
+TOLERANCE_TVD = 0.005  # mean TVD over target tables at which the loop stops
+ATTRIBUTION_TOP_K = 12  # cells per direction (under / over) handed to the prior as guidance
+PAPER_MAX_PROPOSALS = 5  # proposals per iteration in paper mode (LLMSynthor §3)
+FULL_MAX_PROPOSALS = 24  # proposals per iteration in full mode
+FULL_STEP = 0.6  # share of a cell's deficit or excess that one proposal corrects (full mode)
+PATIENCE_ITERATIONS = 8  # full mode stops when mean TVD has not improved by 1 % over this many iterations
+
+# --- maxent prior --------------------------------------------------------------------------------
+MAXENT_MAX_CLIQUE_CELLS = 20_000_000  # cells of one junction-tree clique; larger -> the table is left out
+MAXENT_IPF_MAX_SWEEPS = 2_000  # sweeps over all tables
+MAXENT_IPF_TOLERANCE = 1e-9  # max absolute share error at which the joint is considered fitted
+MAXENT_RECORDS_PER_PROPOSAL = 20_000  # distinct records one proposal may create (maxent prior)
+
+# --- calibration ---------------------------------------------------------------------------------
+RAKE_MAX_ITER = 500  # sweeps over all tables
+RAKE_TOLERANCE = 1e-7  # max absolute share error over all cells at which raking stops
+
+# --- harmonization -------------------------------------------------------------------------------
+MARGINAL_DISAGREEMENT = 0.01  # relative difference of one category's count between two tables that is reported
+TOTAL_MISMATCH = 1e-6  # relative difference of a table total from the population size that triggers scaling
+MIN_RECORDS_PER_PROPOSAL = 5  # distinct records a proposal gets at least (when its count allows)

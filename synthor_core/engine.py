@@ -1,0 +1,321 @@
+"""The synthesis loop (DESIGN §3; LLMSynthor §3): aggregate, measure the gap, ask the prior for proposals,
+realize them into records, update the population, repeat; then calibrate and integerize.
+
+The engine is pure: no threads, no I/O, no global random state. ``run_synthesis`` yields one
+:class:`IterationEvent` per iteration and finally one :class:`SynthesisResult`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import defaults
+from .aggregate import Aggregator
+from .calibrate import CalibrationResult, integerize_trs, rake_counts
+from .errors import PriorError
+from .metrics import Fit, attribute_gaps, measure_fit, unsupported_cells
+from .priors.base import Guidance, Prior, Proposal, check_proposal, match_conditions
+from .schema import COUNT, Schema
+from .targets import Project
+
+
+class SynthesisConfig(BaseModel):
+    """Settings of one run. Closed and frozen: a misspelt setting is an error, never a silent default.
+
+    Attributes
+    ----------
+    size : int or None
+        Population size N; None takes the project's ``[population] size``.
+    mode : {"full", "paper"}
+        ``paper``: LLMSynthor as published (add-only, at most 5 fully specified proposals per iteration, uniform
+        numerics, no calibration). ``full``: removals, realistic fill, calibration and integerization.
+    seed : int
+        Seed of the run's only random generator; same inputs and seed give the same population.
+    max_iterations : int
+        Iterations of the loop at most.
+    tolerance_tvd : float
+        The loop stops when the mean TVD over the target tables is at or below it (full mode).
+    distinct_records : int or None
+        Distinct records the population aims at (a proposal of ``c`` persons gets about
+        ``distinct_records * c / N`` of them); None takes the prior's default. Independent of N, so memory and
+        LLM cost do not grow with N (DESIGN §3, "Why profiles with counts").
+    top_k : int
+        Under- and over-represented cells handed to the prior per iteration.
+    max_proposals : int or None
+        Proposals used per iteration; None: 5 in paper mode, ``FULL_MAX_PROPOSALS`` in full mode.
+    calibrate : bool or None
+        Rake the counts to all tables after the loop; None: on in full mode, off in paper mode.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    size: int | None = Field(None, gt=0)
+    mode: Literal["full", "paper"] = "full"
+    seed: int = Field(0, ge=0)
+    max_iterations: int = Field(defaults.MAX_ITERATIONS, ge=1, le=100_000)
+    tolerance_tvd: float = Field(defaults.TOLERANCE_TVD, gt=0, lt=1)
+    distinct_records: int | None = Field(None, ge=1)
+    top_k: int = Field(defaults.ATTRIBUTION_TOP_K, ge=1)
+    max_proposals: int | None = Field(None, ge=1)
+    calibrate: bool | None = None
+
+
+@dataclass(frozen=True)
+class IterationEvent:
+    """What happened in one iteration, for charts, logs and the run store.
+
+    Attributes
+    ----------
+    iteration : int (1-based)
+    mean_tvd, max_tvd : float
+        Over the target tables, after this iteration's update.
+    tvd_by_table, srmse_by_table : dict of table name -> float
+    proposals : tuple of Proposal
+        As the prior returned them.
+    added, removed : int
+        Persons added and removed.
+    rejected : dict of reason -> int
+        Proposals and records dropped this iteration, by reason.
+    population_total, distinct_records : int
+        Persons and distinct records after the update.
+    llm_calls, prompt_tokens, completion_tokens : int
+        The prior's cumulative usage.
+    seconds, aggregate_seconds : float
+        Wall time of the whole iteration and of its aggregation.
+    """
+
+    iteration: int
+    mean_tvd: float
+    max_tvd: float
+    tvd_by_table: dict[str, float]
+    srmse_by_table: dict[str, float]
+    proposals: tuple[Proposal, ...]
+    added: int
+    removed: int
+    rejected: dict[str, int]
+    population_total: int
+    distinct_records: int
+    llm_calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    aggregate_seconds: float
+
+
+@dataclass(frozen=True)
+class SynthesisResult:
+    """The end of a run.
+
+    Attributes
+    ----------
+    population : DataFrame, one row per distinct record, schema columns (int16 codes / float64) + ``count``
+        (int64 > 0) summing to N. ``Schema.decode`` gives labels.
+    fit : Fit
+        Against every target table, after calibration and integerization.
+    loop_fit : Fit or None
+        After the last iteration, before calibration.
+    iterations : int
+    stop_reason : str
+        ``"tolerance reached"``, ``"population complete"``, ``"no further improvement"``,
+        ``"max iterations reached"`` or ``"stop requested"``.
+    calibration : CalibrationResult or None
+    seconds : float
+    rejected : dict of reason -> int, over the whole run.
+    warnings : tuple of str
+    """
+
+    population: pd.DataFrame
+    fit: Fit
+    loop_fit: Fit | None
+    iterations: int
+    stop_reason: str
+    calibration: CalibrationResult | None
+    seconds: float
+    rejected: dict[str, int] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+def merge_duplicates(population: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """Merge records with equal values into one row, summing ``count``; drop rows with count 0.
+
+    Returns a frame sorted by the schema columns (a deterministic order), index 0..n-1.
+    """
+    live = population[population[COUNT] > 0]
+    merged = live.groupby(schema.names, sort=True, as_index=False, observed=True)[COUNT].sum()
+    return merged.astype({COUNT: np.int64})
+
+
+def _split_count(count: int, n: int) -> np.ndarray:
+    """``count`` persons over ``n`` records as evenly as possible (the first ``count % n`` get one more)."""
+    out = np.full(n, count // n, dtype=np.int64)
+    out[: count % n] += 1
+    return out
+
+
+def _remove(population: pd.DataFrame, mask: np.ndarray, count: int) -> tuple[pd.DataFrame, int]:
+    """Take ``count`` persons (at most all) from the records in ``mask``, in proportion to their counts."""
+    idx = np.flatnonzero(mask)
+    have = population[COUNT].to_numpy()[idx]
+    available = int(have.sum())
+    take = min(count, available)
+    if take <= 0:
+        return population, 0
+    raw = have * (take / available)
+    cut = np.floor(raw).astype(np.int64)
+    order = np.argsort(-(raw - cut), kind="stable")
+    cut[order[: take - int(cut.sum())]] += 1
+    counts = population[COUNT].to_numpy().copy()
+    counts[idx] -= np.minimum(cut, have)
+    out = population.copy()
+    out[COUNT] = counts
+    return out, take
+
+
+def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
+                  should_stop: Callable[[], bool] | None = None) -> Iterator[IterationEvent | SynthesisResult]:
+    """Run the loop; yield an :class:`IterationEvent` per iteration, then the :class:`SynthesisResult`.
+
+    Parameters
+    ----------
+    project : Project
+        Validated, harmonized targets.
+    prior : Prior
+    config : SynthesisConfig
+    should_stop : callable returning bool, optional
+        Polled once per iteration and between proposals; when true the loop ends and what was built is
+        calibrated and returned (stop reason ``"stop requested"``).
+
+    Raises
+    ------
+    PriorError
+        When the prior produced no valid record at all.
+
+    Source: LLMSynthor §3 (update, discrepancy, proposal, sampling, merge); DESIGN §3 (removal, calibration).
+    """
+    started = time.perf_counter()
+    schema = project.schema
+    size = config.size or project.size
+    paper = config.mode == "paper"
+    tables = [replace(t, counts=t.counts * (size / project.size)) for t in project.tables]
+    rng = np.random.default_rng(config.seed)
+    max_proposals = config.max_proposals or (defaults.PAPER_MAX_PROPOSALS if paper else defaults.FULL_MAX_PROPOSALS)
+    distinct = config.distinct_records or getattr(prior, "distinct_records", defaults.MAXENT_RECORDS_PER_PROPOSAL)
+    record_cap = getattr(prior, "max_records_per_proposal", None)
+    calibrate = (not paper) if config.calibrate is None else config.calibrate
+    stop = should_stop or (lambda: False)
+    warnings = list(project.warnings) + list(getattr(prior, "notes", []))
+    rejected_total: Counter = Counter()
+
+    population = schema.empty_population()
+    with Aggregator(schema, tables) as aggregator:
+        synthetic = aggregator.aggregate(population)
+        loop_fit: Fit | None = None
+        best, best_at, stop_reason, iteration = math.inf, 0, "max iterations reached", 0
+        for iteration in range(1, config.max_iterations + 1):
+            if stop():
+                stop_reason, iteration = "stop requested", iteration - 1
+                break
+            t0 = time.perf_counter()
+            total = int(population[COUNT].sum())
+            under, over = attribute_gaps(tables, synthetic, schema, config.top_k, by="share" if paper else "count")
+            batch = min(size - total, math.ceil(size / config.max_iterations)) if paper else 0
+            unsupported = [] if paper else unsupported_cells(tables, synthetic, schema)
+            guidance = Guidance(iteration, size, total, batch, under, [] if paper else over, config.mode,
+                                max_proposals, unsupported)
+            proposals = prior.plan(guidance, rng)[:max_proposals + len(unsupported)]
+            rejected: Counter = Counter()
+            new_parts, added, removed = [], 0, 0
+            for proposal in proposals:
+                if stop():
+                    break
+                problem = check_proposal(proposal, schema, paper)
+                if problem is None and paper and proposal.action == "remove":
+                    problem = "paper mode is add-only"
+                if problem is not None:
+                    rejected[f"proposal: {problem}"] += 1
+                    continue
+                if proposal.action == "remove":
+                    population, took = _remove(population, match_conditions(population, proposal.conditions,
+                                                                            schema), proposal.count)
+                    removed += took
+                    continue
+                k = min(proposal.count, max(defaults.MIN_RECORDS_PER_PROPOSAL,
+                                            math.ceil(distinct * proposal.count / size)))
+                if record_cap:
+                    k = min(k, record_cap)
+                records = prior.realize(proposal, k, rng)
+                encoded, bad = schema.encode(records)
+                rejected.update({f"record: {r}": n for r, n in bad.items()})
+                inside = match_conditions(encoded, proposal.conditions, schema)
+                if (~inside).any():
+                    rejected["record: does not satisfy the proposal's conditions"] += int((~inside).sum())
+                encoded = encoded.loc[inside]
+                if len(encoded) == 0:
+                    rejected["proposal: no valid record"] += 1
+                    continue
+                encoded[COUNT] = _split_count(proposal.count, len(encoded))
+                new_parts.append(encoded)
+                added += proposal.count
+            if new_parts:
+                population = pd.concat([population, *new_parts], ignore_index=True)
+            population = merge_duplicates(population, schema)
+            t_agg = time.perf_counter()
+            synthetic = aggregator.aggregate(population)
+            aggregate_seconds = time.perf_counter() - t_agg
+            loop_fit = measure_fit(tables, synthetic)
+            rejected_total.update(rejected)
+            usage = prior.usage
+            yield IterationEvent(
+                iteration=iteration, mean_tvd=loop_fit.mean_tvd, max_tvd=loop_fit.max_tvd,
+                tvd_by_table={k: v.tvd for k, v in loop_fit.tables.items()},
+                srmse_by_table={k: v.srmse for k, v in loop_fit.tables.items()}, proposals=tuple(proposals),
+                added=added, removed=removed, rejected=dict(rejected), population_total=int(population[COUNT].sum()),
+                distinct_records=len(population), llm_calls=usage.calls, prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens, seconds=time.perf_counter() - t0,
+                aggregate_seconds=aggregate_seconds)
+            if not proposals and paper:
+                stop_reason = "no proposal"
+                break
+            if paper and population[COUNT].sum() >= size:
+                stop_reason = "population complete"
+                break
+            if not paper and loop_fit.mean_tvd <= config.tolerance_tvd:
+                stop_reason = "tolerance reached"
+                break
+            if loop_fit.mean_tvd < best * (1 - 0.01):
+                best, best_at = loop_fit.mean_tvd, iteration
+            elif not paper and iteration - best_at >= defaults.PATIENCE_ITERATIONS:
+                stop_reason = "no further improvement"
+                break
+            if stop():
+                stop_reason = "stop requested"
+                break
+
+        if population[COUNT].sum() <= 0:
+            raise PriorError(f'the prior "{prior.name}" produced no valid record in {iteration} iteration(s); '
+                             f"rejected: {dict(rejected_total) or 'nothing'}")
+        calibration = None
+        weights = population[COUNT].to_numpy(dtype=np.float64)
+        cell_ids = aggregator.cell_ids(population)
+        if calibrate:
+            calibration = rake_counts(cell_ids, [t.counts for t in tables], weights)
+            weights = calibration.counts
+            if not calibration.converged:
+                warnings.append(f"calibration did not converge in {calibration.iterations} sweeps (largest share "
+                                f"error {calibration.max_abs_error:.2e}): some target cells have no record or the "
+                                f"tables contradict each other")
+        # controlled rounding: records ordered by their cells, most detailed tables first
+        by_detail = sorted(range(len(tables)), key=lambda i: tables[i].counts.size)
+        order = np.lexsort([cell_ids[i] for i in by_detail])
+        population = population.assign(**{COUNT: integerize_trs(weights, size, rng, order=order)})
+        population = population[population[COUNT] > 0].reset_index(drop=True)
+        fit = measure_fit(tables, aggregator.aggregate(population))
+    yield SynthesisResult(population, fit, loop_fit, iteration, stop_reason, calibration,
+                          time.perf_counter() - started, dict(rejected_total), tuple(warnings))

@@ -1,0 +1,206 @@
+"""The Prior protocol, proposals, guidance, and what every prior shares (DESIGN §2–4).
+
+A prior turns guidance (the most under- and over-represented cells) into proposals, and a proposal into
+records. Conditions use labels: a categorical variable is fixed to one category (``"Female"``) or a list of
+categories; a numeric variable to an inclusive range ``[min, max]`` in its unit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, Union, runtime_checkable
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..metrics import CellGap
+from ..schema import Bins, Schema
+
+Condition = Union[str, list[str], tuple[float, float]]
+
+
+class Proposal(BaseModel):
+    """``{conditions, count, action, reason}``: add or remove ``count`` persons satisfying ``conditions``.
+
+    Attributes
+    ----------
+    conditions : dict of variable -> category | list of categories | (min, max)
+        Variables not named are free (the prior fills them). Numeric ranges are inclusive, in the unit.
+    count : int > 0
+        Persons to add or remove.
+    action : {"add", "remove"}
+    reason : str
+        Why, citing the guidance (shown in the UI and stored).
+
+    Source: LLMSynthor §3 ("proposal": one category or range per variable, a count ``num`` and a ``reason``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    conditions: dict[str, Union[str, list[str], tuple[float, float]]] = Field(default_factory=dict)
+    count: int = Field(gt=0)
+    action: Literal["add", "remove"] = "add"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """What the prior is told at one iteration.
+
+    Attributes
+    ----------
+    iteration : int (1-based)
+    population_size : int
+        N, the size the population must reach.
+    current_total : int
+        Persons in the population now.
+    batch_size : int
+        Persons to add this iteration in paper mode (the counts of the proposals sum to it); 0 in full mode.
+    under, over : list of CellGap
+        Most under- and over-represented cells across all target tables, most off first.
+    mode : {"paper", "full"}
+    max_proposals : int
+    unsupported : list of CellGap
+        Cells with a target but no record at all (full mode), which calibration cannot reach.
+    """
+
+    iteration: int
+    population_size: int
+    current_total: int
+    batch_size: int
+    under: list[CellGap]
+    over: list[CellGap]
+    mode: str
+    max_proposals: int
+    unsupported: list[CellGap] = field(default_factory=list)
+
+
+@dataclass
+class PriorUsage:
+    """Calls and tokens a prior has used so far (zeros for ``maxent``)."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_calls: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Prior(Protocol):
+    """Where records come from (STYLE.md rule 9).
+
+    ``plan(guidance, rng) -> list[Proposal]`` and ``realize(proposal, k, rng) -> DataFrame`` with at most ``k``
+    records as labels (one column per schema variable). The engine checks every record against the schema
+    and the proposal's conditions and counts rejects; a prior never patches values into range.
+    """
+
+    name: str
+    usage: PriorUsage
+
+    def plan(self, guidance: Guidance, rng: np.random.Generator) -> list[Proposal]: ...
+
+    def realize(self, proposal: Proposal, k: int, rng: np.random.Generator) -> pd.DataFrame: ...
+
+
+def bin_condition(var, bins: Bins, index: int) -> tuple[float, float]:
+    """The inclusive range condition of bin ``index``: ``[25, 35)`` -> ``(25, 34)`` for an integer variable,
+    ``(25.0, 35.0)`` otherwise; the last bin keeps its upper edge."""
+    lo, hi = float(bins.edges[index]), float(bins.edges[index + 1])
+    last = index == len(bins) - 1
+    if var.integer and not last:
+        hi = math.ceil(hi) - 1.0
+    return (lo, hi)
+
+
+def gap_conditions(gap: CellGap, schema: Schema, tables_by_name: dict) -> dict[str, Condition]:
+    """Conditions that select the records of one cell of a target table."""
+    table = tables_by_name[gap.table]
+    idx = np.unravel_index(gap.flat_index, table.counts.shape)
+    out: dict[str, Condition] = {}
+    for v, i in zip(table.variables, idx):
+        var = schema[v]
+        out[v] = var.categories[i] if var.type == "categorical" else bin_condition(var, table.bins[v], int(i))
+    return out
+
+
+def check_proposal(proposal: Proposal, schema: Schema, paper: bool) -> str | None:
+    """Why a proposal cannot be used (a short reason, for counting), or None when it is valid.
+
+    In paper mode every variable must be fixed: one category per categorical variable and one range per
+    numeric variable (LLMSynthor §3).
+    """
+    for name, cond in proposal.conditions.items():
+        if name not in schema:
+            return "unknown variable"
+        var = schema[name]
+        if var.type == "categorical":
+            labels = [cond] if isinstance(cond, str) else list(cond) if isinstance(cond, list) else None
+            if not labels or any(not isinstance(x, str) or x not in var.categories for x in labels):
+                return "category not in schema"
+            if paper and len(labels) != 1:
+                return "paper mode needs one category"
+        else:
+            if isinstance(cond, str) or len(cond) != 2:
+                return "numeric condition is not [min, max]"
+            lo, hi = float(cond[0]), float(cond[1])
+            if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi or lo > var.max or hi < var.min:
+                return "numeric range outside schema"
+            if var.integer and math.ceil(max(lo, var.min)) > math.floor(min(hi, var.max)):
+                return "numeric range holds no whole number"
+    if paper and set(proposal.conditions) != set(schema.names):
+        return "paper mode needs every variable"
+    return None
+
+
+def match_conditions(encoded: pd.DataFrame, conditions: dict[str, Condition], schema: Schema) -> np.ndarray:
+    """Boolean mask of the rows of a coded population frame that satisfy ``conditions``.
+
+    Parameters
+    ----------
+    encoded : DataFrame, schema columns coded (int16 codes / float64).
+    conditions : as in :class:`Proposal` (already checked with :func:`check_proposal`).
+
+    Returns
+    -------
+    ndarray of bool, shape (len(encoded),)
+    """
+    mask = np.ones(len(encoded), dtype=bool)
+    for name, cond in conditions.items():
+        var = schema[name]
+        col = encoded[name].to_numpy()
+        if var.type == "categorical":
+            labels = [cond] if isinstance(cond, str) else list(cond)
+            mask &= np.isin(col, [var.categories.index(x) for x in labels])
+        else:
+            mask &= (col >= float(cond[0])) & (col <= float(cond[1]))
+    return mask
+
+
+def sample_uniform_records(schema: Schema, proposal: Proposal, k: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Paper-style realization: ``k`` records with the proposal's categories as fixed and every numeric
+    variable drawn uniformly in its range (whole numbers for integer variables).
+
+    Parameters
+    ----------
+    proposal : Proposal fixing every variable (see :func:`check_proposal` with ``paper=True``).
+
+    Returns
+    -------
+    DataFrame of k rows, one column per variable (labels / numbers).
+
+    Source: LLMSynthor §3, step 4 ("numerics drawn uniformly in the range").
+    """
+    cols = {}
+    for var in schema:
+        cond = proposal.conditions[var.name]
+        if var.type == "categorical":
+            cols[var.name] = np.full(k, cond if isinstance(cond, str) else cond[0], dtype=object)
+        else:
+            lo, hi = max(float(cond[0]), var.min), min(float(cond[1]), var.max)
+            if var.integer:
+                cols[var.name] = rng.integers(math.ceil(lo), math.floor(hi) + 1, size=k).astype(np.float64)
+            else:
+                cols[var.name] = rng.uniform(lo, hi, size=k)
+    return pd.DataFrame(cols)

@@ -1,0 +1,453 @@
+"""The embedded ``maxent`` prior: the maximum-entropy joint distribution consistent with the target tables.
+
+Among all joint distributions over the schema's variables whose marginals on every target table equal the
+targets, the maximum-entropy one assumes no structure beyond what the tables state. It is the distribution
+classical IPF reaches from a uniform seed over the full cross-product (Ireland & Kullback 1968), but the
+cross-product is never built here: the solution factorizes over the cliques of a triangulation of the graph
+whose edges join variables that share a table (Darroch, Lauritzen & Speed 1980), so it is fitted by IPF on a
+junction tree (Jiroušek 1991, "Solution of the marginal problem and decomposable distributions") whose clique
+arrays are small. Numeric variables are discretized on the union of all tables' bin edges; inside a bin the
+density is uniform (maximum entropy again), weighted by the bin's width.
+
+Sampling, conditional on a proposal's conditions, is exact: evidence is entered into the clique potentials,
+collected to the root, and records are drawn top-down (forward sampling on a junction tree).
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .. import defaults
+from ..metrics import CellGap
+from ..schema import Bins, Schema
+from ..targets import Project, TargetTable
+from .base import (Guidance, PriorUsage, Proposal, bin_condition, gap_conditions, sample_uniform_records)
+
+_LETTERS = string.ascii_letters
+
+
+@dataclass
+class _Axis:
+    """Fine discretization of one variable: ``size`` cells with maxent weights (bin widths)."""
+
+    size: int
+    weights: np.ndarray  # float64, shape (size,), sums to 1
+    bins: Bins | None  # fine bins of a numeric variable
+    lows: np.ndarray | None = None  # smallest value of each fine bin (numeric)
+    highs: np.ndarray | None = None  # largest value (integer: inclusive; continuous: exclusive edge)
+
+
+def _build_axes(schema: Schema, tables) -> dict[str, _Axis]:
+    axes = {}
+    for var in schema:
+        if var.type == "categorical":
+            axes[var.name] = _Axis(var.size, np.full(var.size, 1.0 / var.size), None)
+            continue
+        edges = {var.min, var.max}
+        for t in tables:
+            if var.name in t.bins:
+                edges.update(float(e) for e in t.bins[var.name].edges)
+        fine = Bins(sorted(edges))
+        lows = fine.edges[:-1].copy()
+        highs = fine.edges[1:].copy()
+        if var.integer:
+            lows = np.ceil(lows)
+            highs = np.where(np.arange(len(fine)) == len(fine) - 1, np.floor(highs), np.ceil(highs) - 1)
+            widths = np.maximum(highs - lows + 1, 0)
+        else:
+            widths = highs - lows
+        axes[var.name] = _Axis(len(fine), widths / widths.sum(), fine, lows, highs)
+    return axes
+
+
+def _triangulate(variables: list[str], edges: set[frozenset], sizes: dict[str, int]) -> list[tuple[str, ...]]:
+    """Maximal cliques of a triangulation by greedy min-fill elimination (ties: smaller clique, then order)."""
+    adj = {v: set() for v in variables}
+    for e in edges:
+        a, b = tuple(e)
+        adj[a].add(b)
+        adj[b].add(a)
+    order = {v: i for i, v in enumerate(variables)}
+    remaining = set(variables)
+    cliques: list[frozenset] = []
+    while remaining:
+        def cost(v):
+            nb = adj[v] & remaining
+            fill = sum(1 for a in nb for b in nb if a < b and b not in adj[a])
+            return fill, math.prod(sizes[x] for x in nb | {v}), order[v]
+
+        v = min(remaining, key=cost)
+        nb = adj[v] & remaining
+        for a in nb:
+            adj[a] |= nb - {a}
+        cliques.append(frozenset(nb | {v}))
+        remaining.remove(v)
+    maximal = [c for c in cliques if not any(c < d for d in cliques)]
+    unique: list[frozenset] = []
+    for c in maximal:
+        if c not in unique:
+            unique.append(c)
+    return [tuple(sorted(c, key=order.get)) for c in unique]
+
+
+class MaxEntJoint:
+    """The maximum-entropy joint distribution of a schema given target tables, on a junction tree.
+
+    Parameters
+    ----------
+    schema : Schema
+    tables : sequence of TargetTable
+
+    Attributes
+    ----------
+    cliques : list of tuple of str
+        Variables of each clique (schema order).
+    marginals : list of ndarray of float64
+        Probability of each clique's cells, axes in clique order; consistent on separators.
+    left_out : list of str
+        Tables not built into the joint because their clique would exceed ``MAXENT_MAX_CLIQUE_CELLS``.
+    sweeps : int
+        IPF sweeps used; ``max_error`` the largest absolute share error left on any table.
+    """
+
+    def __init__(self, schema: Schema, tables):
+        self.schema = schema
+        self.axes = _build_axes(schema, tables)
+        names = schema.names
+        sizes = {v: self.axes[v].size for v in names}
+        edges: set[frozenset] = set()
+        self.tables: list[TargetTable] = []
+        self.left_out: list[str] = []
+        for t in sorted(tables, key=lambda t: len(t.variables)):
+            new = {frozenset((a, b)) for a in t.variables for b in t.variables if a != b}
+            cliques = _triangulate(names, edges | new, sizes)
+            if max(math.prod(sizes[v] for v in c) for c in cliques) > defaults.MAXENT_MAX_CLIQUE_CELLS:
+                self.left_out.append(t.name)
+                continue
+            edges |= new
+            self.tables.append(t)
+        self.cliques = _triangulate(names, edges, sizes)
+        self._build_tree()
+        self.marginals = [self._independent(c) for c in self.cliques]
+        self._home = [min((i for i, c in enumerate(self.cliques) if set(t.variables) <= set(c)),
+                          key=lambda i: math.prod(sizes[v] for v in self.cliques[i])) for t in self.tables]
+        self._coarse = [self._coarsening(t) for t in self.tables]
+        self.sweeps, self.max_error = self._fit()
+
+    # ---------------------------------------------------------------------------------------- structure
+    def _build_tree(self) -> None:
+        n = len(self.cliques)
+        pairs = sorted(((len(set(self.cliques[i]) & set(self.cliques[j])), i, j)
+                        for i in range(n) for j in range(i + 1, n)), key=lambda p: (-p[0], p[1], p[2]))
+        parent_of = list(range(n))
+
+        def find(x):
+            while parent_of[x] != x:
+                parent_of[x] = parent_of[parent_of[x]]
+                x = parent_of[x]
+            return x
+
+        self.neighbours: list[list[int]] = [[] for _ in range(n)]
+        for _, i, j in pairs:
+            ri, rj = find(i), find(j)
+            if ri != rj:
+                parent_of[ri] = rj
+                self.neighbours[i].append(j)
+                self.neighbours[j].append(i)
+        # breadth-first order from clique 0: parents before children
+        self.order, self.parent = [0], {0: None}
+        for c in self.order:
+            for nb in self.neighbours[c]:
+                if nb not in self.parent:
+                    self.parent[nb] = c
+                    self.order.append(nb)
+
+    def separator(self, a: int, b: int) -> tuple[str, ...]:
+        """Variables shared by cliques ``a`` and ``b`` (in clique ``a``'s order)."""
+        return tuple(v for v in self.cliques[a] if v in self.cliques[b])
+
+    def _independent(self, clique) -> np.ndarray:
+        arr = np.ones(())
+        for v in clique:
+            arr = np.multiply.outer(arr, self.axes[v].weights)
+        return arr
+
+    def _coarsening(self, table: TargetTable):
+        """Per table axis: (starts for reduceat, repeats) mapping fine cells to the table's cells, or None."""
+        out = []
+        for v in table.variables:
+            if v not in table.bins:
+                out.append(None)
+                continue
+            fine = self.axes[v].bins
+            coarse_of_fine = table.bins[v].locate(fine.edges[:-1])
+            starts = np.flatnonzero(np.diff(coarse_of_fine, prepend=-1))
+            out.append((starts, np.diff(np.append(starts, len(coarse_of_fine)))))
+        return out
+
+    # ------------------------------------------------------------------------------------------ algebra
+    @staticmethod
+    def _project(arr: np.ndarray, src: tuple, dst: tuple) -> np.ndarray:
+        """Sum ``arr`` (axes ``src``) onto variables ``dst`` (axes in ``dst`` order)."""
+        letters = {v: _LETTERS[i] for i, v in enumerate(src)}
+        return np.einsum(f"{''.join(letters[v] for v in src)}->{''.join(letters[v] for v in dst)}", arr)
+
+    @staticmethod
+    def _spread(arr: np.ndarray, src: tuple, dst: tuple) -> np.ndarray:
+        """View ``arr`` (axes ``src`` ⊆ ``dst``) with its axes in ``dst`` order and size-1 axes for the rest."""
+        if not src:
+            return arr.reshape((1,) * len(dst))
+        present = [v for v in dst if v in src]
+        moved = np.transpose(arr, [src.index(v) for v in present])
+        return moved.reshape([moved.shape[present.index(v)] if v in src else 1 for v in dst])
+
+    def _table_shares(self, i: int) -> np.ndarray:
+        t, c = self.tables[i], self._home[i]
+        m = self._project(self.marginals[c], self.cliques[c], t.variables)
+        for axis, coarse in enumerate(self._coarse[i]):
+            if coarse is not None:
+                m = np.add.reduceat(m, coarse[0], axis=axis)
+        return m
+
+    def _replace(self, c: int, new: np.ndarray, came_from: int | None = None) -> None:
+        """Set clique ``c``'s marginal to ``new`` and pass the change along the tree (Hugin absorption)."""
+        old = self.marginals[c]
+        self.marginals[c] = new
+        for nb in self.neighbours[c]:
+            if nb == came_from:
+                continue
+            sep = self.separator(c, nb)
+            old_s, new_s = self._project(old, self.cliques[c], sep), self._project(new, self.cliques[c], sep)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(old_s > 0, new_s / old_s, 0.0)
+            self._replace(nb, self.marginals[nb] * self._spread(ratio, sep, self.cliques[nb]), c)
+
+    def _fit(self) -> tuple[int, float]:
+        targets = [t.shares for t in self.tables]
+        error = 0.0
+        for sweep in range(1, defaults.MAXENT_IPF_MAX_SWEEPS + 1):
+            error = 0.0
+            for i, t in enumerate(self.tables):
+                current = self._table_shares(i)
+                error = max(error, float(np.abs(current - targets[i]).max()))
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ratio = np.where(current > 0, targets[i] / current, 0.0)
+                for axis, coarse in enumerate(self._coarse[i]):
+                    if coarse is not None:
+                        ratio = np.repeat(ratio, coarse[1], axis=axis)
+                c = self._home[i]
+                self._replace(c, self.marginals[c] * self._spread(ratio, t.variables, self.cliques[c]))
+            if error < defaults.MAXENT_IPF_TOLERANCE:
+                return sweep, error
+        return defaults.MAXENT_IPF_MAX_SWEEPS, error
+
+    # ----------------------------------------------------------------------------------------- sampling
+    def evidence(self, conditions: dict) -> dict[str, np.ndarray]:
+        """Weight of each fine cell under a proposal's conditions (1 inside, 0 outside, partial for ranges)."""
+        out = {}
+        for name, cond in conditions.items():
+            var, axis = self.schema[name], self.axes[name]
+            if var.type == "categorical":
+                labels = [cond] if isinstance(cond, str) else list(cond)
+                w = np.zeros(axis.size)
+                w[[var.categories.index(x) for x in labels]] = 1.0
+            else:
+                lo, hi = float(cond[0]), float(cond[1])
+                if var.integer:
+                    w = np.maximum(np.minimum(axis.highs, math.floor(hi)) - np.maximum(axis.lows, math.ceil(lo)) + 1, 0)
+                    w = w / np.maximum(axis.highs - axis.lows + 1, 1)
+                else:
+                    w = np.maximum(np.minimum(axis.highs, hi) - np.maximum(axis.lows, lo), 0)
+                    w = w / (axis.highs - axis.lows)
+            out[name] = w
+        return out
+
+    def sample_cells(self, k: int, conditions: dict, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
+        """Draw ``k`` records' fine cells from the joint conditional on ``conditions``.
+
+        Returns
+        -------
+        dict of variable -> ndarray of int64, shape (k,): the fine cell of each draw; None when the conditions
+        have probability 0 under the joint.
+        """
+        evidence = self.evidence(conditions)
+        potentials = [m.copy() for m in self.marginals]
+        for name, w in evidence.items():
+            c = next(i for i, cl in enumerate(self.cliques) if name in cl)
+            potentials[c] = potentials[c] * self._spread(w, (name,), self.cliques[c])
+        # collect: children into parents, deepest first
+        for c in reversed(self.order[1:]):
+            p = self.parent[c]
+            sep = self.separator(c, p)
+            msg = self._project(potentials[c], self.cliques[c], sep)
+            prior = self._project(self.marginals[c], self.cliques[c], sep)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                msg = np.where(prior > 0, msg / prior, 0.0)
+            potentials[p] = potentials[p] * self._spread(msg, sep, self.cliques[p])
+        root = potentials[self.order[0]].reshape(-1)
+        total = root.sum()
+        if not total > 0:
+            return None
+        draws: dict[str, np.ndarray] = {}
+        flat = rng.choice(root.size, size=k, p=root / total)
+        for v, idx in zip(self.cliques[self.order[0]], np.unravel_index(flat, potentials[self.order[0]].shape)):
+            draws[v] = idx.astype(np.int64)
+        for c in self.order[1:]:
+            sep = self.separator(c, self.parent[c])
+            rest = tuple(v for v in self.cliques[c] if v not in sep)
+            if not rest:
+                continue
+            arr = np.transpose(potentials[c], [self.cliques[c].index(v) for v in sep + rest])
+            sep_shape, rest_shape = arr.shape[: len(sep)], arr.shape[len(sep):]
+            table = arr.reshape(math.prod(sep_shape), math.prod(rest_shape))
+            key = np.ravel_multi_index([draws[v] for v in sep], sep_shape) if sep else np.zeros(k, dtype=np.int64)
+            chosen = np.zeros(k, dtype=np.int64)
+            for s in np.unique(key):
+                rows = np.flatnonzero(key == s)
+                weights = table[s]
+                chosen[rows] = rng.choice(weights.size, size=rows.size, p=weights / weights.sum())
+            for v, idx in zip(rest, np.unravel_index(chosen, rest_shape)):
+                draws[v] = idx.astype(np.int64)
+        return draws
+
+    def values(self, cells: dict[str, np.ndarray], conditions: dict, rng: np.random.Generator) -> pd.DataFrame:
+        """Records from fine cells: categories as labels, numerics uniform inside the cell (and the condition's
+        range), whole numbers for integer variables. Returns a DataFrame, one column per variable."""
+        cols = {}
+        for var in self.schema:
+            idx = cells[var.name]
+            if var.type == "categorical":
+                cols[var.name] = np.asarray(var.categories, dtype=object)[idx]
+                continue
+            axis = self.axes[var.name]
+            lo, hi = axis.lows[idx], axis.highs[idx]
+            if var.name in conditions:
+                lo = np.maximum(lo, float(conditions[var.name][0]))
+                hi = np.minimum(hi, float(conditions[var.name][1]))
+            if var.integer:
+                lo, hi = np.ceil(lo), np.floor(hi)
+                cols[var.name] = np.floor(lo + rng.random(len(idx)) * (hi - lo + 1)).astype(np.float64)
+            else:
+                cols[var.name] = lo + rng.random(len(idx)) * (hi - lo)
+        return pd.DataFrame(cols)
+
+
+class MaxEntPrior:
+    """The offline prior: plans from the residuals, realizes from the maximum-entropy joint.
+
+    Parameters
+    ----------
+    project : Project
+    mode : {"full", "paper"}
+        ``full``: proposals fix only a target cell, other variables are drawn from the joint conditional on it;
+        removals correct over-represented cells. ``paper``: add-only, at most 5 proposals per iteration, each
+        fixing one category per categorical variable and one range per numeric variable (completed from the
+        joint, as the LLM completes them in the paper), numerics drawn uniformly in the range.
+    step : float
+        Share of a cell's gap one proposal corrects (full mode).
+    """
+
+    name = "maxent"
+
+    def __init__(self, project: Project, mode: str = "full", step: float = defaults.FULL_STEP):
+        self.project = project
+        self.mode = mode
+        self.step = step
+        self.usage = PriorUsage()
+        self.joint = MaxEntJoint(project.schema, project.tables)
+        self._tables = {t.name: t for t in project.tables}
+
+    @property
+    def notes(self) -> list[str]:
+        """What the prior could not do (tables left out of the joint), for the run's warnings."""
+        return [f'maxent prior: table "{n}" left out of the joint (its clique would exceed '
+                f"{defaults.MAXENT_MAX_CLIQUE_CELLS:,} cells); calibration still fits it" for n in self.joint.left_out]
+
+    def plan(self, guidance: Guidance, rng: np.random.Generator) -> list[Proposal]:
+        """Proposals from the guidance (see the class docstring for each mode)."""
+        if self.mode == "paper":
+            return self._plan_paper(guidance, rng)
+        if guidance.current_total == 0:
+            return [Proposal(count=guidance.population_size, action="add",
+                             reason="the population is empty: draw it from the maximum-entropy joint of all "
+                                    "target tables")]
+        return self._plan_swaps(guidance)
+
+    def _plan_swaps(self, guidance: Guidance) -> list[Proposal]:
+        """Full mode: add to the most under- and remove from the most over-represented cells.
+
+        A deficit shows in every table that shares the cell's variables (``sex = Male`` in each table with sex),
+        so a cell nested in (or containing) an already chosen cell of the same direction is skipped; the persons
+        added are then balanced against those removed so that the total moves to N and no further.
+        """
+        schema = self.project.schema
+        chosen: list[tuple[set, CellGap, dict]] = []
+        for g in sorted(guidance.under + guidance.over, key=lambda g: (-abs(g.count_gap), g.table, g.flat_index)):
+            conditions = gap_conditions(g, schema, self._tables)
+            items = {(k, v if isinstance(v, str) else tuple(v)) for k, v in conditions.items()}
+            same_way = [c for c in chosen if (c[1].count_gap > 0) == (g.count_gap > 0)]
+            if any(items <= c[0] or c[0] <= items for c in same_way):
+                continue
+            chosen.append((items, g, conditions))
+            if len(chosen) == guidance.max_proposals:
+                break
+        adds = sum(self.step * g.count_gap for _, g, _ in chosen if g.count_gap > 0)
+        removes = sum(-self.step * g.count_gap for _, g, _ in chosen if g.count_gap < 0)
+        need = guidance.population_size - guidance.current_total
+        swap = min(adds, removes)
+        scale_add = (swap + max(need, 0)) / adds if adds > 0 else 0.0
+        scale_remove = (swap + max(-need, 0)) / removes if removes > 0 else 0.0
+        proposals = [Proposal(conditions=gap_conditions(g, schema, self._tables), count=math.ceil(g.count_gap),
+                              action="add", reason=f"no record yet: {g.describe()}") for g in guidance.unsupported]
+        for _, g, conditions in chosen:
+            add = g.count_gap > 0
+            count = int(round(self.step * abs(g.count_gap) * (scale_add if add else scale_remove)))
+            if count >= 1:
+                proposals.append(Proposal(conditions=conditions, count=count, action="add" if add else "remove",
+                                          reason=f"{'under' if add else 'over'}-represented: {g.describe()}"))
+        return proposals
+
+    def _plan_paper(self, guidance: Guidance, rng: np.random.Generator) -> list[Proposal]:
+        gaps = [g for g in guidance.under if g.share_gap > 0][: guidance.max_proposals]
+        if not gaps or guidance.batch_size <= 0:
+            return []
+        weights = np.array([g.share_gap for g in gaps])
+        raw = weights / weights.sum() * guidance.batch_size
+        counts = np.floor(raw).astype(int)
+        for i in np.argsort(-(raw - counts), kind="stable")[: guidance.batch_size - counts.sum()]:
+            counts[i] += 1
+        schema = self.project.schema
+        proposals = []
+        for g, count in zip(gaps, counts):
+            if count < 1:
+                continue
+            cell = gap_conditions(g, schema, self._tables)
+            draw = self.joint.sample_cells(1, cell, rng)
+            if draw is None:
+                continue
+            conditions = {}
+            for var in schema:
+                if var.name in cell:
+                    conditions[var.name] = cell[var.name]
+                elif var.type == "categorical":
+                    conditions[var.name] = var.categories[int(draw[var.name][0])]
+                else:
+                    axis = self.joint.axes[var.name]
+                    conditions[var.name] = bin_condition(var, axis.bins, int(draw[var.name][0]))
+            proposals.append(Proposal(conditions=conditions, count=int(count), action="add",
+                                      reason=f"under-represented: {g.describe()}"))
+        return proposals
+
+    def realize(self, proposal: Proposal, k: int, rng: np.random.Generator) -> pd.DataFrame:
+        """``k`` records satisfying the proposal (fewer, possibly none, when its conditions are impossible)."""
+        if self.mode == "paper":
+            return sample_uniform_records(self.project.schema, proposal, k, rng)
+        cells = self.joint.sample_cells(k, proposal.conditions, rng)
+        if cells is None:
+            return pd.DataFrame(columns=self.project.schema.names)
+        return self.joint.values(cells, proposal.conditions, rng)

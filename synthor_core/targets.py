@@ -1,0 +1,529 @@
+"""Target tables: reading a project folder (``synthor.toml`` + table files), validating, harmonizing totals.
+
+A project folder holds ``synthor.toml`` (population, variables, tables) and the table files it names. Tables
+are ``long`` (one column per variable plus a count column) or ``crosstab`` (first column the ``rows`` variable's
+categories, header the ``columns`` variable's categories), in CSV (UTF-8), Excel (``.xlsx``) or Parquet.
+Numeric variables enter a table through bin edges (``[tables.bins]``); cell labels are ``"[17, 25)"``.
+
+Every problem is collected before anything is raised (:class:`TargetValidationError`), each naming the file,
+row and column and what was expected.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import defaults
+from .errors import Problem, TargetValidationError
+from .schema import Bins, CategoricalVariable, NumericVariable, Schema, Variable
+
+PROJECT_FILE = "synthor.toml"
+
+
+class PopulationSpec(BaseModel):
+    """``[population]``: the size N of the synthetic population and what one record is."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    size: int = Field(gt=0)
+    description: str = ""
+
+
+class TableSpec(BaseModel):
+    """One ``[[tables]]`` entry of ``synthor.toml``.
+
+    ``format = "long"`` needs ``variables`` (and ``count_column``); ``format = "crosstab"`` needs ``rows`` and
+    ``columns``. ``bins`` maps each numeric variable of the table to its edges. ``sheet`` picks an Excel sheet.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    file: str = Field(min_length=1)
+    format: Literal["long", "crosstab"] = "long"
+    variables: tuple[str, ...] | None = None
+    count_column: str = "count"
+    rows: str | None = None
+    columns: str | None = None
+    bins: dict[str, tuple[float, ...]] = Field(default_factory=dict)
+    sheet: str | None = None
+
+    @property
+    def table_variables(self) -> tuple[str, ...]:
+        """The variables of the table, in axis order (``rows`` then ``columns`` for a crosstab)."""
+        if self.format == "crosstab":
+            return tuple(v for v in (self.rows, self.columns) if v)
+        return tuple(self.variables or ())
+
+
+class ProjectSpec(BaseModel):
+    """The whole ``synthor.toml``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    population: PopulationSpec
+    variables: list[Variable] = Field(min_length=1)
+    tables: list[TableSpec] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class TargetTable:
+    """One target table: counts over the cells of its variables.
+
+    Attributes
+    ----------
+    name : str
+    variables : tuple of str
+        Axis order of ``counts``.
+    bins : dict of str -> Bins
+        Bin edges of each numeric variable of the table.
+    counts : ndarray of float64, shape (cells of variables[0], cells of variables[1], ...)
+        Persons per cell, harmonized so that ``counts.sum()`` equals the population size.
+    source : str
+        The file the table came from (or ``"ui"``).
+    """
+
+    name: str
+    variables: tuple[str, ...]
+    bins: dict[str, Bins]
+    counts: npt.NDArray[np.float64]
+    source: str = ""
+
+    @property
+    def shares(self) -> npt.NDArray[np.float64]:
+        """``counts / counts.sum()``, same shape."""
+        return self.counts / self.counts.sum()
+
+    def axis_labels(self, schema: Schema) -> list[list[str]]:
+        """Cell labels along each axis: a categorical's categories, or a numeric variable's bin labels."""
+        return [
+            list(schema[v].categories) if schema[v].type == "categorical" else self.bins[v].labels
+            for v in self.variables
+        ]
+
+    def cell_label(self, schema: Schema, flat_index: int) -> dict[str, str]:
+        """``{variable: label}`` of the cell at ``flat_index`` (C order over ``counts``)."""
+        idx = np.unravel_index(flat_index, self.counts.shape)
+        return {v: labels[i] for v, labels, i in zip(self.variables, self.axis_labels(schema), idx)}
+
+
+@dataclass(frozen=True)
+class Project:
+    """A validated, harmonized project: the schema, the population size and the target tables.
+
+    Attributes
+    ----------
+    size : int
+        N, the number of records of the synthetic population.
+    description : str
+    schema : Schema
+    tables : tuple of TargetTable
+    warnings : tuple of str
+        What harmonization changed or found (scaled totals, disagreeing marginals).
+    spec : ProjectSpec or None
+        The ``synthor.toml`` content it was read from, to save it back.
+    root : Path or None
+        The project folder.
+    """
+
+    size: int
+    description: str
+    schema: Schema
+    tables: tuple[TargetTable, ...]
+    warnings: tuple[str, ...] = ()
+    spec: ProjectSpec | None = None
+    root: Path | None = field(default=None, compare=False)
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+def _pydantic_problems(file: str, err: ValidationError) -> list[Problem]:
+    problems = []
+    for e in err.errors():
+        loc = ""
+        for part in e["loc"]:
+            if isinstance(part, int):
+                loc += f"[{part + 1}]"
+            elif part in ("categorical", "numeric"):
+                continue  # discriminator tag in the location
+            else:
+                loc += ("." if loc else "") + str(part)
+        got = e.get("input")
+        got_text = "" if isinstance(got, (dict, list)) else f", got {got!r}"
+        problems.append(Problem(file=file, column=loc or None, message=f"{e['msg']}{got_text}"))
+    return problems
+
+
+def _read_frame(path: Path, shown: str, sheet: str | None) -> tuple[pd.DataFrame | None, int, list[Problem]]:
+    """Read a table file as strings. Returns (frame, number of the first data row in the file, problems)."""
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        return None, 2, [Problem(shown, "file not found")]
+    try:
+        if suffix in (".csv", ".txt", ".tsv"):
+            raw = path.read_bytes()
+            try:
+                text = raw.decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                line = raw[: exc.start].count(b"\n") + 1
+                return None, 2, [Problem(shown, f"expected UTF-8 text, found byte 0x{raw[exc.start]:02x} "
+                                                f"(save the file as CSV UTF-8)", row=line)]
+            sep = "\t" if suffix == ".tsv" else ","
+            frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, sep=sep, skipinitialspace=True)
+            return frame, 2, []
+        if suffix in (".xlsx", ".xlsm"):
+            frame = pd.read_excel(path, sheet_name=sheet if sheet is not None else 0, dtype=str, keep_default_na=False)
+            return frame, 2, []
+        if suffix == ".parquet":
+            frame = pd.read_parquet(path)
+            return frame.astype("string").fillna(""), 1, []
+    except (ValueError, KeyError, OSError, pd.errors.ParserError) as exc:
+        return None, 2, [Problem(shown, f"could not be read as {suffix.lstrip('.')} ({exc})")]
+    return None, 2, [Problem(shown, f"expected a .csv, .xlsx or .parquet file, got {suffix or 'no extension'}")]
+
+
+def _parse_count(text: str) -> float | None:
+    try:
+        value = float(str(text).replace(",", "").strip())
+    except ValueError:
+        return None
+    return value
+
+
+def _axis_lookup(var, bins: Bins | None) -> tuple[int, callable]:
+    """(number of cells, label -> index or None) for one table axis."""
+    if var.type == "categorical":
+        index = {c: i for i, c in enumerate(var.categories)}
+        return var.size, lambda label: index.get(str(label).strip())
+    return len(bins), lambda label: bins.parse_label(label)
+
+
+def _expected_labels(var, bins: Bins | None) -> str:
+    labels = list(var.categories) if var.type == "categorical" else bins.labels
+    shown = ", ".join(f'"{x}"' for x in labels[:12])
+    return f"one of {shown}{', ...' if len(labels) > 12 else ''}"
+
+
+def _parse_long(frame, spec, schema, bins, shown, first_row, problems) -> np.ndarray | None:
+    variables = spec.table_variables
+    missing = [c for c in (*variables, spec.count_column) if c not in frame.columns]
+    if missing:
+        for c in missing:
+            what = "count column" if c == spec.count_column else "column for variable"
+            problems.append(Problem(shown, f'missing {what} "{c}"; the file has columns '
+                                           f"{', '.join(repr(x) for x in frame.columns)}", row=1, column=c))
+        return None
+    axes = [_axis_lookup(schema[v], bins.get(v)) for v in variables]
+    counts = np.zeros([n for n, _ in axes], dtype=np.float64)
+    seen: dict[tuple, int] = {}
+    ok = True
+    for i, row in enumerate(frame.itertuples(index=False)):
+        file_row = first_row + i
+        values = dict(zip(frame.columns, row))
+        idx = []
+        for v, (_, lookup) in zip(variables, axes):
+            j = lookup(values[v])
+            if j is None:
+                problems.append(Problem(shown, f"expected {_expected_labels(schema[v], bins.get(v))}, "
+                                               f"got \"{values[v]}\"", row=file_row, column=v))
+                ok = False
+            idx.append(j)
+        count = _check_count(values[spec.count_column], shown, file_row, spec.count_column, problems)
+        if count is None or None in idx:
+            ok = False
+            continue
+        key = tuple(idx)
+        if key in seen:
+            problems.append(Problem(shown, f"duplicate cell (same as row {seen[key]})", row=file_row))
+            ok = False
+            continue
+        seen[key] = file_row
+        counts[key] = count
+    return counts if ok else None
+
+
+def _check_count(text, shown, row, column, problems) -> float | None:
+    value = _parse_count(text)
+    if value is None or math.isnan(value) or math.isinf(value) or value < 0:
+        problems.append(Problem(shown, f'expected a number >= 0, got "{text}"', row=row, column=column))
+        return None
+    return value
+
+
+def _parse_crosstab(frame, spec, schema, bins, shown, first_row, problems) -> np.ndarray | None:
+    rows_var, cols_var = schema[spec.rows], schema[spec.columns]
+    (n_rows, row_lookup), (n_cols, col_lookup) = (_axis_lookup(rows_var, bins.get(spec.rows)),
+                                                  _axis_lookup(cols_var, bins.get(spec.columns)))
+    counts = np.zeros((n_rows, n_cols), dtype=np.float64)
+    ok = True
+    header = list(frame.columns)
+    col_index: list[int | None] = []
+    seen_cols: dict[int, str] = {}
+    for name in header[1:]:
+        j = col_lookup(name)
+        if j is None:
+            problems.append(Problem(shown, f"header: expected {_expected_labels(cols_var, bins.get(spec.columns))}"
+                                           f" for variable \"{spec.columns}\", got \"{name}\"", row=1, column=name))
+            ok = False
+        elif j in seen_cols:
+            problems.append(Problem(shown, f"duplicate column category \"{name}\" (also column \"{seen_cols[j]}\")",
+                                    row=1, column=name))
+            ok = False
+        else:
+            seen_cols[j] = name
+        col_index.append(j)
+    seen_rows: dict[int, int] = {}
+    for i, row in enumerate(frame.itertuples(index=False)):
+        file_row = first_row + i
+        label = row[0]
+        r = row_lookup(label)
+        if r is None:
+            problems.append(Problem(shown, f"expected {_expected_labels(rows_var, bins.get(spec.rows))} for "
+                                           f"variable \"{spec.rows}\", got \"{label}\"", row=file_row,
+                                    column=header[0]))
+            ok = False
+        elif r in seen_rows:
+            problems.append(Problem(shown, f"duplicate row category \"{label}\" (also row {seen_rows[r]})",
+                                    row=file_row, column=header[0]))
+            ok = False
+            r = None
+        else:
+            seen_rows[r] = file_row
+        for name, j, text in zip(header[1:], col_index, row[1:]):
+            value = _check_count(text, shown, file_row, name, problems)
+            if value is None:
+                ok = False
+            elif r is not None and j is not None:
+                counts[r, j] = value
+    return counts if ok else None
+
+
+def _check_table_spec(spec: TableSpec, schema: Schema, where: str) -> tuple[dict[str, Bins], list[Problem]]:
+    problems: list[Problem] = []
+    bins: dict[str, Bins] = {}
+    if spec.format == "long" and not spec.variables:
+        problems.append(Problem(where, "a long table needs variables = [...]", column="variables"))
+    if spec.format == "crosstab":
+        for key in ("rows", "columns"):
+            if not getattr(spec, key):
+                problems.append(Problem(where, f"a crosstab table needs {key} = \"variable\"", column=key))
+        if spec.variables:
+            problems.append(Problem(where, "a crosstab table takes rows and columns, not variables",
+                                    column="variables"))
+    variables = spec.table_variables
+    if len(set(variables)) != len(variables):
+        problems.append(Problem(where, f"a variable appears twice in {list(variables)}", column="variables"))
+    for v in variables:
+        if v not in schema:
+            problems.append(Problem(where, f"variable \"{v}\" is not in [[variables]] (known: "
+                                           f"{', '.join(schema.names)})", column="variables"))
+            continue
+        var = schema[v]
+        if var.type == "numeric":
+            edges = spec.bins.get(v)
+            if edges is None:
+                problems.append(Problem(where, f"numeric variable \"{v}\" needs bin edges: [tables.bins] {v} = "
+                                               f"[{var.min:g}, ..., {var.max:g}]", column=f"bins.{v}"))
+                continue
+            e = np.asarray(edges, dtype=float)
+            if len(e) < 2 or not np.all(np.diff(e) > 0):
+                problems.append(Problem(where, f"bin edges of \"{v}\" must be at least two strictly increasing "
+                                               f"numbers, got {list(edges)}", column=f"bins.{v}"))
+            elif e[0] != var.min or e[-1] != var.max:
+                problems.append(Problem(where, f"bin edges of \"{v}\" must start at min = {var.min:g} and end at "
+                                               f"max = {var.max:g}, got {list(edges)}", column=f"bins.{v}"))
+            else:
+                bins[v] = Bins(e)
+    for v in spec.bins:
+        if v not in variables:
+            problems.append(Problem(where, f"bins given for \"{v}\", which is not a variable of this table",
+                                    column=f"bins.{v}"))
+        elif v in schema and schema[v].type != "numeric":
+            problems.append(Problem(where, f"bins given for categorical variable \"{v}\"", column=f"bins.{v}"))
+    return bins, problems
+
+
+def read_table(spec: TableSpec, schema: Schema, root: Path, where: str = PROJECT_FILE
+               ) -> tuple[TargetTable | None, list[Problem]]:
+    """Read and check one target table file.
+
+    Parameters
+    ----------
+    spec : TableSpec
+    schema : Schema
+    root : Path
+        Folder that ``spec.file`` is relative to.
+    where : str
+        Name of the config the spec came from, for problems in the spec itself.
+
+    Returns
+    -------
+    table : TargetTable or None
+        None when any problem was found; counts are as in the file (not harmonized).
+    problems : list of Problem
+    """
+    bins, problems = _check_table_spec(spec, schema, f"{where} [[tables]] \"{spec.name}\"")
+    if problems:
+        return None, problems
+    frame, first_row, read_problems = _read_frame(root / spec.file, spec.file, spec.sheet)
+    if frame is None:
+        return None, read_problems
+    if len(frame) == 0 or (spec.format == "crosstab" and len(frame.columns) < 2):
+        return None, [Problem(spec.file, "the table is empty: expected at least one row of counts")]
+    frame.columns = [str(c).strip() for c in frame.columns]
+    parse = _parse_long if spec.format == "long" else _parse_crosstab
+    counts = parse(frame, spec, schema, bins, spec.file, first_row, problems)
+    if counts is None:
+        return None, problems
+    if counts.sum() <= 0:
+        return None, [Problem(spec.file, "all counts are 0: expected a positive total")]
+    return TargetTable(spec.name, spec.table_variables, bins, counts, spec.file), problems
+
+
+def harmonize(tables: list[TargetTable], size: int, schema: Schema) -> tuple[list[TargetTable], list[str]]:
+    """Scale every table to the population size and report marginals on which tables disagree.
+
+    Parameters
+    ----------
+    tables : list of TargetTable
+    size : int
+        Population size N; every returned table sums to N.
+    schema : Schema
+
+    Returns
+    -------
+    tables : list of TargetTable, counts scaled by ``size / total``.
+    warnings : list of str
+        One per scaled table (its total and the factor) and one per category whose implied marginal differs by
+        more than ``defaults.MARGINAL_DISAGREEMENT`` (relative) between two tables.
+    """
+    warnings: list[str] = []
+    scaled = []
+    for t in tables:
+        total = float(t.counts.sum())
+        if abs(total - size) > defaults.TOTAL_MISMATCH * size:
+            warnings.append(f'table "{t.name}" totals {total:,.6g}, not the population size {size:,}; '
+                            f"scaled by {size / total:.6g}")
+        scaled.append(TargetTable(t.name, t.variables, t.bins, t.counts * (size / total), t.source))
+    warnings += _marginal_disagreements(scaled, schema)
+    return scaled, warnings
+
+
+def _marginal(table: TargetTable, var: str) -> np.ndarray:
+    axis = table.variables.index(var)
+    other = tuple(i for i in range(table.counts.ndim) if i != axis)
+    return table.counts.sum(axis=other)
+
+
+def _marginal_disagreements(tables: list[TargetTable], schema: Schema) -> list[str]:
+    warnings = []
+    for var in schema.names:
+        having = [t for t in tables if var in t.variables]
+        for a_i in range(len(having)):
+            for b in having[a_i + 1:]:
+                a = having[a_i]
+                ma, mb, labels = _marginal(a, var), _marginal(b, var), None
+                if schema[var].type == "numeric":
+                    common = np.intersect1d(a.bins[var].edges, b.bins[var].edges)
+                    coarse = Bins(common)
+                    ma = np.bincount(coarse.locate(a.bins[var].edges[:-1]), weights=ma, minlength=len(coarse))
+                    mb = np.bincount(coarse.locate(b.bins[var].edges[:-1]), weights=mb, minlength=len(coarse))
+                    labels = coarse.labels
+                else:
+                    labels = list(schema[var].categories)
+                for label, x, y in zip(labels, ma, mb):
+                    if abs(x - y) >= 0.5 and abs(x - y) > defaults.MARGINAL_DISAGREEMENT * max(x, y):
+                        warnings.append(f'{var} = "{label}": table "{a.name}" implies {x:,.1f}, table "{b.name}" '
+                                        f"implies {y:,.1f} ({abs(x - y) / max(x, y):.1%} apart)")
+    return warnings
+
+
+def load_project(path: str | Path) -> Project:
+    """Read, validate and harmonize a project folder.
+
+    Parameters
+    ----------
+    path : str or Path
+        The folder holding ``synthor.toml`` (or the ``synthor.toml`` file itself).
+
+    Returns
+    -------
+    Project
+
+    Raises
+    ------
+    TargetValidationError
+        With every problem found, each naming the file, row and column.
+    """
+    project, problems = _load(Path(path))
+    if problems:
+        raise TargetValidationError(problems)
+    return project
+
+
+def validate_project(path: str | Path) -> list[Problem]:
+    """Every problem of a project folder (empty list when it is valid); never raises for bad input."""
+    return _load(Path(path))[1]
+
+
+def parse_project_text(text: str, where: str = PROJECT_FILE) -> tuple[ProjectSpec | None, Schema | None,
+                                                                      list[Problem]]:
+    """Parse and check the text of a ``synthor.toml``: (spec, schema, problems)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        return None, None, [Problem(where, f"is not valid TOML: {exc}", row=line)]
+    try:
+        spec = ProjectSpec.model_validate(raw)
+    except ValidationError as exc:
+        return None, None, _pydantic_problems(where, exc)
+    try:
+        schema = Schema(spec.variables)
+    except ValueError as exc:
+        return None, None, [Problem(where, str(exc), column="variables")]
+    names = [t.name for t in spec.tables]
+    problems = [Problem(where, f'table name "{n}" is used twice', column="tables")
+                for n in sorted({n for n in names if names.count(n) > 1})]
+    return spec, schema, problems
+
+
+def _load(path: Path) -> tuple[Project | None, list[Problem]]:
+    toml_path = path if path.is_file() else path / PROJECT_FILE
+    root = toml_path.parent
+    if not toml_path.is_file():
+        return None, [Problem(str(toml_path), "not found: a project folder needs a synthor.toml")]
+    raw = toml_path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [Problem(PROJECT_FILE, f"expected UTF-8 text, found byte 0x{raw[exc.start]:02x}",
+                              row=raw[: exc.start].count(b"\n") + 1)]
+    spec, schema, problems = parse_project_text(text)
+    if spec is None:
+        return None, problems
+    tables = []
+    for tspec in spec.tables:
+        table, table_problems = read_table(tspec, schema, root)
+        problems += table_problems
+        if table is not None:
+            tables.append(table)
+    if problems:
+        return None, problems
+    tables, warnings = harmonize(tables, spec.population.size, schema)
+    return Project(spec.population.size, spec.population.description, schema, tuple(tables), tuple(warnings),
+                   spec, root), []
+
+
+__all__ = [
+    "CategoricalVariable", "NumericVariable", "PopulationSpec", "Project", "ProjectSpec", "TableSpec",
+    "TargetTable", "harmonize", "load_project", "read_table", "validate_project", "parse_project_text",
+]
