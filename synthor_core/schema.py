@@ -264,3 +264,20 @@ class Schema:
             else:
                 out[col] = population[col].to_numpy()
         return pd.DataFrame(out, index=population.index)
+
+
+def expand_records(population: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """One row per person: each distinct record repeated ``count`` times, labels decoded.
+
+    Parameters
+    ----------
+    population : DataFrame, schema columns coded + ``count`` (int64 >= 0).
+
+    Returns
+    -------
+    DataFrame of ``population["count"].sum()`` rows, one column per variable in schema order (categoricals as
+    labels, integer numerics int64, other numerics float64), index 0..N-1.
+    """
+    repeats = population[COUNT].to_numpy(dtype=np.int64)
+    expanded = population.iloc[np.repeat(np.arange(len(population)), repeats)][schema.names]
+    return schema.decode(expanded.reset_index(drop=True))

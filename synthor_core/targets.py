@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -480,7 +481,8 @@ def parse_project_text(text: str, where: str = PROJECT_FILE) -> tuple[ProjectSpe
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
+        found = re.search(r"line (\d+)", str(exc))
+        line = getattr(exc, "lineno", None) or (int(found.group(1)) if found else None)
         return None, None, [Problem(where, f"is not valid TOML: {exc}", row=line)]
     try:
         spec = ProjectSpec.model_validate(raw)

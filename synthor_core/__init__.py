@@ -1,0 +1,20 @@
+"""Synthor: synthetic populations whose aggregates match the target tables (LLMSynthor, arXiv 2505.14752).
+
+The library never imports Streamlit. Typical use::
+
+    project = load_project("examples/adult")
+    prior = MaxEntPrior(project)
+    for event in run_synthesis(project, prior, SynthesisConfig(seed=1)):
+        ...
+"""
+
+from .engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
+from .errors import SynthorError, TargetValidationError
+from .priors import MaxEntPrior, Prior, Proposal
+from .schema import Schema, expand_records
+from .targets import Project, load_project
+
+__all__ = [
+    "IterationEvent", "MaxEntPrior", "Prior", "Project", "Proposal", "Schema", "SynthesisConfig", "SynthesisResult",
+    "SynthorError", "TargetValidationError", "expand_records", "load_project", "run_synthesis",
+]

@@ -1,0 +1,110 @@
+"""Headless runs: ``python -m synthor_core run|validate ...``.
+
+``run`` writes ``OUT/population.csv`` (one row per person, one column per variable, exactly N rows) and
+``OUT/report.json`` (see :func:`synthor_core.evaluate.run_report`); ``validate`` prints every problem of a
+project folder at once. Exit codes: 0 success, 1 the run failed, 2 bad input or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from .engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
+from .errors import SynthorError, TargetValidationError
+from .evaluate import run_report
+from .priors.maxent import MaxEntPrior
+from .schema import expand_records
+from .targets import load_project, validate_project
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m synthor_core",
+                                     description="Synthor: synthetic populations from aggregate tables.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="synthesize a population for a project folder")
+    run.add_argument("project", type=Path, help="folder holding synthor.toml")
+    run.add_argument("--n", type=int, default=None, help="population size N (default: [population] size)")
+    run.add_argument("--prior", choices=["maxent"], default="maxent", help="where records come from")
+    run.add_argument("--mode", choices=["full", "paper"], default="full")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    run.add_argument("--max-iterations", type=int, default=None)
+    run.add_argument("--tolerance", type=float, default=None, help="mean TVD at which the loop stops")
+    run.add_argument("--quiet", action="store_true", help="no progress lines")
+    val = sub.add_parser("validate", help="check a project folder and print every problem")
+    val.add_argument("project", type=Path)
+    return parser
+
+
+def _progress(event: IterationEvent) -> str:
+    return (f"iteration {event.iteration:4d}  mean TVD {event.mean_tvd:.4f}  max TVD {event.max_tvd:.4f}  "
+            f"+{event.added:,} -{event.removed:,} persons  {event.population_total:,} persons in "
+            f"{event.distinct_records:,} distinct records  {event.seconds:.2f} s")
+
+
+def command_run(args: argparse.Namespace) -> int:
+    """Run a synthesis and write ``population.csv`` and ``report.json``; returns the exit code."""
+    settings = {"mode": args.mode, "seed": args.seed, "size": args.n}
+    if args.max_iterations is not None:
+        settings["max_iterations"] = args.max_iterations
+    if args.tolerance is not None:
+        settings["tolerance_tvd"] = args.tolerance
+    try:
+        config = SynthesisConfig(**settings)
+    except ValidationError as exc:
+        for e in exc.errors():
+            print(f"error: setting {'.'.join(map(str, e['loc']))}: {e['msg']}, got {e.get('input')!r}",
+                  file=sys.stderr)
+        return 2
+    project = load_project(args.project)
+    for warning in project.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    prior = MaxEntPrior(project, mode=config.mode)
+    result = None
+    for event in run_synthesis(project, prior, config):
+        if isinstance(event, SynthesisResult):
+            result = event
+        elif not args.quiet:
+            print(_progress(event), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    expand_records(result.population, project.schema).to_csv(args.out / "population.csv", index=False)
+    report = run_report(result, config, prior.name, prior.usage)
+    (args.out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    print(f"done: {report['records']:,} persons ({report['distinct_records']:,} distinct records), mean TVD "
+          f"{report['mean_tvd']:.4f}, max TVD {report['max_tvd']:.4f}, {report['iterations']} iterations "
+          f"({result.stop_reason}), {report['seconds']:.1f} s -> {args.out}")
+    return 0
+
+
+def command_validate(args: argparse.Namespace) -> int:
+    """Print every problem of a project; returns 0 when there is none, 2 otherwise."""
+    problems = validate_project(args.project)
+    if problems:
+        print(f"{len(problems)} problem(s) in {args.project}:")
+        for p in problems:
+            print(f"  - {p}")
+        return 2
+    project = load_project(args.project)
+    print(f"ok: {len(project.schema.names)} variables, {len(project.tables)} tables, population size "
+          f"{project.size:,}")
+    for warning in project.warnings:
+        print(f"warning: {warning}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m synthor_core``; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        return command_run(args) if args.command == "run" else command_validate(args)
+    except TargetValidationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SynthorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

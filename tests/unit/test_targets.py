@@ -1,0 +1,187 @@
+"""Reading, validating and harmonizing target tables: one test per kind of bad input."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from synthor_core.errors import TargetValidationError
+from synthor_core.targets import load_project, validate_project
+from synthor_testing import SMALL_FILES, SMALL_TOML, write_project
+
+
+def _with(file: str, content) -> dict:
+    files = dict(SMALL_FILES)
+    files[file] = content
+    return files
+
+
+def _problems(tmp_path, toml=SMALL_TOML, files=None) -> list[str]:
+    folder = write_project(tmp_path / "p", toml, files)
+    return [str(p) for p in validate_project(folder)]
+
+
+def test_valid_project_loads_with_cells_in_schema_order(small_project_dir):
+    project = load_project(small_project_dir)
+    assert project.size == 1000
+    assert [t.name for t in project.tables] == ["age_by_sex", "sex_by_employed", "age_by_employed"]
+    age_by_sex = project.tables[0]
+    assert age_by_sex.counts.shape == (3, 2)
+    assert age_by_sex.counts.tolist() == [[110, 120], [300, 290], [100, 80]]
+    assert project.tables[1].counts.tolist() == [[260, 250], [200, 290]]
+    assert project.tables[2].counts[1].tolist() == [30, 300]
+    assert project.warnings == ()
+
+
+def test_missing_count_column(tmp_path):
+    problems = _problems(tmp_path, files=_with("tables/age_by_sex.csv", 'age,sex,n\n"[0, 18)",Female,110\n'))
+    assert problems == ['tables/age_by_sex.csv row 1, column "count": missing count column "count"; the file has '
+                        "columns 'age', 'sex', 'n'"]
+
+
+def test_non_numeric_count(tmp_path):
+    problems = _problems(tmp_path, files=_with("tables/age_by_sex.csv",
+                                               'age,sex,count\n"[0, 18)",Female,110\n"[0, 18)",Male,many\n'))
+    assert problems == ['tables/age_by_sex.csv row 3, column "count": expected a number >= 0, got "many"']
+
+
+@pytest.mark.parametrize("bad", ["-3", "NaN", ""])
+def test_negative_or_nan_or_empty_count(tmp_path, bad):
+    problems = _problems(tmp_path, files=_with("tables/age_by_sex.csv",
+                                               f'age,sex,count\n"[0, 18)",Female,{bad}\n"[0, 18)",Male,4\n'))
+    assert problems == [f'tables/age_by_sex.csv row 2, column "count": expected a number >= 0, got "{bad}"']
+
+
+def test_category_not_in_schema(tmp_path):
+    problems = _problems(tmp_path, files=_with("tables/sex_by_employed.csv",
+                                               "sex,no,yes\nFemale,260,250\nMen,200,290\n"))
+    assert problems == ['tables/sex_by_employed.csv row 3, column "sex": expected one of "Female", "Male" for '
+                        'variable "sex", got "Men"']
+
+
+def test_bin_label_not_in_table_bins(tmp_path):
+    problems = _problems(tmp_path, files=_with("tables/age_by_sex.csv",
+                                               'age,sex,count\n"[0, 20)",Female,110\n'))
+    assert problems == ['tables/age_by_sex.csv row 2, column "age": expected one of "[0, 18)", "[18, 65)", '
+                        '"[65, 99]", got "[0, 20)"']
+
+
+def test_table_variable_not_in_schema(tmp_path):
+    toml = SMALL_TOML.replace('variables = ["age", "employed"]', 'variables = ["age", "income"]')
+    problems = _problems(tmp_path, toml=toml)
+    assert problems == ['synthor.toml [[tables]] "age_by_employed" column "variables": variable "income" is not in '
+                        "[[variables]] (known: age, sex, employed)"]
+
+
+def test_bin_edges_not_increasing(tmp_path):
+    toml = SMALL_TOML.replace("age = [0, 18, 65, 99]", "age = [0, 65, 18, 99]")
+    assert _problems(tmp_path, toml=toml) == [
+        'synthor.toml [[tables]] "age_by_sex" column "bins.age": bin edges of "age" must be at least two strictly '
+        "increasing numbers, got [0.0, 65.0, 18.0, 99.0]"]
+
+
+def test_bin_edges_outside_range(tmp_path):
+    toml = SMALL_TOML.replace("age = [0, 18, 65, 99]", "age = [0, 18, 65, 120]")
+    assert _problems(tmp_path, toml=toml) == [
+        'synthor.toml [[tables]] "age_by_sex" column "bins.age": bin edges of "age" must start at min = 0 and end at '
+        "max = 99, got [0.0, 18.0, 65.0, 120.0]"]
+
+
+def test_empty_table(tmp_path):
+    problems = _problems(tmp_path, files=_with("tables/age_by_sex.csv", "age,sex,count\n"))
+    assert problems == ["tables/age_by_sex.csv: the table is empty: expected at least one row of counts"]
+
+
+def test_crosstab_duplicate_row_and_column_categories(tmp_path):
+    problems = _problems(tmp_path, files=_with("tables/sex_by_employed.csv",
+                                               "sex,no,yes,yes\nFemale,260,250,1\nFemale,200,290,1\n"))
+    assert 'tables/sex_by_employed.csv row 1, column "yes.1": header: expected one of "no", "yes"' in problems[0] \
+        or problems[0].startswith('tables/sex_by_employed.csv row 1, column "yes')
+    assert any("duplicate row category \"Female\" (also row 2)" in p and "row 3" in p for p in problems)
+
+
+def test_crosstab_duplicate_column_category_is_named(tmp_path):
+    problems = _problems(tmp_path, files=_with("tables/sex_by_employed.csv", "sex,no,yes,no \nFemale,1,2,3\n"))
+    assert problems == ['tables/sex_by_employed.csv row 1, column "no": duplicate column category "no" '
+                        '(also column "no")']
+
+
+def test_long_duplicate_cell(tmp_path):
+    problems = _problems(tmp_path, files=_with("tables/age_by_sex.csv",
+                                               'age,sex,count\n"[0, 18)",Female,1\n"[0,18)",Female,2\n'))
+    assert problems == ["tables/age_by_sex.csv row 3: duplicate cell (same as row 2)"]
+
+
+def test_non_utf8_file(tmp_path):
+    content = "sex,no,yes\nFemale,260,250\nMale,200,290\n".encode("utf-8") + "Männer,1,2\n".encode("latin-1")
+    problems = _problems(tmp_path, files=_with("tables/sex_by_employed.csv", content))
+    assert problems == ["tables/sex_by_employed.csv row 4: expected UTF-8 text, found byte 0xe4 (save the file as "
+                        "CSV UTF-8)"]
+
+
+def test_malformed_toml(tmp_path):
+    toml = SMALL_TOML.replace('size = 1000', 'size = 1000\nbroken = "no closing quote')
+    problems = _problems(tmp_path, toml=toml)
+    assert len(problems) == 1
+    assert problems[0].startswith("synthor.toml row 4: is not valid TOML: Illegal character")
+
+
+def test_misspelt_key_and_bad_values_are_all_reported(tmp_path):
+    toml = SMALL_TOML.replace("size = 1000", "size = -5").replace('count_column = "count"', 'count_colum = "count"')
+    problems = _problems(tmp_path, toml=toml)
+    assert any(p.startswith('synthor.toml column "population.size": Input should be greater than 0, got -5')
+               for p in problems)
+    assert any('column "tables[1].count_colum": Extra inputs are not permitted' in p for p in problems)
+
+
+def test_validate_lists_problems_of_every_file_at_once(tmp_path):
+    files = _with("tables/age_by_sex.csv", 'age,sex,count\n"[0, 18)",Female,-1\n"[0, 18)",Other,2\n')
+    files["tables/sex_by_employed.csv"] = "sex,no,yes\nFemale,x,250\n"
+    folder = write_project(tmp_path / "p", SMALL_TOML, files)
+    with pytest.raises(TargetValidationError, match=re.escape("3 problem(s) in the project:")) as info:
+        load_project(folder)
+    assert [str(p) for p in info.value.problems] == [
+        'tables/age_by_sex.csv row 2, column "count": expected a number >= 0, got "-1"',
+        'tables/age_by_sex.csv row 3, column "sex": expected one of "Female", "Male", got "Other"',
+        'tables/sex_by_employed.csv row 2, column "no": expected a number >= 0, got "x"',
+    ]
+
+
+def test_missing_file_is_reported(tmp_path):
+    files = dict(SMALL_FILES)
+    del files["tables/age_by_employed.csv"]
+    assert _problems(tmp_path, files=files) == ["tables/age_by_employed.csv: file not found"]
+
+
+def test_excel_and_parquet_tables_read_like_csv(tmp_path):
+    folder = write_project(tmp_path / "p")
+    pd.read_csv(folder / "tables/sex_by_employed.csv").to_excel(folder / "tables/sex_by_employed.xlsx", index=False,
+                                                                 sheet_name="counts")
+    pd.read_csv(folder / "tables/age_by_sex.csv").to_parquet(folder / "tables/age_by_sex.parquet")
+    toml = SMALL_TOML.replace("tables/sex_by_employed.csv", "tables/sex_by_employed.xlsx").replace(
+        'columns = "employed"', 'columns = "employed"\nsheet = "counts"').replace(
+        "tables/age_by_sex.csv", "tables/age_by_sex.parquet")
+    (folder / "synthor.toml").write_text(toml, encoding="utf-8")
+    project = load_project(folder)
+    assert project.tables[0].counts.tolist() == [[110, 120], [300, 290], [100, 80]]
+    assert project.tables[1].counts.tolist() == [[260, 250], [200, 290]]
+
+
+def test_harmonize_scales_totals_and_reports_disagreeing_marginals(tmp_path):
+    files = _with("tables/sex_by_employed.csv", "sex,no,yes\nFemale,130,125\nMale,100,145\n")  # total 500
+    files["tables/age_by_employed.csv"] = ('age,employed,count\n"[0, 18)",no,230\n"[18, 40)",no,30\n"[18, 40)",'
+                                           'yes,300\n"[40, 65)",no,40\n"[40, 65)",yes,220\n"[65, 99]",no,100\n'
+                                           '"[65, 99]",yes,80\n')
+    project = load_project(write_project(tmp_path / "p", SMALL_TOML, files))
+    assert project.tables[1].counts.sum() == pytest.approx(1000)
+    assert project.tables[1].counts.tolist() == [[260, 250], [200, 290]]
+    assert project.warnings[0] == ('table "sex_by_employed" totals 500, not the population size 1,000; scaled by 2')
+    # employed: sex_by_employed implies no=460, yes=540; age_by_employed implies no=400, yes=600
+    assert 'employed = "no": table "sex_by_employed" implies 460.0, table "age_by_employed" implies 400.0 ' \
+           "(13.0% apart)" in project.warnings
+    # age [65, 99]: both tables imply 180 -> no warning for age
+    assert not any(w.startswith("age =") for w in project.warnings)
+    assert np.isclose(project.tables[2].counts.sum(), 1000)
