@@ -6,8 +6,15 @@ from __future__ import annotations
 import platform
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
+from .aggregate import Aggregator
 from .engine import SynthesisConfig, SynthesisResult
+from .metrics import tvd
 from .priors.base import PriorUsage
+from .schema import COUNT, Bins, expand_records
+from .targets import Project, TargetTable
 
 PAPER_PROTOCOL = ("LLMSynthor paper protocol: add-only, at most 5 proposals per iteration, each fixing one category "
                   "per categorical variable and one [min, max] range per numeric variable, numeric values drawn "
@@ -55,3 +62,73 @@ def run_report(result: SynthesisResult, config: SynthesisConfig, prior_name: str
                     "fill from the prior, raking to every target table, controlled-rounding integerization",
         "python": platform.python_version(),
     }
+
+
+def comparison_table(project: Project, variables: tuple[str, ...], records: pd.DataFrame) -> TargetTable:
+    """Counts of labelled micro-records over a combination of variables, as a :class:`TargetTable`.
+
+    Numeric variables are binned with the edges of the first target table that bins them (the "age band" of
+    the targets), or a single bin over their range when no table does.
+
+    Parameters
+    ----------
+    project : Project
+    variables : tuple of str, schema variables
+    records : DataFrame, one row per person, labels for categoricals and numbers for numerics.
+
+    Raises
+    ------
+    ValueError
+        When a record is outside the schema (its reason and count are named).
+    """
+    schema = project.schema
+    bins = {}
+    for v in variables:
+        if schema[v].type == "numeric":
+            found = next((t.bins[v] for t in project.tables if v in t.bins), None)
+            bins[v] = found or Bins([schema[v].min, schema[v].max])
+    shape = tuple(schema[v].size if schema[v].type == "categorical" else len(bins[v]) for v in variables)
+    empty = TargetTable("_".join(variables), tuple(variables), bins, np.ones(shape), "records")
+    encoded, rejected = schema.encode(records)
+    if rejected:
+        raise ValueError(f"records outside the schema: {rejected}")
+    encoded[COUNT] = np.ones(len(encoded), dtype=np.int64)
+    with Aggregator(schema, [empty]) as aggregator:
+        (counts,) = aggregator.aggregate(encoded)
+    return TargetTable(empty.name, empty.variables, bins, counts, "records")
+
+
+def compare_tables(project: Project, population: pd.DataFrame, real_records: pd.DataFrame,
+                   combinations) -> dict[tuple[str, ...], float]:
+    """TVD between real micro-records and a synthetic population on tables that need not be targets.
+
+    Parameters
+    ----------
+    project : Project
+    population : DataFrame, coded population with ``count`` (as in :class:`SynthesisResult`).
+    real_records : DataFrame, labelled real persons (held-out data).
+    combinations : iterable of tuple of str, e.g. ``[("age", "education", "income")]``.
+
+    Returns
+    -------
+    dict of combination -> TVD (0 = identical shares), in the order given.
+    """
+    out = {}
+    for variables in combinations:
+        real = comparison_table(project, tuple(variables), real_records)
+        with Aggregator(project.schema, [real]) as aggregator:
+            (synthetic,) = aggregator.aggregate(population)
+        out[tuple(variables)] = tvd(real.counts, synthetic)
+    return out
+
+
+def table_counts(project: Project, population: pd.DataFrame, table: TargetTable) -> np.ndarray:
+    """Counts of one target table on a coded population; ndarray of float64 shaped like ``table.counts``."""
+    with Aggregator(project.schema, [table]) as aggregator:
+        (counts,) = aggregator.aggregate(population)
+    return counts
+
+
+def population_csv(project: Project, population: pd.DataFrame) -> bytes:
+    """The population as CSV bytes (UTF-8, one row per person, one column per variable), for downloads."""
+    return expand_records(population, project.schema).to_csv(index=False).encode("utf-8")

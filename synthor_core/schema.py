@@ -228,7 +228,7 @@ class Schema:
                 continue
             col = records[v.name]
             if v.type == "categorical":
-                codes = pd.Categorical(col.astype("string").str.strip(), categories=list(v.categories)).codes
+                codes = pd.Index(list(v.categories)).get_indexer(col.astype("string").str.strip())
                 bad = (codes < 0) & keep
                 out[v.name] = codes.astype(np.int16)
             else:

@@ -1,0 +1,31 @@
+"""Synthor, the app: bring aggregate tables, synthesize a population, watch the gap close, download it.
+
+Start: ``streamlit run app.py`` (opens on the bundled UCI Adult example; no API key needed).
+"""
+
+import streamlit as st
+
+from app_session import current_project, get_runner, init_state
+
+st.set_page_config(page_title="Synthor", page_icon=":material/groups:", layout="wide")
+init_state()
+
+page = st.navigation([
+    st.Page("pages/data.py", title="Data", icon=":material/table_chart:", default=True),
+    st.Page("pages/synthesize.py", title="Synthesize", icon=":material/play_circle:"),
+])
+
+with st.sidebar:
+    st.markdown("**Synthor**: synthetic populations from aggregate tables")
+    project, problems = current_project()
+    st.caption(f"Project: {st.session_state['data.project_label']}")
+    if project is not None:
+        st.caption(f"{project.size:,} persons, {len(project.schema.names)} variables, {len(project.tables)} tables")
+    else:
+        st.caption(f":red[{len(problems)} problem(s) to fix on the Data page]")
+    run_id = st.session_state["synth.run_id"]
+    if run_id is not None and run_id in get_runner().run_ids():
+        snap = get_runner().snapshot(run_id)
+        st.caption(f"Run {run_id}: {snap.status}, {len(snap.events)} iteration(s)")
+
+page.run()

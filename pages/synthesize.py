@@ -1,0 +1,88 @@
+"""Synthesize: settings, Start and Stop, and the gap closing live (redrawn from the runner once a second)."""
+
+import streamlit as st
+
+from app_session import current_project, get_runner
+from synthor_core.engine import SynthesisConfig
+from synthor_core.evaluate import population_csv, table_counts
+from synthor_core.plots import fit_frame, proposals_frame, table_comparison, tvd_by_iteration
+
+st.title("Synthesize")
+project, problems = current_project()
+if project is None:
+    st.warning("The project has problems: fix them on the Data page first.")
+    st.stop()
+
+runner = get_runner()
+run_id = st.session_state["synth.run_id"]
+running = run_id is not None and run_id in runner.run_ids() and runner.snapshot(run_id).status == "running"
+
+with st.form("synth.settings"):
+    st.caption("Prior: maxent (embedded maximum-entropy model, offline)")
+    cols = st.columns(5)
+    size = cols[0].number_input("Population size N", min_value=1, value=project.size, step=1000, key="synth.size")
+    mode = cols[1].selectbox("Mode", ["full", "paper"], key="synth.mode",
+                             help="full: add and remove, realistic fill, calibration. paper: LLMSynthor as "
+                                  "published (add-only, 5 proposals per iteration, uniform numerics).")
+    max_iterations = cols[2].number_input("Max iterations", min_value=1, max_value=10_000, value=100,
+                                          key="synth.max_iterations")
+    tolerance = cols[3].number_input("Tolerance (mean TVD)", min_value=0.0001, max_value=0.5, value=0.005,
+                                     format="%.4f", key="synth.tolerance")
+    seed = cols[4].number_input("Seed", min_value=0, value=1, step=1, key="synth.seed")
+    start = st.form_submit_button("Start", type="primary", disabled=running)
+if start:
+    config = SynthesisConfig(size=int(size), mode=mode, seed=int(seed), max_iterations=int(max_iterations),
+                             tolerance_tvd=float(tolerance))
+    st.session_state["synth.run_id"] = runner.start(project, config)
+    st.rerun()
+
+if st.session_state["synth.run_id"] is None:
+    st.info("Choose the settings and press Start.")
+    st.stop()
+
+
+@st.fragment(run_every=1.0)
+def show_run() -> None:
+    """Progress, convergence chart and latest proposals, redrawn from the runner's snapshot."""
+    snap = runner.snapshot(st.session_state["synth.run_id"])
+    done = len(snap.events)
+    top = st.columns([4, 1])
+    top[0].progress(min(done / snap.config.max_iterations, 1.0),
+                    text=f"Run {snap.run_id}: {snap.status}, iteration {done} of at most "
+                         f"{snap.config.max_iterations}, {snap.elapsed_s:.1f} s")
+    if snap.status == "running" and top[1].button("Stop", key="synth.stop"):
+        runner.stop(snap.run_id)
+    if snap.status == "failed":
+        st.error(f"The run failed: {snap.error}")
+    if snap.events:
+        last = snap.events[-1]
+        metrics = st.columns(4)
+        metrics[0].metric("mean TVD", f"{last.mean_tvd:.4f}")
+        metrics[1].metric("max TVD", f"{last.max_tvd:.4f}")
+        metrics[2].metric("persons", f"{last.population_total:,}")
+        metrics[3].metric("distinct records", f"{last.distinct_records:,}")
+        st.plotly_chart(tvd_by_iteration(snap.events), key="synth.chart", width="stretch")
+        with st.expander(f"Proposals of iteration {last.iteration} ({len(last.proposals)})", expanded=False):
+            st.dataframe(proposals_frame(last), hide_index=True, width="stretch")
+    if snap.status != "running" and st.session_state.get("synth.shown_final") != snap.run_id:
+        st.session_state["synth.shown_final"] = snap.run_id  # draw the final sections once, below
+        st.rerun(scope="app")
+
+
+show_run()
+
+snap = runner.snapshot(st.session_state["synth.run_id"])
+if snap.result is not None:
+    result = snap.result
+    st.subheader("Fit after calibration")
+    st.write(f"Stopped: {result.stop_reason} after {result.iterations} iterations, {result.seconds:.1f} s. "
+             f"Mean TVD **{result.fit.mean_tvd:.4f}**, max TVD **{result.fit.max_tvd:.4f}** over "
+             f"{len(result.fit.tables)} tables.")
+    st.dataframe(fit_frame(result.fit), hide_index=True, width="stretch", key="synth.fit")
+    names = [t.name for t in snap.project.tables]
+    chosen = st.selectbox("Compare a table: target vs synthetic", names, key="synth.compare")
+    table = snap.project.tables[names.index(chosen)]
+    st.plotly_chart(table_comparison(table, table_counts(snap.project, result.population, table),
+                                     snap.project.schema), key="synth.compare_chart", width="stretch")
+    st.download_button("Download population (CSV)", data=population_csv(snap.project, result.population),
+                       file_name=f"population_{snap.run_id}.csv", mime="text/csv", key="synth.download_csv")

@@ -1,0 +1,79 @@
+"""Plotly figures and display frames built from a run's events; pages only draw them (STYLE.md rule 11)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from .engine import IterationEvent
+from .metrics import Fit
+from .schema import Schema
+from .targets import TargetTable
+
+
+def tvd_by_iteration(events, tables_shown: int = 30) -> go.Figure:
+    """Line chart of mean and max TVD per iteration (log y), with one thin line per target table.
+
+    Parameters
+    ----------
+    events : sequence of IterationEvent
+    tables_shown : int, at most this many per-table lines (the worst at the last iteration first).
+    """
+    x = [e.iteration for e in events]
+    fig = go.Figure()
+    if events:
+        last = events[-1].tvd_by_table
+        for name in sorted(last, key=lambda n: -last[n])[:tables_shown]:
+            fig.add_trace(go.Scatter(x=x, y=[max(e.tvd_by_table[name], 1e-6) for e in events], name=name,
+                                     mode="lines", line={"width": 1}, opacity=0.45, legendgroup="tables"))
+    fig.add_trace(go.Scatter(x=x, y=[max(e.max_tvd, 1e-6) for e in events], name="max TVD", mode="lines+markers",
+                             line={"width": 3, "color": "#d62728"}))
+    fig.add_trace(go.Scatter(x=x, y=[max(e.mean_tvd, 1e-6) for e in events], name="mean TVD",
+                             mode="lines+markers", line={"width": 3, "color": "#1f77b4"}))
+    fig.update_layout(xaxis_title="iteration", yaxis_title="TVD (log scale)", yaxis_type="log", height=420,
+                      margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"font": {"size": 10}})
+    return fig
+
+
+def fit_frame(fit: Fit, threshold: float | None = None) -> pd.DataFrame:
+    """One row per target table: ``table``, ``tvd``, ``srmse`` (and ``passes`` when a threshold is given)."""
+    frame = pd.DataFrame([{"table": name, "tvd": f.tvd, "srmse": f.srmse} for name, f in fit.tables.items()])
+    if threshold is not None:
+        frame["passes"] = frame["tvd"] <= threshold
+    return frame
+
+
+def proposals_frame(event: IterationEvent) -> pd.DataFrame:
+    """The proposals of one iteration: ``action``, ``count``, ``conditions`` (as text), ``reason``."""
+    def text(conditions):
+        return ", ".join(f"{k} = {v if isinstance(v, str) else list(v)}" for k, v in conditions.items()) or "(any)"
+    return pd.DataFrame([{"action": p.action, "count": p.count, "conditions": text(p.conditions),
+                          "reason": p.reason} for p in event.proposals],
+                        columns=["action", "count", "conditions", "reason"])
+
+
+def table_comparison(table: TargetTable, synthetic: np.ndarray, schema: Schema) -> go.Figure:
+    """Real (target) vs synthetic shares for one table: grouped bars for one variable, heatmaps of target,
+    synthetic and difference (percentage points) for two; more variables are shown flattened as bars."""
+    target = table.shares
+    total = synthetic.sum()
+    synth = synthetic / total if total > 0 else np.zeros_like(target)
+    labels = table.axis_labels(schema)
+    if len(table.variables) == 2:
+        from plotly.subplots import make_subplots
+        fig = make_subplots(rows=1, cols=3, subplot_titles=("target share", "synthetic share",
+                                                            "synthetic - target (points)"), shared_yaxes=True)
+        zmax = float(max(target.max(), synth.max()))
+        for col, (z, scale) in enumerate([(target, "Blues"), (synth, "Blues"), ((synth - target) * 100, "RdBu")],
+                                         start=1):
+            kwargs = {"zmin": 0, "zmax": zmax} if col < 3 else {"zmid": 0}
+            fig.add_trace(go.Heatmap(z=z, x=labels[1], y=labels[0], colorscale=scale, showscale=col == 3,
+                                     **kwargs), row=1, col=col)
+        fig.update_layout(height=max(300, 22 * len(labels[0]) + 120), margin={"l": 10, "r": 10, "t": 40, "b": 10})
+        return fig
+    names = [" | ".join(table.cell_label(schema, i).values()) for i in range(target.size)]
+    fig = go.Figure([go.Bar(x=names, y=target.reshape(-1), name="target"),
+                     go.Bar(x=names, y=synth.reshape(-1), name="synthetic")])
+    fig.update_layout(barmode="group", yaxis_title="share", height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    return fig

@@ -1,0 +1,131 @@
+"""Runs the engine in background threads: start, stop, progress (DESIGN §6; STYLE.md rule 10).
+
+Only this module has threads. A thread never calls Streamlit: it appends the engine's events to its run under a
+lock, and pages read a copy with :meth:`Runner.snapshot`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from .engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
+from .priors.base import Prior
+from .priors.maxent import MaxEntPrior
+from .targets import Project
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """A copy of one run's state, safe to read from any thread.
+
+    Attributes
+    ----------
+    run_id : str
+    status : {"running", "finished", "stopped", "failed"}
+    events : tuple of IterationEvent, one per finished iteration
+    result : SynthesisResult or None (set when the run ended without error)
+    error : str or None (the message of a failed run)
+    config : SynthesisConfig
+    prior : str
+    started_at, ended_at : float (seconds since the epoch), ended_at None while running
+    project : Project
+    """
+
+    run_id: str
+    status: str
+    events: tuple[IterationEvent, ...]
+    result: SynthesisResult | None
+    error: str | None
+    config: SynthesisConfig
+    prior: str
+    started_at: float
+    ended_at: float | None
+    project: Project
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since the start (to the end once ended)."""
+        return (self.ended_at or time.time()) - self.started_at
+
+
+@dataclass
+class _Run:
+    snapshot: RunSnapshot
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+
+def maxent_prior(project: Project, config: SynthesisConfig) -> Prior:
+    """The default prior factory: the embedded ``maxent`` prior in the run's mode."""
+    return MaxEntPrior(project, mode=config.mode)
+
+
+class Runner:
+    """Registry of runs, each in its own daemon thread. Thread-safe; share one per process."""
+
+    def __init__(self):
+        self._runs: dict[str, _Run] = {}
+        self._lock = threading.Lock()
+
+    def start(self, project: Project, config: SynthesisConfig,
+              prior_factory: Callable[[Project, SynthesisConfig], Prior] = maxent_prior) -> str:
+        """Start a run in a background thread; returns its id at once."""
+        run_id = uuid.uuid4().hex[:12]
+        snapshot = RunSnapshot(run_id, "running", (), None, None, config, "", time.time(), None, project)
+        run = _Run(snapshot)
+        with self._lock:
+            self._runs[run_id] = run
+        run.thread = threading.Thread(target=self._work, args=(run, prior_factory), name=f"synthor-{run_id}",
+                                      daemon=True)
+        run.thread.start()
+        return run_id
+
+    def _update(self, run: _Run, **changes) -> None:
+        with self._lock:
+            run.snapshot = replace(run.snapshot, **changes)
+
+    def _work(self, run: _Run, prior_factory) -> None:
+        snap = run.snapshot
+        try:
+            prior = prior_factory(snap.project, snap.config)
+            self._update(run, prior=prior.name)
+            for event in run_synthesis(snap.project, prior, snap.config, run.stop.is_set):
+                if isinstance(event, SynthesisResult):
+                    status = "stopped" if event.stop_reason == "stop requested" else "finished"
+                    self._update(run, result=event, status=status, ended_at=time.time())
+                else:
+                    with self._lock:
+                        run.snapshot = replace(run.snapshot, events=run.snapshot.events + (event,))
+        except Exception as exc:  # a failed run is reported on the page and kept; the app stays usable
+            self._update(run, status="failed", ended_at=time.time(),
+                         error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+
+    def stop(self, run_id: str) -> None:
+        """Ask a run to stop; it ends within one iteration and keeps what it built."""
+        with self._lock:
+            run = self._runs.get(run_id)
+        if run is not None:
+            run.stop.set()
+
+    def wait(self, run_id: str, timeout_s: float | None = None) -> RunSnapshot:
+        """Block until the run's thread ends (or the timeout); returns its snapshot."""
+        with self._lock:
+            run = self._runs[run_id]
+        if run.thread is not None:
+            run.thread.join(timeout_s)
+        return self.snapshot(run_id)
+
+    def snapshot(self, run_id: str) -> RunSnapshot:
+        """A copy of the run's state taken under the lock. Raises KeyError for an unknown id."""
+        with self._lock:
+            return self._runs[run_id].snapshot
+
+    def run_ids(self) -> list[str]:
+        """Ids of every run, oldest first."""
+        with self._lock:
+            return list(self._runs)

@@ -1,0 +1,72 @@
+"""Page tests with streamlit.testing.v1.AppTest: the example loads, a maxent run completes and shows its fit,
+a broken project lists its problems."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from streamlit.testing.v1 import AppTest
+
+from synthor_testing import ROOT, SMALL_FILES, SMALL_TOML, write_project
+
+APP = str(ROOT / "app.py")
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def test_data_page_opens_on_the_bundled_example():
+    at = _app()
+    assert at.success[0].value.startswith("UCI Adult, 1994 Current Population Survey (bundled example): 48,842 "
+                                          "persons, 9 variables, 19 target tables.")
+    variables = at.dataframe[0].value
+    assert variables["variable"].tolist()[:3] == ["age", "sex", "race"]
+    assert len(at.dataframe[1].value) == 19
+    assert at.dataframe[2].value["count"].sum() == 48842  # the previewed table
+
+
+def test_broken_project_lists_every_problem_and_blocks_synthesis(tmp_path):
+    files = dict(SMALL_FILES)
+    files["tables/age_by_sex.csv"] = 'age,sex,count\n"[0, 18)",Female,-1\n"[0, 18)",Other,2\n'
+    folder = write_project(tmp_path / "bad", SMALL_TOML, files)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["data.project_dir"] = str(folder)
+    at.session_state["data.project_label"] = "uploaded (4 files)"
+    at.session_state["data.source"] = "Upload a project"
+    at.run()
+    assert not at.exception
+    assert at.error[0].value.startswith("2 problem(s): fix them and upload again.")
+    problems = at.dataframe[0].value
+    assert problems.to_dict("records") == [
+        {"file": "tables/age_by_sex.csv", "row": 2, "column": "count", "problem": 'expected a number >= 0, got "-1"'},
+        {"file": "tables/age_by_sex.csv", "row": 3, "column": "sex",
+         "problem": 'expected one of "Female", "Male", got "Other"'}]
+    at.switch_page("pages/synthesize.py").run()
+    assert at.warning[0].value == "The project has problems: fix them on the Data page first."
+    assert not at.button
+
+
+def test_a_maxent_run_completes_and_shows_the_fit_table():
+    at = _app()
+    at.switch_page("pages/synthesize.py").run()
+    assert not at.exception
+    at.number_input(key="synth.size").set_value(5000)
+    at.number_input(key="synth.seed").set_value(3)
+    at.button[0].click().run()  # the form's Start button
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not any(h.value == "Fit after calibration" for h in at.subheader):
+        time.sleep(0.5)
+        at.run()
+    assert not at.exception
+    assert [h.value for h in at.subheader] == ["Fit after calibration"]
+    (fit,) = [d.value for d in at.dataframe if "tvd" in d.value.columns]
+    assert fit["table"].tolist()[:2] == ["age", "sex"] and len(fit) == 19
+    assert fit["tvd"].max() < 0.02
+    (summary,) = [m.value for m in at.markdown if m.value.startswith("Stopped:")]
+    assert re.match(r"Stopped: (tolerance reached|no further improvement) after \d+ iterations", summary), summary
+    assert at.get("download_button")[0].proto.label == "Download population (CSV)"

@@ -1,0 +1,130 @@
+"""The loop on a small project: both modes, rejects, stop requests, reproducibility."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from synthor_core.engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
+from synthor_core.errors import PriorError
+from synthor_core.priors.base import PriorUsage, Proposal
+from synthor_core.priors.maxent import MaxEntPrior
+from synthor_core.schema import expand_records
+from synthor_core.targets import load_project
+
+
+def _run(project, prior, config, should_stop=None):
+    events = list(run_synthesis(project, prior, config, should_stop))
+    assert isinstance(events[-1], SynthesisResult)
+    return events[:-1], events[-1]
+
+
+def test_full_mode_fits_every_table_and_returns_exactly_n_valid_persons(small_project_dir):
+    project = load_project(small_project_dir)
+    events, result = _run(project, MaxEntPrior(project), SynthesisConfig(seed=2))
+    assert all(isinstance(e, IterationEvent) for e in events)
+    assert result.population["count"].sum() == 1000
+    assert result.fit.max_tvd < 0.005
+    assert result.calibration.converged
+    people = expand_records(result.population, project.schema)
+    assert len(people) == 1000
+    assert people["age"].between(0, 99).all() and people["age"].dtype == np.int64
+    assert set(people["sex"]) <= {"Female", "Male"}
+
+
+def test_paper_mode_follows_the_paper_protocol(small_project_dir):
+    project = load_project(small_project_dir)
+    events, result = _run(project, MaxEntPrior(project, mode="paper"), SynthesisConfig(mode="paper", seed=2,
+                                                                                     max_iterations=40))
+    assert result.calibration is None
+    assert result.population["count"].sum() == 1000
+    assert len(events) == 40 and result.stop_reason == "population complete"
+    for event in events:
+        assert 1 <= len(event.proposals) <= 5
+        assert event.removed == 0
+        assert sum(p.count for p in event.proposals) == event.added == 25  # N / max_iterations per iteration
+        for p in event.proposals:
+            assert p.action == "add"
+            assert set(p.conditions) == {"age", "sex", "employed"}
+            assert isinstance(p.conditions["sex"], str) and len(p.conditions["age"]) == 2
+    assert events[-1].population_total == 1000
+    assert result.fit.mean_tvd < 0.1
+
+
+class _HalfBrokenPrior:
+    """A real prior whose realize returns, for every second record, an age outside the schema."""
+
+    name = "half-broken"
+
+    def __init__(self, project):
+        self.inner = MaxEntPrior(project)
+        self.usage = PriorUsage()
+
+    def plan(self, guidance, rng):
+        return self.inner.plan(guidance, rng) + [Proposal(conditions={"sex": "Unknown"}, count=5)]
+
+    def realize(self, proposal, k, rng):
+        records = self.inner.realize(proposal, k, rng)
+        records.loc[records.index[::2], "age"] = 150
+        return records
+
+
+def test_invalid_records_and_proposals_are_dropped_and_counted_never_fixed(small_project_dir):
+    project = load_project(small_project_dir)
+    events, result = _run(project, _HalfBrokenPrior(project), SynthesisConfig(seed=1, max_iterations=3))
+    first = events[0]
+    assert first.rejected["record: age outside schema"] == 500  # the first proposal asks for N = 1000 records
+    assert first.rejected["proposal: category not in schema"] == 1
+    assert first.added == 1000  # the count is carried by the 500 valid records
+    people = expand_records(result.population, project.schema)
+    assert people["age"].max() <= 99
+
+
+def test_stop_request_ends_the_loop_and_keeps_what_was_built(small_project_dir):
+    project = load_project(small_project_dir)
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    events, result = _run(project, MaxEntPrior(project), SynthesisConfig(seed=1, tolerance_tvd=1e-6), stop)
+    assert result.stop_reason == "stop requested"
+    assert len(events) == 1
+    assert result.population["count"].sum() == 1000
+
+
+class _EmptyPrior:
+    name = "empty"
+    usage = PriorUsage()
+
+    def plan(self, guidance, rng):
+        return [Proposal(conditions={}, count=10)]
+
+    def realize(self, proposal, k, rng):
+        return pd.DataFrame({"age": [500] * k, "sex": ["Female"] * k, "employed": ["no"] * k})
+
+
+def test_a_prior_that_never_produces_a_valid_record_is_an_error(small_project_dir):
+    project = load_project(small_project_dir)
+    with pytest.raises(PriorError, match='the prior "empty" produced no valid record in 2 iteration'):
+        _run(project, _EmptyPrior(), SynthesisConfig(seed=1, max_iterations=2))
+
+
+def test_same_seed_same_population_other_seed_other_population(small_project_dir):
+    project = load_project(small_project_dir)
+    a = _run(project, MaxEntPrior(project), SynthesisConfig(seed=7))[1].population
+    b = _run(project, MaxEntPrior(project), SynthesisConfig(seed=7))[1].population
+    c = _run(project, MaxEntPrior(project), SynthesisConfig(seed=8))[1].population
+    pd.testing.assert_frame_equal(a, b)
+    assert not a.equals(c)
+
+
+def test_config_rejects_misspelt_and_out_of_range_settings():
+    with pytest.raises(ValueError, match="max_iteration\n  Extra inputs are not permitted"):
+        SynthesisConfig(max_iteration=3)
+    with pytest.raises(ValueError, match="tolerance_tvd\n  Input should be greater than 0"):
+        SynthesisConfig(tolerance_tvd=0)
+    with pytest.raises(ValueError, match="mode\n  Input should be 'full' or 'paper'"):
+        SynthesisConfig(mode="fast")

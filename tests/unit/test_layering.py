@@ -1,0 +1,50 @@
+"""Imports go one way (STYLE.md rule 1) and the library never imports Streamlit."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2] / "synthor_core"
+# rank of each module: a module imports only modules of a lower rank (errors and defaults are the base)
+RANK = {"errors": 0, "defaults": 0, "schema": 1, "targets": 2, "aggregate": 3, "metrics": 3, "calibrate": 4,
+        "priors": 4, "engine": 5, "evaluate": 6, "plots": 6, "store": 6, "runner": 7, "cli": 8, "__main__": 9, "__init__": 9}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                found.add(node.module or "")
+            else:
+                base = path.parent if node.level == 1 else path.parent.parent
+                pkg = base.relative_to(ROOT.parent).as_posix().replace("/", ".")
+                found.add(f"{pkg}.{node.module}" if node.module else pkg)
+    return found
+
+
+def _module_of(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    return rel.parts[0]
+
+
+def test_no_streamlit_in_the_library():
+    for path in ROOT.rglob("*.py"):
+        assert not any(i.split(".")[0] == "streamlit" for i in _imports(path)), path
+
+
+def test_imports_go_one_way():
+    for path in ROOT.rglob("*.py"):
+        own = _module_of(path)
+        for name in _imports(path):
+            if not name.startswith("synthor_core."):
+                continue
+            target = name.split(".")[1]
+            if target == own:
+                continue
+            assert target in RANK, f"{path.name} imports unknown module {name}"
+            assert RANK[target] < RANK[own], f"{path.relative_to(ROOT)} imports {name}, which sits to its right"
