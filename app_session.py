@@ -9,6 +9,7 @@ import streamlit as st
 
 from synthor_core.errors import Problem
 from synthor_core.runner import Runner
+from synthor_core.store import RunStore, default_data_dir
 from synthor_core.targets import Project, load_project, validate_project
 
 EXAMPLE_DIR = Path(__file__).resolve().parent / "examples" / "adult"
@@ -24,8 +25,38 @@ def init_state() -> None:
 
 @st.cache_resource
 def get_runner() -> Runner:
-    """The process-wide runner; runs outlive page reloads."""
-    return Runner()
+    """The process-wide runner with its run store (``$SYNTHOR_DATA_DIR/runs.duckdb``, default in the user's data
+    folder); runs outlive page reloads."""
+    return Runner(RunStore(default_data_dir() / "runs.duckdb"))
+
+
+def adopt_run_from_url() -> None:
+    """After a reload (a new session), pick up the run named in the URL (``?run=ID``) if it is known."""
+    wanted = st.query_params.get("run")
+    if st.session_state["synth.run_id"] is None and wanted and wanted in get_runner().run_ids():
+        st.session_state["synth.run_id"] = wanted
+
+
+def show_downloads(run_id: str, key: str) -> None:
+    """Download buttons for a finished run: population CSV and Parquet, report.json, the project folder."""
+    files = _exports(run_id)
+    if not files:
+        st.info("This run has no population to download.")
+        return
+    cols = st.columns(4)
+    labels = {"population.csv": ("Population (CSV)", "text/csv"),
+              "population.parquet": ("Population (Parquet)", "application/octet-stream"),
+              "report.json": ("report.json", "application/json"),
+              "project.zip": ("Project folder + run settings (zip)", "application/zip")}
+    for col, (name, (label, mime)) in zip(cols, labels.items()):
+        if name in files:
+            col.download_button(label, data=files[name], file_name=f"{run_id}_{name}", mime=mime,
+                                key=f"{key}.{name}")
+
+
+@st.cache_data(max_entries=4, show_spinner="Preparing downloads")
+def _exports(run_id: str) -> dict[str, bytes]:
+    return get_runner().store.exports(run_id)
 
 
 @st.cache_resource(max_entries=16)

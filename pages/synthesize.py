@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from app_session import current_project, get_runner
+from app_session import adopt_run_from_url, current_project, get_runner, show_downloads
 from synthor_core.engine import SynthesisConfig
-from synthor_core.evaluate import population_csv, table_counts
+from synthor_core.evaluate import table_counts
 from synthor_core.plots import fit_frame, proposals_frame, table_comparison, tvd_by_iteration
 
 st.title("Synthesize")
@@ -14,6 +14,7 @@ if project is None:
     st.stop()
 
 runner = get_runner()
+adopt_run_from_url()
 run_id = st.session_state["synth.run_id"]
 running = run_id is not None and run_id in runner.run_ids() and runner.snapshot(run_id).status == "running"
 
@@ -33,7 +34,9 @@ with st.form("synth.settings"):
 if start:
     config = SynthesisConfig(size=int(size), mode=mode, seed=int(seed), max_iterations=int(max_iterations),
                              tolerance_tvd=float(tolerance))
-    st.session_state["synth.run_id"] = runner.start(project, config)
+    run_id = runner.start(project, config, label=st.session_state["data.project_label"])
+    st.session_state["synth.run_id"] = run_id
+    st.query_params["run"] = run_id  # a reload or a second tab with this address shows the run again
     st.rerun()
 
 if st.session_state["synth.run_id"] is None:
@@ -84,5 +87,4 @@ if snap.result is not None:
     table = snap.project.tables[names.index(chosen)]
     st.plotly_chart(table_comparison(table, table_counts(snap.project, result.population, table),
                                      snap.project.schema), key="synth.compare_chart", width="stretch")
-    st.download_button("Download population (CSV)", data=population_csv(snap.project, result.population),
-                       file_name=f"population_{snap.run_id}.csv", mime="text/csv", key="synth.download_csv")
+    show_downloads(snap.run_id, key="synth.downloads")

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from .engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
+from .evaluate import run_report
 from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
+from .store import RunStore
 from .targets import Project
 
 
@@ -66,18 +68,31 @@ def maxent_prior(project: Project, config: SynthesisConfig) -> Prior:
 
 
 class Runner:
-    """Registry of runs, each in its own daemon thread. Thread-safe; share one per process."""
+    """Registry of runs, each in its own daemon thread. Thread-safe; share one per process.
 
-    def __init__(self):
+    Parameters
+    ----------
+    store : RunStore or None
+        When given, every run, iteration, proposal and final population is recorded there.
+    """
+
+    def __init__(self, store: RunStore | None = None):
+        self.store = store
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
 
     def start(self, project: Project, config: SynthesisConfig,
-              prior_factory: Callable[[Project, SynthesisConfig], Prior] = maxent_prior) -> str:
-        """Start a run in a background thread; returns its id at once."""
+              prior_factory: Callable[[Project, SynthesisConfig], Prior] = maxent_prior,
+              label: str = "") -> str:
+        """Start a run in a background thread; returns its id at once.
+
+        ``label`` names the project in the run store (e.g. "bundled example").
+        """
         run_id = uuid.uuid4().hex[:12]
         snapshot = RunSnapshot(run_id, "running", (), None, None, config, "", time.time(), None, project)
         run = _Run(snapshot)
+        if self.store is not None:
+            self.store.add_run(run_id, config, "", project, label or project.description, snapshot.started_at)
         with self._lock:
             self._runs[run_id] = run
         run.thread = threading.Thread(target=self._work, args=(run, prior_factory), name=f"synthor-{run_id}",
@@ -97,13 +112,24 @@ class Runner:
             for event in run_synthesis(snap.project, prior, snap.config, run.stop.is_set):
                 if isinstance(event, SynthesisResult):
                     status = "stopped" if event.stop_reason == "stop requested" else "finished"
-                    self._update(run, result=event, status=status, ended_at=time.time())
+                    ended = time.time()
+                    if self.store is not None:
+                        report = run_report(event, snap.config, prior.name, prior.usage)
+                        decoded = snap.project.schema.decode(event.population)
+                        self.store.finish_run(snap.run_id, status, ended, report, decoded)
+                    self._update(run, result=event, status=status, ended_at=ended)
                 else:
+                    if self.store is not None:
+                        self.store.add_iteration(snap.run_id, event)
                     with self._lock:
                         run.snapshot = replace(run.snapshot, events=run.snapshot.events + (event,))
-        except Exception as exc:  # a failed run is reported on the page and kept; the app stays usable
-            self._update(run, status="failed", ended_at=time.time(),
-                         error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+        except Exception as exc:  # a failed run is reported on the page and in the store; the app stays usable
+            error = f"{type(exc).__name__}: {exc}"
+            ended = time.time()
+            if self.store is not None:
+                self.store.finish_run(snap.run_id, "failed", ended, error=error)
+            self._update(run, status="failed", ended_at=ended,
+                         error=f"{error}\n{traceback.format_exc(limit=3)}")
 
     def stop(self, run_id: str) -> None:
         """Ask a run to stop; it ends within one iteration and keeps what it built."""

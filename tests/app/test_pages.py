@@ -69,4 +69,9 @@ def test_a_maxent_run_completes_and_shows_the_fit_table():
     assert fit["tvd"].max() < 0.02
     (summary,) = [m.value for m in at.markdown if m.value.startswith("Stopped:")]
     assert re.match(r"Stopped: (tolerance reached|no further improvement) after \d+ iterations", summary), summary
-    assert at.get("download_button")[0].proto.label == "Download population (CSV)"
+    assert [b.proto.label for b in at.get("download_button")] == [
+        "Population (CSV)", "Population (Parquet)", "report.json", "Project folder + run settings (zip)"]
+    at.switch_page("pages/runs.py").run()
+    assert not at.exception
+    runs = at.dataframe[0].value
+    assert runs.iloc[0]["status"] in ("finished", "stopped") and runs.iloc[0]["size"] == 5000

@@ -1,0 +1,73 @@
+"""The run store on a real DuckDB file, written by a real runner thread."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import duckdb
+import pandas as pd
+import pytest
+
+from synthor_core.engine import SynthesisConfig
+from synthor_core.errors import SynthorError
+from synthor_core.runner import Runner
+from synthor_core.store import RunStore
+from synthor_core.targets import load_project
+
+
+def test_a_run_is_recorded_and_exported(tmp_path, small_project_dir):
+    project = load_project(small_project_dir)
+    with RunStore(tmp_path / "runs.duckdb") as store:
+        runner = Runner(store)
+        run_id = runner.start(project, SynthesisConfig(seed=4), label="small")
+        snap = runner.wait(run_id, timeout_s=60)
+        assert snap.status == "finished"
+        runs = store.runs()
+        assert runs.loc[0, "run_id"] == run_id and runs.loc[0, "status"] == "finished"
+        assert runs.loc[0, "prior"] == "maxent" and runs.loc[0, "project_label"] == "small"
+        assert runs.loc[0, "iterations"] == len(snap.events)
+        events = store.iterations(run_id)
+        assert [e.iteration for e in events] == [e.iteration for e in snap.events]
+        assert events[0].proposals == snap.events[0].proposals
+        assert events[-1].tvd_by_table == snap.events[-1].tvd_by_table
+        files = store.exports(run_id)
+        people = pd.read_csv(io.BytesIO(files["population.csv"]))
+        assert list(people.columns) == ["age", "sex", "employed"] and len(people) == 1000
+        assert len(pd.read_parquet(io.BytesIO(files["population.parquet"]))) == 1000
+        assert json.loads(files["report.json"])["records"] == 1000
+        names = zipfile.ZipFile(io.BytesIO(files["project.zip"])).namelist()
+        assert {"synthor.toml", "tables/age_by_sex.csv", "RUN.md"} <= set(names)
+        run_md = zipfile.ZipFile(io.BytesIO(files["project.zip"])).read("RUN.md").decode()
+        assert "python -m synthor_core run PROJECT --n 1000 --prior maxent --mode full --seed 4" in run_md
+        store.delete_run(run_id)
+        assert store.runs().empty and store.population(run_id) is None
+
+
+def test_a_failed_run_keeps_its_error(tmp_path, small_project_dir):
+    project = load_project(small_project_dir)
+
+    def broken_prior(project, config):
+        raise RuntimeError("endpoint unreachable")
+
+    with RunStore(tmp_path / "runs.duckdb") as store:
+        runner = Runner(store)
+        run_id = runner.start(project, SynthesisConfig(), prior_factory=broken_prior)
+        snap = runner.wait(run_id, timeout_s=30)
+        assert snap.status == "failed" and snap.error.startswith("RuntimeError: endpoint unreachable")
+        assert store.runs().loc[0, "error"] == "RuntimeError: endpoint unreachable"
+        assert store.exports(run_id) == {}
+
+
+def test_a_store_from_a_newer_version_is_refused_with_a_reason(tmp_path):
+    path = tmp_path / "runs.duckdb"
+    RunStore(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(SynthorError, match="was written by a newer Synthor \\(store version 99, this version reads "
+                                           "up to 1\\)"):
+        RunStore(path)
+    with RunStore(tmp_path / "other.duckdb") as store:  # a store from this version reopens
+        assert store.runs().empty
