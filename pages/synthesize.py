@@ -60,10 +60,19 @@ def show_run() -> None:
     if snap.events:
         last = snap.events[-1]
         metrics = st.columns(4)
-        metrics[0].metric("mean TVD", f"{last.mean_tvd:.4f}")
-        metrics[1].metric("max TVD", f"{last.max_tvd:.4f}")
-        metrics[2].metric("persons", f"{last.population_total:,}")
-        metrics[3].metric("distinct records", f"{last.distinct_records:,}")
+        if snap.result is None:
+            metrics[0].metric("mean TVD", f"{last.mean_tvd:.4f}")
+            metrics[1].metric("max TVD", f"{last.max_tvd:.4f}")
+            metrics[2].metric("persons", f"{last.population_total:,}")
+            metrics[3].metric("distinct records", f"{last.distinct_records:,}")
+        else:  # the calibrated, integerized population
+            fit = snap.result.fit
+            metrics[0].metric("mean TVD (final)", f"{fit.mean_tvd:.4f}", f"{fit.mean_tvd - last.mean_tvd:+.4f}",
+                              delta_color="inverse")
+            metrics[1].metric("max TVD (final)", f"{fit.max_tvd:.4f}", f"{fit.max_tvd - last.max_tvd:+.4f}",
+                              delta_color="inverse")
+            metrics[2].metric("persons", f"{int(snap.result.population['count'].sum()):,}")
+            metrics[3].metric("distinct records", f"{len(snap.result.population):,}")
         st.plotly_chart(tvd_by_iteration(snap.events), key="synth.chart", width="stretch")
         with st.expander(f"Proposals of iteration {last.iteration} ({len(last.proposals)})", expanded=False):
             st.dataframe(proposals_frame(last), hide_index=True, width="stretch")

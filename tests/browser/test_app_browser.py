@@ -1,0 +1,138 @@
+"""The app in a real browser: ``streamlit run app.py`` on 127.0.0.1, driven by Playwright on Debian's Chromium.
+
+Loads the bundled example, runs it to the end, checks the convergence chart has one point per iteration,
+downloads the CSV, then presses Stop on a longer run. Screenshots of each page go to ``test-artifacts/``
+(``$SYNTHOR_ARTIFACTS`` to change it).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from synthor_testing import ROOT
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(os.environ.get("SYNTHOR_ARTIFACTS", ROOT / "test-artifacts"))
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install "
+                                                                     "chromium); .ci/run installs it")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    port = _free_port()
+    env = dict(os.environ, SYNTHOR_DATA_DIR=str(tmp_path_factory.mktemp("browser-data")))
+    log = open(tmp_path_factory.mktemp("logs") / "streamlit.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true",
+                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start within 60 s")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(app_url)
+        yield page
+        browser.close()
+
+
+def _iterations_in_chart(page) -> int:
+    return page.evaluate("""() => {
+        const plots = [...document.querySelectorAll('.js-plotly-plot')];
+        for (const plot of plots) {
+            const trace = (plot.data || []).find(t => t.name === 'mean TVD');
+            if (trace) return trace.x.length;
+        }
+        return -1;
+    }""")
+
+
+def test_run_the_example_download_it_and_stop_a_longer_run(page, tmp_path):
+    page.get_by_text("48,842 persons, 9 variables, 19 target tables").wait_for()
+    page.screenshot(path=str(ARTIFACTS / "1-data.png"), full_page=True)
+
+    page.get_by_role("link", name="Synthesize").click()
+    page.get_by_role("button", name="Start").wait_for()
+    page.get_by_role("button", name="Start").click()
+    summary = page.get_by_text(re.compile(r"^Stopped: .* after \d+ iterations"))
+    summary.wait_for(timeout=90_000)
+    iterations = int(re.search(r"after (\d+) iterations", summary.inner_text()).group(1))
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length > 0")
+    assert _iterations_in_chart(page) == iterations
+    page.screenshot(path=str(ARTIFACTS / "2-synthesize-finished.png"), full_page=True)
+
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Population (CSV)").click()
+    path = tmp_path / "population.csv"
+    info.value.save_as(path)
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["age", "sex", "race", "education", "marital_status", "occupation", "workclass",
+                       "hours_per_week", "income"]
+    assert len(rows) - 1 == 48842
+
+    # a longer run (paper mode, 3,000 iterations of 17 persons), stopped after a few seconds
+    mode = page.get_by_role("combobox", name="Mode")
+    mode.click()
+    mode.fill("paper")
+    mode.press("Enter")
+    iterations_box = page.get_by_label("Max iterations")
+    iterations_box.fill("3000")
+    started = time.monotonic()
+    page.get_by_role("button", name="Start").click()
+    page.get_by_role("button", name="Stop").wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"iteration (\d{2,}) of at most 3000")).wait_for(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "3-synthesize-running.png"), full_page=True)
+    clicked = time.monotonic()
+    page.get_by_role("button", name="Stop").click()
+    status = page.get_by_text(re.compile(r"^Run \w+: stopped, iteration \d+ of at most 3000, [\d.]+ s"))
+    status.wait_for(timeout=3_000)  # 2 s to stop + the page's 1 s polling interval
+    elapsed = float(re.search(r"([\d.]+) s$", status.inner_text()).group(1))
+    # the run's own duration ended at most 2 s after the click (its start was after ours)
+    assert elapsed - (clicked - started) < 2.0
+    page.get_by_text(re.compile(r"^Stopped: stop requested after \d+ iterations")).wait_for(timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / "4-synthesize-stopped.png"), full_page=True)
+
+    page.get_by_role("link", name="Runs").click()
+    page.get_by_text("Open a run").wait_for()
+    page.screenshot(path=str(ARTIFACTS / "5-runs.png"), full_page=True)
