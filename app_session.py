@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import io
+import shutil
+import uuid
+import zipfile
 from pathlib import Path
 
 import streamlit as st
@@ -10,7 +14,7 @@ import streamlit as st
 from synthor_core.errors import Problem
 from synthor_core.runner import Runner
 from synthor_core.store import RunStore, default_data_dir
-from synthor_core.targets import Project, load_project, validate_project
+from synthor_core.targets import Project, load_project, validate_project, write_project_toml
 
 EXAMPLE_DIR = Path(__file__).resolve().parent / "examples" / "adult"
 EXAMPLE_LABEL = "UCI Adult, 1994 Current Population Survey (bundled example)"
@@ -70,3 +74,54 @@ def current_project() -> tuple[Project | None, list[Problem]]:
     path = Path(st.session_state["data.project_dir"])
     stamp = max((p.stat().st_mtime for p in path.rglob("*") if p.is_file()), default=0.0)
     return _load(str(path), stamp)
+
+
+def drafts_dir() -> Path:
+    """Where editable copies of projects live (under the data directory, never the repository)."""
+    return default_data_dir() / "drafts"
+
+
+def is_draft() -> bool:
+    """True when the session's project is an editable copy."""
+    return drafts_dir() in Path(st.session_state["data.project_dir"]).parents
+
+
+def new_draft(source: Path | None = None, label: str = "new project") -> Path:
+    """Make an editable project folder (a copy of ``source``, or an empty project) and point the session to it."""
+    folder = drafts_dir() / uuid.uuid4().hex[:12]
+    if source is not None:
+        shutil.copytree(source, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    else:
+        folder.mkdir(parents=True)
+        (folder / "tables").mkdir()
+        write_project_toml(folder, {"population": {"size": 1000, "description": ""}, "variables": [],
+                                    "tables": []})
+    st.session_state["data.project_dir"] = str(folder)
+    st.session_state["data.project_label"] = label
+    return folder
+
+
+def editable_project_dir() -> Path:
+    """The session's project folder, copied first when it is not a draft (the bundled example stays as is)."""
+    if not is_draft():
+        return new_draft(Path(st.session_state["data.project_dir"]),
+                         f"{st.session_state['data.project_label']} (edited copy)")
+    return Path(st.session_state["data.project_dir"])
+
+
+def draft_from_zip(content: bytes, label: str) -> Path:
+    """A draft from an uploaded project zip (``synthor.toml`` at its top or in one folder)."""
+    folder = drafts_dir() / uuid.uuid4().hex[:12]
+    folder.mkdir(parents=True)
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        for member in archive.infolist():
+            target = (folder / member.filename).resolve()
+            if not str(target).startswith(str(folder.resolve())) or member.is_dir():
+                continue  # never write outside the draft folder
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(archive.read(member))
+    tomls = sorted(folder.rglob("synthor.toml"), key=lambda p: len(p.parts))
+    root = tomls[0].parent if tomls else folder
+    st.session_state["data.project_dir"] = str(root)
+    st.session_state["data.project_label"] = label
+    return root

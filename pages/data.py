@@ -1,75 +1,231 @@
-"""Data: open the bundled example or upload a project folder (synthor.toml + tables); see what was read and
-every problem with its file, row and column before anything can run."""
+"""Data: open the bundled example, upload a project or tables, edit the schema, define marginals by hand, and
+save the project folder. Every problem is listed with its file, row and column before anything can run."""
 
-import tempfile
-import tomllib
+import io
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from app_session import EXAMPLE_DIR, EXAMPLE_LABEL, current_project
+from app_session import (EXAMPLE_DIR, EXAMPLE_LABEL, current_project, draft_from_zip, editable_project_dir,
+                         new_draft)
+from synthor_core.schema import variables_frame, variables_from_frame
+from synthor_core.store import zip_project_folder
+from synthor_core.targets import (marginal_template, parse_project_text, read_project_toml, suggest_table_spec,
+                                  write_project_toml)
 
 st.title("Data")
 
-source = st.radio("Project", ["Bundled example: UCI Adult (1994 CPS, 48,842 persons)", "Upload a project"],
-                  key="data.source", horizontal=True)
-if source.startswith("Bundled"):
-    if st.session_state["data.project_dir"] != str(EXAMPLE_DIR):
+left, right = st.columns([3, 2])
+with left:
+    st.caption(f"Project: **{st.session_state['data.project_label']}**")
+    buttons = st.columns(2)
+    if buttons[0].button("Open the bundled example (UCI Adult, 48,842 persons)", key="data.open_example"):
         st.session_state["data.project_dir"] = str(EXAMPLE_DIR)
         st.session_state["data.project_label"] = EXAMPLE_LABEL
-else:
-    uploads = st.file_uploader("synthor.toml and its table files (CSV UTF-8, XLSX, Parquet)",
-                               type=["toml", "csv", "xlsx", "parquet"], accept_multiple_files=True,
-                               key="data.uploads")
-    if uploads:
-        by_name = {u.name: u.getvalue() for u in uploads}
-        if "synthor.toml" not in by_name:
-            st.error("Add the project's synthor.toml: it names the variables and the table files.")
-            st.stop()
-        folder = Path(tempfile.mkdtemp(prefix="synthor-upload-"))
-        (folder / "synthor.toml").write_bytes(by_name["synthor.toml"])
-        try:
-            listed = [t.get("file", "") for t in tomllib.loads(by_name["synthor.toml"].decode("utf-8",
-                                                                                           "replace")).get("tables", [])]
-        except tomllib.TOMLDecodeError:
-            listed = []
-        for name, content in by_name.items():
-            targets = [f for f in listed if Path(f).name == name] or [name]
-            for target in targets:
-                (folder / target).parent.mkdir(parents=True, exist_ok=True)
-                (folder / target).write_bytes(content)
-        st.session_state["data.project_dir"] = str(folder)
-        st.session_state["data.project_label"] = f"uploaded ({len(uploads)} files)"
+        st.rerun()
+    if buttons[1].button("Start a new, empty project", key="data.new"):
+        new_draft()
+        st.rerun()
+with right:
+    uploaded = st.file_uploader("Open a project folder (.zip with synthor.toml and its tables)", type=["zip"],
+                                key="data.project_zip")
+    if uploaded is not None and st.session_state.get("data.loaded_zip") != uploaded.file_id:
+        st.session_state["data.loaded_zip"] = uploaded.file_id
+        draft_from_zip(uploaded.getvalue(), f"{uploaded.name}")
+        st.rerun()
 
 project, problems = current_project()
+folder = Path(st.session_state["data.project_dir"])
+raw = read_project_toml(folder)
+_, schema, _ = parse_project_text((folder / "synthor.toml").read_text(encoding="utf-8")) \
+    if (folder / "synthor.toml").is_file() else (None, None, None)
+
 if problems:
-    st.error(f"{len(problems)} problem(s): fix them and upload again. Nothing runs until the project is valid.")
+    st.error(f"{len(problems)} problem(s): fix them below (or in your files and open the project again). "
+             f"Nothing runs until the project is valid.")
     st.dataframe(pd.DataFrame([{"file": p.file, "row": p.row, "column": p.column, "problem": p.message}
                                for p in problems]), hide_index=True, width="stretch", key="data.problems")
-    st.stop()
+else:
+    st.success(f"{st.session_state['data.project_label']}: {project.size:,} persons, "
+               f"{len(project.schema.names)} variables, {len(project.tables)} target tables.")
+    if project.description:
+        st.caption(project.description)
+    for warning in project.warnings:
+        st.warning(warning)
 
-st.success(f"{st.session_state['data.project_label']}: {project.size:,} persons, "
-           f"{len(project.schema.names)} variables, {len(project.tables)} target tables.")
-if project.description:
-    st.caption(project.description)
-for warning in project.warnings:
-    st.warning(warning)
+overview, schema_tab, add_tab, marginal_tab, save_tab = st.tabs(
+    ["Overview", "Schema", "Add a table", "Marginal by hand", "Save"])
 
-st.subheader("Variables")
-st.dataframe(pd.DataFrame([{
-    "variable": v.name, "type": v.type,
-    "values": ", ".join(v.categories) if v.type == "categorical" else f"{v.min:g} to {v.max:g} {v.unit}".strip(),
-    "description": v.description} for v in project.schema]), hide_index=True, width="stretch")
+with overview:
+    if project is None:
+        st.info("The overview appears once the project is valid.")
+    else:
+        st.subheader("Variables")
+        st.dataframe(pd.DataFrame([{
+            "variable": v.name, "type": v.type,
+            "values": ", ".join(v.categories) if v.type == "categorical" else f"{v.min:g} to {v.max:g} {v.unit}",
+            "description": v.description} for v in project.schema]), hide_index=True, width="stretch")
+        st.subheader("Target tables")
+        st.dataframe(pd.DataFrame([{"table": t.name, "variables": " x ".join(t.variables), "cells": t.counts.size,
+                                    "persons": round(float(t.counts.sum())), "file": t.source}
+                                   for t in project.tables]), hide_index=True, width="stretch")
+        names = [t.name for t in project.tables]
+        chosen = st.selectbox("Preview a table", names, key="data.preview")
+        table = project.tables[names.index(chosen)]
+        index = pd.MultiIndex.from_product(table.axis_labels(project.schema), names=list(table.variables))
+        st.dataframe(pd.DataFrame({"count": table.counts.reshape(-1)}, index=index).reset_index(), hide_index=True,
+                     width="stretch", key="data.preview_frame")
 
-st.subheader("Target tables")
-st.dataframe(pd.DataFrame([{"table": t.name, "variables": " x ".join(t.variables), "cells": t.counts.size,
-                            "persons": round(float(t.counts.sum())), "file": t.source} for t in project.tables]),
-             hide_index=True, width="stretch")
-names = [t.name for t in project.tables]
-chosen = st.selectbox("Preview a table", names, key="data.preview")
-table = project.tables[names.index(chosen)]
-labels = table.axis_labels(project.schema)
-index = pd.MultiIndex.from_product(labels, names=list(table.variables))
-st.dataframe(pd.DataFrame({"count": table.counts.reshape(-1)}, index=index).reset_index(), hide_index=True,
-             width="stretch", key="data.preview_frame")
+with schema_tab:
+    st.caption("One row per variable. Categories are separated by |, in their order (the scale's order when "
+               "ordered). Numeric variables need min and max; tick integer for whole numbers.")
+    population = raw.get("population", {})
+    cols = st.columns([1, 3])
+    size = cols[0].number_input("Population size N", min_value=1, value=int(population.get("size", 1000) or 1000),
+                                key="data.size")
+    description = cols[1].text_input("What one record is", value=population.get("description", ""),
+                                     key="data.description")
+    edited = st.data_editor(
+        variables_frame(raw.get("variables", [])), num_rows="dynamic", hide_index=True, width="stretch",
+        key="data.schema_editor",
+        column_config={"type": st.column_config.SelectboxColumn(options=["categorical", "numeric"], required=True),
+                       "ordered": st.column_config.CheckboxColumn(), "integer": st.column_config.CheckboxColumn()})
+    if st.button("Apply schema", key="data.apply_schema", type="primary"):
+        target = editable_project_dir()
+        updated = read_project_toml(target)
+        updated["population"] = {"size": int(size), "description": description}
+        updated["variables"] = variables_from_frame(edited)
+        updated.setdefault("tables", [])
+        write_project_toml(target, updated)
+        st.rerun()
+
+with add_tab:
+    table_file = st.file_uploader("A table file (CSV UTF-8, XLSX, Parquet; long or cross-tab)",
+                                  type=["csv", "xlsx", "parquet"], key="data.table_file")
+    if table_file is not None:
+        suffix = Path(table_file.name).suffix.lower()
+        content = table_file.getvalue()
+        try:
+            if suffix == ".csv":
+                frame = pd.read_csv(io.BytesIO(content), dtype=str, keep_default_na=False, skipinitialspace=True)
+            elif suffix == ".xlsx":
+                frame = pd.read_excel(io.BytesIO(content), dtype=str, keep_default_na=False)
+            else:
+                frame = pd.read_parquet(io.BytesIO(content)).astype("string")
+        except (ValueError, UnicodeDecodeError) as exc:
+            st.error(f"{table_file.name}: could not be read ({exc}). Expected CSV in UTF-8, XLSX or Parquet.")
+            st.stop()
+        st.dataframe(frame.head(20), hide_index=True, width="stretch", key="data.upload_preview")
+        stem = Path(table_file.name).stem.replace(" ", "_")
+        guess = suggest_table_spec(frame, schema, stem, f"tables/{Path(table_file.name).name}")
+        names = schema.names if schema is not None else []
+        cols = st.columns(3)
+        name = cols[0].text_input("Table name", value=guess["name"], key="data.new_table_name")
+        layout = cols[1].selectbox("Format (detected)", ["long", "crosstab"],
+                                   index=0 if guess["format"] == "long" else 1, key="data.new_table_format")
+        spec = {"name": name, "file": guess["file"], "format": layout}
+        columns = [str(c).strip() for c in frame.columns]
+        if layout == "long":
+            count = cols[2].selectbox("Count column", columns,
+                                      index=columns.index(guess["count_column"])
+                                      if guess.get("count_column") in columns else len(columns) - 1,
+                                      key="data.new_table_count")
+            mapping = {}
+            others = [c for c in columns if c != count]
+            map_cols = st.columns(max(len(others), 1))
+            for i, column in enumerate(others):
+                default = guess.get("variables", [])[i] if i < len(guess.get("variables", [])) else column
+                options = names or [column]
+                mapping[column] = map_cols[i].selectbox(f'Column "{column}" is variable', options,
+                                                        index=options.index(default) if default in options else 0,
+                                                        key=f"data.map.{column}")
+            spec.update(variables=list(mapping.values()), count_column=count)
+            renamed = {c: v for c, v in mapping.items() if c != v}
+        else:
+            options = names or [guess.get("rows", ""), guess.get("columns", "")]
+            rows = cols[2].selectbox("Rows (first column) are", options,
+                                     index=options.index(guess["rows"]) if guess.get("rows") in options else 0,
+                                     key="data.new_table_rows")
+            columns_var = st.selectbox("Columns (header) are", options,
+                                       index=options.index(guess["columns"]) if guess.get("columns") in options
+                                       else min(1, len(options) - 1), key="data.new_table_columns")
+            spec.update(rows=rows, columns=columns_var)
+            renamed = {}
+        numeric = [v for v in spec.get("variables", [spec.get("rows"), spec.get("columns")])
+                   if schema is not None and v in schema and schema[v].type == "numeric"]
+        bins = {}
+        for var in numeric:
+            default = ", ".join(f"{e:g}" for e in guess.get("bins", {}).get(var, []))
+            text = st.text_input(f"Bin edges of {var} (from {schema[var].min:g} to {schema[var].max:g})",
+                                 value=default, key=f"data.bins.{var}")
+            try:
+                bins[var] = [float(x) for x in text.replace(";", ",").split(",") if x.strip()]
+            except ValueError:
+                st.error(f'Bin edges of {var}: expected numbers separated by commas, got "{text}"')
+        if bins:
+            spec["bins"] = bins
+        if st.button("Add this table to the project", key="data.add_table", type="primary"):
+            target = editable_project_dir()
+            (target / "tables").mkdir(exist_ok=True)
+            if renamed:  # the reader wants columns named after their variables: store the table as such a CSV
+                spec["file"] = str(Path(spec["file"]).with_suffix(".csv"))
+                (target / spec["file"]).write_bytes(frame.rename(columns=renamed).to_csv(index=False).encode())
+            else:
+                (target / spec["file"]).write_bytes(content)
+            updated = read_project_toml(target)
+            updated["tables"] = [t for t in updated.get("tables", []) if t.get("name") != name] + [spec]
+            write_project_toml(target, updated)
+            st.rerun()
+
+with marginal_tab:
+    if schema is None or not schema.names:
+        st.info("Define the variables on the Schema tab first.")
+    else:
+        variable = st.selectbox("Variable", schema.names, key="data.marginal_variable")
+        edges = None
+        if schema[variable].type == "numeric":
+            var = schema[variable]
+            text = st.text_input(f"Bin edges (from {var.min:g} to {var.max:g})", value=f"{var.min:g}, {var.max:g}",
+                                 key="data.marginal_edges")
+            try:
+                edges = [float(x) for x in text.split(",") if x.strip()]
+                template = marginal_template(schema, variable, edges)
+            except ValueError as exc:
+                st.error(str(exc))
+                template = None
+        else:
+            template = marginal_template(schema, variable)
+        if template is not None:
+            counts = st.data_editor(template, hide_index=True, width="stretch", disabled=[variable],
+                                    key=f"data.marginal_editor.{variable}",
+                                    column_config={"count": st.column_config.NumberColumn(min_value=0)})
+            table_name = st.text_input("Table name", value=f"{variable}_marginal", key="data.marginal_name")
+            if st.button("Save this marginal as a target table", key="data.save_marginal", type="primary"):
+                target = editable_project_dir()
+                (target / "tables").mkdir(exist_ok=True)
+                file = f"tables/{table_name}.csv"
+                counts.to_csv(target / file, index=False)
+                spec = {"name": table_name, "file": file, "format": "long", "variables": [variable],
+                        "count_column": "count"}
+                if edges is not None:
+                    spec["bins"] = {variable: edges}
+                updated = read_project_toml(target)
+                updated["tables"] = [t for t in updated.get("tables", []) if t.get("name") != table_name] + [spec]
+                write_project_toml(target, updated)
+                st.rerun()
+
+with save_tab:
+    tables = [t.get("name", "?") for t in raw.get("tables", [])]
+    if tables:
+        remove = st.selectbox("Remove a table from the project", ["(none)"] + tables, key="data.remove_choice")
+        if remove != "(none)" and st.button(f"Remove {remove}", key="data.remove"):
+            target = editable_project_dir()
+            updated = read_project_toml(target)
+            updated["tables"] = [t for t in updated.get("tables", []) if t.get("name") != remove]
+            write_project_toml(target, updated)
+            st.rerun()
+    st.download_button("Download the project folder (.zip)", data=zip_project_folder(folder),
+                       file_name="synthor_project.zip", mime="application/zip", key="data.download_project")
+    st.caption("The zip opens again here, and runs from the command line: "
+               "`python -m synthor_core run FOLDER --out OUT`.")

@@ -281,3 +281,43 @@ def expand_records(population: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     repeats = population[COUNT].to_numpy(dtype=np.int64)
     expanded = population.iloc[np.repeat(np.arange(len(population)), repeats)][schema.names]
     return schema.decode(expanded.reset_index(drop=True))
+
+
+SCHEMA_COLUMNS = ["name", "type", "categories", "ordered", "min", "max", "integer", "unit", "description"]
+
+
+def variables_frame(raw_variables: list[dict]) -> pd.DataFrame:
+    """Raw ``[[variables]]`` entries as an editable frame, one row per variable, columns ``SCHEMA_COLUMNS``;
+    categories joined with ``" | "``."""
+    rows = []
+    for v in raw_variables:
+        rows.append({"name": v.get("name", ""), "type": v.get("type", "categorical"),
+                     "categories": " | ".join(v.get("categories", [])), "ordered": bool(v.get("ordered", False)),
+                     "min": v.get("min"), "max": v.get("max"), "integer": bool(v.get("integer", False)),
+                     "unit": v.get("unit", ""), "description": v.get("description", "")})
+    return pd.DataFrame(rows, columns=SCHEMA_COLUMNS)
+
+
+def variables_from_frame(frame: pd.DataFrame) -> list[dict]:
+    """The inverse of :func:`variables_frame`: raw ``[[variables]]`` entries (not validated here; loading the
+    project reports what is wrong, per variable). Rows without a name are skipped."""
+    out = []
+    for row in frame.to_dict("records"):
+        name = str(row.get("name") or "").strip()
+        if not name:
+            continue
+        if row.get("type") == "numeric":
+            entry = {"name": name, "type": "numeric"}
+            for key in ("min", "max"):
+                if row.get(key) is not None and not pd.isna(row.get(key)):
+                    entry[key] = float(row[key])
+            entry["integer"] = bool(row.get("integer"))
+            if row.get("unit"):
+                entry["unit"] = str(row["unit"])
+        else:
+            cats = [c.strip() for c in str(row.get("categories") or "").split("|") if c.strip()]
+            entry = {"name": name, "type": "categorical", "categories": cats, "ordered": bool(row.get("ordered"))}
+        if row.get("description"):
+            entry["description"] = str(row["description"])
+        out.append(entry)
+    return out

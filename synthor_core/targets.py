@@ -529,3 +529,139 @@ __all__ = [
     "CategoricalVariable", "NumericVariable", "PopulationSpec", "Project", "ProjectSpec", "TableSpec",
     "TargetTable", "harmonize", "load_project", "read_table", "validate_project", "parse_project_text",
 ]
+
+
+# ------------------------------------------------------------------------------------------------ editing
+# The app edits a project as its folder: a raw ``synthor.toml`` dict (possibly not valid yet) plus table files.
+
+COUNT_COLUMN_NAMES = ("count", "n", "freq", "frequency", "persons", "people", "total", "value", "weight",
+                      "population", "number")
+
+
+def read_project_toml(folder: str | Path) -> dict:
+    """The raw content of ``folder/synthor.toml`` (an empty dict when missing or not valid TOML)."""
+    path = Path(folder) / PROJECT_FILE
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def write_project_toml(folder: str | Path, raw: dict) -> None:
+    """Write a raw project dict as ``folder/synthor.toml`` (None values and empty bins are left out)."""
+    import tomli_w
+
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v is not None and not (k == "bins" and not v)}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    text = "# Synthor project (written by the Synthor app)\n" + tomli_w.dumps(clean(raw))
+    (Path(folder) / PROJECT_FILE).write_text(text, encoding="utf-8")
+
+
+def _edges_from_labels(labels) -> list[float] | None:
+    """Bin edges from interval labels ``"[17, 25)" ... "[65, 90]"``, or None when they are not intervals."""
+    pairs = []
+    for label in labels:
+        m = _INTERVAL_LABEL.match(str(label))
+        if not m:
+            return None
+        pairs.append((float(m.group(1)), float(m.group(2))))
+    pairs = sorted(set(pairs))
+    if not pairs or any(a[1] != b[0] for a, b in zip(pairs, pairs[1:])):
+        return None
+    return [p[0] for p in pairs] + [pairs[-1][1]]
+
+
+_INTERVAL_LABEL = re.compile(r"^\s*\[\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*[\])]\s*$")
+
+
+def _matching_variable(values, schema: Schema | None, taken: set) -> str | None:
+    if schema is None:
+        return None
+    values = {str(v).strip() for v in values if str(v).strip()}
+    if not values:
+        return None
+    best, best_share = None, 0.0
+    for var in schema:
+        if var.name in taken:
+            continue
+        if var.type == "categorical":
+            share = len(values & set(var.categories)) / len(values)
+        else:
+            share = 1.0 if _edges_from_labels(values) else 0.0
+        if share > best_share:
+            best, best_share = var.name, share
+    return best if best_share >= 0.8 else None
+
+
+def suggest_table_spec(frame: pd.DataFrame, schema: Schema | None, name: str, file: str) -> dict:
+    """Guess how an uploaded table maps to the schema: its format, variables, count column and bins.
+
+    Parameters
+    ----------
+    frame : DataFrame as read (strings), header = first row.
+    schema : Schema or None (a column may be named after a variable, or hold its categories).
+    name, file : the table's name and its path inside the project folder.
+
+    Returns
+    -------
+    dict, a raw ``[[tables]]`` entry (``format`` "long" or "crosstab"); a guess for the user to confirm, never
+    validated here. A long table has a count column (named like ``count``, ``n``, ``persons`` ...); otherwise,
+    when the header after the first column holds one variable's categories, the table is a crosstab.
+    """
+    columns = [str(c).strip() for c in frame.columns]
+    count = next((c for c in columns if c.lower() in COUNT_COLUMN_NAMES), None)
+    spec: dict = {"name": name, "file": file}
+    bins: dict[str, list[float]] = {}
+    if count is not None or len(columns) < 2:
+        taken: set = set()
+        variables = []
+        for col in columns:
+            if col == count:
+                continue
+            var = col if schema is not None and col in schema else _matching_variable(frame[col], schema, taken)
+            var = var or col
+            taken.add(var)
+            variables.append(var)
+            edges = _edges_from_labels(frame[col].unique())
+            if edges and (schema is None or (var in schema and schema[var].type == "numeric")):
+                bins[var] = edges
+        spec.update(format="long", variables=variables, count_column=count or "count")
+    else:
+        rows = columns[0] if schema is not None and columns[0] in schema else (
+            _matching_variable(frame.iloc[:, 0], schema, set()) or columns[0])
+        cols = _matching_variable(columns[1:], schema, {rows}) or "columns"
+        spec.update(format="crosstab", rows=rows, columns=cols)
+        for var, labels in ((rows, frame.iloc[:, 0].unique()), (cols, columns[1:])):
+            edges = _edges_from_labels(labels)
+            if edges:
+                bins[var] = edges
+    if bins:
+        spec["bins"] = bins
+    return spec
+
+
+def marginal_template(schema: Schema, variable: str, edges=None) -> pd.DataFrame:
+    """An editable marginal: one row per category (or bin, for a numeric variable with ``edges``) and a
+    ``count`` column of zeros; DataFrame with columns ``[variable, "count"]``.
+
+    Raises
+    ------
+    ValueError
+        When a numeric variable has no edges, or the edges are not increasing from its min to its max.
+    """
+    var = schema[variable]
+    if var.type == "categorical":
+        labels = list(var.categories)
+    else:
+        if edges is None:
+            raise ValueError(f'numeric variable "{variable}" needs bin edges from {var.min:g} to {var.max:g}')
+        bins = Bins(edges)
+        if bins.edges[0] != var.min or bins.edges[-1] != var.max:
+            raise ValueError(f'bin edges of "{variable}" must start at {var.min:g} and end at {var.max:g}')
+        labels = bins.labels
+    return pd.DataFrame({variable: labels, "count": [0.0] * len(labels)})

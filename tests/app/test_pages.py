@@ -37,10 +37,9 @@ def test_broken_project_lists_every_problem_and_blocks_synthesis(tmp_path):
     at = AppTest.from_file(APP, default_timeout=60)
     at.session_state["data.project_dir"] = str(folder)
     at.session_state["data.project_label"] = "uploaded (4 files)"
-    at.session_state["data.source"] = "Upload a project"
     at.run()
     assert not at.exception
-    assert at.error[0].value.startswith("2 problem(s): fix them and upload again.")
+    assert at.error[0].value.startswith("2 problem(s): fix them below")
     problems = at.dataframe[0].value
     assert problems.to_dict("records") == [
         {"file": "tables/age_by_sex.csv", "row": 2, "column": "count", "problem": 'expected a number >= 0, got "-1"'},
