@@ -125,3 +125,20 @@ def draft_from_zip(content: bytes, label: str) -> Path:
     st.session_state["data.project_dir"] = str(root)
     st.session_state["data.project_label"] = label
     return root
+
+
+@st.cache_resource(max_entries=8, show_spinner="Opening the run")
+def run_population(run_id: str):
+    """(project, coded population) of a finished run: from memory when this process ran it, otherwise rebuilt
+    from the store (its project folder and final population)."""
+    runner = get_runner()
+    if run_id in runner.run_ids() and runner.snapshot(run_id).result is not None:
+        snap = runner.snapshot(run_id)
+        return snap.project, snap.result.population
+    folder = drafts_dir() / f"run-{run_id}"
+    if not folder.exists():
+        with zipfile.ZipFile(io.BytesIO(runner.store.project_zip(run_id))) as archive:
+            archive.extractall(folder)
+    project = load_project(folder)
+    population, _ = project.schema.encode(runner.store.population(run_id))
+    return project, population

@@ -74,6 +74,13 @@ def show_run() -> None:
             metrics[2].metric("persons", f"{int(snap.result.population['count'].sum()):,}")
             metrics[3].metric("distinct records", f"{len(snap.result.population):,}")
         st.plotly_chart(tvd_by_iteration(snap.events), key="synth.chart", width="stretch")
+        names = [t.name for t in snap.project.tables]
+        chosen = st.selectbox("Target vs synthetic for table", names, key="synth.live_table")
+        table = snap.project.tables[names.index(chosen)]
+        counts = (table_counts(snap.project, snap.result.population, table) if snap.result is not None
+                  else last.table_counts[chosen])
+        st.plotly_chart(table_comparison(table, counts, snap.project.schema), key="synth.compare_chart",
+                        width="stretch")
         with st.expander(f"Proposals of iteration {last.iteration} ({len(last.proposals)})", expanded=False):
             st.dataframe(proposals_frame(last), hide_index=True, width="stretch")
     if snap.status != "running" and st.session_state.get("synth.shown_final") != snap.run_id:
@@ -91,9 +98,5 @@ if snap.result is not None:
              f"Mean TVD **{result.fit.mean_tvd:.4f}**, max TVD **{result.fit.max_tvd:.4f}** over "
              f"{len(result.fit.tables)} tables.")
     st.dataframe(fit_frame(result.fit), hide_index=True, width="stretch", key="synth.fit")
-    names = [t.name for t in snap.project.tables]
-    chosen = st.selectbox("Compare a table: target vs synthetic", names, key="synth.compare")
-    table = snap.project.tables[names.index(chosen)]
-    st.plotly_chart(table_comparison(table, table_counts(snap.project, result.population, table),
-                                     snap.project.schema), key="synth.compare_chart", width="stretch")
+    st.page_link("pages/evaluate.py", label="Evaluate this run in detail", icon=":material/fact_check:")
     show_downloads(snap.run_id, key="synth.downloads")

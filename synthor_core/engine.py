@@ -89,6 +89,8 @@ class IterationEvent:
         The prior's cumulative usage.
     seconds, aggregate_seconds : float
         Wall time of the whole iteration and of its aggregation.
+    table_counts : dict of table name -> ndarray of float64 shaped like the table
+        Synthetic persons per cell after the update (for live target-vs-synthetic charts; not stored).
     """
 
     iteration: int
@@ -107,6 +109,7 @@ class IterationEvent:
     completion_tokens: int
     seconds: float
     aggregate_seconds: float
+    table_counts: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -279,7 +282,7 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
                 added=added, removed=removed, rejected=dict(rejected), population_total=int(population[COUNT].sum()),
                 distinct_records=len(population), llm_calls=usage.calls, prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens, seconds=time.perf_counter() - t0,
-                aggregate_seconds=aggregate_seconds)
+                aggregate_seconds=aggregate_seconds, table_counts={t.name: c for t, c in zip(tables, synthetic)})
             if not proposals and paper:
                 stop_reason = "no proposal"
                 break

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .aggregate import Aggregator
 from .engine import SynthesisConfig, SynthesisResult
-from .metrics import tvd
+from .metrics import attribute_gaps, tvd
 from .priors.base import PriorUsage
 from .schema import COUNT, Bins, expand_records
 from .targets import Project, TargetTable
@@ -132,3 +132,76 @@ def table_counts(project: Project, population: pd.DataFrame, table: TargetTable)
 def population_csv(project: Project, population: pd.DataFrame) -> bytes:
     """The population as CSV bytes (UTF-8, one row per person, one column per variable), for downloads."""
     return expand_records(population, project.schema).to_csv(index=False).encode("utf-8")
+
+
+def worst_cells(project: Project, population: pd.DataFrame, table: TargetTable, k: int = 10) -> pd.DataFrame:
+    """The ``k`` cells of one table whose synthetic share is furthest from the target.
+
+    Returns
+    -------
+    DataFrame, one row per cell, most off first: one column per table variable (labels), ``target_share``,
+    ``synthetic_share``, ``difference`` (synthetic - target, share points), ``target_count``,
+    ``synthetic_count``.
+    """
+    counts = table_counts(project, population, table)
+    under, over = attribute_gaps([table], [counts], project.schema, top_k=k, by="share")
+    gaps = sorted(under + over, key=lambda g: -abs(g.share_gap))[:k]
+    return pd.DataFrame([{**g.labels, "target_share": g.target_share, "synthetic_share": g.synthetic_share,
+                          "difference": g.synthetic_share - g.target_share, "target_count": g.target_count,
+                          "synthetic_count": g.synthetic_count} for g in gaps],
+                        columns=[*table.variables, "target_share", "synthetic_share", "difference",
+                                 "target_count", "synthetic_count"])
+
+
+def holdout_comparison(project: Project, population: pd.DataFrame, real_records: pd.DataFrame,
+                       max_way: int = 3) -> tuple[pd.DataFrame, dict[str, int]]:
+    """TVD between held-out real micro-records and the population on every 2- to ``max_way``-way table over
+    binned variables that was not a target table.
+
+    Parameters
+    ----------
+    project : Project
+    population : DataFrame, coded population with ``count``.
+    real_records : DataFrame, labelled real persons with one column per schema variable (others are ignored).
+    max_way : int, largest number of variables per table (2 or 3).
+
+    Returns
+    -------
+    tables : DataFrame, one row per variable combination, worst first: ``variables`` (" x "-joined), ``way``,
+        ``tvd``.
+    dropped : dict of reason -> number of real records left out because they are outside the schema.
+
+    Raises
+    ------
+    ValueError
+        When a schema variable is missing from the real records, or no record is valid.
+    """
+    from itertools import combinations
+
+    schema = project.schema
+    missing = [v for v in schema.names if v not in real_records.columns]
+    if missing:
+        raise ValueError(f"the real records have no column {', '.join(repr(m) for m in missing)} (expected one "
+                         f"column per variable: {', '.join(schema.names)})")
+    encoded, dropped = schema.encode(real_records[schema.names])
+    if encoded.empty:
+        raise ValueError(f"no real record fits the schema (dropped: {dropped})")
+    encoded[COUNT] = np.ones(len(encoded), dtype=np.int64)
+    targets = {tuple(sorted(t.variables)) for t in project.tables}
+    combos = [c for way in range(2, max_way + 1) for c in combinations(schema.names, way)
+              if tuple(sorted(c)) not in targets]
+    templates = []
+    for combo in combos:
+        bins = {}
+        for v in combo:
+            if schema[v].type == "numeric":
+                bins[v] = next((t.bins[v] for t in project.tables if v in t.bins), None) or Bins(
+                    [schema[v].min, schema[v].max])
+        shape = tuple(schema[v].size if schema[v].type == "categorical" else len(bins[v]) for v in combo)
+        templates.append(TargetTable(" x ".join(combo), combo, bins, np.ones(shape), "holdout"))
+    with Aggregator(schema, templates) as aggregator:
+        real = aggregator.aggregate(encoded)
+        synthetic = aggregator.aggregate(population)
+    frame = pd.DataFrame([{"variables": t.name, "way": len(t.variables), "tvd": tvd(r, s)}
+                          for t, r, s in zip(templates, real, synthetic)])
+    return frame.sort_values("tvd", ascending=False, kind="stable").reset_index(drop=True), dropped

@@ -74,3 +74,37 @@ def test_a_maxent_run_completes_and_shows_the_fit_table():
     assert not at.exception
     runs = at.dataframe[0].value
     assert runs.iloc[0]["status"] in ("finished", "stopped") and runs.iloc[0]["size"] == 5000
+
+
+def test_evaluate_page_highlights_tables_over_the_threshold_and_compares_holdout_records(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("adult_derive", ROOT / "examples" / "adult" / "derive.py")
+    derive = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(derive)
+    at = _app()
+    at.switch_page("pages/synthesize.py").run()
+    at.number_input(key="synth.size").set_value(20000)
+    at.selectbox(key="synth.mode").set_value("paper")
+    at.number_input(key="synth.max_iterations").set_value(20)
+    at.button[0].click().run()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not any(h.value == "Fit after calibration" for h in at.subheader):
+        time.sleep(0.5)
+        at.run()
+    run_id = at.session_state["synth.run_id"]
+    at.switch_page("pages/evaluate.py").run()
+    assert not at.exception
+    assert at.selectbox(key="eval.run").value == run_id
+    at.number_input(key="eval.threshold").set_value(0.05).run()
+    fit = at.dataframe[0].value
+    assert len(fit) == 19
+    failing = int((~fit["passes"]).sum())
+    assert failing == int((fit["tvd"] > 0.05).sum()) and failing > 0  # paper mode, 20 iterations: some fail
+    assert at.metric[2].value == f"{failing} of 19"
+    worst = fit.sort_values("tvd", ascending=False)["table"].iloc[0]
+    assert at.selectbox(key="eval.table").value == worst
+    real = derive.read_adult_records("test").head(3000)
+    at.file_uploader[0].set_value(("test.csv", real.to_csv(index=False).encode(), "text/csv")).run()
+    assert not at.exception
+    assert [m.label for m in at.metric[3:]] == ["2-way tables (26): mean TVD", "3-way tables (84): mean TVD"]
+    assert len(at.dataframe[-1].value) == 110
