@@ -4,6 +4,7 @@ import streamlit as st
 
 from app_session import adopt_run_from_url, current_project, get_runner, show_downloads
 from synthor_core.engine import SynthesisConfig
+from synthor_core.runner import PRIORS, prior_factory
 from synthor_core.evaluate import table_counts
 from synthor_core.plots import fit_frame, proposals_frame, table_comparison, tvd_by_iteration
 
@@ -19,7 +20,8 @@ run_id = st.session_state["synth.run_id"]
 running = run_id is not None and run_id in runner.run_ids() and runner.snapshot(run_id).status == "running"
 
 with st.form("synth.settings"):
-    st.caption("Prior: maxent (embedded maximum-entropy model, offline)")
+    prior_name = st.selectbox("Prior", list(PRIORS), key="synth.prior",
+                              format_func=lambda name: PRIORS[name])
     cols = st.columns(5)
     size = cols[0].number_input("Population size N", min_value=1, value=project.size, step=1000, key="synth.size")
     mode = cols[1].selectbox("Mode", ["full", "paper"], key="synth.mode",
@@ -34,7 +36,7 @@ with st.form("synth.settings"):
 if start:
     config = SynthesisConfig(size=int(size), mode=mode, seed=int(seed), max_iterations=int(max_iterations),
                              tolerance_tvd=float(tolerance))
-    run_id = runner.start(project, config, label=st.session_state["data.project_label"])
+    run_id = runner.start(project, config, prior_factory(prior_name), label=st.session_state["data.project_label"])
     st.session_state["synth.run_id"] = run_id
     st.query_params["run"] = run_id  # a reload or a second tab with this address shows the run again
     st.rerun()

@@ -67,6 +67,17 @@ def maxent_prior(project: Project, config: SynthesisConfig) -> Prior:
     return MaxEntPrior(project, mode=config.mode)
 
 
+PRIORS = {"maxent": "maxent: embedded maximum-entropy model (offline, no API key)"}
+_FACTORIES = {"maxent": maxent_prior}
+
+
+def prior_factory(name: str) -> Callable[[Project, SynthesisConfig], Prior]:
+    """The factory of a prior listed in ``PRIORS``. Raises KeyError naming the known priors."""
+    if name not in _FACTORIES:
+        raise KeyError(f"unknown prior {name!r}; known: {', '.join(_FACTORIES)}")
+    return _FACTORIES[name]
+
+
 class Runner:
     """Registry of runs, each in its own daemon thread. Thread-safe; share one per process.
 

@@ -108,3 +108,17 @@ def test_evaluate_page_highlights_tables_over_the_threshold_and_compares_holdout
     assert not at.exception
     assert [m.label for m in at.metric[3:]] == ["2-way tables (26): mean TVD", "3-way tables (84): mean TVD"]
     assert len(at.dataframe[-1].value) == 110
+
+
+def test_two_sessions_do_not_see_each_others_runs():
+    first, second = _app(), _app()
+    first.switch_page("pages/synthesize.py").run()
+    first.number_input(key="synth.size").set_value(3000)
+    first.button[0].click().run()
+    run_id = first.session_state["synth.run_id"]
+    assert run_id is not None
+    second.switch_page("pages/synthesize.py").run()
+    assert not second.exception
+    assert second.session_state["synth.run_id"] is None
+    assert second.info[0].value == "Choose the settings and press Start."
+    assert not any(run_id in str(getattr(e, "value", "")) for e in second.main)
