@@ -20,7 +20,7 @@ left, right = st.columns([3, 2])
 with left:
     st.caption(f"Project: **{st.session_state['data.project_label']}**")
     buttons = st.columns(2)
-    if buttons[0].button("Open the bundled example (UCI Adult, 48,842 persons)", key="data.open_example"):
+    if buttons[0].button("Open the bundled example", key="data.open_example"):
         st.session_state["data.project_dir"] = str(EXAMPLE_DIR)
         st.session_state["data.project_label"] = EXAMPLE_LABEL
         st.rerun()

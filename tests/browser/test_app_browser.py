@@ -89,6 +89,7 @@ def _iterations_in_chart(page) -> int:
 
 def test_run_the_example_download_it_and_stop_a_longer_run(page, tmp_path):
     page.get_by_text("48,842 persons, 9 variables, 19 target tables").wait_for()
+    page.locator('[data-testid="stDataFrame"] canvas').first.wait_for()
     page.screenshot(path=str(ARTIFACTS / "1-data.png"), full_page=True)
 
     page.get_by_role("link", name="Synthesize").click()
@@ -133,6 +134,11 @@ def test_run_the_example_download_it_and_stop_a_longer_run(page, tmp_path):
     page.get_by_text(re.compile(r"^Stopped: stop requested after \d+ iterations")).wait_for(timeout=10_000)
     page.screenshot(path=str(ARTIFACTS / "4-synthesize-stopped.png"), full_page=True)
 
+    page.get_by_role("link", name="Evaluate & export").click()
+    page.get_by_text("Fit to the target tables").wait_for()
+    page.get_by_text(re.compile(r"^\d+ of 19$")).wait_for()
+    page.screenshot(path=str(ARTIFACTS / "5-evaluate.png"), full_page=True)
+
     page.get_by_role("link", name="Runs").click()
     page.get_by_text("Open a run").wait_for()
-    page.screenshot(path=str(ARTIFACTS / "5-runs.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "6-runs.png"), full_page=True)
