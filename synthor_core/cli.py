@@ -29,13 +29,32 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="synthesize a population for a project folder")
     run.add_argument("project", type=Path, help="folder holding synthor.toml")
     run.add_argument("--n", type=int, default=None, help="population size N (default: [population] size)")
-    run.add_argument("--prior", choices=["maxent"], default="maxent", help="where records come from")
+    run.add_argument("--prior", choices=["maxent", "llm"], default="maxent", help="where records come from")
     run.add_argument("--mode", choices=["full", "paper"], default="full")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", type=Path, required=True, help="output folder (created)")
     run.add_argument("--max-iterations", type=int, default=None)
     run.add_argument("--tolerance", type=float, default=None, help="mean TVD at which the loop stops")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
+    llm = run.add_argument_group("LLM prior (--prior llm): any OpenAI-compatible endpoint")
+    llm.add_argument("--base-url", help="e.g. https://api.openai.com/v1, http://localhost:11434/v1 (Ollama)")
+    llm.add_argument("--model", help="model name at the endpoint")
+    llm.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                     help="environment variable holding the API key (never a command-line value)")
+    llm.add_argument("--temperature", type=float, default=None)
+    llm.add_argument("--max-tokens", type=int, default=None, help="per reply")
+    llm.add_argument("--timeout", type=float, default=None, help="seconds per request")
+    llm.add_argument("--concurrency", type=int, default=None, help="requests in flight at once")
+    llm.add_argument("--token-budget", type=int, default=None, help="stop cleanly after this many tokens")
+    llm.add_argument("--structured-output", choices=["json_schema", "json_object", "text"], default=None)
+    llm.add_argument("--max-retries", type=int, default=None)
+    llm.add_argument("--unreachable-after", type=float, default=None,
+                     help="seconds of continuous connection failures after which the run stops")
+    llm.add_argument("--records-per-call", type=int, default=None)
+    llm.add_argument("--cache", default=None, help="folder of the reply cache (replays identical requests)")
+    llm.add_argument("--scenario", default=None, help="free text added to every prompt")
+    llm.add_argument("--price-prompt", type=float, default=None, help="USD per million prompt tokens")
+    llm.add_argument("--price-completion", type=float, default=None, help="USD per million completion tokens")
     val = sub.add_parser("validate", help="check a project folder and print every problem")
     val.add_argument("project", type=Path)
     return parser
@@ -64,21 +83,67 @@ def command_run(args: argparse.Namespace) -> int:
     project = load_project(args.project)
     for warning in project.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    prior = MaxEntPrior(project, mode=config.mode)
+    if args.prior == "llm":
+        prior = _llm_prior(args, project, config)
+        if prior is None:
+            return 2
+    else:
+        prior = MaxEntPrior(project, mode=config.mode)
     result = None
     for event in run_synthesis(project, prior, config):
         if isinstance(event, SynthesisResult):
             result = event
         elif not args.quiet:
-            print(_progress(event), flush=True)
+            line = _progress(event)
+            if event.llm_calls:
+                line += f"  {event.llm_calls:,} LLM calls, {event.prompt_tokens + event.completion_tokens:,} tokens"
+            print(line, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     expand_records(result.population, project.schema).to_csv(args.out / "population.csv", index=False)
-    report = run_report(result, config, prior.name, prior.usage)
+    dollars = prior.dollars() if hasattr(prior, "dollars") else None
+    report = run_report(result, config, prior.name, prior.usage, dollars)
     (args.out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    if hasattr(prior, "calls"):
+        write_llm_calls(prior.calls, args.out / "llm_calls.jsonl")
     print(f"done: {report['records']:,} persons ({report['distinct_records']:,} distinct records), mean TVD "
           f"{report['mean_tvd']:.4f}, max TVD {report['max_tvd']:.4f}, {report['iterations']} iterations "
           f"({result.stop_reason}), {report['seconds']:.1f} s -> {args.out}")
+    if result.error:
+        print(f"error: the run stopped early: {result.error}; the population built so far and the report are "
+              f"in {args.out}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _llm_prior(args: argparse.Namespace, project, config: SynthesisConfig):
+    """The LLM prior from the command line, or None after printing why the settings are wrong."""
+    from .priors.llm import LLMPrior, LLMSettings
+    if not args.base_url or not args.model:
+        print("error: --prior llm needs --base-url and --model", file=sys.stderr)
+        return None
+    options = {"temperature": args.temperature, "max_tokens": args.max_tokens, "timeout_s": args.timeout,
+               "concurrency": args.concurrency, "token_budget": args.token_budget,
+               "structured_output": args.structured_output, "max_retries": args.max_retries,
+               "unreachable_after_s": args.unreachable_after, "records_per_call": args.records_per_call,
+               "cache_dir": args.cache, "scenario": args.scenario,
+               "price_prompt_per_million": args.price_prompt, "price_completion_per_million": args.price_completion}
+    try:
+        settings = LLMSettings(base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
+                               **{k: v for k, v in options.items() if v is not None})
+    except ValidationError as exc:
+        for e in exc.errors():
+            print(f"error: setting {'.'.join(map(str, e['loc']))}: {e['msg']}, got {e.get('input')!r}",
+                  file=sys.stderr)
+        return None
+    return LLMPrior(project, settings, mode=config.mode)
+
+
+def write_llm_calls(calls, path: Path) -> None:
+    """Every LLM call of the run as JSON lines (kind, model, prompt, reply, tokens, latency, outcome); no key."""
+    from dataclasses import asdict
+    with open(path, "w", encoding="utf-8") as handle:
+        for call in calls:
+            handle.write(json.dumps(asdict(call), ensure_ascii=False) + "\n")
 
 
 def command_validate(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import defaults
 from .aggregate import Aggregator
 from .calibrate import CalibrationResult, integerize_trs, rake_counts
-from .errors import PriorError
+from .errors import PriorError, TokenBudgetExhausted
 from .metrics import Fit, attribute_gaps, measure_fit, unsupported_cells
 from .priors.base import Guidance, Prior, Proposal, check_proposal, match_conditions
 from .schema import COUNT, Schema
@@ -132,6 +132,8 @@ class SynthesisResult:
     seconds : float
     rejected : dict of reason -> int, over the whole run.
     warnings : tuple of str
+    error : str or None
+        Why the prior failed, when it did (the population built until then is kept and calibrated).
     """
 
     population: pd.DataFrame
@@ -143,6 +145,7 @@ class SynthesisResult:
     seconds: float
     rejected: dict[str, int] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    error: str | None = None
 
 
 def merge_duplicates(population: pd.DataFrame, schema: Schema) -> pd.DataFrame:
@@ -210,7 +213,6 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
     rng = np.random.default_rng(config.seed)
     max_proposals = config.max_proposals or (defaults.PAPER_MAX_PROPOSALS if paper else defaults.FULL_MAX_PROPOSALS)
     distinct = config.distinct_records or getattr(prior, "distinct_records", defaults.MAXENT_RECORDS_PER_PROPOSAL)
-    record_cap = getattr(prior, "max_records_per_proposal", None)
     calibrate = (not paper) if config.calibrate is None else config.calibrate
     stop = should_stop or (lambda: False)
     warnings = list(project.warnings) + list(getattr(prior, "notes", []))
@@ -220,7 +222,7 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
     with Aggregator(schema, tables) as aggregator:
         synthetic = aggregator.aggregate(population)
         loop_fit: Fit | None = None
-        best, best_at, stop_reason, iteration = math.inf, 0, "max iterations reached", 0
+        best, best_at, stop_reason, iteration, error = math.inf, 0, "max iterations reached", 0, None
         for iteration in range(1, config.max_iterations + 1):
             if stop():
                 stop_reason, iteration = "stop requested", iteration - 1
@@ -232,28 +234,41 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
             unsupported = [] if paper else unsupported_cells(tables, synthetic, schema)
             guidance = Guidance(iteration, size, total, batch, under, [] if paper else over, config.mode,
                                 max_proposals, unsupported)
-            proposals = prior.plan(guidance, rng)[:max_proposals + len(unsupported)]
+            try:
+                proposals = prior.plan(guidance, rng)[:max_proposals + len(unsupported)]
+            except PriorError as exc:
+                stop_reason, error, iteration = _prior_stop(exc), _prior_error(exc), iteration - 1
+                break
             rejected: Counter = Counter()
-            new_parts, added, removed = [], 0, 0
+            requests: list[tuple[Proposal, int]] = []
+            removed = 0
             for proposal in proposals:
-                if stop():
-                    break
                 problem = check_proposal(proposal, schema, paper)
                 if problem is None and paper and proposal.action == "remove":
                     problem = "paper mode is add-only"
                 if problem is not None:
                     rejected[f"proposal: {problem}"] += 1
-                    continue
-                if proposal.action == "remove":
+                elif proposal.action == "remove":
                     population, took = _remove(population, match_conditions(population, proposal.conditions,
                                                                             schema), proposal.count)
                     removed += took
-                    continue
-                k = min(proposal.count, max(defaults.MIN_RECORDS_PER_PROPOSAL,
-                                            math.ceil(distinct * proposal.count / size)))
-                if record_cap:
-                    k = min(k, record_cap)
-                records = prior.realize(proposal, k, rng)
+                else:
+                    requests.append((proposal, min(proposal.count, max(defaults.MIN_RECORDS_PER_PROPOSAL,
+                                                                       math.ceil(distinct * proposal.count / size)))))
+            try:
+                if hasattr(prior, "realize_batch"):
+                    realized = prior.realize_batch(requests, rng)
+                else:
+                    realized = []
+                    for proposal, k in requests:
+                        if stop():
+                            break
+                        realized.append(prior.realize(proposal, k, rng))
+            except PriorError as exc:
+                stop_reason, error = _prior_stop(exc), _prior_error(exc)
+                realized = []
+            new_parts, added = [], 0
+            for (proposal, _), records in zip(requests, realized):
                 encoded, bad = schema.encode(records)
                 rejected.update({f"record: {r}": n for r, n in bad.items()})
                 inside = match_conditions(encoded, proposal.conditions, schema)
@@ -283,6 +298,8 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
                 distinct_records=len(population), llm_calls=usage.calls, prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens, seconds=time.perf_counter() - t0,
                 aggregate_seconds=aggregate_seconds, table_counts={t.name: c for t, c in zip(tables, synthetic)})
+            if error is not None or stop_reason == "token budget reached":
+                break
             if not proposals and paper:
                 stop_reason = "no proposal"
                 break
@@ -303,7 +320,7 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
 
         if population[COUNT].sum() <= 0:
             raise PriorError(f'the prior "{prior.name}" produced no valid record in {iteration} iteration(s); '
-                             f"rejected: {dict(rejected_total) or 'nothing'}")
+                             f"rejected: {dict(rejected_total) or 'nothing'}" + (f"; {error}" if error else ""))
         calibration = None
         weights = population[COUNT].to_numpy(dtype=np.float64)
         cell_ids = aggregator.cell_ids(population)
@@ -321,4 +338,12 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
         population = population[population[COUNT] > 0].reset_index(drop=True)
         fit = measure_fit(tables, aggregator.aggregate(population))
     yield SynthesisResult(population, fit, loop_fit, iteration, stop_reason, calibration,
-                          time.perf_counter() - started, dict(rejected_total), tuple(warnings))
+                          time.perf_counter() - started, dict(rejected_total), tuple(warnings), error)
+
+
+def _prior_stop(exc: PriorError) -> str:
+    return "token budget reached" if isinstance(exc, TokenBudgetExhausted) else f"prior failed: {exc}"
+
+
+def _prior_error(exc: PriorError) -> str | None:
+    return None if isinstance(exc, TokenBudgetExhausted) else str(exc)

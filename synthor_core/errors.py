@@ -75,3 +75,7 @@ class ConfigError(SynthorError):
 
 class PriorError(SynthorError):
     """A prior could not produce proposals or records (for example an LLM endpoint unreachable)."""
+
+
+class TokenBudgetExhausted(PriorError):
+    """The run's LLM token budget is spent; the run stops cleanly with what it has."""

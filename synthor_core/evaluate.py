@@ -21,15 +21,17 @@ PAPER_PROTOCOL = ("LLMSynthor paper protocol: add-only, at most 5 proposals per 
                   "uniformly in the range, no calibration (counts scaled to N and integerized)")
 
 
-def run_report(result: SynthesisResult, config: SynthesisConfig, prior_name: str, usage: PriorUsage) -> dict[str, Any]:
+def run_report(result: SynthesisResult, config: SynthesisConfig, prior_name: str, usage: PriorUsage,
+               dollars: float | None = None) -> dict[str, Any]:
     """The ``report.json`` of a run: fit, cost and settings.
 
     Returns
     -------
     dict with keys ``mean_tvd``, ``max_tvd``, ``tables`` (name -> ``tvd``, ``srmse``), ``iterations``,
     ``seconds``, ``records`` (N), ``distinct_records``, ``prior``, ``mode``, ``seed``, ``warnings``, ``llm``
-    (``calls``, ``prompt_tokens``, ``completion_tokens``, ``cached_calls``, ``failures`` by kind), and
-    ``stop_reason``, ``loop`` (fit before calibration), ``calibration``, ``rejected``, ``settings``,
+    (``calls``, ``prompt_tokens``, ``completion_tokens``, ``cached_calls``, ``failures`` by kind, ``dollars`` when
+    prices are configured, and ``calls_per_1000_records``), and ``stop_reason``, ``error`` (why the prior
+    failed, or null), ``loop`` (fit before calibration), ``calibration``, ``rejected``, ``settings``,
     ``protocol``, ``python``.
     """
     population = result.population
@@ -51,8 +53,10 @@ def run_report(result: SynthesisResult, config: SynthesisConfig, prior_name: str
         "warnings": list(result.warnings),
         "llm": {"calls": usage.calls, "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens, "cached_calls": usage.cached_calls,
-                "failures": dict(usage.failures)},
+                "failures": dict(usage.failures), **({"dollars": round(dollars, 6)} if dollars is not None else {}),
+                "calls_per_1000_records": round(usage.calls * 1000 / max(int(population["count"].sum()), 1), 4)},
         "stop_reason": result.stop_reason,
+        "error": result.error,
         "loop": None if result.loop_fit is None else {"mean_tvd": result.loop_fit.mean_tvd,
                                                       "max_tvd": result.loop_fit.max_tvd},
         "calibration": calibration,

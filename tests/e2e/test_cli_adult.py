@@ -47,7 +47,8 @@ def test_full_mode_fits_the_targets_with_valid_values(full_run):
     assert report["mean_tvd"] <= 0.005 and report["max_tvd"] <= 0.02
     assert report["records"] == 48842 and report["mode"] == "full" and report["prior"] == "maxent"
     assert report["llm"] == {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached_calls": 0,
-                             "failures": {}}
+                             "failures": {}, "calls_per_1000_records": 0.0}
+    assert report["error"] is None
     assert list(report["tables"]) == [name for name, _, _ in _derive_module().TABLES]
     assert all(set(fit) == {"tvd", "srmse"} for fit in report["tables"].values())
     assert {"iterations", "seconds", "distinct_records", "seed", "warnings"} <= set(report)

@@ -1,0 +1,394 @@
+"""The ``llm`` prior: any OpenAI-compatible chat-completions endpoint as the prior over realistic records
+(LLMSynthor; DESIGN §4). The ``openai`` package is the only client.
+
+It infers dependent variable groups once, plans proposals from the guidance, and realizes each proposal as
+distinct records (``records_per_call`` per call, calls in parallel). Replies are requested as strict JSON
+schema (or ``json_object``, or plain text, for endpoints without it), parsed and validated; failures are
+retried with exponential backoff (honouring ``Retry-After``), counted by kind, and the run continues with what
+succeeded. An endpoint unreachable for longer than ``unreachable_after_s`` stops the run (``PriorError``),
+keeping what was built. Every call is recorded; an on-disk cache replays identical requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import openai
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import PriorError, TokenBudgetExhausted
+from ..targets import Project
+from . import prompts
+from .base import Guidance, PriorUsage, Proposal, sample_uniform_records
+
+FAILURE_KINDS = ("timeout", "rate_limit", "server_error", "http_error", "connection", "malformed_json",
+                 "truncated", "empty", "refusal", "invalid_output")
+
+
+class LLMSettings(BaseModel):
+    """Settings of the LLM prior. The API key is never a setting: it is read from the environment variable
+    named by ``api_key_env`` (or handed to the prior directly, e.g. from Streamlit secrets) and never written.
+
+    Attributes
+    ----------
+    base_url : str, e.g. ``https://api.openai.com/v1``, ``http://localhost:11434/v1`` (Ollama)
+    model : str
+    api_key_env : str
+    temperature : float in [0, 2]
+    max_tokens : int, per reply
+    timeout_s : float, per request
+    concurrency : int, realize calls in flight at once
+    token_budget : int or None, prompt + completion tokens after which the run stops cleanly
+    structured_output : {"json_schema", "json_object", "text"}
+    max_retries : int, retries of one call after a failure
+    backoff_s : float, first retry delay (doubled each retry, at most 30 s) unless the endpoint says Retry-After
+    unreachable_after_s : float, continuous connection failures or timeouts for this long stop the run
+    records_per_call : int, records one realize call writes
+    distinct_records : int, distinct records the population aims at (independent of N)
+    cache_dir : str or None, folder of the reply cache
+    scenario : str, free text added to every prompt
+    price_prompt_per_million, price_completion_per_million : float or None, USD per million tokens
+    infer_dependencies : bool
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    base_url: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = Field(0.8, ge=0, le=2)
+    max_tokens: int = Field(4096, ge=16)
+    timeout_s: float = Field(60.0, gt=0)
+    concurrency: int = Field(4, ge=1, le=64)
+    token_budget: int | None = Field(None, ge=1)
+    structured_output: Literal["json_schema", "json_object", "text"] = "json_schema"
+    max_retries: int = Field(4, ge=0, le=20)
+    backoff_s: float = Field(0.5, ge=0)
+    unreachable_after_s: float = Field(60.0, gt=0)
+    records_per_call: int = Field(10, ge=1, le=200)
+    distinct_records: int = Field(400, ge=1)
+    cache_dir: str | None = None
+    scenario: str = ""
+    price_prompt_per_million: float | None = Field(None, ge=0)
+    price_completion_per_million: float | None = Field(None, ge=0)
+    infer_dependencies: bool = True
+
+
+@dataclass(frozen=True)
+class LLMCall:
+    """One request to the endpoint (or to the cache): what was asked, what came back, what it cost.
+
+    ``outcome`` is ``"ok"``, ``"cached"`` or a failure kind from ``FAILURE_KINDS``.
+    """
+
+    kind: str
+    model: str
+    prompt: str
+    reply: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    outcome: str
+    attempt: int
+    waited_s: float
+
+
+class _WireProposal(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    conditions: dict[str, Any] = Field(default_factory=dict)
+    count: int = Field(gt=0)
+    action: Literal["add", "remove"] = "add"
+    reason: str = ""
+
+
+def _extract_json(text: str) -> Any:
+    """Parse a reply: the whole text, or the first ``{...}`` block (for plain-text endpoints)."""
+    text = text.strip()
+    fenced = re.match(r"^```(?:json)?\s*(.*?)\s*```$", text, re.S)
+    if fenced:
+        text = fenced.group(1)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        start, end = text.find("{"), text.rfind("}")
+        if 0 <= start < end:
+            return json.loads(text[start:end + 1])
+        raise
+
+
+class LLMPrior:
+    """The LLM prior (see the module docstring).
+
+    Parameters
+    ----------
+    project : Project
+    settings : LLMSettings
+    mode : {"full", "paper"}
+        In paper mode realization is plain code (uniform numerics in the proposal's ranges), as in the paper.
+    api_key : str, optional
+        Overrides the environment variable (the app passes ``st.secrets`` here); never stored.
+    """
+
+    name = "llm"
+
+    def __init__(self, project: Project, settings: LLMSettings, mode: str = "full", api_key: str | None = None):
+        self.project = project
+        self.settings = settings
+        self.mode = mode
+        self.usage = PriorUsage()
+        self.calls: list[LLMCall] = []
+        self.groups: list[list[str]] | None = None
+        self.distinct_records = settings.distinct_records
+        self._lock = threading.Lock()
+        self._unreachable_since: float | None = None
+        self._seen: Counter = Counter()  # identical requests so far, so that the n-th one replays the n-th reply
+        self._abort = threading.Event()  # set once the endpoint is declared unreachable: every worker stops
+        self._abort_reason = ""
+        key = api_key or os.environ.get(settings.api_key_env) or "not-needed"
+        self._client = openai.OpenAI(base_url=settings.base_url, api_key=key, timeout=settings.timeout_s,
+                                     max_retries=0)
+        self._cache = Path(settings.cache_dir) if settings.cache_dir else None
+        if self._cache is not None:
+            self._cache.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def notes(self) -> list[str]:
+        """Facts for the run's warnings."""
+        return [f"LLM prior: {self.settings.model} at {self.settings.base_url} ({self.settings.structured_output})"]
+
+    def dollars(self) -> float | None:
+        """Estimated cost in USD from the configured prices, or None when no price is set."""
+        s = self.settings
+        if s.price_prompt_per_million is None and s.price_completion_per_million is None:
+            return None
+        return (self.usage.prompt_tokens * (s.price_prompt_per_million or 0)
+                + self.usage.completion_tokens * (s.price_completion_per_million or 0)) / 1e6
+
+    # ------------------------------------------------------------------------------------------ the calls
+    def _response_format(self, name: str, schema: dict) -> dict | None:
+        if self.settings.structured_output == "json_schema":
+            return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+        if self.settings.structured_output == "json_object":
+            return {"type": "json_object"}
+        return None
+
+    def _request_key(self, messages, response_format) -> str:
+        s = self.settings
+        material = json.dumps([s.base_url, s.model, messages, s.temperature, s.max_tokens, response_format],
+                              sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+    def _occurrence(self, kind: str, messages: list[dict], schema: dict) -> str:
+        """Cache key of this request: its hash and how many identical requests came before it in this run.
+        Call from the engine's thread only (in a fixed order), never from worker threads."""
+        key = self._request_key(messages, self._response_format(kind, schema))
+        self._seen[key] += 1
+        return f"{key}-{self._seen[key]}"
+
+    def _record(self, call: LLMCall, failure: str | None = None) -> None:
+        with self._lock:
+            self.calls.append(call)
+            if failure:
+                self.usage.failures[failure] = self.usage.failures.get(failure, 0) + 1
+
+    def _check_budget(self) -> None:
+        budget = self.settings.token_budget
+        if budget is not None and self.usage.prompt_tokens + self.usage.completion_tokens >= budget:
+            raise TokenBudgetExhausted(f"token budget of {budget:,} tokens spent")
+
+    def call_json(self, kind: str, messages: list[dict], schema: dict, top_key: str,
+                  cache_key: str | None = None) -> dict | None:
+        """One logical call: cache, then up to ``1 + max_retries`` requests. Returns the parsed reply (a dict
+        with ``top_key``) or None when every attempt failed.
+
+        ``cache_key`` comes from :meth:`_occurrence`; computed here when not given.
+
+        Raises
+        ------
+        TokenBudgetExhausted
+            Before a request when the budget is spent.
+        PriorError
+            When the endpoint has been unreachable for longer than ``unreachable_after_s``.
+        """
+        s = self.settings
+        response_format = self._response_format(kind, schema)
+        key = cache_key or self._occurrence(kind, messages, schema)
+        cached = self._cache / f"{key}.json" if self._cache is not None else None
+        prompt_text = messages[-1]["content"]
+        if cached is not None and cached.is_file():
+            entry = json.loads(cached.read_text(encoding="utf-8"))
+            with self._lock:
+                self.usage.cached_calls += 1
+            self._record(LLMCall(kind, s.model, prompt_text, entry["reply"], 0, 0, 0.0, "cached", 0, 0.0))
+            return entry["parsed"]
+        waited = 0.0
+        for attempt in range(s.max_retries + 1):
+            if self._abort.is_set():
+                raise PriorError(self._abort_reason)
+            self._check_budget()
+            started = time.monotonic()
+            failure, reply, retry_after, usage = None, None, None, None
+            try:
+                kwargs = {"model": s.model, "messages": messages, "temperature": s.temperature,
+                          "max_tokens": s.max_tokens}
+                if response_format is not None:
+                    kwargs["response_format"] = response_format
+                response = self._client.chat.completions.create(**kwargs)
+            except openai.APITimeoutError:
+                failure = "timeout"
+            except openai.RateLimitError as exc:
+                failure = "rate_limit"
+                retry_after = exc.response.headers.get("retry-after")
+            except openai.APIStatusError as exc:
+                failure = "server_error" if exc.status_code >= 500 else "http_error"
+            except openai.APIConnectionError:
+                failure = "connection"
+            else:
+                usage = response.usage
+                choice = response.choices[0] if response.choices else None
+                message = choice.message if choice is not None else None
+                reply = message.content if message is not None else None
+                if message is not None and getattr(message, "refusal", None):
+                    failure = "refusal"
+                elif choice is not None and choice.finish_reason == "length":
+                    failure = "truncated"
+                elif not reply or not reply.strip():
+                    failure = "empty"
+            latency = time.monotonic() - started
+            prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+            completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+            with self._lock:
+                self.usage.calls += 1
+                self.usage.prompt_tokens += prompt_tokens
+                self.usage.completion_tokens += completion_tokens
+                if failure in ("timeout", "connection"):
+                    self._unreachable_since = self._unreachable_since or started
+                else:
+                    self._unreachable_since = None
+                unreachable_since = self._unreachable_since
+            parsed = None
+            if failure is None:
+                try:
+                    parsed = _extract_json(reply)
+                    if not isinstance(parsed, dict) or not isinstance(parsed.get(top_key), list):
+                        failure = "invalid_output"
+                except (json.JSONDecodeError, ValueError):
+                    failure = "malformed_json"
+            self._record(LLMCall(kind, s.model, prompt_text, reply, prompt_tokens, completion_tokens, latency,
+                                 failure or "ok", attempt, waited), failure)
+            if failure is None:
+                if cached is not None:
+                    cached.write_text(json.dumps({"reply": reply, "parsed": parsed}, ensure_ascii=False),
+                                      encoding="utf-8")
+                return parsed
+            if unreachable_since is not None and time.monotonic() - unreachable_since > s.unreachable_after_s:
+                self._abort_reason = (f"the LLM endpoint {s.base_url} has been unreachable for "
+                                      f"{time.monotonic() - unreachable_since:.1f} s (last failure: {failure})")
+                self._abort.set()
+                raise PriorError(self._abort_reason)
+            if attempt < s.max_retries:
+                try:
+                    delay = float(retry_after) if retry_after is not None else min(s.backoff_s * 2 ** attempt, 30.0)
+                except ValueError:
+                    delay = min(s.backoff_s * 2 ** attempt, 30.0)
+                self._abort.wait(delay)
+                waited += delay
+        return None
+
+    # ----------------------------------------------------------------------------------------- the prior
+    def infer_dependencies(self) -> list[list[str]]:
+        """Groups of dependent variables (at most 3, each of at least 2 known variables); [] when the call
+        fails."""
+        reply = self.call_json("dependencies", prompts.dependency_messages(self.project),
+                               prompts.groups_schema(self.project.schema), "groups")
+        names = set(self.project.schema.names)
+        groups = []
+        for group in (reply or {}).get("groups", [])[:3]:
+            if isinstance(group, list):
+                kept = [v for v in group if isinstance(v, str) and v in names]
+                if len(set(kept)) >= 2:
+                    groups.append(list(dict.fromkeys(kept)))
+        return groups
+
+    def plan(self, guidance: Guidance, rng: np.random.Generator) -> list[Proposal]:
+        """Proposals from one chat completion; wire-invalid proposals are dropped and counted."""
+        if self.groups is None:
+            self.groups = self.infer_dependencies() if self.settings.infer_dependencies else []
+        messages = prompts.plan_messages(self.project, guidance, self.groups, self.settings.scenario)
+        reply = self.call_json("plan", messages, prompts.proposals_schema(self.project.schema,
+                                                                           guidance.mode == "paper"), "proposals")
+        proposals = []
+        for item in (reply or {}).get("proposals", []):
+            try:
+                wire = _WireProposal.model_validate(item)
+                conditions = {k: (tuple(v) if isinstance(v, list) and len(v) == 2 and
+                                  all(isinstance(x, (int, float)) for x in v) else v)
+                              for k, v in wire.conditions.items() if v is not None}
+                proposals.append(Proposal(conditions=conditions, count=wire.count, action=wire.action,
+                                          reason=wire.reason))
+            except (ValidationError, TypeError):
+                self._record(LLMCall("plan", self.settings.model, "", json.dumps(item)[:500], 0, 0, 0.0,
+                                     "invalid_output", 0, 0.0), "invalid_output")
+        return proposals
+
+    def _realize_chunk(self, messages: list[dict], cache_key: str) -> pd.DataFrame:
+        reply = self.call_json("realize", messages, prompts.records_schema(self.project.schema), "records",
+                               cache_key)
+        rows = [r for r in (reply or {}).get("records", []) if isinstance(r, dict)]
+        return pd.DataFrame(rows, columns=self.project.schema.names) if rows else pd.DataFrame(
+            columns=self.project.schema.names)
+
+    def realize(self, proposal: Proposal, k: int, rng: np.random.Generator) -> pd.DataFrame:
+        """``k`` records for one proposal (see :meth:`realize_batch`)."""
+        return self.realize_batch([(proposal, k)], rng)[0]
+
+    def realize_batch(self, requests: list[tuple[Proposal, int]], rng: np.random.Generator) -> list[pd.DataFrame]:
+        """Records for many proposals: in paper mode by uniform sampling (no call); otherwise each proposal's
+        ``k`` records are asked in chunks of ``records_per_call``, ``concurrency`` calls at a time.
+
+        Returns one DataFrame (labels, one column per variable, unvalidated) per request, in order.
+        """
+        if self.mode == "paper":
+            return [sample_uniform_records(self.project.schema, p, k, rng) for p, k in requests]
+        size = self.settings.records_per_call
+        schema = prompts.records_schema(self.project.schema)
+        chunks = []  # (request index, messages, cache key), keys assigned here in a fixed order
+        for i, (proposal, k) in enumerate(requests):
+            for start in range(0, k, size):
+                messages = prompts.realize_messages(self.project, proposal, min(size, k - start),
+                                                    self.settings.scenario)
+                chunks.append((i, messages, self._occurrence("realize", messages, schema)))
+        self._check_budget()
+        with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
+            frames = list(pool.map(lambda c: self._realize_chunk(c[1], c[2]), chunks))
+        out = []
+        for i in range(len(requests)):
+            parts = [f for (j, _, _), f in zip(chunks, frames) if j == i and len(f)]
+            out.append(pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+                columns=self.project.schema.names))
+        return out
+
+    def test_connection(self) -> str:
+        """List the endpoint's models (one cheap request); returns a one-line answer, never raises."""
+        try:
+            models = [m.id for m in self._client.models.list()]
+        except openai.APIError as exc:
+            return f"cannot reach {self.settings.base_url}: {type(exc).__name__}: {exc}"
+        found = "found" if self.settings.model in models else "not listed"
+        return f"connected to {self.settings.base_url}: {len(models)} model(s); {self.settings.model!r} {found}"
+
+
+def failure_summary(prior: LLMPrior) -> dict[str, int]:
+    """Failures by kind, for reports."""
+    return dict(Counter(prior.usage.failures))
