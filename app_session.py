@@ -34,6 +34,18 @@ def get_runner() -> Runner:
     return Runner(RunStore(default_data_dir() / "runs.duckdb"))
 
 
+def api_key_from(env_name: str) -> str | None:
+    """An API key from the environment variable ``env_name`` or, failing that, from ``st.secrets``; never
+    from a text input, never stored."""
+    import os
+    if os.environ.get(env_name):
+        return os.environ[env_name]
+    try:
+        return st.secrets.get(env_name)
+    except FileNotFoundError:  # no secrets.toml: nothing to read
+        return None
+
+
 def adopt_run_from_url() -> None:
     """After a reload (a new session), pick up the run named in the URL (``?run=ID``) if it is known."""
     wanted = st.query_params.get("run")

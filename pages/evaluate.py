@@ -13,7 +13,7 @@ from synthor_core.evaluate import holdout_comparison, worst_cells
 st.title("Evaluate & export")
 store = get_runner().store
 runs = store.runs()
-done = runs[runs["status"].isin(["finished", "stopped"])]
+done = runs[runs["mean_tvd"].notna()]  # every run that ended with a population (a failed prior keeps one)
 if done.empty:
     st.info("No finished run yet: start one on the Synthesize page.")
     st.stop()

@@ -24,7 +24,7 @@ if row["status"] == "failed":
 events = store.iterations(chosen)
 if events:
     st.plotly_chart(tvd_by_iteration(events), key="runs.chart", width="stretch")
-if row["status"] in ("finished", "stopped"):
+if row["status"] != "running":
     show_downloads(chosen, key="runs.downloads")
 if row["status"] != "running" and st.button("Delete this run", key="runs.delete"):
     store.delete_run(chosen)

@@ -2,9 +2,10 @@
 
 import streamlit as st
 
-from app_session import adopt_run_from_url, current_project, get_runner, show_downloads
+from app_session import adopt_run_from_url, api_key_from, current_project, get_runner, show_downloads
 from synthor_core.engine import SynthesisConfig
-from synthor_core.runner import PRIORS, prior_factory
+from synthor_core.priors.llm import LLMPrior, LLMSettings
+from synthor_core.runner import PRIORS, llm_prior_factory, prior_factory
 from synthor_core.evaluate import table_counts
 from synthor_core.plots import fit_frame, proposals_frame, table_comparison, tvd_by_iteration
 
@@ -19,9 +20,49 @@ adopt_run_from_url()
 run_id = st.session_state["synth.run_id"]
 running = run_id is not None and run_id in runner.run_ids() and runner.snapshot(run_id).status == "running"
 
+prior_name = st.selectbox("Prior", list(PRIORS), key="synth.prior", format_func=lambda name: PRIORS[name])
+llm_settings, api_key = None, None
+if prior_name == "llm":
+    with st.container(border=True):
+        cols = st.columns([3, 2, 2])
+        base_url = cols[0].text_input("Base URL", value="http://localhost:11434/v1", key="synth.base_url",
+                                      help="OpenAI: https://api.openai.com/v1; Ollama: http://localhost:11434/v1; "
+                                           "vLLM: http://HOST:8000/v1")
+        model = cols[1].text_input("Model", value="llama3.1", key="synth.model")
+        key_env = cols[2].text_input("API key from environment variable", value="OPENAI_API_KEY",
+                                     key="synth.key_env")
+        api_key = api_key_from(key_env)
+        st.caption("API key: " + ("found (environment or Streamlit secrets); never stored or shown" if api_key else
+                                  "not set (fine for local endpoints such as Ollama or vLLM)"))
+        cols = st.columns(5)
+        structured = cols[0].selectbox("Structured output", ["json_schema", "json_object", "text"],
+                                       key="synth.structured",
+                                       help="json_schema (strict) where the endpoint supports it; json_object or "
+                                            "text for those that do not")
+        temperature = cols[1].number_input("Temperature", 0.0, 2.0, 0.8, 0.1, key="synth.temperature")
+        concurrency = cols[2].number_input("Parallel calls", 1, 64, 4, key="synth.concurrency")
+        budget = cols[3].number_input("Token budget (0 = none)", 0, 10**9, 0, 10_000, key="synth.token_budget")
+        timeout = cols[4].number_input("Timeout per call (s)", 1.0, 600.0, 60.0, key="synth.timeout")
+        cols = st.columns(2)
+        price_in = cols[0].number_input("USD per million prompt tokens (optional)", 0.0, 1000.0, 0.0,
+                                        key="synth.price_in")
+        price_out = cols[1].number_input("USD per million completion tokens (optional)", 0.0, 1000.0, 0.0,
+                                         key="synth.price_out")
+        scenario = st.text_area("Scenario (optional)", key="synth.scenario",
+                                placeholder="e.g. a concert at the stadium from 20:00 to 24:00")
+        try:
+            llm_settings = LLMSettings(base_url=base_url, model=model, api_key_env=key_env,
+                                       structured_output=structured, temperature=temperature,
+                                       concurrency=int(concurrency), token_budget=int(budget) or None,
+                                       timeout_s=timeout, scenario=scenario,
+                                       price_prompt_per_million=price_in or None,
+                                       price_completion_per_million=price_out or None)
+        except ValueError as exc:
+            st.error(f"LLM settings: {exc}")
+        if llm_settings is not None and st.button("Test connection", key="synth.test_connection"):
+            st.info(LLMPrior(project, llm_settings, api_key=api_key).test_connection())
+
 with st.form("synth.settings"):
-    prior_name = st.selectbox("Prior", list(PRIORS), key="synth.prior",
-                              format_func=lambda name: PRIORS[name])
     cols = st.columns(5)
     size = cols[0].number_input("Population size N", min_value=1, value=project.size, step=1000, key="synth.size")
     mode = cols[1].selectbox("Mode", ["full", "paper"], key="synth.mode",
@@ -32,11 +73,13 @@ with st.form("synth.settings"):
     tolerance = cols[3].number_input("Tolerance (mean TVD)", min_value=0.0001, max_value=0.5, value=0.005,
                                      format="%.4f", key="synth.tolerance")
     seed = cols[4].number_input("Seed", min_value=0, value=1, step=1, key="synth.seed")
-    start = st.form_submit_button("Start", type="primary", disabled=running)
+    start = st.form_submit_button("Start", type="primary",
+                                  disabled=running or (prior_name == "llm" and llm_settings is None))
 if start:
     config = SynthesisConfig(size=int(size), mode=mode, seed=int(seed), max_iterations=int(max_iterations),
                              tolerance_tvd=float(tolerance))
-    run_id = runner.start(project, config, prior_factory(prior_name), label=st.session_state["data.project_label"])
+    factory = llm_prior_factory(llm_settings, api_key) if prior_name == "llm" else prior_factory(prior_name)
+    run_id = runner.start(project, config, factory, label=st.session_state["data.project_label"])
     st.session_state["synth.run_id"] = run_id
     st.query_params["run"] = run_id  # a reload or a second tab with this address shows the run again
     st.rerun()
@@ -83,6 +126,10 @@ def show_run() -> None:
                   else last.table_counts[chosen])
         st.plotly_chart(table_comparison(table, counts, snap.project.schema), key="synth.compare_chart",
                         width="stretch")
+        if last.llm_calls:
+            cost = f", about {last.cost_usd:.4f} USD" if last.cost_usd is not None else ""
+            st.caption(f"LLM: {last.llm_calls:,} calls, {last.prompt_tokens:,} prompt + "
+                       f"{last.completion_tokens:,} completion tokens{cost}")
         with st.expander(f"Proposals of iteration {last.iteration} ({len(last.proposals)})", expanded=False):
             st.dataframe(proposals_frame(last), hide_index=True, width="stretch")
     if snap.status != "running" and st.session_state.get("synth.shown_final") != snap.run_id:

@@ -91,6 +91,8 @@ class IterationEvent:
         Wall time of the whole iteration and of its aggregation.
     table_counts : dict of table name -> ndarray of float64 shaped like the table
         Synthetic persons per cell after the update (for live target-vs-synthetic charts; not stored).
+    cost_usd : float or None
+        Estimated LLM cost so far, when the prior knows its prices.
     """
 
     iteration: int
@@ -110,6 +112,7 @@ class IterationEvent:
     seconds: float
     aggregate_seconds: float
     table_counts: dict = field(default_factory=dict, repr=False, compare=False)
+    cost_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -297,7 +300,8 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
                 added=added, removed=removed, rejected=dict(rejected), population_total=int(population[COUNT].sum()),
                 distinct_records=len(population), llm_calls=usage.calls, prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens, seconds=time.perf_counter() - t0,
-                aggregate_seconds=aggregate_seconds, table_counts={t.name: c for t, c in zip(tables, synthetic)})
+                aggregate_seconds=aggregate_seconds, table_counts={t.name: c for t, c in zip(tables, synthetic)},
+                cost_usd=prior.dollars() if hasattr(prior, "dollars") else None)
             if error is not None or stop_reason == "token budget reached":
                 break
             if not proposals and paper:

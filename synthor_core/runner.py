@@ -67,8 +67,19 @@ def maxent_prior(project: Project, config: SynthesisConfig) -> Prior:
     return MaxEntPrior(project, mode=config.mode)
 
 
-PRIORS = {"maxent": "maxent: embedded maximum-entropy model (offline, no API key)"}
+PRIORS = {"maxent": "maxent: embedded maximum-entropy model (offline, no API key)",
+          "llm": "llm: a large language model at any OpenAI-compatible endpoint"}
 _FACTORIES = {"maxent": maxent_prior}
+
+
+def llm_prior_factory(settings, api_key: str | None = None) -> Callable[[Project, SynthesisConfig], Prior]:
+    """A factory of the LLM prior with these :class:`~synthor_core.priors.llm.LLMSettings`; the key stays in
+    memory (it comes from the environment or Streamlit secrets) and is never stored."""
+    from .priors.llm import LLMPrior
+
+    def make(project: Project, config: SynthesisConfig) -> Prior:
+        return LLMPrior(project, settings, mode=config.mode, api_key=api_key)
+    return make
 
 
 def prior_factory(name: str) -> Callable[[Project, SynthesisConfig], Prior]:
@@ -117,6 +128,7 @@ class Runner:
 
     def _work(self, run: _Run, prior_factory) -> None:
         snap = run.snapshot
+        prior = None
         try:
             prior = prior_factory(snap.project, snap.config)
             self._update(run, prior=prior.name)
@@ -125,10 +137,14 @@ class Runner:
                     status = "stopped" if event.stop_reason == "stop requested" else "finished"
                     ended = time.time()
                     if self.store is not None:
-                        report = run_report(event, snap.config, prior.name, prior.usage)
+                        dollars = prior.dollars() if hasattr(prior, "dollars") else None
+                        report = run_report(event, snap.config, prior.name, prior.usage, dollars)
                         decoded = snap.project.schema.decode(event.population)
-                        self.store.finish_run(snap.run_id, status, ended, report, decoded)
-                    self._update(run, result=event, status=status, ended_at=ended)
+                        self.store.add_llm_calls(snap.run_id, getattr(prior, "calls", []))
+                        self.store.finish_run(snap.run_id, "failed" if event.error else status, ended, report,
+                                              decoded, event.error)
+                    self._update(run, result=event, status="failed" if event.error else status, ended_at=ended,
+                                 error=event.error)
                 else:
                     if self.store is not None:
                         self.store.add_iteration(snap.run_id, event)
@@ -138,6 +154,7 @@ class Runner:
             error = f"{type(exc).__name__}: {exc}"
             ended = time.time()
             if self.store is not None:
+                self.store.add_llm_calls(snap.run_id, getattr(prior, "calls", []))
                 self.store.finish_run(snap.run_id, "failed", ended, error=error)
             self._update(run, status="failed", ended_at=ended,
                          error=f"{error}\n{traceback.format_exc(limit=3)}")

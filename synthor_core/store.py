@@ -156,6 +156,25 @@ class RunStore:
                          run_id])
             cur.close()
 
+    def add_llm_calls(self, run_id: str, calls) -> None:
+        """Record a run's LLM calls (kind, model, prompt, reply, tokens, latency, outcome); never a key."""
+        if not calls:
+            return
+        with self._write:
+            cur = self.cursor()
+            cur.executemany("INSERT INTO llm_calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+                [run_id, i, c.kind, c.model, c.prompt, c.reply, c.prompt_tokens, c.completion_tokens, c.latency_s,
+                 c.outcome] for i, c in enumerate(calls)])
+            cur.close()
+
+    def llm_calls(self, run_id: str) -> pd.DataFrame:
+        """The recorded LLM calls of a run, in order."""
+        cur = self.cursor()
+        try:
+            return cur.execute("SELECT * FROM llm_calls WHERE run_id = ? ORDER BY call", [run_id]).df()
+        finally:
+            cur.close()
+
     def delete_run(self, run_id: str) -> None:
         """Remove a run and everything recorded for it."""
         with self._write:

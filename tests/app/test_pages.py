@@ -122,3 +122,41 @@ def test_two_sessions_do_not_see_each_others_runs():
     assert second.session_state["synth.run_id"] is None
     assert second.info[0].value == "Choose the settings and press Start."
     assert not any(run_id in str(getattr(e, "value", "")) for e in second.main)
+
+
+def test_llm_prior_from_the_page_against_the_local_endpoint(tmp_path):
+    from llm_endpoint.network import sample_network, write_ecommerce_project
+    from llm_endpoint.server import TestEndpoint
+    import numpy as np
+    records = sample_network(5000, np.random.default_rng(0))
+    folder = write_ecommerce_project(tmp_path / "ecommerce", records, [("age",), ("gender",), ("category",),
+                                                                       ("age", "gender")], 5000)
+    with TestEndpoint(seed=1) as endpoint:
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.session_state["data.project_dir"] = str(folder)
+        at.session_state["data.project_label"] = "e-commerce"
+        at.run()
+        at.switch_page("pages/synthesize.py").run()
+        at.selectbox(key="synth.prior").set_value("llm").run()
+        at.text_input(key="synth.base_url").set_value(endpoint.url)
+        at.text_input(key="synth.model").set_value("bn-oracle")
+        at.text_input(key="synth.key_env").set_value("SYNTHOR_TEST_NO_KEY").run()
+        assert at.caption[0].value.startswith("API key: not set")
+        at.button(key="synth.test_connection").click().run()
+        assert at.info[0].value == f"connected to {endpoint.url}: 1 model(s); 'bn-oracle' found"
+        at.number_input(key="synth.size").set_value(1000)
+        at.number_input(key="synth.price_in").set_value(0.1)
+        at.number_input(key="synth.price_out").set_value(0.4)
+        at.button(key="FormSubmitter:synth.settings-Start").click().run()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(h.value == "Fit after calibration" for h in at.subheader):
+            time.sleep(0.5)
+            at.run()
+    assert not at.exception
+    (llm_line,) = [c.value for c in at.caption if c.value.startswith("LLM: ")]
+    assert re.match(r"LLM: [\d,]+ calls, [\d,]+ prompt \+ [\d,]+ completion tokens, about \d+\.\d{4} USD", llm_line)
+    from app_session import get_runner  # the same process: the page's runner and store
+    run_id = at.session_state["synth.run_id"]
+    calls = get_runner().store.llm_calls(run_id)
+    assert len(calls) == len(endpoint.log) and set(calls["outcome"]) == {"ok"}
+    assert get_runner().store.report(run_id)["llm"]["dollars"] > 0
