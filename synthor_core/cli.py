@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from .engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
 from .errors import SynthorError, TargetValidationError
-from .evaluate import run_report
+from .evaluate import rules_report, run_report
+from .rules import load_rules
 from .priors.maxent import MaxEntPrior
 from .schema import expand_records
 from .targets import load_project, validate_project
@@ -36,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-iterations", type=int, default=None)
     run.add_argument("--tolerance", type=float, default=None, help="mean TVD at which the loop stops")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.add_argument("--rules", type=Path, default=None,
+                     help="plausibility rules (TOML) enforced as hard constraints (structural zeros)")
     llm = run.add_argument_group("LLM prior (--prior llm): any OpenAI-compatible endpoint")
     llm.add_argument("--base-url", help="e.g. https://api.openai.com/v1, http://localhost:11434/v1 (Ollama)")
     llm.add_argument("--model", help="model name at the endpoint")
@@ -83,14 +86,15 @@ def command_run(args: argparse.Namespace) -> int:
     project = load_project(args.project)
     for warning in project.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    rules = load_rules(args.rules, project.schema) if args.rules else []
     if args.prior == "llm":
         prior = _llm_prior(args, project, config)
         if prior is None:
             return 2
     else:
-        prior = MaxEntPrior(project, mode=config.mode)
+        prior = MaxEntPrior(project, mode=config.mode, rules=rules)
     result = None
-    for event in run_synthesis(project, prior, config):
+    for event in run_synthesis(project, prior, config, rules=rules):
         if isinstance(event, SynthesisResult):
             result = event
         elif not args.quiet:
@@ -102,6 +106,8 @@ def command_run(args: argparse.Namespace) -> int:
     expand_records(result.population, project.schema).to_csv(args.out / "population.csv", index=False)
     dollars = prior.dollars() if hasattr(prior, "dollars") else None
     report = run_report(result, config, prior.name, prior.usage, dollars)
+    if rules:
+        report["rules"] = rules_report(project, result.population, rules)
     (args.out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     if hasattr(prior, "calls"):
         write_llm_calls(prior.calls, args.out / "llm_calls.jsonl")

@@ -23,3 +23,7 @@ RAKE_TOLERANCE = 1e-7  # max absolute share error over all cells at which raking
 MARGINAL_DISAGREEMENT = 0.01  # relative difference of one category's count between two tables that is reported
 TOTAL_MISMATCH = 1e-6  # relative difference of a table total from the population size that triggers scaling
 MIN_RECORDS_PER_PROPOSAL = 5  # distinct records a proposal gets at least (when its count allows)
+
+# --- plausibility rules --------------------------------------------------------------------------
+RULE_POINTS_PER_CELL = 16  # values per fine cell of a numeric variable at which a rule is checked
+RULE_REDRAW_ROUNDS = 5  # redraws of records that break a rule before a proposal gets fewer records

@@ -188,7 +188,7 @@ def _remove(population: pd.DataFrame, mask: np.ndarray, count: int) -> tuple[pd.
 
 
 def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
-                  should_stop: Callable[[], bool] | None = None) -> Iterator[IterationEvent | SynthesisResult]:
+                  should_stop: Callable[[], bool] | None = None, rules=()) -> Iterator[IterationEvent | SynthesisResult]:
     """Run the loop; yield an :class:`IterationEvent` per iteration, then the :class:`SynthesisResult`.
 
     Parameters
@@ -200,6 +200,9 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
     should_stop : callable returning bool, optional
         Polled once per iteration and between proposals; when true the loop ends and what was built is
         calibrated and returned (stop reason ``"stop requested"``).
+    rules : sequence of Rule, optional
+        Plausibility rules as hard constraints: a record that violates one is dropped and counted
+        (``"record: violates <rule>"``), whatever the prior.
 
     Raises
     ------
@@ -277,6 +280,11 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
                 inside = match_conditions(encoded, proposal.conditions, schema)
                 if (~inside).any():
                     rejected["record: does not satisfy the proposal's conditions"] += int((~inside).sum())
+                for rule in rules:
+                    broken = rule.violates(encoded) & inside
+                    if broken.any():
+                        rejected[f"record: violates {rule.name}"] += int(broken.sum())
+                        inside &= ~broken
                 encoded = encoded.loc[inside]
                 if len(encoded) == 0:
                     rejected["proposal: no valid record"] += 1

@@ -209,3 +209,39 @@ def holdout_comparison(project: Project, population: pd.DataFrame, real_records:
     frame = pd.DataFrame([{"variables": t.name, "way": len(t.variables), "tvd": tvd(r, s)}
                           for t, r, s in zip(templates, real, synthetic)])
     return frame.sort_values("tvd", ascending=False, kind="stable").reset_index(drop=True), dropped
+
+
+def rules_report(project: Project, population: pd.DataFrame, rules, real_records: pd.DataFrame | None = None
+                 ) -> dict[str, Any]:
+    """Violation rates of plausibility rules, and what enforcing them costs in fit.
+
+    Returns
+    -------
+    dict with ``rules`` (name -> ``condition``, ``violations`` (persons), ``rate``, and ``real_rate`` when real
+    records are given), ``any_rate`` (share of persons breaking at least one rule, ``real_any_rate``), and
+    ``fit_cost``: the mean and max TVD between the targets and the maximum-entropy joint with and without the
+    rules as structural zeros (``with_rules`` - ``without_rules`` is what the rules cost; 0 when they agree with
+    the tables).
+    """
+    from .priors.maxent import MaxEntJoint
+    from .rules import violating, violation_counts
+
+    total = max(int(population[COUNT].sum()), 1)
+    counts = violation_counts(population, rules)
+    weights = population[COUNT].to_numpy()
+    out: dict[str, Any] = {"rules": {r.name: {"condition": r.condition, "violations": counts[r.name],
+                                              "rate": counts[r.name] / total} for r in rules},
+                           "any_rate": float(weights[violating(population, rules)].sum() / total)}
+    if real_records is not None:
+        real, _ = project.schema.encode(real_records[project.schema.names])
+        real_counts = violation_counts(real, rules)
+        for r in rules:
+            out["rules"][r.name]["real_rate"] = real_counts[r.name] / max(len(real), 1)
+        out["real_any_rate"] = float(violating(real, rules).mean()) if len(real) else 0.0
+    cost = {}
+    for label, joint_rules in (("without_rules", ()), ("with_rules", rules)):
+        joint = MaxEntJoint(project.schema, project.tables, joint_rules)
+        tvds = [tvd(t.shares, joint.table_shares(i)) for i, t in enumerate(joint.tables)]
+        cost[label] = {"mean_tvd": float(np.mean(tvds)), "max_tvd": float(np.max(tvds))}
+    out["fit_cost"] = cost
+    return out

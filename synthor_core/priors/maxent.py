@@ -26,6 +26,7 @@ from .. import defaults
 from ..metrics import CellGap
 from ..schema import Bins, Schema
 from ..targets import Project, TargetTable
+from ..rules import violating
 from .base import (Guidance, PriorUsage, Proposal, bin_condition, gap_conditions, sample_uniform_records)
 
 _LETTERS = string.ascii_letters
@@ -115,12 +116,14 @@ class MaxEntJoint:
         IPF sweeps used; ``max_error`` the largest absolute share error left on any table.
     """
 
-    def __init__(self, schema: Schema, tables):
+    def __init__(self, schema: Schema, tables, rules=()):
         self.schema = schema
         self.axes = _build_axes(schema, tables)
+        self.rules = tuple(rules)
         names = schema.names
         sizes = {v: self.axes[v].size for v in names}
-        edges: set[frozenset] = set()
+        edges: set[frozenset] = {frozenset((a, b)) for r in self.rules for a in r.variables for b in r.variables
+                                 if a != b}
         self.tables: list[TargetTable] = []
         self.left_out: list[str] = []
         for t in sorted(tables, key=lambda t: len(t.variables)):
@@ -134,6 +137,8 @@ class MaxEntJoint:
         self.cliques = _triangulate(names, edges, sizes)
         self._build_tree()
         self.marginals = [self._independent(c) for c in self.cliques]
+        if self.rules:
+            self._apply_structural_zeros()
         self._home = [min((i for i, c in enumerate(self.cliques) if set(t.variables) <= set(c)),
                           key=lambda i: math.prod(sizes[v] for v in self.cliques[i])) for t in self.tables]
         self._coarse = [self._coarsening(t) for t in self.tables]
@@ -190,6 +195,75 @@ class MaxEntJoint:
             out.append((starts, np.diff(np.append(starts, len(coarse_of_fine)))))
         return out
 
+    def _points(self, var: str) -> tuple[np.ndarray, np.ndarray]:
+        """Values inside every fine cell of ``var`` (codes, whole numbers, or evenly spaced points) and the
+        cell of each, for measuring which share of a cell a rule forbids."""
+        v, axis = self.schema[var], self.axes[var]
+        if v.type == "categorical":
+            return np.arange(axis.size, dtype=float), np.arange(axis.size)
+        values, cells = [], []
+        for i, (lo, hi) in enumerate(zip(axis.lows, axis.highs)):
+            if v.integer:
+                pts = np.arange(lo, hi + 1) if hi - lo < defaults.RULE_POINTS_PER_CELL else np.round(
+                    np.linspace(lo, hi, defaults.RULE_POINTS_PER_CELL))
+            else:
+                pts = lo + (np.arange(defaults.RULE_POINTS_PER_CELL) + 0.5) / defaults.RULE_POINTS_PER_CELL * (hi - lo)
+            values.append(pts)
+            cells.append(np.full(len(pts), i))
+        return np.concatenate(values), np.concatenate(cells)
+
+    def allowed_share(self, rule) -> np.ndarray:
+        """Share of each combination of fine cells of the rule's variables that does not violate it; ndarray
+        of float64 with one axis per variable of ``rule.variables`` (1 = allowed, 0 = structural zero)."""
+        grids = [self._points(v) for v in rule.variables]
+        mesh = np.meshgrid(*[g[0] for g in grids], indexing="ij")
+        cell_mesh = np.meshgrid(*[g[1] for g in grids], indexing="ij")
+        frame = pd.DataFrame({v: m.reshape(-1) for v, m in zip(rule.variables, mesh)})
+        bad = rule.violates(frame)
+        shape = tuple(self.axes[v].size for v in rule.variables)
+        flat = np.ravel_multi_index([c.reshape(-1) for c in cell_mesh], shape)
+        total = np.bincount(flat, minlength=int(np.prod(shape)))
+        violated = np.bincount(flat, weights=bad.astype(float), minlength=int(np.prod(shape)))
+        return (1.0 - violated / np.maximum(total, 1)).reshape(shape)
+
+    def _apply_structural_zeros(self) -> None:
+        """Multiply the starting joint by each rule's allowed share, then make the clique marginals of that
+        product consistent again by two-pass message passing (Shafer-Shenoy) over the junction tree."""
+        factors = [m.copy() for m in self.marginals]
+        for rule in self.rules:
+            c = next(i for i, cl in enumerate(self.cliques) if set(rule.variables) <= set(cl))
+            factors[c] = factors[c] * self._spread(self.allowed_share(rule), rule.variables, self.cliques[c])
+        # separators start as the independent marginals: the product over cliques divided by them is the joint
+        for c in self.order[1:]:
+            sep = self.separator(c, self.parent[c])
+            factors[c] = factors[c] / np.maximum(self._spread(self._project(self.marginals[c], self.cliques[c], sep),
+                                                              sep, self.cliques[c]), 1e-300)
+        children = {c: [k for k in self.order if self.parent.get(k) == c] for c in self.order}
+        up: dict[int, np.ndarray] = {}
+        for c in reversed(self.order[1:]):
+            belief = factors[c]
+            for k in children[c]:
+                belief = belief * self._spread(up[k], self.separator(k, c), self.cliques[c])
+            up[c] = self._project(belief, self.cliques[c], self.separator(c, self.parent[c]))
+        down: dict[int, np.ndarray] = {}
+        beliefs = {}
+        for c in self.order:
+            belief = factors[c]
+            if self.parent[c] is not None:
+                belief = belief * self._spread(down[c], self.separator(c, self.parent[c]), self.cliques[c])
+            for k in children[c]:
+                belief = belief * self._spread(up[k], self.separator(k, c), self.cliques[c])
+            beliefs[c] = belief
+            for k in children[c]:
+                sep = self.separator(k, c)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    message = self._project(belief, self.cliques[c], sep) / up[k]
+                down[k] = np.where(up[k] > 0, message, 0.0)
+        total = beliefs[self.order[0]].sum()
+        if not total > 0:
+            raise ValueError("the rules forbid every record")
+        self.marginals = [beliefs[i] / total for i in range(len(self.cliques))]
+
     # ------------------------------------------------------------------------------------------ algebra
     @staticmethod
     def _project(arr: np.ndarray, src: tuple, dst: tuple) -> np.ndarray:
@@ -205,6 +279,10 @@ class MaxEntJoint:
         present = [v for v in dst if v in src]
         moved = np.transpose(arr, [src.index(v) for v in present])
         return moved.reshape([moved.shape[present.index(v)] if v in src else 1 for v in dst])
+
+    def table_shares(self, i: int) -> np.ndarray:
+        """Shares of the joint over the cells of ``self.tables[i]``, shaped like that table."""
+        return self._table_shares(i)
 
     def _table_shares(self, i: int) -> np.ndarray:
         t, c = self.tables[i], self._home[i]
@@ -354,12 +432,13 @@ class MaxEntPrior:
 
     name = "maxent"
 
-    def __init__(self, project: Project, mode: str = "full", step: float = defaults.FULL_STEP):
+    def __init__(self, project: Project, mode: str = "full", step: float = defaults.FULL_STEP, rules=()):
         self.project = project
         self.mode = mode
         self.step = step
+        self.rules = tuple(rules)
         self.usage = PriorUsage()
-        self.joint = MaxEntJoint(project.schema, project.tables)
+        self.joint = MaxEntJoint(project.schema, project.tables, self.rules)
         self._tables = {t.name: t for t in project.tables}
 
     @property
@@ -446,8 +525,27 @@ class MaxEntPrior:
     def realize(self, proposal: Proposal, k: int, rng: np.random.Generator) -> pd.DataFrame:
         """``k`` records satisfying the proposal (fewer, possibly none, when its conditions are impossible)."""
         if self.mode == "paper":
-            return sample_uniform_records(self.project.schema, proposal, k, rng)
-        cells = self.joint.sample_cells(k, proposal.conditions, rng)
-        if cells is None:
+            return self._without_violations(lambda n: sample_uniform_records(self.project.schema, proposal, n, rng), k)
+        if self.joint.sample_cells(1, proposal.conditions, rng) is None:
             return pd.DataFrame(columns=self.project.schema.names)
-        return self.joint.values(cells, proposal.conditions, rng)
+        return self._without_violations(
+            lambda n: self.joint.values(self.joint.sample_cells(n, proposal.conditions, rng), proposal.conditions,
+                                        rng), k)
+
+    def _without_violations(self, draw, k: int) -> pd.DataFrame:
+        """``k`` records from ``draw(n)``, redrawing those that break a rule (a few rounds at most: a cell the
+        rules forbid only in part keeps its allowed values)."""
+        records = draw(k)
+        if not self.rules:
+            return records
+        schema = self.project.schema
+        kept = []
+        for _ in range(defaults.RULE_REDRAW_ROUNDS):
+            encoded, _ = schema.encode(records)
+            ok = ~violating(encoded, self.rules)
+            kept.append(records.loc[ok])
+            missing = k - sum(len(p) for p in kept)
+            if missing <= 0:
+                break
+            records = draw(missing)
+        return pd.concat(kept, ignore_index=True).head(k)
