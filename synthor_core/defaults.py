@@ -25,5 +25,6 @@ TOTAL_MISMATCH = 1e-6  # relative difference of a table total from the populatio
 MIN_RECORDS_PER_PROPOSAL = 5  # distinct records a proposal gets at least (when its count allows)
 
 # --- plausibility rules --------------------------------------------------------------------------
-RULE_POINTS_PER_CELL = 16  # values per fine cell of a numeric variable at which a rule is checked
+RULE_POINTS_PER_CELL = 16  # values per fine cell of a continuous variable at which a rule is checked
+RULE_INTEGER_POINTS = 32  # whole numbers per fine cell checked one by one (more: this many, evenly spaced)
 RULE_REDRAW_ROUNDS = 5  # redraws of records that break a rule before a proposal gets fewer records

@@ -204,8 +204,8 @@ class MaxEntJoint:
         values, cells = [], []
         for i, (lo, hi) in enumerate(zip(axis.lows, axis.highs)):
             if v.integer:
-                pts = np.arange(lo, hi + 1) if hi - lo < defaults.RULE_POINTS_PER_CELL else np.round(
-                    np.linspace(lo, hi, defaults.RULE_POINTS_PER_CELL))
+                pts = np.arange(lo, hi + 1) if hi - lo < defaults.RULE_INTEGER_POINTS else np.round(
+                    np.linspace(lo, hi, defaults.RULE_INTEGER_POINTS))
             else:
                 pts = lo + (np.arange(defaults.RULE_POINTS_PER_CELL) + 0.5) / defaults.RULE_POINTS_PER_CELL * (hi - lo)
             values.append(pts)

@@ -14,8 +14,8 @@ from synthor_core.schema import expand_records
 from synthor_core.targets import load_project
 
 
-def _run(project, prior, config, should_stop=None):
-    events = list(run_synthesis(project, prior, config, should_stop))
+def _run(project, prior, config, should_stop=None, rules=()):
+    events = list(run_synthesis(project, prior, config, should_stop, rules))
     assert isinstance(events[-1], SynthesisResult)
     return events[:-1], events[-1]
 
@@ -128,3 +128,14 @@ def test_config_rejects_misspelt_and_out_of_range_settings():
         SynthesisConfig(tolerance_tvd=0)
     with pytest.raises(ValueError, match="mode\n  Input should be 'full' or 'paper'"):
         SynthesisConfig(mode="fast")
+
+
+def test_records_breaking_a_rule_are_dropped_and_counted_whatever_the_prior(small_project_dir):
+    from synthor_core.rules import compile_rule
+    project = load_project(small_project_dir)
+    rule = compile_rule("old worker", 'age >= 65 and employed == "yes"', project.schema)
+    events, result = _run(project, MaxEntPrior(project), SynthesisConfig(seed=1, max_iterations=3), rules=[rule])
+    # the prior knows nothing of the rule (the targets say 20 persons aged 65+ are employed): the engine drops them
+    assert events[0].rejected["record: violates old worker"] > 0
+    people, _ = project.schema.encode(expand_records(result.population, project.schema))
+    assert not rule.violates(people).any()

@@ -111,3 +111,23 @@ age = [0, 50, 100]
     # fine bins [0,10) 10 years, [10,50) 40 years, [50,100] 51 years -> p = 0.5, 0.2, 0.3
     age_clique = next(i for i, c in enumerate(joint.cliques) if c == ("age",))
     assert joint.marginals[age_clique] == pytest.approx([0.5, 0.2, 0.3], abs=1e-9)
+
+
+def test_rules_become_structural_zeros_and_samples_never_break_them(small_project_dir):
+    from synthor_core.rules import compile_rule
+    project = load_project(small_project_dir)
+    rule = compile_rule("child worker", 'age < 16 and employed == "yes"', project.schema)
+    joint = MaxEntJoint(project.schema, project.tables, [rule])
+    share = joint.allowed_share(rule)  # fine age bins [0,18) [18,40) [40,65) [65,99] x employed (no, yes)
+    assert share.tolist() == [[1.0, 2 / 18], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]
+    rng = np.random.default_rng(1)
+    records = joint.values(joint.sample_cells(20_000, {}, rng), {}, rng)
+    encoded, _ = project.schema.encode(records)
+    # the joint keeps only the allowed 2 of 18 ages in [0, 18) for employed persons; the prior redraws the rest
+    from synthor_core.priors.maxent import MaxEntPrior
+    from synthor_core.priors.base import Proposal
+    prior = MaxEntPrior(project, rules=[rule])
+    drawn = prior.realize(Proposal(conditions={"employed": "yes"}, count=5000), 5000, rng)
+    encoded, _ = project.schema.encode(drawn)
+    assert len(drawn) == 5000 and not rule.violates(encoded).any()
+    assert (drawn["age"] < 18).sum() > 0  # 16 and 17 remain possible
