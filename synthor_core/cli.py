@@ -12,14 +12,15 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
 from pydantic import ValidationError
 
 from .engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
-from .errors import SynthorError, TargetValidationError
-from .evaluate import rules_report, run_report
+from .errors import Problem, SynthorError, TargetValidationError
+from .evaluate import evaluate_population, format_evaluation, rules_report, run_report
 from .rules import load_rules
 from .priors.maxent import MaxEntPrior
-from .schema import expand_records
+from .schema import COUNT, expand_records
 from .targets import load_project, validate_project
 
 
@@ -60,6 +61,15 @@ def _parser() -> argparse.ArgumentParser:
     llm.add_argument("--price-completion", type=float, default=None, help="USD per million completion tokens")
     val = sub.add_parser("validate", help="check a project folder and print every problem")
     val.add_argument("project", type=Path)
+    ev = sub.add_parser("evaluate", help="evaluate a population against its targets, held-out records and rules")
+    ev.add_argument("population", type=Path, help="population.csv (one row per person)")
+    ev.add_argument("--project", type=Path, required=True)
+    ev.add_argument("--holdout", type=Path, default=None, help="real micro-records (CSV) not used for the targets")
+    ev.add_argument("--rules", type=Path, default=None, help="plausibility rules (TOML)")
+    ev.add_argument("--label", default=None, help="categorical variable for train-on-synthetic / test-on-real")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--json", type=Path, default=None, help="where to write the JSON report "
+                                                            "(default: evaluation.json beside the population)")
     return parser
 
 
@@ -168,11 +178,44 @@ def command_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_records(path: Path, schema, what: str) -> pd.DataFrame:
+    """Labelled records from a CSV with one column per variable; errors name the file and what is wrong."""
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise TargetValidationError([Problem(str(path), f"could not be read as CSV ({exc})")]) from None
+    missing = [v for v in schema.names if v not in frame.columns]
+    if missing:
+        raise TargetValidationError([Problem(str(path), f"{what} needs one column per variable; missing "
+                                                        f"{', '.join(missing)}", row=1)])
+    return frame
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a population CSV; prints the summary and writes the JSON report; returns the exit code."""
+    project = load_project(args.project)
+    people = _read_records(args.population, project.schema, "the population")
+    population, rejected = project.schema.encode(people[project.schema.names])
+    if rejected:
+        raise TargetValidationError([Problem(str(args.population), f"{n:,} rows: {reason}")
+                                     for reason, n in rejected.items()])
+    population[COUNT] = 1
+    holdout = _read_records(args.holdout, project.schema, "the holdout") if args.holdout else None
+    rules = load_rules(args.rules, project.schema) if args.rules else []
+    report = evaluate_population(project, population, holdout, rules, args.label, args.seed)
+    target = args.json or args.population.with_name("evaluation.json")
+    target.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    print(format_evaluation(report))
+    print(f"JSON report: {target}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m synthor_core``; returns the exit code."""
     args = _parser().parse_args(argv)
+    commands = {"run": command_run, "validate": command_validate, "evaluate": command_evaluate}
     try:
-        return command_run(args) if args.command == "run" else command_validate(args)
+        return commands[args.command](args)
     except TargetValidationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

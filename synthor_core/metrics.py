@@ -62,6 +62,36 @@ def jsd(target: npt.ArrayLike, synthetic: npt.ArrayLike) -> float:
     return float(0.5 * (kl_p + kl_q))
 
 
+def wasserstein(values_a, values_b, weights_a=None, weights_b=None) -> float:
+    """Wasserstein-1 (earth mover's) distance between two samples of a numeric variable, in its unit.
+
+    Parameters
+    ----------
+    values_a, values_b : array-like of float, the values of each sample
+    weights_a, weights_b : array-like of float >= 0, optional, e.g. record counts
+
+    Source: scipy.stats.wasserstein_distance; LLMSynthor §4 (Wasserstein for age and price).
+    """
+    from scipy.stats import wasserstein_distance
+    return float(wasserstein_distance(values_a, values_b, weights_a, weights_b))
+
+
+def cramers_v(table: npt.ArrayLike) -> float:
+    """Cramér's V of a two-way contingency table of counts, in [0, 1]; 0 when a margin has one category.
+
+    ``V = sqrt(chi2 / (n (min(r, c) - 1)))`` over the rows and columns with a positive total.
+    Source: Cramér (1946), *Mathematical Methods of Statistics*, §21.9; chi2 from
+    scipy.stats.chi2_contingency without continuity correction (counts may be weighted, not whole).
+    """
+    from scipy.stats import chi2_contingency
+    t = np.asarray(table, dtype=np.float64)
+    t = t[t.sum(axis=1) > 0][:, t.sum(axis=0) > 0]
+    if min(t.shape) < 2:
+        return 0.0
+    chi2 = chi2_contingency(t, correction=False)[0]
+    return float(np.sqrt(chi2 / (t.sum() * (min(t.shape) - 1))))
+
+
 @dataclass(frozen=True)
 class TableFit:
     """Fit of one target table: ``tvd`` and ``srmse`` as defined above."""
