@@ -123,3 +123,49 @@ def test_bad_setting_is_named(tmp_path):
     proc = _cli("run", "examples/adult", "--tolerance", "2", "--out", str(tmp_path))
     assert proc.returncode == 2
     assert "error: setting tolerance_tvd: Input should be less than 1, got 2.0" in proc.stderr
+
+
+def test_evaluate_command_reports_every_measure(full_run, tmp_path):
+    out, _ = full_run
+    holdout = tmp_path / "adult_test.csv"
+    _derive_module().read_adult_records("test").to_csv(holdout, index=False)
+    proc = _cli("evaluate", str(out / "population.csv"), "--project", "examples/adult", "--holdout", str(holdout),
+                "--rules", "examples/adult/rules.toml", "--label", "income", "--json", str(tmp_path / "e.json"))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["mean_tvd"] <= 0.005 and len(report["targets"]) == 19
+    assert sum(c["target"] for c in report["targets"]["age"]["cells"]) == pytest.approx(48842)
+    holdout_report = report["holdout"]
+    assert holdout_report["records"] == 16281
+    assert holdout_report["non_target_tables"]["2-way"]["tables"] == 26
+    assert holdout_report["non_target_tables"]["3-way"]["tables"] == 84
+    assert len(holdout_report["non_target_tables"]["3-way"]["worst"]) == 5
+    assert holdout_report["cramers_v"]["pairs"] == 36
+    assert 0 < holdout_report["wasserstein"]["age"] < 2
+    assert 0.5 <= holdout_report["classifier_two_sample"]["accuracy"] <= 1
+    tstr = holdout_report["tstr"]
+    assert 0.7 < tstr["tstr_accuracy"] <= tstr["trtr_accuracy"] + 0.02
+    assert set(report["rules"]["rules"]) == {"married before 18", "doctorate before 24", "widowed before 20",
+                                             "never worked but works", "armed forces outside federal government",
+                                             "preschool professional"}
+    assert "Predicting income: trained on synthetic" in proc.stdout
+
+
+def test_evaluate_names_a_population_file_that_does_not_fit(tmp_path):
+    bad = tmp_path / "population.csv"
+    bad.write_text("age,sex\n30,Male\n")
+    proc = _cli("evaluate", str(bad), "--project", "examples/adult")
+    assert proc.returncode == 2
+    assert (f"{bad} row 1: the population needs one column per variable; missing race, education, marital_status, "
+            "occupation, workclass, hours_per_week, income") in proc.stderr
+
+
+def test_run_with_rules_has_no_violations_and_reports_the_cost(tmp_path):
+    proc = _cli("run", "examples/adult", "--seed", "2", "--out", str(tmp_path), "--quiet", "--rules",
+                "examples/adult/rules.toml")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["rules"]["any_rate"] == 0.0
+    assert report["mean_tvd"] <= 0.005
+    cost = report["rules"]["fit_cost"]
+    assert cost["without_rules"]["mean_tvd"] < 1e-6 < cost["with_rules"]["mean_tvd"] < 0.001
