@@ -154,3 +154,21 @@ def run_population(run_id: str):
     project = load_project(folder)
     population, _ = project.schema.encode(runner.store.population(run_id))
     return project, population
+
+
+def problems_frame(problems):
+    """Problems as a table: file, row, column, problem."""
+    import pandas as pd
+    return pd.DataFrame([{"file": p.file, "row": p.row, "column": p.column, "problem": p.message} for p in problems])
+
+
+def rules_from_upload(name: str, content: bytes, schema):
+    """Rules from an uploaded TOML (written to the drafts folder, then read like a file on disk).
+
+    Raises TargetValidationError with every problem."""
+    from synthor_core.rules import load_rules
+    folder = drafts_dir() / "rules"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{uuid.uuid4().hex[:8]}-{Path(name).name}"
+    path.write_bytes(content)
+    return load_rules(path, schema)

@@ -51,12 +51,32 @@ def _values(schema: Schema, axes, cells: dict, rng: np.random.Generator) -> pd.D
     return pd.DataFrame(out)
 
 
-def ipf_cross_product(project: Project, size: int, rng: np.random.Generator, sweeps: int = 200,
-                      tolerance: float = 1e-9) -> pd.DataFrame:
-    """Classical IPF on the full cross-product from a uniform seed; returns ``size`` labelled records."""
-    schema = project.schema
-    axes = _fine_axes(project)
-    names = schema.names
+class IPFCrossProduct:
+    """Classical IPF on the full cross-product from a uniform seed, fitted once; :meth:`sample` draws records.
+
+    Attributes: ``joint`` (ndarray over every variable's fine cells, schema order), ``sweeps``, ``max_error``.
+    """
+
+    def __init__(self, project: Project, sweeps: int = 200, tolerance: float = 1e-9):
+        self.project = project
+        self.axes = _fine_axes(project)
+        self.joint, self.sweeps, self.max_error = _fit_ipf(project, self.axes, sweeps, tolerance)
+
+    def sample(self, size: int, rng: np.random.Generator) -> pd.DataFrame:
+        """``size`` labelled records drawn from the fitted joint, numerics uniform inside their cell."""
+        flat = self.joint.reshape(-1)
+        draws = rng.choice(flat.size, size=size, p=flat / flat.sum())
+        cells = dict(zip(self.project.schema.names, np.unravel_index(draws, self.joint.shape)))
+        return _values(self.project.schema, self.axes, cells, rng)
+
+
+def ipf_cross_product(project: Project, size: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Fit :class:`IPFCrossProduct` and draw ``size`` labelled records."""
+    return IPFCrossProduct(project).sample(size, rng)
+
+
+def _fit_ipf(project: Project, axes, sweeps: int, tolerance: float):
+    names = project.schema.names
     shape = tuple(axes[v][0] for v in names)
     joint = np.full(shape, 1.0 / np.prod(shape))
     plans = []
@@ -72,7 +92,8 @@ def ipf_cross_product(project: Project, size: int, rng: np.random.Generator, swe
             else:
                 coarse.append(None)
         plans.append((t, keep, other, coarse))
-    for _ in range(sweeps):
+    sweep, error = 0, np.inf
+    for sweep in range(1, sweeps + 1):
         error = 0.0
         for t, keep, other, coarse in plans:
             # the sum keeps the table's axes in schema order; put them in the table's order
@@ -89,10 +110,7 @@ def ipf_cross_product(project: Project, size: int, rng: np.random.Generator, swe
             joint *= np.expand_dims(np.transpose(ratio, np.argsort(keep)), other)  # back to schema order
         if error < tolerance:
             break
-    flat = joint.reshape(-1)
-    draws = rng.choice(flat.size, size=size, p=flat / flat.sum())
-    cells = dict(zip(names, np.unravel_index(draws, shape)))
-    return _values(schema, axes, cells, rng)
+    return joint, sweep, error
 
 
 def independent_marginals(project: Project, size: int, rng: np.random.Generator) -> pd.DataFrame:

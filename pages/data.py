@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app_session import (EXAMPLE_DIR, EXAMPLE_LABEL, current_project, draft_from_zip, editable_project_dir,
-                         new_draft)
+                         new_draft, problems_frame)
 from synthor_core.schema import variables_frame, variables_from_frame
 from synthor_core.store import zip_project_folder
 from synthor_core.targets import (marginal_template, parse_project_text, read_project_toml, suggest_table_spec,
@@ -44,8 +44,7 @@ _, schema, _ = parse_project_text((folder / "synthor.toml").read_text(encoding="
 if problems:
     st.error(f"{len(problems)} problem(s): fix them below (or in your files and open the project again). "
              f"Nothing runs until the project is valid.")
-    st.dataframe(pd.DataFrame([{"file": p.file, "row": p.row, "column": p.column, "problem": p.message}
-                               for p in problems]), hide_index=True, width="stretch", key="data.problems")
+    st.dataframe(problems_frame(problems), hide_index=True, width="stretch", key="data.problems")
 else:
     st.success(f"{st.session_state['data.project_label']}: {project.size:,} persons, "
                f"{len(project.schema.names)} variables, {len(project.tables)} target tables.")

@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from app_session import adopt_run_from_url, api_key_from, current_project, get_runner, show_downloads
+from app_session import (adopt_run_from_url, api_key_from, current_project, get_runner, problems_frame,
+                         rules_from_upload, show_downloads)
+from synthor_core.errors import TargetValidationError
 from synthor_core.engine import SynthesisConfig
 from synthor_core.priors.llm import LLMPrior, LLMSettings
 from synthor_core.runner import PRIORS, llm_prior_factory, prior_factory
@@ -62,6 +64,17 @@ if prior_name == "llm":
         if llm_settings is not None and st.button("Test connection", key="synth.test_connection"):
             st.info(LLMPrior(project, llm_settings, api_key=api_key).test_connection())
 
+rules, rules_file = [], st.file_uploader("Plausibility rules (TOML, optional): enforced as hard constraints",
+                                         type=["toml"], key="synth.rules")
+if rules_file is not None:
+    try:
+        rules = rules_from_upload(rules_file.name, rules_file.getvalue(), project.schema)
+    except TargetValidationError as exc:
+        st.error(f"{len(exc.problems)} problem(s) in {rules_file.name}: nothing runs until they are fixed.")
+        st.dataframe(problems_frame(exc.problems), hide_index=True, width="stretch", key="synth.rule_problems")
+        st.stop()
+    st.caption(f"{len(rules)} rule(s): " + "; ".join(f"{r.name} ({r.condition})" for r in rules))
+
 with st.form("synth.settings"):
     cols = st.columns(5)
     size = cols[0].number_input("Population size N", min_value=1, value=project.size, step=1000, key="synth.size")
@@ -79,7 +92,7 @@ if start:
     config = SynthesisConfig(size=int(size), mode=mode, seed=int(seed), max_iterations=int(max_iterations),
                              tolerance_tvd=float(tolerance))
     factory = llm_prior_factory(llm_settings, api_key) if prior_name == "llm" else prior_factory(prior_name)
-    run_id = runner.start(project, config, factory, label=st.session_state["data.project_label"])
+    run_id = runner.start(project, config, factory, label=st.session_state["data.project_label"], rules=rules)
     st.session_state["synth.run_id"] = run_id
     st.query_params["run"] = run_id  # a reload or a second tab with this address shows the run again
     st.rerun()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from .engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
-from .evaluate import run_report
+from .evaluate import rules_report, run_report
 from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
 from .store import RunStore
@@ -62,9 +62,9 @@ class _Run:
     thread: threading.Thread | None = None
 
 
-def maxent_prior(project: Project, config: SynthesisConfig) -> Prior:
-    """The default prior factory: the embedded ``maxent`` prior in the run's mode."""
-    return MaxEntPrior(project, mode=config.mode)
+def maxent_prior(project: Project, config: SynthesisConfig, rules=()) -> Prior:
+    """The default prior factory: the embedded ``maxent`` prior in the run's mode, rules as structural zeros."""
+    return MaxEntPrior(project, mode=config.mode, rules=rules)
 
 
 PRIORS = {"maxent": "maxent: embedded maximum-entropy model (offline, no API key)",
@@ -72,17 +72,17 @@ PRIORS = {"maxent": "maxent: embedded maximum-entropy model (offline, no API key
 _FACTORIES = {"maxent": maxent_prior}
 
 
-def llm_prior_factory(settings, api_key: str | None = None) -> Callable[[Project, SynthesisConfig], Prior]:
+def llm_prior_factory(settings, api_key: str | None = None) -> Callable[..., Prior]:
     """A factory of the LLM prior with these :class:`~synthor_core.priors.llm.LLMSettings`; the key stays in
     memory (it comes from the environment or Streamlit secrets) and is never stored."""
     from .priors.llm import LLMPrior
 
-    def make(project: Project, config: SynthesisConfig) -> Prior:
-        return LLMPrior(project, settings, mode=config.mode, api_key=api_key)
+    def make(project: Project, config: SynthesisConfig, rules=()) -> Prior:
+        return LLMPrior(project, settings, mode=config.mode, api_key=api_key)  # the engine drops rule breakers
     return make
 
 
-def prior_factory(name: str) -> Callable[[Project, SynthesisConfig], Prior]:
+def prior_factory(name: str) -> Callable[..., Prior]:
     """The factory of a prior listed in ``PRIORS``. Raises KeyError naming the known priors."""
     if name not in _FACTORIES:
         raise KeyError(f"unknown prior {name!r}; known: {', '.join(_FACTORIES)}")
@@ -103,12 +103,13 @@ class Runner:
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
 
-    def start(self, project: Project, config: SynthesisConfig,
-              prior_factory: Callable[[Project, SynthesisConfig], Prior] = maxent_prior,
-              label: str = "") -> str:
+    def start(self, project: Project, config: SynthesisConfig, prior_factory: Callable[..., Prior] = maxent_prior,
+              label: str = "", rules=()) -> str:
         """Start a run in a background thread; returns its id at once.
 
-        ``label`` names the project in the run store (e.g. "bundled example").
+        ``prior_factory(project, config, rules)`` builds the prior in the run's thread; ``label`` names the
+        project in the run store (e.g. "bundled example"); ``rules`` are plausibility rules enforced as hard
+        constraints.
         """
         run_id = uuid.uuid4().hex[:12]
         snapshot = RunSnapshot(run_id, "running", (), None, None, config, "", time.time(), None, project)
@@ -117,8 +118,8 @@ class Runner:
             self.store.add_run(run_id, config, "", project, label or project.description, snapshot.started_at)
         with self._lock:
             self._runs[run_id] = run
-        run.thread = threading.Thread(target=self._work, args=(run, prior_factory), name=f"synthor-{run_id}",
-                                      daemon=True)
+        run.thread = threading.Thread(target=self._work, args=(run, prior_factory, tuple(rules)),
+                                      name=f"synthor-{run_id}", daemon=True)
         run.thread.start()
         return run_id
 
@@ -126,19 +127,21 @@ class Runner:
         with self._lock:
             run.snapshot = replace(run.snapshot, **changes)
 
-    def _work(self, run: _Run, prior_factory) -> None:
+    def _work(self, run: _Run, prior_factory, rules) -> None:
         snap = run.snapshot
         prior = None
         try:
-            prior = prior_factory(snap.project, snap.config)
+            prior = prior_factory(snap.project, snap.config, rules)
             self._update(run, prior=prior.name)
-            for event in run_synthesis(snap.project, prior, snap.config, run.stop.is_set):
+            for event in run_synthesis(snap.project, prior, snap.config, run.stop.is_set, rules):
                 if isinstance(event, SynthesisResult):
                     status = "stopped" if event.stop_reason == "stop requested" else "finished"
                     ended = time.time()
                     if self.store is not None:
                         dollars = prior.dollars() if hasattr(prior, "dollars") else None
                         report = run_report(event, snap.config, prior.name, prior.usage, dollars)
+                        if rules:
+                            report["rules"] = rules_report(snap.project, event.population, rules)
                         decoded = snap.project.schema.decode(event.population)
                         self.store.add_llm_calls(snap.run_id, getattr(prior, "calls", []))
                         self.store.finish_run(snap.run_id, "failed" if event.error else status, ended, report,

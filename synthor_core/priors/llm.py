@@ -76,8 +76,8 @@ class LLMSettings(BaseModel):
     max_retries: int = Field(4, ge=0, le=20)
     backoff_s: float = Field(0.5, ge=0)
     unreachable_after_s: float = Field(60.0, gt=0)
-    records_per_call: int = Field(10, ge=1, le=200)
-    distinct_records: int = Field(400, ge=1)
+    records_per_call: int = Field(20, ge=1, le=200)
+    distinct_records: int = Field(1000, ge=1)
     cache_dir: str | None = None
     scenario: str = ""
     price_prompt_per_million: float | None = Field(None, ge=0)

@@ -160,3 +160,26 @@ def test_llm_prior_from_the_page_against_the_local_endpoint(tmp_path):
     calls = get_runner().store.llm_calls(run_id)
     assert len(calls) == len(endpoint.log) and set(calls["outcome"]) == {"ok"}
     assert get_runner().store.report(run_id)["llm"]["dollars"] > 0
+
+
+def test_rules_uploaded_on_the_synthesize_page_are_enforced_or_their_problems_listed():
+    at = _app()
+    at.switch_page("pages/synthesize.py").run()
+    uploader = [u for u in at.get("file_uploader") if u.label.startswith("Plausibility rules")][0]
+    uploader.set_value(("bad.toml", b'[[rules]]\nname = "x"\ncondition = "__import__(1)"\n', "text/plain")).run()
+    assert at.error[0].value.startswith("1 problem(s) in bad.toml: nothing runs until they are fixed.")
+    assert at.dataframe[0].value["problem"].tolist() == [
+        'rule "x": a function call is not allowed here (expected a comparison)']
+    rules = (ROOT / "examples" / "adult" / "rules.toml").read_bytes()
+    uploader = [u for u in at.get("file_uploader") if u.label.startswith("Plausibility rules")][0]
+    uploader.set_value(("rules.toml", rules, "text/plain")).run()
+    assert not at.exception and at.caption[-1].value.startswith("6 rule(s): married before 18")
+    at.number_input(key="synth.size").set_value(5000)
+    at.button(key="FormSubmitter:synth.settings-Start").click().run()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not any(h.value == "Fit after calibration" for h in at.subheader):
+        time.sleep(0.5)
+        at.run()
+    from app_session import get_runner
+    report = get_runner().store.report(at.session_state["synth.run_id"])
+    assert report["rules"]["any_rate"] == 0.0 and len(report["rules"]["rules"]) == 6

@@ -89,7 +89,7 @@ def test_thirty_percent_of_calls_failing_in_mixed_ways(ecommerce, tmp_path):
     assert {"timeout", "rate_limit", "server_error", "malformed_json", "empty", "refusal", "truncated"} <= set(injected)
     expected = {kind: n for kind, n in injected.items() if kind != "out_of_schema"}
     assert report["llm"]["failures"] == expected
-    assert report["rejected"].get("record: age outside schema", 0) == bad_records
+    assert report["rejected"].get("record: age outside schema", 0) == bad_records  # age: the first numeric
     calls = [json.loads(line) for line in (tmp_path / "llm_calls.jsonl").read_text().splitlines()]
     waits_after_429 = [c for c in calls if c["outcome"] == "ok" and c["attempt"] > 0]
     assert waits_after_429  # retries happened and then succeeded

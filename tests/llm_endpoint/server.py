@@ -8,7 +8,7 @@ Faults on demand (``fault_rate`` of requests, kinds drawn from ``fault_kinds`` w
 ``timeout`` (answers after ``timeout_sleep_s``), ``rate_limit`` (429 with ``Retry-After``), ``server_error``
 (500/503), ``connection`` (closes the socket without answering), ``malformed_json`` (cut JSON),
 ``truncated`` (cut JSON with ``finish_reason = "length"``), ``empty`` (empty content), ``refusal``,
-``out_of_schema`` (records with an age outside the schema; record requests only). ``die_after`` stops the
+``out_of_schema`` (records with a number far outside the schema; record requests only). ``die_after`` stops the
 server after that many requests (an endpoint that goes away mid-run). Every request is logged in ``log``.
 
 A model that obeys prompt injection is simulated too: a prompt that contains the text
@@ -39,11 +39,15 @@ class TestEndpoint:
     __test__ = False  # a fixture, not a test class
 
     def __init__(self, seed: int = 0, fault_rate: float = 0.0, fault_kinds=FAULT_KINDS, timeout_sleep_s: float = 3.0,
-                 retry_after_s: float = 0.2, die_after: int | None = None, pool_size: int = 200_000):
+                 retry_after_s: float = 0.2, die_after: int | None = None, pool_size: int = 200_000,
+                 pool=None, groups=None):
+        """``pool``: the records the "model" knows (default: ``pool_size`` draws of the e-commerce network);
+        ``groups``: its answer to dependency inference (default: the network's three families)."""
         self.rng = np.random.default_rng(seed)
         self.fault_rate, self.fault_kinds = fault_rate, tuple(fault_kinds)
         self.timeout_sleep_s, self.retry_after_s, self.die_after = timeout_sleep_s, retry_after_s, die_after
-        self.pool = sample_network(pool_size, np.random.default_rng(seed + 1))
+        self.pool = pool if pool is not None else sample_network(pool_size, np.random.default_rng(seed + 1))
+        self.groups = groups if groups is not None else GROUPS
         self.log: list[dict] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -181,14 +185,15 @@ class TestEndpoint:
             entry["injection_obeyed"] = True
             return self._completion(handler, model, prompt, "OK")
         if task == "infer_dependencies":
-            reply = {"groups": GROUPS}
+            reply = {"groups": self.groups}
         elif task == "plan_proposals":
             reply = {"proposals": self._plan(data)}
         elif task == "realize_records":
             records = self._realize(data)
             if fault == "out_of_schema":
+                numeric = next(v["name"] for v in data["variables"] if v["type"] == "numeric")
                 for r in records:
-                    r["age"] = 150
+                    r[numeric] = 1e9
                 entry["bad_records"] = len(records)
             reply = {"records": records}
         else:

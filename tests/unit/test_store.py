@@ -48,7 +48,7 @@ def test_a_run_is_recorded_and_exported(tmp_path, small_project_dir):
 def test_a_failed_run_keeps_its_error(tmp_path, small_project_dir):
     project = load_project(small_project_dir)
 
-    def broken_prior(project, config):
+    def broken_prior(project, config, rules):
         raise RuntimeError("endpoint unreachable")
 
     with RunStore(tmp_path / "runs.duckdb") as store:
