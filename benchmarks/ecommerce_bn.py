@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).parent)]
 
 from baselines import independent_marginals, ipf_cross_product, resample_records  # noqa: E402
-from llm_endpoint.network import quantile_edges, sample_network, VARIABLES_TOML  # noqa: E402
+from llm_endpoint.network import quantile_edges, sample_network, write_ecommerce_project  # noqa: E402
 from llm_endpoint.server import TestEndpoint  # noqa: E402
 from synthor_core.engine import SynthesisConfig, SynthesisResult, run_synthesis  # noqa: E402
 from synthor_core.evaluate import classifier_two_sample, combination_templates  # noqa: E402
@@ -61,13 +61,8 @@ PAPER_IPF = {"age W1": 5.27, "price W1": 139.957, "JSD age x gender x category":
              "JSD category x price": 0.504, "JSD location x payment": 0.113}
 
 
-def _label(a: float, b: float, last: bool) -> str:
-    return f"[{a:g}, {b:g}{']' if last else ')'}"
-
-
 def write_targets(folder: Path, reference: pd.DataFrame, family: bool) -> Path:
     """The benchmark's project folder: marginals (fine bins) and, with ``family``, the three family tables."""
-    (folder / "tables").mkdir(parents=True, exist_ok=True)
     coarse = {"age": quantile_edges(reference["age"], 18, 90, integer=True),
               "price": quantile_edges(reference["price"], 0, 2000)}
     fine = {}
@@ -81,26 +76,7 @@ def write_targets(folder: Path, reference: pd.DataFrame, family: bool) -> Path:
                                                           "payment")]
     if family:
         tables += [(g, coarse) for g in GROUPS]
-    lines = ["[population]", f"size = {N}", 'description = "Customers of an online shop, one purchase each"',
-             VARIABLES_TOML]
-    for variables, edges in tables:
-        name = "_".join(variables)
-        frame = reference[list(variables)].copy()
-        for var in variables:
-            if var in edges:
-                e = edges[var]
-                idx = np.clip(np.searchsorted(e, frame[var], side="right") - 1, 0, len(e) - 2)
-                frame[var] = [_label(e[i], e[i + 1], i == len(e) - 2) for i in idx]
-        frame.value_counts().rename("count").reset_index().to_csv(folder / "tables" / f"{name}.csv", index=False)
-        lines += ["[[tables]]", f'name = "{name}"', f'file = "tables/{name}.csv"', 'format = "long"',
-                  "variables = [" + ", ".join(f'"{v}"' for v in variables) + "]"]
-        used = [v for v in variables if v in edges]
-        if used:
-            lines.append("[tables.bins]")
-            lines += [f"{v} = [" + ", ".join(f"{x:g}" for x in edges[v]) + "]" for v in used]
-        lines.append("")
-    (folder / "synthor.toml").write_text("\n".join(lines), encoding="utf-8")
-    return folder
+    return write_ecommerce_project(folder, reference, tables, N)
 
 
 def measure(project, family_project, records: pd.DataFrame, reference: pd.DataFrame, rules, seed: int) -> dict:

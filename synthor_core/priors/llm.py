@@ -155,6 +155,7 @@ class LLMPrior:
         self._seen: Counter = Counter()  # identical requests so far, so that the n-th one replays the n-th reply
         self._abort = threading.Event()  # set once the endpoint is declared unreachable: every worker stops
         self._abort_reason = ""
+        self._pending: PriorError | None = None  # raised by the next plan(): a batch keeps what it got first
         key = api_key or os.environ.get(settings.api_key_env) or "not-needed"
         self._client = openai.OpenAI(base_url=settings.base_url, api_key=key, timeout=settings.timeout_s,
                                      max_retries=0)
@@ -322,7 +323,16 @@ class LLMPrior:
         return groups
 
     def plan(self, guidance: Guidance, rng: np.random.Generator) -> list[Proposal]:
-        """Proposals from one chat completion; wire-invalid proposals are dropped and counted."""
+        """Proposals from one chat completion; wire-invalid proposals are dropped and counted.
+
+        Raises
+        ------
+        TokenBudgetExhausted, PriorError
+            When the budget ran out or the endpoint was declared unreachable (possibly during the previous
+            iteration's records, which were kept).
+        """
+        if self._pending is not None:
+            raise self._pending
         if self.groups is None:
             self.groups = self.infer_dependencies() if self.settings.infer_dependencies else []
         messages = prompts.plan_messages(self.project, guidance, self.groups, self.settings.scenario)
@@ -343,8 +353,14 @@ class LLMPrior:
         return proposals
 
     def _realize_chunk(self, messages: list[dict], cache_key: str) -> pd.DataFrame:
-        reply = self.call_json("realize", messages, prompts.records_schema(self.project.schema), "records",
-                               cache_key)
+        try:
+            reply = self.call_json("realize", messages, prompts.records_schema(self.project.schema), "records",
+                                   cache_key)
+        except PriorError as exc:  # budget spent or endpoint gone: this chunk gets nothing, the others keep theirs
+            with self._lock:
+                if self._pending is None or isinstance(self._pending, TokenBudgetExhausted):
+                    self._pending = exc
+            reply = None
         rows = [r for r in (reply or {}).get("records", []) if isinstance(r, dict)]
         return pd.DataFrame(rows, columns=self.project.schema.names) if rows else pd.DataFrame(
             columns=self.project.schema.names)

@@ -13,6 +13,14 @@ from synthor_testing import ROOT, SMALL_FILES, SMALL_TOML, write_project
 APP = str(ROOT / "app.py")
 
 
+def _wait_for_fit(at: AppTest, timeout_s: float) -> None:
+    """Rerun the page until the finished run's fit table shows (or the time is up)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not any(h.value == "Fit after calibration" for h in at.subheader):
+        time.sleep(0.5)
+        at.run()
+
+
 def _app() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
@@ -57,10 +65,7 @@ def test_a_maxent_run_completes_and_shows_the_fit_table():
     at.number_input(key="synth.size").set_value(5000)
     at.number_input(key="synth.seed").set_value(3)
     at.button[0].click().run()  # the form's Start button
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and not any(h.value == "Fit after calibration" for h in at.subheader):
-        time.sleep(0.5)
-        at.run()
+    _wait_for_fit(at, 90)
     assert not at.exception
     assert [h.value for h in at.subheader] == ["Fit after calibration"]
     (fit,) = [d.value for d in at.dataframe if "tvd" in d.value.columns]
@@ -87,10 +92,7 @@ def test_evaluate_page_highlights_tables_over_the_threshold_and_compares_holdout
     at.selectbox(key="synth.mode").set_value("paper")
     at.number_input(key="synth.max_iterations").set_value(20)
     at.button[0].click().run()
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and not any(h.value == "Fit after calibration" for h in at.subheader):
-        time.sleep(0.5)
-        at.run()
+    _wait_for_fit(at, 90)
     run_id = at.session_state["synth.run_id"]
     at.switch_page("pages/evaluate.py").run()
     assert not at.exception
@@ -176,10 +178,7 @@ def test_rules_uploaded_on_the_synthesize_page_are_enforced_or_their_problems_li
     assert not at.exception and at.caption[-1].value.startswith("6 rule(s): married before 18")
     at.number_input(key="synth.size").set_value(5000)
     at.button(key="FormSubmitter:synth.settings-Start").click().run()
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and not any(h.value == "Fit after calibration" for h in at.subheader):
-        time.sleep(0.5)
-        at.run()
+    _wait_for_fit(at, 90)
     from app_session import get_runner
     report = get_runner().store.report(at.session_state["synth.run_id"])
     assert report["rules"]["any_rate"] == 0.0 and len(report["rules"]["rules"]) == 6

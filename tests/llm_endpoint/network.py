@@ -113,27 +113,31 @@ def quantile_edges(values: pd.Series, low: float, high: float, bins: int = 6, in
     return edges
 
 
-def write_ecommerce_project(folder: Path, records: pd.DataFrame, tables: list[tuple[str, ...]], size: int) -> Path:
-    """A project folder whose targets are ``tables`` (tuples of variables) computed on ``records``."""
+def write_ecommerce_project(folder: Path, records: pd.DataFrame, tables, size: int) -> Path:
+    """A project folder whose targets are ``tables`` computed on ``records``.
+
+    ``tables``: tuples of variables (age and price binned in 6 quantile bins of ``records``), or
+    ``(variables, edges)`` pairs giving each numeric variable's bin edges explicitly.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tables").mkdir(exist_ok=True)
-    edges = {"age": quantile_edges(records["age"], 18, 90, integer=True),
-             "price": quantile_edges(records["price"], 0, 2000)}
+    default = {"age": quantile_edges(records["age"], 18, 90, integer=True),
+               "price": quantile_edges(records["price"], 0, 2000)}
     lines = ["[population]", f"size = {size}",
              'description = "Customers of an online shop and one purchase each"', VARIABLES_TOML]
-    for variables in tables:
+    for entry in tables:
+        variables, edges = (entry, default) if isinstance(entry[0], str) else entry
         name = "_".join(variables)
         frame = records[list(variables)].copy()
-        for var, e in edges.items():
-            if var in frame:
-                labels = [f"[{a:g}, {b:g}{']' if i == len(e) - 2 else ')'}" for i, (a, b) in enumerate(zip(e, e[1:]))]
-                idx = np.clip(np.searchsorted(e, frame[var], side="right") - 1, 0, len(e) - 2)
-                frame[var] = np.asarray(labels)[idx]
-        counts = frame.value_counts().rename("count").reset_index()
-        counts.to_csv(folder / "tables" / f"{name}.csv", index=False)
-        lines += ["[[tables]]", f'name = "{name}"', f'file = "tables/{name}.csv"', "format = \"long\"",
-                  "variables = [" + ", ".join(f'"{v}"' for v in variables) + "]"]
         used = [v for v in variables if v in edges]
+        for var in used:
+            e = edges[var]
+            labels = [f"[{a:g}, {b:g}{']' if i == len(e) - 2 else ')'}" for i, (a, b) in enumerate(zip(e, e[1:]))]
+            idx = np.clip(np.searchsorted(e, frame[var], side="right") - 1, 0, len(e) - 2)
+            frame[var] = np.asarray(labels)[idx]
+        frame.value_counts().rename("count").reset_index().to_csv(folder / "tables" / f"{name}.csv", index=False)
+        lines += ["[[tables]]", f'name = "{name}"', f'file = "tables/{name}.csv"', 'format = "long"',
+                  "variables = [" + ", ".join(f'"{v}"' for v in variables) + "]"]
         if used:
             lines.append("[tables.bins]")
             lines += [f"{v} = [" + ", ".join(f"{x:g}" for x in edges[v]) + "]" for v in used]
