@@ -263,7 +263,7 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
                                                                        math.ceil(distinct * proposal.count / size)))))
             try:
                 if hasattr(prior, "realize_batch"):
-                    realized = prior.realize_batch(requests, rng)
+                    realized = prior.realize_batch(requests, rng, stop)
                 else:
                     realized = []
                     for proposal, k in requests:

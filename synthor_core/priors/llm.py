@@ -156,6 +156,7 @@ class LLMPrior:
         self._abort = threading.Event()  # set once the endpoint is declared unreachable: every worker stops
         self._abort_reason = ""
         self._pending: PriorError | None = None  # raised by the next plan(): a batch keeps what it got first
+        self._should_stop = lambda: False  # the run's stop request, polled between requests
         key = api_key or os.environ.get(settings.api_key_env) or "not-needed"
         self._client = openai.OpenAI(base_url=settings.base_url, api_key=key, timeout=settings.timeout_s,
                                      max_retries=0)
@@ -237,6 +238,8 @@ class LLMPrior:
         for attempt in range(s.max_retries + 1):
             if self._abort.is_set():
                 raise PriorError(self._abort_reason)
+            if self._should_stop():
+                return None
             self._check_budget()
             started = time.monotonic()
             failure, reply, retry_after, usage = None, None, None, None
@@ -303,7 +306,9 @@ class LLMPrior:
                     delay = float(retry_after) if retry_after is not None else min(s.backoff_s * 2 ** attempt, 30.0)
                 except ValueError:
                     delay = min(s.backoff_s * 2 ** attempt, 30.0)
-                self._abort.wait(delay)
+                deadline = time.monotonic() + delay
+                while time.monotonic() < deadline and not self._abort.is_set() and not self._should_stop():
+                    self._abort.wait(min(0.1, deadline - time.monotonic()))
                 waited += delay
         return None
 
@@ -369,12 +374,15 @@ class LLMPrior:
         """``k`` records for one proposal (see :meth:`realize_batch`)."""
         return self.realize_batch([(proposal, k)], rng)[0]
 
-    def realize_batch(self, requests: list[tuple[Proposal, int]], rng: np.random.Generator) -> list[pd.DataFrame]:
+    def realize_batch(self, requests: list[tuple[Proposal, int]], rng: np.random.Generator,
+                      should_stop=None) -> list[pd.DataFrame]:
         """Records for many proposals: in paper mode by uniform sampling (no call); otherwise each proposal's
-        ``k`` records are asked in chunks of ``records_per_call``, ``concurrency`` calls at a time.
+        ``k`` records are asked in chunks of ``records_per_call``, ``concurrency`` calls at a time. Once
+        ``should_stop()`` is true, no further request starts (those in flight finish within ``timeout_s``).
 
         Returns one DataFrame (labels, one column per variable, unvalidated) per request, in order.
         """
+        self._should_stop = should_stop or (lambda: False)
         if self.mode == "paper":
             return [sample_uniform_records(self.project.schema, p, k, rng) for p, k in requests]
         size = self.settings.records_per_call

@@ -207,3 +207,33 @@ def test_labels_from_the_tables_cannot_change_the_output_format(ecommerce, tmp_p
     assert not any(e["injection_obeyed"] for e in endpoint.log[1:])
     assert prior.usage.failures == {} and result.population["count"].sum() == 1000
     assert len(endpoint.log) > 5
+
+
+def test_a_stop_request_ends_an_llm_run_within_two_seconds(ecommerce):
+    from synthor_core.runner import Runner, llm_prior_factory
+    _, project, _ = ecommerce
+    with TestEndpoint(seed=1, fault_rate=0.5, fault_kinds=("timeout",), timeout_sleep_s=3) as endpoint:
+        settings = LLMSettings(base_url=endpoint.url, model="bn-oracle", timeout_s=1, concurrency=2)
+        runner = Runner()
+        run_id = runner.start(project, SynthesisConfig(size=2000, seed=1), llm_prior_factory(settings))
+        time.sleep(3)
+        assert runner.snapshot(run_id).status == "running"
+        pressed = time.monotonic()
+        runner.stop(run_id)
+        snap = runner.wait(run_id, timeout_s=30)
+        stopped = time.monotonic()
+    assert snap.status == "stopped" and stopped - pressed < 2.0, (snap.status, stopped - pressed, snap.error)
+
+
+def test_retry_after_is_honoured_instead_of_the_backoff(ecommerce):
+    from synthor_core.priors import prompts
+    _, project, _ = ecommerce
+    with TestEndpoint(seed=1, fault_rate=1.0, fault_kinds=("rate_limit",), retry_after_s=0.2) as endpoint:
+        prior = LLMPrior(project, LLMSettings(base_url=endpoint.url, model="bn-oracle", max_retries=2,
+                                              backoff_s=0.5))
+        reply = prior.call_json("dependencies", prompts.dependency_messages(project),
+                                prompts.groups_schema(project.schema), "groups")
+    assert reply is None and len(endpoint.log) == 3
+    assert [c.outcome for c in prior.calls] == ["rate_limit"] * 3
+    assert [c.waited_s for c in prior.calls] == pytest.approx([0.0, 0.2, 0.4])  # backoff would give 0, 0.5, 1.5
+    assert prior.usage.failures == {"rate_limit": 3}
