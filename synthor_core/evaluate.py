@@ -13,7 +13,7 @@ from .aggregate import Aggregator
 from .engine import SynthesisConfig, SynthesisResult
 from .metrics import attribute_gaps, srmse, tvd, wasserstein
 from .priors.base import PriorUsage
-from .schema import COUNT, Bins, expand_records
+from .schema import COUNT, Bins
 from .targets import Project, TargetTable
 
 PAPER_PROTOCOL = ("LLMSynthor paper protocol: add-only, at most 5 proposals per iteration, each fixing one category "
@@ -83,32 +83,15 @@ def combination_templates(project: Project, combinations) -> list[TargetTable]:
     return out
 
 
-def comparison_table(project: Project, variables: tuple[str, ...], records: pd.DataFrame) -> TargetTable:
-    """Counts of labelled micro-records over a combination of variables, as a :class:`TargetTable`.
+def _aggregate_combinations(project: Project, combinations, real: pd.DataFrame, population: pd.DataFrame):
+    """(templates, real counts, synthetic counts) over combinations of variables, in one DuckDB pass each.
 
-    Numeric variables are binned with the edges of the first target table that bins them (the "age band" of
-    the targets), or a single bin over their range when no table does.
-
-    Parameters
-    ----------
-    project : Project
-    variables : tuple of str, schema variables
-    records : DataFrame, one row per person, labels for categoricals and numbers for numerics.
-
-    Raises
-    ------
-    ValueError
-        When a record is outside the schema (its reason and count are named).
+    ``real`` is coded (one row per person, no ``count``); ``population`` is coded with ``count``.
     """
-    schema = project.schema
-    (empty,) = combination_templates(project, [variables])
-    encoded, rejected = schema.encode(records)
-    if rejected:
-        raise ValueError(f"records outside the schema: {rejected}")
-    encoded[COUNT] = np.ones(len(encoded), dtype=np.int64)
-    with Aggregator(schema, [empty]) as aggregator:
-        (counts,) = aggregator.aggregate(encoded)
-    return TargetTable(empty.name, empty.variables, empty.bins, counts, "records")
+    templates = combination_templates(project, combinations)
+    with Aggregator(project.schema, templates) as aggregator:
+        return (templates, aggregator.aggregate(real.assign(**{COUNT: np.ones(len(real), dtype=np.int64)})),
+                aggregator.aggregate(population))
 
 
 def compare_tables(project: Project, population: pd.DataFrame, real_records: pd.DataFrame,
@@ -119,20 +102,25 @@ def compare_tables(project: Project, population: pd.DataFrame, real_records: pd.
     ----------
     project : Project
     population : DataFrame, coded population with ``count`` (as in :class:`SynthesisResult`).
-    real_records : DataFrame, labelled real persons (held-out data).
-    combinations : iterable of tuple of str, e.g. ``[("age", "education", "income")]``.
+    real_records : DataFrame, labelled real persons (held-out data), one column per schema variable.
+    combinations : iterable of tuple of str, e.g. ``[("age", "education", "income")]``; numeric variables are
+        binned with the edges of the first target table that bins them (see :func:`combination_templates`).
 
     Returns
     -------
     dict of combination -> TVD (0 = identical shares), in the order given.
+
+    Raises
+    ------
+    ValueError
+        When a real record is outside the schema (the reasons and counts are named).
     """
-    out = {}
-    for variables in combinations:
-        real = comparison_table(project, tuple(variables), real_records)
-        with Aggregator(project.schema, [real]) as aggregator:
-            (synthetic,) = aggregator.aggregate(population)
-        out[tuple(variables)] = tvd(real.counts, synthetic)
-    return out
+    real, rejected = project.schema.encode(real_records)
+    if rejected:
+        raise ValueError(f"records outside the schema: {rejected}")
+    combinations = [tuple(c) for c in combinations]
+    _, real_counts, synthetic = _aggregate_combinations(project, combinations, real, population)
+    return {c: tvd(r, s) for c, r, s in zip(combinations, real_counts, synthetic)}
 
 
 def table_counts(project: Project, population: pd.DataFrame, table: TargetTable) -> np.ndarray:
@@ -140,11 +128,6 @@ def table_counts(project: Project, population: pd.DataFrame, table: TargetTable)
     with Aggregator(project.schema, [table]) as aggregator:
         (counts,) = aggregator.aggregate(population)
     return counts
-
-
-def population_csv(project: Project, population: pd.DataFrame) -> bytes:
-    """The population as CSV bytes (UTF-8, one row per person, one column per variable), for downloads."""
-    return expand_records(population, project.schema).to_csv(index=False).encode("utf-8")
 
 
 def worst_cells(project: Project, population: pd.DataFrame, table: TargetTable, k: int = 10) -> pd.DataFrame:
@@ -199,14 +182,10 @@ def holdout_comparison(project: Project, population: pd.DataFrame, real_records:
     encoded, dropped = schema.encode(real_records[schema.names])
     if encoded.empty:
         raise ValueError(f"no real record fits the schema (dropped: {dropped})")
-    encoded[COUNT] = np.ones(len(encoded), dtype=np.int64)
     targets = {tuple(sorted(t.variables)) for t in project.tables}
     combos = [c for way in range(2, max_way + 1) for c in combinations(schema.names, way)
               if tuple(sorted(c)) not in targets]
-    templates = combination_templates(project, combos)
-    with Aggregator(schema, templates) as aggregator:
-        real = aggregator.aggregate(encoded)
-        synthetic = aggregator.aggregate(population)
+    templates, real, synthetic = _aggregate_combinations(project, combos, encoded, population)
     frame = pd.DataFrame([{"variables": t.name, "way": len(t.variables), "tvd": tvd(r, s)}
                           for t, r, s in zip(templates, real, synthetic)])
     return frame.sort_values("tvd", ascending=False, kind="stable").reset_index(drop=True), dropped
@@ -320,10 +299,8 @@ def cramers_v_error(project: Project, population: pd.DataFrame, real: pd.DataFra
     targets), real (coded records, one per person) vs synthetic; with the worst pair."""
     from itertools import combinations
     from .metrics import cramers_v
-    templates = combination_templates(project, list(combinations(project.schema.names, 2)))
-    with Aggregator(project.schema, templates) as aggregator:
-        real_counts = aggregator.aggregate(real.assign(**{COUNT: 1}))
-        synthetic = aggregator.aggregate(population)
+    templates, real_counts, synthetic = _aggregate_combinations(
+        project, list(combinations(project.schema.names, 2)), real, population)
     diffs = {t.name: abs(cramers_v(r) - cramers_v(s)) for t, r, s in zip(templates, real_counts, synthetic)}
     worst = max(diffs, key=diffs.get)
     return {"mean_abs_error": float(np.mean(list(diffs.values()))), "max_abs_error": diffs[worst],

@@ -282,9 +282,6 @@ class MaxEntJoint:
 
     def table_shares(self, i: int) -> np.ndarray:
         """Shares of the joint over the cells of ``self.tables[i]``, shaped like that table."""
-        return self._table_shares(i)
-
-    def _table_shares(self, i: int) -> np.ndarray:
         t, c = self.tables[i], self._home[i]
         m = self._project(self.marginals[c], self.cliques[c], t.variables)
         for axis, coarse in enumerate(self._coarse[i]):
@@ -311,7 +308,7 @@ class MaxEntJoint:
         for sweep in range(1, defaults.MAXENT_IPF_MAX_SWEEPS + 1):
             error = 0.0
             for i, t in enumerate(self.tables):
-                current = self._table_shares(i)
+                current = self.table_shares(i)
                 error = max(error, float(np.abs(current - targets[i]).max()))
                 with np.errstate(divide="ignore", invalid="ignore"):
                     ratio = np.where(current > 0, targets[i] / current, 0.0)

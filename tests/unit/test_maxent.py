@@ -64,7 +64,7 @@ def test_joint_reproduces_every_target_table_and_samples_inside_conditions(small
     assert len(records) == 4000
     assert set(records["sex"]) == {"Male"}
     assert records["age"].between(18, 39).all() and (records["age"] == records["age"].round()).all()
-    for table, fitted in zip(project.tables, [joint._table_shares(i) for i in range(len(joint.tables))]):
+    for table, fitted in zip(project.tables, [joint.table_shares(i) for i in range(len(joint.tables))]):
         assert np.abs(fitted - table.shares).max() < 1e-8
     # the draws follow the exact conditional P(employed | age 18-39, Male) of the single clique
     (clique,) = joint.cliques
