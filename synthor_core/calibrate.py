@@ -121,3 +121,290 @@ def integerize_trs(counts: npt.ArrayLike, total: int, rng: np.random.Generator,
         chosen = rng.choice(candidates, size=missing, replace=False, p=frac[candidates] / frac[candidates].sum())
         whole[chosen] += 1
     return whole
+
+
+# --- households: list balancing over zones, integerization per zone ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class BalanceResult:
+    """Outcome of :func:`balance_zones`.
+
+    Attributes
+    ----------
+    weights : tuple of ndarray of float64, one per block, shape (n_households_in_block, n_zones_in_block)
+        Balanced (fractional) weight of each seed household in each zone of its block.
+    converged : bool
+        True when every balancing factor was within ``tolerance`` of 1 in the last sweep.
+    iterations : int
+        Sweeps over all controls.
+    max_gamma_deviation : float
+        Largest relative gap ``|x - t'| / max(t', 1)`` between a weighted count and its (relaxed) control in the
+        last sweep (0 when fitted exactly).
+    relaxation : tuple of ndarray of float64, one per control, shape (n_groups,)
+        Factor by which each soft control was relaxed in each of its zones (1: met as given).
+    """
+
+    weights: tuple[npt.NDArray[np.float64], ...]
+    converged: bool
+    iterations: int
+    max_gamma_deviation: float
+    relaxation: tuple[npt.NDArray[np.float64], ...]
+
+
+def balance_zones(incidence, initial_weights, block_zones, zone_groups: npt.ArrayLike, control_totals,
+                  importance: npt.ArrayLike, master: int | None = None,
+                  max_iter: int = defaults.BALANCE_MAX_SWEEPS, tolerance: float = defaults.BALANCE_TOLERANCE,
+                  max_ratio: float | None = None) -> BalanceResult:
+    """List-balance seed households' weights in many zones at once, against controls at any geography level.
+
+    The households of a block (the seed geography, e.g. one PUMA) can be placed in the zones of that block only.
+    A control counts units (households, or persons through the incidence) meeting a condition, summed over the
+    zones of a group (its zone at its own level: the TAZ itself, the TRACT a TAZ lies in, the REGION); so TAZ,
+    TRACT and REGION controls are all fitted together, not one level after the other. Soft controls are relaxed
+    by their importance when they contradict each other; ``master`` (the total of households) never is.
+
+    Parameters
+    ----------
+    incidence : sequence of ndarray of float64, one per block, shape (n_households_in_block, n_controls)
+        Units of each household that each control counts (1/0 for a household condition; number of members
+        meeting the condition for a person control).
+    initial_weights : sequence of ndarray of float64, one per block, shape (n_households_in_block, n_zones_in_block)
+        Starting weights (usually the seed weight scaled to each zone's number of households), >= 0.
+    block_zones : sequence of ndarray of int64, one per block, shape (n_zones_in_block,)
+        Index of each block column among all lowest-level zones.
+    zone_groups : array-like of int64, shape (n_controls, n_zones)
+        For each control, the group (its zone at the control's level, 0-based) of each lowest-level zone.
+    control_totals : sequence of ndarray of float64, one per control, shape (n_groups,)
+        Control total of each group, in units.
+    importance : array-like of float64, shape (n_controls,), > 0
+        PopulationSim's importance: the weight of a control against the others when they cannot all be met.
+    master : int or None
+        Index of the control of total households (balanced last in each sweep, never relaxed).
+    max_iter, tolerance : int, float
+        Sweeps at most; stop when every relative gap ``|x - t'| / max(t', 1)`` is below ``tolerance``.
+    max_ratio : float or None
+        Upper bound of a weight as a multiple of its initial weight (PopulationSim's ``max_expansion_factor``).
+
+    Returns
+    -------
+    BalanceResult
+        Non-convergence is reported, not raised.
+
+    Source: the list balancer of PopulationSim (``np_balancer_py``: the balancing factor
+    ``gamma = 1 - (x - t') / (y + t' / importance)`` with ``x`` the weighted count, ``y`` the weighted squared
+    incidence and ``t'`` the relaxed control; relaxation factors updated by ``gamma^(-1/importance)``), itself
+    the IPU of Ye, Konduri, Pendyala, Sana & Waddell (2009), "A methodology to match distributions of both
+    household and person attributes in the generation of synthetic populations", TRB 88th Annual Meeting;
+    Konduri et al. (2016), TRR 2563. Extended here to many zones and levels at once.
+    """
+    groups = np.asarray(zone_groups, dtype=np.int64)
+    totals = [np.asarray(t, dtype=np.float64).reshape(-1) for t in control_totals]
+    imp = np.asarray(importance, dtype=np.float64)
+    n_controls = len(totals)
+    # float32 weights (as PopulationSim's NUMBA_PRECISION) halve the memory traffic of the sweeps; sums are float64
+    weights = [np.array(w, dtype=np.float32, copy=True) for w in initial_weights]
+    initial = [w.copy() for w in weights] if max_ratio else None
+    zones = [np.asarray(z, dtype=np.int64) for z in block_zones]
+    # per block and control: rows with non-zero incidence, their incidence, and whether it is 0/1
+    rows, values, binary = [], [], []
+    for inc in incidence:
+        inc = np.asarray(inc, dtype=np.float64)
+        r = [np.flatnonzero(inc[:, c]) for c in range(n_controls)]
+        rows.append(r)
+        values.append([inc[r[c], c].astype(np.float32) for c in range(n_controls)])
+        binary.append([bool(np.all(inc[r[c], c] == 1.0)) for c in range(n_controls)])
+    relaxation = [np.ones_like(t) for t in totals]
+    order = [c for c in range(n_controls) if c != master] + ([master] if master is not None else [])
+    adjustment = 1.0
+    deviation = np.inf
+    iteration = 0
+    for iteration in range(1, max_iter + 1):
+        if iteration > 1 and (iteration - 1) % defaults.BALANCE_IMPORTANCE_HALVING_SWEEPS == 0:
+            adjustment /= 2.0
+        deviation = 0.0
+        for c in order:
+            strength = imp[c] if c == master else max(imp[c] * adjustment, defaults.BALANCE_MIN_IMPORTANCE)
+            n_groups = totals[c].size
+            x = np.zeros(n_groups)
+            y = np.zeros(n_groups)
+            picked = []
+            for b, w in enumerate(weights):
+                r = rows[b][c]
+                block = w[r]
+                picked.append(block)
+                if not r.size:
+                    continue
+                g = groups[c, zones[b]]
+                v = values[b][c]
+                counted = np.bincount(g, weights=v @ block, minlength=n_groups)
+                x += counted
+                y += counted if binary[b][c] else np.bincount(g, weights=(v * v) @ block, minlength=n_groups)
+            target = np.maximum(totals[c] * relaxation[c], defaults.BALANCE_MIN_CONTROL)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gamma = np.where(x > 0, 1.0 - (x - target) / (y + target / strength), 1.0)
+            gamma = np.maximum(gamma, defaults.BALANCE_MIN_GAMMA)
+            for b, w in enumerate(weights):
+                r = rows[b][c]
+                if not r.size:
+                    continue
+                factor = gamma[groups[c, zones[b]]].astype(np.float32)
+                if binary[b][c]:
+                    w[r] = picked[b] * factor[None, :]
+                else:
+                    w[r] = picked[b] * factor[None, :] ** values[b][c][:, None]
+            if c != master:
+                relaxation[c] = np.minimum(relaxation[c] * gamma ** (-1.0 / strength), defaults.BALANCE_MAX_RELAXATION)
+            reached = x > 0
+            if reached.any():
+                off = np.abs(x[reached] - target[reached]) / np.maximum(target[reached], 1.0)
+                deviation = max(deviation, float(off.max()))
+        if initial is not None:
+            for w, w0 in zip(weights, initial):
+                np.minimum(w, w0 * max_ratio, out=w)
+        if deviation < tolerance:
+            return BalanceResult(tuple(w.astype(np.float64) for w in weights), True, iteration, deviation,
+                                 tuple(relaxation))
+    return BalanceResult(tuple(w.astype(np.float64) for w in weights), False, iteration, deviation, tuple(relaxation))
+
+
+def integerize_zone(weights: npt.ArrayLike, incidence: npt.ArrayLike, targets: npt.ArrayLike,
+                    importance: npt.ArrayLike, total: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+    """Whole households for one zone: exactly ``total`` of them, controls met as closely as integers allow.
+
+    Every household keeps the whole part of its balanced weight; the households still missing are chosen
+    among a pool drawn by fractional weight (systematic sampling, random start) by a linear programme that
+    minimizes the importance-weighted absolute deviation from every control, preferring households with larger
+    fractional weights; the few values the programme leaves fractional are settled by a small integer
+    programme (HiGHS through :func:`scipy.optimize.milp`).
+
+    Parameters
+    ----------
+    weights : array-like of float64, shape (n_households,), >= 0
+        Balanced weights of the zone's candidate (seed) households; rescaled to sum to ``total``.
+    incidence : array-like of float64, shape (n_households, n_controls)
+    targets : array-like of float64, shape (n_controls,)
+        What each control should count in this zone (may be fractional: a share of an upper-level control).
+    importance : array-like of float64, shape (n_controls,), > 0
+    total : int >= 0
+        Households of the zone.
+    rng : numpy Generator (the pool's random start)
+
+    Returns
+    -------
+    ndarray of int64, shape (n_households,), summing to ``total``.
+
+    Source: the integerization step of PopulationSim (Paul, Doyle, Stabler, Freedman & Bettinardi 2018,
+    "Multi-level population synthesis using entropy maximization-based simultaneous list balancing", TRB 97th
+    Annual Meeting), which solves a similar programme with CVXPY; here the LP basis leaves at most one
+    fractional value per control, so the integer step stays small.
+    """
+    from scipy.optimize import Bounds, LinearConstraint, linprog, milp
+    from scipy.sparse import csc_matrix, hstack, identity
+
+    w = np.asarray(weights, dtype=np.float64)
+    a = np.asarray(incidence, dtype=np.float64)
+    t = np.asarray(targets, dtype=np.float64)
+    result = np.zeros(w.size, dtype=np.int64)
+    if total <= 0 or w.size == 0:
+        return result
+    if w.sum() <= 0:
+        w = np.ones_like(w)
+    w = w * (total / w.sum())
+    whole = np.floor(w)
+    frac = w - whole
+    missing = int(round(total - whole.sum()))
+    result += whole.astype(np.int64)
+    if missing <= 0:
+        return result
+    pool = _draw_pool(frac, max(defaults.INTEGERIZE_MIN_POOL, defaults.INTEGERIZE_POOL_FACTOR * missing), rng)
+    n, n_controls = pool.size, t.size
+    imp = np.asarray(importance, dtype=np.float64)
+    imp = np.minimum(imp / imp.min(), defaults.INTEGERIZE_MAX_IMPORTANCE)
+    rhs = t - whole @ a
+    block = csc_matrix(a[pool].T)
+    # variables: y (pool, 0..1), s+ (controls), s- (controls); A y + s+ - s- = rhs, sum y = missing
+    matrix = hstack([block, identity(n_controls), -identity(n_controls)], format="csc")
+    count_row = csc_matrix(np.concatenate([np.ones(n), np.zeros(2 * n_controls)])[None, :])
+    full = hstack([matrix.T, count_row.T], format="csc").T.tocsc()
+    rhs_full = np.concatenate([rhs, [missing]])
+    bonus = 0.5 / max(missing, 1)
+    cost = np.concatenate([-bonus * frac[pool] / max(frac[pool].max(), 1e-12), imp, imp])
+    upper = np.concatenate([np.ones(n), np.full(2 * n_controls, np.inf)])
+    lp = linprog(cost, A_eq=full, b_eq=rhs_full, bounds=np.column_stack([np.zeros(cost.size), upper]),
+                 method="highs-ds")
+    if lp.status != 0:  # cannot happen with free slacks and enough pool; keep systematic rounding then
+        chosen = pool[np.argsort(-frac[pool], kind="stable")[:missing]]
+        result[chosen] += 1
+        return result
+    y = lp.x[:n]
+    chosen = _round_to_count(y, missing)
+    chosen = _improve_by_swaps(chosen, a[pool], rhs, imp)
+    fixed = chosen
+    result[pool[fixed > 0.5]] += 1
+    # guard: exactly `total` households whatever the solver returned
+    short = total - int(result.sum())
+    if short != 0:
+        candidates = pool[fixed <= 0.5] if short > 0 else pool[fixed > 0.5]
+        ranked = candidates[np.argsort(-frac[candidates] if short > 0 else frac[candidates], kind="stable")]
+        result[ranked[:abs(short)]] += 1 if short > 0 else -1
+    return result
+
+
+def _improve_by_swaps(chosen: np.ndarray, incidence: np.ndarray, target: np.ndarray, importance: np.ndarray,
+                      max_moves: int = defaults.INTEGERIZE_MAX_SWAPS) -> np.ndarray:
+    """Swap one chosen candidate for one left out while that lowers the importance-weighted absolute deviation.
+
+    Deterministic: the best pair among the ``INTEGERIZE_SWAP_SHORTLIST`` best single removals and additions.
+
+    Parameters
+    ----------
+    chosen : ndarray of float64 (0/1), shape (n,)
+    incidence : ndarray of float64, shape (n, n_controls)
+    target : ndarray of float64, shape (n_controls,)
+    importance : ndarray of float64, shape (n_controls,)
+    """
+    chosen = chosen.copy()
+    residual = chosen @ incidence - target
+    k = defaults.INTEGERIZE_SWAP_SHORTLIST
+    for _ in range(max_moves):
+        base = np.abs(residual) @ importance
+        inside, outside = np.flatnonzero(chosen > 0.5), np.flatnonzero(chosen <= 0.5)
+        if not inside.size or not outside.size or base <= 1e-9:
+            break
+        drop = np.abs(residual[None, :] - incidence[inside]) @ importance
+        add = np.abs(residual[None, :] + incidence[outside]) @ importance
+        drop_short = inside[np.argsort(drop, kind="stable")[:k]]
+        add_short = outside[np.argsort(add, kind="stable")[:k]]
+        pairs = residual[None, None, :] - incidence[drop_short][:, None, :] + incidence[add_short][None, :, :]
+        cost = np.abs(pairs) @ importance
+        i, j = np.unravel_index(int(np.argmin(cost)), cost.shape)
+        if cost[i, j] >= base - 1e-9:
+            break
+        chosen[drop_short[i]], chosen[add_short[j]] = 0.0, 1.0
+        residual = pairs[i, j]
+    return chosen
+
+
+def _round_to_count(values: np.ndarray, count: int) -> np.ndarray:
+    """0/1 for each value: the ``count`` largest get 1."""
+    out = np.zeros(values.size)
+    if count > 0:
+        out[np.argsort(-values, kind="stable")[:count]] = 1.0
+    return out
+
+
+def _draw_pool(frac: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of up to ``size`` households drawn systematically with probability proportional to ``frac``.
+
+    Households whose fractional weight alone exceeds one draw's step are always in; the draw walks the
+    households in index order from one random start, so a household's chance follows its fractional weight.
+    """
+    positive = np.flatnonzero(frac > 0)
+    if positive.size <= size:
+        return positive
+    cumulative = np.concatenate(([0.0], np.cumsum(frac[positive])))
+    step = cumulative[-1] / size
+    points = (rng.random() + np.arange(size)) * step
+    hits = np.searchsorted(cumulative, points, side="right") - 1
+    return positive[np.unique(np.clip(hits, 0, positive.size - 1))]

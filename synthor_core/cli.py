@@ -18,6 +18,9 @@ from pydantic import ValidationError
 from .engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
 from .errors import Problem, SynthorError, TargetValidationError
 from .evaluate import evaluate_population, format_evaluation, rules_report, run_report
+from .export import write_household_outputs
+from .households import HouseholdConfig, HouseholdResult, synthesize_households
+from .populationsim import is_populationsim_project, load_populationsim
 from .rules import load_rules
 from .priors.maxent import MaxEntPrior
 from .schema import COUNT, expand_records
@@ -29,9 +32,15 @@ def _parser() -> argparse.ArgumentParser:
                                      description="Synthor: synthetic populations from aggregate tables.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="synthesize a population for a project folder")
-    run.add_argument("project", type=Path, help="folder holding synthor.toml")
+    run.add_argument("project", type=Path, help="folder holding synthor.toml, or a PopulationSim working directory "
+                                                "(configs/settings.yaml, configs/controls.csv, data/)")
     run.add_argument("--n", type=int, default=None, help="population size N (default: [population] size)")
-    run.add_argument("--prior", choices=["maxent", "llm"], default="maxent", help="where records come from")
+    run.add_argument("--prior", choices=["maxent", "llm", "seed"], default=None,
+                     help="where records come from (default: seed for a project with a seed sample, else maxent)")
+    run.add_argument("--configs", default="configs", help="PopulationSim projects: the configs folder's name")
+    run.add_argument("--data", default=None, help="PopulationSim projects: the data folder's name "
+                                                   "(default: the settings' data_dir, else data)")
+    run.add_argument("--max-sweeps", type=int, default=None, help="households: list-balancing sweeps at most")
     run.add_argument("--mode", choices=["full", "paper"], default="full")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", type=Path, required=True, help="output folder (created)")
@@ -81,6 +90,13 @@ def _progress(event: IterationEvent) -> str:
 
 def command_run(args: argparse.Namespace) -> int:
     """Run a synthesis and write ``population.csv`` and ``report.json``; returns the exit code."""
+    if is_populationsim_project(args.project, args.configs):
+        return command_run_households(args)
+    if args.prior == "seed":
+        print("error: --prior seed needs a seed sample of households (a PopulationSim working directory)",
+              file=sys.stderr)
+        return 2
+    args.prior = args.prior or "maxent"
     settings = {"mode": args.mode, "seed": args.seed, "size": args.n}
     if args.max_iterations is not None:
         settings["max_iterations"] = args.max_iterations
@@ -128,6 +144,57 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"error: the run stopped early: {result.error}; the population built so far and the report are "
               f"in {args.out}", file=sys.stderr)
         return 1
+    return 0
+
+
+def command_run_households(args: argparse.Namespace) -> int:
+    """Households with their members in every zone of a PopulationSim project; returns the exit code.
+
+    Writes ``households.csv``, ``persons.csv``, PopulationSim's ``synthetic_households.csv``,
+    ``synthetic_persons.csv`` and ``summary_<GEOGRAPHY>.csv``, and ``report.json`` (per control: level, totals,
+    %RMSE over zones, total absolute error, worst zones).
+    """
+    import time
+
+    if args.prior not in (None, "seed"):
+        print(f"error: --prior {args.prior} is not available for household projects yet; use --prior seed (the "
+              f"project's seed sample)", file=sys.stderr)
+        return 2
+    settings = {"seed": args.seed}
+    if args.max_sweeps is not None:
+        settings["max_sweeps"] = args.max_sweeps
+    try:
+        config = HouseholdConfig(**settings)
+    except ValidationError as exc:
+        for e in exc.errors():
+            print(f"error: setting {'.'.join(map(str, e['loc']))}: {e['msg']}, got {e.get('input')!r}",
+                  file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    project = load_populationsim(args.project, configs=args.configs, data=args.data)
+    for warning in project.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: the output folder {args.out} cannot be created ({exc.strerror})", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(f"{project.name}: {len(project.seed.households):,} seed households, {len(project.controls)} controls, "
+              f"{project.geography.n_zones:,} {project.geography.lowest} zones, "
+              f"{int(project.households_per_zone().sum()):,} households to place", flush=True)
+    result = None
+    for event in synthesize_households(project, config):
+        if isinstance(event, HouseholdResult):
+            result = event
+        elif not args.quiet:
+            print(f"{event.stage:10s} {event.message}  {event.seconds:.1f} s", flush=True)
+    report = write_household_outputs(project, result, config, args.out, time.perf_counter() - started)
+    worst = result.fit.sort_values("pct_rmse", ascending=False).head(3)
+    print(f"done: {report['households']:,} households, {report['persons']:,} persons "
+          f"({report['distinct_households']:,} distinct seed households); worst %RMSE: "
+          + ", ".join(f"{r.control} ({r.level}) {r.pct_rmse:.2f}" for r in worst.itertuples())
+          + f"; {report['seconds']:.1f} s -> {args.out}")
     return 0
 
 

@@ -28,3 +28,19 @@ MIN_RECORDS_PER_PROPOSAL = 5  # distinct records a proposal gets at least (when 
 RULE_POINTS_PER_CELL = 16  # values per fine cell of a continuous variable at which a rule is checked
 RULE_INTEGER_POINTS = 32  # whole numbers per fine cell checked one by one (more: this many, evenly spaced)
 RULE_REDRAW_ROUNDS = 5  # redraws of records that break a rule before a proposal gets fewer records
+
+# --- households: list balancing over zones (PopulationSim's list balancer, constants.py) ---------
+BALANCE_MAX_SWEEPS = 300  # sweeps over all controls (CALM: TRACT controls within 1 % of PopulationSim's fit at 300)
+BALANCE_TOLERANCE = 1e-5  # largest |gamma - 1| over all controls and zones at which balancing stops
+BALANCE_MIN_IMPORTANCE = 1.0  # importance never falls below this while it is relaxed over the sweeps
+BALANCE_IMPORTANCE_HALVING_SWEEPS = 100  # importance of soft controls halves every this many sweeps
+BALANCE_MAX_RELAXATION = 1e6  # largest factor by which a soft control may be relaxed
+BALANCE_MIN_CONTROL = 0.1  # a zero control is balanced towards this value (avoids zero weights forever)
+BALANCE_MIN_GAMMA = 1e-10  # smallest balancing factor in one step
+# --- households: integerization per zone ----------------------------------------------------------
+INTEGERIZE_POOL_FACTOR = 8  # candidate households per household still to place (drawn by fractional weight)
+INTEGERIZE_MIN_POOL = 300  # candidate households at least (when the zone's seed has that many)
+INTEGERIZE_MAX_IMPORTANCE = 1e4  # importances are scaled so the smallest is 1 and capped at this
+INTEGERIZE_MAX_SWAPS = 200  # swaps of one placed household for another that lower the zone's deviation
+INTEGERIZE_SWAP_SHORTLIST = 12  # best single removals and additions whose pairs are tried per swap
+PCT_RMSE_WORST_ZONES = 5  # zones listed per control in the report (largest absolute difference first)

@@ -228,3 +228,160 @@ def violating(population: pd.DataFrame, rules) -> np.ndarray:
     for r in rules:
         mask |= r.violates(population)
     return mask
+
+
+# --- PopulationSim control expressions -----------------------------------------------------------------------------
+# controls.csv gives each control as a pandas expression over one seed table, e.g.
+# ``(households.AGEHOH > 24) & (households.AGEHOH <= 54)``. The same whitelist idea as above, in pandas' dialect:
+# columns as ``table.COLUMN``, comparisons, ``&``, ``|``, ``~``, numbers, strings, ``np.inf``,
+# ``.isin([...])``, ``.isna()``, ``.notna()``, ``.between(a, b)``. Never ``eval``.
+
+_NUMPY_CONSTANTS = {"inf": np.inf, "nan": np.nan}
+
+
+class _SeedExpression:
+    def __init__(self, table: str, columns, control: str):
+        self.table, self.columns, self.control, self.used = table, set(columns), control, []
+
+    def fail(self, what: str) -> RuleError:
+        return RuleError(f'control "{self.control}": {what} is not allowed (use {self.table}.COLUMN, comparisons, '
+                         f"&, |, ~, numbers, np.inf, .isin([...]), .isna(), .between(a, b))")
+
+    def column(self, node: ast.AST) -> str | None:
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id != "np":
+            if node.value.id != self.table:
+                raise RuleError(f'control "{self.control}": "{node.value.id}.{node.attr}" refers to the table '
+                                f'"{node.value.id}", but this control counts {self.table} (seed_table)')
+            if node.attr not in self.columns:
+                raise RuleError(f'control "{self.control}": the {self.table} seed has no column "{node.attr}"')
+            if node.attr not in self.used:
+                self.used.append(node.attr)
+            return node.attr
+        return None
+
+    def constant(self, node: ast.AST):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)) \
+                and not isinstance(node.value, bool):
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            value = self.constant(node.operand)
+            if isinstance(value, (int, float)):
+                return -value
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "np" \
+                and node.attr in _NUMPY_CONSTANTS:
+            return _NUMPY_CONSTANTS[node.attr]
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [self.constant(e) for e in node.elts]
+        raise self.fail(_describe(node) if not isinstance(node, ast.Attribute) or not isinstance(node.value, ast.Name)
+                        else f'"{node.value.id}.{node.attr}"')
+
+    def compile(self, node: ast.AST):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.BitAnd, ast.BitOr)):
+            left, right = self.compile(node.left), self.compile(node.right)
+            combine = np.logical_and if isinstance(node.op, ast.BitAnd) else np.logical_or
+            return lambda f: combine(left(f), right(f))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Invert):
+            inner = self.compile(node.operand)
+            return lambda f: ~inner(f)
+        if isinstance(node, ast.Compare):
+            terms = [node.left, *node.comparators]
+            checks = [self.comparison(a, op, b) for a, op, b in zip(terms, node.ops, terms[1:])]
+            return lambda f: _reduce(np.logical_and, [c(f) for c in checks])
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            return self.method(node)
+        if self.column(node):
+            name = node.attr  # a bare column counts where it is true / non-zero
+            return lambda f: _values(f, name) != 0
+        raise self.fail(_describe(node))
+
+    def method(self, node: ast.Call):
+        name = self.column(node.func.value)
+        method = node.func.attr
+        if name is None or method not in {"isin", "isna", "notna", "between"} or node.keywords:
+            raise self.fail(f'the call ".{method}(...)"' if name else _describe(node))
+        args = [self.constant(a) for a in node.args]
+        if method in {"isna", "notna"} and not args:
+            negate = method == "notna"
+            return lambda f: pd.isna(f[name]).to_numpy() != negate
+        if method == "isin" and len(args) == 1 and isinstance(args[0], list):
+            allowed = args[0]
+            return lambda f: f[name].isin(allowed).to_numpy()
+        if method == "between" and len(args) == 2 and not any(isinstance(a, list) for a in args):
+            low, high = args
+            return lambda f: ((_values(f, name) >= low) & (_values(f, name) <= high))
+        raise RuleError(f'control "{self.control}": .{method}() got the wrong arguments '
+                        f"(isin([values]), isna(), notna(), between(low, high))")
+
+    def comparison(self, left: ast.AST, op: ast.cmpop, right: ast.AST):
+        if type(op) not in _COMPARE:
+            raise self.fail(f"the operator {type(op).__name__}")
+        col_left, col_right = self.column(left), self.column(right)
+        if col_left and col_right:
+            raise RuleError(f'control "{self.control}": compare a column with a value, not two columns')
+        if not col_left and not col_right:
+            for side in (left, right):
+                self.constant(side)  # names what is not allowed (arithmetic, a call ...) first
+            raise RuleError(f'control "{self.control}": a comparison needs a column ({self.table}.COLUMN)')
+        name = col_left or col_right
+        value = self.constant(right if col_left else left)
+        if isinstance(value, list):
+            raise self.fail("a list in a comparison (use .isin([...]))")
+        fn = _COMPARE[type(op)]
+        if col_left:
+            return lambda f: np.asarray(fn(_values(f, name), value), dtype=bool)
+        return lambda f: np.asarray(fn(value, _values(f, name)), dtype=bool)
+
+
+def _values(frame: pd.DataFrame, column: str) -> np.ndarray:
+    series = frame[column]
+    return series.to_numpy(dtype=np.float64, na_value=np.nan) if pd.api.types.is_numeric_dtype(series) \
+        else series.to_numpy()
+
+
+@dataclass(frozen=True)
+class SeedCondition:
+    """A compiled control expression: call it on the seed table; ``columns`` are the seed columns it reads."""
+
+    expression: str
+    columns: tuple[str, ...]
+    test: Callable[[pd.DataFrame], np.ndarray]
+
+    def __call__(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.test(frame), dtype=bool)
+
+
+def compile_seed_expression(expression: str, table: str, columns, control: str) -> SeedCondition:
+    """Parse one PopulationSim control expression into a function of the seed table.
+
+    Parameters
+    ----------
+    expression : str
+        E.g. ``(households.AGEHOH > 24) & (households.AGEHOH <= 54)`` or ``persons.OCCP.isin([1, 2])``.
+    table : str
+        The control's ``seed_table`` (``households`` or ``persons``); the expression may refer to it only.
+    columns : collection of str
+        Columns of that seed table.
+    control : str
+        The control's name, for messages.
+
+    Returns
+    -------
+    SeedCondition
+        Callable ``frame -> ndarray of bool, shape (len(frame),)``: where a row meets the condition.
+
+    Raises
+    ------
+    RuleError
+        Naming the control and the construct outside the whitelist, or the missing column.
+    """
+    if not isinstance(expression, str) or not expression.strip():
+        raise RuleError(f'control "{control}": the expression is empty')
+    if len(expression) > MAX_CONDITION_LENGTH:
+        raise RuleError(f'control "{control}": the expression is longer than {MAX_CONDITION_LENGTH} characters')
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise RuleError(f'control "{control}": not a valid expression ({exc.msg} at character {exc.offset})') from None
+    compiler = _SeedExpression(table, columns, control)
+    test = compiler.compile(tree.body)
+    return SeedCondition(expression, tuple(compiler.used), test)

@@ -1,0 +1,116 @@
+"""Geographies: nested zones (DESIGN §9).
+
+A **crosswalk** maps every zone of the lowest level (e.g. TAZ) to its zone at every level above (TRACT, PUMA,
+REGION). Levels are listed from the top (largest zones) to the bottom. Zone ids are kept as they are in the
+files (whole numbers or text); inside the library a zone is its position in the sorted ids of its level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from .errors import Problem
+
+
+@dataclass(frozen=True)
+class Geography:
+    """Nested geography levels and the crosswalk of their zones.
+
+    Attributes
+    ----------
+    levels : tuple of str
+        Level names from the top to the lowest, e.g. ``("REGION", "PUMA", "TRACT", "TAZ")``.
+    crosswalk : DataFrame
+        One row per lowest-level zone (sorted by its id), one column per level holding the zone id at that level.
+    """
+
+    levels: tuple[str, ...]
+    crosswalk: pd.DataFrame
+
+    @property
+    def lowest(self) -> str:
+        """The lowest level (where households are placed)."""
+        return self.levels[-1]
+
+    @property
+    def n_zones(self) -> int:
+        """Number of lowest-level zones."""
+        return len(self.crosswalk)
+
+    def zones(self, level: str) -> pd.Index:
+        """Zone ids of ``level``, sorted (their positions are the zone indices used by the library)."""
+        return self._zones[level]
+
+    def parent_index(self, level: str) -> npt.NDArray[np.int64]:
+        """For every lowest-level zone, the position of its zone at ``level`` in :meth:`zones` (shape (n_zones,))."""
+        return self._parents[level]
+
+    @cached_property
+    def _zones(self) -> dict[str, pd.Index]:
+        return {level: pd.Index(sorted(self.crosswalk[level].unique())) for level in self.levels}
+
+    @cached_property
+    def _parents(self) -> dict[str, np.ndarray]:
+        return {level: self._zones[level].get_indexer(self.crosswalk[level]).astype(np.int64)
+                for level in self.levels}
+
+
+def build_geography(frame: pd.DataFrame, levels: list[str], shown: str, first_row: int = 2) -> tuple[
+        Geography | None, list[Problem]]:
+    """Check a crosswalk table and build the :class:`Geography`.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        The crosswalk as read (one row per lowest-level zone; extra columns are ignored).
+    levels : list of str
+        Level names, top to lowest; each must be a column of ``frame``.
+    shown : str
+        File name for messages.
+    first_row : int
+        Spreadsheet row number of ``frame``'s first row (2 when the header is row 1).
+
+    Returns
+    -------
+    (Geography or None, list of Problem)
+        Problems name the file, row and column: a missing level column, an empty zone id, a lowest-level zone
+        listed twice, a zone with two parents at a level above it.
+    """
+    problems: list[Problem] = []
+    missing = [level for level in levels if level not in frame.columns]
+    if missing:
+        return None, [Problem(shown, f"expected a column for the geography level {m!r} (columns: "
+                                     f"{', '.join(map(str, frame.columns))})", row=1, column=m) for m in missing]
+    if not levels:
+        return None, [Problem(shown, "expected at least one geography level")]
+    table = frame[list(levels)].copy()
+    for level in levels:
+        empty = np.flatnonzero(table[level].isna().to_numpy())
+        for i in empty[:5]:
+            problems.append(Problem(shown, "expected a zone id, got an empty cell", row=first_row + int(i), column=level))
+    if problems:
+        return None, problems
+    lowest = levels[-1]
+    duplicated = np.flatnonzero(table[lowest].duplicated().to_numpy())
+    for i in duplicated[:5]:
+        problems.append(Problem(shown, f"the {lowest} zone {table[lowest].iloc[i]!r} is listed twice",
+                                row=first_row + int(i), column=lowest))
+    for k, level in enumerate(levels[:-1]):
+        for upper in levels[:k]:
+            parents = table.groupby(level, sort=True)[upper].nunique()
+            for zone in parents[parents > 1].index[:5]:
+                rows = np.flatnonzero((table[level] == zone).to_numpy())
+                values = table[upper].iloc[rows].unique()
+                second = rows[np.flatnonzero((table[upper].iloc[rows] != values[0]).to_numpy())[0]]
+                problems.append(Problem(shown, f"the {level} zone {zone!r} has two parents at {upper}: "
+                                               f"{values[0]!r} and {values[1]!r} (each zone lies in one zone of "
+                                               f"every level above it)", row=first_row + int(second), column=upper))
+    if problems:
+        return None, problems
+    table = table.sort_values(lowest, kind="stable").reset_index(drop=True)
+    return Geography(tuple(levels), table), []

@@ -1,0 +1,310 @@
+"""Households with their members in many zones (DESIGN §8-§10): the seed prior, list balancing, integerization.
+
+The seed prior realizes households from a real micro-sample: every sample household of a seed zone (PUMA) is a
+candidate profile in each lowest-level zone (TAZ) of that seed zone. Balancing decides how many of each profile
+every zone gets, against household and person controls at every level at once
+(:func:`synthor_core.calibrate.balance_zones`); integerization then places whole households zone by zone
+(:func:`synthor_core.calibrate.integerize_zone`), carrying the rounding of upper-level controls (TRACT, REGION)
+from one zone to the next so that their totals stay met. Members come with their household, so person
+variables always agree with household ones.
+
+Pure like the engine: no threads, no I/O; ``synthesize_households`` yields :class:`HouseholdEvent` progress
+events, then one :class:`HouseholdResult`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import defaults
+from .calibrate import BalanceResult, balance_zones, integerize_zone
+from .units import HouseholdProject
+
+
+class HouseholdConfig(BaseModel):
+    """Settings of one household synthesis. Closed and frozen.
+
+    Attributes
+    ----------
+    seed : int
+        Seed of the run's only random generator; same inputs and seed give the same households.
+    prior : {"seed"}
+        Where household profiles come from (the seed sample).
+    max_sweeps : int
+        Balancing sweeps at most.
+    tolerance : float
+        Balancing stops when every balancing factor is within this of 1.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    seed: int = Field(0, ge=0)
+    prior: Literal["seed"] = "seed"
+    max_sweeps: int = Field(defaults.BALANCE_MAX_SWEEPS, gt=0, le=100_000)
+    tolerance: float = Field(defaults.BALANCE_TOLERANCE, gt=0, lt=1)
+
+
+@dataclass(frozen=True)
+class HouseholdEvent:
+    """Progress of a household synthesis: ``stage`` ("balance" or "integerize"), ``done`` of ``total`` steps."""
+
+    stage: str
+    done: int
+    total: int
+    seconds: float
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class HouseholdResult:
+    """The synthetic households and how well they meet the controls.
+
+    Attributes
+    ----------
+    households : DataFrame
+        One row per (zone, seed household) placed at least once: ``zone`` (int64, lowest-level zone index),
+        ``seed_row`` (int64, row in ``project.seed.households``), ``count`` (int64 >= 1). Sorted by zone then
+        seed row.
+    fit : DataFrame
+        One row per control: ``control, level, unit, importance, control_total, synthetic_total, pct_rmse,
+        total_abs_error, max_abs_error, zones``.
+    synthetic : dict of str -> ndarray of float64
+        Per control, the synthetic total of every zone of its level (order of ``Geography.zones(level)``).
+    balance : BalanceResult
+        Without the weights (released once integerized).
+    seconds : dict of str -> float
+        Seconds of each stage (``balance``, ``integerize``).
+    """
+
+    households: pd.DataFrame
+    fit: pd.DataFrame
+    synthetic: dict[str, npt.NDArray[np.float64]]
+    balance: BalanceResult
+    seconds: dict[str, float]
+
+    @property
+    def total_households(self) -> int:
+        """Households placed."""
+        return int(self.households["count"].sum())
+
+
+def pct_rmse(synthetic: npt.ArrayLike, control: npt.ArrayLike) -> float:
+    """PopulationSim's validation measure: 100 x RMSE(synthetic - control) / mean control, over zones.
+
+    Parameters
+    ----------
+    synthetic, control : array-like of float64, shape (n_zones,)
+
+    Returns
+    -------
+    float (0 when the mean control is 0 and the synthetic totals are all 0; inf when only the control is 0).
+
+    Source: PopulationSim's validation summary (ActivitySim/populationsim, ``scripts/validation``): %RMSE of a
+    control over the zones of its geography.
+    """
+    s = np.asarray(synthetic, dtype=np.float64)
+    c = np.asarray(control, dtype=np.float64)
+    if s.size == 0:
+        return 0.0
+    rmse = float(np.sqrt(np.mean((s - c) ** 2)))
+    mean = float(c.mean())
+    if mean == 0:
+        return 0.0 if rmse == 0 else float("inf")
+    return 100.0 * rmse / mean
+
+
+def _incidence_matrix(project: HouseholdProject) -> np.ndarray:
+    return np.column_stack([c.incidence for c in project.controls]).astype(np.float64)
+
+
+def synthesize_households(project: HouseholdProject, config: HouseholdConfig) -> Iterator[
+        HouseholdEvent | HouseholdResult]:
+    """Place whole seed households in every zone so that all controls are met as closely as possible.
+
+    Parameters
+    ----------
+    project : HouseholdProject
+    config : HouseholdConfig
+
+    Yields
+    ------
+    HouseholdEvent
+        After balancing, and as zones are integerized (about 20 events).
+    HouseholdResult
+        Last.
+    """
+    rng = np.random.default_rng(config.seed)
+    geography, seed = project.geography, project.seed
+    controls = project.controls
+    per_zone = project.households_per_zone()
+    incidence = _incidence_matrix(project)
+    importance = np.array([c.importance for c in controls])
+    master = next(i for i, c in enumerate(controls) if c.name == project.total_control)
+    zone_groups = np.vstack([geography.parent_index(c.level) for c in controls])
+    seed_zone_of_zone = geography.parent_index(seed.seed_level)
+    seed_zone_of_household = geography.zones(seed.seed_level).get_indexer(seed.households[seed.seed_level])
+    weight = seed.households[seed.weight].to_numpy(dtype=np.float64)
+
+    started = time.perf_counter()
+    # Households with the same incidence on every control are interchangeable for balancing and integerization
+    # (PopulationSim's GROUP_BY_INCIDENCE_SIGNATURE): they are balanced as one profile group, and the group's
+    # whole households are then drawn among its members by their seed weights.
+    block_rows, block_zones, block_groups, block_incidence, initial = [], [], [], [], []
+    for s in range(len(geography.zones(seed.seed_level))):
+        rows = np.flatnonzero((seed_zone_of_household == s) & (weight > 0))
+        zones = np.flatnonzero((seed_zone_of_zone == s) & (per_zone > 0))
+        if not zones.size:
+            continue
+        if not rows.size:
+            continue  # reported through the fit: the zones of a seed zone without sample households stay empty
+        signatures, group_of_row = np.unique(incidence[rows], axis=0, return_inverse=True)
+        group_weight = np.bincount(group_of_row.reshape(-1), weights=weight[rows], minlength=len(signatures))
+        share = group_weight / group_weight.sum()
+        block_rows.append(rows)
+        block_zones.append(zones)
+        block_groups.append(group_of_row.reshape(-1))
+        block_incidence.append(signatures)
+        initial.append(share[:, None] * per_zone[zones][None, :].astype(np.float64))
+    balance = balance_zones(block_incidence, initial, block_zones, zone_groups,
+                            [c.totals for c in controls], importance, master=master, max_iter=config.max_sweeps,
+                            tolerance=config.tolerance, max_ratio=project.max_expansion_factor)
+    balance_seconds = time.perf_counter() - started
+    yield HouseholdEvent("balance", balance.iterations, config.max_sweeps, balance_seconds,
+                         f"balanced {sum(z.size for z in block_zones):,} zones in {balance.iterations} sweeps "
+                         f"(largest relative gap to a control: {balance.max_gamma_deviation:.2e})")
+
+    started = time.perf_counter()
+    lowest = geography.lowest
+    upper = [i for i, c in enumerate(controls) if c.level != lowest]
+    remaining_target = {i: controls[i].totals.astype(np.float64).copy() for i in upper}
+    remaining_relaxed = {i: np.zeros(controls[i].totals.size) for i in upper}
+    relaxed_by_zone = []
+    for signatures, zones, w in zip(block_incidence, block_zones, balance.weights):
+        contribution = signatures.T @ w  # (controls, zones of block)
+        relaxed_by_zone.append(contribution)
+        for i in upper:
+            np.add.at(remaining_relaxed[i], zone_groups[i, zones], contribution[i])
+    pieces = []
+    n_zones_total = sum(z.size for z in block_zones)
+    done = 0
+    report_every = max(1, n_zones_total // 20)
+    for rows, groups, inc, zones, w, contribution in zip(block_rows, block_groups, block_incidence, block_zones,
+                                                         balance.weights, relaxed_by_zone):
+        members = _members_by_group(groups, weight[rows])
+        for k, zone in enumerate(zones):
+            targets = np.empty(len(controls))
+            for i, c in enumerate(controls):
+                g = zone_groups[i, zone]
+                if c.level == lowest:
+                    targets[i] = c.totals[g]
+                else:
+                    left = remaining_relaxed[i][g]
+                    targets[i] = remaining_target[i][g] * (contribution[i, k] / left) if left > 1e-12 else 0.0
+            counts = integerize_zone(w[:, k], inc, targets, importance, int(per_zone[zone]), rng)
+            placed = counts @ inc
+            for i in upper:
+                g = zone_groups[i, zone]
+                remaining_target[i][g] -= placed[i]
+                remaining_relaxed[i][g] -= contribution[i, k]
+            chosen, times = _draw_members(counts, members, rng)
+            pieces.append(pd.DataFrame({"zone": np.full(chosen.size, zone, dtype=np.int64),
+                                        "seed_row": rows[chosen].astype(np.int64), "count": times}))
+            done += 1
+            if done % report_every == 0 or done == n_zones_total:
+                yield HouseholdEvent("integerize", done, n_zones_total, time.perf_counter() - started,
+                                     f"{done:,} of {n_zones_total:,} zones integerized")
+    integerize_seconds = time.perf_counter() - started
+    households = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame(
+        {"zone": np.zeros(0, np.int64), "seed_row": np.zeros(0, np.int64), "count": np.zeros(0, np.int64)})
+    households = households.sort_values(["zone", "seed_row"], kind="stable").reset_index(drop=True)
+    fit, synthetic = measure_controls(project, households)
+    light = BalanceResult((), balance.converged, balance.iterations, balance.max_gamma_deviation, balance.relaxation)
+    yield HouseholdResult(households, fit, synthetic, light,
+                          {"balance": round(balance_seconds, 3), "integerize": round(integerize_seconds, 3)})
+
+
+def _members_by_group(groups: np.ndarray, weight: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each profile group: its members (positions in the block) and their cumulative weight shares."""
+    order = np.argsort(groups, kind="stable")
+    bounds = np.searchsorted(groups[order], np.arange(groups.max() + 2 if groups.size else 1))
+    out = []
+    for g in range(len(bounds) - 1):
+        idx = order[bounds[g]:bounds[g + 1]]
+        cumulative = np.cumsum(weight[idx])
+        out.append((idx, cumulative / cumulative[-1]))
+    return out
+
+
+def _draw_members(counts: np.ndarray, members, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Spread each group's whole households over its members: systematic draws by seed weight, random start.
+
+    Returns the members placed (positions in the block, ascending) and how many times each (int64 >= 1).
+    """
+    picked = []
+    for g in np.flatnonzero(counts):
+        idx, cumulative = members[g]
+        n = int(counts[g])
+        if idx.size == 1:
+            picked.append(np.full(n, idx[0]))
+            continue
+        points = (rng.random() + np.arange(n)) / n
+        picked.append(idx[np.minimum(np.searchsorted(cumulative, points, side="right"), idx.size - 1)])
+    if not picked:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    chosen, times = np.unique(np.concatenate(picked), return_counts=True)
+    return chosen.astype(np.int64), times.astype(np.int64)
+
+
+def measure_controls(project: HouseholdProject, households: pd.DataFrame) -> tuple[
+        pd.DataFrame, dict[str, npt.NDArray[np.float64]]]:
+    """Synthetic total of every control in every zone of its level, and the fit per control.
+
+    Parameters
+    ----------
+    project : HouseholdProject
+    households : DataFrame with ``zone``, ``seed_row``, ``count`` (see :class:`HouseholdResult`)
+
+    Returns
+    -------
+    (DataFrame, dict)
+        The fit (one row per control: ``control, level, unit, importance, control_total, synthetic_total,
+        pct_rmse, total_abs_error, max_abs_error, zones``) and per control the synthetic totals by zone.
+    """
+    geography = project.geography
+    zone = households["zone"].to_numpy()
+    seed_row = households["seed_row"].to_numpy()
+    count = households["count"].to_numpy(dtype=np.float64)
+    rows, synthetic = [], {}
+    for c in project.controls:
+        groups = geography.parent_index(c.level)[zone]
+        values = np.bincount(groups, weights=count * c.incidence[seed_row], minlength=c.totals.size)
+        synthetic[c.name] = values
+        diff = values - c.totals
+        rows.append({"control": c.name, "level": c.level, "unit": c.unit, "importance": c.importance,
+                     "control_total": float(c.totals.sum()), "synthetic_total": float(values.sum()),
+                     "pct_rmse": pct_rmse(values, c.totals), "total_abs_error": float(np.abs(diff).sum()),
+                     "max_abs_error": float(np.abs(diff).max()) if diff.size else 0.0, "zones": int(c.totals.size)})
+    return pd.DataFrame(rows), synthetic
+
+
+def worst_zones(project: HouseholdProject, result: HouseholdResult, control: str,
+                k: int = defaults.PCT_RMSE_WORST_ZONES) -> list[dict]:
+    """The ``k`` zones of a control's level farthest from its control (zone id, control, synthetic, difference)."""
+    c = next(x for x in project.controls if x.name == control)
+    values = result.synthetic[control]
+    diff = values - c.totals
+    order = np.argsort(-np.abs(diff), kind="stable")[:k]
+    zones = project.geography.zones(c.level)
+    return [{"zone": _plain(zones[i]), "control": float(c.totals[i]), "synthetic": float(values[i]),
+             "difference": float(diff[i])} for i in order if diff[i] != 0]
+
+
+def _plain(value):
+    """A zone id as a JSON-friendly Python value."""
+    return value.item() if hasattr(value, "item") else value

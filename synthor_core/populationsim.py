@@ -1,0 +1,355 @@
+"""PopulationSim working directories, read as they are (DESIGN §12).
+
+A PopulationSim project is ``configs/settings.yaml`` (geographies, seed geography, input tables, reserved
+column names, output specification), ``configs/controls.csv`` (one control per row: ``target, geography,
+seed_table, importance, control_field, expression``) and the files of ``data/`` (seed households and persons,
+the geography crosswalk, one control table per geography level, lines starting with ``#`` being comments).
+
+Control expressions are parsed by the rules' whitelist (:func:`synthor_core.rules.compile_seed_expression`),
+never evaluated. File names from the settings must stay inside the data folder. Every problem is collected and
+raised once (:class:`TargetValidationError`) with its file, row and column.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import Problem, TargetValidationError
+from .geography import Geography, build_geography
+from .rules import RuleError, compile_seed_expression
+from .units import HOUSEHOLDS, PERSONS, Control, HouseholdProject, SeedSample
+
+SETTINGS_FILE = "settings.yaml"
+MAX_SETTINGS_BYTES = 1_000_000  # a settings.yaml larger than this is refused
+CONTROL_COLUMNS = ("target", "geography", "seed_table", "importance", "control_field", "expression")
+
+
+def is_populationsim_project(folder: str | Path, configs: str = "configs") -> bool:
+    """True when ``folder/configs/settings.yaml`` exists (a PopulationSim working directory)."""
+    return (Path(folder) / configs / SETTINGS_FILE).is_file()
+
+
+def _inside(root: Path, name: object, shown: str, key: str, problems: list[Problem]) -> Path | None:
+    """``root / name`` when it is a plain relative path that stays inside ``root``; else a problem."""
+    if not isinstance(name, str) or not name.strip():
+        problems.append(Problem(shown, f"expected a file name, got {name!r}", column=key))
+        return None
+    candidate = (root / name).resolve()
+    if Path(name).is_absolute() or not candidate.is_relative_to(root.resolve()):
+        problems.append(Problem(shown, f"the file {name!r} lies outside the folder {root.name}/ (file names must "
+                                       f"stay inside the project)", column=key))
+        return None
+    if not candidate.is_file():
+        problems.append(Problem(shown, f"the file {name!r} was not found in {root.name}/", column=key))
+        return None
+    return candidate
+
+
+def _read_settings(configs: Path, shown: str) -> dict:
+    import yaml
+
+    path = configs / SETTINGS_FILE
+    try:
+        if path.stat().st_size > MAX_SETTINGS_BYTES:
+            raise TargetValidationError([Problem(shown, f"larger than {MAX_SETTINGS_BYTES:,} bytes")])
+        settings = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise TargetValidationError([Problem(shown, f"could not be read as YAML ({type(exc).__name__}: "
+                                                    f"{str(exc).splitlines()[0] if str(exc) else ''})")]) from None
+    if not isinstance(settings, dict):
+        raise TargetValidationError([Problem(shown, "expected a mapping of settings")])
+    return settings
+
+
+def _read_csv(path: Path, shown: str, problems: list[Problem]) -> pd.DataFrame | None:
+    """A CSV whose lines starting with ``#`` are comments; numbers stay numbers."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        problems.append(Problem(shown, f"is not UTF-8 text (byte {exc.start})"))
+        return None
+    except OSError as exc:
+        problems.append(Problem(shown, f"could not be read ({exc.strerror})"))
+        return None
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    try:
+        frame = pd.read_csv(io.StringIO("\n".join(lines)), low_memory=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as exc:
+        problems.append(Problem(shown, f"could not be read as CSV ({str(exc).splitlines()[0]})"))
+        return None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def _input_tables(settings: dict, data: Path, shown: str, problems: list[Problem]) -> dict[str, tuple[
+        pd.DataFrame, str, dict]]:
+    """Every ``input_table_list`` entry: tablename -> (frame after renames and drops, file name, entry)."""
+    entries = settings.get("input_table_list")
+    if not isinstance(entries, list) or not entries:
+        problems.append(Problem(shown, "expected input_table_list: a list of tables with tablename and filename",
+                                column="input_table_list"))
+        return {}
+    tables = {}
+    for i, entry in enumerate(entries, start=1):
+        key = f"input_table_list[{i}]"
+        if not isinstance(entry, dict) or "tablename" not in entry or "filename" not in entry:
+            problems.append(Problem(shown, "expected tablename and filename", column=key))
+            continue
+        path = _inside(data, entry["filename"], shown, f"{key}.filename", problems)
+        if path is None:
+            continue
+        frame = _read_csv(path, f"{data.name}/{entry['filename']}", problems)
+        if frame is None:
+            continue
+        renames = entry.get("rename_columns") or {}
+        if not isinstance(renames, dict):
+            problems.append(Problem(shown, "expected rename_columns: a mapping old -> new", column=key))
+            renames = {}
+        frame = frame.rename(columns={str(k): str(v) for k, v in renames.items()})
+        drops = [c for c in (entry.get("drop_columns") or []) if c in frame.columns]
+        frame = frame.drop(columns=drops).copy()
+        tables[str(entry["tablename"])] = (frame, f"{data.name}/{entry['filename']}", entry)
+    return tables
+
+
+def _number_column(frame: pd.DataFrame, column: str, shown: str, problems: list[Problem], minimum: float = 0.0,
+                   first_row: int = 2) -> np.ndarray | None:
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(values) | (values < minimum))
+    for i in bad[:5]:
+        problems.append(Problem(shown, f"expected a number >= {minimum:g}, got {frame[column].iloc[i]!r}",
+                                row=first_row + int(i), column=column))
+    return None if bad.size else values
+
+
+def load_populationsim(folder: str | Path, configs: str = "configs", data: str | None = None) -> HouseholdProject:
+    """Read a PopulationSim working directory as a :class:`HouseholdProject`.
+
+    Parameters
+    ----------
+    folder : path
+        The working directory (holding ``configs/`` and ``data/``).
+    configs : str
+        Name of the configs folder inside ``folder`` (``configs_flex`` for example_test's flexible variant).
+    data : str or None
+        Name of the data folder; default the settings' ``data_dir``, else ``data``.
+
+    Returns
+    -------
+    HouseholdProject
+
+    Raises
+    ------
+    TargetValidationError
+        With every problem found: settings missing or of the wrong type, a file outside the project, a control
+        expression outside the whitelist (naming the control and the construct), a control column missing from
+        its table, a zone of a control table missing from the crosswalk, a crosswalk zone with two parents, a
+        person whose household is not in the seed sample, weights or controls that are not numbers >= 0.
+    """
+    root = Path(folder)
+    configs_dir = root / configs
+    settings_shown = f"{configs}/{SETTINGS_FILE}"
+    if not (configs_dir / SETTINGS_FILE).is_file():
+        raise TargetValidationError([Problem(settings_shown, f"not found in {root.name}/ (a PopulationSim working "
+                                                             f"directory has {configs}/{SETTINGS_FILE})")])
+    settings = _read_settings(configs_dir, settings_shown)
+    problems: list[Problem] = []
+    data_name = data or str(settings.get("data_dir") or "data")
+    data_dir = root / data_name
+    if not data_dir.resolve().is_relative_to(root.resolve()) or not data_dir.is_dir():
+        raise TargetValidationError([Problem(settings_shown, f"the data folder {data_name!r} was not found inside "
+                                                             f"{root.name}/", column="data_dir")])
+    levels = settings.get("geographies")
+    seed_level = settings.get("seed_geography")
+    if not isinstance(levels, list) or not levels or not all(isinstance(x, str) for x in levels):
+        problems.append(Problem(settings_shown, "expected geographies: a list of level names, top to lowest",
+                                column="geographies"))
+        levels = []
+    if seed_level not in levels:
+        problems.append(Problem(settings_shown, f"expected seed_geography to be one of the geographies "
+                                                f"({', '.join(map(str, levels))}), got {seed_level!r}",
+                                column="seed_geography"))
+    reserved = {}
+    for key in ("household_weight_col", "household_id_col", "total_hh_control"):
+        value = settings.get(key)
+        if not isinstance(value, str) or not value:
+            problems.append(Problem(settings_shown, "expected a column name", column=key))
+        reserved[key] = value
+    tables = _input_tables(settings, data_dir, settings_shown, problems)
+    for needed in ("households", "persons", "geo_cross_walk"):
+        if needed not in tables and settings.get("input_table_list"):
+            problems.append(Problem(settings_shown, f"expected an input table named {needed!r}",
+                                    column="input_table_list"))
+    if problems:
+        raise TargetValidationError(problems)
+
+    crosswalk, crosswalk_file, _ = tables["geo_cross_walk"]
+    geography, geo_problems = build_geography(crosswalk, levels, crosswalk_file)
+    problems += geo_problems
+    seed, seed_problems = _seed_sample(tables, reserved, seed_level, geography)
+    problems += seed_problems
+    if problems:
+        raise TargetValidationError(problems)
+    control_file = str(settings.get("control_file_name") or "controls.csv")
+    control_path = _inside(configs_dir, control_file, settings_shown, "control_file_name", problems)
+    if control_path is None:
+        raise TargetValidationError(problems)
+    controls, warnings = _controls(control_path, f"{configs}/{control_file}", tables, geography, seed, problems)
+    if problems:
+        raise TargetValidationError(problems)
+    if reserved["total_hh_control"] not in {c.name for c in controls}:
+        raise TargetValidationError([Problem(settings_shown, f"total_hh_control names {reserved['total_hh_control']!r}"
+                                                             f", which is not a control in {control_file}",
+                                             column="total_hh_control")])
+    factor = settings.get("max_expansion_factor")
+    output = settings.get("output_synthetic_population") or {}
+    return HouseholdProject(name=root.resolve().name, geography=geography, seed=seed, controls=controls,
+                            total_control=reserved["total_hh_control"],
+                            max_expansion_factor=float(factor) if isinstance(factor, (int, float)) else None,
+                            output=output if isinstance(output, dict) else {}, source="populationsim",
+                            warnings=warnings)
+
+
+def _seed_sample(tables, reserved, seed_level, geography: Geography) -> tuple[SeedSample | None, list[Problem]]:
+    problems: list[Problem] = []
+    households, hh_file, _ = tables["households"]
+    persons, p_file, _ = tables["persons"]
+    hh_id, weight = reserved["household_id_col"], reserved["household_weight_col"]
+    for column in (hh_id, weight, seed_level):
+        if column not in households.columns:
+            problems.append(Problem(hh_file, f"expected a column {column!r} (columns: "
+                                             f"{', '.join(list(households.columns)[:12])}, ...)", row=1, column=column))
+    if hh_id not in persons.columns:
+        problems.append(Problem(p_file, f"expected a column {hh_id!r} naming each person's household", row=1,
+                                column=hh_id))
+    if problems:
+        return None, problems
+    duplicated = np.flatnonzero(households[hh_id].duplicated().to_numpy())
+    for i in duplicated[:5]:
+        problems.append(Problem(hh_file, f"the household id {households[hh_id].iloc[i]!r} is listed twice",
+                                row=2 + int(i), column=hh_id))
+    _number_column(households, weight, hh_file, problems)
+    zones = geography.zones(seed_level)
+    unknown = np.flatnonzero(~households[seed_level].isin(zones).to_numpy())
+    for i in unknown[:5]:
+        problems.append(Problem(hh_file, f"the {seed_level} zone {households[seed_level].iloc[i]!r} is not in the "
+                                         f"crosswalk", row=2 + int(i), column=seed_level))
+    position = pd.Series(np.arange(len(households)), index=households[hh_id].to_numpy())
+    if duplicated.size:
+        return None, problems
+    rows = position.reindex(persons[hh_id].to_numpy()).to_numpy()
+    orphans = np.flatnonzero(np.isnan(rows))
+    for i in orphans[:5]:
+        problems.append(Problem(p_file, f"the person's household {persons[hh_id].iloc[i]!r} is not in the seed "
+                                        f"households", row=2 + int(i), column=hh_id))
+    if problems:
+        return None, problems
+    persons = persons.assign(_household=rows.astype(np.int64))
+    number = "per_num" if "per_num" in persons.columns else None
+    persons = persons.sort_values(["_household"] + ([number] if number else []), kind="stable")
+    households = households.reset_index(drop=True)
+    households[weight] = pd.to_numeric(households[weight])
+    return SeedSample(households, persons.reset_index(drop=True), hh_id, number, weight, seed_level), []
+
+
+def _controls(path: Path, shown: str, tables, geography: Geography, seed: SeedSample, problems: list[Problem]
+              ) -> tuple[list[Control], list[str]]:
+    frame = _read_csv(path, shown, problems)
+    warnings: list[str] = []
+    if frame is None:
+        return [], warnings
+    missing = [c for c in CONTROL_COLUMNS if c not in frame.columns]
+    if missing:
+        problems.append(Problem(shown, f"expected the columns {', '.join(CONTROL_COLUMNS)}; missing "
+                                       f"{', '.join(missing)}", row=1))
+        return [], warnings
+    seeds = {HOUSEHOLDS: seed.households, PERSONS: seed.persons}
+    n_households = len(seed.households)
+    person_rows = seed.persons["_household"].to_numpy()
+    controls = []
+    level_tables: dict[str, tuple[pd.DataFrame, str] | None] = {}
+    names = set()
+    for i, row in frame.iterrows():
+        line = int(i) + 2
+        name = str(row["target"]).strip()
+        if name in names:
+            problems.append(Problem(shown, f"the control {name!r} is listed twice", row=line, column="target"))
+            continue
+        names.add(name)
+        level, unit, column = str(row["geography"]).strip(), str(row["seed_table"]).strip(), str(
+            row["control_field"]).strip()
+        if level not in geography.levels:
+            problems.append(Problem(shown, f"expected one of the geographies {', '.join(geography.levels)}, got "
+                                           f"{level!r}", row=line, column="geography"))
+            continue
+        if unit not in seeds:
+            problems.append(Problem(shown, f"expected seed_table households or persons, got {unit!r}", row=line,
+                                    column="seed_table"))
+            continue
+        importance = pd.to_numeric(pd.Series([row["importance"]]), errors="coerce").iloc[0]
+        if not np.isfinite(importance) or importance <= 0:
+            problems.append(Problem(shown, f"expected an importance > 0, got {row['importance']!r}", row=line,
+                                    column="importance"))
+            continue
+        try:
+            condition = compile_seed_expression(str(row["expression"]), unit, seeds[unit].columns, name)
+            mask = np.asarray(condition(seeds[unit]), dtype=bool)
+        except RuleError as exc:
+            problems.append(Problem(shown, str(exc), row=line, column="expression"))
+            continue
+        if unit == HOUSEHOLDS:
+            incidence = mask.astype(np.float64)
+        else:
+            incidence = np.bincount(person_rows, weights=mask.astype(np.float64), minlength=n_households)
+        if level not in level_tables:
+            level_tables[level] = _level_table(level, tables, geography, problems)
+        table = level_tables[level]
+        if table is None:
+            continue
+        totals_frame, table_file = table
+        if column not in totals_frame.columns:
+            problems.append(Problem(shown, f"the control column {column!r} is not in {table_file} (columns: "
+                                           f"{', '.join(c for c in totals_frame.columns if c != level)})", row=line,
+                                    column="control_field"))
+            continue
+        values = _number_column(totals_frame, column, table_file, problems)
+        if values is None:
+            continue
+        totals = np.zeros(len(geography.zones(level)))
+        totals[geography.zones(level).get_indexer(totals_frame[level])] = values
+        unreached = int(((incidence > 0) & (seed.households[seed.weight].to_numpy() > 0)).sum())
+        if unreached == 0 and totals.sum() > 0:
+            warnings.append(f'control "{name}": no seed household meets "{row["expression"]}", so its total '
+                            f"{totals.sum():,.0f} cannot be reached")
+        controls.append(Control(name, unit, level, float(importance), column, str(row["expression"]),
+                                condition.columns, incidence, totals))
+    return controls, warnings
+
+
+def _level_table(level: str, tables, geography: Geography, problems: list[Problem]) -> tuple[
+        pd.DataFrame, str] | None:
+    key = f"{level}_control_data"
+    if key not in tables:
+        problems.append(Problem("configs/settings.yaml", f"controls at {level} need an input table named {key!r}",
+                                column="input_table_list"))
+        return None
+    frame, shown, _ = tables[key]
+    if level not in frame.columns:
+        problems.append(Problem(shown, f"expected a column {level!r} with the zone ids", row=1, column=level))
+        return None
+    zones = geography.zones(level)
+    known = frame[level].isin(zones).to_numpy()
+    for i in np.flatnonzero(~known)[:5]:
+        problems.append(Problem(shown, f"the {level} zone {frame[level].iloc[i]!r} is not in the crosswalk", row=2 + int(i),
+                                column=level))
+    for i in np.flatnonzero(frame[level].duplicated().to_numpy())[:5]:
+        problems.append(Problem(shown, f"the {level} zone {frame[level].iloc[i]!r} is listed twice", row=2 + int(i),
+                                column=level))
+    if not known.all() or frame[level].duplicated().any():
+        return None
+    return frame, shown

@@ -1,0 +1,179 @@
+"""Units: households and their members (DESIGN §8), controls per zone, and the seed sample.
+
+A project with units declares a chain ``households ⊃ persons``; every control counts one unit. A household is
+one row of the seed's household table; its members are the rows of the person table with its id. Person
+controls reach households through the **incidence**: the number of a household's members meeting the control's
+condition (PopulationSim's list balancer). The chain is a tuple of unit names, so a third unit under persons
+(trips) is one more link, not a new code path.
+
+Derived household variables are computed from the members (:func:`derive_from_members`), never drawn on their
+own, so a household always agrees with its members.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from .geography import Geography
+
+HOUSEHOLDS = "households"
+PERSONS = "persons"
+UNIT_CHAIN = (HOUSEHOLDS, PERSONS)  # top unit first; each unit's rows name their parent's id
+
+
+@dataclass(frozen=True)
+class SeedSample:
+    """A micro-sample of households with their members (ACS PUMS, a travel survey): the seed prior's records.
+
+    Attributes
+    ----------
+    households : DataFrame
+        One row per sample household, indexed 0..n-1 in the order of the file; columns as in the file.
+    persons : DataFrame
+        One row per sample person, sorted by household then ``person_number``; columns as in the file plus
+        ``_household`` (int64, the row of its household in ``households``).
+    household_id : str
+        Column of ``households`` holding the household id (and of ``persons`` naming the person's household).
+    person_number : str or None
+        Column of ``persons`` numbering members within a household (``per_num``), if any.
+    weight : str
+        Column of ``households`` holding the sample weight (float64 > 0).
+    seed_level : str
+        Geography level whose zone id ``households`` carry (households are placed only in zones of that zone).
+    """
+
+    households: pd.DataFrame
+    persons: pd.DataFrame
+    household_id: str
+    person_number: str | None
+    weight: str
+    seed_level: str
+
+    def members_per_household(self) -> npt.NDArray[np.int64]:
+        """Number of persons of each household, shape (n_households,)."""
+        return np.bincount(self.persons["_household"].to_numpy(), minlength=len(self.households)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Control:
+    """One control: the number of units meeting a condition, given for every zone of one geography level.
+
+    Attributes
+    ----------
+    name : str
+        The control's name (``hh_size_1``).
+    unit : {"households", "persons"}
+        What it counts.
+    level : str
+        Geography level of its totals.
+    importance : float > 0
+        Weight against other controls when they cannot all be met (PopulationSim's ``importance``).
+    column : str
+        Column of the level's control table holding the totals (``HHSIZE1``).
+    expression : str
+        The condition as written.
+    columns : tuple of str
+        Seed columns the condition reads.
+    incidence : ndarray of float64, shape (n_households,)
+        Units of each seed household counted (1/0 for households, members meeting the condition for persons).
+    totals : ndarray of float64, shape (n_zones of ``level``,)
+        Control total of each zone, in the order of ``Geography.zones(level)``.
+    """
+
+    name: str
+    unit: str
+    level: str
+    importance: float
+    column: str
+    expression: str
+    columns: tuple[str, ...]
+    incidence: npt.NDArray[np.float64]
+    totals: npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class HouseholdProject:
+    """Everything a household synthesis needs: zones, controls per zone, and (optionally) a seed sample.
+
+    Attributes
+    ----------
+    name : str
+        Shown in reports.
+    geography : Geography
+    seed : SeedSample
+    controls : list of Control
+        In the order of the control file.
+    total_control : str
+        Name of the control giving households per zone (PopulationSim's ``total_hh_control``).
+    max_expansion_factor : float or None
+        Upper bound of a household's weight as a multiple of its seed weight share, if given.
+    output : dict
+        PopulationSim's ``output_synthetic_population`` (file names and columns), empty for other projects.
+    source : {"populationsim", "synthor"}
+    warnings : list of str
+    """
+
+    name: str
+    geography: Geography
+    seed: SeedSample
+    controls: list[Control]
+    total_control: str
+    max_expansion_factor: float | None = None
+    output: dict = field(default_factory=dict)
+    source: Literal["populationsim", "synthor"] = "synthor"
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> Control:
+        """The control of households per zone."""
+        return next(c for c in self.controls if c.name == self.total_control)
+
+    def households_per_zone(self) -> npt.NDArray[np.int64]:
+        """Households of every lowest-level zone (rounded total control), shape (n_zones,)."""
+        total = self.total
+        per_zone = total.totals[self.geography.parent_index(total.level)]
+        return np.rint(per_zone).astype(np.int64)
+
+
+def derive_from_members(persons: pd.DataFrame, n_households: int, household: str = "_household",
+                        how: Literal["size", "count", "first"] = "size",
+                        condition: Callable[[pd.DataFrame], np.ndarray] | None = None,
+                        column: str | None = None, order: str | None = None) -> npt.NDArray:
+    """A household variable computed from its members (DESIGN §8: consistency by construction).
+
+    Parameters
+    ----------
+    persons : DataFrame, one row per member, with ``household`` (int64 row of its household)
+    n_households : int
+    how : {"size", "count", "first"}
+        ``size``: number of members; ``count``: members meeting ``condition`` (workers); ``first``: ``column``
+        of the member that sorts first by ``order`` (the head's age when ``order`` is the person number).
+    condition : callable, persons frame -> ndarray of bool, for ``count``
+    column, order : str, for ``first``
+
+    Returns
+    -------
+    ndarray, shape (n_households,): int64 for size and count; the column's dtype for ``first`` (NaN where a
+    household has no member).
+    """
+    rows = persons[household].to_numpy()
+    if how == "size":
+        return np.bincount(rows, minlength=n_households).astype(np.int64)
+    if how == "count":
+        if condition is None:
+            raise ValueError("derive_from_members(how='count') needs a condition")
+        return np.bincount(rows, weights=condition(persons).astype(np.float64),
+                           minlength=n_households).astype(np.int64)
+    if column is None:
+        raise ValueError("derive_from_members(how='first') needs a column")
+    ordered = persons.sort_values([household] + ([order] if order else []), kind="stable")
+    first = ordered.drop_duplicates(household)
+    out = pd.Series(np.nan, index=range(n_households), dtype="float64" if pd.api.types.is_numeric_dtype(
+        persons[column]) else "object")
+    out.iloc[first[household].to_numpy()] = first[column].to_numpy()
+    return out.to_numpy()
