@@ -17,6 +17,14 @@ import pandas as pd
 from .errors import Problem
 
 
+def shown_value(value) -> str:
+    """A value from a file as the user wrote it: ``2`` (not ``np.int64(2)``), ``'A1'`` for text."""
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return repr(value)
+
+
 @dataclass(frozen=True)
 class Geography:
     """Nested geography levels and the crosswalk of their zones.
@@ -98,7 +106,7 @@ def build_geography(frame: pd.DataFrame, levels: list[str], shown: str, first_ro
     lowest = levels[-1]
     duplicated = np.flatnonzero(table[lowest].duplicated().to_numpy())
     for i in duplicated[:5]:
-        problems.append(Problem(shown, f"the {lowest} zone {table[lowest].iloc[i]!r} is listed twice",
+        problems.append(Problem(shown, f"the {lowest} zone {shown_value(table[lowest].iloc[i])} is listed twice",
                                 row=first_row + int(i), column=lowest))
     for k, level in enumerate(levels[:-1]):
         for upper in levels[:k]:
@@ -107,8 +115,8 @@ def build_geography(frame: pd.DataFrame, levels: list[str], shown: str, first_ro
                 rows = np.flatnonzero((table[level] == zone).to_numpy())
                 values = table[upper].iloc[rows].unique()
                 second = rows[np.flatnonzero((table[upper].iloc[rows] != values[0]).to_numpy())[0]]
-                problems.append(Problem(shown, f"the {level} zone {zone!r} has two parents at {upper}: "
-                                               f"{values[0]!r} and {values[1]!r} (each zone lies in one zone of "
+                problems.append(Problem(shown, f"the {level} zone {shown_value(zone)} has two parents at {upper}: "
+                                               f"{shown_value(values[0])} and {shown_value(values[1])} (each zone lies in one zone of "
                                                f"every level above it)", row=first_row + int(second), column=upper))
     if problems:
         return None, problems

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import Problem, TargetValidationError
-from .geography import Geography, build_geography
+from .geography import Geography, build_geography, shown_value
 from .rules import RuleError, compile_seed_expression
 from .units import HOUSEHOLDS, PERSONS, Control, HouseholdProject, SeedSample
 
@@ -122,7 +122,7 @@ def _number_column(frame: pd.DataFrame, column: str, shown: str, problems: list[
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(values) | (values < minimum))
     for i in bad[:5]:
-        problems.append(Problem(shown, f"expected a number >= {minimum:g}, got {frame[column].iloc[i]!r}",
+        problems.append(Problem(shown, f"expected a number >= {minimum:g}, got {shown_value(frame[column].iloc[i])}",
                                 row=first_row + int(i), column=column))
     return None if bad.size else values
 
@@ -190,7 +190,8 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
 
     crosswalk, crosswalk_file, _ = tables["geo_cross_walk"]
     geography, geo_problems = build_geography(crosswalk, levels, crosswalk_file)
-    problems += geo_problems
+    if geo_problems:
+        raise TargetValidationError(geo_problems)
     seed, seed_problems = _seed_sample(tables, reserved, seed_level, geography)
     problems += seed_problems
     if problems:
@@ -231,13 +232,13 @@ def _seed_sample(tables, reserved, seed_level, geography: Geography) -> tuple[Se
         return None, problems
     duplicated = np.flatnonzero(households[hh_id].duplicated().to_numpy())
     for i in duplicated[:5]:
-        problems.append(Problem(hh_file, f"the household id {households[hh_id].iloc[i]!r} is listed twice",
+        problems.append(Problem(hh_file, f"the household id {shown_value(households[hh_id].iloc[i])} is listed twice",
                                 row=2 + int(i), column=hh_id))
     _number_column(households, weight, hh_file, problems)
     zones = geography.zones(seed_level)
     unknown = np.flatnonzero(~households[seed_level].isin(zones).to_numpy())
     for i in unknown[:5]:
-        problems.append(Problem(hh_file, f"the {seed_level} zone {households[seed_level].iloc[i]!r} is not in the "
+        problems.append(Problem(hh_file, f"the {seed_level} zone {shown_value(households[seed_level].iloc[i])} is not in the "
                                          f"crosswalk", row=2 + int(i), column=seed_level))
     position = pd.Series(np.arange(len(households)), index=households[hh_id].to_numpy())
     if duplicated.size:
@@ -245,7 +246,7 @@ def _seed_sample(tables, reserved, seed_level, geography: Geography) -> tuple[Se
     rows = position.reindex(persons[hh_id].to_numpy()).to_numpy()
     orphans = np.flatnonzero(np.isnan(rows))
     for i in orphans[:5]:
-        problems.append(Problem(p_file, f"the person's household {persons[hh_id].iloc[i]!r} is not in the seed "
+        problems.append(Problem(p_file, f"the person's household {shown_value(persons[hh_id].iloc[i])} is not in the seed "
                                         f"households", row=2 + int(i), column=hh_id))
     if problems:
         return None, problems
@@ -345,10 +346,10 @@ def _level_table(level: str, tables, geography: Geography, problems: list[Proble
     zones = geography.zones(level)
     known = frame[level].isin(zones).to_numpy()
     for i in np.flatnonzero(~known)[:5]:
-        problems.append(Problem(shown, f"the {level} zone {frame[level].iloc[i]!r} is not in the crosswalk", row=2 + int(i),
+        problems.append(Problem(shown, f"the {level} zone {shown_value(frame[level].iloc[i])} is not in the crosswalk", row=2 + int(i),
                                 column=level))
     for i in np.flatnonzero(frame[level].duplicated().to_numpy())[:5]:
-        problems.append(Problem(shown, f"the {level} zone {frame[level].iloc[i]!r} is listed twice", row=2 + int(i),
+        problems.append(Problem(shown, f"the {level} zone {shown_value(frame[level].iloc[i])} is listed twice", row=2 + int(i),
                                 column=level))
     if not known.all() or frame[level].duplicated().any():
         return None

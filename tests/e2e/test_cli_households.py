@@ -1,0 +1,110 @@
+"""The CLI on PopulationSim's own example projects, run as they are (issue #9)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT.parent / "shared" / "data" / "populationsim"
+needs_examples = pytest.mark.skipif(not (EXAMPLES / "example_calm").is_dir(),
+                                    reason="shared/data/populationsim not present")
+
+# PopulationSim 0.10.0's own fit on example_calm (%RMSE over zones), from shared/data/populationsim/README.md:
+# the bar each control group must meet or beat.
+POPULATIONSIM_WORST_PCT_RMSE = {
+    "household size": (["hh_size_1", "hh_size_2", "hh_size_3", "hh_size_4_plus"], 2.20),
+    "head age": (["hh_age_15_24", "hh_age_25_54", "hh_age_55_64", "hh_age_65_plus"], 31.84),
+    "income": (["hh_inc_15", "hh_inc_15_30", "hh_inc_30_60", "hh_inc_60_plus"], 3.93),
+    "students": (["students_by_family_housing_type", "students_by_nonfamily_housing_type"], 26.73),
+    "workers": (["hh_wrks_0", "hh_wrks_1", "hh_wrks_2", "hh_wrks_3_plus"], 2.10),
+    "dwelling type": (["hh_by_type_sf", "hh_by_type_mf", "hh_by_type_mh", "hh_by_type_dup"], 1.17),
+    "occupation": ([f"persons_occ_{i}" for i in range(1, 9)], 0.38),
+}
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "synthor_core", "run", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@needs_examples
+def test_calm_with_the_seed_prior_meets_populationsim_on_every_control_group(tmp_path):
+    out = tmp_path / "out"
+    done = _run(str(EXAMPLES / "example_calm"), "--prior", "seed", "--seed", "1", "--out", str(out), "--quiet")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    households = pd.read_csv(out / "households.csv")
+    persons = pd.read_csv(out / "persons.csv")
+    assert report["households"] == len(households) == 62_041
+    assert report["persons"] == len(persons)
+    assert households["household_id"].tolist() == list(range(1, 62_042))
+    # every household agrees with its members: NP (persons in the household) = rows in persons.csv
+    members = persons.groupby("household_id").size().reindex(households["household_id"], fill_value=0)
+    assert (members.to_numpy() == households["NP"].to_numpy()).all()
+    assert persons.groupby("household_id")["per_num"].agg(lambda s: list(s) == list(range(1, len(s) + 1))).all()
+    fit = {c["control"]: c["pct_rmse"] for c in report["controls"]}
+    assert fit["num_hh"] == 0.0
+    for group, (controls, bar) in POPULATIONSIM_WORST_PCT_RMSE.items():
+        worst = max(fit[c] for c in controls)
+        assert worst <= bar, f"{group}: worst %RMSE {worst:.2f} above PopulationSim's {bar}"
+    # PopulationSim's own output files, with the columns its settings list
+    synthetic = pd.read_csv(out / "synthetic_households.csv")
+    assert list(synthetic.columns) == ["household_id", "REGION", "PUMA", "TRACT", "TAZ", "NP", "AGEHOH", "HHINCADJ",
+                                       "NWESR"]
+    assert len(pd.read_csv(out / "synthetic_persons.csv")) == len(persons)
+    summary = pd.read_csv(out / "summary_TAZ.csv")
+    assert len(summary) == 930 and (summary["num_hh_diff"] == 0).all()
+
+
+@needs_examples
+@pytest.mark.parametrize("configs, data", [("configs", "data"), ("configs_flex", "data_flex")])
+def test_example_test_runs_at_every_level_and_repeats_byte_for_byte(tmp_path, configs, data):
+    outputs = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        done = _run(str(EXAMPLES / "example_test"), "--configs", configs, "--data", data, "--seed", "3", "--out",
+                    str(out), "--quiet")
+        assert done.returncode == 0, done.stderr
+        outputs.append(out)
+    for name in ("households.csv", "persons.csv"):
+        assert _sha(outputs[0] / name) == _sha(outputs[1] / name)
+    report = json.loads((outputs[0] / "report.json").read_text(encoding="utf-8"))
+    assert report["households"] == 1500
+    assert {c["control"]: c["total_abs_error"] for c in report["controls"]}["num_hh"] == 0
+    summaries = sorted(p.name for p in outputs[0].glob("summary_*.csv"))
+    assert "summary_TAZ.csv" in summaries and "summary_TRACT.csv" in summaries
+
+
+@needs_examples
+def test_household_projects_refuse_priors_they_do_not_have_yet(tmp_path):
+    done = _run(str(EXAMPLES / "example_test"), "--prior", "maxent", "--out", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert "error: --prior maxent is not available for household projects yet; use --prior seed" in done.stderr
+
+
+@needs_examples
+def test_bad_populationsim_input_exits_2_with_file_row_and_column(tmp_path):
+    root = tmp_path / "example_test"
+    shutil.copytree(EXAMPLES / "example_test", root)
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    controls = root / "configs" / "controls.csv"
+    controls.write_text(controls.read_text(encoding="utf-8").replace("households.NP >= 4", "households.NP >= 4 + 0"),
+                        encoding="utf-8")
+    done = _run(str(root), "--out", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert ('configs/controls.csv row 6, column "expression": control "hh_size_4_plus": arithmetic is not allowed'
+            in done.stderr)
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,154 @@
+"""PopulationSim working directories read as they are; every bad input named by file, row and column."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from synthor_core.errors import TargetValidationError
+from synthor_core.geography import build_geography
+from synthor_core.populationsim import load_populationsim
+from synthor_core.rules import RuleError, compile_seed_expression
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "populationsim"
+EXAMPLE_TEST = EXAMPLES / "example_test"
+needs_examples = pytest.mark.skipif(not EXAMPLE_TEST.is_dir(), reason="shared/data/populationsim not present")
+
+
+def _copy(tmp_path: Path) -> Path:
+    target = tmp_path / "example_test"
+    shutil.copytree(EXAMPLE_TEST, target)
+    for path in target.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return target
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {path.name}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def _messages(exc_info) -> list[str]:
+    return [str(p) for p in exc_info.value.problems]
+
+
+@needs_examples
+@pytest.mark.parametrize("configs, data, levels, zones", [
+    ("configs", "data", ("DISTRICT", "PUMA", "TRACT", "TAZ"), 37),
+    ("configs_flex", "data_flex", ("REGION", "PUMA", "DISTRICT", "TRACT", "TAZ"), 36),
+])
+def test_example_test_reads_with_every_geography_level(configs, data, levels, zones):
+    project = load_populationsim(EXAMPLE_TEST, configs=configs, data=data)
+    assert project.geography.levels == levels
+    assert project.geography.n_zones == zones
+    assert [c.name for c in project.controls][:2] == ["num_hh", "hh_size_1"]
+    assert project.households_per_zone().sum() == 1500
+    occ = next(c for c in project.controls if c.name == "persons_occ_1")
+    # person control: incidence = members of each household with OCCP == 1
+    persons = project.seed.persons
+    expected = np.bincount(persons["_household"], weights=(persons["OCCP"] == 1).astype(float),
+                           minlength=len(project.seed.households))
+    np.testing.assert_array_equal(occ.incidence, expected)
+
+
+@needs_examples
+def test_a_control_zone_missing_from_the_crosswalk_is_named(tmp_path):
+    root = _copy(tmp_path)
+    _edit(root / "data" / "taz_controls.csv", "\n101,1,600,1,", "\n999,1,600,1,")
+    with pytest.raises(TargetValidationError) as info:
+        load_populationsim(root)
+    assert 'data/taz_controls.csv row 3, column "TAZ": the TAZ zone 999 is not in the crosswalk' in _messages(info)
+
+
+@needs_examples
+def test_a_crosswalk_zone_with_two_parents_is_named(tmp_path):
+    root = _copy(tmp_path)
+    _edit(root / "data" / "geo_cross_walk.csv", "\n102,1,600,1", "\n102,1,601,1")
+    with pytest.raises(TargetValidationError) as info:
+        load_populationsim(root)
+    assert any(re.fullmatch(r'data/geo_cross_walk\.csv row 4, column "PUMA": the TRACT zone 1 has two parents at '
+                            r"PUMA: 600 and 601 .*", m) for m in _messages(info)), _messages(info)
+
+
+@needs_examples
+def test_a_person_whose_household_is_not_in_the_sample_is_named(tmp_path):
+    root = _copy(tmp_path)
+    _edit(root / "data" / "seed_persons.csv", "\n2,1,600,", "\n77777,1,600,")
+    with pytest.raises(TargetValidationError) as info:
+        load_populationsim(root)
+    assert ('data/seed_persons.csv row 3, column "hh_id": the person\'s household 77777 is not in the seed '
+            "households") in _messages(info)
+
+
+@needs_examples
+def test_a_control_expression_outside_the_whitelist_is_named(tmp_path):
+    root = _copy(tmp_path)
+    _edit(root / "configs" / "controls.csv", "households.NP == 1", "__import__('os').system('true') == 1")
+    with pytest.raises(TargetValidationError) as info:
+        load_populationsim(root)
+    assert ('configs/controls.csv row 3, column "expression": control "hh_size_1": a function call is not allowed '
+            "(use households.COLUMN, comparisons, &, |, ~, numbers, np.inf, .isin([...]), .isna(), .between(a, b))"
+            ) in _messages(info)
+
+
+@needs_examples
+def test_a_control_column_missing_from_its_table_is_named(tmp_path):
+    root = _copy(tmp_path)
+    _edit(root / "configs" / "controls.csv", ",HHSIZE2,", ",HHSIZE9,")
+    with pytest.raises(TargetValidationError) as info:
+        load_populationsim(root)
+    message = next(m for m in _messages(info) if "HHSIZE9" in m)
+    assert message.startswith("configs/controls.csv row 4, column \"control_field\": the control column 'HHSIZE9' "
+                              "is not in data/taz_controls.csv")
+
+
+@needs_examples
+def test_a_table_file_outside_the_project_is_refused(tmp_path):
+    root = _copy(tmp_path)
+    (tmp_path / "secret.csv").write_text("TAZ,HHBASE\n100,1\n", encoding="utf-8")
+    _edit(root / "configs" / "settings.yaml", "filename : taz_controls.csv", "filename : ../../secret.csv")
+    with pytest.raises(TargetValidationError) as info:
+        load_populationsim(root)
+    assert any("the file '../../secret.csv' lies outside the folder data/" in m for m in _messages(info))
+
+
+def test_geography_with_a_duplicated_lowest_zone_and_an_empty_id():
+    frame = pd.DataFrame({"TAZ": [1, 2, 2, 3], "TRACT": [10, 10, 10, None]})
+    geography, problems = build_geography(frame, ["TRACT", "TAZ"], "xwalk.csv")
+    assert geography is None
+    assert [str(p) for p in problems] == ['xwalk.csv row 5, column "TRACT": expected a zone id, got an empty cell']
+    geography, problems = build_geography(frame.fillna(11), ["TRACT", "TAZ"], "xwalk.csv")
+    assert [str(p) for p in problems] == ['xwalk.csv row 4, column "TAZ": the TAZ zone 2 is listed twice']
+
+
+@pytest.mark.parametrize("expression, expected", [
+    ("(households.AGEHOH > 24) & (households.AGEHOH <= 54)", [False, True, False]),
+    ("(households.WGTP > 0) & (households.WGTP < np.inf)", [True, False, True]),
+    ("households.NP.isin([1, 2]) | ~(households.AGEHOH <= 65)", [True, True, True]),
+    ("households.AGEHOH.between(20, 30)", [True, True, False]),
+    ("households.NP.isna()", [False, False, False]),
+])
+def test_seed_expressions_in_pandas_dialect(expression, expected):
+    frame = pd.DataFrame({"NP": [1, 2, 4], "AGEHOH": [20, 30, 70], "WGTP": [1.0, 0.0, 3.0]})
+    condition = compile_seed_expression(expression, "households", frame.columns, "c")
+    assert condition(frame).tolist() == expected
+
+
+@pytest.mark.parametrize("expression, message", [
+    ("households.NP.__class__ == 1", 'control "c": the attribute ".__class__" is not allowed'),
+    ("households.NP + 1 > 2", 'control "c": arithmetic is not allowed'),
+    ("households.NP.apply(len)", 'control "c": the call ".apply(...)" is not allowed'),
+    ("persons.AGEP > 1", 'control "c": "persons.AGEP" refers to the table "persons", but this control counts '
+                         "households (seed_table)"),
+    ("households.XYZ > 1", 'control "c": the households seed has no column "XYZ"'),
+    ("lambda: 1", 'control "c": a Lambda expression is not allowed'),
+])
+def test_seed_expressions_outside_the_whitelist(expression, message):
+    with pytest.raises(RuleError, match=re.escape(message)):
+        compile_seed_expression(expression, "households", ["NP", "AGEHOH"], "c")
