@@ -1,0 +1,120 @@
+"""PopulationSim's own CALM example, Synthor and PopulationSim side by side on the same machine (issue #9).
+
+Synthor runs ``python -m synthor_core run example_calm --prior seed``; PopulationSim 0.10.0, when an environment
+holding it is given (``--populationsim-python V/bin/python``; install: ``python -m venv V && V/bin/pip install
+populationsim==0.10.0 "pyarrow>=20,<22"``), runs ``run_populationsim.py`` on a copy of the example. Both are
+scored by the same code: PopulationSim's expanded household ids are mapped back to its seed households and
+measured with :func:`synthor_core.households.measure_controls`, so each control's %RMSE over zones (100 x RMSE /
+mean control, PopulationSim's validation measure) is computed identically for both tools.
+
+Each tool runs in its own subprocess, one after the other; wall seconds and peak memory (max RSS of the child)
+are measured here. Prints a markdown table per control group (worst %RMSE of the group) and the ratios.
+
+Run: ``python benchmarks/populationsim_calm.py [--populationsim-python V/bin/python] [--seed 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from synthor_core.households import measure_controls  # noqa: E402
+from synthor_core.populationsim import load_populationsim  # noqa: E402
+
+EXAMPLE = ROOT.parent / "shared" / "data" / "populationsim" / "example_calm"
+GROUPS = {
+    "household size (TAZ)": ["hh_size_1", "hh_size_2", "hh_size_3", "hh_size_4_plus"],
+    "head age (TAZ)": ["hh_age_15_24", "hh_age_25_54", "hh_age_55_64", "hh_age_65_plus"],
+    "income (TAZ)": ["hh_inc_15", "hh_inc_15_30", "hh_inc_30_60", "hh_inc_60_plus"],
+    "students (TAZ)": ["students_by_family_housing_type", "students_by_nonfamily_housing_type"],
+    "workers (TRACT)": ["hh_wrks_0", "hh_wrks_1", "hh_wrks_2", "hh_wrks_3_plus"],
+    "dwelling type (TRACT)": ["hh_by_type_sf", "hh_by_type_mf", "hh_by_type_mh", "hh_by_type_dup"],
+    "occupation (REGION)": [f"persons_occ_{i}" for i in range(1, 9)],
+}
+
+
+def _timed(command: list[str], cwd: Path) -> tuple[float, float, subprocess.CompletedProcess]:
+    """Run a child; returns (wall seconds, its peak memory in MiB, the completed process)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    # ru_maxrss of children is the largest child so far: runs go smallest first, so a new maximum is this child's
+    return seconds, max(peak, before) / 1024.0 if peak > before else float("nan"), done
+
+
+def _fit_from_synthor(out: Path) -> dict[str, float]:
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    return {c["control"]: c["pct_rmse"] for c in report["controls"]}
+
+
+def _fit_from_populationsim(project, output: Path) -> dict[str, float]:
+    expanded = pd.read_csv(output / "final_expanded_household_ids.csv")
+    seed = project.seed
+    seed_row = pd.Series(np.arange(len(seed.households)), index=seed.households[seed.household_id].to_numpy())
+    zone = project.geography.zones(project.geography.lowest).get_indexer(expanded["TAZ"])
+    frame = pd.DataFrame({"zone": zone, "seed_row": seed_row.reindex(expanded["hh_id"]).to_numpy()})
+    households = frame.groupby(["zone", "seed_row"]).size().rename("count").reset_index()
+    fit, _ = measure_controls(project, households)
+    return dict(zip(fit["control"], fit["pct_rmse"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--populationsim-python", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    project = load_populationsim(EXAMPLE)
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "synthor"
+        seconds, peak, _ = _timed([sys.executable, "-m", "synthor_core", "run", str(EXAMPLE), "--prior", "seed",
+                                   "--seed", str(args.seed), "--out", str(out), "--quiet"], ROOT)
+        households = len(pd.read_csv(out / "households.csv", usecols=["household_id"]))
+        rows["Synthor, seed prior"] = (_fit_from_synthor(out), seconds, peak, households)
+        if args.populationsim_python:
+            work = Path(tmp) / "example_calm"
+            shutil.copytree(EXAMPLE, work)
+            for path in work.rglob("*"):
+                os.chmod(path, 0o755 if path.is_dir() else 0o644)
+            (work / "output").mkdir()
+            seconds, peak, _ = _timed([str(args.populationsim_python), "run_populationsim.py"], work)
+            fit = _fit_from_populationsim(project, work / "output")
+            households = len(pd.read_csv(work / "output" / "final_expanded_household_ids.csv"))
+            rows["PopulationSim 0.10.0"] = (fit, seconds, peak, households)
+    names = list(rows)
+    print(f"CALM (example_calm): {project.geography.n_zones} TAZ, {len(project.controls)} controls, "
+          f"{len(project.seed.households):,} seed households; worst %RMSE over zones per control group\n")
+    print("| control group | " + " | ".join(names) + (" | ratio |" if len(names) == 2 else " |"))
+    print("|---" * (len(names) + 1 + (len(names) == 2)) + "|")
+    for group, controls in GROUPS.items():
+        worst = [max(rows[n][0][c] for c in controls) for n in names]
+        ratio = f" | {worst[0] / worst[1]:.2f}" if len(names) == 2 and worst[1] > 0 else (" | -" if len(names) == 2
+                                                                                           else "")
+        print(f"| {group} | " + " | ".join(f"{w:.2f}" for w in worst) + ratio + " |")
+    for label, k, fmt in (("households", 3, "{:,.0f}"), ("wall seconds", 1, "{:.1f}"), ("peak MiB", 2, "{:,.0f}")):
+        values = [rows[n][k] for n in names]
+        ratio = f" | {values[0] / values[1]:.2f}" if len(names) == 2 else ""
+        print(f"| {label} | " + " | ".join(fmt.format(v) for v in values) + ratio + " |")
+    print(f"\n{os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}; ratio = Synthor / PopulationSim")
+
+
+if __name__ == "__main__":
+    main()
