@@ -275,8 +275,9 @@ def integerize_zone(weights: npt.ArrayLike, incidence: npt.ArrayLike, targets: n
     Every household keeps the whole part of its balanced weight; the households still missing are chosen
     among a pool drawn by fractional weight (systematic sampling, random start) by a linear programme that
     minimizes the importance-weighted absolute deviation from every control, preferring households with larger
-    fractional weights; the few values the programme leaves fractional are settled by a small integer
-    programme (HiGHS through :func:`scipy.optimize.milp`).
+    fractional weights (HiGHS dual simplex through :func:`scipy.optimize.linprog`); the basis leaves at most about
+    one fractional value per control, which are rounded to the household count, and pairwise swaps (one placed
+    household for one left out) then lower the deviation while they can. Deterministic given ``rng``.
 
     Parameters
     ----------
@@ -296,10 +297,9 @@ def integerize_zone(weights: npt.ArrayLike, incidence: npt.ArrayLike, targets: n
 
     Source: the integerization step of PopulationSim (Paul, Doyle, Stabler, Freedman & Bettinardi 2018,
     "Multi-level population synthesis using entropy maximization-based simultaneous list balancing", TRB 97th
-    Annual Meeting), which solves a similar programme with CVXPY; here the LP basis leaves at most one
-    fractional value per control, so the integer step stays small.
+    Annual Meeting), which solves a similar programme with CVXPY.
     """
-    from scipy.optimize import Bounds, LinearConstraint, linprog, milp
+    from scipy.optimize import linprog
     from scipy.sparse import csc_matrix, hstack, identity
 
     w = np.asarray(weights, dtype=np.float64)
