@@ -135,10 +135,10 @@ class BalanceResult:
     weights : tuple of ndarray of float64, one per block, shape (n_households_in_block, n_zones_in_block)
         Balanced (fractional) weight of each seed household in each zone of its block.
     converged : bool
-        True when every balancing factor was within ``tolerance`` of 1 in the last sweep.
+        True when every relative gap (below) was under ``tolerance`` in the last sweep.
     iterations : int
         Sweeps over all controls.
-    max_gamma_deviation : float
+    max_relative_gap : float
         Largest relative gap ``|x - t'| / max(t', 1)`` between a weighted count and its (relaxed) control in the
         last sweep (0 when fitted exactly).
     relaxation : tuple of ndarray of float64, one per control, shape (n_groups,)
@@ -148,7 +148,7 @@ class BalanceResult:
     weights: tuple[npt.NDArray[np.float64], ...]
     converged: bool
     iterations: int
-    max_gamma_deviation: float
+    max_relative_gap: float
     relaxation: tuple[npt.NDArray[np.float64], ...]
 
 
@@ -300,7 +300,7 @@ def integerize_zone(weights: npt.ArrayLike, incidence: npt.ArrayLike, targets: n
     Annual Meeting), which solves a similar programme with CVXPY.
     """
     from scipy.optimize import linprog
-    from scipy.sparse import csc_matrix, hstack, identity
+    from scipy.sparse import csc_matrix, hstack, identity, vstack
 
     w = np.asarray(weights, dtype=np.float64)
     a = np.asarray(incidence, dtype=np.float64)
@@ -326,7 +326,7 @@ def integerize_zone(weights: npt.ArrayLike, incidence: npt.ArrayLike, targets: n
     # variables: y (pool, 0..1), s+ (controls), s- (controls); A y + s+ - s- = rhs, sum y = missing
     matrix = hstack([block, identity(n_controls), -identity(n_controls)], format="csc")
     count_row = csc_matrix(np.concatenate([np.ones(n), np.zeros(2 * n_controls)])[None, :])
-    full = hstack([matrix.T, count_row.T], format="csc").T.tocsc()
+    full = vstack([matrix, count_row], format="csc")
     rhs_full = np.concatenate([rhs, [missing]])
     bonus = 0.5 / max(missing, 1)
     cost = np.concatenate([-bonus * frac[pool] / max(frac[pool].max(), 1e-12), imp, imp])
@@ -338,14 +338,12 @@ def integerize_zone(weights: npt.ArrayLike, incidence: npt.ArrayLike, targets: n
         result[chosen] += 1
         return result
     y = lp.x[:n]
-    chosen = _round_to_count(y, missing)
-    chosen = _improve_by_swaps(chosen, a[pool], rhs, imp)
-    fixed = chosen
-    result[pool[fixed > 0.5]] += 1
+    chosen = _improve_by_swaps(_round_to_count(y, missing), a[pool], rhs, imp)
+    result[pool[chosen > 0.5]] += 1
     # guard: exactly `total` households whatever the solver returned
     short = total - int(result.sum())
     if short != 0:
-        candidates = pool[fixed <= 0.5] if short > 0 else pool[fixed > 0.5]
+        candidates = pool[chosen <= 0.5] if short > 0 else pool[chosen > 0.5]
         ranked = candidates[np.argsort(-frac[candidates] if short > 0 else frac[candidates], kind="stable")]
         result[ranked[:abs(short)]] += 1 if short > 0 else -1
     return result

@@ -82,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_setting_errors(exc: ValidationError) -> None:
+    """One line per bad setting: its name, what is allowed, what was given."""
+    for e in exc.errors():
+        print(f"error: setting {'.'.join(map(str, e['loc']))}: {e['msg']}, got {e.get('input')!r}", file=sys.stderr)
+
+
 def _progress(event: IterationEvent) -> str:
     return (f"iteration {event.iteration:4d}  mean TVD {event.mean_tvd:.4f}  max TVD {event.max_tvd:.4f}  "
             f"+{event.added:,} -{event.removed:,} persons  {event.population_total:,} persons in "
@@ -105,9 +111,7 @@ def command_run(args: argparse.Namespace) -> int:
     try:
         config = SynthesisConfig(**settings)
     except ValidationError as exc:
-        for e in exc.errors():
-            print(f"error: setting {'.'.join(map(str, e['loc']))}: {e['msg']}, got {e.get('input')!r}",
-                  file=sys.stderr)
+        _print_setting_errors(exc)
         return 2
     project = load_project(args.project)
     for warning in project.warnings:
@@ -166,9 +170,7 @@ def command_run_households(args: argparse.Namespace) -> int:
     try:
         config = HouseholdConfig(**settings)
     except ValidationError as exc:
-        for e in exc.errors():
-            print(f"error: setting {'.'.join(map(str, e['loc']))}: {e['msg']}, got {e.get('input')!r}",
-                  file=sys.stderr)
+        _print_setting_errors(exc)
         return 2
     started = time.perf_counter()
     project = load_populationsim(args.project, configs=args.configs, data=args.data)
@@ -214,9 +216,7 @@ def _llm_prior(args: argparse.Namespace, project, config: SynthesisConfig):
         settings = LLMSettings(base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
                                **{k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:
-        for e in exc.errors():
-            print(f"error: setting {'.'.join(map(str, e['loc']))}: {e['msg']}, got {e.get('input')!r}",
-                  file=sys.stderr)
+        _print_setting_errors(exc)
         return None
     return LLMPrior(project, settings, mode=config.mode)
 

@@ -26,8 +26,7 @@ def household_columns(project: HouseholdProject) -> list[str]:
     seed = project.seed
     wanted = [col for c in project.controls if c.unit == "households" for col in c.columns]
     wanted += [str(c) for c in (project.output.get("households") or {}).get("columns", []) or []]
-    present = [c for c in dict.fromkeys(wanted) if c in seed.households.columns and c not in project.geography.levels]
-    return present
+    return [c for c in dict.fromkeys(wanted) if c in seed.households.columns and c not in project.geography.levels]
 
 
 def person_columns(project: HouseholdProject) -> list[str]:
@@ -101,7 +100,7 @@ def household_report(project: HouseholdProject, result: HouseholdResult, config:
             "distinct_households": int(result.households["seed_row"].nunique()),
             "geographies": {level: len(project.geography.zones(level)) for level in project.geography.levels},
             "balance": {"converged": result.balance.converged, "sweeps": result.balance.iterations,
-                        "max_relative_gap": result.balance.max_gamma_deviation},
+                        "max_relative_gap": result.balance.max_relative_gap},
             "seconds": round(seconds, 3), "stage_seconds": result.seconds,
             "worst_pct_rmse": round(float(result.fit["pct_rmse"].max()), 4) if len(result.fit) else 0.0,
             "controls": controls, "warnings": list(project.warnings), "settings": config.model_dump()}

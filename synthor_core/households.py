@@ -159,9 +159,7 @@ def synthesize_households(project: HouseholdProject, config: HouseholdConfig) ->
     for s in range(len(geography.zones(seed.seed_level))):
         rows = np.flatnonzero((seed_zone_of_household == s) & (weight > 0))
         zones = np.flatnonzero((seed_zone_of_zone == s) & (per_zone > 0))
-        if not zones.size:
-            continue
-        if not rows.size:
+        if not zones.size or not rows.size:
             continue  # reported through the fit: the zones of a seed zone without sample households stay empty
         signatures, group_of_row = np.unique(incidence[rows], axis=0, return_inverse=True)
         group_weight = np.bincount(group_of_row.reshape(-1), weights=weight[rows], minlength=len(signatures))
@@ -177,7 +175,7 @@ def synthesize_households(project: HouseholdProject, config: HouseholdConfig) ->
     balance_seconds = time.perf_counter() - started
     yield HouseholdEvent("balance", balance.iterations, config.max_sweeps, balance_seconds,
                          f"balanced {sum(z.size for z in block_zones):,} zones in {balance.iterations} sweeps "
-                         f"(largest relative gap to a control: {balance.max_gamma_deviation:.2e})")
+                         f"(largest relative gap to a control: {balance.max_relative_gap:.2e})")
 
     started = time.perf_counter()
     lowest = geography.lowest
@@ -224,7 +222,7 @@ def synthesize_households(project: HouseholdProject, config: HouseholdConfig) ->
         {"zone": np.zeros(0, np.int64), "seed_row": np.zeros(0, np.int64), "count": np.zeros(0, np.int64)})
     households = households.sort_values(["zone", "seed_row"], kind="stable").reset_index(drop=True)
     fit, synthetic = measure_controls(project, households)
-    light = BalanceResult((), balance.converged, balance.iterations, balance.max_gamma_deviation, balance.relaxation)
+    light = BalanceResult((), balance.converged, balance.iterations, balance.max_relative_gap, balance.relaxation)
     yield HouseholdResult(households, fit, synthetic, light,
                           {"balance": round(balance_seconds, 3), "integerize": round(integerize_seconds, 3)})
 

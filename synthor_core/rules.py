@@ -163,6 +163,22 @@ def _reduce(combine, arrays):
     return np.asarray(out, dtype=bool)
 
 
+def _parse_condition(text: object, owner: str, what: str) -> ast.Expression:
+    """Parse a condition into an ``ast`` expression; empty, too long or invalid text raises :class:`RuleError`.
+
+    ``owner`` names it in messages (``rule "married child"``, ``control "hh_size_1"``); ``what`` is the word for
+    the text (``condition``, ``expression``).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise RuleError(f"{owner}: the {what} is empty")
+    if len(text) > MAX_CONDITION_LENGTH:
+        raise RuleError(f"{owner}: the {what} is longer than {MAX_CONDITION_LENGTH} characters")
+    try:
+        return ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise RuleError(f"{owner}: not a valid {what} ({exc.msg} at character {exc.offset})") from None
+
+
 def compile_rule(name: str, condition: str, schema: Schema) -> Rule:
     """Parse and check one condition; returns a :class:`Rule`.
 
@@ -171,14 +187,7 @@ def compile_rule(name: str, condition: str, schema: Schema) -> Rule:
     RuleError
         On a syntax error or anything outside the rule language, naming the rule.
     """
-    if not isinstance(condition, str) or not condition.strip():
-        raise RuleError(f'rule "{name}": the condition is empty')
-    if len(condition) > MAX_CONDITION_LENGTH:
-        raise RuleError(f'rule "{name}": the condition is longer than {MAX_CONDITION_LENGTH} characters')
-    try:
-        tree = ast.parse(condition.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise RuleError(f'rule "{name}": not a valid condition ({exc.msg} at character {exc.offset})') from None
+    tree = _parse_condition(condition, f'rule "{name}"', "condition")
     compiler = _Compiler(schema, name)
     violates = compiler.compile(tree.body)
     return Rule(name, condition, tuple(compiler.used), violates)
@@ -374,14 +383,7 @@ def compile_seed_expression(expression: str, table: str, columns, control: str) 
     RuleError
         Naming the control and the construct outside the whitelist, or the missing column.
     """
-    if not isinstance(expression, str) or not expression.strip():
-        raise RuleError(f'control "{control}": the expression is empty')
-    if len(expression) > MAX_CONDITION_LENGTH:
-        raise RuleError(f'control "{control}": the expression is longer than {MAX_CONDITION_LENGTH} characters')
-    try:
-        tree = ast.parse(expression.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise RuleError(f'control "{control}": not a valid expression ({exc.msg} at character {exc.offset})') from None
+    tree = _parse_condition(expression, f'control "{control}"', "expression")
     compiler = _SeedExpression(table, columns, control)
     test = compiler.compile(tree.body)
     return SeedCondition(expression, tuple(compiler.used), test)

@@ -14,6 +14,7 @@ from synthor_core.errors import TargetValidationError
 from synthor_core.geography import build_geography
 from synthor_core.populationsim import load_populationsim
 from synthor_core.rules import RuleError, compile_seed_expression
+from synthor_core.units import derive_from_members
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "populationsim"
 EXAMPLE_TEST = EXAMPLES / "example_test"
@@ -28,14 +29,16 @@ def _copy(tmp_path: Path) -> Path:
     return target
 
 
-def _edit(path: Path, old: str, new: str) -> None:
+def _problems_after_edit(tmp_path: Path, file: str, old: str, new: str) -> list[str]:
+    """Copy example_test, replace ``old`` by ``new`` once in ``file``, load it: the problems it raises, as text."""
+    root = _copy(tmp_path)
+    path = root / file
     text = path.read_text(encoding="utf-8")
-    assert old in text, f"{old!r} not in {path.name}"
+    assert old in text, f"{old!r} not in {file}"
     path.write_text(text.replace(old, new, 1), encoding="utf-8")
-
-
-def _messages(exc_info) -> list[str]:
-    return [str(p) for p in exc_info.value.problems]
+    with pytest.raises(TargetValidationError) as info:
+        load_populationsim(root)
+    return [str(p) for p in info.value.problems]
 
 
 @needs_examples
@@ -59,63 +62,47 @@ def test_example_test_reads_with_every_geography_level(configs, data, levels, zo
 
 @needs_examples
 def test_a_control_zone_missing_from_the_crosswalk_is_named(tmp_path):
-    root = _copy(tmp_path)
-    _edit(root / "data" / "taz_controls.csv", "\n101,1,600,1,", "\n999,1,600,1,")
-    with pytest.raises(TargetValidationError) as info:
-        load_populationsim(root)
-    assert 'data/taz_controls.csv row 3, column "TAZ": the TAZ zone 999 is not in the crosswalk' in _messages(info)
+    problems = _problems_after_edit(tmp_path, "data/taz_controls.csv", "\n101,1,600,1,", "\n999,1,600,1,")
+    assert 'data/taz_controls.csv row 3, column "TAZ": the TAZ zone 999 is not in the crosswalk' in problems
 
 
 @needs_examples
 def test_a_crosswalk_zone_with_two_parents_is_named(tmp_path):
-    root = _copy(tmp_path)
-    _edit(root / "data" / "geo_cross_walk.csv", "\n102,1,600,1", "\n102,1,601,1")
-    with pytest.raises(TargetValidationError) as info:
-        load_populationsim(root)
+    problems = _problems_after_edit(tmp_path, "data/geo_cross_walk.csv", "\n102,1,600,1", "\n102,1,601,1")
     assert any(re.fullmatch(r'data/geo_cross_walk\.csv row 4, column "PUMA": the TRACT zone 1 has two parents at '
-                            r"PUMA: 600 and 601 .*", m) for m in _messages(info)), _messages(info)
+                            r"PUMA: 600 and 601 .*", m) for m in problems), problems
 
 
 @needs_examples
 def test_a_person_whose_household_is_not_in_the_sample_is_named(tmp_path):
-    root = _copy(tmp_path)
-    _edit(root / "data" / "seed_persons.csv", "\n2,1,600,", "\n77777,1,600,")
-    with pytest.raises(TargetValidationError) as info:
-        load_populationsim(root)
+    problems = _problems_after_edit(tmp_path, "data/seed_persons.csv", "\n2,1,600,", "\n77777,1,600,")
     assert ('data/seed_persons.csv row 3, column "hh_id": the person\'s household 77777 is not in the seed '
-            "households") in _messages(info)
+            "households") in problems
 
 
 @needs_examples
 def test_a_control_expression_outside_the_whitelist_is_named(tmp_path):
-    root = _copy(tmp_path)
-    _edit(root / "configs" / "controls.csv", "households.NP == 1", "__import__('os').system('true') == 1")
-    with pytest.raises(TargetValidationError) as info:
-        load_populationsim(root)
+    problems = _problems_after_edit(tmp_path, "configs/controls.csv", "households.NP == 1",
+                                    "__import__('os').system('true') == 1")
     assert ('configs/controls.csv row 3, column "expression": control "hh_size_1": a function call is not allowed '
             "(use households.COLUMN, comparisons, &, |, ~, numbers, np.inf, .isin([...]), .isna(), .between(a, b))"
-            ) in _messages(info)
+            ) in problems
 
 
 @needs_examples
 def test_a_control_column_missing_from_its_table_is_named(tmp_path):
-    root = _copy(tmp_path)
-    _edit(root / "configs" / "controls.csv", ",HHSIZE2,", ",HHSIZE9,")
-    with pytest.raises(TargetValidationError) as info:
-        load_populationsim(root)
-    message = next(m for m in _messages(info) if "HHSIZE9" in m)
+    problems = _problems_after_edit(tmp_path, "configs/controls.csv", ",HHSIZE2,", ",HHSIZE9,")
+    message = next(m for m in problems if "HHSIZE9" in m)
     assert message.startswith("configs/controls.csv row 4, column \"control_field\": the control column 'HHSIZE9' "
                               "is not in data/taz_controls.csv")
 
 
 @needs_examples
 def test_a_table_file_outside_the_project_is_refused(tmp_path):
-    root = _copy(tmp_path)
     (tmp_path / "secret.csv").write_text("TAZ,HHBASE\n100,1\n", encoding="utf-8")
-    _edit(root / "configs" / "settings.yaml", "filename : taz_controls.csv", "filename : ../../secret.csv")
-    with pytest.raises(TargetValidationError) as info:
-        load_populationsim(root)
-    assert any("the file '../../secret.csv' lies outside the folder data/" in m for m in _messages(info))
+    problems = _problems_after_edit(tmp_path, "configs/settings.yaml", "filename : taz_controls.csv",
+                                    "filename : ../../secret.csv")
+    assert any("the file '../../secret.csv' lies outside the folder data/" in m for m in problems)
 
 
 def test_geography_with_a_duplicated_lowest_zone_and_an_empty_id():
@@ -152,3 +139,17 @@ def test_seed_expressions_in_pandas_dialect(expression, expected):
 def test_seed_expressions_outside_the_whitelist(expression, message):
     with pytest.raises(RuleError, match=re.escape(message)):
         compile_seed_expression(expression, "households", ["NP", "AGEHOH"], "c")
+
+
+@needs_examples
+def test_household_variables_derived_from_members_agree_with_the_calm_seed():
+    """Size, workers and the head's age computed from the members equal PUMS's own NP, NWESR and AGEHOH."""
+    project = load_populationsim(EXAMPLES / "example_calm")
+    households, persons = project.seed.households, project.seed.persons
+    n = len(households)
+    np.testing.assert_array_equal(derive_from_members(persons, n, how="size"), households["NP"])
+    head_age = derive_from_members(persons, n, how="first", column="AGEP", order="per_num")
+    np.testing.assert_array_equal(head_age, households["AGEHOH"].astype(float))
+    workers = derive_from_members(persons, n, how="count",
+                                  condition=lambda p: p["ESR"].isin([1, 2, 4, 5]).to_numpy())
+    np.testing.assert_array_equal(workers, households["NWESR"])  # employed: ESR 1, 2 (civilian), 4, 5 (armed forces)
