@@ -44,3 +44,11 @@ INTEGERIZE_MAX_IMPORTANCE = 1e4  # importances are scaled so the smallest is 1 a
 INTEGERIZE_MAX_SWAPS = 200  # swaps of one placed household for another that lower the zone's deviation
 INTEGERIZE_SWAP_SHORTLIST = 12  # best single removals and additions whose pairs are tried per swap
 PCT_RMSE_WORST_ZONES = 5  # zones listed per control in the report (largest absolute difference first)
+# --- households: the maxent prior's candidate households (priors/households.py) ---------------
+HOUSEHOLD_MAXENT_POOL = 2000  # candidate households per seed zone
+HOUSEHOLD_MAXENT_MAX_CELLS = 2_000_000  # cells of the household joint at most
+HOUSEHOLD_MAX_SIZE = 20  # members of a candidate household at most
+HOUSEHOLD_WIDE_BIN = 4.0  # a category this many times wider than its neighbour gets a tail, not a uniform
+HOUSEHOLD_TAIL_CAP = 4.0  # a tail is truncated at this many of its means above the category's floor
+HOUSEHOLD_MAX_ENUMERATED = 100_000  # whole numbers of a category listed one by one (more: assumed contiguous)
+HOUSEHOLD_CONCENTRATED_SHARE = 0.05  # candidates per person category whose members all fall in it, per pool

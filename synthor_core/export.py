@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .households import HouseholdConfig, HouseholdResult, worst_zones
+from .households import HouseholdConfig, HouseholdResult, member_consistency, realism_tables, worst_zones
+from .rules import compile_seed_expression
 from .units import HouseholdProject
 
 HOUSEHOLD_ID = "household_id"
@@ -34,18 +35,22 @@ def person_columns(project: HouseholdProject) -> list[str]:
     seed = project.seed
     wanted = [col for c in project.controls if c.unit == "persons" for col in c.columns]
     wanted += [str(c) for c in (project.output.get("persons") or {}).get("columns", []) or []]
+    wanted += [d.source for d in project.derived if d.source]  # the members' columns derived ones come from
+    wanted += [col for d in project.derived if d.expression
+               for col in compile_seed_expression(d.expression, "persons", seed.persons.columns, d.column).columns]
     skip = {PERSON_NUMBER, seed.household_id, "_household", *project.geography.levels}
     return [c for c in dict.fromkeys(wanted) if c in seed.persons.columns and c not in skip]
 
 
-def expand_households(project: HouseholdProject, result: HouseholdResult) -> tuple[pd.DataFrame, pd.DataFrame]:
+def expand_households(project: HouseholdProject, result: HouseholdResult, prior: str = "seed") -> tuple[
+        pd.DataFrame, pd.DataFrame]:
     """One row per synthetic household and one per synthetic person.
 
     Returns
     -------
     (households, persons)
         ``households``: ``household_id`` (int64 from 1), one column per geography level (zone ids), the seed
-        household id as ``seed_<id column>``, then :func:`household_columns`. ``persons``: ``household_id``,
+        household id as ``seed_<id column>`` (``maxent_<id column>`` for the maxent prior's candidates), then :func:`household_columns`. ``persons``: ``household_id``,
         ``per_num`` (int64 from 1 within the household), then :func:`person_columns`. Ordered by zone, then seed
         household, so the same inputs and seed give the same rows.
     """
@@ -57,7 +62,7 @@ def expand_households(project: HouseholdProject, result: HouseholdResult) -> tup
     households = pd.DataFrame({HOUSEHOLD_ID: np.arange(1, n + 1, dtype=np.int64)})
     for level in geography.levels:
         households[level] = geography.crosswalk[level].to_numpy()[zones]
-    households[f"seed_{seed.household_id}"] = seed.households[seed.household_id].to_numpy()[seed_rows]
+    households[f"{prior}_{seed.household_id}"] = seed.households[seed.household_id].to_numpy()[seed_rows]
     for column in household_columns(project):
         households[column] = seed.households[column].to_numpy()[seed_rows]
     members = seed.members_per_household()
@@ -86,8 +91,11 @@ def write_atomic(path: Path, write) -> None:
 
 
 def household_report(project: HouseholdProject, result: HouseholdResult, config: HouseholdConfig,
-                     n_persons: int, seconds: float) -> dict[str, Any]:
-    """``report.json`` of a household run: per control its level, totals, %RMSE over zones, errors, worst zones."""
+                     n_persons: int, seconds: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``report.json`` of a household run: per control its level, totals, %RMSE over zones, errors, worst zones.
+
+    ``extra`` (the prior's notes, realism tables, member consistency) is added as it is.
+    """
     controls = []
     for row in result.fit.itertuples(index=False):
         controls.append({"control": row.control, "level": row.level, "unit": row.unit,
@@ -103,7 +111,8 @@ def household_report(project: HouseholdProject, result: HouseholdResult, config:
                         "max_relative_gap": result.balance.max_relative_gap},
             "seconds": round(seconds, 3), "stage_seconds": result.seconds,
             "worst_pct_rmse": round(float(result.fit["pct_rmse"].max()), 4) if len(result.fit) else 0.0,
-            "controls": controls, "warnings": list(project.warnings), "settings": config.model_dump()}
+            "controls": controls, "warnings": list(project.warnings), "settings": config.model_dump(),
+            **(extra or {})}
 
 
 def summary_tables(project: HouseholdProject, result: HouseholdResult) -> dict[str, pd.DataFrame]:
@@ -124,12 +133,23 @@ def summary_tables(project: HouseholdProject, result: HouseholdResult) -> dict[s
 
 
 def write_household_outputs(project: HouseholdProject, result: HouseholdResult, config: HouseholdConfig,
-                            out: Path, seconds: float) -> dict[str, Any]:
+                            out: Path, seconds: float, reference: HouseholdProject | None = None,
+                            prior_notes: dict | None = None) -> dict[str, Any]:
     """Write ``households.csv``, ``persons.csv``, ``report.json`` (and PopulationSim's files for its projects).
+
+    Parameters
+    ----------
+    project : HouseholdProject
+        The project the households were placed from (its seed holds the prior's candidates).
+    reference : HouseholdProject, optional
+        The project with its real seed sample: the report then gains ``realism`` (TVD of the tables no control
+        fixes, :func:`synthor_core.households.realism_tables`).
+    prior_notes : dict, optional
+        What the prior says about its candidates (``candidate_households``), reported under ``prior_notes``.
 
     Returns the report (as written).
     """
-    households, persons = expand_households(project, result)
+    households, persons = expand_households(project, result, config.prior)
     write_atomic(out / "households.csv", lambda p: households.to_csv(p, index=False))
     write_atomic(out / "persons.csv", lambda p: persons.to_csv(p, index=False))
     if project.source == "populationsim":
@@ -147,6 +167,12 @@ def write_household_outputs(project: HouseholdProject, result: HouseholdResult, 
         write_atomic(out / p_file, lambda p: synthetic_p.to_csv(p, index=False))
         for level, table in summary_tables(project, result).items():
             write_atomic(out / f"summary_{level}.csv", lambda p, t=table: t.to_csv(p, index=False))
-    report = household_report(project, result, config, len(persons), seconds)
+    extra: dict[str, Any] = {"prior_notes": prior_notes or {},
+                             "member_consistency": member_consistency(project, households, persons)}
+    if reference is not None and len(reference.seed.households):
+        realism = realism_tables(reference, project, result)
+        extra["realism"] = {"mean_tvd": round(float(realism["tvd"].mean()), 4) if len(realism) else 0.0,
+                            "tables": [{**r, "tvd": round(float(r["tvd"]), 4)} for r in realism.to_dict("records")]}
+    report = household_report(project, result, config, len(persons), seconds, extra)
     write_atomic(out / "report.json", lambda p: Path(p).write_text(json.dumps(report, indent=2), encoding="utf-8"))
     return report

@@ -25,7 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import defaults
 from .calibrate import BalanceResult, balance_zones, integerize_zone
-from .units import HouseholdProject
+from .priors.households import maxent_households
+from .rules import compile_seed_expression
+from .units import HOUSEHOLDS, PERSONS, HouseholdProject, SeedSample, derive_from_members
 
 
 class HouseholdConfig(BaseModel):
@@ -35,8 +37,9 @@ class HouseholdConfig(BaseModel):
     ----------
     seed : int
         Seed of the run's only random generator; same inputs and seed give the same households.
-    prior : {"seed"}
-        Where household profiles come from (the seed sample).
+    prior : {"seed", "maxent"}
+        Where candidate households come from: the seed sample's, or ``maxent`` built from the controls alone
+        (:func:`synthor_core.priors.households.maxent_households`).
     max_sweeps : int
         Balancing sweeps at most.
     tolerance : float
@@ -45,7 +48,7 @@ class HouseholdConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     seed: int = Field(0, ge=0)
-    prior: Literal["seed"] = "seed"
+    prior: Literal["seed", "maxent"] = "seed"
     max_sweeps: int = Field(defaults.BALANCE_MAX_SWEEPS, gt=0, le=100_000)
     tolerance: float = Field(defaults.BALANCE_TOLERANCE, gt=0, lt=1)
 
@@ -306,3 +309,118 @@ def worst_zones(project: HouseholdProject, result: HouseholdResult, control: str
 def _plain(value):
     """A zone id as a JSON-friendly Python value."""
     return value.item() if hasattr(value, "item") else value
+
+
+def candidate_households(project: HouseholdProject, config: HouseholdConfig) -> tuple[HouseholdProject, dict]:
+    """The project whose seed holds the prior's candidate households, and notes on them for the report.
+
+    ``seed``: the project as it is. ``maxent``: candidates built from the controls alone (no sample record used),
+    drawn with a generator derived from the run seed (so the same seed gives the same candidates).
+    """
+    if config.prior == "seed":
+        return project, {"candidates": int(len(project.seed.households)),
+                         "candidate_persons": int(len(project.seed.persons))}
+    rng = np.random.default_rng([config.seed, 1])
+    return maxent_households(project, rng)
+
+
+def _groups(project: HouseholdProject, unit: str) -> dict[str, list[int]]:
+    """Controls of one unit grouped by the one column they read (the total control left out)."""
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(project.controls):
+        if c.unit == unit and len(c.columns) == 1 and c.name != project.total_control:
+            groups.setdefault(c.columns[0], []).append(i)
+    return groups
+
+
+def _categories(project: HouseholdProject, frame: pd.DataFrame, unit: str, group: list[int]) -> np.ndarray:
+    """Category of every row: the first control of the group it meets, or len(group) when none."""
+    masks = np.column_stack([compile_seed_expression(project.controls[i].expression, unit, frame.columns,
+                                                     project.controls[i].name)(frame) for i in group])
+    return np.where(masks.any(axis=1), masks.argmax(axis=1), len(group))
+
+
+def realism_tables(reference: HouseholdProject, candidates: HouseholdProject, result: HouseholdResult,
+                   max_way: int = 3) -> pd.DataFrame:
+    """How far the synthetic households are from the reference sample on tables no control fixes.
+
+    Every pair and triple of household control groups (a group: the controls on one column, e.g. the four
+    household sizes), and every pair of person control groups, tabulated over the groups' categories; the
+    reference is the seed sample weighted by its weights, the synthetic side the placed households (persons
+    weighted by their household's count). Controls fix each group's one-way margin per zone, never these joints.
+
+    Parameters
+    ----------
+    reference : HouseholdProject
+        Its seed sample is the reference.
+    candidates : HouseholdProject
+        The project the households were placed from (``candidate_households``).
+    result : HouseholdResult
+
+    Returns
+    -------
+    DataFrame
+        One row per table: ``unit``, ``table`` ("NP x NWESR"), ``cells``, ``tvd`` (total variation distance of
+        the shares, 0-1).
+    """
+    from itertools import combinations
+
+    counts = np.bincount(result.households["seed_row"].to_numpy(), weights=result.households["count"].to_numpy(
+        dtype=np.float64), minlength=len(candidates.seed.households))
+    rows = []
+    for unit in (HOUSEHOLDS, PERSONS):
+        groups = _groups(reference, unit)
+        sides = []
+        for project, weight in ((reference, reference.seed.households[reference.seed.weight].to_numpy(
+                dtype=np.float64)), (candidates, counts)):
+            frame = project.seed.households if unit == HOUSEHOLDS else project.seed.persons
+            w = weight if unit == HOUSEHOLDS else weight[project.seed.persons["_household"].to_numpy()]
+            sides.append(({col: _categories(project, frame, unit, g) for col, g in groups.items()}, w))
+        ways = range(2, max_way + 1) if unit == HOUSEHOLDS else [2]
+        for way in ways:
+            for combo in combinations(groups, way):
+                sizes = [len(groups[c]) + 1 for c in combo]
+                shares = []
+                for cats, w in sides:
+                    cell = np.ravel_multi_index([cats[c] for c in combo], sizes)
+                    table = np.bincount(cell, weights=w, minlength=int(np.prod(sizes)))
+                    shares.append(table / table.sum() if table.sum() > 0 else table)
+                rows.append({"unit": unit, "table": " x ".join(combo), "cells": int(np.prod(sizes)),
+                             "tvd": float(0.5 * np.abs(shares[0] - shares[1]).sum())})
+    return pd.DataFrame(rows, columns=["unit", "table", "cells", "tvd"])
+
+
+def member_consistency(project: HouseholdProject, households: pd.DataFrame, persons: pd.DataFrame,
+                       household_id: str = "household_id", person_number: str = "per_num") -> dict[str, float]:
+    """Share of output households whose derived columns equal what their members give (DESIGN §8).
+
+    Parameters
+    ----------
+    project : HouseholdProject
+        Its ``derived`` (or, when empty, nothing is checked but the members' presence).
+    households, persons : DataFrame
+        As written to ``households.csv`` / ``persons.csv`` (one row per household / person).
+
+    Returns
+    -------
+    dict
+        Per derived column the share (0-1) of households that agree; ``with_members``: share with at least one
+        member.
+    """
+    position = pd.Series(np.arange(len(households)), index=households[household_id].to_numpy())
+    members = persons.assign(_household=position.reindex(persons[household_id].to_numpy()).to_numpy())
+    members = members[members["_household"].notna()].astype({"_household": np.int64})
+    n = len(households)
+    out = {"with_members": float((np.bincount(members["_household"], minlength=n) > 0).mean()) if n else 1.0}
+    for d in project.derived:
+        if d.column not in households.columns or (d.source and d.source not in persons.columns):
+            continue
+        condition = (compile_seed_expression(d.expression, PERSONS, members.columns, d.column)
+                     if d.how == "count" else None)
+        if condition is not None and not set(condition.columns) <= set(members.columns):
+            continue
+        derived = derive_from_members(members, n, how=d.how, condition=condition, column=d.source,
+                                      order=person_number)
+        given = households[d.column].to_numpy(dtype=np.float64)
+        out[d.column] = float(np.mean((derived == given) | (np.isnan(derived) & np.isnan(given)))) if n else 1.0
+    return out

@@ -22,7 +22,7 @@ import pandas as pd
 from .errors import Problem, TargetValidationError
 from .geography import Geography, build_geography, shown_value
 from .rules import RuleError, compile_seed_expression
-from .units import HOUSEHOLDS, PERSONS, Control, HouseholdProject, SeedSample
+from .units import HOUSEHOLDS, PERSONS, Control, HouseholdProject, SeedSample, infer_derivations
 
 SETTINGS_FILE = "settings.yaml"
 MAX_SETTINGS_BYTES = 1_000_000  # a settings.yaml larger than this is refused
@@ -213,7 +213,8 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
                             total_control=reserved["total_hh_control"],
                             max_expansion_factor=float(factor) if isinstance(factor, (int, float)) else None,
                             output=output if isinstance(output, dict) else {}, source="populationsim",
-                            warnings=warnings)
+                            warnings=warnings, derived=tuple(infer_derivations(seed, dict.fromkeys(
+                                col for c in controls if c.unit == HOUSEHOLDS for col in c.columns))))
 
 
 def _seed_sample(tables, reserved, seed_level, geography: Geography) -> tuple[SeedSample | None, list[Problem]]:

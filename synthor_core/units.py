@@ -97,6 +97,29 @@ class Control:
 
 
 @dataclass(frozen=True)
+class Derivation:
+    """A household column computed from its members (DESIGN §8), as :func:`derive_from_members` computes it.
+
+    Attributes
+    ----------
+    column : str
+        The household column (``NP``, ``NWESR``, ``AGEHOH``).
+    how : {"size", "count", "first"}
+        ``size``: number of members; ``count``: members meeting ``expression``; ``first``: the value of the
+        person column ``source`` of the member numbered first (the head).
+    expression : str or None
+        For ``count``: a condition over persons in the control dialect (``persons.ESR.isin([1, 2, 4, 5])``).
+    source : str or None
+        For ``first``: the person column (``AGEP``).
+    """
+
+    column: str
+    how: Literal["size", "count", "first"]
+    expression: str | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True)
 class HouseholdProject:
     """Everything a household synthesis needs: zones, controls per zone, and (optionally) a seed sample.
 
@@ -116,6 +139,9 @@ class HouseholdProject:
         PopulationSim's ``output_synthetic_population`` (file names and columns), empty for other projects.
     source : {"populationsim", "synthor"}
     warnings : list of str
+    derived : tuple of Derivation
+        Household columns computed from the members, when the project declares them (a Synthor project's
+        ``[[derived]]``); empty otherwise (then :func:`infer_derivations` finds them in the seed).
     """
 
     name: str
@@ -127,6 +153,7 @@ class HouseholdProject:
     output: dict = field(default_factory=dict)
     source: Literal["populationsim", "synthor"] = "synthor"
     warnings: list[str] = field(default_factory=list)
+    derived: tuple[Derivation, ...] = ()
 
     @property
     def total(self) -> Control:
@@ -177,3 +204,76 @@ def derive_from_members(persons: pd.DataFrame, n_households: int, household: str
         persons[column]) else "object")
     out.iloc[first[household].to_numpy()] = first[column].to_numpy()
     return out.to_numpy()
+
+
+def _value_text(value) -> str:
+    """A person value as written in a control expression (integral floats as integers)."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return repr(value.item() if hasattr(value, "item") else value)
+
+
+def infer_derivations(seed: SeedSample, columns, max_values: int = 40) -> list[Derivation]:
+    """Find which household columns are computed from the members, by checking every sample household.
+
+    A column is ``size`` when it equals the number of members of every household; ``first`` when it equals a
+    person column of the member numbered first (``person_number``); ``count`` when it equals the number of
+    members whose value of one person column (at most ``max_values`` distinct values) lies in a set. A household
+    column that matches none of these on every household is not derived. Only the formula is learned here; no
+    record is copied.
+
+    Parameters
+    ----------
+    seed : SeedSample
+    columns : iterable of str
+        Household columns to examine (those the controls read); missing or non-numeric ones are skipped.
+    max_values : int
+        Person columns with more distinct values are not tried for ``count``.
+
+    Returns
+    -------
+    list of Derivation, in the order of ``columns``.
+    """
+    households, persons = seed.households, seed.persons
+    n = len(households)
+    if n == 0 or persons.empty:
+        return []
+    rows = persons["_household"].to_numpy()
+    size = np.bincount(rows, minlength=n)
+    skip = {seed.household_id, "_household", seed.person_number, seed.seed_level, seed.weight}
+    person_columns = [c for c in persons.columns if c not in skip and pd.api.types.is_numeric_dtype(persons[c])]
+    first_rows = persons.drop_duplicates("_household")  # persons are sorted by household then person number
+    first = {c: pd.Series(np.nan, index=range(n)) for c in person_columns}
+    for c in person_columns:
+        first[c].iloc[first_rows["_household"].to_numpy()] = first_rows[c].to_numpy(dtype=np.float64)
+    indicator = {}
+    for c in person_columns:
+        values = persons[c].to_numpy(dtype=np.float64)
+        distinct = np.unique(values[~np.isnan(values)])
+        if 0 < distinct.size <= max_values:
+            indicator[c] = (distinct, np.column_stack(
+                [np.bincount(rows, weights=(values == v).astype(np.float64), minlength=n) for v in distinct]))
+    found = []
+    for column in columns:
+        if column not in households.columns or column in skip or not pd.api.types.is_numeric_dtype(
+                households[column]):
+            continue
+        target = households[column].to_numpy(dtype=np.float64)
+        if np.array_equal(target, size):
+            found.append(Derivation(column, "size"))
+            continue
+        match = next((c for c in person_columns if np.array_equal(first[c].to_numpy(), target, equal_nan=True)), None)
+        if match is not None:
+            found.append(Derivation(column, "first", source=match))
+            continue
+        if np.isnan(target).any():
+            continue
+        for c, (distinct, counts) in indicator.items():
+            x, *_ = np.linalg.lstsq(counts, target, rcond=None)
+            chosen = np.rint(x) == 1
+            if not chosen.any() or chosen.all() or not np.array_equal(counts[:, chosen].sum(axis=1), target):
+                continue
+            values = ", ".join(_value_text(v) for v in distinct[chosen])
+            found.append(Derivation(column, "count", expression=f"persons.{c}.isin([{values}])"))
+            break
+    return found

@@ -1,0 +1,104 @@
+"""The maxent prior for households without a sample record (issue #9): categories, masses, derivations."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthor_core.errors import TargetValidationError
+from synthor_core.households import HouseholdConfig, HouseholdResult, candidate_households, synthesize_households
+from synthor_core.populationsim import load_populationsim
+from synthor_core.priors.households import _category_masses, _draw_in, column_categories
+from synthor_core.units import Derivation, infer_derivations
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "populationsim"
+needs_examples = pytest.mark.skipif(not (EXAMPLES / "example_calm").is_dir(),
+                                    reason="shared/data/populationsim not present")
+
+SIZES = ["households.NP == 1", "households.NP == 2", "households.NP == 3", "households.NP >= 4"]
+
+
+def test_household_sizes_cut_into_one_category_per_control_and_one_for_the_rest():
+    categories = column_categories("NP", "households", SIZES, integer=True)
+    counted = [c for c in categories if any(c.signature)]
+    assert [(c.low, c.high) for c in counted] == [(1, 1), (2, 2), (3, 3), (4, np.inf)]
+    assert [c.signature.index(True) for c in counted] == [0, 1, 2, 3]
+    rest = [c for c in categories if not any(c.signature)]
+    assert len(rest) == 1 and rest[0].contains(0) and not rest[0].contains(1) and not rest[0].contains(4)
+
+
+def test_a_set_of_codes_is_one_category_and_draws_never_leave_it():
+    # workers: ESR 1, 2 or 4 (3 = unemployed sits between them and must never be drawn as a worker)
+    categories = column_categories("ESR", "persons", ["persons.ESR.isin([1, 2, 4])"], integer=True)
+    worker = next(k for k, c in enumerate(categories) if c.signature == (True,))
+    draws = _draw_in(categories, np.full(5000, worker), np.random.default_rng(0))
+    assert set(np.unique(draws)) == {1.0, 2.0, 4.0}
+    other = next(k for k, c in enumerate(categories) if c.signature == (False,))
+    assert set(np.unique(_draw_in(categories, np.full(10, other), np.random.default_rng(0)))) == {0.0}
+
+
+def test_an_open_top_bin_gets_a_decaying_tail_and_a_wide_bottom_bin_a_neighbour_wide_range():
+    incomes = ["(households.I > -999999999) & (households.I <= 20000)", "(households.I > 20000) & (households.I <= 40000)",
+               "(households.I > 40000) & (households.I <= 999999999)"]
+    categories = column_categories("I", "households", incomes, integer=False)
+    counted = [k for k, c in enumerate(categories) if any(c.signature)]
+    rng = np.random.default_rng(3)
+    bottom = _draw_in(categories, np.full(20000, counted[0]), rng)
+    top = _draw_in(categories, np.full(20000, counted[2]), rng)
+    assert bottom.min() >= 0 and bottom.max() <= 20000  # 20,000 wide, as the bin above it
+    assert top.min() > 40000 and top.max() <= 40000 + 4 * 20000  # truncated exponential, mean 20,000 above
+    assert 55000 < top.mean() < 60000  # truncated at 4 means: 40,000 + 20,000 x (1 - 5 e^-4)/(1 - e^-4) = 58,509
+
+
+def test_category_masses_meet_partitioning_controls_and_leave_the_rest_to_the_other_category():
+    categories = column_categories("NP", "households", SIZES, integer=True)
+    totals = np.array([30.0, 40.0, 20.0, 5.0])
+    mass = _category_masses(categories, totals, 100.0)
+    counted = {c.signature.index(True): m for c, m in zip(categories, mass) if any(c.signature)}
+    np.testing.assert_allclose([counted[i] for i in range(4)], totals)
+    np.testing.assert_allclose(mass.sum(), 100.0)
+
+
+@needs_examples
+def test_derivations_of_calm_are_found_in_its_sample():
+    project = load_populationsim(EXAMPLES / "example_calm")
+    assert project.derived == (Derivation("NP", "size"), Derivation("AGEHOH", "first", source="AGEP"),
+                               Derivation("NWESR", "count", expression="persons.ESR.isin([1, 2, 4])"))
+    # example_test's persons were made up: its NP is not the number of listed members
+    assert infer_derivations(load_populationsim(EXAMPLES / "example_test").seed, ["NP", "HTYPE"]) == []
+
+
+@needs_examples
+def test_maxent_candidates_agree_with_their_members_and_copy_no_sample_value():
+    project = load_populationsim(EXAMPLES / "example_calm")
+    candidates, notes = candidate_households(project, HouseholdConfig(seed=2, prior="maxent"))
+    hh, persons = candidates.seed.households, candidates.seed.persons
+    assert notes["candidates"] == len(hh) == 3000  # 2,000 from the joint + 5 % for each of 10 person categories
+    members = np.bincount(persons["_household"], minlength=len(hh))
+    assert (members == hh["NP"].to_numpy()).all() and members.min() >= 1
+    head = persons[persons["per_num"] == 1].set_index("_household")["AGEP"]
+    assert (head.reindex(range(len(hh))).to_numpy() == hh["AGEHOH"].to_numpy()).all()
+    workers = np.bincount(persons["_household"], weights=persons["ESR"].isin([1, 2, 4]), minlength=len(hh))
+    assert (workers == hh["NWESR"].to_numpy()).all()
+    assert (hh["NWESR"] <= hh["NP"]).all()
+    assert not np.isin(hh["HHINCADJ"].to_numpy(), project.seed.households["HHINCADJ"].to_numpy()).any()
+    # the same seed gives the same candidates
+    again, _ = candidate_households(project, HouseholdConfig(seed=2, prior="maxent"))
+    assert again.seed.households.equals(hh) and again.seed.persons.equals(persons)
+
+
+@needs_examples
+def test_maxent_fits_example_test_and_refuses_a_control_on_two_columns():
+    project = load_populationsim(EXAMPLES / "example_test")
+    config = HouseholdConfig(seed=1, prior="maxent")
+    candidates, _ = candidate_households(project, config)
+    result = [e for e in synthesize_households(candidates, config) if isinstance(e, HouseholdResult)][0]
+    assert result.total_households == 1500
+    assert result.fit["pct_rmse"].max() < 1.0
+    two = replace(project.controls[1], columns=("NP", "HTYPE"))
+    broken = replace(project, controls=[project.controls[0], two, *project.controls[2:]])
+    with pytest.raises(TargetValidationError, match='control "hh_size_1" reads NP, HTYPE'):
+        candidate_households(broken, config)
