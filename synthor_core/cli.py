@@ -1,8 +1,10 @@
-"""Headless runs: ``python -m synthor_core run|validate ...``.
+"""Headless runs: ``python -m synthor_core run|convert|validate ...``.
 
 ``run`` writes ``OUT/population.csv`` (one row per person, one column per variable, exactly N rows) and
 ``OUT/report.json`` (see :func:`synthor_core.evaluate.run_report`); ``validate`` prints every problem of a
-project folder at once. Exit codes: 0 success, 1 the run failed, 2 bad input or settings.
+project folder at once; ``convert`` writes a PopulationSim working directory as a Synthor household project
+folder (:func:`synthor_core.household_project.convert_populationsim`). Exit codes: 0 success, 1 the run failed, 2
+bad input or settings.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from .engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthe
 from .errors import Problem, SynthorError, TargetValidationError
 from .evaluate import evaluate_population, format_evaluation, rules_report, run_report
 from .export import write_household_outputs
-from .households import HouseholdConfig, HouseholdResult, synthesize_households
+from .household_project import convert_populationsim, is_household_project, load_household_project
+from .households import HouseholdConfig, HouseholdResult, candidate_households, synthesize_households
 from .populationsim import is_populationsim_project, load_populationsim
 from .rules import load_rules
 from .priors.maxent import MaxEntPrior
@@ -68,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     llm.add_argument("--scenario", default=None, help="free text added to every prompt")
     llm.add_argument("--price-prompt", type=float, default=None, help="USD per million prompt tokens")
     llm.add_argument("--price-completion", type=float, default=None, help="USD per million completion tokens")
+    conv = sub.add_parser("convert", help="write a PopulationSim working directory as a Synthor household project")
+    conv.add_argument("project", type=Path, help="PopulationSim working directory (configs/settings.yaml, "
+                                                 "configs/controls.csv, data/)")
+    conv.add_argument("out", type=Path, help="the Synthor project folder to write (new or empty)")
+    conv.add_argument("--configs", default="configs", help="the configs folder's name")
+    conv.add_argument("--data", default=None, help="the data folder's name (default: the settings' data_dir, else "
+                                                   "data)")
     val = sub.add_parser("validate", help="check a project folder and print every problem")
     val.add_argument("project", type=Path)
     ev = sub.add_parser("evaluate", help="evaluate a population against its targets, held-out records and rules")
@@ -96,7 +106,7 @@ def _progress(event: IterationEvent) -> str:
 
 def command_run(args: argparse.Namespace) -> int:
     """Run a synthesis and write ``population.csv`` and ``report.json``; returns the exit code."""
-    if is_populationsim_project(args.project, args.configs):
+    if is_populationsim_project(args.project, args.configs) or is_household_project(args.project):
         return command_run_households(args)
     if args.prior == "seed":
         print("error: --prior seed needs a seed sample of households (a PopulationSim working directory)",
@@ -160,11 +170,11 @@ def command_run_households(args: argparse.Namespace) -> int:
     """
     import time
 
-    if args.prior not in (None, "seed"):
+    if args.prior not in (None, "seed", "maxent"):
         print(f"error: --prior {args.prior} is not available for household projects yet; use --prior seed (the "
-              f"project's seed sample)", file=sys.stderr)
+              f"project's seed sample) or --prior maxent (built from the controls alone)", file=sys.stderr)
         return 2
-    settings = {"seed": args.seed}
+    settings = {"seed": args.seed, "prior": args.prior or "seed"}
     if args.max_sweeps is not None:
         settings["max_sweeps"] = args.max_sweeps
     try:
@@ -173,7 +183,10 @@ def command_run_households(args: argparse.Namespace) -> int:
         _print_setting_errors(exc)
         return 2
     started = time.perf_counter()
-    project = load_populationsim(args.project, configs=args.configs, data=args.data)
+    if is_household_project(args.project):
+        project = load_household_project(args.project)
+    else:
+        project = load_populationsim(args.project, configs=args.configs, data=args.data)
     for warning in project.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     try:
@@ -185,16 +198,22 @@ def command_run_households(args: argparse.Namespace) -> int:
         print(f"{project.name}: {len(project.seed.households):,} seed households, {len(project.controls)} controls, "
               f"{project.geography.n_zones:,} {project.geography.lowest} zones, "
               f"{int(project.households_per_zone().sum()):,} households to place", flush=True)
+    reference = project
+    project, prior_notes = candidate_households(reference, config)
+    if config.prior == "maxent" and not args.quiet:
+        print(f"maxent: {prior_notes['candidates']:,} candidate households with {prior_notes['candidate_persons']:,} "
+              f"members built from the controls (no seed record used)", flush=True)
     result = None
     for event in synthesize_households(project, config):
         if isinstance(event, HouseholdResult):
             result = event
         elif not args.quiet:
             print(f"{event.stage:10s} {event.message}  {event.seconds:.1f} s", flush=True)
-    report = write_household_outputs(project, result, config, args.out, time.perf_counter() - started)
+    report = write_household_outputs(project, result, config, args.out, time.perf_counter() - started,
+                                     reference=reference, prior_notes=prior_notes)
     worst = result.fit.sort_values("pct_rmse", ascending=False).head(3)
     print(f"done: {report['households']:,} households, {report['persons']:,} persons "
-          f"({report['distinct_households']:,} distinct seed households); worst %RMSE: "
+          f"({report['distinct_households']:,} distinct {config.prior} households); worst %RMSE: "
           + ", ".join(f"{r.control} ({r.level}) {r.pct_rmse:.2f}" for r in worst.itertuples())
           + f"; {report['seconds']:.1f} s -> {args.out}")
     return 0
@@ -227,6 +246,18 @@ def write_llm_calls(calls, path: Path) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         for call in calls:
             handle.write(json.dumps(asdict(call), ensure_ascii=False) + "\n")
+
+
+def command_convert(args: argparse.Namespace) -> int:
+    """Write a PopulationSim working directory as a Synthor household project folder; returns the exit code."""
+    path = convert_populationsim(args.project, args.out, configs=args.configs, data=args.data)
+    project = load_household_project(path.parent)
+    files = sorted(p.relative_to(path.parent).as_posix() for p in path.parent.rglob("*") if p.is_file())
+    print(f"wrote {path.parent}: {len(project.controls)} controls at {', '.join(project.geography.levels)}, "
+          f"{len(project.derived)} derived household columns, {len(project.seed.households):,} seed households; "
+          f"files: {', '.join(files)}")
+    print(f"run it with: python -m synthor_core run {path.parent} --out OUT")
+    return 0
 
 
 def command_validate(args: argparse.Namespace) -> int:
@@ -280,7 +311,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m synthor_core``; returns the exit code."""
     args = _parser().parse_args(argv)
-    commands = {"run": command_run, "validate": command_validate, "evaluate": command_evaluate}
+    commands = {"run": command_run, "convert": command_convert, "validate": command_validate,
+                "evaluate": command_evaluate}
     try:
         return commands[args.command](args)
     except TargetValidationError as exc:

@@ -1,0 +1,573 @@
+"""Synthor household projects: households with their members in zones, declared in one ``synthor.toml``.
+
+A household project folder holds ``synthor.toml`` and the CSV files it names (paths relative to the folder,
+never leaving it). It is told apart from a person-only project (:mod:`synthor_core.targets`, same file name) by
+its ``[geography]`` table or ``[[controls]]`` entries::
+
+    [project]
+    name = "example_calm"
+    total_control = "num_hh"            # the control of households per zone
+    max_expansion_factor = 30           # optional
+    [geography]
+    file = "data/geo_cross_walk.csv"    # crosswalk: one row per lowest-level zone, one column per level
+    levels = ["REGION", "PUMA", "TRACT", "TAZ"]   # top to lowest
+    seed_level = "PUMA"
+    [seed]
+    households = "data/seed_households.csv"
+    persons = "data/seed_persons.csv"
+    household_id = "hh_id"              # in both files
+    person_number = "per_num"           # optional (default: per_num when the persons file has it)
+    weight = "WGTP"
+    [[derived]]                         # household columns computed from the members; optional
+    column = "NP"
+    how = "size"                        # size | count (needs expression) | first (needs source)
+    [[controls]]
+    name = "hh_size_1"
+    unit = "households"                 # or persons
+    level = "TAZ"
+    table = "data/control_totals_taz.csv"   # one row per zone of level, a column named as the level
+    column = "HHSIZE1"
+    expression = "households.NP == 1"   # the control dialect of rules.compile_seed_expression
+    importance = 5000
+    [output]                            # optional: PopulationSim's output_synthetic_population
+    household_id = "household_id"
+
+:func:`load_household_project` reads it as the same :class:`~synthor_core.units.HouseholdProject` that
+:func:`~synthor_core.populationsim.load_populationsim` returns, so synthesis and export do not know where a
+project came from. :func:`convert_populationsim` writes a PopulationSim working directory in this form. Every
+problem is collected and raised once (:class:`TargetValidationError`); in ``synthor.toml`` a problem names the
+key, entries of ``[[controls]]`` and ``[[derived]]`` counted from 1 (``controls[3].expression``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import shutil
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import Problem, TargetValidationError
+from .geography import Geography, build_geography, shown_value
+from .populationsim import (SETTINGS_FILE, _inside, _number_column, _read_csv, _read_settings, _seed_sample,
+                            load_populationsim)
+from .rules import RuleError, compile_seed_expression
+from .targets import PROJECT_FILE, _pydantic_problems, read_project_toml
+from .units import HOUSEHOLDS, PERSONS, Control, Derivation, HouseholdProject, SeedSample, infer_derivations
+
+DATA_FOLDER = "data"  # where convert_populationsim puts the copied data files
+LICENCE_NAMES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "LICENCE.txt", "COPYING")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ProjectSection(_Section):
+    """``[project]``: name, the control of households per zone, and the bound on household weights."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    total_control: str = Field(min_length=1)
+    max_expansion_factor: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+
+class GeographySection(_Section):
+    """``[geography]``: the crosswalk file, its levels (top to lowest) and the level the seed households carry."""
+
+    file: str = Field(min_length=1)
+    levels: list[str] = Field(min_length=1)
+    seed_level: str = Field(min_length=1)
+
+
+class SeedSection(_Section):
+    """``[seed]``: the sample households and persons files and their reserved columns."""
+
+    households: str = Field(min_length=1)
+    persons: str = Field(min_length=1)
+    household_id: str = Field(min_length=1)
+    person_number: str | None = None
+    weight: str = Field(min_length=1)
+
+
+class DerivedSpec(_Section):
+    """One ``[[derived]]`` entry: a household column computed from the members (:class:`Derivation`)."""
+
+    column: str = Field(min_length=1)
+    how: Literal["size", "count", "first"]
+    expression: str | None = None
+    source: str | None = None
+
+    @model_validator(mode="after")
+    def _needs_its_argument(self) -> DerivedSpec:
+        if self.how == "count" and not self.expression:
+            raise ValueError('how = "count" needs expression, a condition over persons')
+        if self.how == "first" and not self.source:
+            raise ValueError('how = "first" needs source, a person column')
+        if self.how != "count" and self.expression is not None:
+            raise ValueError(f'expression is only for how = "count", not "{self.how}"')
+        if self.how != "first" and self.source is not None:
+            raise ValueError(f'source is only for how = "first", not "{self.how}"')
+        return self
+
+
+class ControlSpec(_Section):
+    """One ``[[controls]]`` entry: units meeting ``expression``, totals in ``table``'s ``column`` per zone."""
+
+    name: str = Field(min_length=1)
+    unit: Literal["households", "persons"]
+    level: str = Field(min_length=1)
+    table: str = Field(min_length=1)
+    column: str = Field(min_length=1)
+    expression: str = Field(min_length=1)
+    importance: float = Field(gt=0, allow_inf_nan=False)
+
+
+class OutputTableSpec(_Section):
+    """``[output.households]`` / ``[output.persons]``: PopulationSim's file name and columns."""
+
+    filename: str | None = None
+    columns: list[str] | None = None
+
+
+class OutputSpec(_Section):
+    """``[output]``: PopulationSim's ``output_synthetic_population`` (its files are written when present)."""
+
+    household_id: str | None = None
+    households: OutputTableSpec | None = None
+    persons: OutputTableSpec | None = None
+
+
+class HouseholdProjectSpec(_Section):
+    """The whole ``synthor.toml`` of a household project."""
+
+    project: ProjectSection
+    geography: GeographySection
+    seed: SeedSection
+    derived: list[DerivedSpec] = Field(default_factory=list)
+    controls: list[ControlSpec] = Field(min_length=1)
+    output: OutputSpec | None = None
+
+
+def is_household_project(folder: str | Path) -> bool:
+    """True when ``folder/synthor.toml`` is valid TOML with a ``[geography]`` table or ``[[controls]]`` entries."""
+    raw = read_project_toml(folder)
+    return "geography" in raw or "controls" in raw
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+def _read_spec(root: Path) -> HouseholdProjectSpec:
+    path = root / PROJECT_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TargetValidationError([Problem(PROJECT_FILE, f"not found in {root.name}/ (a household project "
+                                                           f"folder has a {PROJECT_FILE})")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TargetValidationError([Problem(PROJECT_FILE, f"could not be read as UTF-8 text "
+                                                           f"({type(exc).__name__})")]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"line (\d+)", str(exc))
+        raise TargetValidationError([Problem(PROJECT_FILE, f"is not valid TOML: {exc}",
+                                             row=int(found.group(1)) if found else None)]) from None
+    try:
+        return HouseholdProjectSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise TargetValidationError(_pydantic_problems(PROJECT_FILE, exc)) from None
+
+
+def _check_names(spec: HouseholdProjectSpec) -> list[Problem]:
+    """Problems found in ``synthor.toml`` alone: levels, control names and levels, derived columns."""
+    problems = []
+    levels = spec.geography.levels
+    for level in sorted({x for x in levels if levels.count(x) > 1}):
+        problems.append(Problem(PROJECT_FILE, f"the level {level!r} is listed twice", column="geography.levels"))
+    if spec.geography.seed_level not in levels:
+        problems.append(Problem(PROJECT_FILE, f"expected one of the levels {', '.join(levels)}, got "
+                                              f"{spec.geography.seed_level!r}", column="geography.seed_level"))
+    names: dict[str, int] = {}
+    for i, control in enumerate(spec.controls, start=1):
+        if control.name in names:
+            problems.append(Problem(PROJECT_FILE, f"the control name {control.name!r} is used twice (also "
+                                                  f"controls[{names[control.name]}])", column=f"controls[{i}].name"))
+        names.setdefault(control.name, i)
+        if control.level not in levels:
+            problems.append(Problem(PROJECT_FILE, f"expected one of the geography levels {', '.join(levels)}, got "
+                                                  f"{control.level!r}", column=f"controls[{i}].level"))
+    if spec.project.total_control not in names:
+        problems.append(Problem(PROJECT_FILE, f"expected the name of a control, got {spec.project.total_control!r}",
+                                column="project.total_control"))
+    derived: dict[str, int] = {}
+    for i, entry in enumerate(spec.derived, start=1):
+        if entry.column in derived:
+            problems.append(Problem(PROJECT_FILE, f"the column {entry.column!r} is derived twice (also "
+                                                  f"derived[{derived[entry.column]}])", column=f"derived[{i}].column"))
+        derived.setdefault(entry.column, i)
+    return problems
+
+
+def _shown(name: str) -> str:
+    """A file name of ``synthor.toml`` as messages show it (``data/seed_households.csv``)."""
+    return Path(name).as_posix()
+
+
+def _derivations(spec: HouseholdProjectSpec, persons: pd.DataFrame, problems: list[Problem]
+                 ) -> tuple[Derivation, ...]:
+    found = []
+    for i, entry in enumerate(spec.derived, start=1):
+        if entry.how == "count":
+            try:
+                compile_seed_expression(entry.expression, PERSONS, persons.columns, f"derived {entry.column}")
+            except RuleError as exc:
+                problems.append(Problem(PROJECT_FILE, str(exc), column=f"derived[{i}].expression"))
+                continue
+        if entry.how == "first" and entry.source not in persons.columns:
+            problems.append(Problem(PROJECT_FILE, f"expected a column of {_shown(spec.seed.persons)}, got "
+                                                  f"{entry.source!r}", column=f"derived[{i}].source"))
+            continue
+        found.append(Derivation(entry.column, entry.how, entry.expression, entry.source))
+    return tuple(found)
+
+
+def _control_table(path: Path, shown: str, level: str, geography: Geography, frames: dict[Path, pd.DataFrame | None],
+                   problems: list[Problem]) -> pd.DataFrame | None:
+    """The table of a control at ``level``: read once, its zone column checked against the crosswalk."""
+    if path not in frames:
+        frames[path] = _read_csv(path, shown, problems)
+    frame = frames[path]
+    if frame is None:
+        return None
+    if level not in frame.columns:
+        problems.append(Problem(shown, f"expected a column {level!r} with the zone ids", row=1, column=level))
+        return None
+    known = frame[level].isin(geography.zones(level)).to_numpy()
+    for i in np.flatnonzero(~known)[:5]:
+        problems.append(Problem(shown, f"the {level} zone {shown_value(frame[level].iloc[i])} is not in the "
+                                       f"crosswalk", row=2 + int(i), column=level))
+    duplicated = frame[level].duplicated().to_numpy()
+    for i in np.flatnonzero(duplicated)[:5]:
+        problems.append(Problem(shown, f"the {level} zone {shown_value(frame[level].iloc[i])} is listed twice",
+                                row=2 + int(i), column=level))
+    return frame if known.all() and not duplicated.any() else None
+
+
+def _controls(spec: HouseholdProjectSpec, root: Path, geography: Geography, seed: SeedSample, problems: list[Problem]
+              ) -> tuple[list[Control], list[str]]:
+    """Every ``[[controls]]`` entry with its incidence over the seed and its totals per zone (as populationsim)."""
+    seeds = {HOUSEHOLDS: seed.households, PERSONS: seed.persons}
+    n_households = len(seed.households)
+    person_rows = seed.persons["_household"].to_numpy()
+    weights = seed.households[seed.weight].to_numpy()
+    frames: dict[Path, pd.DataFrame | None] = {}
+    checked: dict[tuple[Path, str], pd.DataFrame | None] = {}
+    controls, warnings = [], []
+    for i, entry in enumerate(spec.controls, start=1):
+        key = f"controls[{i}]"
+        try:
+            condition = compile_seed_expression(entry.expression, entry.unit, seeds[entry.unit].columns, entry.name)
+            mask = np.asarray(condition(seeds[entry.unit]), dtype=bool)
+        except RuleError as exc:
+            problems.append(Problem(PROJECT_FILE, str(exc), column=f"{key}.expression"))
+            continue
+        if entry.unit == HOUSEHOLDS:
+            incidence = mask.astype(np.float64)
+        else:
+            incidence = np.bincount(person_rows, weights=mask.astype(np.float64), minlength=n_households)
+        path = _inside(root, entry.table, PROJECT_FILE, f"{key}.table", problems)
+        if path is None:
+            continue
+        shown = _shown(entry.table)
+        if (path, entry.level) not in checked:
+            checked[(path, entry.level)] = _control_table(path, shown, entry.level, geography, frames, problems)
+        table = checked[(path, entry.level)]
+        if table is None:
+            continue
+        if entry.column not in table.columns:
+            problems.append(Problem(PROJECT_FILE, f"the control column {entry.column!r} is not in {shown} (columns: "
+                                                  f"{', '.join(c for c in table.columns if c != entry.level)})",
+                                    column=f"{key}.column"))
+            continue
+        values = _number_column(table, entry.column, shown, problems)
+        if values is None:
+            continue
+        zones = geography.zones(entry.level)
+        totals = np.zeros(len(zones))
+        totals[zones.get_indexer(table[entry.level])] = values
+        if int(((incidence > 0) & (weights > 0)).sum()) == 0 and totals.sum() > 0:
+            warnings.append(f'control "{entry.name}": no seed household meets "{entry.expression}", so its total '
+                            f"{totals.sum():,.0f} cannot be reached")
+        controls.append(Control(entry.name, entry.unit, entry.level, float(entry.importance), entry.column,
+                                entry.expression, condition.columns, incidence, totals))
+    return controls, warnings
+
+
+def load_household_project(folder: str | Path) -> HouseholdProject:
+    """Read a Synthor household project folder (``synthor.toml`` with ``[geography]`` and ``[[controls]]``).
+
+    Parameters
+    ----------
+    folder : path
+        The folder holding ``synthor.toml``; every file it names lies inside it.
+
+    Returns
+    -------
+    HouseholdProject
+        ``controls`` in the order of ``[[controls]]``, each with ``incidence`` (float64, shape (n seed
+        households,)) and ``totals`` (float64, shape (n zones of its level,), zones missing from its table 0);
+        ``derived`` from ``[[derived]]``; ``output`` from ``[output]`` (``{}`` when absent). ``source`` is
+        ``"populationsim"`` when ``[output]`` is given (PopulationSim's files are then written beside
+        ``households.csv``), else ``"synthor"``.
+
+    Raises
+    ------
+    TargetValidationError
+        With every problem found, each naming the file, row and column (in ``synthor.toml``: the key, such as
+        ``controls[3].expression``): ``synthor.toml`` missing, not TOML, a key unknown or missing, a unit other
+        than households or persons; a file path outside the folder (``../x.csv``, absolute) or not found; a level
+        listed twice, an unknown level or seed level; a control name used twice; a control expression outside
+        the whitelist (naming the control and the construct); a control column missing from its table; a zone of
+        a control table missing from the crosswalk or listed twice; a crosswalk zone with two parents; a person
+        whose household is not in the seed; weights or totals that are not numbers >= 0; a ``[[derived]]``
+        entry whose expression or source does not fit the persons file.
+    """
+    root = Path(folder)
+    spec = _read_spec(root)
+    problems = _check_names(spec)
+    paths = {}
+    for key, name in (("geography.file", spec.geography.file), ("seed.households", spec.seed.households),
+                      ("seed.persons", spec.seed.persons)):
+        paths[key] = _inside(root, name, PROJECT_FILE, key, problems)
+    if problems:
+        raise TargetValidationError(problems)
+    crosswalk, households, persons = (_read_csv(paths[key], _shown(name), problems) for key, name in (
+        ("geography.file", spec.geography.file), ("seed.households", spec.seed.households),
+        ("seed.persons", spec.seed.persons)))
+    if problems:
+        raise TargetValidationError(problems)
+    households, persons = households.copy(), persons.copy()  # one block per dtype (as populationsim's tables)
+    geography, geo_problems = build_geography(crosswalk, list(spec.geography.levels), _shown(spec.geography.file))
+    if geo_problems:
+        raise TargetValidationError(geo_problems)
+    number = spec.seed.person_number
+    if number is not None and number not in persons.columns:
+        raise TargetValidationError([Problem(_shown(spec.seed.persons), f"expected a column {number!r} numbering "
+                                                                        f"the members (seed.person_number)", row=1,
+                                             column=number)])
+    tables = {HOUSEHOLDS: (households, _shown(spec.seed.households), {}),
+              PERSONS: (persons, _shown(spec.seed.persons), {})}
+    reserved = {"household_id_col": spec.seed.household_id, "household_weight_col": spec.seed.weight}
+    seed, seed_problems = _seed_sample(tables, reserved, spec.geography.seed_level, geography)
+    if seed_problems:
+        raise TargetValidationError(seed_problems)
+    if number is not None and number != seed.person_number:
+        ordered = seed.persons.sort_values(["_household", number], kind="stable").reset_index(drop=True)
+        seed = SeedSample(seed.households, ordered, seed.household_id, number, seed.weight, seed.seed_level)
+    derived = _derivations(spec, seed.persons, problems)
+    controls, warnings = _controls(spec, root, geography, seed, problems)
+    if problems:
+        raise TargetValidationError(problems)
+    output = spec.output.model_dump(exclude_none=True) if spec.output is not None else {}
+    return HouseholdProject(name=spec.project.name, geography=geography, seed=seed, controls=controls,
+                            total_control=spec.project.total_control,
+                            max_expansion_factor=spec.project.max_expansion_factor, output=output,
+                            source="populationsim" if spec.output is not None else "synthor", warnings=warnings,
+                            derived=derived)
+
+
+# ------------------------------------------------------------------------------------------------ converting
+
+
+def _copy_table(source: Path, target: Path, renames: dict[str, str], drops: list[str]) -> None:
+    """Copy a data file, renaming and dropping columns as PopulationSim's ``input_table_list`` does.
+
+    Cells are copied as text (never through a number), so the copy reads back to the same values. A file with
+    nothing to rename or drop is copied byte for byte; otherwise its ``#`` comment lines go to the top.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lines = source.read_text(encoding="utf-8").splitlines()
+    comments = [line for line in lines if line.lstrip().startswith("#")]
+    rows = [row for row in csv.reader(io.StringIO("\n".join(line for line in lines
+                                                              if not line.lstrip().startswith("#")))) if row]
+    header = [renames.get(c.strip(), c.strip()) for c in rows[0]] if rows else []
+    keep = [i for i, c in enumerate(header) if c not in drops]
+    if not rows or (len(keep) == len(header) and header == [c.strip() for c in rows[0]]):
+        shutil.copyfile(source, target)
+        return
+    changed = [f"{old} -> {new}" for old, new in renames.items() if old in {c.strip() for c in rows[0]}]
+    note = "# copied by synthor convert; columns renamed: " + (", ".join(changed) or "none") + "; dropped: " + (
+        ", ".join(c for c in header if c in drops) or "none")
+    with open(target, "w", encoding="utf-8", newline="") as handle:
+        handle.writelines(line + "\n" for line in [note, *comments])
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow([header[i] for i in keep])
+        for row in rows[1:]:
+            writer.writerow([row[i] for i in keep if i < len(row)])
+
+
+def _licence(folder: Path) -> Path | None:
+    """The licence file of a PopulationSim folder: in it, else beside it (as the shared examples keep theirs)."""
+    for place in (folder, folder.parent):
+        for name in LICENCE_NAMES:
+            if (place / name).is_file():
+                return place / name
+    return None
+
+
+def _toml_number(value: float) -> float | int:
+    """``5000`` rather than ``5000.0`` in ``synthor.toml`` (the same float when read back)."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def convert_populationsim(folder: str | Path, out: str | Path, configs: str = "configs",
+                          data: str | None = None) -> Path:
+    """Write a PopulationSim working directory as a Synthor household project folder.
+
+    The PopulationSim project is read and checked first (:func:`load_populationsim`, same errors). The data files
+    it needs (seed households and persons, crosswalk, the control table of every level with controls) are copied
+    to ``out/data/`` with the columns renamed and dropped as its ``input_table_list`` says; its licence file
+    (``LICENSE.txt`` in the folder or beside it) is copied to ``out/``; ``out/synthor.toml`` is written last,
+    through a temporary file and a rename. ``[[derived]]`` lists the household columns the controls read that
+    equal their members' size, count or first member's value on every seed household
+    (:func:`~synthor_core.units.infer_derivations`). :func:`load_household_project` on ``out`` then returns the
+    same project as :func:`load_populationsim` on ``folder`` (plus ``derived``).
+
+    Parameters
+    ----------
+    folder : path
+        The PopulationSim working directory (``configs/settings.yaml``, ``configs/controls.csv``, ``data/``).
+    out : path
+        The project folder to write; created, or empty.
+    configs, data : str
+        As for :func:`load_populationsim`.
+
+    Returns
+    -------
+    Path
+        ``out/synthor.toml``.
+
+    Raises
+    ------
+    TargetValidationError
+        The problems of the PopulationSim project, or ``out`` existing and not an empty folder.
+    """
+    root, out = Path(folder), Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TargetValidationError([Problem(str(out), "expected a new or empty folder for the project (it is not "
+                                                       "overwritten)")])
+    project = load_populationsim(root, configs=configs, data=data)
+    settings = _read_settings(root / configs, f"{configs}/{SETTINGS_FILE}")
+    data_dir = root / (data or str(settings.get("data_dir") or "data"))
+    entries = {str(e["tablename"]): e for e in settings["input_table_list"]}
+    needed = [HOUSEHOLDS, PERSONS, "geo_cross_walk"]
+    needed += list(dict.fromkeys(f"{c.level}_control_data" for c in project.controls))
+    written: dict[str, tuple] = {}
+    files: dict[str, str] = {}
+    for table in needed:
+        entry = entries[table]
+        renames = {str(k): str(v) for k, v in (entry.get("rename_columns") or {}).items()}
+        drops = [str(c) for c in entry.get("drop_columns") or []]
+        source = (data_dir / str(entry["filename"])).resolve()
+        name = Path(DATA_FOLDER, Path(str(entry["filename"])).as_posix()).as_posix()
+        if name in written and written[name] != (source, renames, drops):
+            name = Path(name).with_stem(f"{Path(name).stem}.{table}").as_posix()
+        if name not in written:
+            _copy_table(source, out / name, renames, drops)
+            written[name] = (source, renames, drops)
+        files[table] = name
+    licence = _licence(root.resolve())
+    if licence is not None:
+        shutil.copyfile(licence, out / licence.name)
+    seed = project.seed
+    household_columns = [col for c in project.controls if c.unit == HOUSEHOLDS for col in c.columns]
+    raw: dict = {
+        "project": {"name": project.name,
+                    "description": f"PopulationSim working directory {project.name}, converted",
+                    "total_control": project.total_control},
+        "geography": {"file": files["geo_cross_walk"], "levels": list(project.geography.levels),
+                      "seed_level": seed.seed_level},
+        "seed": {"households": files[HOUSEHOLDS], "persons": files[PERSONS], "household_id": seed.household_id,
+                 "person_number": seed.person_number, "weight": seed.weight},
+    }
+    if project.max_expansion_factor is not None:
+        raw["project"]["max_expansion_factor"] = _toml_number(project.max_expansion_factor)
+    if seed.person_number is None:
+        del raw["seed"]["person_number"]
+    derived = infer_derivations(seed, list(dict.fromkeys(household_columns)))
+    derived = [{k: v for k, v in (("column", d.column), ("how", d.how), ("expression", d.expression),
+                                  ("source", d.source)) if v is not None} for d in derived]
+    raw["controls"] = [{"name": c.name, "unit": c.unit, "level": c.level, "table": files[f"{c.level}_control_data"],
+                        "column": c.column, "expression": c.expression, "importance": _toml_number(c.importance)}
+                       for c in project.controls]
+    if project.output:
+        raw["output"] = OutputSpec.model_validate(_output_entries(project.output)).model_dump(exclude_none=True)
+    control_file = f"{configs}/{settings.get('control_file_name') or 'controls.csv'}"
+    return _write_toml(out, raw, derived, root, f"{configs}/{SETTINGS_FILE}, {control_file}, {data_dir.name}/",
+                       licence)
+
+
+def _output_entries(output: dict) -> dict:
+    """PopulationSim's ``output_synthetic_population``, keeping the keys Synthor writes (ids, files, columns)."""
+    kept: dict = {}
+    if output.get("household_id") is not None:
+        kept["household_id"] = str(output["household_id"])
+    for unit in (HOUSEHOLDS, PERSONS):
+        spec = output.get(unit)
+        if isinstance(spec, dict):
+            kept[unit] = {k: v for k, v in (("filename", spec.get("filename")),
+                                            ("columns", [str(c) for c in spec.get("columns") or []] or None))
+                          if v is not None}
+    return kept
+
+
+def _write_toml(out: Path, raw: dict, derived: list[dict], root: Path, sources: str, licence: Path | None
+                ) -> Path:
+    """``out/synthor.toml``: a comment header (source, licence), ``raw``, ``[[derived]]`` after ``[seed]``."""
+    import tomli_w
+
+    header = [
+        '# Synthor household project: households with their members in zones (README, "Households in zones").',
+        "# Converted by `python -m synthor_core convert` from the PopulationSim working directory "
+        f"{root.resolve().name}",
+        f"# ({sources}).",
+        f"# The files in {DATA_FOLDER}/ are copies of its data files, columns renamed and dropped as its "
+        "input_table_list says.",
+    ]
+    if licence is not None:
+        title = next((line.strip() for line in licence.read_text(encoding="utf-8", errors="replace").splitlines()
+                      if line.strip()), licence.name)
+        where = licence.name if licence.parent == root.resolve() else f"../{licence.name}"
+        header.append(f"# Licence found with the source ({where}): {title}; copied beside this file as "
+                      f"{licence.name}.")
+    else:
+        header.append("# No licence file was found in or beside the source folder: check the data's terms "
+                      "before sharing.")
+    first = {k: raw[k] for k in ("project", "geography", "seed")}
+    rest = {k: v for k, v in raw.items() if k not in first}
+    blocks = [tomli_w.dumps(first)] + ["[[derived]]\n" + tomli_w.dumps(entry) for entry in derived]
+    text = "\n".join(header) + "\n\n" + "\n".join(blocks + [tomli_w.dumps(rest)])
+    path = out / PROJECT_FILE
+    out.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{PROJECT_FILE}.", dir=out)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+__all__ = ["HouseholdProjectSpec", "convert_populationsim", "is_household_project", "load_household_project"]

@@ -1,0 +1,217 @@
+"""Synthor household projects: PopulationSim folders converted, read back as the same project; bad input named."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from synthor_core.errors import TargetValidationError
+from synthor_core.household_project import convert_populationsim, is_household_project, load_household_project
+from synthor_core.populationsim import load_populationsim
+from synthor_core.targets import PROJECT_FILE, load_project
+from synthor_core.units import Derivation
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "populationsim"
+EXAMPLE_TEST = EXAMPLES / "example_test"
+needs_examples = pytest.mark.skipif(not EXAMPLE_TEST.is_dir(), reason="shared/data/populationsim not present")
+VARIANTS = [("configs", "data"), ("configs_flex", "data_flex")]
+
+
+def _converted(tmp_path: Path, configs: str = "configs", data: str = "data") -> Path:
+    out = tmp_path / "project"
+    convert_populationsim(EXAMPLE_TEST, out, configs=configs, data=data)
+    return out
+
+
+def _problems_after_edit(tmp_path: Path, file: str, old: str, new: str) -> list[str]:
+    """Convert example_test, replace ``old`` by ``new`` once in ``file``, load it: the problems, as text."""
+    root = _converted(tmp_path)
+    path = root / file
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {file}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(TargetValidationError) as info:
+        load_household_project(root)
+    return [str(p) for p in info.value.problems]
+
+
+def _assert_same_project(ours, theirs) -> None:
+    """Every field of two HouseholdProjects equal (arrays and frames compared by value)."""
+    assert ours.name == theirs.name
+    assert ours.geography.levels == theirs.geography.levels
+    pd.testing.assert_frame_equal(ours.geography.crosswalk, theirs.geography.crosswalk)
+    for field in ("household_id", "person_number", "weight", "seed_level"):
+        assert getattr(ours.seed, field) == getattr(theirs.seed, field), field
+    pd.testing.assert_frame_equal(ours.seed.households, theirs.seed.households)
+    pd.testing.assert_frame_equal(ours.seed.persons, theirs.seed.persons)
+    assert [c.name for c in ours.controls] == [c.name for c in theirs.controls]
+    for a, b in zip(ours.controls, theirs.controls):
+        for field in ("unit", "level", "importance", "column", "expression", "columns"):
+            assert getattr(a, field) == getattr(b, field), (a.name, field)
+        np.testing.assert_array_equal(a.incidence, b.incidence, err_msg=a.name)
+        np.testing.assert_array_equal(a.totals, b.totals, err_msg=a.name)
+        assert a.incidence.dtype == b.incidence.dtype and a.totals.dtype == b.totals.dtype
+    assert ours.total_control == theirs.total_control
+    assert ours.max_expansion_factor == theirs.max_expansion_factor
+    assert ours.output == theirs.output
+    assert ours.source == theirs.source
+    assert ours.warnings == theirs.warnings
+    assert ours.derived == theirs.derived
+
+
+@needs_examples
+@pytest.mark.parametrize("configs, data", VARIANTS)
+def test_a_converted_project_loads_as_the_populationsim_folder_does(tmp_path, configs, data):
+    out = _converted(tmp_path, configs, data)
+    assert is_household_project(out)
+    _assert_same_project(load_household_project(out), load_populationsim(EXAMPLE_TEST, configs=configs, data=data))
+
+
+@needs_examples
+def test_the_converted_folder_names_its_source_and_licence_and_keeps_paths_inside(tmp_path):
+    out = _converted(tmp_path)
+    text = (out / PROJECT_FILE).read_text(encoding="utf-8")
+    assert "from the PopulationSim working directory example_test" in text
+    assert ("# Licence found with the source (../LICENSE.txt): BSD 3-Clause License; copied beside this file as "
+            "LICENSE.txt.") in text
+    assert (out / "LICENSE.txt").read_bytes() == (EXAMPLES / "LICENSE.txt").read_bytes()
+    raw = tomllib.loads(text)
+    files = [raw["geography"]["file"], raw["seed"]["households"], raw["seed"]["persons"],
+             *(c["table"] for c in raw["controls"])]
+    assert all(f.startswith("data/") and (out / f).is_file() for f in files), files
+    assert not [p for p in out.rglob(".*")], "no temporary file left behind"
+    # renamed as the settings say (SERIALNO -> hh_id, SPORDER -> per_num); unrenamed files copied byte for byte
+    lines = (out / "data" / "seed_persons.csv").read_text(encoding="utf-8").splitlines()
+    assert next(line for line in lines if not line.startswith("#")) == "hh_id,per_num,PUMA,OSUTAG,OCCP,WGTP"
+    assert (out / "data" / "taz_controls.csv").read_bytes() == (EXAMPLE_TEST / "data" / "taz_controls.csv").read_bytes()
+
+
+@needs_examples
+def test_convert_refuses_a_folder_that_is_not_empty(tmp_path):
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(TargetValidationError, match=re.escape("expected a new or empty folder for the project")):
+        convert_populationsim(EXAMPLE_TEST, out)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    (out / "notes.txt").unlink()
+    assert convert_populationsim(EXAMPLE_TEST, out) == out / PROJECT_FILE
+
+
+@needs_examples
+def test_only_a_household_toml_is_a_household_project(tmp_path, small_project_dir):
+    assert not is_household_project(small_project_dir)
+    assert not is_household_project(EXAMPLE_TEST)
+    assert not is_household_project(tmp_path / "missing")
+    assert load_project(small_project_dir).size == 1000  # the person-only format is read as before
+
+
+@needs_examples
+def test_derived_entries_are_read_and_checked(tmp_path):
+    root = _converted(tmp_path)
+    path = root / PROJECT_FILE
+    text = path.read_text(encoding="utf-8")
+    derived = ('[[derived]]\ncolumn = "NP"\nhow = "size"\n\n[[derived]]\ncolumn = "STUDENTS"\nhow = "count"\n'
+               'expression = "persons.OSUTAG.isin([1, 2])"\n\n[[derived]]\ncolumn = "OCCHOH"\nhow = "first"\n'
+               'source = "OCCP"\n\n')
+    path.write_text(text.replace("[[controls]]", derived + "[[controls]]", 1), encoding="utf-8")
+    assert load_household_project(root).derived == (
+        Derivation("NP", "size"), Derivation("STUDENTS", "count", expression="persons.OSUTAG.isin([1, 2])"),
+        Derivation("OCCHOH", "first", source="OCCP"))
+    path.write_text(text.replace("[[controls]]", derived.replace("OSUTAG.isin", "WIZARD.isin").replace(
+        '"OCCP"', '"OCCUPATION"').replace('how = "size"', 'how = "first"') + "[[controls]]", 1), encoding="utf-8")
+    with pytest.raises(TargetValidationError) as info:
+        load_household_project(root)
+    problems = [str(p) for p in info.value.problems]
+    assert ('synthor.toml column "derived[1]": Value error, how = "first" needs source, a person column'
+            in problems), problems
+    path.write_text(text.replace("[[controls]]", derived.replace("OSUTAG.isin", "WIZARD.isin").replace(
+        '"OCCP"', '"OCCUPATION"') + "[[controls]]", 1), encoding="utf-8")
+    with pytest.raises(TargetValidationError) as info:
+        load_household_project(root)
+    problems = [str(p) for p in info.value.problems]
+    assert ('synthor.toml column "derived[2].expression": control "derived STUDENTS": the persons seed has no '
+            'column "WIZARD"') in problems, problems
+    assert ('synthor.toml column "derived[3].source": expected a column of data/seed_persons.csv, got '
+            "'OCCUPATION'") in problems, problems
+
+
+@needs_examples
+@pytest.mark.parametrize("table", ["../outside.csv", "/etc/hostname"])
+def test_a_file_outside_the_project_is_refused(tmp_path, table):
+    problems = _problems_after_edit(tmp_path, PROJECT_FILE, 'table = "data/tract_controls.csv"', f'table = "{table}"')
+    assert (f'synthor.toml column "controls[7].table": the file {table!r} lies outside the folder project/ (file '
+            f"names must stay inside the project)") in problems, problems
+
+
+@needs_examples
+def test_a_missing_file_is_named(tmp_path):
+    problems = _problems_after_edit(tmp_path, PROJECT_FILE, 'persons = "data/seed_persons.csv"',
+                                    'persons = "data/people.csv"')
+    assert problems == ['synthor.toml column "seed.persons": the file \'data/people.csv\' was not found in project/']
+
+
+@needs_examples
+def test_an_unknown_level_is_named(tmp_path):
+    problems = _problems_after_edit(tmp_path, PROJECT_FILE, 'level = "TRACT"', 'level = "BLOCK"')
+    assert ('synthor.toml column "controls[7].level": expected one of the geography levels DISTRICT, PUMA, TRACT, '
+            "TAZ, got 'BLOCK'") in problems, problems
+
+
+@needs_examples
+def test_a_control_expression_outside_the_whitelist_is_named(tmp_path):
+    problems = _problems_after_edit(tmp_path, PROJECT_FILE, '"households.NP >= 4"', '"households.NP >= 4 + 0"')
+    assert any(p.startswith('synthor.toml column "controls[5].expression": control "hh_size_4_plus": arithmetic is '
+                            "not allowed") for p in problems), problems
+
+
+@needs_examples
+def test_a_control_column_missing_from_its_table_is_named(tmp_path):
+    problems = _problems_after_edit(tmp_path, PROJECT_FILE, 'column = "HHSIZE4"', 'column = "HHSIZE9"')
+    assert problems == ['synthor.toml column "controls[5].column": the control column \'HHSIZE9\' is not in '
+                        "data/taz_controls.csv (columns: TRACT, PUMA, DISTRICT, HHBASE, HHSIZE1, HHSIZE2, HHSIZE3, "
+                        "HHSIZE4, OSUFAM, SF)"]
+
+
+@needs_examples
+def test_a_control_zone_missing_from_the_crosswalk_is_named(tmp_path):
+    problems = _problems_after_edit(tmp_path, "data/taz_controls.csv", "\n101,1,600,1,", "\n999,1,600,1,")
+    assert problems == ['data/taz_controls.csv row 3, column "TAZ": the TAZ zone 999 is not in the crosswalk']
+
+
+@needs_examples
+def test_duplicate_control_names_are_named(tmp_path):
+    problems = _problems_after_edit(tmp_path, PROJECT_FILE, 'name = "hh_size_2"', 'name = "hh_size_1"')
+    assert problems == ['synthor.toml column "controls[3].name": the control name \'hh_size_1\' is used twice (also '
+                        "controls[2])"]
+
+
+@needs_examples
+def test_an_unknown_unit_is_named(tmp_path):
+    problems = _problems_after_edit(tmp_path, PROJECT_FILE, 'unit = "persons"', 'unit = "people"')
+    assert problems == ['synthor.toml column "controls[6].unit": Input should be \'households\' or \'persons\', got '
+                        "'people'"]
+
+
+@needs_examples
+@pytest.mark.parametrize("old, new, expected", [
+    ('total_control = "num_hh"', 'total_control = "households"',
+     'synthor.toml column "project.total_control": expected the name of a control, got \'households\''),
+    ('seed_level = "PUMA"', 'seed_level = "COUNTY"',
+     'synthor.toml column "geography.seed_level": expected one of the levels DISTRICT, PUMA, TRACT, TAZ, got '
+     "'COUNTY'"),
+    ('[project]\n', '[project]\ncolour = "red"\n',
+     'synthor.toml column "project.colour": Extra inputs are not permitted, got \'red\''),
+    ('importance = 100\n', 'importance = 0\n',
+     'synthor.toml column "controls[7].importance": Input should be greater than 0, got 0'),
+    ('person_number = "per_num"', 'person_number = "SPORDER"',
+     'data/seed_persons.csv row 1, column "SPORDER": expected a column \'SPORDER\' numbering the members '
+     "(seed.person_number)"),
+])
+def test_other_bad_keys_are_named(tmp_path, old, new, expected):
+    assert expected in _problems_after_edit(tmp_path, PROJECT_FILE, old, new)
