@@ -27,7 +27,7 @@ from . import defaults
 from .calibrate import BalanceResult, balance_zones, integerize_zone
 from .priors.households import maxent_households
 from .rules import compile_seed_expression
-from .units import HOUSEHOLDS, PERSONS, HouseholdProject, SeedSample, derive_from_members
+from .units import HOUSEHOLDS, PERSONS, HouseholdProject, derive_from_members
 
 
 class HouseholdConfig(BaseModel):

@@ -13,7 +13,6 @@ import os
 import tempfile
 import threading
 import zipfile
-from dataclasses import asdict
 from pathlib import Path
 
 import duckdb
@@ -22,7 +21,6 @@ import pandas as pd
 from .aggregate import quote_ident
 from .engine import IterationEvent, SynthesisConfig
 from .errors import SynthorError
-from .schema import COUNT
 from .targets import Project
 
 SCHEMA_VERSION = 1

@@ -35,7 +35,7 @@ import pandas as pd
 from .. import defaults
 from ..errors import Problem, TargetValidationError
 from ..rules import RuleError, compile_seed_expression
-from ..units import HOUSEHOLDS, PERSONS, Control, Derivation, HouseholdProject, SeedSample, derive_from_members
+from ..units import HOUSEHOLDS, PERSONS, Control, HouseholdProject, SeedSample, derive_from_members
 
 POOL_ID = "hh_id"
 POOL_PERSON_NUMBER = "per_num"
