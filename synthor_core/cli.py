@@ -200,6 +200,18 @@ def command_run_households(args: argparse.Namespace) -> int:
               f"{int(project.households_per_zone().sum()):,} households to place", flush=True)
     reference = project
     project, prior_notes = candidate_households(reference, config)
+    filled = prior_notes.get("filled_from_maxent")
+    if filled:
+        if filled.get("not_possible"):
+            print(f"warning: the sample cannot reach every control and maxent cannot fill in: "
+                  f"{filled['not_possible']}", file=sys.stderr)
+        else:
+            print(f"filled from maxent: {filled['candidates']:,} candidate households for "
+                  + "; ".join(filter(None, [
+                      "seed zones without sample " + ", ".join(map(str, filled["seed_zones_without_sample"]))
+                      if filled["seed_zones_without_sample"] else "",
+                      "controls no sample household meets " + ", ".join(filled["unreached_controls"])
+                      if filled["unreached_controls"] else ""])), file=sys.stderr)
     if config.prior == "maxent" and not args.quiet:
         print(f"maxent: {prior_notes['candidates']:,} candidate households with {prior_notes['candidate_persons']:,} "
               f"members built from the controls (no seed record used)", flush=True)
@@ -213,7 +225,9 @@ def command_run_households(args: argparse.Namespace) -> int:
                                      reference=reference, prior_notes=prior_notes)
     worst = result.fit.sort_values("pct_rmse", ascending=False).head(3)
     print(f"done: {report['households']:,} households, {report['persons']:,} persons "
-          f"({report['distinct_households']:,} distinct {config.prior} households); worst %RMSE: "
+          f"({report['distinct_households']:,} distinct {config.prior} households"
+          + (f"; {report['households_by_prior'].get('maxent', 0):,} from maxent" if filled else "")
+          + "); worst %RMSE: "
           + ", ".join(f"{r.control} ({r.level}) {r.pct_rmse:.2f}" for r in worst.itertuples())
           + f"; {report['seconds']:.1f} s -> {args.out}")
     return 0

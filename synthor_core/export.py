@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .households import HouseholdConfig, HouseholdResult, member_consistency, realism_tables, worst_zones
+from .households import (PRIOR_COLUMN, HouseholdConfig, HouseholdResult, member_consistency, realism_tables,
+                         worst_zones)
 from .rules import compile_seed_expression
 from .units import HouseholdProject
 
@@ -50,9 +51,11 @@ def expand_households(project: HouseholdProject, result: HouseholdResult, prior:
     -------
     (households, persons)
         ``households``: ``household_id`` (int64 from 1), one column per geography level (zone ids), the seed
-        household id as ``seed_<id column>`` (``maxent_<id column>`` for the maxent prior's candidates), then :func:`household_columns`. ``persons``: ``household_id``,
-        ``per_num`` (int64 from 1 within the household), then :func:`person_columns`. Ordered by zone, then seed
-        household, so the same inputs and seed give the same rows.
+        household id as ``seed_<id column>`` (``maxent_<id column>`` for the maxent prior's candidates), ``prior``
+        ("seed" or "maxent") when the seed prior was filled from maxent, then :func:`household_columns`.
+        ``persons``: ``household_id``, ``per_num`` (int64 from 1 within the household), then
+        :func:`person_columns`. Ordered by zone, then seed household, so the same inputs and seed give the same
+        rows.
     """
     seed, geography = project.seed, project.geography
     counts = result.households["count"].to_numpy()
@@ -63,6 +66,9 @@ def expand_households(project: HouseholdProject, result: HouseholdResult, prior:
     for level in geography.levels:
         households[level] = geography.crosswalk[level].to_numpy()[zones]
     households[f"{prior}_{seed.household_id}"] = seed.households[seed.household_id].to_numpy()[seed_rows]
+    origin = seed.households[PRIOR_COLUMN] if PRIOR_COLUMN in seed.households.columns else None
+    if origin is not None and origin.nunique() > 1:  # the seed prior filled from maxent: say which is which
+        households["prior"] = origin.to_numpy()[seed_rows]
     for column in household_columns(project):
         households[column] = seed.households[column].to_numpy()[seed_rows]
     members = seed.members_per_household()
@@ -167,7 +173,10 @@ def write_household_outputs(project: HouseholdProject, result: HouseholdResult, 
         write_atomic(out / p_file, lambda p: synthetic_p.to_csv(p, index=False))
         for level, table in summary_tables(project, result).items():
             write_atomic(out / f"summary_{level}.csv", lambda p, t=table: t.to_csv(p, index=False))
-    extra: dict[str, Any] = {"prior_notes": prior_notes or {},
+    by_prior = (households["prior"].value_counts().sort_index().to_dict() if "prior" in households.columns
+                else {config.prior: len(households)})
+    extra: dict[str, Any] = {"prior_notes": prior_notes or {}, "households_by_prior": {
+                                 k: int(v) for k, v in by_prior.items()},
                              "member_consistency": member_consistency(project, households, persons)}
     if reference is not None and len(reference.seed.households):
         realism = realism_tables(reference, project, result)

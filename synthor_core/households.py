@@ -15,7 +15,7 @@ events, then one :class:`HouseholdResult`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Literal
 
 import numpy as np
@@ -25,9 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import defaults
 from .calibrate import BalanceResult, balance_zones, integerize_zone
+from .errors import TargetValidationError
+from .priors.households import POOL_PERSON_NUMBER as POOL_PERSON
 from .priors.households import maxent_households
 from .rules import compile_seed_expression
-from .units import HOUSEHOLDS, PERSONS, HouseholdProject, derive_from_members
+from .units import HOUSEHOLDS, PERSONS, HouseholdProject, SeedSample, derive_from_members
 
 
 class HouseholdConfig(BaseModel):
@@ -311,17 +313,84 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
+PRIOR_COLUMN = "_prior"  # column of the candidates' households naming the prior each came from
+
+
 def candidate_households(project: HouseholdProject, config: HouseholdConfig) -> tuple[HouseholdProject, dict]:
     """The project whose seed holds the prior's candidate households, and notes on them for the report.
 
-    ``seed``: the project as it is. ``maxent``: candidates built from the controls alone (no sample record used),
-    drawn with a generator derived from the run seed (so the same seed gives the same candidates).
+    ``maxent``: candidates built from the controls alone (no sample record used), drawn with a generator derived
+    from the run seed (so the same seed gives the same candidates). ``seed``: the sample's households, plus
+    ``maxent`` candidates where the sample cannot reach (DESIGN §10): every candidate of a seed zone that has
+    households to place but no sample household, and, in the other seed zones, the candidates that meet a control
+    no sample household meets (a household size the sample lacks). Both kinds are listed in the notes
+    (``filled_from_maxent``); the candidates' households carry :data:`PRIOR_COLUMN` ("seed" or "maxent").
+    When the maxent prior cannot serve the project (a control on several columns), the notes say why and the
+    sample's households are used alone.
     """
-    if config.prior == "seed":
-        return project, {"candidates": int(len(project.seed.households)),
-                         "candidate_persons": int(len(project.seed.persons))}
     rng = np.random.default_rng([config.seed, 1])
-    return maxent_households(project, rng)
+    if config.prior == "maxent":
+        candidates, notes = maxent_households(project, rng)
+        households = candidates.seed.households.assign(**{PRIOR_COLUMN: "maxent"})
+        return replace(candidates, seed=replace(candidates.seed, households=households)), notes
+    seed = project.seed
+    notes: dict = {"candidates": int(len(seed.households)), "candidate_persons": int(len(seed.persons))}
+    per_zone = project.households_per_zone()
+    seed_zones = project.geography.zones(seed.seed_level)
+    of_zone = project.geography.parent_index(seed.seed_level)
+    of_household = seed_zones.get_indexer(seed.households[seed.seed_level])
+    weight = seed.households[seed.weight].to_numpy(dtype=np.float64)
+    has_sample = np.bincount(of_household[weight > 0], minlength=len(seed_zones)) > 0
+    needs = np.bincount(of_zone, weights=per_zone.astype(np.float64), minlength=len(seed_zones)) > 0
+    empty = np.flatnonzero(needs & ~has_sample)
+    unreached = [i for i, c in enumerate(project.controls)
+                 if c.totals.sum() > 0 and not ((c.incidence > 0) & (weight > 0)).any()]
+    if not empty.size and not unreached:
+        return replace(project, seed=replace(seed, households=seed.households.assign(**{PRIOR_COLUMN: "seed"}))), notes
+    try:
+        filler, filler_notes = maxent_households(project, rng)
+    except TargetValidationError as exc:
+        notes["filled_from_maxent"] = {"candidates": 0, "not_possible": str(exc)}
+        return replace(project, seed=replace(seed, households=seed.households.assign(**{PRIOR_COLUMN: "seed"}))), notes
+    pool = filler.seed
+    pool_zone = seed_zones.get_indexer(pool.households[seed.seed_level])
+    incidence = np.column_stack([c.incidence for c in filler.controls])
+    keep = np.isin(pool_zone, empty)
+    if unreached:
+        keep |= (incidence[:, unreached] > 0).any(axis=1)
+    combined, controls = _append_candidates(project, filler, np.flatnonzero(keep))
+    notes["filled_from_maxent"] = {
+        "candidates": int(keep.sum()),
+        "seed_zones_without_sample": [_plain(seed_zones[i]) for i in empty],
+        "unreached_controls": [project.controls[i].name for i in unreached]}
+    return replace(project, seed=combined, controls=controls), notes
+
+
+def _append_candidates(project: HouseholdProject, filler: HouseholdProject, rows: np.ndarray) -> tuple[
+        SeedSample, list]:
+    """The sample with the filler's candidate households ``rows`` (and their members) after it."""
+    seed, pool = project.seed, filler.seed
+    n = len(seed.households)
+    ids = seed.households[seed.household_id]
+    extra = pool.households.iloc[rows].reset_index(drop=True)
+    if pd.api.types.is_numeric_dtype(ids):
+        new_ids = int(ids.max()) + np.arange(1, len(extra) + 1) if len(ids) else np.arange(1, len(extra) + 1)
+    else:
+        new_ids = np.array([f"maxent-{i}" for i in range(1, len(extra) + 1)], dtype=object)
+    position = np.full(len(pool.households), -1, dtype=np.int64)
+    position[rows] = np.arange(rows.size)
+    members = pool.persons[position[pool.persons["_household"].to_numpy()] >= 0].copy()
+    members["_household"] = position[members["_household"].to_numpy()] + n
+    members[seed.household_id] = new_ids[members["_household"].to_numpy() - n]
+    if seed.person_number and seed.person_number != POOL_PERSON:
+        members = members.rename(columns={POOL_PERSON: seed.person_number})
+    extra = extra.drop(columns=[pool.household_id]).assign(**{seed.household_id: new_ids})
+    households = pd.concat([seed.households.assign(**{PRIOR_COLUMN: "seed"}),
+                            extra.assign(**{PRIOR_COLUMN: "maxent"})], ignore_index=True)
+    persons = pd.concat([seed.persons, members], ignore_index=True)
+    controls = [replace(c, incidence=np.concatenate([c.incidence, f.incidence[rows]]))
+                for c, f in zip(project.controls, filler.controls)]
+    return replace(seed, households=households, persons=persons), controls
 
 
 def _groups(project: HouseholdProject, unit: str) -> dict[str, list[int]]:

@@ -102,3 +102,62 @@ def test_maxent_fits_example_test_and_refuses_a_control_on_two_columns():
     broken = replace(project, controls=[project.controls[0], two, *project.controls[2:]])
     with pytest.raises(TargetValidationError, match='control "hh_size_1" reads NP, HTYPE'):
         candidate_households(broken, config)
+
+
+def _example_without(tmp_path, example: str, id_column: str, drop) -> Path:
+    """A copy of an example whose seed lacks the households ``drop(households)`` selects (and their persons).
+
+    Files are read and written as text, so every other cell stays as it was.
+    """
+    import shutil
+
+    import pandas as pd
+
+    root = tmp_path / example
+    shutil.copytree(EXAMPLES / example, root)
+    households = pd.read_csv(root / "data" / "seed_households.csv", dtype=str, keep_default_na=False)
+    persons = pd.read_csv(root / "data" / "seed_persons.csv", dtype=str, keep_default_na=False)
+    gone = households.loc[drop(households), id_column]
+    households[~households[id_column].isin(gone)].to_csv(root / "data" / "seed_households.csv", index=False)
+    persons[~persons[id_column].isin(gone)].to_csv(root / "data" / "seed_persons.csv", index=False)
+    return root
+
+
+def _run_seed(root):
+    from synthor_core.export import expand_households
+
+    project = load_populationsim(root)
+    config = HouseholdConfig(seed=1, prior="seed")
+    candidates, notes = candidate_households(project, config)
+    result = [e for e in synthesize_households(candidates, config) if isinstance(e, HouseholdResult)][0]
+    households, _ = expand_households(candidates, result)
+    return project, notes, result, households
+
+
+@needs_examples
+def test_the_seed_prior_fills_a_household_size_its_sample_lacks_from_maxent(tmp_path):
+    # CALM's sample without its 4+ person households: PopulationSim could not place any of the 12,660 such
+    # households its controls ask for
+    root = _example_without(tmp_path, "example_calm", "hhnum", lambda h: h["NP"].astype(float) >= 4)
+    project, notes, result, households = _run_seed(root)
+    assert any("hh_size_4_plus" in w for w in project.warnings)  # the sample alone cannot reach it
+    filled = notes["filled_from_maxent"]
+    assert filled["unreached_controls"] == ["hh_size_4_plus"] and filled["seed_zones_without_sample"] == []
+    fit = result.fit.set_index("control")
+    assert fit.loc["hh_size_4_plus", "synthetic_total"] == fit.loc["hh_size_4_plus", "control_total"] == 12_660
+    assert fit.loc[[f"hh_size_{k}" for k in ("1", "2", "3", "4_plus")], "pct_rmse"].max() < 0.5
+    big = households["NP"] >= 4
+    assert big.sum() == 12_660
+    assert (households.loc[big, "prior"] == "maxent").all() and (households.loc[~big, "prior"] == "seed").all()
+
+
+@needs_examples
+def test_the_seed_prior_fills_a_seed_zone_without_sample_from_maxent(tmp_path):
+    root = _example_without(tmp_path, "example_test", "SERIALNO", lambda h: h["PUMA"] == "601")
+    project, notes, result, households = _run_seed(root)
+    assert notes["filled_from_maxent"]["seed_zones_without_sample"] == [601]
+    assert result.total_households == 1500
+    in_601 = households["PUMA"] == 601
+    assert in_601.any() and (households.loc[in_601, "prior"] == "maxent").all()
+    assert (households.loc[~in_601, "prior"] == "seed").all()
+    assert result.fit.set_index("control")["pct_rmse"]["num_hh"] == 0.0
