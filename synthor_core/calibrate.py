@@ -269,7 +269,8 @@ def balance_zones(incidence, initial_weights, block_zones, zone_groups: npt.Arra
 
 
 def integerize_zone(weights: npt.ArrayLike, incidence: npt.ArrayLike, targets: npt.ArrayLike,
-                    importance: npt.ArrayLike, total: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+                    importance: npt.ArrayLike, total: int, rng: np.random.Generator,
+                    stats: dict[str, int] | None = None) -> npt.NDArray[np.int64]:
     """Whole households for one zone: exactly ``total`` of them, controls met as closely as integers allow.
 
     Every household keeps the whole part of its balanced weight; the households still missing are chosen
@@ -290,6 +291,9 @@ def integerize_zone(weights: npt.ArrayLike, incidence: npt.ArrayLike, targets: n
     total : int >= 0
         Households of the zone.
     rng : numpy Generator (the pool's random start)
+    stats : dict, optional
+        Counters updated in place: ``lp_fallbacks`` (zones where the solver did not report an optimum, so the
+        households with the largest fractional weights were taken instead; HiGHS status in ``lp_status_<k>``).
 
     Returns
     -------
@@ -333,7 +337,10 @@ def integerize_zone(weights: npt.ArrayLike, incidence: npt.ArrayLike, targets: n
     upper = np.concatenate([np.ones(n), np.full(2 * n_controls, np.inf)])
     lp = linprog(cost, A_eq=full, b_eq=rhs_full, bounds=np.column_stack([np.zeros(cost.size), upper]),
                  method="highs-ds")
-    if lp.status != 0:  # cannot happen with free slacks and enough pool; keep systematic rounding then
+    if lp.status != 0:  # free slacks make it feasible; an iteration limit or numerical trouble is counted
+        if stats is not None:
+            stats["lp_fallbacks"] = stats.get("lp_fallbacks", 0) + 1
+            stats[f"lp_status_{lp.status}"] = stats.get(f"lp_status_{lp.status}", 0) + 1
         chosen = pool[np.argsort(-frac[pool], kind="stable")[:missing]]
         result[chosen] += 1
         return result

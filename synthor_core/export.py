@@ -115,6 +115,7 @@ def household_report(project: HouseholdProject, result: HouseholdResult, config:
             "geographies": {level: len(project.geography.zones(level)) for level in project.geography.levels},
             "balance": {"converged": result.balance.converged, "sweeps": result.balance.iterations,
                         "max_relative_gap": result.balance.max_relative_gap},
+            "integerize": dict(result.integerize),
             "seconds": round(seconds, 3), "stage_seconds": result.seconds,
             "worst_pct_rmse": round(float(result.fit["pct_rmse"].max()), 4) if len(result.fit) else 0.0,
             "controls": controls, "warnings": list(project.warnings), "settings": config.model_dump(),

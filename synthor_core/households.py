@@ -15,7 +15,7 @@ events, then one :class:`HouseholdResult`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Literal
 
 import numpy as np
@@ -85,6 +85,8 @@ class HouseholdResult:
         Without the weights (released once integerized).
     seconds : dict of str -> float
         Seconds of each stage (``balance``, ``integerize``).
+    integerize : dict of str -> int
+        ``lp_fallbacks``: zones whose linear programme ended without an optimum (see ``integerize_zone``).
     """
 
     households: pd.DataFrame
@@ -92,6 +94,7 @@ class HouseholdResult:
     synthetic: dict[str, npt.NDArray[np.float64]]
     balance: BalanceResult
     seconds: dict[str, float]
+    integerize: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_households(self) -> int:
@@ -194,6 +197,7 @@ def synthesize_households(project: HouseholdProject, config: HouseholdConfig) ->
         for i in upper:
             np.add.at(remaining_relaxed[i], zone_groups[i, zones], contribution[i])
     pieces = []
+    lp_stats: dict[str, int] = {"lp_fallbacks": 0}
     n_zones_total = sum(z.size for z in block_zones)
     done = 0
     report_every = max(1, n_zones_total // 20)
@@ -209,7 +213,7 @@ def synthesize_households(project: HouseholdProject, config: HouseholdConfig) ->
                 else:
                     left = remaining_relaxed[i][g]
                     targets[i] = remaining_target[i][g] * (contribution[i, k] / left) if left > 1e-12 else 0.0
-            counts = integerize_zone(w[:, k], inc, targets, importance, int(per_zone[zone]), rng)
+            counts = integerize_zone(w[:, k], inc, targets, importance, int(per_zone[zone]), rng, lp_stats)
             placed = counts @ inc
             for i in upper:
                 g = zone_groups[i, zone]
@@ -229,7 +233,8 @@ def synthesize_households(project: HouseholdProject, config: HouseholdConfig) ->
     fit, synthetic = measure_controls(project, households)
     light = BalanceResult((), balance.converged, balance.iterations, balance.max_relative_gap, balance.relaxation)
     yield HouseholdResult(households, fit, synthetic, light,
-                          {"balance": round(balance_seconds, 3), "integerize": round(integerize_seconds, 3)})
+                          {"balance": round(balance_seconds, 3), "integerize": round(integerize_seconds, 3)},
+                          lp_stats)
 
 
 def _members_by_group(groups: np.ndarray, weight: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:

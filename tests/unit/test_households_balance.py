@@ -74,3 +74,17 @@ def test_integerize_zone_keeps_whole_parts_and_handles_empty_zones():
                            rng).tolist() == [2, 1, 0]
     assert integerize_zone(np.array([0.5, 0.5]), np.ones((2, 1)), np.array([0.0]), np.array([1.0]), 0,
                            rng).tolist() == [0, 0]
+
+
+def test_integerize_zone_counts_a_solver_that_ends_without_an_optimum(monkeypatch):
+    import scipy.optimize
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(scipy.optimize, "linprog", lambda *a, **k: SimpleNamespace(status=1, x=None))
+    rng = np.random.default_rng(0)
+    weights = np.array([0.5, 1.5, 2.5, 0.5])
+    incidence = np.array([[1.0, 0], [0, 1], [1, 0], [0, 1]])
+    stats = {}
+    counts = integerize_zone(weights, incidence, np.array([3.0, 2.0]), np.ones(2), 5, rng, stats)
+    assert counts.sum() == 5 and (counts >= np.floor(weights)).all()
+    assert stats == {"lp_fallbacks": 1, "lp_status_1": 1}
