@@ -159,7 +159,7 @@ def write_household_outputs(project: HouseholdProject, result: HouseholdResult, 
     households, persons = expand_households(project, result, config.prior)
     write_atomic(out / "households.csv", lambda p: households.to_csv(p, index=False))
     write_atomic(out / "persons.csv", lambda p: persons.to_csv(p, index=False))
-    if project.source == "populationsim":
+    if project.output:  # PopulationSim's output settings (an imported or converted PopulationSim project)
         spec = project.output
         id_name = str(spec.get("household_id") or HOUSEHOLD_ID)
         hh_spec, p_spec = spec.get("households") or {}, spec.get("persons") or {}

@@ -57,10 +57,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import Problem, TargetValidationError
 from .geography import Geography, build_geography, shown_value
-from .populationsim import (SETTINGS_FILE, _inside, _number_column, _read_csv, _read_settings, _seed_sample,
-                            load_populationsim)
+from .populationsim import (SETTINGS_FILE, inside_folder, load_populationsim, number_column, read_csv_table,
+                            read_settings, seed_sample_from_tables)
 from .rules import RuleError, compile_seed_expression
-from .targets import PROJECT_FILE, _pydantic_problems, read_project_toml
+from .targets import PROJECT_FILE, pydantic_problems, read_project_toml
 from .units import HOUSEHOLDS, PERSONS, Control, Derivation, HouseholdProject, SeedSample, infer_derivations
 
 DATA_FOLDER = "data"  # where convert_populationsim puts the copied data files
@@ -185,7 +185,7 @@ def _read_spec(root: Path) -> HouseholdProjectSpec:
     try:
         return HouseholdProjectSpec.model_validate(raw)
     except ValidationError as exc:
-        raise TargetValidationError(_pydantic_problems(PROJECT_FILE, exc)) from None
+        raise TargetValidationError(pydantic_problems(PROJECT_FILE, exc)) from None
 
 
 def _check_names(spec: HouseholdProjectSpec) -> list[Problem]:
@@ -245,7 +245,7 @@ def _control_table(path: Path, shown: str, level: str, geography: Geography, fra
                    problems: list[Problem]) -> pd.DataFrame | None:
     """The table of a control at ``level``: read once, its zone column checked against the crosswalk."""
     if path not in frames:
-        frames[path] = _read_csv(path, shown, problems)
+        frames[path] = read_csv_table(path, shown, problems)
     frame = frames[path]
     if frame is None:
         return None
@@ -285,7 +285,7 @@ def _controls(spec: HouseholdProjectSpec, root: Path, geography: Geography, seed
             incidence = mask.astype(np.float64)
         else:
             incidence = np.bincount(person_rows, weights=mask.astype(np.float64), minlength=n_households)
-        path = _inside(root, entry.table, PROJECT_FILE, f"{key}.table", problems)
+        path = inside_folder(root, entry.table, PROJECT_FILE, f"{key}.table", problems)
         if path is None:
             continue
         shown = _shown(entry.table)
@@ -299,7 +299,7 @@ def _controls(spec: HouseholdProjectSpec, root: Path, geography: Geography, seed
                                                   f"{', '.join(c for c in table.columns if c != entry.level)})",
                                     column=f"{key}.column"))
             continue
-        values = _number_column(table, entry.column, shown, problems)
+        values = number_column(table, entry.column, shown, problems)
         if values is None:
             continue
         zones = geography.zones(entry.level)
@@ -348,10 +348,10 @@ def load_household_project(folder: str | Path) -> HouseholdProject:
     paths = {}
     for key, name in (("geography.file", spec.geography.file), ("seed.households", spec.seed.households),
                       ("seed.persons", spec.seed.persons)):
-        paths[key] = _inside(root, name, PROJECT_FILE, key, problems)
+        paths[key] = inside_folder(root, name, PROJECT_FILE, key, problems)
     if problems:
         raise TargetValidationError(problems)
-    crosswalk, households, persons = (_read_csv(paths[key], _shown(name), problems) for key, name in (
+    crosswalk, households, persons = (read_csv_table(paths[key], _shown(name), problems) for key, name in (
         ("geography.file", spec.geography.file), ("seed.households", spec.seed.households),
         ("seed.persons", spec.seed.persons)))
     if problems:
@@ -368,7 +368,7 @@ def load_household_project(folder: str | Path) -> HouseholdProject:
     tables = {HOUSEHOLDS: (households, _shown(spec.seed.households), {}),
               PERSONS: (persons, _shown(spec.seed.persons), {})}
     reserved = {"household_id_col": spec.seed.household_id, "household_weight_col": spec.seed.weight}
-    seed, seed_problems = _seed_sample(tables, reserved, spec.geography.seed_level, geography)
+    seed, seed_problems = seed_sample_from_tables(tables, reserved, spec.geography.seed_level, geography)
     if seed_problems:
         raise TargetValidationError(seed_problems)
     if number is not None and number != seed.person_number:
@@ -382,7 +382,7 @@ def load_household_project(folder: str | Path) -> HouseholdProject:
     return HouseholdProject(name=spec.project.name, geography=geography, seed=seed, controls=controls,
                             total_control=spec.project.total_control,
                             max_expansion_factor=spec.project.max_expansion_factor, output=output,
-                            source="populationsim" if spec.output is not None else "synthor", warnings=warnings,
+                            source="synthor", warnings=warnings,
                             derived=derived)
 
 
@@ -467,7 +467,7 @@ def convert_populationsim(folder: str | Path, out: str | Path, configs: str = "c
         raise TargetValidationError([Problem(str(out), "expected a new or empty folder for the project (it is not "
                                                        "overwritten)")])
     project = load_populationsim(root, configs=configs, data=data)
-    settings = _read_settings(root / configs, f"{configs}/{SETTINGS_FILE}")
+    settings = read_settings(root / configs, f"{configs}/{SETTINGS_FILE}")
     data_dir = root / (data or str(settings.get("data_dir") or "data"))
     entries = {str(e["tablename"]): e for e in settings["input_table_list"]}
     needed = [HOUSEHOLDS, PERSONS, "geo_cross_walk"]

@@ -34,7 +34,7 @@ def is_populationsim_project(folder: str | Path, configs: str = "configs") -> bo
     return (Path(folder) / configs / SETTINGS_FILE).is_file()
 
 
-def _inside(root: Path, name: object, shown: str, key: str, problems: list[Problem]) -> Path | None:
+def inside_folder(root: Path, name: object, shown: str, key: str, problems: list[Problem]) -> Path | None:
     """``root / name`` when it is a plain relative path that stays inside ``root``; else a problem."""
     if not isinstance(name, str) or not name.strip():
         problems.append(Problem(shown, f"expected a file name, got {name!r}", column=key))
@@ -50,7 +50,10 @@ def _inside(root: Path, name: object, shown: str, key: str, problems: list[Probl
     return candidate
 
 
-def _read_settings(configs: Path, shown: str) -> dict:
+def read_settings(configs: Path, shown: str) -> dict:
+    """PopulationSim's ``settings.yaml`` in ``configs`` as a mapping (``yaml.safe_load``; at most
+    ``MAX_SETTINGS_BYTES``). Raises TargetValidationError naming ``shown`` when it is missing, too large, not YAML
+    or not a mapping."""
     import yaml
 
     path = configs / SETTINGS_FILE
@@ -66,7 +69,7 @@ def _read_settings(configs: Path, shown: str) -> dict:
     return settings
 
 
-def _read_csv(path: Path, shown: str, problems: list[Problem]) -> pd.DataFrame | None:
+def read_csv_table(path: Path, shown: str, problems: list[Problem]) -> pd.DataFrame | None:
     """A CSV whose lines starting with ``#`` are comments; numbers stay numbers."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -100,10 +103,10 @@ def _input_tables(settings: dict, data: Path, shown: str, problems: list[Problem
         if not isinstance(entry, dict) or "tablename" not in entry or "filename" not in entry:
             problems.append(Problem(shown, "expected tablename and filename", column=key))
             continue
-        path = _inside(data, entry["filename"], shown, f"{key}.filename", problems)
+        path = inside_folder(data, entry["filename"], shown, f"{key}.filename", problems)
         if path is None:
             continue
-        frame = _read_csv(path, f"{data.name}/{entry['filename']}", problems)
+        frame = read_csv_table(path, f"{data.name}/{entry['filename']}", problems)
         if frame is None:
             continue
         renames = entry.get("rename_columns") or {}
@@ -117,8 +120,10 @@ def _input_tables(settings: dict, data: Path, shown: str, problems: list[Problem
     return tables
 
 
-def _number_column(frame: pd.DataFrame, column: str, shown: str, problems: list[Problem], minimum: float = 0.0,
+def number_column(frame: pd.DataFrame, column: str, shown: str, problems: list[Problem], minimum: float = 0.0,
                    first_row: int = 2) -> np.ndarray | None:
+    """``frame[column]`` as float64, shape (len(frame),), or None after adding a problem (file ``shown``, row,
+    column) for each of the first cells that is not a number >= ``minimum``."""
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(values) | (values < minimum))
     for i in bad[:5]:
@@ -157,7 +162,7 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
     if not (configs_dir / SETTINGS_FILE).is_file():
         raise TargetValidationError([Problem(settings_shown, f"not found in {root.name}/ (a PopulationSim working "
                                                              f"directory has {configs}/{SETTINGS_FILE})")])
-    settings = _read_settings(configs_dir, settings_shown)
+    settings = read_settings(configs_dir, settings_shown)
     problems: list[Problem] = []
     data_name = data or str(settings.get("data_dir") or "data")
     data_dir = root / data_name
@@ -192,12 +197,12 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
     geography, geo_problems = build_geography(crosswalk, levels, crosswalk_file)
     if geo_problems:
         raise TargetValidationError(geo_problems)
-    seed, seed_problems = _seed_sample(tables, reserved, seed_level, geography)
+    seed, seed_problems = seed_sample_from_tables(tables, reserved, seed_level, geography)
     problems += seed_problems
     if problems:
         raise TargetValidationError(problems)
     control_file = str(settings.get("control_file_name") or "controls.csv")
-    control_path = _inside(configs_dir, control_file, settings_shown, "control_file_name", problems)
+    control_path = inside_folder(configs_dir, control_file, settings_shown, "control_file_name", problems)
     if control_path is None:
         raise TargetValidationError(problems)
     controls, warnings = _controls(control_path, f"{configs}/{control_file}", tables, geography, seed, problems)
@@ -217,7 +222,14 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
                                 col for c in controls if c.unit == HOUSEHOLDS for col in c.columns))))
 
 
-def _seed_sample(tables, reserved, seed_level, geography: Geography) -> tuple[SeedSample | None, list[Problem]]:
+def seed_sample_from_tables(tables, reserved, seed_level, geography: Geography) -> tuple[
+        SeedSample | None, list[Problem]]:
+    """The seed sample from the read ``households`` and ``persons`` tables (frame, file shown, spec).
+
+    ``reserved`` names the id and weight columns (``household_id_col``, ``household_weight_col``). Returns the
+    sample, or None with the problems (missing columns, duplicate ids, weights, unknown seed zones, persons whose
+    household is not in the sample), each naming file, row and column.
+    """
     problems: list[Problem] = []
     households, hh_file, _ = tables["households"]
     persons, p_file, _ = tables["persons"]
@@ -235,7 +247,7 @@ def _seed_sample(tables, reserved, seed_level, geography: Geography) -> tuple[Se
     for i in duplicated[:5]:
         problems.append(Problem(hh_file, f"the household id {shown_value(households[hh_id].iloc[i])} is listed twice",
                                 row=2 + int(i), column=hh_id))
-    _number_column(households, weight, hh_file, problems)
+    number_column(households, weight, hh_file, problems)
     zones = geography.zones(seed_level)
     unknown = np.flatnonzero(~households[seed_level].isin(zones).to_numpy())
     for i in unknown[:5]:
@@ -261,7 +273,7 @@ def _seed_sample(tables, reserved, seed_level, geography: Geography) -> tuple[Se
 
 def _controls(path: Path, shown: str, tables, geography: Geography, seed: SeedSample, problems: list[Problem]
               ) -> tuple[list[Control], list[str]]:
-    frame = _read_csv(path, shown, problems)
+    frame = read_csv_table(path, shown, problems)
     warnings: list[str] = []
     if frame is None:
         return [], warnings
@@ -319,7 +331,7 @@ def _controls(path: Path, shown: str, tables, geography: Geography, seed: SeedSa
                                            f"{', '.join(c for c in totals_frame.columns if c != level)})", row=line,
                                     column="control_field"))
             continue
-        values = _number_column(totals_frame, column, table_file, problems)
+        values = number_column(totals_frame, column, table_file, problems)
         if values is None:
             continue
         totals = np.zeros(len(geography.zones(level)))

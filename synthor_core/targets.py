@@ -146,7 +146,8 @@ class Project:
 # ------------------------------------------------------------------------------------------------ reading
 
 
-def _pydantic_problems(file: str, err: ValidationError) -> list[Problem]:
+def pydantic_problems(file: str, err: ValidationError) -> list[Problem]:
+    """One Problem per pydantic error of ``file``: the location as row/column, pydantic's message in plain words."""
     problems = []
     for e in err.errors():
         loc = ""
@@ -487,7 +488,7 @@ def parse_project_text(text: str, where: str = PROJECT_FILE) -> tuple[ProjectSpe
     try:
         spec = ProjectSpec.model_validate(raw)
     except ValidationError as exc:
-        return None, None, _pydantic_problems(where, exc)
+        return None, None, pydantic_problems(where, exc)
     try:
         schema = Schema(spec.variables)
     except ValueError as exc:
