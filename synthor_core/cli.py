@@ -80,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
                                                    "data)")
     val = sub.add_parser("validate", help="check a project folder and print every problem")
     val.add_argument("project", type=Path)
+    val.add_argument("--configs", default="configs", help="a PopulationSim folder's configs folder")
+    val.add_argument("--data", default=None, help="a PopulationSim folder's data folder")
     ev = sub.add_parser("evaluate", help="evaluate a population against its targets, held-out records and rules")
     ev.add_argument("population", type=Path, help="population.csv (one row per person)")
     ev.add_argument("--project", type=Path, required=True)
@@ -275,7 +277,27 @@ def command_convert(args: argparse.Namespace) -> int:
 
 
 def command_validate(args: argparse.Namespace) -> int:
-    """Print every problem of a project; returns 0 when there is none, 2 otherwise."""
+    """Print every problem of a project; returns 0 when there is none, 2 otherwise.
+
+    Household projects (a Synthor household project or a PopulationSim folder) are loaded whole: every problem
+    found is printed with its file, row and column.
+    """
+    if is_household_project(args.project) or is_populationsim_project(args.project, args.configs):
+        try:
+            project = (load_household_project(args.project) if is_household_project(args.project)
+                       else load_populationsim(args.project, configs=args.configs, data=args.data))
+        except TargetValidationError as exc:
+            print(f"{len(exc.problems)} problem(s) in {args.project}:")
+            for p in exc.problems:
+                print(f"  - {p}")
+            return 2
+        print(f"ok: {len(project.seed.households):,} seed households, {len(project.seed.persons):,} seed persons, "
+              f"{len(project.controls)} controls, geography "
+              + " > ".join(f"{level} ({len(project.geography.zones(level)):,})" for level in project.geography.levels)
+              + f", {int(project.households_per_zone().sum()):,} households to place")
+        for warning in project.warnings:
+            print(f"warning: {warning}")
+        return 0
     problems = validate_project(args.project)
     if problems:
         print(f"{len(problems)} problem(s) in {args.project}:")

@@ -202,3 +202,22 @@ def test_convert_errors_exit_2_with_what_is_wrong(tmp_path):
     assert ('synthor.toml column "controls[5].expression": control "hh_size_4_plus": arithmetic is not allowed'
             in done.stderr)
     assert "Traceback" not in done.stderr
+
+
+@needs_examples
+def test_validate_checks_a_populationsim_folder_and_names_each_problem(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "synthor_core", "validate", str(EXAMPLES / "example_calm")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert ("ok: 4,841 seed households, 11,734 seed persons, 31 controls, geography REGION (1) > PUMA (1) > "
+            "TRACT (35) > TAZ (930), 62,041 households to place") in done.stdout
+    root = tmp_path / "example_test"
+    shutil.copytree(EXAMPLES / "example_test", root)
+    controls = root / "configs" / "controls.csv"
+    controls.write_text(controls.read_text().replace("households.NP == 1", "__import__('os').getcwd()"))
+    done = subprocess.run([sys.executable, "-m", "synthor_core", "validate", str(root)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "1 problem(s) in" in done.stdout
+    assert ('configs/controls.csv row 3, column "expression": control "hh_size_1": a function call is not allowed'
+            in done.stdout)
