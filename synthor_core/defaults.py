@@ -1,5 +1,17 @@
 """Named tolerances and limits, in one place (STYLE.md, rule 7). Units are in the names or comments."""
 
+import os
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# --- files --------------------------------------------------------------------------------------
+FILE_MODE = 0o666 & ~_umask()  # mode of a file written through a temporary file and renamed (umask read at import)
+
 # --- engine -------------------------------------------------------------------------------------
 MAX_ITERATIONS = 100  # iterations of the loop (the paper's fixed budget)
 TOLERANCE_TVD = 0.005  # mean TVD over target tables at which the loop stops

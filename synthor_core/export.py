@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import defaults
 from .households import (PRIOR_COLUMN, HouseholdConfig, HouseholdResult, member_consistency, realism_tables,
                          worst_zones)
 from .rules import compile_seed_expression
@@ -90,6 +91,7 @@ def write_atomic(path: Path, write) -> None:
     os.close(handle)
     try:
         write(temporary)
+        os.chmod(temporary, defaults.FILE_MODE)  # mkstemp makes it private; the final file gets the usual umask mode
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

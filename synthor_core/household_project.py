@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from . import defaults
 from .errors import Problem, TargetValidationError
 from .geography import Geography, build_geography, shown_value
 from .populationsim import (SETTINGS_FILE, inside_folder, load_populationsim, number_column, read_csv_table,
@@ -563,6 +564,7 @@ def _write_toml(out: Path, raw: dict, derived: list[dict], root: Path, sources: 
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
+        os.chmod(temporary, defaults.FILE_MODE)  # mkstemp makes it private; the final file gets the usual umask mode
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -16,7 +16,8 @@ from synthor_core.populationsim import load_populationsim
 from synthor_core.targets import PROJECT_FILE, load_project
 from synthor_core.units import Derivation
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "populationsim"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT.parent / "shared" / "data" / "populationsim"
 EXAMPLE_TEST = EXAMPLES / "example_test"
 needs_examples = pytest.mark.skipif(not EXAMPLE_TEST.is_dir(), reason="shared/data/populationsim not present")
 VARIANTS = [("configs", "data"), ("configs_flex", "data_flex")]
@@ -215,3 +216,22 @@ def test_an_unknown_unit_is_named(tmp_path):
 ])
 def test_other_bad_keys_are_named(tmp_path, old, new, expected):
     assert expected in _problems_after_edit(tmp_path, PROJECT_FILE, old, new)
+
+
+def test_the_bundled_calm_example_is_what_its_script_derives(tmp_path):
+    import subprocess
+    import sys
+
+    bundled = ROOT / "examples" / "calm"
+    project = load_household_project(bundled)
+    assert (len(project.seed.households), len(project.seed.persons), len(project.controls)) == (4841, 11734, 31)
+    assert [len(project.geography.zones(level)) for level in project.geography.levels] == [1, 1, 35, 930]
+    if not (EXAMPLES / "example_calm").is_dir():
+        pytest.skip("shared/data/populationsim not present")
+    out = tmp_path / "calm"
+    out.mkdir()
+    done = subprocess.run([sys.executable, str(bundled / "derive.py"), "--out", str(out)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for path in sorted(p for p in bundled.rglob("*") if p.is_file() and p.name not in ("derive.py", "README.md")):
+        assert (out / path.relative_to(bundled)).read_bytes() == path.read_bytes(), path.name

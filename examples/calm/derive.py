@@ -1,0 +1,75 @@
+"""Derive the bundled CALM household project from PopulationSim's own example (``example_calm``).
+
+Converts ``../shared/data/populationsim/example_calm`` (PopulationSim v0.10.0, BSD-3-Clause; seed records from the
+US Census Bureau's ACS PUMS, public domain) into a Synthor household project with
+:func:`synthor_core.household_project.convert_populationsim`, then keeps only the seed columns the project uses
+(ids, weight, seed zone, every column a control, a derivation or the output settings read): 8.6 MB of seed files
+become about 0.4 MB, every kept cell unchanged. Run from the repository root:
+``python examples/calm/derive.py [--source DIR] [--out examples/calm]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from synthor_core.household_project import convert_populationsim, load_household_project  # noqa: E402
+
+SOURCE = ROOT.parent / "shared" / "data" / "populationsim" / "example_calm"
+
+
+def _used_columns(project) -> tuple[set[str], set[str]]:
+    """Seed household and person columns the project reads."""
+    seed = project.seed
+    households = {seed.household_id, seed.weight, seed.seed_level}
+    persons = {seed.household_id, "_household"} | ({seed.person_number} if seed.person_number else set())
+    for control in project.controls:
+        (households if control.unit == "households" else persons).update(control.columns)
+    for d in project.derived:
+        households.add(d.column)
+        if d.source:
+            persons.add(d.source)
+        if d.expression:
+            persons.update(re.findall(r"persons\.(\w+)", d.expression))
+    for unit, target in (("households", households), ("persons", persons)):
+        target.update(str(c) for c in (project.output.get(unit) or {}).get("columns", []) or [])
+    return households, persons
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=Path, default=SOURCE)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        converted = Path(tmp) / "calm"
+        convert_populationsim(args.source, converted)
+        project = load_household_project(converted)
+        households, persons = _used_columns(project)
+        for name, keep in (("seed_households.csv", households), ("seed_persons.csv", persons)):
+            path = converted / "data" / name
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, comment="#")
+            frame[[c for c in frame.columns if c in keep]].to_csv(path, index=False)
+        before = load_household_project(converted)
+        for item in converted.iterdir():
+            target = args.out / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            if item.is_dir():
+                shutil.copytree(item, target)
+            else:
+                shutil.copy2(item, target)
+    print(f"wrote {args.out}: {len(before.seed.households):,} seed households, {len(before.controls)} controls")
+
+
+if __name__ == "__main__":
+    main()
