@@ -14,6 +14,7 @@ page = st.navigation([
     st.Page("pages/data.py", title="Data", icon=":material/table_chart:", default=True),
     st.Page("pages/synthesize.py", title="Synthesize", icon=":material/play_circle:"),
     st.Page("pages/evaluate.py", title="Evaluate & export", icon=":material/fact_check:"),
+    st.Page("pages/households.py", title="Households in zones", icon=":material/holiday_village:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
 ])
 

@@ -25,6 +25,9 @@ def init_state() -> None:
     st.session_state.setdefault("data.project_dir", str(EXAMPLE_DIR))
     st.session_state.setdefault("data.project_label", EXAMPLE_LABEL)
     st.session_state.setdefault("synth.run_id", None)
+    st.session_state.setdefault("hh.project_dir", str(HOUSEHOLD_EXAMPLE_DIR))
+    st.session_state.setdefault("hh.project_label", HOUSEHOLD_EXAMPLE_LABEL)
+    st.session_state.setdefault("hh.run_dir", None)
 
 
 @st.cache_resource
@@ -121,22 +124,111 @@ def editable_project_dir() -> Path:
     return Path(st.session_state["data.project_dir"])
 
 
+MAX_ZIP_MEMBERS = 2_000  # files in an uploaded project zip at most
+MAX_ZIP_EXPANDED_BYTES = 512 * 1024 * 1024  # bytes of an uploaded project zip once expanded, at most
+
+
+class UploadError(ValueError):
+    """An uploaded file that cannot be opened; the message says why, in plain words."""
+
+
+def extract_zip(content: bytes, folder: Path) -> None:
+    """Expand an uploaded zip into ``folder``: members stay inside it, at most ``MAX_ZIP_MEMBERS`` files and
+    ``MAX_ZIP_EXPANDED_BYTES`` bytes (counted while streaming, not trusted from the header).
+
+    Raises UploadError (not a zip, too many files, too large once expanded); the folder is then removed.
+    """
+    folder.mkdir(parents=True)
+    written = 0
+    try:
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(content))
+        except zipfile.BadZipFile:
+            raise UploadError("this file is not a zip archive") from None
+        with archive:
+            members = [m for m in archive.infolist() if not m.is_dir()]
+            if len(members) > MAX_ZIP_MEMBERS:
+                raise UploadError(f"the zip holds {len(members):,} files; at most {MAX_ZIP_MEMBERS:,} are accepted")
+            root = folder.resolve()
+            for member in members:
+                target = (folder / member.filename).resolve()
+                if root not in target.parents:
+                    continue  # never write outside the draft folder
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(member) as source, open(target, "wb") as sink:
+                    while chunk := source.read(1 << 20):
+                        written += len(chunk)
+                        if written > MAX_ZIP_EXPANDED_BYTES:
+                            raise UploadError(f"the zip expands to more than {MAX_ZIP_EXPANDED_BYTES >> 20:,} MiB")
+                        sink.write(chunk)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
 def draft_from_zip(content: bytes, label: str) -> Path:
     """A draft from an uploaded project zip (``synthor.toml`` at its top or in one folder)."""
     folder = drafts_dir() / uuid.uuid4().hex[:12]
-    folder.mkdir(parents=True)
-    with zipfile.ZipFile(io.BytesIO(content)) as archive:
-        for member in archive.infolist():
-            target = (folder / member.filename).resolve()
-            if not str(target).startswith(str(folder.resolve())) or member.is_dir():
-                continue  # never write outside the draft folder
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(archive.read(member))
+    extract_zip(content, folder)
     tomls = sorted(folder.rglob("synthor.toml"), key=lambda p: len(p.parts))
     root = tomls[0].parent if tomls else folder
     st.session_state["data.project_dir"] = str(root)
     st.session_state["data.project_label"] = label
     return root
+
+
+# --- households in zones ------------------------------------------------------------------------------------------
+HOUSEHOLD_EXAMPLE_DIR = Path(__file__).resolve().parent / "examples" / "calm"
+HOUSEHOLD_EXAMPLE_LABEL = "CALM, PopulationSim's reference example (bundled): 930 TAZ, 62,041 households"
+
+
+def household_draft_from_zip(content: bytes, label: str) -> Path:
+    """A draft from an uploaded household project zip: a Synthor household project (``synthor.toml`` with
+    ``[geography]``) or a PopulationSim working folder (``configs/settings.yaml``), at its top or in one folder.
+
+    Raises UploadError when the zip holds neither.
+    """
+    from synthor_core.household_project import is_household_project
+    from synthor_core.populationsim import is_populationsim_project
+
+    folder = drafts_dir() / uuid.uuid4().hex[:12]
+    extract_zip(content, folder)
+    candidates = sorted({p.parent for p in folder.rglob("synthor.toml")} | {p.parent.parent for p in folder.rglob(
+        "configs/settings.yaml")}, key=lambda p: len(p.parts))
+    root = next((c for c in candidates if is_household_project(c) or is_populationsim_project(c)), None)
+    if root is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise UploadError("the zip holds no household project: expected a synthor.toml with a [geography] table, "
+                          "or a PopulationSim folder with configs/settings.yaml")
+    st.session_state["hh.project_dir"] = str(root)
+    st.session_state["hh.project_label"] = label
+    st.session_state["hh.run_dir"] = None
+    return root
+
+
+@st.cache_resource(max_entries=4, show_spinner="Reading the household project")
+def _load_households(path: str, stamp: float):
+    from synthor_core.errors import TargetValidationError
+    from synthor_core.household_project import is_household_project, load_household_project
+    from synthor_core.populationsim import load_populationsim
+
+    try:
+        project = load_household_project(path) if is_household_project(path) else load_populationsim(path)
+    except TargetValidationError as exc:
+        return None, list(exc.problems)
+    return project, []
+
+
+def current_household_project():
+    """The session's household project (loaded once per folder and modification time) and its problems."""
+    path = Path(st.session_state["hh.project_dir"])
+    stamp = max((p.stat().st_mtime for p in path.rglob("*") if p.is_file()), default=0.0)
+    return _load_households(str(path), stamp)
+
+
+def household_runs_dir() -> Path:
+    """Where household runs write their outputs (under the data directory, one folder per run)."""
+    return default_data_dir() / "household_runs"
 
 
 @st.cache_resource(max_entries=8, show_spinner="Opening the run")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_session import (EXAMPLE_DIR, EXAMPLE_LABEL, current_project, draft_from_zip, editable_project_dir,
-                         new_draft, problems_frame)
+from app_session import (EXAMPLE_DIR, EXAMPLE_LABEL, UploadError, current_project, draft_from_zip,
+                         editable_project_dir, new_draft, problems_frame)
 from synthor_core.schema import variables_frame, variables_from_frame
 from synthor_core.store import zip_project_folder
 from synthor_core.targets import (marginal_template, parse_project_text, read_project_toml, suggest_table_spec,
@@ -32,8 +32,12 @@ with right:
                                 key="data.project_zip")
     if uploaded is not None and st.session_state.get("data.loaded_zip") != uploaded.file_id:
         st.session_state["data.loaded_zip"] = uploaded.file_id
-        draft_from_zip(uploaded.getvalue(), f"{uploaded.name}")
-        st.rerun()
+        try:
+            draft_from_zip(uploaded.getvalue(), f"{uploaded.name}")
+        except UploadError as exc:
+            st.error(f"{uploaded.name} cannot be opened: {exc}", icon=":material/error:")
+        else:
+            st.rerun()
 
 project, problems = current_project()
 folder = Path(st.session_state["data.project_dir"])

@@ -77,3 +77,31 @@ def table_comparison(table: TargetTable, synthetic: np.ndarray, schema: Schema) 
                      go.Bar(x=names, y=synth.reshape(-1), name="synthetic")])
     fig.update_layout(barmode="group", yaxis_title="share", height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10})
     return fig
+
+
+def household_fit_figure(fit: pd.DataFrame, bars: dict[str, float] | None = None) -> go.Figure:
+    """Horizontal bars of each control's %RMSE over the zones of its level, coloured by level.
+
+    Parameters
+    ----------
+    fit : DataFrame
+        One row per control with ``control``, ``level``, ``pct_rmse`` (``HouseholdResult.fit`` or report.json's
+        ``controls``).
+    bars : dict of control -> float, optional
+        A reference value per control (e.g. PopulationSim's %RMSE), drawn as a black tick.
+    """
+    frame = fit.assign(pct_rmse=fit["pct_rmse"].astype(float)).iloc[::-1]
+    fig = go.Figure()
+    for level in dict.fromkeys(frame["level"]):
+        part = frame[frame["level"] == level]
+        fig.add_trace(go.Bar(x=part["pct_rmse"], y=part["control"], orientation="h", name=str(level),
+                             hovertemplate="%{y}: %{x:.2f} %RMSE<extra>" + str(level) + "</extra>"))
+    if bars:
+        known = frame[frame["control"].isin(list(bars))]
+        fig.add_trace(go.Scatter(x=[bars[c] for c in known["control"]], y=known["control"], mode="markers",
+                                 marker={"symbol": "line-ns-open", "size": 14, "color": "black"}, name="reference"))
+    fig.update_layout(xaxis_title="%RMSE over the zones of the control's level (100 x RMSE / mean control)",
+                      height=max(320, 18 * len(frame) + 80), barmode="group", legend_title_text="level",
+                      margin={"l": 10, "r": 10, "t": 30, "b": 10}, yaxis={"categoryorder": "array",
+                                                                            "categoryarray": list(frame["control"])})
+    return fig

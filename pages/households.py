@@ -1,0 +1,178 @@
+"""Households: households with their members in many zones (a Synthor household project or a PopulationSim
+working folder). Open one, see its units, geography levels and controls, synthesize with the seed or the maxent
+prior, read the fit per control at its level, and download households.csv, persons.csv and the report."""
+
+import io
+import json
+import time
+import uuid
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app_session import (HOUSEHOLD_EXAMPLE_DIR, HOUSEHOLD_EXAMPLE_LABEL, UploadError, current_household_project,
+                         household_draft_from_zip, household_runs_dir, problems_frame)
+from synthor_core.export import write_household_outputs
+from synthor_core.households import HouseholdConfig, HouseholdEvent, candidate_households, synthesize_households
+from synthor_core.plots import household_fit_figure
+
+
+
+@st.cache_data(max_entries=2, show_spinner="Preparing the zip")
+def _zipped(folder: str) -> bytes:
+    """Every output file of a run folder as zip bytes."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for path in sorted(Path(folder).glob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                bundle.write(path, path.name)
+    return archive.getvalue()
+
+
+st.title("Households in zones")
+
+left, right = st.columns([3, 2])
+with left:
+    st.caption("Project")
+    st.text(st.session_state["hh.project_label"])
+    if st.button("Open the bundled CALM example", key="hh.open_example"):
+        st.session_state["hh.project_dir"] = str(HOUSEHOLD_EXAMPLE_DIR)
+        st.session_state["hh.project_label"] = HOUSEHOLD_EXAMPLE_LABEL
+        st.session_state["hh.run_dir"] = None
+        st.rerun()
+with right:
+    uploaded = st.file_uploader("Open a household project (.zip): a Synthor household project or a PopulationSim "
+                                "working folder (configs/, data/)", type=["zip"], key="hh.project_zip")
+    if uploaded is not None and st.session_state.get("hh.loaded_zip") != uploaded.file_id:
+        st.session_state["hh.loaded_zip"] = uploaded.file_id
+        try:
+            household_draft_from_zip(uploaded.getvalue(), uploaded.name)
+        except UploadError as exc:
+            st.error(f"{uploaded.name} cannot be opened: {exc}", icon=":material/error:")
+        else:
+            st.rerun()
+
+project, problems = current_household_project()
+if problems:
+    st.error(f"{len(problems)} problem(s) in this project: fix them in its files and open it again.")
+    st.dataframe(problems_frame(problems), hide_index=True, width="stretch", key="hh.problems")
+    st.stop()
+
+geography, seed = project.geography, project.seed
+to_place = int(project.households_per_zone().sum())
+metrics = st.columns(4)
+metrics[0].metric("Seed households", f"{len(seed.households):,}")
+metrics[1].metric("Seed persons", f"{len(seed.persons):,}")
+metrics[2].metric("Controls", f"{len(project.controls)}")
+metrics[3].metric("Households to place", f"{to_place:,}")
+
+overview, controls_tab, derived_tab = st.tabs(["Geography", "Controls", "Derived from members"])
+with overview:
+    st.dataframe(pd.DataFrame([{
+        "level": level, "zones": len(geography.zones(level)),
+        "controls": sum(c.level == level for c in project.controls),
+        "seed level": "yes" if level == seed.seed_level else ""} for level in geography.levels]),
+        hide_index=True, width="stretch", key="hh.levels")
+    st.caption("Units: households (the seed's households table) and persons (its members, counted through their "
+               "household). Levels are listed from the top to the lowest.")
+with controls_tab:
+    st.dataframe(pd.DataFrame([{
+        "control": c.name, "unit": c.unit, "level": c.level, "importance": c.importance,
+        "expression": c.expression, "control total": float(c.totals.sum())} for c in project.controls]),
+        hide_index=True, width="stretch", key="hh.controls",
+        column_config={"expression": st.column_config.TextColumn(width="large")})
+with derived_tab:
+    if project.derived:
+        st.dataframe(pd.DataFrame([{"household column": d.column, "computed as": d.how,
+                                    "from": d.expression or d.source or "number of members"}
+                                   for d in project.derived]), hide_index=True, width="stretch", key="hh.derived")
+    else:
+        st.info("No household column is computed from the members in this project.")
+if project.warnings:
+    with st.expander(f"{len(project.warnings)} warning(s)", icon=":material/warning:"):
+        st.dataframe(pd.DataFrame({"warning": project.warnings}), hide_index=True, width="stretch")
+
+st.subheader("Synthesize")
+with st.form("hh.form"):
+    cols = st.columns([2, 1])
+    prior = cols[0].radio("Prior", ["seed", "maxent"], horizontal=True, key="hh.prior",
+                          captions=["the seed sample's households (maxent fills what it cannot reach)",
+                                    "built from the controls alone; no sample record used"])
+    run_seed = cols[1].number_input("Random seed", min_value=0, max_value=2**31 - 1, value=1, step=1,
+                                    key="hh.seed")
+    start = st.form_submit_button("Synthesize households", type="primary")
+
+if start:
+    config = HouseholdConfig(seed=int(run_seed), prior=prior)
+    out = household_runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    started = time.perf_counter()
+    bar = st.progress(0.0, text="Preparing candidate households")
+    candidates, notes = candidate_households(project, config)
+    result = None
+    for event in synthesize_households(candidates, config):
+        if isinstance(event, HouseholdEvent):
+            share = 0.5 if event.stage == "balance" else 0.5 + 0.5 * event.done / max(event.total, 1)
+            bar.progress(min(share, 1.0), text=event.message)
+        else:
+            result = event
+    bar.progress(1.0, text="Writing households.csv, persons.csv and report.json")
+    write_household_outputs(candidates, result, config, out, time.perf_counter() - started, reference=project,
+                            prior_notes=notes)
+    bar.empty()
+    st.session_state["hh.run_dir"] = str(out)
+
+run_dir = st.session_state.get("hh.run_dir")
+if not run_dir or not (Path(run_dir) / "report.json").is_file():
+    st.info("No household run yet for this project: choose a prior and press Synthesize households.")
+    st.stop()
+
+report = json.loads((Path(run_dir) / "report.json").read_text(encoding="utf-8"))
+fit = pd.DataFrame(report["controls"])
+st.subheader(f"Result: {report['prior']} prior, seed {report['seed']}")
+cols = st.columns(4)
+cols[0].metric("Households", f"{report['households']:,}")
+cols[1].metric("Persons", f"{report['persons']:,}")
+cols[2].metric("Worst %RMSE", f"{report['worst_pct_rmse']:.2f}")
+cols[3].metric("Seconds", f"{report['seconds']:.1f}")
+consistency = report.get("member_consistency", {})
+if consistency:
+    agree = min(consistency.values())
+    st.caption(f"{100 * agree:.1f} % of households agree with their members on every derived column "
+               f"({', '.join(k for k in consistency if k != 'with_members') or 'none declared'}).")
+by_prior = report.get("households_by_prior", {})
+if len(by_prior) > 1:
+    st.caption("Households by prior: " + ", ".join(f"{k} {v:,}" for k, v in by_prior.items()) + ".")
+
+fit_tab, realism_tab, download_tab = st.tabs(["Fit per control", "Realism", "Download"])
+with fit_tab:
+    st.plotly_chart(household_fit_figure(fit), key="hh.fit_chart")
+    st.dataframe(fit[["control", "level", "unit", "control_total", "synthetic_total", "pct_rmse",
+                      "total_abs_error", "max_abs_error", "zones"]], hide_index=True, width="stretch",
+                 key="hh.fit", column_config={"pct_rmse": st.column_config.NumberColumn("%RMSE", format="%.2f")})
+    worst = fit.sort_values("pct_rmse", ascending=False).head(3)
+    for row in worst.itertuples():
+        zones = pd.DataFrame(row.worst_zones)
+        if len(zones):
+            st.caption(f"Zones worst off for {row.control} ({row.level})")
+            st.dataframe(zones, hide_index=True, width="stretch", key=f"hh.worst.{row.control}")
+with realism_tab:
+    realism = report.get("realism")
+    if realism:
+        st.caption(f"TVD against the seed sample (weighted) on tables no control fixes; mean "
+                   f"{realism['mean_tvd']:.3f}. Lower is closer to the sample's joint structure.")
+        st.dataframe(pd.DataFrame(realism["tables"]), hide_index=True, width="stretch", key="hh.realism")
+    else:
+        st.info("No realism tables: the project has no seed sample to compare with.")
+with download_tab:
+    folder = Path(run_dir)
+    buttons = st.columns(4)
+    for col, name, mime in ((buttons[0], "households.csv", "text/csv"), (buttons[1], "persons.csv", "text/csv"),
+                            (buttons[2], "report.json", "application/json")):
+        path = folder / name
+        if path.is_file():
+            col.download_button(name, data=path.read_bytes(), file_name=name, mime=mime, key=f"hh.dl.{name}")
+    buttons[3].download_button("All outputs (zip)", data=_zipped(run_dir), file_name=f"{folder.name}.zip",
+                               mime="application/zip", key="hh.dl.zip")
+    st.caption(f"Written to {folder.name} in the app's data folder.")

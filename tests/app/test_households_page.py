@@ -1,0 +1,111 @@
+"""The Households page (AppTest): the bundled CALM project, a run with its fit and downloads, a PopulationSim
+folder, a broken project's problems; uploads expanded within limits."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import app_session
+from synthor_testing import ROOT
+
+APP = str(ROOT / "app.py")
+EXAMPLES = ROOT.parent / "shared" / "data" / "populationsim"
+needs_examples = pytest.mark.skipif(not (EXAMPLES / "example_test").is_dir(),
+                                    reason="shared/data/populationsim not present")
+
+
+def _frame(at: AppTest, column: str):
+    """The first table on the page with this column (tables have no key in AppTest's tree)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def _page(project_dir: Path | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    if project_dir is not None:
+        at.session_state["hh.project_dir"] = str(project_dir)
+        at.session_state["hh.project_label"] = "uploaded.zip"
+    at.run()
+    at.switch_page("pages/households.py").run()
+    assert not at.exception
+    return at
+
+
+def test_calm_opens_with_its_levels_and_a_seed_run_shows_the_fit_and_downloads():
+    at = _page()
+    assert [m.value for m in at.metric] == ["4,841", "11,734", "31", "62,041"]
+    levels = _frame(at, "zones")
+    assert levels[["level", "zones", "controls"]].values.tolist() == [["REGION", 1, 8], ["PUMA", 1, 0],
+                                                                      ["TRACT", 35, 8], ["TAZ", 930, 15]]
+    assert _frame(at, "household column")["household column"].tolist() == ["NP", "AGEHOH", "NWESR"]
+    assert "No household run yet" in at.info[0].value
+    at.radio(key="hh.prior").set_value("seed")
+    next(b for b in at.button if b.label == "Synthesize households").click().run(timeout=240)
+    assert not at.exception
+    assert [m.value for m in at.metric][4:6] == ["62,041", f"{json_persons(at):,}"]
+    fit = _frame(at, "synthetic_total")
+    assert len(fit) == 31 and fit.loc[fit["control"] == "num_hh", "pct_rmse"].item() == 0.0
+    assert fit["pct_rmse"].max() < 26.7  # PopulationSim's worst on CALM (students)
+    assert any(c.value.startswith("100.0 % of households agree with their members") for c in at.caption)
+    run_dir = Path(at.session_state["hh.run_dir"])
+    assert {"households.csv", "persons.csv", "report.json", "summary_TAZ.csv"} <= {p.name for p in run_dir.iterdir()}
+    assert run_dir.parent == app_session.household_runs_dir()
+
+
+def json_persons(at: AppTest) -> int:
+    return json.loads((Path(at.session_state["hh.run_dir"]) / "report.json").read_text())["persons"]
+
+
+@needs_examples
+def test_a_populationsim_folder_opens_as_it_is(tmp_path):
+    root = tmp_path / "example_test"
+    shutil.copytree(EXAMPLES / "example_test", root)
+    at = _page(root)
+    assert [m.value for m in at.metric] == ["61", "252", "10", "1,500"]
+    assert _frame(at, "zones")["level"].tolist() == ["DISTRICT", "PUMA", "TRACT", "TAZ"]
+    assert at.info[0].value == "No household column is computed from the members in this project."
+
+
+@needs_examples
+def test_a_broken_project_lists_its_problems_and_offers_no_run(tmp_path):
+    root = tmp_path / "example_test"
+    shutil.copytree(EXAMPLES / "example_test", root)
+    controls = root / "configs" / "controls.csv"
+    controls.write_text(controls.read_text().replace("households.NP == 1", "households.NP.__class__"))
+    at = _page(root)
+    assert at.error[0].value == "1 problem(s) in this project: fix them in its files and open it again."
+    problems = _frame(at, "problem")
+    assert problems[["file", "row", "column"]].values.tolist() == [["configs/controls.csv", 3, "expression"]]
+    assert not [b for b in at.button if b.label == "Synthesize households"]
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def test_uploads_expand_inside_their_folder_and_within_limits(tmp_path, monkeypatch):
+    app_session.extract_zip(_zip({"p/synthor.toml": b"x", "../escape.txt": b"no"}), tmp_path / "a")
+    assert (tmp_path / "a" / "p" / "synthor.toml").read_bytes() == b"x"
+    assert not (tmp_path / "escape.txt").exists()
+    with pytest.raises(app_session.UploadError, match="this file is not a zip archive"):
+        app_session.extract_zip(b"not a zip", tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+    monkeypatch.setattr(app_session, "MAX_ZIP_EXPANDED_BYTES", 1 << 20)
+    bomb = _zip({"zeros.csv": b"0" * (4 << 20)})  # 4 MiB of zeros, a few KiB zipped
+    assert len(bomb) < 50_000
+    with pytest.raises(app_session.UploadError, match="the zip expands to more than 1 MiB"):
+        app_session.extract_zip(bomb, tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+    monkeypatch.setattr(app_session, "MAX_ZIP_MEMBERS", 3)
+    with pytest.raises(app_session.UploadError, match="the zip holds 4 files; at most 3 are accepted"):
+        app_session.extract_zip(_zip({f"f{i}.csv": b"1" for i in range(4)}), tmp_path / "d")
