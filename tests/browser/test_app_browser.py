@@ -142,3 +142,25 @@ def test_run_the_example_download_it_and_stop_a_longer_run(page, tmp_path):
     page.get_by_role("link", name="Runs").click()
     page.get_by_text("Open a run").wait_for()
     page.screenshot(path=str(ARTIFACTS / "6-runs.png"), full_page=True)
+
+
+def test_households_in_zones_on_calm_run_and_download(page, tmp_path):
+    page.get_by_role("link", name="Households in zones").click()
+    page.get_by_text("Households to place").wait_for()
+    page.get_by_text("62,041").first.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "7-households.png"), full_page=True)
+    page.get_by_role("button", name="Synthesize households").click()
+    page.get_by_text("Result: seed prior, seed 1").wait_for(timeout=180_000)
+    page.get_by_text(re.compile(r"^100\.0 % of households agree with their members")).wait_for()
+    page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].some("
+                           "p => (p.data || []).some(t => t.name === 'TAZ'))")
+    page.screenshot(path=str(ARTIFACTS / "8-households-result.png"), full_page=True)
+    page.get_by_role("tab", name="Download").click()
+    with page.expect_download() as info:
+        page.get_by_role("button", name="households.csv").click()
+    path = tmp_path / "households.csv"
+    info.value.save_as(path)
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][:6] == ["household_id", "REGION", "PUMA", "TRACT", "TAZ", "seed_hh_id"]
+    assert len(rows) - 1 == 62_041
