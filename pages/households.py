@@ -145,7 +145,7 @@ by_prior = report.get("households_by_prior", {})
 if len(by_prior) > 1:
     st.caption("Households by prior: " + ", ".join(f"{k} {v:,}" for k, v in by_prior.items()) + ".")
 
-fit_tab, realism_tab, download_tab = st.tabs(["Fit per control", "Realism", "Download"])
+fit_tab, realism_tab, download_tab = st.tabs(["Fit per control", "Realism and rules", "Download"])
 with fit_tab:
     st.plotly_chart(household_fit_figure(fit), key="hh.fit_chart")
     st.dataframe(fit[["control", "level", "unit", "control_total", "synthetic_total", "pct_rmse",
@@ -165,6 +165,9 @@ with realism_tab:
         st.dataframe(pd.DataFrame(realism["tables"]), hide_index=True, width="stretch", key="hh.realism")
     else:
         st.info("No realism tables: the project has no seed sample to compare with.")
+    if report.get("rules"):
+        st.caption("Rules: units breaking each rule among those whose columns are known, next to the seed sample")
+        st.dataframe(pd.DataFrame(report["rules"]), hide_index=True, width="stretch", key="hh.rules")
 with download_tab:
     folder = Path(run_dir)
     buttons = st.columns(4)

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from . import defaults
-from .households import (PRIOR_COLUMN, HouseholdConfig, HouseholdResult, member_consistency, realism_tables,
-                         worst_zones)
+from .households import (PRIOR_COLUMN, HouseholdConfig, HouseholdResult, check_rules, member_consistency,
+                         realism_tables, worst_zones)
 from .rules import compile_seed_expression
 from .units import HouseholdProject
 
@@ -181,6 +181,8 @@ def write_household_outputs(project: HouseholdProject, result: HouseholdResult, 
     extra: dict[str, Any] = {"prior_notes": prior_notes or {}, "households_by_prior": {
                                  k: int(v) for k, v in by_prior.items()},
                              "member_consistency": member_consistency(project, households, persons)}
+    if project.rules:
+        extra["rules"] = check_rules(reference if reference is not None else project, households, persons)
     if reference is not None and len(reference.seed.households):
         realism = realism_tables(reference, project, result)
         extra["realism"] = {"mean_tvd": round(float(realism["tvd"].mean()), 4) if len(realism) else 0.0,

@@ -62,7 +62,8 @@ from .populationsim import (SETTINGS_FILE, inside_folder, load_populationsim, nu
                             read_settings, seed_sample_from_tables)
 from .rules import RuleError, compile_seed_expression
 from .targets import PROJECT_FILE, pydantic_problems, read_project_toml
-from .units import HOUSEHOLDS, PERSONS, Control, Derivation, HouseholdProject, SeedSample, infer_derivations
+from .units import (HOUSEHOLDS, PERSONS, Control, Derivation, HouseholdProject, HouseholdRule, SeedSample,
+                    infer_derivations)
 
 DATA_FOLDER = "data"  # where convert_populationsim puts the copied data files
 LICENCE_NAMES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "LICENCE.txt", "COPYING")
@@ -132,6 +133,14 @@ class ControlSpec(_Section):
     importance: float = Field(gt=0, allow_inf_nan=False)
 
 
+class RuleSpec(_Section):
+    """One ``[[rules]]`` entry: a condition every household (or person) of the result must meet."""
+
+    name: str = Field(min_length=1)
+    unit: Literal["households", "persons"]
+    expression: str = Field(min_length=1)
+
+
 class OutputTableSpec(_Section):
     """``[output.households]`` / ``[output.persons]``: PopulationSim's file name and columns."""
 
@@ -155,6 +164,7 @@ class HouseholdProjectSpec(_Section):
     seed: SeedSection
     derived: list[DerivedSpec] = Field(default_factory=list)
     controls: list[ControlSpec] = Field(min_length=1)
+    rules: list[RuleSpec] = Field(default_factory=list)
     output: OutputSpec | None = None
 
 
@@ -239,6 +249,20 @@ def _derivations(spec: HouseholdProjectSpec, persons: pd.DataFrame, problems: li
                                                   f"{entry.source!r}", column=f"derived[{i}].source"))
             continue
         found.append(Derivation(entry.column, entry.how, entry.expression, entry.source))
+    return tuple(found)
+
+
+def _rules(spec: HouseholdProjectSpec, seed: SeedSample, problems: list[Problem]) -> tuple[HouseholdRule, ...]:
+    """The ``[[rules]]``, each expression parsed against its seed table's columns (a problem per bad one)."""
+    found = []
+    for i, entry in enumerate(spec.rules, start=1):
+        frame = seed.households if entry.unit == HOUSEHOLDS else seed.persons
+        try:
+            compile_seed_expression(entry.expression, entry.unit, frame.columns, entry.name)
+        except RuleError as exc:
+            problems.append(Problem(PROJECT_FILE, str(exc), column=f"rules[{i}].expression"))
+            continue
+        found.append(HouseholdRule(entry.name, entry.unit, entry.expression))
     return tuple(found)
 
 
@@ -376,6 +400,7 @@ def load_household_project(folder: str | Path) -> HouseholdProject:
         ordered = seed.persons.sort_values(["_household", number], kind="stable").reset_index(drop=True)
         seed = SeedSample(seed.households, ordered, seed.household_id, number, seed.weight, seed.seed_level)
     derived = _derivations(spec, seed.persons, problems)
+    rules = _rules(spec, seed, problems)
     controls, warnings = _controls(spec, root, geography, seed, problems)
     if problems:
         raise TargetValidationError(problems)
@@ -384,7 +409,7 @@ def load_household_project(folder: str | Path) -> HouseholdProject:
                             total_control=spec.project.total_control,
                             max_expansion_factor=spec.project.max_expansion_factor, output=output,
                             source="synthor", warnings=warnings,
-                            derived=derived)
+                            derived=derived, rules=rules)
 
 
 # ------------------------------------------------------------------------------------------------ converting

@@ -498,3 +498,43 @@ def member_consistency(project: HouseholdProject, households: pd.DataFrame, pers
         given = households[d.column].to_numpy(dtype=np.float64)
         out[d.column] = float(np.mean((derived == given) | (np.isnan(derived) & np.isnan(given)))) if n else 1.0
     return out
+
+
+def check_rules(project: HouseholdProject, households: pd.DataFrame, persons: pd.DataFrame) -> list[dict]:
+    """How many synthetic households (or persons) break each of the project's rules, next to the seed sample.
+
+    Parameters
+    ----------
+    project : HouseholdProject
+        Its ``rules``; its seed sample is the reference (weighted by the sample weights).
+    households, persons : DataFrame
+        As written to ``households.csv`` / ``persons.csv``.
+
+    Returns
+    -------
+    list of dict, one per rule: ``rule``, ``unit``, ``expression``, ``checked`` (units whose columns are known),
+    ``broken`` (int), ``broken_share`` (0-1, of the checked), ``seed_broken_share`` (the sample's, weighted; None
+    when the sample lacks a column), or ``not_checked`` (why) when the output lacks a column the rule reads.
+    """
+    out = []
+    seed = project.seed
+    weight = seed.households[seed.weight].to_numpy(dtype=np.float64)
+    for rule in project.rules:
+        frame = households if rule.unit == HOUSEHOLDS else persons
+        entry = {"rule": rule.name, "unit": rule.unit, "expression": rule.expression}
+        reference = seed.households if rule.unit == HOUSEHOLDS else seed.persons
+        condition = compile_seed_expression(rule.expression, rule.unit, reference.columns, rule.name)
+        missing = [c for c in condition.columns if c not in frame.columns]
+        if missing:
+            out.append({**entry, "not_checked": f"the output has no column {', '.join(missing)}"})
+            continue
+        known = frame[list(condition.columns)].notna().all(axis=1).to_numpy()
+        broken = ~condition(frame) & known
+        w = weight if rule.unit == HOUSEHOLDS else weight[seed.persons["_household"].to_numpy()]
+        seed_known = reference[list(condition.columns)].notna().all(axis=1).to_numpy()
+        seed_broken = ~condition(reference) & seed_known
+        out.append({**entry, "checked": int(known.sum()), "broken": int(broken.sum()),
+                    "broken_share": float(broken.sum() / known.sum()) if known.any() else 0.0,
+                    "seed_broken_share": float(w[seed_broken].sum() / w[seed_known].sum()) if seed_known.any()
+                    else None})
+    return out

@@ -120,6 +120,24 @@ class Derivation:
 
 
 @dataclass(frozen=True)
+class HouseholdRule:
+    """A condition every unit of a household population must meet (a householder is 15 or older).
+
+    Attributes
+    ----------
+    name : str
+    unit : {"households", "persons"}
+    expression : str
+        In the control dialect (``households.AGEHOH >= 15``); a unit whose columns it reads are unknown (empty) is
+        not checked.
+    """
+
+    name: str
+    unit: str
+    expression: str
+
+
+@dataclass(frozen=True)
 class HouseholdProject:
     """Everything a household synthesis needs: zones, controls per zone, and (optionally) a seed sample.
 
@@ -142,6 +160,8 @@ class HouseholdProject:
     derived : tuple of Derivation
         Household columns computed from the members, when the project declares them (a Synthor project's
         ``[[derived]]``); empty otherwise (then :func:`infer_derivations` finds them in the seed).
+    rules : tuple of HouseholdRule
+        Conditions the synthetic households and persons are checked against (a Synthor project's ``[[rules]]``).
     """
 
     name: str
@@ -154,6 +174,7 @@ class HouseholdProject:
     source: Literal["populationsim", "synthor"] = "synthor"
     warnings: list[str] = field(default_factory=list)
     derived: tuple[Derivation, ...] = ()
+    rules: tuple[HouseholdRule, ...] = ()
 
     @property
     def total(self) -> Control:

@@ -4,7 +4,7 @@ Converts ``../shared/data/populationsim/example_calm`` (PopulationSim v0.10.0, B
 US Census Bureau's ACS PUMS, public domain) into a Synthor household project with
 :func:`synthor_core.household_project.convert_populationsim`, then keeps only the seed columns the project uses
 (ids, weight, seed zone, every column a control, a derivation or the output settings read): 8.6 MB of seed files
-become about 0.4 MB, every kept cell unchanged. Run from the repository root:
+become about 0.4 MB, every kept cell unchanged; then adds two household rules (``RULES``). Run from the repository root:
 ``python examples/calm/derive.py [--source DIR] [--out examples/calm]``.
 """
 
@@ -25,6 +25,19 @@ sys.path.insert(0, str(ROOT))
 from synthor_core.household_project import convert_populationsim, load_household_project  # noqa: E402
 
 SOURCE = ROOT.parent / "shared" / "data" / "populationsim" / "example_calm"
+# Household rules in the spirit of the paper's population protocol (PAPER.md §5.5), checked on every run
+RULES = '''
+# Rules every synthetic household and person is checked against (report.json "rules"), added by derive.py
+[[rules]]
+name = "householder aged 15 or older"
+unit = "households"
+expression = "households.AGEHOH >= 15"
+
+[[rules]]
+name = "a worker is 16 or older"
+unit = "persons"
+expression = "~persons.ESR.isin([1, 2, 4]) | (persons.AGEP >= 16)"
+'''
 
 
 def _used_columns(project) -> tuple[set[str], set[str]]:
@@ -59,6 +72,8 @@ def main() -> None:
             path = converted / "data" / name
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, comment="#")
             frame[[c for c in frame.columns if c in keep]].to_csv(path, index=False)
+        toml = converted / "synthor.toml"
+        toml.write_text(toml.read_text(encoding="utf-8") + RULES, encoding="utf-8")
         before = load_household_project(converted)
         for item in converted.iterdir():
             target = args.out / item.name

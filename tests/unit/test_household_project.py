@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -235,3 +236,27 @@ def test_the_bundled_calm_example_is_what_its_script_derives(tmp_path):
     assert done.returncode == 0, done.stderr
     for path in sorted(p for p in bundled.rglob("*") if p.is_file() and p.name not in ("derive.py", "README.md")):
         assert (out / path.relative_to(bundled)).read_bytes() == path.read_bytes(), path.name
+
+
+def test_rules_are_read_checked_and_counted_on_the_output(tmp_path):
+    from synthor_core.households import check_rules
+
+    project = load_household_project(ROOT / "examples" / "calm")
+    assert [(r.name, r.unit) for r in project.rules] == [("householder aged 15 or older", "households"),
+                                                         ("a worker is 16 or older", "persons")]
+    households = pd.DataFrame({"household_id": [1, 2, 3], "AGEHOH": [14, 40, None]})
+    persons = pd.DataFrame({"household_id": [1, 2, 2, 3], "AGEP": [14, 40, 15, None], "ESR": [1, 1, 6, 1]})
+    first, second = check_rules(project, households, persons)
+    assert (first["checked"], first["broken"], first["seed_broken_share"]) == (2, 1, 0.0)
+    assert (second["checked"], second["broken"], round(second["broken_share"], 4)) == (3, 1, 0.3333)
+    third = check_rules(project, households.drop(columns="AGEHOH"), persons)[0]
+    assert third["not_checked"] == "the output has no column AGEHOH"
+    # a rule outside the whitelist is refused with its place in synthor.toml
+    root = tmp_path / "calm"
+    shutil.copytree(ROOT / "examples" / "calm", root)
+    toml = root / "synthor.toml"
+    toml.write_text(toml.read_text().replace("households.AGEHOH >= 15", "households.AGEHOH.sum() > 1"))
+    with pytest.raises(TargetValidationError) as error:
+        load_household_project(root)
+    assert [p.column for p in error.value.problems] == ["rules[1].expression"]
+    assert "householder aged 15 or older" in str(error.value.problems[0])
