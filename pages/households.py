@@ -141,6 +141,11 @@ if consistency:
     agree = min(consistency.values())
     st.caption(f"{100 * agree:.1f} % of households agree with their members on every derived column "
                f"({', '.join(k for k in consistency if k != 'with_members') or 'none declared'}).")
+balance = report.get("balance", {})
+if balance:
+    st.caption(f"Balancing: {balance.get('stop', '')} after {balance['sweeps']} sweeps (largest relative gap to a "
+               f"relaxed control {balance['max_relative_gap']:.2g}, largest relative move in the last sweep "
+               f"{balance.get('max_relative_change', float('nan')):.2g}).")
 by_prior = report.get("households_by_prior", {})
 if len(by_prior) > 1:
     st.caption("Households by prior: " + ", ".join(f"{k} {v:,}" for k, v in by_prior.items()) + ".")

@@ -135,7 +135,9 @@ class BalanceResult:
     weights : tuple of ndarray of float64, one per block, shape (n_households_in_block, n_zones_in_block)
         Balanced (fractional) weight of each seed household in each zone of its block.
     converged : bool
-        True when every relative gap (below) was under ``tolerance`` in the last sweep.
+        True when balancing stopped before the sweep limit: every relative gap (below) under ``tolerance``, or
+        the weighted counts stationary (none moved by more than ``tolerance x BALANCE_STATIONARY_SHARE``
+        relative over a sweep: the soft controls that contradict the others are relaxed as far as they go).
     iterations : int
         Sweeps over all controls.
     max_relative_gap : float
@@ -143,6 +145,11 @@ class BalanceResult:
         last sweep (0 when fitted exactly).
     relaxation : tuple of ndarray of float64, one per control, shape (n_groups,)
         Factor by which each soft control was relaxed in each of its zones (1: met as given).
+    stop : {"controls met", "soft controls relaxed", "stationary", "sweep limit"}
+        Why balancing stopped: every control met as given; met after relaxing soft controls that contradict the
+        others (``relaxation`` says by how much); weighted counts no longer moving; or ``max_iter`` reached.
+    max_relative_change : float
+        Largest relative change ``|x - x_previous| / max(x_previous, 1)`` of a weighted count over the last sweep.
     """
 
     weights: tuple[npt.NDArray[np.float64], ...]
@@ -150,6 +157,8 @@ class BalanceResult:
     iterations: int
     max_relative_gap: float
     relaxation: tuple[npt.NDArray[np.float64], ...]
+    stop: str = "sweep limit"
+    max_relative_change: float = float("inf")
 
 
 def balance_zones(incidence, initial_weights, block_zones, zone_groups: npt.ArrayLike, control_totals,
@@ -182,7 +191,9 @@ def balance_zones(incidence, initial_weights, block_zones, zone_groups: npt.Arra
     master : int or None
         Index of the control of total households (balanced last in each sweep, never relaxed).
     max_iter, tolerance : int, float
-        Sweeps at most; stop when every relative gap ``|x - t'| / max(t', 1)`` is below ``tolerance``.
+        Sweeps at most; stop when every relative gap ``|x - t'| / max(t', 1)`` is below ``tolerance``, or when no
+        weighted count ``x`` changes by more than ``tolerance x defaults.BALANCE_STATIONARY_SHARE`` relative
+        (``/ max(x, 1)``) over a sweep.
     max_ratio : float or None
         Upper bound of a weight as a multiple of its initial weight (PopulationSim's ``max_expansion_factor``).
 
@@ -218,11 +229,14 @@ def balance_zones(incidence, initial_weights, block_zones, zone_groups: npt.Arra
     order = [c for c in range(n_controls) if c != master] + ([master] if master is not None else [])
     adjustment = 1.0
     deviation = np.inf
+    change = np.inf
+    previous: list[np.ndarray | None] = [None] * n_controls
     iteration = 0
     for iteration in range(1, max_iter + 1):
         if iteration > 1 and (iteration - 1) % defaults.BALANCE_IMPORTANCE_HALVING_SWEEPS == 0:
             adjustment /= 2.0
         deviation = 0.0
+        change = 0.0
         for c in order:
             strength = imp[c] if c == master else max(imp[c] * adjustment, defaults.BALANCE_MIN_IMPORTANCE)
             n_groups = totals[c].size
@@ -240,6 +254,11 @@ def balance_zones(incidence, initial_weights, block_zones, zone_groups: npt.Arra
                 counted = np.bincount(g, weights=v @ block, minlength=n_groups)
                 x += counted
                 y += counted if binary[b][c] else np.bincount(g, weights=(v * v) @ block, minlength=n_groups)
+            if previous[c] is not None:
+                change = max(change, float((np.abs(x - previous[c]) / np.maximum(previous[c], 1.0)).max(initial=0)))
+            else:
+                change = np.inf
+            previous[c] = x
             target = np.maximum(totals[c] * relaxation[c], defaults.BALANCE_MIN_CONTROL)
             with np.errstate(divide="ignore", invalid="ignore"):
                 gamma = np.where(x > 0, 1.0 - (x - target) / (y + target / strength), 1.0)
@@ -262,10 +281,15 @@ def balance_zones(incidence, initial_weights, block_zones, zone_groups: npt.Arra
         if initial is not None:
             for w, w0 in zip(weights, initial):
                 np.minimum(w, w0 * max_ratio, out=w)
-        if deviation < tolerance:
+        if deviation < tolerance or change < tolerance * defaults.BALANCE_STATIONARY_SHARE:
+            relaxed = any(np.abs(relaxation[c][totals[c] > 0] - 1.0).max(initial=0.0) > tolerance
+                          for c in range(n_controls) if c != master)
+            stop = "stationary" if deviation >= tolerance else ("soft controls relaxed" if relaxed else
+                                                                 "controls met")
             return BalanceResult(tuple(w.astype(np.float64) for w in weights), True, iteration, deviation,
-                                 tuple(relaxation))
-    return BalanceResult(tuple(w.astype(np.float64) for w in weights), False, iteration, deviation, tuple(relaxation))
+                                 tuple(relaxation), stop, change)
+    return BalanceResult(tuple(w.astype(np.float64) for w in weights), False, iteration, deviation, tuple(relaxation),
+                         "sweep limit", change)
 
 
 def integerize_zone(weights: npt.ArrayLike, incidence: npt.ArrayLike, targets: npt.ArrayLike,

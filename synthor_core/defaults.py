@@ -49,6 +49,7 @@ BALANCE_IMPORTANCE_HALVING_SWEEPS = 100  # importance of soft controls halves ev
 BALANCE_MAX_RELAXATION = 1e6  # largest factor by which a soft control may be relaxed
 BALANCE_MIN_CONTROL = 0.1  # a zero control is balanced towards this value (avoids zero weights forever)
 BALANCE_MIN_GAMMA = 1e-10  # smallest balancing factor in one step
+BALANCE_STATIONARY_SHARE = 0.01  # stationary: no weighted count moves more than this x tolerance (relative) a sweep
 # --- households: integerization per zone ----------------------------------------------------------
 INTEGERIZE_POOL_FACTOR = 8  # candidate households per household still to place (drawn by fractional weight)
 INTEGERIZE_MIN_POOL = 300  # candidate households at least (when the zone's seed has that many)

@@ -231,7 +231,8 @@ def synthesize_households(project: HouseholdProject, config: HouseholdConfig) ->
         {"zone": np.zeros(0, np.int64), "seed_row": np.zeros(0, np.int64), "count": np.zeros(0, np.int64)})
     households = households.sort_values(["zone", "seed_row"], kind="stable").reset_index(drop=True)
     fit, synthetic = measure_controls(project, households)
-    light = BalanceResult((), balance.converged, balance.iterations, balance.max_relative_gap, balance.relaxation)
+    light = BalanceResult((), balance.converged, balance.iterations, balance.max_relative_gap, balance.relaxation,
+                          balance.stop, balance.max_relative_change)
     yield HouseholdResult(households, fit, synthetic, light,
                           {"balance": round(balance_seconds, 3), "integerize": round(integerize_seconds, 3)},
                           lp_stats)

@@ -88,3 +88,21 @@ def test_integerize_zone_counts_a_solver_that_ends_without_an_optimum(monkeypatc
     counts = integerize_zone(weights, incidence, np.array([3.0, 2.0]), np.ones(2), 5, rng, stats)
     assert counts.sum() == 5 and (counts >= np.floor(weights)).all()
     assert stats == {"lp_fallbacks": 1, "lp_status_1": 1}
+
+
+def test_balancing_says_why_it_stopped():
+    met = balance_zones([KONDURI_INCIDENCE], [np.ones((8, 1))], [np.array([0])], np.zeros((5, 1), dtype=int),
+                        [np.array([float(t)]) for t in KONDURI_CONTROLS], np.full(5, 1e5), max_iter=10_000,
+                        tolerance=1e-4)
+    assert (met.converged, met.stop) == (True, "controls met") and met.max_relative_gap < 1e-4
+    # a soft control asking for 20 households out of 10: met once relaxed to half
+    incidence = np.array([[1, 1, 1], [1, 1, 0]], dtype=float)  # total, the impossible one, the first household
+    stuck = balance_zones([incidence], [np.ones((2, 1))], [np.array([0])], np.zeros((3, 1), dtype=int),
+                          [np.array([10.0]), np.array([20.0]), np.array([4.0])], np.array([1e9, 10.0, 10.0]),
+                          master=0, max_iter=5000, tolerance=1e-6)
+    assert (stuck.converged, stuck.stop) == (True, "soft controls relaxed") and stuck.iterations < 5000
+    assert stuck.weights[0].sum() == pytest.approx(10.0, abs=1e-3) and stuck.relaxation[1][0] == pytest.approx(0.5, abs=1e-4)
+    limited = balance_zones([incidence], [np.ones((2, 1))], [np.array([0])], np.zeros((3, 1), dtype=int),
+                            [np.array([10.0]), np.array([20.0]), np.array([4.0])], np.array([1e9, 10.0, 10.0]),
+                            master=0, max_iter=5, tolerance=1e-6)
+    assert (limited.converged, limited.stop, limited.iterations) == (False, "sweep limit", 5)
