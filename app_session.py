@@ -248,6 +248,15 @@ def run_population(run_id: str):
     return project, population
 
 
+_MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$:=")
+
+
+def as_text(value) -> str:
+    """User text (a label, a zone id, a control name, an error) made safe for Streamlit's markdown: every character
+    markdown, colour or emoji syntax could use is escaped, so it shows as typed and never as a link or image."""
+    return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in str(value))
+
+
 def problems_frame(problems):
     """Problems as a table: file, row, column, problem."""
     import pandas as pd

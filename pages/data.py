@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_session import (EXAMPLE_DIR, EXAMPLE_LABEL, UploadError, current_project, draft_from_zip,
+from app_session import (EXAMPLE_DIR, EXAMPLE_LABEL, UploadError, as_text, current_project, draft_from_zip,
                          editable_project_dir, new_draft, problems_frame)
 from synthor_core.schema import variables_frame, variables_from_frame
 from synthor_core.store import zip_project_folder
@@ -35,7 +35,7 @@ with right:
         try:
             draft_from_zip(uploaded.getvalue(), f"{uploaded.name}")
         except UploadError as exc:
-            st.error(f"{uploaded.name} cannot be opened: {exc}", icon=":material/error:")
+            st.error(f"{as_text(uploaded.name)} cannot be opened: {as_text(exc)}", icon=":material/error:")
         else:
             st.rerun()
 

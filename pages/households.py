@@ -12,10 +12,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_session import (HOUSEHOLD_EXAMPLE_DIR, HOUSEHOLD_EXAMPLE_LABEL, UploadError, current_household_project,
-                         household_draft_from_zip, household_runs_dir, problems_frame)
+from app_session import (HOUSEHOLD_EXAMPLE_DIR, HOUSEHOLD_EXAMPLE_LABEL, UploadError, as_text,
+                         current_household_project, household_draft_from_zip, household_runs_dir, problems_frame)
 from synthor_core.export import write_household_outputs
-from synthor_core.households import HouseholdConfig, HouseholdEvent, candidate_households, synthesize_households
+from synthor_core.households import HouseholdConfig, candidate_households
+from synthor_core.partitions import synthesize_partitioned
 from synthor_core.plots import household_fit_figure
 
 
@@ -50,7 +51,7 @@ with right:
         try:
             household_draft_from_zip(uploaded.getvalue(), uploaded.name)
         except UploadError as exc:
-            st.error(f"{uploaded.name} cannot be opened: {exc}", icon=":material/error:")
+            st.error(f"{as_text(uploaded.name)} cannot be opened: {as_text(exc)}", icon=":material/error:")
         else:
             st.rerun()
 
@@ -110,16 +111,17 @@ if start:
     started = time.perf_counter()
     bar = st.progress(0.0, text="Preparing candidate households")
     candidates, notes = candidate_households(project, config)
-    result = None
-    for event in synthesize_households(candidates, config):
-        if isinstance(event, HouseholdEvent):
-            share = 0.5 if event.stage == "balance" else 0.5 + 0.5 * event.done / max(event.total, 1)
-            bar.progress(min(share, 1.0), text=event.message)
-        else:
-            result = event
+    def zone_progress(name, event):
+        share = 0.5 if event.stage == "balance" else 0.5 + 0.5 * event.done / max(event.total, 1)
+        bar.progress(min(share, 1.0), text=f"{name}: {event.message}")
+
+    result, outcomes = synthesize_partitioned(candidates, config, progress=zone_progress)
+    for failed in (o for o in outcomes if o.error):
+        st.error(f"Partition {as_text(failed.name)} failed: {as_text(failed.error)}. The other partitions' "
+                 f"households are kept.")
     bar.progress(1.0, text="Writing households.csv, persons.csv and report.json")
     write_household_outputs(candidates, result, config, out, time.perf_counter() - started, reference=project,
-                            prior_notes=notes)
+                            prior_notes=notes, partitions=outcomes)
     bar.empty()
     st.session_state["hh.run_dir"] = str(out)
 
@@ -130,7 +132,7 @@ if not run_dir or not (Path(run_dir) / "report.json").is_file():
 
 report = json.loads((Path(run_dir) / "report.json").read_text(encoding="utf-8"))
 fit = pd.DataFrame(report["controls"])
-st.subheader(f"Result: {report['prior']} prior, seed {report['seed']}")
+st.subheader(f"Result: {as_text(report['prior'])} prior, seed {report['seed']}")
 cols = st.columns(4)
 cols[0].metric("Households", f"{report['households']:,}")
 cols[1].metric("Persons", f"{report['persons']:,}")
@@ -140,7 +142,7 @@ consistency = report.get("member_consistency", {})
 if consistency:
     agree = min(consistency.values())
     st.caption(f"{100 * agree:.1f} % of households agree with their members on every derived column "
-               f"({', '.join(k for k in consistency if k != 'with_members') or 'none declared'}).")
+               f"({as_text(', '.join(k for k in consistency if k != 'with_members') or 'none declared')}).")
 balance = report.get("balance", {})
 if balance:
     st.caption(f"Balancing: {balance.get('stop', '')} after {balance['sweeps']} sweeps (largest relative gap to a "
@@ -148,7 +150,7 @@ if balance:
                f"{balance.get('max_relative_change', float('nan')):.2g}).")
 by_prior = report.get("households_by_prior", {})
 if len(by_prior) > 1:
-    st.caption("Households by prior: " + ", ".join(f"{k} {v:,}" for k, v in by_prior.items()) + ".")
+    st.caption("Households by prior: " + ", ".join(f"{as_text(k)} {v:,}" for k, v in by_prior.items()) + ".")
 
 fit_tab, realism_tab, download_tab = st.tabs(["Fit per control", "Realism and rules", "Download"])
 with fit_tab:
@@ -160,7 +162,7 @@ with fit_tab:
     for row in worst.itertuples():
         zones = pd.DataFrame(row.worst_zones)
         if len(zones):
-            st.caption(f"Zones worst off for {row.control} ({row.level})")
+            st.caption(f"Zones worst off for {as_text(row.control)} ({as_text(row.level)})")
             st.dataframe(zones, hide_index=True, width="stretch", key=f"hh.worst.{row.control}")
 with realism_tab:
     realism = report.get("realism")

@@ -22,7 +22,8 @@ from .errors import Problem, SynthorError, TargetValidationError
 from .evaluate import evaluate_population, format_evaluation, rules_report, run_report
 from .export import write_household_outputs
 from .household_project import convert_populationsim, is_household_project, load_household_project
-from .households import HouseholdConfig, HouseholdResult, candidate_households, synthesize_households
+from .households import HouseholdConfig, candidate_households
+from .partitions import synthesize_partitioned
 from .populationsim import is_populationsim_project, load_populationsim
 from .rules import load_rules
 from .priors.maxent import MaxEntPrior
@@ -44,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data", default=None, help="PopulationSim projects: the data folder's name "
                                                    "(default: the settings' data_dir, else data)")
     run.add_argument("--max-sweeps", type=int, default=None, help="households: list-balancing sweeps at most")
+    run.add_argument("--workers", type=int, default=1,
+                     help="households: local processes running partitions (default 1: in this process)")
+    run.add_argument("--scheduler", default=None,
+                     help="households: address of a running dask.distributed scheduler (tcp://host:8786)")
+    run.add_argument("--partition", default=None,
+                     help="households: the geography level whose zones are the partitions (default: the seed's)")
     run.add_argument("--mode", choices=["full", "paper"], default="full")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", type=Path, required=True, help="output folder (created)")
@@ -176,6 +183,9 @@ def command_run_households(args: argparse.Namespace) -> int:
         print(f"error: --prior {args.prior} is not available for household projects yet; use --prior seed (the "
               f"project's seed sample) or --prior maxent (built from the controls alone)", file=sys.stderr)
         return 2
+    if args.workers < 1:
+        print(f"error: --workers must be 1 or more, got {args.workers}", file=sys.stderr)
+        return 2
     settings = {"seed": args.seed, "prior": args.prior or "seed"}
     if args.max_sweeps is not None:
         settings["max_sweeps"] = args.max_sweeps
@@ -217,14 +227,26 @@ def command_run_households(args: argparse.Namespace) -> int:
     if config.prior == "maxent" and not args.quiet:
         print(f"maxent: {prior_notes['candidates']:,} candidate households with {prior_notes['candidate_persons']:,} "
               f"members built from the controls (no seed record used)", flush=True)
-    result = None
-    for event in synthesize_households(project, config):
-        if isinstance(event, HouseholdResult):
-            result = event
+    def partition_line(outcome, done, total):
+        if outcome.error:
+            print(f"error: partition {outcome.name} failed ({outcome.error}); the other partitions go on",
+                  file=sys.stderr, flush=True)
         elif not args.quiet:
-            print(f"{event.stage:10s} {event.message}  {event.seconds:.1f} s", flush=True)
+            print(f"partition {outcome.name} ({done} of {total}): {int(outcome.households['count'].sum()):,} "
+                  f"households in {outcome.seconds:.1f} s", flush=True)
+
+    def zone_line(name, event):
+        if not args.quiet:
+            print(f"{name} {event.stage:10s} {event.message}  {event.seconds:.1f} s", flush=True)
+
+    if (args.workers > 1 or args.scheduler) and not args.quiet:
+        print(f"running partitions on {args.scheduler or f'{args.workers} local processes'}", flush=True)
+    result, outcomes = synthesize_partitioned(project, config, level=args.partition, workers=args.workers,
+                                              scheduler=args.scheduler, on_partition=partition_line,
+                                              progress=zone_line)
+    failed = [o for o in outcomes if o.error]
     report = write_household_outputs(project, result, config, args.out, time.perf_counter() - started,
-                                     reference=reference, prior_notes=prior_notes)
+                                     reference=reference, prior_notes=prior_notes, partitions=outcomes)
     worst = result.fit.sort_values("pct_rmse", ascending=False).head(3)
     print(f"done: {report['households']:,} households, {report['persons']:,} persons "
           f"({report['distinct_households']:,} distinct {config.prior} households"
@@ -232,6 +254,11 @@ def command_run_households(args: argparse.Namespace) -> int:
           + "); worst %RMSE: "
           + ", ".join(f"{r.control} ({r.level}) {r.pct_rmse:.2f}" for r in worst.itertuples())
           + f"; {report['seconds']:.1f} s -> {args.out}")
+    if failed:
+        print(f"error: {len(failed)} of {len(outcomes)} partitions failed: "
+              + "; ".join(f"{o.name}: {o.error}" for o in failed)
+              + ". The other partitions' households are written.", file=sys.stderr)
+        return 1
     return 0
 
 

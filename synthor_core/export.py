@@ -144,7 +144,7 @@ def summary_tables(project: HouseholdProject, result: HouseholdResult) -> dict[s
 
 def write_household_outputs(project: HouseholdProject, result: HouseholdResult, config: HouseholdConfig,
                             out: Path, seconds: float, reference: HouseholdProject | None = None,
-                            prior_notes: dict | None = None) -> dict[str, Any]:
+                            prior_notes: dict | None = None, partitions=None) -> dict[str, Any]:
     """Write ``households.csv``, ``persons.csv``, ``report.json`` (and PopulationSim's files for its projects).
 
     Parameters
@@ -156,6 +156,8 @@ def write_household_outputs(project: HouseholdProject, result: HouseholdResult, 
         fixes, :func:`synthor_core.households.realism_tables`).
     prior_notes : dict, optional
         What the prior says about its candidates (``candidate_households``), reported under ``prior_notes``.
+    partitions : list of PartitionOutcome, optional
+        Reported under ``partitions`` (name, households, seconds, error of each).
 
     Returns the report (as written).
     """
@@ -182,6 +184,9 @@ def write_household_outputs(project: HouseholdProject, result: HouseholdResult, 
     extra: dict[str, Any] = {"prior_notes": prior_notes or {}, "households_by_prior": {
                                  k: int(v) for k, v in by_prior.items()},
                              "member_consistency": member_consistency(project, households, persons)}
+    if partitions is not None:
+        extra["partitions"] = [{"partition": o.name, "households": int(o.households["count"].sum()),
+                                "seconds": round(o.seconds, 3), "error": o.error} for o in partitions]
     if project.rules:
         extra["rules"] = check_rules(reference if reference is not None else project, households, persons)
     if reference is not None and len(reference.seed.households):

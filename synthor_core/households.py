@@ -131,14 +131,16 @@ def _incidence_matrix(project: HouseholdProject) -> np.ndarray:
     return np.column_stack([c.incidence for c in project.controls]).astype(np.float64)
 
 
-def synthesize_households(project: HouseholdProject, config: HouseholdConfig) -> Iterator[
-        HouseholdEvent | HouseholdResult]:
+def synthesize_households(project: HouseholdProject, config: HouseholdConfig,
+                          rng: np.random.Generator | None = None) -> Iterator[HouseholdEvent | HouseholdResult]:
     """Place whole seed households in every zone so that all controls are met as closely as possible.
 
     Parameters
     ----------
     project : HouseholdProject
     config : HouseholdConfig
+    rng : numpy Generator, optional
+        The run's only generator (default: ``numpy.random.default_rng(config.seed)``; a partition passes its own).
 
     Yields
     ------
@@ -147,7 +149,7 @@ def synthesize_households(project: HouseholdProject, config: HouseholdConfig) ->
     HouseholdResult
         Last.
     """
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(config.seed) if rng is None else rng
     geography, seed = project.geography, project.seed
     controls = project.controls
     per_zone = project.households_per_zone()

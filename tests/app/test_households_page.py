@@ -109,3 +109,8 @@ def test_uploads_expand_inside_their_folder_and_within_limits(tmp_path, monkeypa
     monkeypatch.setattr(app_session, "MAX_ZIP_MEMBERS", 3)
     with pytest.raises(app_session.UploadError, match="the zip holds 4 files; at most 3 are accepted"):
         app_session.extract_zip(_zip({f"f{i}.csv": b"1" for i in range(4)}), tmp_path / "d")
+
+
+def test_user_text_is_escaped_before_streamlit_renders_markdown():
+    shown = app_session.as_text("![x](http://example.invalid/a.png) :red[hi] **b**")
+    assert shown == "\\!\\[x\\]\\(http\\://example\\.invalid/a\\.png\\) \\:red\\[hi\\] \\*\\*b\\*\\*"
