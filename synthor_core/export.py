@@ -84,8 +84,14 @@ def expand_households(project: HouseholdProject, result: HouseholdResult, prior:
     return households, persons
 
 
-def write_atomic(path: Path, write) -> None:
-    """Call ``write(temporary_path)``, then rename the temporary file to ``path`` (same folder)."""
+def write_atomic(path: Path, write, folder: Path | None = None) -> None:
+    """Call ``write(temporary_path)``, then rename the temporary file to ``path`` (same folder).
+
+    Raises ValueError when ``folder`` is given and ``path`` does not lie directly in it (a name from a project
+    file must never lead elsewhere).
+    """
+    if folder is not None and Path(path).resolve().parent != Path(folder).resolve():
+        raise ValueError(f"refusing to write {path}: not a file of {folder}")
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(handle)
@@ -175,10 +181,10 @@ def write_household_outputs(project: HouseholdProject, result: HouseholdResult, 
         synthetic_p = persons[[HOUSEHOLD_ID, PERSON_NUMBER, *p_cols]].rename(columns={HOUSEHOLD_ID: id_name})
         hh_file = Path(str(hh_spec.get("filename") or "synthetic_households.csv")).name
         p_file = Path(str(p_spec.get("filename") or "synthetic_persons.csv")).name
-        write_atomic(out / hh_file, lambda p: synthetic_hh.to_csv(p, index=False))
-        write_atomic(out / p_file, lambda p: synthetic_p.to_csv(p, index=False))
+        write_atomic(out / hh_file, lambda p: synthetic_hh.to_csv(p, index=False), out)
+        write_atomic(out / p_file, lambda p: synthetic_p.to_csv(p, index=False), out)
         for level, table in summary_tables(project, result).items():
-            write_atomic(out / f"summary_{level}.csv", lambda p, t=table: t.to_csv(p, index=False))
+            write_atomic(out / f"summary_{level}.csv", lambda p, t=table: t.to_csv(p, index=False), out)
     by_prior = (households["prior"].value_counts().sort_index().to_dict() if "prior" in households.columns
                 else {config.prior: len(households)})
     extra: dict[str, Any] = {"prior_notes": prior_notes or {}, "households_by_prior": {

@@ -7,6 +7,7 @@ files (whole numbers or text); inside the library a zone is its position in the 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -15,6 +16,8 @@ import numpy.typing as npt
 import pandas as pd
 
 from .errors import Problem
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")  # a level or output name that is also a file name part
 
 
 def shown_value(value) -> str:
@@ -86,8 +89,9 @@ def build_geography(frame: pd.DataFrame, levels: list[str], shown: str, first_ro
     Returns
     -------
     (Geography or None, list of Problem)
-        Problems name the file, row and column: a missing level column, an empty zone id, a lowest-level zone
-        listed twice, a zone with two parents at a level above it.
+        Problems name the file, row and column: a missing level column, a level name that is not a plain name
+        (:data:`SAFE_NAME`: it names output files), an empty zone id, a lowest-level zone listed twice, a zone
+        with two parents at a level above it.
     """
     problems: list[Problem] = []
     missing = [level for level in levels if level not in frame.columns]
@@ -96,6 +100,11 @@ def build_geography(frame: pd.DataFrame, levels: list[str], shown: str, first_ro
                                      f"{', '.join(map(str, frame.columns))})", row=1, column=m) for m in missing]
     if not levels:
         return None, [Problem(shown, "expected at least one geography level")]
+    unsafe = [level for level in levels if not SAFE_NAME.fullmatch(str(level))]
+    if unsafe:
+        return None, [Problem(shown, f"expected a geography level name of letters, digits, _ or - (at most 64; it "
+                                     f"names output files such as summary_<LEVEL>.csv), got {str(u)[:80]!r}",
+                              row=1, column=str(u)[:80]) for u in unsafe]
     table = frame[list(levels)].copy()
     for level in levels:
         empty = np.flatnonzero(table[level].isna().to_numpy())

@@ -63,7 +63,7 @@ from .populationsim import (SETTINGS_FILE, inside_folder, load_populationsim, nu
 from .rules import RuleError, compile_seed_expression
 from .targets import PROJECT_FILE, pydantic_problems, read_project_toml
 from .units import (HOUSEHOLDS, PERSONS, Control, Derivation, HouseholdProject, HouseholdRule, SeedSample,
-                    infer_derivations)
+                    infer_derivations, output_problems)
 
 DATA_FOLDER = "data"  # where convert_populationsim puts the copied data files
 LICENCE_NAMES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "LICENCE.txt", "COPYING")
@@ -405,6 +405,9 @@ def load_household_project(folder: str | Path) -> HouseholdProject:
     if problems:
         raise TargetValidationError(problems)
     output = spec.output.model_dump(exclude_none=True) if spec.output is not None else {}
+    problems = output_problems(output, PROJECT_FILE, "output")
+    if problems:
+        raise TargetValidationError(problems)
     return HouseholdProject(name=spec.project.name, geography=geography, seed=seed, controls=controls,
                             total_control=spec.project.total_control,
                             max_expansion_factor=spec.project.max_expansion_factor, output=output,

@@ -22,7 +22,7 @@ import pandas as pd
 from .errors import Problem, TargetValidationError
 from .geography import Geography, build_geography, shown_value
 from .rules import RuleError, compile_seed_expression
-from .units import HOUSEHOLDS, PERSONS, Control, HouseholdProject, SeedSample, infer_derivations
+from .units import HOUSEHOLDS, PERSONS, Control, HouseholdProject, SeedSample, infer_derivations, output_problems
 
 SETTINGS_FILE = "settings.yaml"
 MAX_SETTINGS_BYTES = 1_000_000  # a settings.yaml larger than this is refused
@@ -214,6 +214,9 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
                                              column="total_hh_control")])
     factor = settings.get("max_expansion_factor")
     output = settings.get("output_synthetic_population") or {}
+    problems = output_problems(output, settings_shown, "output_synthetic_population")
+    if problems:
+        raise TargetValidationError(problems)
     return HouseholdProject(name=root.resolve().name, geography=geography, seed=seed, controls=controls,
                             total_control=reserved["total_hh_control"],
                             max_expansion_factor=float(factor) if isinstance(factor, (int, float)) else None,

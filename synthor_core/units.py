@@ -298,3 +298,36 @@ def infer_derivations(seed: SeedSample, columns, max_values: int = 40) -> list[D
             found.append(Derivation(column, "count", expression=f"persons.{c}.isin([{values}])"))
             break
     return found
+
+
+RESERVED_OUTPUTS = ("households.csv", "persons.csv", "report.json")  # Synthor's own output files
+
+
+def output_problems(output: dict, shown: str, key: str) -> list:
+    """Problems of PopulationSim's output settings: each file name must be a plain ``name.csv`` (no folder, not
+    one of Synthor's own outputs nor a ``summary_`` file), since outputs are written beside each other.
+
+    Parameters
+    ----------
+    output : dict
+        ``output_synthetic_population`` (``households``/``persons`` each with ``filename`` and ``columns``).
+    shown, key : str
+        The file and the key named in the problems.
+    """
+    import re
+
+    from .errors import Problem
+
+    problems = []
+    for unit in ("households", "persons"):
+        spec = output.get(unit) if isinstance(output, dict) else None
+        name = spec.get("filename") if isinstance(spec, dict) else None
+        if name is None:
+            continue
+        text = str(name)
+        if (not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\.csv", text) or text in RESERVED_OUTPUTS
+                or text.startswith("summary_")):
+            problems.append(Problem(shown, f"expected a plain file name ending in .csv, not "
+                                           f"{', '.join(RESERVED_OUTPUTS)} nor summary_*.csv, got {text[:80]!r}",
+                                    column=f"{key}.{unit}.filename"))
+    return problems

@@ -132,9 +132,9 @@ def column_categories(column: str, table: str, expressions: list[str], integer: 
         elif not np.isfinite(lo) and not np.isfinite(hi):
             probe = 0.0
         elif not np.isfinite(lo):
-            probe = hi - 1
+            probe = np.ceil(hi) - 1 if integer else hi - 1
         elif not np.isfinite(hi):
-            probe = lo + 1
+            probe = np.floor(lo) + 1 if integer else lo + 1
         elif integer:
             if np.floor(lo) + 1 > np.ceil(hi) - 1:
                 continue
@@ -178,8 +178,8 @@ def _draw_values(category: Category, n: int, rng: np.random.Generator, below: fl
     if not np.isfinite(lo):
         return np.full(n, hi)
     if category.integer:
-        values = np.arange(int(lo), int(hi) + 1, dtype=np.float64)
-        if values.size <= defaults.HOUSEHOLD_MAX_ENUMERATED:
+        if int(hi) - int(lo) + 1 <= defaults.HOUSEHOLD_MAX_ENUMERATED:
+            values = np.arange(int(lo), int(hi) + 1, dtype=np.float64)
             values = values[[category.contains(v) for v in values]]
             return rng.choice(values, n)
         return rng.integers(int(lo), int(hi) + 1, n).astype(np.float64)
@@ -236,13 +236,15 @@ def _category_masses(categories: list[Category], totals: npt.NDArray[np.float64]
     return mass
 
 
-def _rake_joint(joint: np.ndarray, margins: list[npt.NDArray[np.float64]]) -> np.ndarray:
-    """Iterative proportional fitting of an n-way table to its one-way margins (zeros stay zero)."""
-    total = float(margins[0].sum()) if margins else float(joint.sum())
+def _rake_joint(joint: np.ndarray, margins: list[npt.NDArray[np.float64] | None], total: float) -> np.ndarray:
+    """Iterative proportional fitting of an n-way table to its one-way margins (None: that axis is free; zeros
+    stay zero), the table summing to ``total``."""
     joint = joint * (total / max(joint.sum(), 1e-300))
     for _ in range(defaults.RAKE_MAX_ITER):
         worst = 0.0
         for axis, margin in enumerate(margins):
+            if margin is None:
+                continue
             other = tuple(a for a in range(joint.ndim) if a != axis)
             current = joint.sum(axis=other)
             factor = np.divide(margin, current, out=np.zeros_like(margin), where=current > 0)
@@ -352,8 +354,9 @@ def maxent_households(project: HouseholdProject, rng: np.random.Generator,
     seed_zones = geography.zones(seed.seed_level)
     seed_zone_of_zone = geography.parent_index(seed.seed_level)
     total_index = next(i for i, c in enumerate(project.controls) if c.name == project.total_control)
-    household_axes = [key for key in columns if key[0] == HOUSEHOLDS and key[1] != seed.weight
-                      and project.controls[columns[key].controls[0]].name != project.total_control]
+    # every household column a control reads is an axis of the joint (the total control's too: its one
+    # category takes every household), except the weight column, which the candidates' weights fill
+    household_axes = [key for key in columns if key[0] == HOUSEHOLDS and key[1] != seed.weight]
     cells = int(np.prod([len(columns[k].categories) for k in household_axes])) if household_axes else 1
     if cells > defaults.HOUSEHOLD_MAXENT_MAX_CELLS:
         raise TargetValidationError([Problem("controls", f"the maxent household joint would have {cells:,} cells (at most "
@@ -370,11 +373,14 @@ def maxent_households(project: HouseholdProject, rng: np.random.Generator,
         for key in household_axes:
             col = columns[key]
             totals = np.array([zone_totals[i][s] for i in col.controls])
-            margins.append(_category_masses(col.categories, totals, households_here))
+            margin = _category_masses(col.categories, totals, households_here)
+            margins.append(margin if margin.sum() > 0 else None)  # controls all 0 here: no information
             axes_categories.append(col.categories)
         joint = np.ones([len(c) for c in axes_categories]) if axes_categories else np.ones(())
         joint = _structural_zeros(joint, household_axes, axes_categories, derived, size_column)
-        joint = _rake_joint(joint, margins) if margins else joint
+        joint = _rake_joint(joint, margins, households_here) if margins else joint
+        if joint.sum() <= 0:  # margins that no cell can meet together: fall back to the structure alone
+            joint = _structural_zeros(np.ones_like(joint), household_axes, axes_categories, derived, size_column)
         cell = _cells_of_candidates(joint.reshape(-1) / joint.sum(), pool, rng)
         concentrated = [(key, k) for key, spec in columns.items() if key[0] == PERSONS
                         for k, c in enumerate(spec.categories) if any(c.signature)]
@@ -523,6 +529,10 @@ def _members(project, size, values, derived, derivation_categories, columns, zon
             continue
         totals = np.array([zone_totals[i][s] for i in spec.controls])
         share = _category_masses(spec.categories, totals, owner.size * households_here / n)
+        # controls all 0 in this seed zone: every person in the category no control counts, else equal shares
+        if share.sum() <= 0:
+            share = np.array([0.0 if any(c.signature) else 1.0 for c in spec.categories])
+            share = share if share.sum() > 0 else np.ones(len(spec.categories))
         share = share / share.sum()
         which = rng.choice(len(spec.categories), size=owner.size, p=share)
         for j, (key, k) in enumerate(concentrated):

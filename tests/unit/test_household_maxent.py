@@ -161,3 +161,30 @@ def test_the_seed_prior_fills_a_seed_zone_without_sample_from_maxent(tmp_path):
     assert in_601.any() and (households.loc[in_601, "prior"] == "maxent").all()
     assert (households.loc[~in_601, "prior"] == "seed").all()
     assert result.fit.set_index("control")["pct_rmse"]["num_hh"] == 0.0
+
+
+def test_fractional_cut_points_on_a_whole_number_column_still_give_categories():
+    categories = column_categories("AGEP", "persons", ["persons.AGEP < 17.5", "persons.AGEP >= 17.5"], integer=True)
+    assert [(c.low, c.high, c.signature) for c in categories] == [(-np.inf, 17, (True, False)),
+                                                                  (18, np.inf, (False, True))]
+
+
+@needs_examples
+def test_maxent_serves_a_total_control_on_a_household_column_and_person_controls_that_are_all_zero():
+    project = load_populationsim(EXAMPLES / "example_test")
+    config = HouseholdConfig(seed=1, prior="maxent")
+    controls = list(project.controls)
+    total = next(i for i, c in enumerate(controls) if c.name == project.total_control)
+    controls[total] = replace(controls[total], expression="households.NP > 0", columns=("NP",))
+    # two person controls covering every occupation code, both 0: no category is left for the persons
+    occupations = [i for i, c in enumerate(controls) if c.name.startswith("persons_occ")]
+    controls[occupations[0]] = replace(controls[occupations[0]], expression="persons.OCCP < 2",
+                                       totals=np.zeros_like(controls[occupations[0]].totals))
+    controls[occupations[1]] = replace(controls[occupations[1]], expression="persons.OCCP >= 2",
+                                       totals=np.zeros_like(controls[occupations[1]].totals))
+    controls = [c for i, c in enumerate(controls) if i != occupations[2]]
+    candidates, _ = candidate_households(replace(project, controls=controls), config)
+    assert (candidates.seed.households["NP"] >= 1).all()
+    result = [e for e in synthesize_households(candidates, config) if isinstance(e, HouseholdResult)][0]
+    assert result.total_households == 1500
+    assert result.fit.set_index("control").loc["num_hh", "pct_rmse"] == 0.0

@@ -260,3 +260,23 @@ def test_rules_are_read_checked_and_counted_on_the_output(tmp_path):
         load_household_project(root)
     assert [p.column for p in error.value.problems] == ["rules[1].expression"]
     assert "householder aged 15 or older" in str(error.value.problems[0])
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("TAZ", "x/../../escape", "expected a geography level name of letters, digits, _ or - (at most 64; it names "
+                              "output files such as summary_<LEVEL>.csv), got 'x/../../escape'"),
+    ('filename = "synthetic_households.csv"', 'filename = "households.csv"',
+     "expected a plain file name ending in .csv, not households.csv, persons.csv, report.json nor summary_*.csv, "
+     "got 'households.csv'"),
+    ('filename = "synthetic_persons.csv"', 'filename = "../../x.csv"', "got '../../x.csv'"),
+])
+def test_names_that_become_output_files_must_be_plain(tmp_path, old, new, expected):
+    root = tmp_path / "calm"
+    shutil.copytree(ROOT / "examples" / "calm", root)
+    for path in [root / "synthor.toml", *(root / "data").glob("*.csv")]:
+        text = path.read_text(encoding="utf-8")
+        path.write_text(text.replace(f'"{old}"', f'"{new}"').replace(f"{old},", f"{new},").replace(
+            f",{old}\n", f",{new}\n") if old == "TAZ" else text.replace(old, new), encoding="utf-8")
+    with pytest.raises(TargetValidationError) as error:
+        load_household_project(root)
+    assert any(expected in str(p) for p in error.value.problems), [str(p) for p in error.value.problems]
