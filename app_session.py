@@ -161,6 +161,13 @@ def extract_zip(content: bytes, folder: Path) -> None:
                         if written > MAX_ZIP_EXPANDED_BYTES:
                             raise UploadError(f"the zip expands to more than {MAX_ZIP_EXPANDED_BYTES >> 20:,} MiB")
                         sink.write(chunk)
+    except UploadError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    except (OSError, RuntimeError, zipfile.LargeZipFile, EOFError, ValueError) as exc:
+        # a member that is both a file and a folder, an encrypted or damaged member, ...
+        shutil.rmtree(folder, ignore_errors=True)
+        raise UploadError(f"the zip cannot be expanded ({type(exc).__name__}: {exc})") from exc
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

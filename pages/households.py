@@ -14,6 +14,7 @@ import streamlit as st
 
 from app_session import (HOUSEHOLD_EXAMPLE_DIR, HOUSEHOLD_EXAMPLE_LABEL, UploadError, as_text,
                          current_household_project, household_draft_from_zip, household_runs_dir, problems_frame)
+from synthor_core.errors import TargetValidationError
 from synthor_core.export import write_household_outputs
 from synthor_core.households import HouseholdConfig, candidate_households
 from synthor_core.partitions import synthesize_partitioned
@@ -110,7 +111,13 @@ if start:
     out = household_runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     started = time.perf_counter()
     bar = st.progress(0.0, text="Preparing candidate households")
-    candidates, notes = candidate_households(project, config)
+    try:
+        candidates, notes = candidate_households(project, config)
+    except TargetValidationError as exc:
+        bar.empty()
+        st.error(f"The {as_text(prior)} prior cannot serve this project:")
+        st.dataframe(problems_frame(exc.problems), hide_index=True, width="stretch")
+        st.stop()
     def zone_progress(name, event):
         share = 0.5 if event.stage == "balance" else 0.5 + 0.5 * event.done / max(event.total, 1)
         bar.progress(min(share, 1.0), text=f"{name}: {event.message}")

@@ -114,3 +114,29 @@ def test_uploads_expand_inside_their_folder_and_within_limits(tmp_path, monkeypa
 def test_user_text_is_escaped_before_streamlit_renders_markdown():
     shown = app_session.as_text("![x](http://example.invalid/a.png) :red[hi] **b**")
     assert shown == "\\!\\[x\\]\\(http\\://example\\.invalid/a\\.png\\) \\:red\\[hi\\] \\*\\*b\\*\\*"
+
+
+def test_a_zip_that_cannot_be_expanded_is_an_upload_error(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a", b"a file")
+        archive.writestr("a/b", b"and a folder of the same name")
+    with pytest.raises(app_session.UploadError, match="the zip cannot be expanded"):
+        app_session.extract_zip(buffer.getvalue(), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+@needs_examples
+def test_a_prior_that_cannot_serve_the_project_says_why_on_the_page(tmp_path):
+    root = tmp_path / "example_test"
+    shutil.copytree(EXAMPLES / "example_test", root)
+    controls = root / "configs" / "controls.csv"
+    controls.write_text(controls.read_text().replace("households.NP == 1", "(households.NP == 1) & "
+                                                                           "(households.HTYPE == 1)"))
+    at = _page(root)
+    at.radio(key="hh.prior").set_value("maxent")
+    next(b for b in at.button if b.label == "Synthesize households").click().run(timeout=120)
+    assert not at.exception
+    assert at.error[0].value == "The maxent prior cannot serve this project:"
+    problem = _frame(at, "problem")["problem"].item()
+    assert problem == 'the maxent prior needs controls on one column each; control "hh_size_1" reads NP, HTYPE'
