@@ -135,9 +135,9 @@ class BalanceResult:
     weights : tuple of ndarray of float64, one per block, shape (n_households_in_block, n_zones_in_block)
         Balanced (fractional) weight of each seed household in each zone of its block.
     converged : bool
-        True when balancing stopped before the sweep limit: every relative gap (below) under ``tolerance``, or
-        the weighted counts stationary (none moved by more than ``tolerance x BALANCE_STATIONARY_SHARE``
-        relative over a sweep: the soft controls that contradict the others are relaxed as far as they go).
+        True when every relative gap (below) fell under ``tolerance``, against the controls as given or as
+        relaxed. Balancing also stops, not converged, when the weighted counts are stationary (none moved by
+        more than ``tolerance x BALANCE_STATIONARY_SHARE`` relative over a sweep) or at the sweep limit.
     iterations : int
         Sweeps over all controls.
     max_relative_gap : float
@@ -286,8 +286,8 @@ def balance_zones(incidence, initial_weights, block_zones, zone_groups: npt.Arra
                           for c in range(n_controls) if c != master)
             stop = "stationary" if deviation >= tolerance else ("soft controls relaxed" if relaxed else
                                                                  "controls met")
-            return BalanceResult(tuple(w.astype(np.float64) for w in weights), True, iteration, deviation,
-                                 tuple(relaxation), stop, change)
+            return BalanceResult(tuple(w.astype(np.float64) for w in weights), stop != "stationary", iteration,
+                                 deviation, tuple(relaxation), stop, change)
     return BalanceResult(tuple(w.astype(np.float64) for w in weights), False, iteration, deviation, tuple(relaxation),
                          "sweep limit", change)
 

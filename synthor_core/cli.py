@@ -224,6 +224,8 @@ def command_run_households(args: argparse.Namespace) -> int:
                       if filled["seed_zones_without_sample"] else "",
                       "controls no sample household meets " + ", ".join(filled["unreached_controls"])
                       if filled["unreached_controls"] else ""])), file=sys.stderr)
+    for warning in prior_notes.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     if config.prior == "maxent" and not args.quiet:
         print(f"maxent: {prior_notes['candidates']:,} candidate households with {prior_notes['candidate_persons']:,} "
               f"members built from the controls (no seed record used)", flush=True)

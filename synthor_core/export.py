@@ -72,6 +72,9 @@ def expand_households(project: HouseholdProject, result: HouseholdResult, prior:
         households["prior"] = origin.to_numpy()[seed_rows]
     for column in household_columns(project):
         households[column] = seed.households[column].to_numpy()[seed_rows]
+    if origin is not None and seed.weight in households.columns:
+        # a maxent candidate has no sample weight (its balancing weight means nothing outside the run)
+        households.loc[(origin.to_numpy()[seed_rows] == "maxent"), seed.weight] = np.nan
     members = seed.members_per_household()
     starts = np.concatenate(([0], np.cumsum(members)[:-1]))
     sizes = members[seed_rows]
@@ -81,7 +84,19 @@ def expand_households(project: HouseholdProject, result: HouseholdResult, prior:
     persons = pd.DataFrame({HOUSEHOLD_ID: owner.astype(np.int64) + 1, PERSON_NUMBER: within.astype(np.int64) + 1})
     for column in person_columns(project):
         persons[column] = seed.persons[column].to_numpy()[person_rows]
-    return households, persons
+    return _whole_numbers(households), _whole_numbers(persons)
+
+
+def _whole_numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Float columns holding only whole numbers (and blanks) as nullable integers, so ``30`` is not ``30.0``."""
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype.kind == "f":
+            known = values.dropna().to_numpy()
+            if known.size and np.all(np.isfinite(known)) and np.all(known == np.floor(known)) and np.all(
+                    np.abs(known) < 2**53):
+                frame[column] = values.astype("Int64")
+    return frame
 
 
 def write_atomic(path: Path, write, folder: Path | None = None) -> None:

@@ -351,9 +351,9 @@ def load_household_project(folder: str | Path) -> HouseholdProject:
     HouseholdProject
         ``controls`` in the order of ``[[controls]]``, each with ``incidence`` (float64, shape (n seed
         households,)) and ``totals`` (float64, shape (n zones of its level,), zones missing from its table 0);
-        ``derived`` from ``[[derived]]``; ``output`` from ``[output]`` (``{}`` when absent). ``source`` is
-        ``"populationsim"`` when ``[output]`` is given (PopulationSim's files are then written beside
-        ``households.csv``), else ``"synthor"``.
+        ``derived`` from ``[[derived]]``; ``rules`` from ``[[rules]]``; ``output`` from ``[output]`` (``{}``
+        when absent; when given, PopulationSim's files are written beside ``households.csv``); ``source``
+        ``"synthor"``.
 
     Raises
     ------

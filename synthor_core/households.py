@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import defaults
 from .calibrate import BalanceResult, balance_zones, integerize_zone
-from .errors import TargetValidationError
+from .errors import Problem, TargetValidationError
 from .priors.households import POOL_PERSON_NUMBER as POOL_PERSON
 from .priors.households import maxent_households
 from .rules import compile_seed_expression
@@ -86,7 +86,8 @@ class HouseholdResult:
     seconds : dict of str -> float
         Seconds of each stage (``balance``, ``integerize``).
     integerize : dict of str -> int
-        ``lp_fallbacks``: zones whose linear programme ended without an optimum (see ``integerize_zone``).
+        ``lp_fallbacks``: zones whose linear programme ended without an optimum, and ``lp_status_<k>``: how many
+        ended with HiGHS status ``k`` (see ``integerize_zone``).
     """
 
     households: pd.DataFrame
@@ -330,12 +331,37 @@ def candidate_households(project: HouseholdProject, config: HouseholdConfig) -> 
     ``maxent``: candidates built from the controls alone (no sample record used), drawn with a generator derived
     from the run seed (so the same seed gives the same candidates). ``seed``: the sample's households, plus
     ``maxent`` candidates where the sample cannot reach (DESIGN §10): every candidate of a seed zone that has
-    households to place but no sample household, and, in the other seed zones, the candidates that meet a control
-    no sample household meets (a household size the sample lacks). Both kinds are listed in the notes
+    households to place but no sample household, and, in a seed zone whose zones ask for a control (at the seed
+    level or below) that none of its sample households meets (a household size its sample lacks), the
+    candidates of that seed zone that meet it. Both kinds are listed in the notes
     (``filled_from_maxent``); the candidates' households carry :data:`PRIOR_COLUMN` ("seed" or "maxent").
     When the maxent prior cannot serve the project (a control on several columns), the notes say why and the
     sample's households are used alone.
+
+    Parameters
+    ----------
+    project : HouseholdProject
+        As loaded (its seed is the sample).
+    config : HouseholdConfig
+        ``prior`` and ``seed`` are used.
+
+    Returns
+    -------
+    (HouseholdProject, dict)
+        The project whose seed holds the candidates (controls' incidence evaluated on them), and notes for the
+        report (``candidates``, ``candidate_persons``, and ``filled_from_maxent`` or the maxent prior's notes).
+
+    Raises
+    ------
+    TargetValidationError
+        When the controls ask for more than ``defaults.MAX_HOUSEHOLDS`` households; ``maxent`` only: when it
+        cannot serve the project (see :func:`maxent_households`).
     """
+    asked = int(project.households_per_zone().sum())
+    if asked > defaults.MAX_HOUSEHOLDS:
+        raise TargetValidationError([Problem(project.total_control, f"the control of households per zone asks "
+                                                                    f"for {asked:,} households; one run places at "
+                                                                    f"most {defaults.MAX_HOUSEHOLDS:,}")])
     rng = np.random.default_rng([config.seed, 1])
     if config.prior == "maxent":
         candidates, notes = maxent_households(project, rng)
@@ -351,8 +377,20 @@ def candidate_households(project: HouseholdProject, config: HouseholdConfig) -> 
     has_sample = np.bincount(of_household[weight > 0], minlength=len(seed_zones)) > 0
     needs = np.bincount(of_zone, weights=per_zone.astype(np.float64), minlength=len(seed_zones)) > 0
     empty = np.flatnonzero(needs & ~has_sample)
-    unreached = [i for i, c in enumerate(project.controls)
-                 if c.totals.sum() > 0 and not ((c.incidence > 0) & (weight > 0)).any()]
+    # (control, seed zone) pairs the seed zone's own sample cannot reach although its zones ask for some; a
+    # control above the seed level can be met in other seed zones and is left to them
+    depth = project.geography.levels.index(seed.seed_level)
+    unreached: dict[int, list[int]] = {}
+    for i, c in enumerate(project.controls):
+        if project.geography.levels.index(c.level) < depth:
+            continue
+        parent = project.geography.parent_index(c.level)
+        groups = np.unique(np.column_stack([parent, of_zone]), axis=0)  # each group lies in one seed zone
+        asked = np.bincount(groups[:, 1], weights=c.totals[groups[:, 0]], minlength=len(seed_zones))
+        reached = np.bincount(of_household[(c.incidence > 0) & (weight > 0)], minlength=len(seed_zones)) > 0
+        zones = np.flatnonzero((asked > 0) & ~reached & has_sample)
+        if zones.size:
+            unreached[i] = zones.tolist()
     if not empty.size and not unreached:
         return replace(project, seed=replace(seed, households=seed.households.assign(**{PRIOR_COLUMN: "seed"}))), notes
     try:
@@ -364,13 +402,15 @@ def candidate_households(project: HouseholdProject, config: HouseholdConfig) -> 
     pool_zone = seed_zones.get_indexer(pool.households[seed.seed_level])
     incidence = np.column_stack([c.incidence for c in filler.controls])
     keep = np.isin(pool_zone, empty)
-    if unreached:
-        keep |= (incidence[:, unreached] > 0).any(axis=1)
+    for i, zones in unreached.items():
+        keep |= (incidence[:, i] > 0) & np.isin(pool_zone, zones)
     combined, controls = _append_candidates(project, filler, np.flatnonzero(keep))
     notes["filled_from_maxent"] = {
         "candidates": int(keep.sum()),
         "seed_zones_without_sample": [_plain(seed_zones[i]) for i in empty],
-        "unreached_controls": [project.controls[i].name for i in unreached]}
+        "unreached_controls": [project.controls[i].name for i in unreached],
+        "unreached_in": {project.controls[i].name: [_plain(seed_zones[z]) for z in zones]
+                         for i, zones in unreached.items()}}
     return replace(project, seed=combined, controls=controls), notes
 
 
@@ -433,6 +473,8 @@ def realism_tables(reference: HouseholdProject, candidates: HouseholdProject, re
     candidates : HouseholdProject
         The project the households were placed from (``candidate_households``).
     result : HouseholdResult
+    max_way : int
+        Household tables of 2 up to this many groups (person tables: pairs only).
 
     Returns
     -------
@@ -515,9 +557,11 @@ def check_rules(project: HouseholdProject, households: pd.DataFrame, persons: pd
 
     Returns
     -------
-    list of dict, one per rule: ``rule``, ``unit``, ``expression``, ``checked`` (units whose columns are known),
-    ``broken`` (int), ``broken_share`` (0-1, of the checked), ``seed_broken_share`` (the sample's, weighted; None
-    when the sample lacks a column), or ``not_checked`` (why) when the output lacks a column the rule reads.
+    list of dict, one per rule: ``rule``, ``unit``, ``expression``, ``units`` (households or persons in the
+    output), ``checked`` (those whose columns the rule reads are known: an unknown value is never counted as
+    broken), ``broken`` (int), ``broken_share`` (0-1, of the checked), ``seed_broken_share`` (the sample's,
+    weighted; None when no sample unit has the columns known), or ``not_checked`` (why) when the output lacks a
+    column the rule reads.
     """
     out = []
     seed = project.seed
@@ -536,7 +580,7 @@ def check_rules(project: HouseholdProject, households: pd.DataFrame, persons: pd
         w = weight if rule.unit == HOUSEHOLDS else weight[seed.persons["_household"].to_numpy()]
         seed_known = reference[list(condition.columns)].notna().all(axis=1).to_numpy()
         seed_broken = ~condition(reference) & seed_known
-        out.append({**entry, "checked": int(known.sum()), "broken": int(broken.sum()),
+        out.append({**entry, "units": int(len(frame)), "checked": int(known.sum()), "broken": int(broken.sum()),
                     "broken_share": float(broken.sum() / known.sum()) if known.any() else 0.0,
                     "seed_broken_share": float(w[seed_broken].sum() / w[seed_known].sum()) if seed_known.any()
                     else None})

@@ -90,12 +90,16 @@ def household_fit_figure(fit: pd.DataFrame, bars: dict[str, float] | None = None
     bars : dict of control -> float, optional
         A reference value per control (e.g. PopulationSim's %RMSE), drawn as a black tick.
     """
-    frame = fit.assign(pct_rmse=fit["pct_rmse"].astype(float)).iloc[::-1]
+    # names come from project files: escaped, since plotly reads <a href>, <b>, ... in labels and legends
+    frame = fit.assign(pct_rmse=fit["pct_rmse"].astype(float), control=fit["control"].map(_label),
+                       level=fit["level"].map(_label)).iloc[::-1]
+    bars = {_label(k): v for k, v in (bars or {}).items()}
     fig = go.Figure()
     for level in dict.fromkeys(frame["level"]):
         part = frame[frame["level"] == level]
-        fig.add_trace(go.Bar(x=part["pct_rmse"], y=part["control"], orientation="h", name=str(level),
-                             hovertemplate="%{y}: %{x:.2f} %RMSE<extra>" + str(level) + "</extra>"))
+        fig.add_trace(go.Bar(x=part["pct_rmse"], y=part["control"], orientation="h", name=level,
+                             customdata=part[["level"]].to_numpy(),
+                             hovertemplate="%{y}: %{x:.2f} %RMSE<extra>%{customdata[0]}</extra>"))
     if bars:
         known = frame[frame["control"].isin(list(bars))]
         fig.add_trace(go.Scatter(x=[bars[c] for c in known["control"]], y=known["control"], mode="markers",
@@ -105,3 +109,10 @@ def household_fit_figure(fit: pd.DataFrame, bars: dict[str, float] | None = None
                       margin={"l": 10, "r": 10, "t": 30, "b": 10}, yaxis={"categoryorder": "array",
                                                                             "categoryarray": list(frame["control"])})
     return fig
+
+
+def _label(value) -> str:
+    """A name from a project file as plotly shows it literally (its pseudo-HTML and ``%{...}`` escaped)."""
+    import html
+
+    return html.escape(str(value)).replace("%{", "%&#123;")

@@ -441,7 +441,12 @@ def maxent_households(project: HouseholdProject, rng: np.random.Generator,
                 frame[col] = frame[col].astype(np.int64)
     sample = SeedSample(households, persons, POOL_ID, POOL_PERSON_NUMBER, seed.weight, seed.seed_level)
     controls = [_with_incidence(c, sample) for c in project.controls]
-    notes = {"candidates": int(len(households)), "candidate_persons": int(len(persons)),
+    warnings = []
+    if size_column is None and any(unit == HOUSEHOLDS for unit, _ in by_column):
+        warnings.append("no household column of the sample equals its number of members, so the candidates' "
+                        "numbers of members are drawn apart from their household columns (a size control is not "
+                        "met through the members)")
+    notes = {"candidates": int(len(households)), "candidate_persons": int(len(persons)), "warnings": warnings,
              "derived": {d.column: d.how + (f" {d.expression}" if d.expression else "") +
                          (f" of {d.source}" if d.source else "") for d in derived.values()},
              "categories": {f"{unit}.{col}": len(c.categories) for (unit, col), c in columns.items()},

@@ -140,3 +140,14 @@ def test_a_prior_that_cannot_serve_the_project_says_why_on_the_page(tmp_path):
     assert at.error[0].value == "The maxent prior cannot serve this project:"
     problem = _frame(at, "problem")["problem"].item()
     assert problem == 'the maxent prior needs controls on one column each; control "hh_size_1" reads NP, HTYPE'
+
+
+def test_names_from_project_files_are_shown_literally_in_the_fit_chart():
+    import pandas as pd
+
+    from synthor_core.plots import household_fit_figure
+
+    figure = household_fit_figure(pd.DataFrame({"control": ["<a href='https://example.invalid'>c</a>", "b"],
+                                                "level": ["TAZ", "%{x}"], "pct_rmse": [1.0, 2.0]}))
+    assert [t.name for t in figure.data] == ["%&#123;x}", "TAZ"]
+    assert list(figure.data[1].y) == ["&lt;a href=&#x27;https://example.invalid&#x27;&gt;c&lt;/a&gt;"]

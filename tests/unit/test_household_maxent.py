@@ -188,3 +188,29 @@ def test_maxent_serves_a_total_control_on_a_household_column_and_person_controls
     result = [e for e in synthesize_households(candidates, config) if isinstance(e, HouseholdResult)][0]
     assert result.total_households == 1500
     assert result.fit.set_index("control").loc["num_hh", "pct_rmse"] == 0.0
+
+
+@needs_examples
+def test_the_fill_looks_at_each_seed_zone_own_sample(tmp_path):
+    import pandas as pd
+
+    # PUMA 600 loses its 4+ person households; other PUMAs keep theirs, so the sample as a whole still has some
+    root = _example_without(tmp_path, "example_test", "SERIALNO", lambda h: (h["PUMA"] == "600") & (
+        pd.to_numeric(h["NP"], errors="coerce") >= 4))
+    project, notes, result, households = _run_seed(root)
+    assert notes["filled_from_maxent"]["unreached_in"] == {"hh_size_4_plus": [600]}
+    in_600 = households[households["PUMA"] == 600]
+    big = in_600["NP"] >= 4
+    assert big.sum() > 0 and (in_600.loc[big, "prior"] == "maxent").all()
+    assert (households.loc[households["PUMA"] != 600, "prior"] == "seed").all()
+
+
+@needs_examples
+def test_a_control_file_asking_for_too_many_households_is_refused():
+    project = load_populationsim(EXAMPLES / "example_test")
+    total = next(i for i, c in enumerate(project.controls) if c.name == project.total_control)
+    huge = list(project.controls)
+    huge[total] = replace(huge[total], totals=huge[total].totals * 1e7)
+    with pytest.raises(TargetValidationError, match="the control of households per zone asks for 15,000,000,000 "
+                                                    "households; one run places at most 50,000,000"):
+        candidate_households(replace(project, controls=huge), HouseholdConfig(seed=1))
