@@ -176,18 +176,23 @@ def run_partition(task: PartitionTask, progress: Callable[[str, HouseholdEvent],
                   ) -> PartitionOutcome:
     """Synthesize one partition (in this process or a worker's); never raises: a failure is returned.
 
-    The random generator is ``numpy.random.default_rng([config.seed, task.index])``. ``progress(name, event)``
-    is called with each :class:`~synthor_core.households.HouseholdEvent` (in-process runs only).
+    The random generator is ``numpy.random.default_rng([config.seed, task.index])``; BLAS runs on one thread
+    (threadpoolctl), so the arithmetic is the same in every process. ``progress(name, event)`` is called with
+    each :class:`~synthor_core.households.HouseholdEvent` (in-process runs only).
     """
+    from threadpoolctl import threadpool_limits
+
     started = time.perf_counter()
     try:
         rng = np.random.default_rng([task.config.seed, task.index])
         result = None
-        for event in synthesize_households(task.project, task.config, rng=rng):
+        # one BLAS thread everywhere: a sum's order (so its last bit, so an integerization) must not depend on
+        # the threads of the process a partition runs in (a Dask worker runs with one, this process with more)
+        with threadpool_limits(limits=1):
+            events = list(_events(task, rng, progress))
+        for event in events:
             if isinstance(event, HouseholdResult):
                 result = event
-            elif progress is not None:
-                progress(task.name, event)
         households = result.households.assign(zone=task.zones[result.households["zone"].to_numpy()],
                                               seed_row=task.seed_rows[result.households["seed_row"].to_numpy()])
         return PartitionOutcome(task.index, task.name, households, result.balance, dict(result.integerize),
@@ -195,6 +200,14 @@ def run_partition(task: PartitionTask, progress: Callable[[str, HouseholdEvent],
     except Exception as exc:  # reported by name and message with the partition; the others go on
         return PartitionOutcome(task.index, task.name, _empty(), None, {}, time.perf_counter() - started,
                                 f"{type(exc).__name__}: {exc}")
+
+
+def _events(task: PartitionTask, rng: np.random.Generator, progress) -> Iterator:
+    """The partition's events, each handed to ``progress`` as it comes."""
+    for event in synthesize_households(task.project, task.config, rng=rng):
+        if progress is not None and not isinstance(event, HouseholdResult):
+            progress(task.name, event)
+        yield event
 
 
 def _empty() -> pd.DataFrame:
