@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -29,6 +30,15 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 CALM = ROOT / "examples" / "calm"
 TAZ_STEP, TRACT_STEP, ID_STEP = 100_000, 10_000_000, 10_000_000
+GROUPS = {
+    "household size (TAZ)": ["hh_size_1", "hh_size_2", "hh_size_3", "hh_size_4_plus"],
+    "head age (TAZ)": ["hh_age_15_24", "hh_age_25_54", "hh_age_55_64", "hh_age_65_plus"],
+    "income (TAZ)": ["hh_inc_15", "hh_inc_15_30", "hh_inc_30_60", "hh_inc_60_plus"],
+    "students (TAZ)": ["students_by_family_housing_type", "students_by_nonfamily_housing_type"],
+    "workers (TRACT)": ["hh_wrks_0", "hh_wrks_1", "hh_wrks_2", "hh_wrks_3_plus"],
+    "dwelling type (TRACT)": ["hh_by_type_sf", "hh_by_type_mf", "hh_by_type_mh", "hh_by_type_dup"],
+    "occupation (REGION)": [f"persons_occ_{i}" for i in range(1, 9)],
+}
 
 
 def build_calm_times(k: int, folder: Path) -> Path:
@@ -129,7 +139,7 @@ def main() -> None:
     parser.add_argument("--dask", action="store_true", help="also run on a dask scheduler with two workers")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    rows = []
+    rows, fits = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for k in args.k:
             project = build_calm_times(k, Path(tmp) / f"calm_x{k}")
@@ -146,6 +156,10 @@ def main() -> None:
                                               str(args.seed), "--out", str(out), "--quiet", *extra])
                     households = sum(1 for _ in open(out / "households.csv", encoding="utf-8")) - 1
                     same = digest(out)
+                    if workers == 1:
+                        report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+                        pct = {c["control"]: c["pct_rmse"] for c in report["controls"]}
+                        fits[k] = {g: max(pct[c] for c in controls) for g, controls in GROUPS.items()}
                     base = base or (seconds, same)
                     rows.append({"K": k, "households": households, "run": label, "seconds": seconds,
                                  "households/s/worker": households / seconds / workers, "peak MiB": peak,
@@ -165,6 +179,11 @@ def main() -> None:
         print(f"| {r['K']} | {r['households']:,} | {r['run']} | {r['seconds']:.1f} | "
               f"{r['households/s/worker']:,.0f} | {r['peak MiB']:,.0f} | {r['time / 1 worker']:.2f} | "
               f"{r['same bytes as 1 worker']} |")
+    print("\nWorst %RMSE per control group (1 worker; REGION controls split over the K PUMAs first)\n")
+    print("| control group | " + " | ".join(f"K = {k}" for k in fits) + " |")
+    print("|---" * (len(fits) + 1) + "|")
+    for group in GROUPS:
+        print(f"| {group} | " + " | ".join(f"{fits[k][group]:.2f}" for k in fits) + " |")
     one = frame[frame["run"] == "1 worker"]
     rate = float(one["households/s/worker"].iloc[-1])
     print(f"\nProjection: a 6,000,000-household state on 16 workers at {rate:,.0f} households/s/worker "
