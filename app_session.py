@@ -7,6 +7,7 @@ import io
 import shutil
 import uuid
 import zipfile
+import zlib
 from pathlib import Path
 
 import streamlit as st
@@ -140,6 +141,7 @@ def extract_zip(content: bytes, folder: Path) -> None:
     """
     folder.mkdir(parents=True)
     written = 0
+    current = "(the archive)"
     try:
         try:
             archive = zipfile.ZipFile(io.BytesIO(content))
@@ -151,6 +153,7 @@ def extract_zip(content: bytes, folder: Path) -> None:
                 raise UploadError(f"the zip holds {len(members):,} files; at most {MAX_ZIP_MEMBERS:,} are accepted")
             root = folder.resolve()
             for member in members:
+                current = member.filename[:200]
                 target = (folder / member.filename).resolve()
                 if root not in target.parents:
                     continue  # never write outside the draft folder
@@ -164,10 +167,11 @@ def extract_zip(content: bytes, folder: Path) -> None:
     except UploadError:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    except (OSError, RuntimeError, zipfile.LargeZipFile, EOFError, ValueError) as exc:
+    except (OSError, RuntimeError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError,
+            ValueError) as exc:
         # a member that is both a file and a folder, an encrypted or damaged member, ...
         shutil.rmtree(folder, ignore_errors=True)
-        raise UploadError(f"the zip cannot be expanded ({type(exc).__name__}: {exc})") from exc
+        raise UploadError(f"the zip cannot be expanded at {current!r} ({type(exc).__name__}: {exc})") from exc
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

@@ -115,12 +115,12 @@ if start:
         candidates, notes = candidate_households(project, config)
     except TargetValidationError as exc:
         bar.empty()
-        st.error(f"The {as_text(prior)} prior cannot serve this project:")
+        st.error(f"This run cannot start ({as_text(prior)} prior):")
         st.dataframe(problems_frame(exc.problems), hide_index=True, width="stretch")
         st.stop()
     def zone_progress(name, event):
         share = 0.5 if event.stage == "balance" else 0.5 + 0.5 * event.done / max(event.total, 1)
-        bar.progress(min(share, 1.0), text=f"{name}: {event.message}")
+        bar.progress(min(share, 1.0), text=f"{as_text(name)}: {as_text(event.message)}")
 
     result, outcomes = synthesize_partitioned(candidates, config, progress=zone_progress)
     for failed in (o for o in outcomes if o.error):

@@ -64,9 +64,11 @@ INTEGERIZE_MIN_POOL = 300  # candidate households at least (when the zone's seed
 INTEGERIZE_MAX_IMPORTANCE = 1e4  # importances are scaled so the smallest is 1 and capped at this
 INTEGERIZE_MAX_SWAPS = 200  # swaps of one placed household for another that lower the zone's deviation
 INTEGERIZE_SWAP_SHORTLIST = 12  # best single removals and additions whose pairs are tried per swap
+INTEGERIZE_LAST_ZONE_BOOST = 10.0  # importance factor of an upper-level control in the last zone of its group
 PCT_RMSE_WORST_ZONES = 5  # zones listed per control in the report (largest absolute difference first)
 PARTITION_MMAP_THRESHOLD = 32 * 1024 * 1024  # bytes: smaller arrays reuse freed heap memory (glibc mallopt)
 PARTITION_TRIM_THRESHOLD = 256 * 1024 * 1024  # bytes of free heap kept before glibc returns memory to the system
+DASK_CONNECT_TIMEOUT_S = 30  # seconds to reach a Dask scheduler before the run stops with an error
 MAX_HOUSEHOLDS = 50_000_000  # households one run may place (a control file asking for more is refused)
 # --- households: the maxent prior's candidate households (priors/households.py) ---------------
 HOUSEHOLD_MAXENT_POOL = 2000  # candidate households per seed zone

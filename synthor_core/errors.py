@@ -73,6 +73,10 @@ class ConfigError(SynthorError):
     """A run setting is not allowed (names the setting, what is allowed and what was given)."""
 
 
+class SchedulerError(SynthorError):
+    """A Dask scheduler named for a run that cannot be reached."""
+
+
 class PriorError(SynthorError):
     """A prior could not produce proposals or records (for example an LLM endpoint unreachable)."""
 

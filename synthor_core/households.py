@@ -84,7 +84,8 @@ class HouseholdResult:
     balance : BalanceResult
         Without the weights (released once integerized).
     seconds : dict of str -> float
-        Seconds of each stage (``balance``, ``integerize``).
+        Seconds of each stage (``balance``, ``integerize``); for a merged partitioned run, ``partitions`` (summed
+        over the partitions).
     integerize : dict of str -> int
         ``lp_fallbacks``: zones whose linear programme ended without an optimum, and ``lp_status_<k>``: how many
         ended with HiGHS status ``k`` (see ``integerize_zone``).
@@ -202,12 +203,17 @@ def synthesize_households(project: HouseholdProject, config: HouseholdConfig,
     pieces = []
     lp_stats: dict[str, int] = {"lp_fallbacks": 0}
     n_zones_total = sum(z.size for z in block_zones)
+    placed_zones = np.concatenate(block_zones) if block_zones else np.zeros(0, np.int64)
+    zones_left = {i: np.bincount(zone_groups[i, placed_zones], minlength=controls[i].totals.size) for i in upper}
     done = 0
     report_every = max(1, n_zones_total // 20)
     for rows, groups, inc, zones, w, contribution in zip(block_rows, block_groups, block_incidence, block_zones,
                                                          balance.weights, relaxed_by_zone):
         members = _members_by_group(groups, weight[rows])
-        for k, zone in enumerate(zones):
+        # smallest zones first: the rounding carried for upper-level controls ends in the largest zones, whose
+        # many households can absorb it (a tiny last zone could not)
+        for k in np.argsort(per_zone[zones], kind="stable"):
+            zone = zones[k]
             targets = np.empty(len(controls))
             for i, c in enumerate(controls):
                 g = zone_groups[i, zone]
@@ -216,12 +222,18 @@ def synthesize_households(project: HouseholdProject, config: HouseholdConfig,
                 else:
                     left = remaining_relaxed[i][g]
                     targets[i] = remaining_target[i][g] * (contribution[i, k] / left) if left > 1e-12 else 0.0
-            counts = integerize_zone(w[:, k], inc, targets, importance, int(per_zone[zone]), rng, lp_stats)
+            # the last zone of a group must settle what is left of the group's upper-level controls
+            zone_importance = importance.copy()
+            for i in upper:
+                if zones_left[i][zone_groups[i, zone]] == 1:
+                    zone_importance[i] *= defaults.INTEGERIZE_LAST_ZONE_BOOST
+            counts = integerize_zone(w[:, k], inc, targets, zone_importance, int(per_zone[zone]), rng, lp_stats)
             placed = counts @ inc
             for i in upper:
                 g = zone_groups[i, zone]
                 remaining_target[i][g] -= placed[i]
                 remaining_relaxed[i][g] -= contribution[i, k]
+                zones_left[i][g] -= 1
             chosen, times = _draw_members(counts, members, rng)
             pieces.append(pd.DataFrame({"zone": np.full(chosen.size, zone, dtype=np.int64),
                                         "seed_row": rows[chosen].astype(np.int64), "count": times}))
@@ -357,11 +369,12 @@ def candidate_households(project: HouseholdProject, config: HouseholdConfig) -> 
         When the controls ask for more than ``defaults.MAX_HOUSEHOLDS`` households; ``maxent`` only: when it
         cannot serve the project (see :func:`maxent_households`).
     """
-    asked = int(project.households_per_zone().sum())
-    if asked > defaults.MAX_HOUSEHOLDS:
-        raise TargetValidationError([Problem(project.total_control, f"the control of households per zone asks "
-                                                                    f"for {asked:,} households; one run places at "
-                                                                    f"most {defaults.MAX_HOUSEHOLDS:,}")])
+    to_place = int(project.households_per_zone().sum())
+    if to_place > defaults.MAX_HOUSEHOLDS:
+        raise TargetValidationError([Problem("controls", f"the control of households per zone asks for "
+                                                         f"{to_place:,} households; one run places at most "
+                                                         f"{defaults.MAX_HOUSEHOLDS:,}",
+                                             column=project.total_control)])
     rng = np.random.default_rng([config.seed, 1])
     if config.prior == "maxent":
         candidates, notes = maxent_households(project, rng)
@@ -383,6 +396,9 @@ def candidate_households(project: HouseholdProject, config: HouseholdConfig) -> 
     unreached: dict[int, list[int]] = {}
     for i, c in enumerate(project.controls):
         if project.geography.levels.index(c.level) < depth:
+            # above the seed level: met anywhere is enough; met nowhere, every seed zone's candidates may help
+            if c.totals.sum() > 0 and not ((c.incidence > 0) & (weight > 0)).any():
+                unreached[i] = np.flatnonzero(has_sample & needs).tolist()
             continue
         parent = project.geography.parent_index(c.level)
         groups = np.unique(np.column_stack([parent, of_zone]), axis=0)  # each group lies in one seed zone

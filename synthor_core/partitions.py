@@ -13,6 +13,7 @@ every control is then measured on the merged result against the original totals.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Iterator
@@ -23,7 +24,7 @@ import pandas as pd
 
 from . import defaults
 from .calibrate import BalanceResult
-from .errors import Problem, TargetValidationError
+from .errors import Problem, SchedulerError, TargetValidationError
 from .geography import Geography
 from .households import HouseholdConfig, HouseholdEvent, HouseholdResult, measure_controls, synthesize_households
 from .units import HouseholdProject
@@ -36,7 +37,10 @@ class PartitionTask:
     Attributes
     ----------
     index : int
-        Position of the partition (its zone's position among the partition level's zones with households).
+        Position of the partition among the tasks (partition level's zones with households, in id order).
+    position : int
+        Its zone's position among all zones of the partition level: the key of its random generator, so a
+        zone's draws do not change when another zone has no households.
     name : str
         ``LEVEL=zone id``, for progress lines and errors.
     project : HouseholdProject
@@ -49,6 +53,7 @@ class PartitionTask:
     """
 
     index: int
+    position: int
     name: str
     project: HouseholdProject
     zones: npt.NDArray[np.int64]
@@ -60,8 +65,10 @@ class PartitionTask:
 class PartitionOutcome:
     """What one partition returns: its households in global indices, or the error that stopped it.
 
-    ``households``: ``zone``, ``seed_row``, ``count`` (int64, global indices), sorted; ``error``: the
-    exception's type and message when the partition failed (then ``households`` is empty).
+    ``households``: ``zone``, ``seed_row``, ``count`` (int64, global indices), sorted; ``balance``: its
+    balancing outcome (weights dropped; None when it failed); ``integerize``: its integerization counters;
+    ``seconds``: wall seconds it took; ``error``: the exception's type and message when the partition failed
+    (then ``households`` is empty).
     """
 
     index: int
@@ -118,13 +125,16 @@ def partition_tasks(project: HouseholdProject, config: HouseholdConfig, level: s
     seed_zone_of_candidate = geography.zones(seed.seed_level).get_indexer(seed.households[seed.seed_level])
     partition_of_seed_zone = np.full(len(geography.zones(seed.seed_level)), -1, dtype=np.int64)
     partition_of_seed_zone[geography.parent_index(seed.seed_level)] = of_zone
-    partition_of_candidate = partition_of_seed_zone[seed_zone_of_candidate]
+    partition_of_candidate = np.where(seed_zone_of_candidate >= 0,
+                                      partition_of_seed_zone[np.maximum(seed_zone_of_candidate, 0)], -1)
     weight = seed.households[seed.weight].to_numpy(dtype=np.float64)
     households_of_partition = np.bincount(of_zone, weights=per_zone.astype(np.float64),
                                           minlength=len(geography.zones(level)))
     depth = geography.levels.index(level)
     upper = [i for i, c in enumerate(project.controls) if geography.levels.index(c.level) < depth]
     shares = _upper_shares(project, upper, of_zone, partition_of_candidate, weight, households_of_partition)
+    split = {i: _split_whole(project.controls[i], shares[i], of_zone, geography, households_of_partition)
+             for i in shares}
     tasks = []
     for p, zone_id in enumerate(geography.zones(level)):
         if households_of_partition[p] <= 0:
@@ -135,15 +145,15 @@ def partition_tasks(project: HouseholdProject, config: HouseholdConfig, level: s
         controls = []
         for i, c in enumerate(project.controls):
             groups = geography.zones(c.level).get_indexer(sub_geography.zones(c.level))
-            totals = c.totals[groups] * (shares[i][p] if i in shares else 1.0)
+            totals = split[i][p][None] if i in split else c.totals[groups]
             controls.append(replace(c, incidence=c.incidence[rows], totals=totals))
         persons = seed.persons[np.isin(seed.persons["_household"].to_numpy(), rows)].copy()
         persons["_household"] = np.searchsorted(rows, persons["_household"].to_numpy())
         sub_seed = replace(seed, households=seed.households.iloc[rows].reset_index(drop=True),
                            persons=persons.reset_index(drop=True))
         sub_project = replace(project, geography=sub_geography, seed=sub_seed, controls=controls)
-        tasks.append(PartitionTask(len(tasks), f"{level}={_plain(zone_id)}", sub_project, zones.astype(np.int64),
-                                   rows.astype(np.int64), config))
+        tasks.append(PartitionTask(len(tasks), p, f"{level}={_plain(zone_id)}", sub_project,
+                                   zones.astype(np.int64), rows.astype(np.int64), config))
     return tasks
 
 
@@ -156,7 +166,7 @@ def _upper_shares(project, upper, of_zone, partition_of_candidate, weight, house
     candidate_weight = np.bincount(partition_of_candidate[partition_of_candidate >= 0],
                                    weights=weight[partition_of_candidate >= 0], minlength=n_partitions)
     np.divide(households_of_partition, candidate_weight, out=scale, where=candidate_weight > 0)
-    inside = partition_of_candidate >= 0
+    inside = partition_of_candidate >= 0  # candidates of a seed zone outside the crosswalk belong to none
     for i in upper:
         c = project.controls[i]
         # the group (zone of the control's level) each partition lies in
@@ -173,35 +183,65 @@ def _upper_shares(project, upper, of_zone, partition_of_candidate, weight, house
     return shares
 
 
+def _split_whole(control, share, of_zone, geography: Geography, households_of_partition) -> npt.NDArray[np.float64]:
+    """Each partition's part of an upper-level control's group total: ``total x share``, whole numbers by largest
+    remainder when the total is whole (ties to the earlier partition), so the parts add up to the total."""
+    n = households_of_partition.size
+    group_of_partition = np.zeros(n, dtype=np.int64)
+    group_of_partition[of_zone] = geography.parent_index(control.level)
+    part = control.totals[group_of_partition] * share
+    for g in np.unique(group_of_partition[households_of_partition > 0]):
+        total = float(control.totals[g])
+        if total != np.floor(total):
+            continue
+        members = np.flatnonzero((group_of_partition == g) & (households_of_partition > 0))
+        whole = np.floor(part[members] + 1e-9)
+        missing = int(round(total - whole.sum()))
+        if missing > 0:
+            order = np.lexsort((members, -(part[members] - whole)))[:missing]
+            whole[order] += 1
+        part[members] = whole
+    return part
+
+
 def run_partition(task: PartitionTask, progress: Callable[[str, HouseholdEvent], None] | None = None
                   ) -> PartitionOutcome:
     """Synthesize one partition (in this process or a worker's); never raises: a failure is returned.
 
-    The random generator is ``numpy.random.default_rng([config.seed, task.index])``; BLAS runs on one thread
-    (threadpoolctl), so the arithmetic is the same in every process. ``progress(name, event)`` is called with
-    each :class:`~synthor_core.households.HouseholdEvent` (in-process runs only).
+    The random generator is ``numpy.random.default_rng([config.seed, 2, task.position])`` (``[seed, 1]`` draws
+    the maxent candidates). BLAS runs on one thread while a partition runs (threadpoolctl), and partitions of one
+    process run one at a time (a lock), so the arithmetic, hence the bytes, are the same in any process and with
+    any number of threads per Dask worker. ``progress(name, event)`` is called with each
+    :class:`~synthor_core.households.HouseholdEvent` (in-process runs only).
     """
-    from threadpoolctl import threadpool_limits
-
-    _keep_freed_memory()
     started = time.perf_counter()
     try:
-        rng = np.random.default_rng([task.config.seed, task.index])
-        result = None
-        # one BLAS thread everywhere: a sum's order (so its last bit, so an integerization) must not depend on
-        # the threads of the process a partition runs in (a Dask worker runs with one, this process with more)
-        with threadpool_limits(limits=1):
+        from threadpoolctl import threadpool_limits
+
+        if len(task.project.seed.households) == 0:
+            raise ValueError("no candidate household lies in this partition (its seed zones have no sample "
+                             "household and maxent could not fill them)")
+        rng = np.random.default_rng([task.config.seed, 2, task.position])
+        with _ONE_AT_A_TIME, threadpool_limits(limits=1):
             events = list(_events(task, rng, progress))
-        for event in events:
-            if isinstance(event, HouseholdResult):
-                result = event
+        result = next(e for e in events if isinstance(e, HouseholdResult))
         households = result.households.assign(zone=task.zones[result.households["zone"].to_numpy()],
                                               seed_row=task.seed_rows[result.households["seed_row"].to_numpy()])
         return PartitionOutcome(task.index, task.name, households, result.balance, dict(result.integerize),
                                 time.perf_counter() - started)
     except Exception as exc:  # reported by name and message with the partition; the others go on
-        return PartitionOutcome(task.index, task.name, _empty(), None, {}, time.perf_counter() - started,
-                                f"{type(exc).__name__}: {exc}")
+        return _failed(task, f"{type(exc).__name__}: {exc}", time.perf_counter() - started)
+
+
+def _failed(task: PartitionTask, error: str, seconds: float = 0.0) -> PartitionOutcome:
+    return PartitionOutcome(task.index, task.name, _empty(), None, {}, seconds, error)
+
+
+def run_partition_in_worker(task: PartitionTask) -> PartitionOutcome:
+    """:func:`run_partition` in a pool or Dask worker process, whose allocator is first set to keep freed
+    memory (see :func:`_keep_freed_memory`; never done to the caller's own process)."""
+    _keep_freed_memory()
+    return run_partition(task)
 
 
 def _keep_freed_memory() -> None:
@@ -233,6 +273,9 @@ def _events(task: PartitionTask, rng: np.random.Generator, progress) -> Iterator
         yield event
 
 
+_ONE_AT_A_TIME = threading.Lock()  # partitions of one process run one at a time (threadpool limits are global)
+
+
 def _empty() -> pd.DataFrame:
     return pd.DataFrame({"zone": np.zeros(0, np.int64), "seed_row": np.zeros(0, np.int64),
                          "count": np.zeros(0, np.int64)})
@@ -255,15 +298,30 @@ def run_partitions(tasks: list[PartitionTask], workers: int = 1, scheduler: str 
     Yields
     ------
     PartitionOutcome
-        As partitions finish (not in order: merge with :func:`merge_outcomes`).
+        As partitions finish (not in order: merge with :func:`merge_outcomes`); a partition whose worker died
+        comes back failed, named.
+
+    Raises
+    ------
+    SchedulerError
+        When ``scheduler`` cannot be reached within ``defaults.DASK_CONNECT_TIMEOUT_S``.
     """
     if scheduler:
         from dask.distributed import Client, as_completed
 
-        with Client(scheduler) as client:
-            futures = client.map(run_partition, tasks, pure=False)
+        try:
+            client = Client(scheduler, timeout=defaults.DASK_CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            raise SchedulerError(f"the Dask scheduler {scheduler} cannot be reached ({type(exc).__name__}: {exc})") \
+                from exc
+        with client:
+            futures = client.map(run_partition_in_worker, tasks, pure=False)
+            task_of = {f.key: t for f, t in zip(futures, tasks)}
             for future in as_completed(futures):
-                yield future.result()
+                try:
+                    yield future.result()
+                except Exception as exc:  # a worker lost or killed: this partition fails, the others go on
+                    yield _failed(task_of[future.key], f"{type(exc).__name__}: {exc}")
         return
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
@@ -272,11 +330,16 @@ def run_partitions(tasks: list[PartitionTask], workers: int = 1, scheduler: str 
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed as finished
 
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)),
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_partition, task) for task in tasks]
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(run_partition_in_worker, task): task for task in tasks}
         for future in finished(futures):
-            yield future.result()
+            try:
+                yield future.result()
+            except Exception as exc:  # a worker process died (killed, out of memory): named, the others go on
+                yield _failed(futures[future], f"{type(exc).__name__}: {exc}")
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def merge_outcomes(project: HouseholdProject, outcomes: Iterable[PartitionOutcome]) -> tuple[
@@ -296,15 +359,17 @@ def merge_outcomes(project: HouseholdProject, outcomes: Iterable[PartitionOutcom
     fit, synthetic = measure_controls(project, households)
     balances = [o.balance for o in ordered if o.balance is not None]
     stops = sorted({b.stop for b in balances})
-    balance = BalanceResult((), all(b.converged for b in balances), max((b.iterations for b in balances), default=0),
+    balance = BalanceResult((), bool(balances) and all(b.converged for b in balances),
+                            max((b.iterations for b in balances), default=0),
                             max((b.max_relative_gap for b in balances), default=0.0), (),
-                            ", ".join(stops) if stops else "no partition ran",
-                            max((b.max_relative_change for b in balances), default=0.0))
+                            ", ".join(stops) if stops else "every partition failed",
+                            max((b.max_relative_change for b in balances if np.isfinite(b.max_relative_change)),
+                                default=0.0))
     integerize: dict[str, int] = {}
     for o in ordered:
         for k, v in o.integerize.items():
             integerize[k] = integerize.get(k, 0) + v
-    seconds = {"partitions": round(sum(o.seconds for o in ordered), 3)}
+    seconds = {"partitions": round(sum(o.seconds for o in ordered), 3)}  # summed over partitions
     return HouseholdResult(households, fit, synthetic, balance, seconds, integerize), ordered
 
 

@@ -31,6 +31,8 @@ def tvd_by_iteration(events, tables_shown: int = 30) -> go.Figure:
                              line={"width": 3, "color": "#d62728"}))
     fig.add_trace(go.Scatter(x=x, y=[max(e.mean_tvd, 1e-6) for e in events], name="mean TVD",
                              mode="lines+markers", line={"width": 3, "color": "#1f77b4"}))
+    # one tick per power of ten, written as plain numbers (0.001, 0.01, 0.1), not "2, 5, 100μ"
+    fig.update_yaxes(dtick=1, tickformat="~g", minor={"showgrid": True})
     fig.update_layout(xaxis_title="iteration", yaxis_title="TVD (log scale)", yaxis_type="log", height=420,
                       margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"font": {"size": 10}})
     return fig

@@ -325,8 +325,8 @@ def output_problems(output: dict, shown: str, key: str) -> list:
         if name is None:
             continue
         text = str(name)
-        if (not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\.csv", text) or text in RESERVED_OUTPUTS
-                or text.startswith("summary_")):
+        if (not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\.csv", text) or text.lower() in RESERVED_OUTPUTS
+                or text.lower().startswith("summary_")):  # case-blind: Households.csv is households.csv elsewhere
             problems.append(Problem(shown, f"expected a plain file name ending in .csv, not "
                                            f"{', '.join(RESERVED_OUTPUTS)} nor summary_*.csv, got {text[:80]!r}",
                                     column=f"{key}.{unit}.filename"))

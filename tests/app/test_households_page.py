@@ -137,7 +137,7 @@ def test_a_prior_that_cannot_serve_the_project_says_why_on_the_page(tmp_path):
     at.radio(key="hh.prior").set_value("maxent")
     next(b for b in at.button if b.label == "Synthesize households").click().run(timeout=120)
     assert not at.exception
-    assert at.error[0].value == "The maxent prior cannot serve this project:"
+    assert at.error[0].value == "This run cannot start (maxent prior):"
     problem = _frame(at, "problem")["problem"].item()
     assert problem == 'the maxent prior needs controls on one column each; control "hh_size_1" reads NP, HTYPE'
 

@@ -79,6 +79,9 @@ def test_a_maxent_run_completes_and_shows_the_fit_table():
     assert not at.exception
     runs = at.dataframe[0].value
     assert runs.iloc[0]["status"] in ("finished", "stopped") and runs.iloc[0]["size"] == 5000
+    # the project, status, start and fit come first; the start is a date of this century, not 1970
+    assert runs.columns.tolist()[:6] == ["run_id", "project_label", "status", "started_at", "iterations", "mean_tvd"]
+    assert runs.iloc[0]["project_label"].startswith("UCI Adult") and runs.iloc[0]["started_at"].year >= 2026
 
 
 def test_evaluate_page_highlights_tables_over_the_threshold_and_compares_holdout_records(tmp_path):

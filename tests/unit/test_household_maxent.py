@@ -214,3 +214,16 @@ def test_a_control_file_asking_for_too_many_households_is_refused():
     with pytest.raises(TargetValidationError, match="the control of households per zone asks for 15,000,000,000 "
                                                     "households; one run places at most 50,000,000"):
         candidate_households(replace(project, controls=huge), HouseholdConfig(seed=1))
+
+
+
+@needs_examples
+def test_an_upper_level_control_no_sample_household_meets_is_filled_in_every_seed_zone():
+    project = load_populationsim(EXAMPLES / "example_test")
+    i = next(k for k, c in enumerate(project.controls) if c.name == "persons_occ_2")  # DISTRICT level
+    unmet = list(project.controls)
+    unmet[i] = replace(unmet[i], incidence=np.zeros_like(unmet[i].incidence))
+    _, notes = candidate_households(replace(project, controls=unmet), HouseholdConfig(seed=1))
+    filled = notes["filled_from_maxent"]
+    assert filled["unreached_controls"] == ["persons_occ_2"]
+    assert filled["unreached_in"]["persons_occ_2"] == [600, 601, 602, 603, 604, 605] and filled["candidates"] > 0

@@ -78,8 +78,46 @@ def test_one_partition_is_the_whole_run_with_the_partition_generator(candidates)
     merged, _ = synthesize_partitioned(project, config, level="DISTRICT")
     assert merged.total_households == 1500
     task = partition_tasks(project, config, "DISTRICT")[0]
-    alone = [e for e in synthesize_households(task.project, config, rng=np.random.default_rng([config.seed, 0]))
+    alone = [e for e in synthesize_households(task.project, config,
+                                              rng=np.random.default_rng([config.seed, 2, task.position]))
              if isinstance(e, HouseholdResult)][0]
     mine = merged.households[np.isin(merged.households["zone"], task.zones)]
     assert int(mine["count"].sum()) == alone.total_households
     assert mine["seed_row"].tolist() == task.seed_rows[alone.households["seed_row"]].tolist()
+
+
+def test_upper_totals_are_split_into_whole_households_that_add_up(candidates):
+    project, config = candidates
+    tasks = partition_tasks(project, config)
+    for i, control in enumerate(project.controls):
+        if control.level != "DISTRICT":
+            continue
+        parts = {}
+        for t in tasks:
+            (total,) = t.project.controls[i].totals
+            assert total == np.floor(total)  # whole households or persons
+            (district,) = t.project.geography.zones("DISTRICT")
+            parts[district] = parts.get(district, 0.0) + total
+        expected = dict(zip(project.geography.zones("DISTRICT"), control.totals))
+        assert parts == {d: expected[d] for d in parts}
+
+
+def test_a_partition_without_candidates_fails_by_name_and_an_unreachable_scheduler_is_an_error(candidates,
+                                                                                              monkeypatch):
+    from synthor_core import defaults
+    from synthor_core.errors import SchedulerError
+    from synthor_core.partitions import run_partitions
+
+    project, config = candidates
+    tasks = partition_tasks(project, config)
+    empty = tasks[0].project.seed
+    hollow = replace(tasks[0], project=replace(tasks[0].project, seed=replace(
+        empty, households=empty.households.iloc[:0], persons=empty.persons.iloc[:0])))
+    outcome = run_partition(hollow)
+    assert outcome.error == ("ValueError: no candidate household lies in this partition (its seed zones have no "
+                             "sample household and maxent could not fill them)")
+    merged, _ = merge_outcomes(project, [outcome])
+    assert (merged.balance.converged, merged.balance.stop) == (False, "every partition failed")
+    monkeypatch.setattr(defaults, "DASK_CONNECT_TIMEOUT_S", 2)
+    with pytest.raises(SchedulerError, match="the Dask scheduler tcp://127.0.0.1:9 cannot be reached"):
+        list(run_partitions(tasks[:1], scheduler="tcp://127.0.0.1:9"))
