@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app_session import (adopt_run_from_url, api_key_from, current_project, get_runner, problems_frame,
+from app_session import (adopt_run_from_url, api_key_from, as_text, current_project, get_runner, problems_frame,
                          rules_from_upload, show_downloads)
 from synthor_core.errors import TargetValidationError
 from synthor_core.engine import SynthesisConfig
@@ -108,13 +108,14 @@ def show_run() -> None:
     snap = runner.snapshot(st.session_state["synth.run_id"])
     done = len(snap.events)
     top = st.columns([4, 1])
-    top[0].progress(min(done / snap.config.max_iterations, 1.0),
+    # a run that ended (tolerance met, stopped, failed) is complete: the bar says so, the text says where it stopped
+    top[0].progress(min(done / snap.config.max_iterations, 1.0) if snap.status == "running" else 1.0,
                     text=f"Run {snap.run_id}: {snap.status}, iteration {done} of at most "
                          f"{snap.config.max_iterations}, {snap.elapsed_s:.1f} s")
     if snap.status == "running" and top[1].button("Stop", key="synth.stop"):
         runner.stop(snap.run_id)
     if snap.status == "failed":
-        st.error(f"The run failed: {snap.error}")
+        st.error(f"The run failed: {as_text(snap.error)}")
     if snap.events:
         last = snap.events[-1]
         metrics = st.columns(4)

@@ -57,7 +57,8 @@ def proposals_frame(event: IterationEvent) -> pd.DataFrame:
 
 def table_comparison(table: TargetTable, synthetic: np.ndarray, schema: Schema) -> go.Figure:
     """Real (target) vs synthetic shares for one table: grouped bars for one variable, heatmaps of target,
-    synthetic and difference (percentage points) for two; more variables are shown flattened as bars."""
+    synthetic and difference (percentage points, on its own scale symmetric around 0, as wide as the largest
+    difference) for two; more variables are shown flattened as bars."""
     target = table.shares
     total = synthetic.sum()
     synth = synthetic / total if total > 0 else np.zeros_like(target)
@@ -67,10 +68,14 @@ def table_comparison(table: TargetTable, synthetic: np.ndarray, schema: Schema) 
         fig = make_subplots(rows=1, cols=3, subplot_titles=("target share", "synthetic share",
                                                             "synthetic - target (points)"), shared_yaxes=True)
         zmax = float(max(target.max(), synth.max()))
-        for col, (z, scale) in enumerate([(target, "Blues"), (synth, "Blues"), ((synth - target) * 100, "RdBu")],
-                                         start=1):
-            kwargs = {"zmin": 0, "zmax": zmax} if col < 3 else {"zmid": 0}
-            fig.add_trace(go.Heatmap(z=z, x=labels[1], y=labels[0], colorscale=scale, showscale=col == 3,
+        difference = (synth - target) * 100
+        # the difference gets its own symmetric scale (points), not the shares' (at least 0.01 point wide)
+        dmax = max(float(np.abs(difference).max()), 0.01)
+        share_bar = {"title": {"text": "share"}, "x": 0.645, "len": 0.9, "thickness": 12}
+        for col, (z, scale) in enumerate([(target, "Blues"), (synth, "Blues"), (difference, "RdBu")], start=1):
+            kwargs = ({"zmin": 0, "zmax": zmax, "colorbar": share_bar} if col < 3 else
+                      {"zmin": -dmax, "zmax": dmax, "colorbar": {"title": {"text": "points"}, "thickness": 12}})
+            fig.add_trace(go.Heatmap(z=z, x=labels[1], y=labels[0], colorscale=scale, showscale=col >= 2,
                                      **kwargs), row=1, col=col)
         fig.update_layout(height=max(300, 22 * len(labels[0]) + 120), margin={"l": 10, "r": 10, "t": 40, "b": 10})
         return fig

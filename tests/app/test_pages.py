@@ -71,6 +71,7 @@ def test_a_maxent_run_completes_and_shows_the_fit_table():
     (fit,) = [d.value for d in at.dataframe if "tvd" in d.value.columns]
     assert fit["table"].tolist()[:2] == ["age", "sex"] and len(fit) == 19
     assert fit["tvd"].max() < 0.02
+    assert at.get("progress")[0].proto.value == 100  # a finished run's bar is full, whatever iteration it ended at
     (summary,) = [m.value for m in at.markdown if m.value.startswith("Stopped:")]
     assert re.match(r"Stopped: (tolerance reached|no further improvement) after \d+ iterations", summary), summary
     assert [b.proto.label for b in at.get("download_button")] == [
