@@ -27,18 +27,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from populationsim_calm import GROUPS  # the same control groups as the side-by-side benchmark (this folder)
+
 ROOT = Path(__file__).resolve().parents[1]
 CALM = ROOT / "examples" / "calm"
 TAZ_STEP, TRACT_STEP, ID_STEP = 100_000, 10_000_000, 10_000_000
-GROUPS = {
-    "household size (TAZ)": ["hh_size_1", "hh_size_2", "hh_size_3", "hh_size_4_plus"],
-    "head age (TAZ)": ["hh_age_15_24", "hh_age_25_54", "hh_age_55_64", "hh_age_65_plus"],
-    "income (TAZ)": ["hh_inc_15", "hh_inc_15_30", "hh_inc_30_60", "hh_inc_60_plus"],
-    "students (TAZ)": ["students_by_family_housing_type", "students_by_nonfamily_housing_type"],
-    "workers (TRACT)": ["hh_wrks_0", "hh_wrks_1", "hh_wrks_2", "hh_wrks_3_plus"],
-    "dwelling type (TRACT)": ["hh_by_type_sf", "hh_by_type_mf", "hh_by_type_mh", "hh_by_type_dup"],
-    "occupation (REGION)": [f"persons_occ_{i}" for i in range(1, 9)],
-}
 
 
 def build_calm_times(k: int, folder: Path) -> Path:

@@ -292,8 +292,6 @@ def _controls(spec: HouseholdProjectSpec, root: Path, geography: Geography, seed
               ) -> tuple[list[Control], list[str]]:
     """Every ``[[controls]]`` entry with its incidence over the seed and its totals per zone (as populationsim)."""
     seeds = {HOUSEHOLDS: seed.households, PERSONS: seed.persons}
-    n_households = len(seed.households)
-    person_rows = seed.persons["_household"].to_numpy()
     weights = seed.households[seed.weight].to_numpy()
     frames: dict[Path, pd.DataFrame | None] = {}
     checked: dict[tuple[Path, str], pd.DataFrame | None] = {}
@@ -306,10 +304,7 @@ def _controls(spec: HouseholdProjectSpec, root: Path, geography: Geography, seed
         except RuleError as exc:
             problems.append(Problem(PROJECT_FILE, str(exc), column=f"{key}.expression"))
             continue
-        if entry.unit == HOUSEHOLDS:
-            incidence = mask.astype(np.float64)
-        else:
-            incidence = np.bincount(person_rows, weights=mask.astype(np.float64), minlength=n_households)
+        incidence = seed.incidence(entry.unit, mask)
         path = inside_folder(root, entry.table, PROJECT_FILE, f"{key}.table", problems)
         if path is None:
             continue

@@ -286,8 +286,6 @@ def _controls(path: Path, shown: str, tables, geography: Geography, seed: SeedSa
                                        f"{', '.join(missing)}", row=1))
         return [], warnings
     seeds = {HOUSEHOLDS: seed.households, PERSONS: seed.persons}
-    n_households = len(seed.households)
-    person_rows = seed.persons["_household"].to_numpy()
     controls = []
     level_tables: dict[str, tuple[pd.DataFrame, str] | None] = {}
     names = set()
@@ -319,10 +317,7 @@ def _controls(path: Path, shown: str, tables, geography: Geography, seed: SeedSa
         except RuleError as exc:
             problems.append(Problem(shown, str(exc), row=line, column="expression"))
             continue
-        if unit == HOUSEHOLDS:
-            incidence = mask.astype(np.float64)
-        else:
-            incidence = np.bincount(person_rows, weights=mask.astype(np.float64), minlength=n_households)
+        incidence = seed.incidence(unit, mask)
         if level not in level_tables:
             level_tables[level] = _level_table(level, tables, geography, problems)
         table = level_tables[level]

@@ -54,6 +54,14 @@ class SeedSample:
     weight: str
     seed_level: str
 
+    def incidence(self, unit: str, mask: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Units of each household meeting a condition: ``mask`` over the households (1/0) or over the persons
+        (members meeting it, PopulationSim's incidence). Returns float64, shape (n_households,)."""
+        meets = np.asarray(mask, dtype=bool).astype(np.float64)
+        if unit == HOUSEHOLDS:
+            return meets
+        return np.bincount(self.persons["_household"].to_numpy(), weights=meets, minlength=len(self.households))
+
     def members_per_household(self) -> npt.NDArray[np.int64]:
         """Number of persons of each household, shape (n_households,)."""
         return np.bincount(self.persons["_household"].to_numpy(), minlength=len(self.households)).astype(np.int64)

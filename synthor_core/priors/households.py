@@ -559,9 +559,4 @@ def _with_incidence(control: Control, sample: SeedSample) -> Control:
         mask = compile_seed_expression(control.expression, control.unit, frame.columns, control.name)(frame)
     except RuleError as exc:
         raise TargetValidationError([Problem("controls", str(exc), column="expression")]) from exc
-    if control.unit == HOUSEHOLDS:
-        incidence = mask.astype(np.float64)
-    else:
-        incidence = np.bincount(sample.persons["_household"].to_numpy(), weights=mask.astype(np.float64),
-                                minlength=len(sample.households))
-    return replace(control, incidence=incidence)
+    return replace(control, incidence=sample.incidence(control.unit, mask))
