@@ -58,10 +58,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from . import defaults
 from .errors import Problem, TargetValidationError
 from .geography import Geography, build_geography, shown_value
-from .populationsim import (SETTINGS_FILE, inside_folder, load_populationsim, number_column, read_csv_table,
+from .populationsim import (SETTINGS_FILE, load_populationsim, number_column, read_csv_table,
                             read_settings, seed_sample_from_tables)
 from .rules import RuleError, compile_seed_expression
-from .targets import PROJECT_FILE, pydantic_problems, read_project_toml
+from .targets import PROJECT_FILE, inside_folder, pydantic_problems, read_project_toml
 from .units import (HOUSEHOLDS, PERSONS, Control, Derivation, HouseholdProject, HouseholdRule, SeedSample,
                     infer_derivations, output_problems)
 

@@ -22,6 +22,7 @@ import pandas as pd
 from .errors import Problem, TargetValidationError
 from .geography import Geography, build_geography, shown_value
 from .rules import RuleError, compile_seed_expression
+from .targets import inside_folder
 from .units import HOUSEHOLDS, PERSONS, Control, HouseholdProject, SeedSample, infer_derivations, output_problems
 
 SETTINGS_FILE = "settings.yaml"
@@ -32,22 +33,6 @@ CONTROL_COLUMNS = ("target", "geography", "seed_table", "importance", "control_f
 def is_populationsim_project(folder: str | Path, configs: str = "configs") -> bool:
     """True when ``folder/configs/settings.yaml`` exists (a PopulationSim working directory)."""
     return (Path(folder) / configs / SETTINGS_FILE).is_file()
-
-
-def inside_folder(root: Path, name: object, shown: str, key: str, problems: list[Problem]) -> Path | None:
-    """``root / name`` when it is a plain relative path that stays inside ``root``; else a problem."""
-    if not isinstance(name, str) or not name.strip():
-        problems.append(Problem(shown, f"expected a file name, got {name!r}", column=key))
-        return None
-    candidate = (root / name).resolve()
-    if Path(name).is_absolute() or not candidate.is_relative_to(root.resolve()):
-        problems.append(Problem(shown, f"the file {name!r} lies outside the folder {root.name}/ (file names must "
-                                       f"stay inside the project)", column=key))
-        return None
-    if not candidate.is_file():
-        problems.append(Problem(shown, f"the file {name!r} was not found in {root.name}/", column=key))
-        return None
-    return candidate
 
 
 def read_settings(configs: Path, shown: str) -> dict:

@@ -353,6 +353,24 @@ def _check_table_spec(spec: TableSpec, schema: Schema, where: str) -> tuple[dict
     return bins, problems
 
 
+def inside_folder(root: Path, name: object, shown: str, key: str, problems: list[Problem]) -> Path | None:
+    """``root / name`` when it is a plain relative path that stays inside ``root`` and names a file; else None and
+    a problem appended to ``problems`` naming ``shown`` (the config file) and ``key`` (its setting). Symbolic links
+    are resolved first, so a link inside the project pointing outside it is refused too."""
+    if not isinstance(name, str) or not name.strip():
+        problems.append(Problem(shown, f"expected a file name, got {name!r}", column=key))
+        return None
+    candidate = (root / name).resolve()
+    if Path(name).is_absolute() or not candidate.is_relative_to(root.resolve()):
+        problems.append(Problem(shown, f"the file {name!r} lies outside the folder {root.name}/ (file names must "
+                                       f"stay inside the project)", column=key))
+        return None
+    if not candidate.is_file():
+        problems.append(Problem(shown, f"the file {name!r} was not found in {root.name}/", column=key))
+        return None
+    return candidate
+
+
 def read_table(spec: TableSpec, schema: Schema, root: Path, where: str = PROJECT_FILE
                ) -> tuple[TargetTable | None, list[Problem]]:
     """Read and check one target table file.
@@ -375,7 +393,10 @@ def read_table(spec: TableSpec, schema: Schema, root: Path, where: str = PROJECT
     bins, problems = _check_table_spec(spec, schema, f"{where} [[tables]] \"{spec.name}\"")
     if problems:
         return None, problems
-    frame, first_row, read_problems = _read_frame(root / spec.file, spec.file, spec.sheet)
+    path = inside_folder(root, spec.file, where, f"[[tables]] \"{spec.name}\" file", problems)
+    if path is None:
+        return None, problems
+    frame, first_row, read_problems = _read_frame(path, spec.file, spec.sheet)
     if frame is None:
         return None, read_problems
     if len(frame) == 0 or (spec.format == "crosstab" and len(frame.columns) < 2):

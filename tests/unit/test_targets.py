@@ -153,7 +153,28 @@ def test_validate_lists_problems_of_every_file_at_once(tmp_path):
 def test_missing_file_is_reported(tmp_path):
     files = dict(SMALL_FILES)
     del files["tables/age_by_employed.csv"]
-    assert _problems(tmp_path, files=files) == ["tables/age_by_employed.csv: file not found"]
+    assert _problems(tmp_path, files=files) == [
+        'synthor.toml column "[[tables]] "age_by_employed" file": the file \'tables/age_by_employed.csv\' was not '
+        'found in p/']
+
+
+@pytest.mark.parametrize("where", ["../secret.csv", "tables/../../secret.csv", "ABSOLUTE", "tables/link.csv"])
+def test_table_files_outside_the_project_are_never_read(tmp_path, where):
+    """A table file must resolve inside the project folder: a relative escape, an absolute path or a symbolic link
+    pointing out of the folder is refused by name, and the outside file's rows are never shown."""
+    secret = tmp_path / "secret.csv"
+    secret.write_text("age,employed,count\nTOPSECRET,no,1\n", encoding="utf-8")
+    folder = write_project(tmp_path / "p")
+    if where == "tables/link.csv":
+        (folder / "tables" / "link.csv").symlink_to(secret)
+    shown = str(secret) if where == "ABSOLUTE" else where
+    toml = (folder / "synthor.toml").read_text(encoding="utf-8").replace('"tables/age_by_employed.csv"',
+                                                                           f'"{shown}"')
+    (folder / "synthor.toml").write_text(toml, encoding="utf-8")
+    problems = [str(p) for p in validate_project(folder)]
+    assert problems == [f'synthor.toml column "[[tables]] "age_by_employed" file": the file {shown!r} lies outside '
+                        'the folder p/ (file names must stay inside the project)']
+    assert not any("TOPSECRET" in p for p in problems)
 
 
 def test_excel_and_parquet_tables_read_like_csv(tmp_path):
