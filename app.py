@@ -5,10 +5,11 @@ Start: ``streamlit run app.py`` (opens on the bundled UCI Adult example; no API 
 
 import streamlit as st
 
-from app_session import current_project, get_runner, init_state
+from app_session import current_project, get_runner, init_state, owner_id
 
 st.set_page_config(page_title="Synthor", page_icon=":material/groups:", layout="wide")
 init_state()
+owner_id()  # a private workspace keeps this browser's key in the address on every page
 
 page = st.navigation([
     st.Page("pages/data.py", title="Data", icon=":material/table_chart:", default=True),

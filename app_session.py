@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import io
+import re
+import secrets
 import shutil
 import uuid
 import zipfile
@@ -31,6 +33,39 @@ def init_state() -> None:
     st.session_state.setdefault("hh.run_dir", None)
 
 
+WORKSPACE_VARIABLE = "SYNTHOR_WORKSPACE"  # "private" (default): each browser sees its own runs; "shared": all runs
+_OWNER = re.compile(r"[A-Za-z0-9_-]{22}")
+
+
+def shared_workspace() -> bool:
+    """True when the operator made the data folder a shared workspace (``SYNTHOR_WORKSPACE=shared``): every user
+    of the server then sees, downloads and deletes every run. The default is private."""
+    import os
+    return os.environ.get(WORKSPACE_VARIABLE, "private").strip().lower() == "shared"
+
+
+def owner_id() -> str | None:
+    """This browser's identity in a private workspace, None in a shared one. It is a random key kept in the
+    address (``?me=...``, set again on every page so a reload keeps it): runs are listed, opened, resumed and
+    deleted only by their owner. Whoever has the address has the runs."""
+    if shared_workspace():
+        return None
+    if "app.owner" not in st.session_state:
+        given = st.query_params.get("me", "")
+        st.session_state["app.owner"] = given if _OWNER.fullmatch(given) else secrets.token_urlsafe(16)
+    if st.query_params.get("me") != st.session_state["app.owner"]:
+        st.query_params["me"] = st.session_state["app.owner"]
+    return st.session_state["app.owner"]
+
+
+def visible_run(run_id: str | None) -> bool:
+    """Whether this session may see the run: its own (or any, in a shared workspace)."""
+    if run_id is None:
+        return False
+    owner = owner_id()
+    return owner is None or get_runner().store.owner(run_id) == owner
+
+
 @st.cache_resource
 def get_runner() -> Runner:
     """The process-wide runner with its run store (``$SYNTHOR_DATA_DIR/runs.duckdb``, default in the user's data
@@ -38,22 +73,52 @@ def get_runner() -> Runner:
     return Runner(RunStore(default_data_dir() / "runs.duckdb"))
 
 
-def api_key_from(env_name: str) -> str | None:
-    """An API key from the environment variable ``env_name`` or, failing that, from ``st.secrets``; never
-    from a text input, never stored."""
-    import os
-    if os.environ.get(env_name):
-        return os.environ[env_name]
+LLM_KEY_VARIABLE = "SYNTHOR_LLM_API_KEY"  # the operator's key, when not in Streamlit secrets ([llm] api_key)
+LLM_ENDPOINTS_VARIABLE = "SYNTHOR_LLM_ENDPOINTS"  # allowed base URLs, comma-separated ([llm] endpoints)
+
+
+def _llm_secrets() -> dict:
     try:
-        return st.secrets.get(env_name)
-    except FileNotFoundError:  # no secrets.toml: nothing to read
-        return None
+        section = st.secrets.get("llm", {})
+    except (FileNotFoundError, KeyError, ValueError):  # no secrets.toml (StreamlitSecretNotFoundError), or a bad one
+        return {}
+    return dict(section) if hasattr(section, "keys") else {}
+
+
+def allowed_endpoints() -> list[str]:
+    """The base URLs the operator allows (``[llm] endpoints`` in Streamlit secrets, else the comma-separated
+    ``SYNTHOR_LLM_ENDPOINTS``); empty when none are configured (then any URL may be typed, and the server's key is
+    never sent)."""
+    import os
+    listed = _llm_secrets().get("endpoints")
+    if listed is None:
+        listed = [u for u in os.environ.get(LLM_ENDPOINTS_VARIABLE, "").split(",")]
+    return [str(u).strip().rstrip("/") for u in listed if str(u).strip()]
+
+
+def llm_api_key(base_url: str, typed_key: str) -> tuple[str, str]:
+    """(key to send, where it came from) for a call to ``base_url``.
+
+    The user's own key typed for this session wins. Otherwise the operator's key (``[llm] api_key`` in Streamlit
+    secrets, else ``SYNTHOR_LLM_API_KEY``) is sent only to an endpoint the operator allows
+    (:func:`allowed_endpoints`): a user can never name an environment variable, nor send the server's key to a URL
+    of their choice. Returns ("", "none") when there is no key to send.
+    """
+    import os
+    if typed_key:
+        return typed_key, "typed"
+    server_key = _llm_secrets().get("api_key") or os.environ.get(LLM_KEY_VARIABLE) or ""
+    if server_key and base_url.strip().rstrip("/") in allowed_endpoints():
+        return str(server_key), "server"
+    return "", "none"
 
 
 def adopt_run_from_url() -> None:
-    """After a reload (a new session), pick up the run named in the URL (``?run=ID``) if it is known."""
+    """After a reload (a new session), pick up the run named in the URL (``?run=ID``) if this process runs it and
+    it belongs to this browser (:func:`visible_run`)."""
     wanted = st.query_params.get("run")
-    if st.session_state["synth.run_id"] is None and wanted and wanted in get_runner().run_ids():
+    if (st.session_state["synth.run_id"] is None and wanted and wanted in get_runner().run_ids()
+            and visible_run(wanted)):
         st.session_state["synth.run_id"] = wanted
 
 

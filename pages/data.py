@@ -12,7 +12,7 @@ from app_session import (EXAMPLE_DIR, EXAMPLE_LABEL, UploadError, as_text, curre
 from synthor_core.schema import variables_frame, variables_from_frame
 from synthor_core.store import zip_project_folder
 from synthor_core.targets import (marginal_template, parse_project_text, read_project_toml, suggest_table_spec,
-                                  write_project_toml)
+                                  table_file_name, write_project_toml)
 
 st.title("Data")
 
@@ -121,13 +121,13 @@ with add_tab:
             st.stop()
         st.dataframe(frame.head(20), hide_index=True, width="stretch", key="data.upload_preview")
         stem = Path(table_file.name).stem.replace(" ", "_")
-        guess = suggest_table_spec(frame, schema, stem, f"tables/{Path(table_file.name).name}")
+        guess = suggest_table_spec(frame, schema, stem, table_file_name(stem, suffix))
         names = schema.names if schema is not None else []
         cols = st.columns(3)
         name = cols[0].text_input("Table name", value=guess["name"], key="data.new_table_name")
         layout = cols[1].selectbox("Format (detected)", ["long", "crosstab"],
                                    index=0 if guess["format"] == "long" else 1, key="data.new_table_format")
-        spec = {"name": name, "file": guess["file"], "format": layout}
+        spec = {"name": name, "file": table_file_name(name, suffix), "format": layout}
         columns = [str(c).strip() for c in frame.columns]
         if layout == "long":
             count = cols[2].selectbox("Count column", columns,
@@ -207,7 +207,7 @@ with marginal_tab:
             if st.button("Save this marginal as a target table", key="data.save_marginal", type="primary"):
                 target = editable_project_dir()
                 (target / "tables").mkdir(exist_ok=True)
-                file = f"tables/{table_name}.csv"
+                file = table_file_name(table_name)
                 counts.to_csv(target / file, index=False)
                 spec = {"name": table_name, "file": file, "format": "long", "variables": [variable],
                         "count_column": "count"}

@@ -7,13 +7,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_session import get_runner, run_population, show_downloads
+from app_session import get_runner, owner_id, run_population, show_downloads
 from synthor_core.evaluate import holdout_comparison, worst_cells
 
 st.title("Evaluate & export")
 store = get_runner().store
-runs = store.runs()
-done = runs[runs["mean_tvd"].notna()]  # every run that ended with a population (a failed prior keeps one)
+runs = store.runs(owner=owner_id())
+# every run that ended with a calibrated population (a failed prior keeps one); not an interrupted run's checkpoint
+done = runs[runs["mean_tvd"].notna() & (runs["status"] != "interrupted")]
 if done.empty:
     st.info("No finished run yet: start one on the Synthesize page.")
     st.stop()

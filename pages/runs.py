@@ -1,14 +1,22 @@
-"""Runs: every run in the store (running ones too), reopen one's chart and downloads, delete one."""
+"""Runs: this browser's runs in the store (every run in a shared workspace), running ones too; reopen one's chart
+and downloads, resume an interrupted one, delete one."""
 
 import pandas as pd
 import streamlit as st
 
-from app_session import as_text, get_runner, show_downloads
+from app_session import as_text, drafts_dir, get_runner, owner_id, shared_workspace, show_downloads
+from synthor_core.errors import SynthorError
 from synthor_core.plots import tvd_by_iteration
 
 st.title("Runs")
-store = get_runner().store
-runs = store.runs()
+runner = get_runner()
+store = runner.store
+owner = owner_id()
+st.caption("Shared workspace: every user of this server sees, downloads and deletes every run (set by the operator "
+           "with SYNTHOR_WORKSPACE=shared)." if shared_workspace() else
+           "Your runs: this browser's key is in the address (`?me=`); keep the address to find them again. Other "
+           "users of this server do not see them.")
+runs = store.runs(owner=owner)
 if runs.empty:
     st.info("No run yet: start one on the Synthesize page.")
     st.stop()
@@ -23,16 +31,32 @@ st.dataframe(shown, hide_index=True, width="stretch", key="runs.table",
                             "mean_tvd": st.column_config.NumberColumn("mean TVD", format="%.4f"),
                             "max_tvd": st.column_config.NumberColumn("max TVD", format="%.4f"),
                             "stop_reason": "stop reason"})
+if runner.interrupted and not runs[runs["run_id"].isin(runner.interrupted)].empty:
+    st.warning(f"{len(runs[runs['run_id'].isin(runner.interrupted)])} run(s) were interrupted when the server "
+               f"stopped: their population saved so far can be downloaded, resumed or deleted.")
 chosen = st.selectbox("Open a run", runs["run_id"].tolist(), key="runs.chosen",
                       format_func=lambda r: f"{r} ({runs.set_index('run_id').loc[r, 'status']})")
 row = runs.set_index("run_id").loc[chosen]
 if row["status"] == "failed":
     st.error(f"This run failed: {as_text(row['error'])}")
+if row["status"] == "interrupted":
+    st.warning(as_text(row["stop_reason"]))
 events = store.iterations(chosen)
 if events:
     st.plotly_chart(tvd_by_iteration(events), key="runs.chart", width="stretch")
 if row["status"] != "running":
     show_downloads(chosen, key="runs.downloads")
-if row["status"] != "running" and st.button("Delete this run", key="runs.delete"):
-    store.delete_run(chosen)
-    st.rerun()
+cols = st.columns(4)
+if row["status"] == "interrupted" and store.population(chosen) is not None and cols[0].button(
+        "Resume (maxent prior)", key="runs.resume", help="A new run goes on from the saved population"):
+    import uuid
+    resumed = runner.resume(chosen, drafts_dir() / f"resume-{uuid.uuid4().hex[:12]}", owner=owner)
+    st.session_state["synth.run_id"] = resumed
+    st.switch_page("pages/synthesize.py")
+if row["status"] != "running" and cols[1].button("Delete this run", key="runs.delete"):
+    try:
+        store.delete_run(chosen, owner=owner)
+    except (PermissionError, ValueError, SynthorError) as exc:
+        st.error(as_text(exc))
+    else:
+        st.rerun()

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from app_session import (adopt_run_from_url, api_key_from, as_text, current_project, get_runner, problems_frame,
-                         rules_from_upload, show_downloads)
+from app_session import (adopt_run_from_url, allowed_endpoints, as_text, current_project, get_runner, llm_api_key,
+                         owner_id, problems_frame, rules_from_upload, show_downloads)
 from synthor_core.errors import TargetValidationError
 from synthor_core.engine import SynthesisConfig
 from synthor_core.priors.llm import LLMPrior, LLMSettings
@@ -27,15 +27,24 @@ llm_settings, api_key = None, None
 if prior_name == "llm":
     with st.container(border=True):
         cols = st.columns([3, 2, 2])
-        base_url = cols[0].text_input("Base URL", value="http://localhost:11434/v1", key="synth.base_url",
-                                      help="OpenAI: https://api.openai.com/v1; Ollama: http://localhost:11434/v1; "
-                                           "vLLM: http://HOST:8000/v1")
+        endpoints = allowed_endpoints()
+        if endpoints:
+            base_url = cols[0].selectbox("Endpoint", endpoints, key="synth.endpoint",
+                                         help="The endpoints the operator of this server allows")
+        else:
+            base_url = cols[0].text_input("Base URL", value="http://localhost:11434/v1", key="synth.base_url",
+                                          help="OpenAI: https://api.openai.com/v1; Ollama: http://localhost:11434/v1; "
+                                               "vLLM: http://HOST:8000/v1")
         model = cols[1].text_input("Model", value="llama3.1", key="synth.model")
-        key_env = cols[2].text_input("API key from environment variable", value="OPENAI_API_KEY",
-                                     key="synth.key_env")
-        api_key = api_key_from(key_env)
-        st.caption("API key: " + ("found (environment or Streamlit secrets); never stored or shown" if api_key else
-                                  "not set (fine for local endpoints such as Ollama or vLLM)"))
+        typed_key = cols[2].text_input("API key (optional, this session only)", type="password", key="synth.api_key",
+                                       help="Kept in this browser session's memory, never written or shown")
+        api_key, key_source = llm_api_key(base_url, typed_key)
+        st.caption({"typed": "API key: yours, for this session only; never stored or shown.",
+                    "server": "API key: the server's, for this endpoint the operator allows.",
+                    "none": "API key: none (fine for local endpoints such as Ollama or vLLM)."}[key_source]
+                   + (" Endpoints: only those the operator lists." if endpoints else
+                      " Any endpoint may be typed; the server's own key goes only to endpoints the operator lists "
+                      "(SYNTHOR_LLM_ENDPOINTS)."))
         cols = st.columns(5)
         structured = cols[0].selectbox("Structured output", ["json_schema", "json_object", "text"],
                                        key="synth.structured",
@@ -53,7 +62,7 @@ if prior_name == "llm":
         scenario = st.text_area("Scenario (optional)", key="synth.scenario",
                                 placeholder="e.g. a concert at the stadium from 20:00 to 24:00")
         try:
-            llm_settings = LLMSettings(base_url=base_url, model=model, api_key_env=key_env,
+            llm_settings = LLMSettings(base_url=base_url, model=model, api_key_env="",
                                        structured_output=structured, temperature=temperature,
                                        concurrency=int(concurrency), token_budget=int(budget) or None,
                                        timeout_s=timeout, scenario=scenario,
@@ -62,7 +71,7 @@ if prior_name == "llm":
         except ValueError as exc:
             st.error(f"LLM settings: {exc}")
         if llm_settings is not None and st.button("Test connection", key="synth.test_connection"):
-            st.info(LLMPrior(project, llm_settings, api_key=api_key).test_connection())
+            st.info(as_text(LLMPrior(project, llm_settings, api_key=api_key).test_connection()))
 
 rules, rules_file = [], st.file_uploader("Plausibility rules (TOML, optional): enforced as hard constraints",
                                          type=["toml"], key="synth.rules")
@@ -92,7 +101,8 @@ if start:
     config = SynthesisConfig(size=int(size), mode=mode, seed=int(seed), max_iterations=int(max_iterations),
                              tolerance_tvd=float(tolerance))
     factory = llm_prior_factory(llm_settings, api_key) if prior_name == "llm" else prior_factory(prior_name)
-    run_id = runner.start(project, config, factory, label=st.session_state["data.project_label"], rules=rules)
+    run_id = runner.start(project, config, factory, label=st.session_state["data.project_label"], rules=rules,
+                          owner=owner_id())
     st.session_state["synth.run_id"] = run_id
     st.query_params["run"] = run_id  # a reload or a second tab with this address shows the run again
     st.rerun()

@@ -188,7 +188,9 @@ def _remove(population: pd.DataFrame, mask: np.ndarray, count: int) -> tuple[pd.
 
 
 def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
-                  should_stop: Callable[[], bool] | None = None, rules=()) -> Iterator[IterationEvent | SynthesisResult]:
+                  should_stop: Callable[[], bool] | None = None, rules=(),
+                  checkpoint: Callable[[int, pd.DataFrame], None] | None = None,
+                  initial: pd.DataFrame | None = None) -> Iterator[IterationEvent | SynthesisResult]:
     """Run the loop; yield an :class:`IterationEvent` per iteration, then the :class:`SynthesisResult`.
 
     Parameters
@@ -203,6 +205,12 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
     rules : sequence of Rule, optional
         Plausibility rules as hard constraints: a record that violates one is dropped and counted
         (``"record: violates <rule>"``), whatever the prior.
+    checkpoint : callable (iteration, population), optional
+        Called after every iteration with the population so far (coded, schema columns + ``count``, not yet
+        calibrated), before the iteration's event is yielded, so that a caller can save it (a crash or a kill
+        then loses at most what came after its last save).
+    initial : DataFrame, optional
+        A coded population to start from (a saved checkpoint of an interrupted run) instead of an empty one.
 
     Raises
     ------
@@ -224,7 +232,7 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
     warnings = list(project.warnings) + list(getattr(prior, "notes", []))
     rejected_total: Counter = Counter()
 
-    population = schema.empty_population()
+    population = schema.empty_population() if initial is None else initial.reset_index(drop=True).copy()
     with Aggregator(schema, tables) as aggregator:
         synthetic = aggregator.aggregate(population)
         loop_fit: Fit | None = None
@@ -301,6 +309,8 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
             loop_fit = measure_fit(tables, synthetic)
             rejected_total.update(rejected)
             usage = prior.usage
+            if checkpoint is not None:
+                checkpoint(iteration, population)
             yield IterationEvent(
                 iteration=iteration, mean_tvd=loop_fit.mean_tvd, max_tvd=loop_fit.max_tvd,
                 tvd_by_table={k: v.tvd for k, v in loop_fit.tables.items()},

@@ -6,18 +6,22 @@ lock, and pages read a copy with :meth:`Runner.snapshot`.
 
 from __future__ import annotations
 
+import io
+import math
 import threading
 import time
 import traceback
 import uuid
+import zipfile
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 from .engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
 from .evaluate import rules_report, run_report
 from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
-from .store import RunStore
+from .store import CHECKPOINT_INTERVAL_S, RunStore
 from .targets import Project
 
 
@@ -28,7 +32,8 @@ class RunSnapshot:
     Attributes
     ----------
     run_id : str
-    status : {"running", "finished", "stopped", "failed"}
+    status : {"running", "finished", "stopped", "failed"} (the store also knows "interrupted": a run whose
+        process ended without finishing it)
     events : tuple of IterationEvent, one per finished iteration
     result : SynthesisResult or None (set when the run ended without error)
     error : str or None (the message of a failed run)
@@ -95,45 +100,93 @@ class Runner:
     Parameters
     ----------
     store : RunStore or None
-        When given, every run, iteration, proposal and final population is recorded there.
+        When given, every run, iteration, proposal, checkpoint and final population is recorded there, and runs
+        the store lists as running whose process is gone are marked "interrupted" at once
+        (:meth:`RunStore.mark_interrupted`).
     """
 
     def __init__(self, store: RunStore | None = None):
         self.store = store
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
+        self.interrupted: list[str] = store.mark_interrupted() if store is not None else []
 
     def start(self, project: Project, config: SynthesisConfig, prior_factory: Callable[..., Prior] = maxent_prior,
-              label: str = "", rules=()) -> str:
+              label: str = "", rules=(), owner: str | None = None, initial=None) -> str:
         """Start a run in a background thread; returns its id at once.
 
         ``prior_factory(project, config, rules)`` builds the prior in the run's thread; ``label`` names the
         project in the run store (e.g. "bundled example"); ``rules`` are plausibility rules enforced as hard
-        constraints.
+        constraints; ``owner`` is recorded with the run (a browser's identity in a private workspace);
+        ``initial`` is a coded population to start from (see :meth:`resume`). The population so far is saved in
+        the store after the first iteration and then at most every ``CHECKPOINT_INTERVAL_S`` seconds.
         """
         run_id = uuid.uuid4().hex[:12]
         snapshot = RunSnapshot(run_id, "running", (), None, None, config, "", time.time(), None, project)
         run = _Run(snapshot)
         if self.store is not None:
-            self.store.add_run(run_id, config, "", project, label or project.description, snapshot.started_at)
+            self.store.add_run(run_id, config, "", project, label or project.description, snapshot.started_at,
+                               owner=owner)
         with self._lock:
             self._runs[run_id] = run
-        run.thread = threading.Thread(target=self._work, args=(run, prior_factory, tuple(rules)),
+        run.thread = threading.Thread(target=self._work, args=(run, prior_factory, tuple(rules), initial),
                                       name=f"synthor-{run_id}", daemon=True)
         run.thread.start()
         return run_id
+
+    def resume(self, run_id: str, folder: Path, owner: str | None = None) -> str:
+        """Start a new run that goes on from an interrupted run's saved population, with its project and settings
+        and the ``maxent`` prior; returns the new run's id. ``folder`` receives the run's project (it must not
+        exist yet).
+
+        Raises
+        ------
+        KeyError
+            When the store has no such run, or it saved no population.
+        PermissionError
+            When ``owner`` is given and the run belongs to someone else.
+        """
+        from .targets import load_project
+        if self.store is None:
+            raise KeyError("this runner has no run store")
+        if owner is not None and self.store.owner(run_id) != owner:
+            raise PermissionError(f"run {run_id} belongs to another user of this server")
+        saved, project_zip = self.store.population(run_id), self.store.project_zip(run_id)
+        if saved is None or project_zip is None:
+            raise KeyError(f"run {run_id} saved no population to resume from")
+        with zipfile.ZipFile(io.BytesIO(project_zip)) as archive:
+            folder.mkdir(parents=True)
+            for member in archive.infolist():  # our own zip, still: never write outside the folder
+                if not member.is_dir() and (folder / member.filename).resolve().is_relative_to(folder.resolve()):
+                    archive.extract(member, folder)
+        project = load_project(folder)
+        initial, _ = project.schema.encode(saved.drop(columns=["count"]))
+        initial["count"] = saved["count"].to_numpy()
+        config = SynthesisConfig(**self.store.settings(run_id))
+        label = self.store.runs().set_index("run_id").loc[run_id, "project_label"]
+        return self.start(project, config, maxent_prior, label=f"{label} (resumed from {run_id})", owner=owner,
+                          initial=initial[initial["count"] > 0].reset_index(drop=True))
 
     def _update(self, run: _Run, **changes) -> None:
         with self._lock:
             run.snapshot = replace(run.snapshot, **changes)
 
-    def _work(self, run: _Run, prior_factory, rules) -> None:
+    def _work(self, run: _Run, prior_factory, rules, initial) -> None:
         snap = run.snapshot
         prior = None
+        saved_at = -math.inf
+
+        def checkpoint(iteration: int, population) -> None:
+            nonlocal saved_at
+            if self.store is not None and time.monotonic() - saved_at >= CHECKPOINT_INTERVAL_S:
+                self.store.save_checkpoint(snap.run_id, iteration, snap.project.schema.decode(population))
+                saved_at = time.monotonic()
+
         try:
             prior = prior_factory(snap.project, snap.config, rules)
             self._update(run, prior=prior.name)
-            for event in run_synthesis(snap.project, prior, snap.config, run.stop.is_set, rules):
+            for event in run_synthesis(snap.project, prior, snap.config, run.stop.is_set, rules,
+                                       checkpoint=checkpoint, initial=initial):
                 if isinstance(event, SynthesisResult):
                     status = "stopped" if event.stop_reason == "stop requested" else "finished"
                     ended = time.time()

@@ -2,7 +2,9 @@
 the project each run used, and final populations (DESIGN §5; STYLE.md rule 13).
 
 Tables: ``meta`` (schema version), ``runs``, ``iterations``, ``proposals``, ``llm_calls``, and one
-``population_<run_id>`` table per finished run (schema columns as labels + ``count``).
+``population_<run_id>`` table per run (schema columns as labels + ``count``): the final population, or the
+last checkpoint of a running or interrupted run. Runs have an owner (a browser's identity in a private
+workspace) and the process that runs them, so that runs of a process that died are marked "interrupted".
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import tempfile
 import threading
+import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import duckdb
 import pandas as pd
@@ -23,7 +29,7 @@ from .engine import IterationEvent, SynthesisConfig
 from .errors import SynthorError
 from .targets import Project
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs.owner, runs.process, runs.checkpoint_iteration; status "interrupted"
 _DDL = [
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
     """CREATE TABLE IF NOT EXISTS runs (run_id VARCHAR PRIMARY KEY, status VARCHAR, prior VARCHAR, mode VARCHAR,
@@ -39,6 +45,13 @@ _DDL = [
     """CREATE TABLE IF NOT EXISTS llm_calls (run_id VARCHAR, call INTEGER, kind VARCHAR, model VARCHAR,
        prompt VARCHAR, reply VARCHAR, prompt_tokens BIGINT, completion_tokens BIGINT, latency_s DOUBLE,
        outcome VARCHAR)""",
+]
+
+
+_MIGRATIONS = [  # from version 1
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS owner VARCHAR",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS process VARCHAR",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS checkpoint_iteration INTEGER",
 ]
 
 
@@ -61,8 +74,52 @@ def zip_project_folder(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
+def process_identity() -> str:
+    """This process as ``host:pid:start`` (``start`` from ``/proc/<pid>/stat``, so a reused pid is told apart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
+
+
+def _process_start(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22 (starttime), counted after the command name
+
+
+def process_alive(identity: str | None) -> bool:
+    """Whether the process named by :func:`process_identity` still runs. A process on another host is taken as
+    alive (it cannot be checked from here); an identity from this host is alive when its pid exists and started
+    at the recorded time."""
+    if not identity:
+        return False
+    host, _, rest = identity.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # it exists, under another user
+        pass
+    return not start or _process_start(pid) == start
+
+
+class StoreBusyError(SynthorError):
+    """The run store file is held by another process for longer than :data:`LOCK_WAIT_S`."""
+
+
+LOCK_WAIT_S = 20.0  # how long an operation waits for another process to release the store file
+CHECKPOINT_INTERVAL_S = 5.0  # a running run's population is saved at most this often (and after iteration 1)
+
+
 class RunStore:
-    """A DuckDB file of runs. Owns one connection; each thread works on its own ``cursor()``.
+    """A DuckDB file of runs, opened for each operation and closed after it, so that several processes (two app
+    servers, the app and a script) can share one data folder: DuckDB lets one process hold the file at a time,
+    and an operation waits up to :data:`LOCK_WAIT_S` for the other to finish. Within a process operations are
+    serialized by a lock.
 
     Parameters
     ----------
@@ -72,29 +129,33 @@ class RunStore:
     Raises
     ------
     SynthorError
-        When the file was written by a newer Synthor (its schema version is higher than this one's).
+        When the file was written by a newer Synthor (its schema version is higher than this one's), or cannot be
+        created (the message names the file and the reason).
+    StoreBusyError
+        From any operation, when another process holds the file for longer than :data:`LOCK_WAIT_S`.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path).resolve()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = duckdb.connect(str(self.path))
-        self._con.execute("SET python_enable_replacements = false")
-        self._write = threading.Lock()
-        for statement in _DDL:
-            self._con.execute(statement)
-        row = self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            self._con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
-        elif int(row[0]) > SCHEMA_VERSION:
-            self._con.close()
-            raise SynthorError(f"the run store {self.path} was written by a newer Synthor (store version {row[0]}, "
-                               f"this version reads up to {SCHEMA_VERSION}); upgrade Synthor or choose another "
-                               f"data directory")
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SynthorError(f"cannot create the data folder {self.path.parent}: {exc.strerror or exc}") from None
+        with self._connect() as con:
+            for statement in _DDL:
+                con.execute(statement)
+            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is not None and int(row[0]) > SCHEMA_VERSION:
+                raise SynthorError(f"the run store {self.path} was written by a newer Synthor (store version "
+                                   f"{row[0]}, this version reads up to {SCHEMA_VERSION}); upgrade Synthor or "
+                                   f"choose another data directory")
+            for statement in _MIGRATIONS:
+                con.execute(statement)
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
     def close(self) -> None:
-        """Close the connection."""
-        self._con.close()
+        """Nothing stays open between operations; kept so that ``with RunStore(...)`` reads naturally."""
 
     def __enter__(self) -> "RunStore":
         return self
@@ -102,29 +163,46 @@ class RunStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        """A cursor for the calling thread (DuckDB connections are not thread-safe)."""
-        cur = self._con.cursor()
-        cur.execute("SET python_enable_replacements = false")
-        return cur
+    @contextmanager
+    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for one operation (waiting while another process holds the file), closed after it."""
+        with self._lock:
+            deadline = time.monotonic() + LOCK_WAIT_S
+            while True:
+                try:
+                    con = duckdb.connect(str(self.path))
+                    break
+                except duckdb.IOException as exc:
+                    if "lock" not in str(exc).lower():
+                        raise SynthorError(f"cannot open the run store {self.path}: {exc}") from None
+                    if time.monotonic() > deadline:
+                        raise StoreBusyError(
+                            f"the run store {self.path} is held by another process for more than {LOCK_WAIT_S:.0f} s "
+                            f"({str(exc).split(':', 1)[-1].strip()[:200]}); wait for it or give each server its own "
+                            f"SYNTHOR_DATA_DIR") from None
+                    time.sleep(0.05)
+            try:
+                con.execute("SET python_enable_replacements = false")
+                yield con
+            finally:
+                con.close()
 
     # ------------------------------------------------------------------------------------------- writes
     def add_run(self, run_id: str, config: SynthesisConfig, prior: str, project: Project, label: str,
-                started_at: float) -> None:
-        """Record a started run with its settings and its project folder."""
+                started_at: float, owner: str | None = None) -> None:
+        """Record a started run with its settings, its project folder, its owner (a browser's identity in a
+        private workspace, else None) and this process (so that a run whose process died is found)."""
         project_zip = zip_project_folder(project.root) if project.root is not None else None
-        with self._write:
-            cur = self.cursor()
+        with self._connect() as cur:
             cur.execute("INSERT INTO runs (run_id, status, prior, mode, seed, size, settings, project_label, "
-                        "project_zip, started_at) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "project_zip, started_at, owner, process) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [run_id, prior, config.mode, config.seed, config.size or project.size,
-                         json.dumps(config.model_dump()), label, project_zip, started_at])
-            cur.close()
+                         json.dumps(config.model_dump()), label, project_zip, started_at, owner,
+                         process_identity()])
 
     def add_iteration(self, run_id: str, event: IterationEvent) -> None:
         """Record one iteration's metrics and proposals."""
-        with self._write:
-            cur = self.cursor()
+        with self._connect() as cur:
             cur.execute("INSERT INTO iterations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [run_id, event.iteration, event.mean_tvd, event.max_tvd, json.dumps(event.tvd_by_table),
                          json.dumps(event.srmse_by_table), event.added, event.removed, json.dumps(event.rejected),
@@ -134,75 +212,118 @@ class RunStore:
                 cur.executemany("INSERT INTO proposals VALUES (?, ?, ?, ?, ?, ?, ?)", [
                     [run_id, event.iteration, i, p.action, p.count, json.dumps(p.conditions), p.reason]
                     for i, p in enumerate(event.proposals)])
-            cur.close()
+
+    def save_checkpoint(self, run_id: str, iteration: int, population: pd.DataFrame) -> None:
+        """Save a running run's population so far (labels + ``count``, not calibrated) as its population; an
+        interrupted run keeps it. One transaction: a kill leaves the previous checkpoint or this one."""
+        with self._connect() as cur:
+            cur.execute("BEGIN TRANSACTION")
+            cur.register("checkpoint_population", population)
+            cur.execute(f"CREATE OR REPLACE TABLE {quote_ident('population_' + run_id)} AS "
+                        "SELECT * FROM checkpoint_population")
+            cur.unregister("checkpoint_population")
+            cur.execute("UPDATE runs SET checkpoint_iteration = ? WHERE run_id = ?", [iteration, run_id])
+            cur.execute("COMMIT")
 
     def finish_run(self, run_id: str, status: str, ended_at: float, report: dict | None = None,
                    population: pd.DataFrame | None = None, error: str | None = None) -> None:
         """Record the end of a run: status, report, and the population (labels + ``count``)."""
-        with self._write:
-            cur = self.cursor()
+        with self._connect() as cur:
+            cur.execute("BEGIN TRANSACTION")
             if population is not None:
                 cur.register("final_population", population)
                 cur.execute(f"CREATE OR REPLACE TABLE {quote_ident('population_' + run_id)} AS "
                             "SELECT * FROM final_population")
                 cur.unregister("final_population")
+            elif status == "failed":  # a failed run has no population, not even a checkpoint
+                cur.execute(f"DROP TABLE IF EXISTS {quote_ident('population_' + run_id)}")
             cur.execute("UPDATE runs SET status = ?, ended_at = ?, error = ?, report = ?, iterations = ?, "
                         "mean_tvd = ?, max_tvd = ?, stop_reason = ?, prior = coalesce(?, prior) WHERE run_id = ?",
                         [status, ended_at, error, json.dumps(report) if report else None,
                          report and report["iterations"], report and report["mean_tvd"],
                          report and report["max_tvd"], report and report["stop_reason"], report and report["prior"],
                          run_id])
-            cur.close()
+            cur.execute("COMMIT")
+
+    def mark_interrupted(self) -> list[str]:
+        """Mark every run still "running" whose process is gone (killed, crashed, the server restarted) as
+        "interrupted": its recorded iterations stay, its last checkpoint becomes its population (uncalibrated), and
+        a report says where it stopped. Runs of live processes are left alone. Returns the ids marked."""
+        with self._connect() as cur:
+            rows = cur.execute("SELECT run_id, process, prior, mode, seed, size, settings, checkpoint_iteration "
+                               "FROM runs WHERE status = 'running'").fetchall()
+        marked = []
+        for run_id, process, prior, mode, seed, size, settings, saved in rows:
+            if process_alive(process):
+                continue
+            last = self.iterations(run_id)[-1:] or [None]
+            population = self.population(run_id)
+            records = int(population["count"].sum()) if population is not None else 0
+            reason = (f"interrupted: the process ended after iteration {last[0].iteration if last[0] else 0}; the "
+                      + (f"population saved at iteration {saved} is kept, not calibrated" if population is not None
+                         else "run had saved no population yet"))
+            report = {"status": "interrupted", "prior": prior or "unknown", "iterations": saved or 0,
+                      "records": records, "distinct_records": 0 if population is None else len(population),
+                      "mean_tvd": last[0].mean_tvd if last[0] else None,
+                      "max_tvd": last[0].max_tvd if last[0] else None, "stop_reason": reason,
+                      "settings": json.loads(settings) if settings else {"mode": mode, "seed": seed, "size": size}}
+            self.finish_run(run_id, "interrupted", time.time(), report, error=None)
+            marked.append(run_id)
+        return marked
 
     def add_llm_calls(self, run_id: str, calls) -> None:
         """Record a run's LLM calls (kind, model, prompt, reply, tokens, latency, outcome); never a key."""
         if not calls:
             return
-        with self._write:
-            cur = self.cursor()
+        with self._connect() as cur:
             cur.executemany("INSERT INTO llm_calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
                 [run_id, i, c.kind, c.model, c.prompt, c.reply, c.prompt_tokens, c.completion_tokens, c.latency_s,
                  c.outcome] for i, c in enumerate(calls)])
-            cur.close()
 
     def llm_calls(self, run_id: str) -> pd.DataFrame:
         """The recorded LLM calls of a run, in order."""
-        cur = self.cursor()
-        try:
+        with self._connect() as cur:
             return cur.execute("SELECT * FROM llm_calls WHERE run_id = ? ORDER BY call", [run_id]).df()
-        finally:
-            cur.close()
 
-    def delete_run(self, run_id: str) -> None:
-        """Remove a run and everything recorded for it."""
-        with self._write:
-            cur = self.cursor()
+    def delete_run(self, run_id: str, owner: str | None = None) -> None:
+        """Remove a run and everything recorded for it. With ``owner`` given, only a run of that owner is removed
+        (PermissionError otherwise); a running run whose process lives is never removed (ValueError)."""
+        with self._connect() as cur:
+            row = cur.execute("SELECT owner, status, process FROM runs WHERE run_id = ?", [run_id]).fetchone()
+            if row is None:
+                return
+            if owner is not None and row[0] != owner:
+                raise PermissionError(f"run {run_id} belongs to another user of this server")
+            if row[1] == "running" and process_alive(row[2]):
+                raise ValueError(f"run {run_id} is still running: stop it first")
+            cur.execute("BEGIN TRANSACTION")
             for table in ("runs", "iterations", "proposals", "llm_calls"):
                 cur.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
             cur.execute(f"DROP TABLE IF EXISTS {quote_ident('population_' + run_id)}")
-            cur.close()
+            cur.execute("COMMIT")
 
     # -------------------------------------------------------------------------------------------- reads
-    def runs(self) -> pd.DataFrame:
-        """Every run, newest first: run_id, status, prior, mode, seed, size, project_label, started_at,
-        ended_at, iterations, mean_tvd, max_tvd, stop_reason, error."""
-        cur = self.cursor()
-        try:
+    def runs(self, owner: str | None = None) -> pd.DataFrame:
+        """Every run (only ``owner``'s when given), newest first: run_id, status, prior, mode, seed, size,
+        project_label, started_at, ended_at, iterations, mean_tvd, max_tvd, stop_reason, error, owner."""
+        where, params = ("WHERE owner = ?", [owner]) if owner is not None else ("", [])
+        with self._connect() as cur:
             return cur.execute("SELECT run_id, status, prior, mode, seed, size, project_label, started_at, ended_at, "
-                               "iterations, mean_tvd, max_tvd, stop_reason, error FROM runs "
-                               "ORDER BY started_at DESC").df()
-        finally:
-            cur.close()
+                               f"iterations, mean_tvd, max_tvd, stop_reason, error, owner FROM runs {where} "
+                               "ORDER BY started_at DESC", params).df()
+
+    def owner(self, run_id: str) -> str | None:
+        """The owner recorded for a run (None for runs of a shared workspace or the CLI)."""
+        with self._connect() as cur:
+            row = cur.execute("SELECT owner FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        return row[0] if row else None
 
     def iterations(self, run_id: str) -> list[IterationEvent]:
         """The recorded iteration events of a run (proposals included), in order."""
-        cur = self.cursor()
-        try:
+        with self._connect() as cur:
             rows = cur.execute("SELECT * FROM iterations WHERE run_id = ? ORDER BY iteration", [run_id]).df()
             props = cur.execute("SELECT iteration, action, count, conditions, reason FROM proposals WHERE run_id = ? "
                                 "ORDER BY iteration, position", [run_id]).df()
-        finally:
-            cur.close()
         from .priors.base import Proposal
         by_iteration: dict[int, list] = {}
         for p in props.itertuples(index=False):
@@ -218,33 +339,31 @@ class RunStore:
 
     def report(self, run_id: str) -> dict | None:
         """The run's ``report.json`` content, or None while running or after a failure."""
-        cur = self.cursor()
-        try:
+        with self._connect() as cur:
             row = cur.execute("SELECT report FROM runs WHERE run_id = ?", [run_id]).fetchone()
-        finally:
-            cur.close()
+        return json.loads(row[0]) if row and row[0] else None
+
+    def settings(self, run_id: str) -> dict | None:
+        """The run's :class:`SynthesisConfig` settings as recorded at its start."""
+        with self._connect() as cur:
+            row = cur.execute("SELECT settings FROM runs WHERE run_id = ?", [run_id]).fetchone()
         return json.loads(row[0]) if row and row[0] else None
 
     def project_zip(self, run_id: str) -> bytes | None:
         """The project folder the run used, as zip bytes."""
-        cur = self.cursor()
-        try:
+        with self._connect() as cur:
             row = cur.execute("SELECT project_zip FROM runs WHERE run_id = ?", [run_id]).fetchone()
-        finally:
-            cur.close()
         return bytes(row[0]) if row and row[0] is not None else None
 
     def population(self, run_id: str) -> pd.DataFrame | None:
-        """The final population of a run (labels + ``count``), or None when it has none."""
-        cur = self.cursor()
-        try:
+        """The population of a run (labels + ``count``): the final one, or the last checkpoint of a running or
+        interrupted run; None when it has none."""
+        with self._connect() as cur:
             exists = cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
                                  [f"population_{run_id}"]).fetchone()[0]
             if not exists:
                 return None
             return cur.execute(f"SELECT * FROM {quote_ident('population_' + run_id)}").df()
-        finally:
-            cur.close()
 
     def exports(self, run_id: str) -> dict[str, bytes]:
         """Download files of a finished run.
@@ -261,8 +380,7 @@ class RunStore:
         if self.population(run_id) is None:
             return {}
         out: dict[str, bytes] = {}
-        cur = self.cursor()
-        try:
+        with self._connect() as cur:
             with tempfile.TemporaryDirectory(prefix="synthor-export-") as folder:
                 expand = f'SELECT p.* EXCLUDE ("count") FROM {table} p, range(p."count")'
                 for name, options in (("population.csv", "FORMAT csv, HEADER true"),
@@ -270,8 +388,6 @@ class RunStore:
                     target = str(Path(folder) / name).replace("'", "''")
                     cur.execute(f"COPY ({expand}) TO '{target}' ({options})")
                     out[name] = (Path(folder) / name).read_bytes()
-        finally:
-            cur.close()
         report = self.report(run_id)
         out["report.json"] = json.dumps(report, indent=2).encode("utf-8")
         project = self.project_zip(run_id)

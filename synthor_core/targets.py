@@ -620,6 +620,14 @@ def _matching_variable(values, schema: Schema | None, taken: set) -> str | None:
     return best if best_share >= 0.8 else None
 
 
+def table_file_name(name: str, suffix: str = ".csv") -> str:
+    """Where a table named ``name`` is stored inside a project folder: ``tables/<name><suffix>`` with every
+    character other than letters, digits, ``_`` and ``-`` replaced by ``_`` (at most 64), so a typed or uploaded
+    name such as ``../../etc/x`` can never place a file outside the project."""
+    stem = re.sub(r"[^A-Za-z0-9_-]", "_", str(name))[:64].strip("_") or "table"
+    return f"tables/{stem}{suffix if suffix in ('.csv', '.xlsx', '.parquet') else '.csv'}"
+
+
 def suggest_table_spec(frame: pd.DataFrame, schema: Schema | None, name: str, file: str) -> dict:
     """Guess how an uploaded table maps to the schema: its format, variables, count column and bins.
 

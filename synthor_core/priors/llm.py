@@ -137,7 +137,9 @@ class LLMPrior:
     mode : {"full", "paper"}
         In paper mode realization is plain code (uniform numerics in the proposal's ranges), as in the paper.
     api_key : str, optional
-        Overrides the environment variable (the app passes ``st.secrets`` here); never stored.
+        The key to send; when given (even empty) the environment is not read. The app always passes it (the
+        operator's key for an allowed endpoint, or the user's own); the CLI leaves it None and the key comes
+        from the variable ``settings.api_key_env``. Never stored.
     """
 
     name = "llm"
@@ -157,7 +159,8 @@ class LLMPrior:
         self._abort_reason = ""
         self._pending: PriorError | None = None  # raised by the next plan(): a batch keeps what it got first
         self._should_stop = lambda: False  # the run's stop request, polled between requests
-        key = api_key or os.environ.get(settings.api_key_env) or "not-needed"
+        # the caller's key when given (the app: never an environment variable a user names); else the CLI's variable
+        key = (api_key if api_key is not None else os.environ.get(settings.api_key_env)) or "not-needed"
         self._client = openai.OpenAI(base_url=settings.base_url, api_key=key, timeout=settings.timeout_s,
                                      max_retries=0)
         self._cache = Path(settings.cache_dir) if settings.cache_dir else None

@@ -116,18 +116,42 @@ def test_evaluate_page_highlights_tables_over_the_threshold_and_compares_holdout
     assert len(at.dataframe[-1].value) == 110
 
 
-def test_two_sessions_do_not_see_each_others_runs():
+def test_two_sessions_do_not_see_each_others_runs(monkeypatch):
+    """Security: in the default private workspace a second browser neither lists, opens (even with the run's
+    address), downloads nor deletes the first one's runs; with the first one's key in the address it does. A
+    shared workspace is the operator's explicit choice and the Runs page says so."""
     first, second = _app(), _app()
     first.switch_page("pages/synthesize.py").run()
     first.number_input(key="synth.size").set_value(3000)
     first.button[0].click().run()
     run_id = first.session_state["synth.run_id"]
     assert run_id is not None
+    _wait_for_fit(first, 90)
+    key = first.session_state["app.owner"]
+    assert first.query_params["me"] == key and len(key) == 22
+    second.query_params["run"] = run_id  # the first one's run address, without its key
     second.switch_page("pages/synthesize.py").run()
     assert not second.exception
+    assert second.session_state["app.owner"] != key
     assert second.session_state["synth.run_id"] is None
     assert second.info[0].value == "Choose the settings and press Start."
     assert not any(run_id in str(getattr(e, "value", "")) for e in second.main)
+    for page in ("pages/runs.py", "pages/evaluate.py"):
+        second.switch_page(page).run()
+        assert not second.exception
+        assert not any(run_id in str(getattr(e, "value", "")) for e in second.main)
+    assert second.info[-1].value.startswith("No ")
+    third = AppTest.from_file(APP, default_timeout=60)
+    third.query_params["me"] = key  # the first browser's address, reloaded
+    third.run()
+    third.switch_page("pages/runs.py").run()
+    assert third.dataframe[0].value["run_id"].tolist()[:1] == [run_id]
+    assert third.caption[0].value.startswith("Your runs: this browser's key is in the address")
+    monkeypatch.setenv("SYNTHOR_WORKSPACE", "shared")
+    shared = _app()
+    shared.switch_page("pages/runs.py").run()
+    assert shared.caption[0].value.startswith("Shared workspace: every user of this server sees")
+    assert run_id in shared.dataframe[0].value["run_id"].tolist()
 
 
 def test_llm_prior_from_the_page_against_the_local_endpoint(tmp_path):
@@ -146,10 +170,11 @@ def test_llm_prior_from_the_page_against_the_local_endpoint(tmp_path):
         at.selectbox(key="synth.prior").set_value("llm").run()
         at.text_input(key="synth.base_url").set_value(endpoint.url)
         at.text_input(key="synth.model").set_value("bn-oracle")
-        at.text_input(key="synth.key_env").set_value("SYNTHOR_TEST_NO_KEY").run()
-        assert at.caption[0].value.startswith("API key: not set")
+        at.run()
+        assert at.caption[0].value.startswith("API key: none")
         at.button(key="synth.test_connection").click().run()
-        assert at.info[0].value == f"connected to {endpoint.url}: 1 model(s); 'bn-oracle' found"
+        from app_session import as_text  # the reply is shown as text (markdown escaped)
+        assert at.info[0].value == as_text(f"connected to {endpoint.url}: 1 model(s); 'bn-oracle' found")
         at.number_input(key="synth.size").set_value(1000)
         at.number_input(key="synth.price_in").set_value(0.1)
         at.number_input(key="synth.price_out").set_value(0.4)
@@ -166,6 +191,41 @@ def test_llm_prior_from_the_page_against_the_local_endpoint(tmp_path):
     calls = get_runner().store.llm_calls(run_id)
     assert len(calls) == len(endpoint.log) and set(calls["outcome"]) == {"ok"}
     assert get_runner().store.report(run_id)["llm"]["dollars"] > 0
+
+
+def test_the_server_key_goes_only_to_endpoints_the_operator_allows(tmp_path, monkeypatch):
+    """Security: a user can neither name an environment variable to send as the key (a database password
+    worked before) nor send the operator's key to a URL of their choice; the caption never says which variables
+    exist."""
+    from llm_endpoint.server import TestEndpoint
+    monkeypatch.setenv("DATABASE_PASSWORD", "hunter2")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
+    monkeypatch.setenv("SYNTHOR_LLM_API_KEY", "sk-operator")
+    with TestEndpoint(seed=1, pool_size=10) as endpoint:
+        at = _app()
+        at.switch_page("pages/synthesize.py").run()
+        at.selectbox(key="synth.prior").set_value("llm").run()
+        assert "synth.key_env" not in [w.key for w in at.text_input]
+        at.text_input(key="synth.base_url").set_value(endpoint.url).run()  # no allow-list: any URL, no server key
+        assert at.caption[0].value.startswith("API key: none")
+        at.button(key="synth.test_connection").click().run()
+        at.text_input(key="synth.api_key").set_value("sk-mine").run()  # the user's own key, this session only
+        assert at.caption[0].value.startswith("API key: yours")
+        at.button(key="synth.test_connection").click().run()
+        assert endpoint.authorizations == ["Bearer not-needed", "Bearer sk-mine"]
+
+        monkeypatch.setenv("SYNTHOR_LLM_ENDPOINTS", f"http://127.0.0.1:1/v1, {endpoint.url}/")
+        at = _app()
+        at.switch_page("pages/synthesize.py").run()
+        at.selectbox(key="synth.prior").set_value("llm").run()
+        assert "synth.base_url" not in [w.key for w in at.text_input]  # only the listed endpoints
+        assert at.selectbox(key="synth.endpoint").options == ["http://127.0.0.1:1/v1", endpoint.url]
+        at.selectbox(key="synth.endpoint").set_value(endpoint.url).run()
+        assert at.caption[0].value.startswith("API key: the server's")
+        at.button(key="synth.test_connection").click().run()
+        assert not at.exception
+    assert endpoint.authorizations[2:] == ["Bearer sk-operator"]
+    assert not any("hunter2" in a or "sk-from-the-environment" in a for a in endpoint.authorizations)
 
 
 def test_rules_uploaded_on_the_synthesize_page_are_enforced_or_their_problems_listed():

@@ -49,6 +49,7 @@ class TestEndpoint:
         self.pool = pool if pool is not None else sample_network(pool_size, np.random.default_rng(seed + 1))
         self.groups = groups if groups is not None else GROUPS
         self.log: list[dict] = []
+        self.authorizations: list[str] = []  # the Authorization header of every request, as received
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -69,12 +70,14 @@ class TestEndpoint:
                 pass
 
             def do_GET(self):
+                endpoint.authorizations.append(self.headers.get("authorization", ""))
                 if self.path.rstrip("/").endswith("/models"):
                     endpoint._send(self, 200, {"object": "list", "data": [{"id": "bn-oracle", "object": "model"}]})
                 else:
                     endpoint._send(self, 404, {"error": {"message": "not found"}})
 
             def do_POST(self):
+                endpoint.authorizations.append(self.headers.get("authorization", ""))
                 length = int(self.headers.get("content-length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 endpoint._answer(self, body)
