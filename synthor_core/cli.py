@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +24,7 @@ from pydantic import ValidationError
 from .engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
 from .errors import Problem, SynthorError, TargetValidationError
 from .evaluate import evaluate_population, format_evaluation, rules_report, run_report
-from .export import write_household_outputs
+from .export import write_atomic, write_household_outputs
 from .household_project import convert_populationsim, is_household_project, load_household_project
 from .households import HouseholdConfig, candidate_households
 from .partitions import synthesize_partitioned
@@ -28,6 +32,7 @@ from .populationsim import is_populationsim_project, load_populationsim
 from .rules import load_rules
 from .priors.maxent import MaxEntPrior
 from .schema import COUNT, expand_records
+from .store import CHECKPOINT_INTERVAL_S
 from .targets import load_project, validate_project
 
 
@@ -135,6 +140,10 @@ def command_run(args: argparse.Namespace) -> int:
     project = load_project(args.project)
     for warning in project.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    problem = output_folder_problem(args.out)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     rules = load_rules(args.rules, project.schema) if args.rules else []
     if args.prior == "llm":
         prior = _llm_prior(args, project, config)
@@ -142,24 +151,35 @@ def command_run(args: argparse.Namespace) -> int:
             return 2
     else:
         prior = MaxEntPrior(project, mode=config.mode, rules=rules)
+    saver = _CheckpointWriter(args.out, project.schema, config, prior.name)
     result = None
-    for event in run_synthesis(project, prior, config, rules=rules):
-        if isinstance(event, SynthesisResult):
-            result = event
-        elif not args.quiet:
-            line = _progress(event)
-            if event.llm_calls:
-                line += f"  {event.llm_calls:,} LLM calls, {event.prompt_tokens + event.completion_tokens:,} tokens"
-            print(line, flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    expand_records(result.population, project.schema).to_csv(args.out / "population.csv", index=False)
+    with _StopOnSignal() as stop:
+        for event in run_synthesis(project, prior, config, should_stop=stop.requested, rules=rules,
+                                   checkpoint=saver):
+            if isinstance(event, SynthesisResult):
+                result = event
+            elif not args.quiet:
+                line = _progress(event)
+                if event.llm_calls:
+                    line += f"  {event.llm_calls:,} LLM calls, {event.prompt_tokens + event.completion_tokens:,} tokens"
+                print(line, flush=True)
     dollars = prior.dollars() if hasattr(prior, "dollars") else None
     report = run_report(result, config, prior.name, prior.usage, dollars)
+    report["status"] = "failed" if result.error else "stopped" if result.stop_reason == "stop requested" else "finished"
     if rules:
         report["rules"] = rules_report(project, result.population, rules)
-    (args.out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    if hasattr(prior, "calls"):
-        write_llm_calls(prior.calls, args.out / "llm_calls.jsonl")
+    try:
+        write_atomic(args.out / "population.csv",
+                     lambda path: expand_records(result.population, project.schema).to_csv(path, index=False))
+        write_atomic(args.out / "report.json",
+                     lambda path: Path(path).write_text(json.dumps(report, indent=2), encoding="utf-8"))
+        if hasattr(prior, "calls"):
+            write_atomic(args.out / "llm_calls.jsonl", lambda path: write_llm_calls(prior.calls, Path(path)))
+    except OSError as exc:
+        kept = (f"the population saved at iteration {saver.saved_iteration} (not calibrated) is still there"
+                if saver.saved_iteration else "nothing was saved")
+        print(f"error: could not write the results to {args.out} ({exc.strerror or exc}); {kept}", file=sys.stderr)
+        return 1
     print(f"done: {report['records']:,} persons ({report['distinct_records']:,} distinct records), mean TVD "
           f"{report['mean_tvd']:.4f}, max TVD {report['max_tvd']:.4f}, {report['iterations']} iterations "
           f"({result.stop_reason}), {report['seconds']:.1f} s -> {args.out}")
@@ -167,7 +187,94 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"error: the run stopped early: {result.error}; the population built so far and the report are "
               f"in {args.out}", file=sys.stderr)
         return 1
+    if stop.requested():
+        print(f"stopped on request: the population built so far is calibrated and written to {args.out}",
+              file=sys.stderr)
+        return STOPPED_EXIT
+    if report["mean_tvd"] > config.tolerance_tvd:
+        far = report["mean_tvd"] > max(NOT_CONVERGED_FACTOR * config.tolerance_tvd, NOT_CONVERGED_TVD)
+        print(f"{'error' if far else 'warning'}: the run did not reach the tolerance: mean TVD "
+              f"{report['mean_tvd']:.4f} > {config.tolerance_tvd:g} ({result.stop_reason})"
+              + ("; the population does not fit its targets: check the tables for contradictions, give more "
+                 "iterations or another prior" if far else ""), file=sys.stderr)
+        return 3 if far else 0
     return 0
+
+
+NOT_CONVERGED_FACTOR, NOT_CONVERGED_TVD = 10, 0.05  # a final mean TVD above both: "did not converge", status 3
+STOPPED_EXIT = 130  # Ctrl-C or SIGTERM: what was built is written, and the exit status says it was cut short
+
+
+def output_folder_problem(out: Path) -> str | None:
+    """Why results cannot be written to ``out`` (checked before a run starts, so that no work is lost), or None.
+    The folder is created when missing; a probe file is written and removed."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".synthor-probe-"):
+            pass
+    except FileExistsError:
+        return f"--out {out}: a file of that name exists; expected a folder"
+    except OSError as exc:
+        return f"--out {out}: cannot write there ({exc.strerror or exc})"
+    return None
+
+
+class _StopOnSignal:
+    """Ctrl-C (SIGINT) or a polite kill (SIGTERM) asks the run to stop: it calibrates what it built and writes it.
+    A second Ctrl-C quits at once (the last checkpoint stays on disk)."""
+
+    def __init__(self):
+        self._event = threading.Event()
+        self._previous: dict = {}
+
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def _handle(self, signum, frame) -> None:
+        if self._event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self._event.set()
+        print(f"\nstopping ({signal.Signals(signum).name}): the population built so far is calibrated and written; "
+              f"press Ctrl-C again to quit at once", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+class _CheckpointWriter:
+    """Writes the population so far to ``population.csv`` and a report saying so, each atomically (temporary
+    file, then rename): after a kill -9 or a crash the folder holds a complete, valid population of the last
+    checkpoint. Writes after iteration 1, then at most every ``CHECKPOINT_INTERVAL_S`` seconds and never more than
+    a tenth of the time (a large population takes a while to write)."""
+
+    def __init__(self, out: Path, schema, config: SynthesisConfig, prior: str):
+        self.out, self.schema, self.config, self.prior = out, schema, config, prior
+        self.saved_iteration = 0
+        self._next = 0.0
+
+    def __call__(self, iteration: int, population: pd.DataFrame) -> None:
+        if time.monotonic() < self._next:
+            return
+        began = time.monotonic()
+        records = int(population[COUNT].sum())
+        write_atomic(self.out / "population.csv",
+                     lambda path: expand_records(population, self.schema).to_csv(path, index=False))
+        report = {"status": "checkpoint", "iterations": iteration, "records": records,
+                  "distinct_records": len(population), "prior": self.prior, "settings": self.config.model_dump(),
+                  "stop_reason": f"not finished: population.csv holds the population saved at iteration {iteration} "
+                                 f"(not calibrated); the process was stopped before the end"}
+        write_atomic(self.out / "report.json",
+                     lambda path: Path(path).write_text(json.dumps(report, indent=2), encoding="utf-8"))
+        self.saved_iteration = iteration
+        took = time.monotonic() - began
+        self._next = time.monotonic() + max(CHECKPOINT_INTERVAL_S, 10 * took)
 
 
 def command_run_households(args: argparse.Namespace) -> int:
@@ -177,8 +284,6 @@ def command_run_households(args: argparse.Namespace) -> int:
     ``synthetic_persons.csv`` and ``summary_<GEOGRAPHY>.csv``, and ``report.json`` (per control: level, totals,
     %RMSE over zones, total absolute error, worst zones).
     """
-    import time
-
     if args.prior not in (None, "seed", "maxent"):
         print(f"error: --prior {args.prior} is not available for household projects yet; use --prior seed (the "
               f"project's seed sample) or --prior maxent (built from the controls alone)", file=sys.stderr)
@@ -201,10 +306,9 @@ def command_run_households(args: argparse.Namespace) -> int:
         project = load_populationsim(args.project, configs=args.configs, data=args.data)
     for warning in project.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"error: the output folder {args.out} cannot be created ({exc.strerror})", file=sys.stderr)
+    problem = output_folder_problem(args.out)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     if not args.quiet:
         print(f"{project.name}: {len(project.seed.households):,} seed households, {len(project.controls)} controls, "
