@@ -31,7 +31,7 @@ from .partitions import synthesize_partitioned
 from .populationsim import is_populationsim_project, load_populationsim
 from .rules import load_rules
 from .priors.maxent import MaxEntPrior
-from .schema import COUNT, expand_records
+from .schema import COUNT, expand_records, spreadsheet_safe, spreadsheet_unescape
 from .store import CHECKPOINT_INTERVAL_S
 from .targets import load_project, validate_project
 
@@ -170,7 +170,8 @@ def command_run(args: argparse.Namespace) -> int:
         report["rules"] = rules_report(project, result.population, rules)
     try:
         write_atomic(args.out / "population.csv",
-                     lambda path: expand_records(result.population, project.schema).to_csv(path, index=False))
+                     lambda path: spreadsheet_safe(expand_records(result.population, project.schema)).to_csv(
+                         path, index=False))
         write_atomic(args.out / "report.json",
                      lambda path: Path(path).write_text(json.dumps(report, indent=2), encoding="utf-8"))
         if hasattr(prior, "calls"):
@@ -265,7 +266,7 @@ class _CheckpointWriter:
         began = time.monotonic()
         records = int(population[COUNT].sum())
         write_atomic(self.out / "population.csv",
-                     lambda path: expand_records(population, self.schema).to_csv(path, index=False))
+                     lambda path: spreadsheet_safe(expand_records(population, self.schema)).to_csv(path, index=False))
         report = {"status": "checkpoint", "iterations": iteration, "records": records,
                   "distinct_records": len(population), "prior": self.prior, "settings": self.config.model_dump(),
                   "stop_reason": f"not finished: population.csv holds the population saved at iteration {iteration} "
@@ -447,8 +448,8 @@ def command_validate(args: argparse.Namespace) -> int:
 
 def _read_records(path: Path, schema, what: str) -> pd.DataFrame:
     """Labelled records from a CSV with one column per variable; errors name the file and what is wrong."""
-    try:
-        frame = pd.read_csv(path)
+    try:  # as text: a category named "None" or "NA" is a label, not a missing value
+        frame = spreadsheet_unescape(pd.read_csv(path, dtype=str, keep_default_na=False))
     except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise TargetValidationError([Problem(str(path), f"could not be read as CSV ({exc})")]) from None
     missing = [v for v in schema.names if v not in frame.columns]

@@ -18,6 +18,7 @@ from . import defaults
 from .households import (PRIOR_COLUMN, HouseholdConfig, HouseholdResult, check_rules, member_consistency,
                          realism_tables, worst_zones)
 from .rules import compile_seed_expression
+from .schema import spreadsheet_safe
 from .units import HouseholdProject
 
 HOUSEHOLD_ID = "household_id"
@@ -183,8 +184,8 @@ def write_household_outputs(project: HouseholdProject, result: HouseholdResult, 
     Returns the report (as written).
     """
     households, persons = expand_households(project, result, config.prior)
-    write_atomic(out / "households.csv", lambda p: households.to_csv(p, index=False))
-    write_atomic(out / "persons.csv", lambda p: persons.to_csv(p, index=False))
+    write_atomic(out / "households.csv", lambda p: spreadsheet_safe(households).to_csv(p, index=False))
+    write_atomic(out / "persons.csv", lambda p: spreadsheet_safe(persons).to_csv(p, index=False))
     if project.output:  # PopulationSim's output settings (an imported or converted PopulationSim project)
         spec = project.output
         id_name = str(spec.get("household_id") or HOUSEHOLD_ID)
@@ -196,10 +197,11 @@ def write_household_outputs(project: HouseholdProject, result: HouseholdResult, 
         synthetic_p = persons[[HOUSEHOLD_ID, PERSON_NUMBER, *p_cols]].rename(columns={HOUSEHOLD_ID: id_name})
         hh_file = Path(str(hh_spec.get("filename") or "synthetic_households.csv")).name
         p_file = Path(str(p_spec.get("filename") or "synthetic_persons.csv")).name
-        write_atomic(out / hh_file, lambda p: synthetic_hh.to_csv(p, index=False), out)
-        write_atomic(out / p_file, lambda p: synthetic_p.to_csv(p, index=False), out)
+        write_atomic(out / hh_file, lambda p: spreadsheet_safe(synthetic_hh).to_csv(p, index=False), out)
+        write_atomic(out / p_file, lambda p: spreadsheet_safe(synthetic_p).to_csv(p, index=False), out)
         for level, table in summary_tables(project, result).items():
-            write_atomic(out / f"summary_{level}.csv", lambda p, t=table: t.to_csv(p, index=False), out)
+            write_atomic(out / f"summary_{level}.csv", lambda p, t=table: spreadsheet_safe(t).to_csv(p, index=False),
+                         out)
     by_prior = (households["prior"].value_counts().sort_index().to_dict() if "prior" in households.columns
                 else {config.prior: len(households)})
     extra: dict[str, Any] = {"prior_notes": prior_notes or {}, "households_by_prior": {

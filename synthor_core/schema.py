@@ -283,6 +283,36 @@ def expand_records(population: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     return schema.decode(expanded.reset_index(drop=True))
 
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads a cell starting so as a formula
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` for CSV exports in which no text cell starts a spreadsheet formula: text starting with
+    ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'`` (OWASP, "CSV Injection"). Numbers,
+    negative ones included, are left alone; :func:`spreadsheet_unescape` reverses it when a file is read back."""
+    out = frame.copy()
+    for name in out.columns:
+        column = out[name]
+        if column.dtype == object or isinstance(column.dtype, (pd.StringDtype, pd.CategoricalDtype)):
+            text = column.astype("string")
+            risky = text.str.startswith(FORMULA_PREFIXES).fillna(False)
+            if risky.any():
+                out[name] = text.where(~risky, "'" + text).astype(object)
+    return out
+
+
+def spreadsheet_unescape(frame: pd.DataFrame) -> pd.DataFrame:
+    """Undo :func:`spreadsheet_safe` on a frame read from CSV as text: ``'=x`` is ``=x`` again."""
+    out = frame.copy()
+    for name in out.columns:
+        if out[name].dtype == object or isinstance(out[name].dtype, pd.StringDtype):
+            text = out[name].astype("string")
+            escaped = (text.str.startswith("'") & text.str[1:].str.startswith(FORMULA_PREFIXES)).fillna(False)
+            if escaped.any():
+                out[name] = text.where(~escaped, text.str[1:]).astype(object)
+    return out
+
+
 SCHEMA_COLUMNS = ["name", "type", "categories", "ordered", "min", "max", "integer", "unit", "description"]
 
 

@@ -382,9 +382,17 @@ class RunStore:
         out: dict[str, bytes] = {}
         with self._connect() as cur:
             with tempfile.TemporaryDirectory(prefix="synthor-export-") as folder:
-                expand = f'SELECT p.* EXCLUDE ("count") FROM {table} p, range(p."count")'
-                for name, options in (("population.csv", "FORMAT csv, HEADER true"),
-                                      ("population.parquet", "FORMAT parquet")):
+                columns = cur.execute(f"DESCRIBE {table}").fetchall()
+                # CSV cells never start a spreadsheet formula (as schema.spreadsheet_safe, in SQL); Parquet as stored
+                safe = ", ".join(
+                    f"CASE WHEN regexp_matches({quote_ident(c)}::VARCHAR, '^[-=+@\t\r]') THEN chr(39) || "
+                    f"{quote_ident(c)}::VARCHAR ELSE {quote_ident(c)}::VARCHAR END AS {quote_ident(c)}"
+                    if kind == "VARCHAR" or kind.startswith("ENUM") else quote_ident(c)
+                    for c, kind, *_ in columns if c != "count")
+                plain = ", ".join(quote_ident(c) for c, *_ in columns if c != "count")
+                for name, select, options in (("population.csv", safe, "FORMAT csv, HEADER true"),
+                                              ("population.parquet", plain, "FORMAT parquet")):
+                    expand = f'SELECT {select} FROM {table} p, range(p."count")'
                     target = str(Path(folder) / name).replace("'", "''")
                     cur.execute(f"COPY ({expand}) TO '{target}' ({options})")
                     out[name] = (Path(folder) / name).read_bytes()
