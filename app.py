@@ -5,11 +5,18 @@ Start: ``streamlit run app.py`` (opens on the bundled UCI Adult example; no API 
 
 import streamlit as st
 
-from app_session import current_project, get_runner, init_state, owner_id
+from app_session import as_text, current_project, get_runner, init_state, owner_id
+from synthor_core.errors import SynthorError
 
 st.set_page_config(page_title="Synthor", page_icon=":material/groups:", layout="wide")
 init_state()
 owner_id()  # a private workspace keeps this browser's key in the address on every page
+try:
+    get_runner()
+except SynthorError as exc:  # an unwritable or foreign data folder: say which, and what to do
+    st.error(f"Synthor cannot open its data folder: {as_text(exc)}. Set SYNTHOR_DATA_DIR to a folder this server "
+             f"may write to.", icon=":material/error:")
+    st.stop()
 
 page = st.navigation([
     st.Page("pages/data.py", title="Data", icon=":material/table_chart:", default=True),
@@ -22,7 +29,7 @@ page = st.navigation([
 with st.sidebar:
     st.markdown("**Synthor**: synthetic populations from aggregate tables")
     project, problems = current_project()
-    st.caption(f"Project: {st.session_state['data.project_label']}")
+    st.caption(f"Project: {as_text(st.session_state['data.project_label'])}")
     if project is not None:
         st.caption(f"{project.size:,} persons, {len(project.schema.names)} variables, {len(project.tables)} tables")
     else:

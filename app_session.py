@@ -66,11 +66,15 @@ def visible_run(run_id: str | None) -> bool:
     return owner is None or get_runner().store.owner(run_id) == owner
 
 
-@st.cache_resource
 def get_runner() -> Runner:
     """The process-wide runner with its run store (``$SYNTHOR_DATA_DIR/runs.duckdb``, default in the user's data
-    folder); runs outlive page reloads."""
-    return Runner(RunStore(default_data_dir() / "runs.duckdb"))
+    folder); runs outlive page reloads. Raises SynthorError naming the folder when the store cannot be opened."""
+    return _runner_for(str(default_data_dir()))
+
+
+@st.cache_resource
+def _runner_for(data_dir: str) -> Runner:
+    return Runner(RunStore(Path(data_dir) / "runs.duckdb"))
 
 
 LLM_KEY_VARIABLE = "SYNTHOR_LLM_API_KEY"  # the operator's key, when not in Streamlit secrets ([llm] api_key)

@@ -1,7 +1,6 @@
 """Data: open the bundled example, upload a project or tables, edit the schema, define marginals by hand, and
 save the project folder. Every problem is listed with its file, row and column before anything can run."""
 
-import io
 from pathlib import Path
 
 import pandas as pd
@@ -11,14 +10,14 @@ from app_session import (EXAMPLE_DIR, EXAMPLE_LABEL, UploadError, as_text, curre
                          editable_project_dir, new_draft, problems_frame)
 from synthor_core.schema import variables_frame, variables_from_frame
 from synthor_core.store import zip_project_folder
-from synthor_core.targets import (marginal_template, parse_project_text, read_project_toml, suggest_table_spec,
-                                  table_file_name, write_project_toml)
+from synthor_core.targets import (marginal_template, parse_project_text, read_project_toml, read_table_bytes,
+                                  suggest_table_spec, table_file_name, write_project_toml)
 
 st.title("Data")
 
 left, right = st.columns([3, 2])
 with left:
-    st.caption(f"Project: **{st.session_state['data.project_label']}**")
+    st.caption(f"Project: **{as_text(st.session_state['data.project_label'])}**")
     buttons = st.columns(2)
     if buttons[0].button("Open the bundled example", key="data.open_example"):
         st.session_state["data.project_dir"] = str(EXAMPLE_DIR)
@@ -42,20 +41,22 @@ with right:
 project, problems = current_project()
 folder = Path(st.session_state["data.project_dir"])
 raw = read_project_toml(folder)
-_, schema, _ = parse_project_text((folder / "synthor.toml").read_text(encoding="utf-8")) \
-    if (folder / "synthor.toml").is_file() else (None, None, None)
+# the schema as far as it parses, for the forms below (a file that is not UTF-8 has none; its problem is listed)
+toml_text = (folder / "synthor.toml").read_bytes().decode("utf-8", "replace") if (folder / "synthor.toml").is_file() \
+    else None
+_, schema, _ = parse_project_text(toml_text) if toml_text is not None else (None, None, None)
 
 if problems:
     st.error(f"{len(problems)} problem(s): fix them below (or in your files and open the project again). "
              f"Nothing runs until the project is valid.")
     st.dataframe(problems_frame(problems), hide_index=True, width="stretch", key="data.problems")
 else:
-    st.success(f"{st.session_state['data.project_label']}: {project.size:,} persons, "
+    st.success(f"{as_text(st.session_state['data.project_label'])}: {project.size:,} persons, "
                f"{len(project.schema.names)} variables, {len(project.tables)} target tables.")
     if project.description:
         st.caption(project.description)
     for warning in project.warnings:
-        st.warning(warning)
+        st.warning(as_text(warning))
 
 overview, schema_tab, add_tab, marginal_tab, save_tab = st.tabs(
     ["Overview", "Schema", "Add a table", "Marginal by hand", "Save"])
@@ -109,15 +110,9 @@ with add_tab:
     if table_file is not None:
         suffix = Path(table_file.name).suffix.lower()
         content = table_file.getvalue()
-        try:
-            if suffix == ".csv":
-                frame = pd.read_csv(io.BytesIO(content), dtype=str, keep_default_na=False, skipinitialspace=True)
-            elif suffix == ".xlsx":
-                frame = pd.read_excel(io.BytesIO(content), dtype=str, keep_default_na=False)
-            else:
-                frame = pd.read_parquet(io.BytesIO(content)).astype("string")
-        except (ValueError, UnicodeDecodeError) as exc:
-            st.error(f"{table_file.name}: could not be read ({exc}). Expected CSV in UTF-8, XLSX or Parquet.")
+        frame, _, read_problems = read_table_bytes(content, Path(table_file.name).name)
+        if frame is None:
+            st.error(f"{as_text(read_problems[0])}. Expected CSV in UTF-8, XLSX or Parquet.")
             st.stop()
         st.dataframe(frame.head(20), hide_index=True, width="stretch", key="data.upload_preview")
         stem = Path(table_file.name).stem.replace(" ", "_")
@@ -160,12 +155,12 @@ with add_tab:
         bins = {}
         for var in numeric:
             default = ", ".join(f"{e:g}" for e in guess.get("bins", {}).get(var, []))
-            text = st.text_input(f"Bin edges of {var} (from {schema[var].min:g} to {schema[var].max:g})",
+            text = st.text_input(f"Bin edges of {as_text(var)} (from {schema[var].min:g} to {schema[var].max:g})",
                                  value=default, key=f"data.bins.{var}")
             try:
                 bins[var] = [float(x) for x in text.replace(";", ",").split(",") if x.strip()]
             except ValueError:
-                st.error(f'Bin edges of {var}: expected numbers separated by commas, got "{text}"')
+                st.error(f'Bin edges of {as_text(var)}: expected numbers separated by commas, got "{as_text(text)}"')
         if bins:
             spec["bins"] = bins
         if st.button("Add this table to the project", key="data.add_table", type="primary"):
@@ -222,7 +217,7 @@ with save_tab:
     tables = [t.get("name", "?") for t in raw.get("tables", [])]
     if tables:
         remove = st.selectbox("Remove a table from the project", ["(none)"] + tables, key="data.remove_choice")
-        if remove != "(none)" and st.button(f"Remove {remove}", key="data.remove"):
+        if remove != "(none)" and st.button(f"Remove {as_text(remove)}", key="data.remove"):
             target = editable_project_dir()
             updated = read_project_toml(target)
             updated["tables"] = [t for t in updated.get("tables", []) if t.get("name") != remove]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_session import get_runner, owner_id, run_population, show_downloads
+from app_session import as_text, get_runner, owner_id, run_population, show_downloads
 from synthor_core.evaluate import holdout_comparison, worst_cells
 
 st.title("Evaluate & export")
@@ -65,11 +65,11 @@ if holdout is not None:
                 else pd.read_parquet(content))
         tables, dropped = holdout_comparison(project, population, real)
     except (ValueError, UnicodeDecodeError) as exc:
-        st.error(f"{holdout.name}: {exc}")
+        st.error(f"{as_text(holdout.name)}: {as_text(exc)}")
     else:
         if dropped:
             st.warning(f"{sum(dropped.values()):,} real records left out because they are outside the schema: "
-                       + ", ".join(f"{k} ({v:,})" for k, v in dropped.items()))
+                       + ", ".join(f"{as_text(k)} ({v:,})" for k, v in dropped.items()))
         summary = tables.groupby("way")["tvd"].agg(["mean", "max", "count"]).reset_index()
         cols = st.columns(len(summary))
         for col, row in zip(cols, summary.itertuples(index=False)):

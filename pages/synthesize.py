@@ -69,7 +69,7 @@ if prior_name == "llm":
                                        price_prompt_per_million=price_in or None,
                                        price_completion_per_million=price_out or None)
         except ValueError as exc:
-            st.error(f"LLM settings: {exc}")
+            st.error(f"LLM settings: {as_text(exc)}")
         if llm_settings is not None and st.button("Test connection", key="synth.test_connection"):
             st.info(as_text(LLMPrior(project, llm_settings, api_key=api_key).test_connection()))
 
@@ -79,10 +79,10 @@ if rules_file is not None:
     try:
         rules = rules_from_upload(rules_file.name, rules_file.getvalue(), project.schema)
     except TargetValidationError as exc:
-        st.error(f"{len(exc.problems)} problem(s) in {rules_file.name}: nothing runs until they are fixed.")
+        st.error(f"{len(exc.problems)} problem(s) in {as_text(rules_file.name)}: nothing runs until they are fixed.")
         st.dataframe(problems_frame(exc.problems), hide_index=True, width="stretch", key="synth.rule_problems")
         st.stop()
-    st.caption(f"{len(rules)} rule(s): " + "; ".join(f"{r.name} ({r.condition})" for r in rules))
+    st.caption(f"{len(rules)} rule(s): " + "; ".join(f"{as_text(r.name)} ({as_text(r.condition)})" for r in rules))
 
 with st.form("synth.settings"):
     cols = st.columns(5)
@@ -167,7 +167,7 @@ snap = runner.snapshot(st.session_state["synth.run_id"])
 if snap.result is not None:
     result = snap.result
     st.subheader("Fit after calibration")
-    st.write(f"Stopped: {result.stop_reason} after {result.iterations} iterations, {result.seconds:.1f} s. "
+    st.write(f"Stopped: {as_text(result.stop_reason)} after {result.iterations} iterations, {result.seconds:.1f} s. "
              f"Mean TVD **{result.fit.mean_tvd:.4f}**, max TVD **{result.fit.max_tvd:.4f}** over "
              f"{len(result.fit.tables)} tables.")
     st.dataframe(fit_frame(result.fit), hide_index=True, width="stretch", key="synth.fit")

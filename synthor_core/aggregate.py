@@ -60,7 +60,7 @@ class Aggregator:
         self._con.execute("SET threads = 2")
         self._expressions = [cell_expression(schema, t) for t in self.tables]
         self._group_sql = " UNION ALL ".join(
-            f"SELECT {i} AS t, {expr} AS cell, SUM({quote_ident(COUNT)})::DOUBLE AS n FROM population GROUP BY cell"
+            f"SELECT {i} AS t, {expr} AS cell, SUM({quote_ident(COUNT)})::DOUBLE AS n FROM population GROUP BY 2"
             for i, expr in enumerate(self._expressions)
         )
 

@@ -22,6 +22,7 @@ FILE_MODE = 0o666 & ~_umask()  # mode of a file written through a temporary file
 
 # --- engine -------------------------------------------------------------------------------------
 MAX_ITERATIONS = 100  # iterations of the loop (the paper's fixed budget)
+MAX_POPULATION = 2_000_000_000  # persons of one person project at most (a larger N is refused by validation)
 TOLERANCE_TVD = 0.005  # mean TVD over target tables at which the loop stops
 ATTRIBUTION_TOP_K = 12  # cells per direction (under / over) handed to the prior as guidance
 PAPER_MAX_PROPOSALS = 5  # proposals per iteration in paper mode (LLMSynthor §3)

@@ -56,7 +56,7 @@ class SynthesisConfig(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    size: int | None = Field(None, gt=0)
+    size: int | None = Field(None, gt=0, le=defaults.MAX_POPULATION)
     mode: Literal["full", "paper"] = "full"
     seed: int = Field(0, ge=0)
     max_iterations: int = Field(defaults.MAX_ITERATIONS, ge=1, le=100_000)

@@ -44,10 +44,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-import re
 import shutil
 import tempfile
-import tomllib
 from pathlib import Path
 from typing import Literal
 
@@ -61,6 +59,7 @@ from .geography import Geography, build_geography, shown_value
 from .populationsim import (SETTINGS_FILE, load_populationsim, number_column, read_csv_table,
                             read_settings, seed_sample_from_tables)
 from .rules import RuleError, compile_seed_expression
+from .toml_files import parse_toml
 from .targets import PROJECT_FILE, inside_folder, pydantic_problems, read_project_toml
 from .units import (HOUSEHOLDS, PERSONS, Control, Derivation, HouseholdProject, HouseholdRule, SeedSample,
                     infer_derivations, output_problems)
@@ -187,12 +186,9 @@ def _read_spec(root: Path) -> HouseholdProjectSpec:
     except (OSError, UnicodeDecodeError) as exc:
         raise TargetValidationError([Problem(PROJECT_FILE, f"could not be read as UTF-8 text "
                                                            f"({type(exc).__name__})")]) from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        found = re.search(r"line (\d+)", str(exc))
-        raise TargetValidationError([Problem(PROJECT_FILE, f"is not valid TOML: {exc}",
-                                             row=int(found.group(1)) if found else None)]) from None
+    raw, problems = parse_toml(text, PROJECT_FILE)
+    if raw is None:
+        raise TargetValidationError(problems)
     try:
         return HouseholdProjectSpec.model_validate(raw)
     except ValidationError as exc:

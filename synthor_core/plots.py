@@ -25,7 +25,7 @@ def tvd_by_iteration(events, tables_shown: int = 30) -> go.Figure:
     if events:
         last = events[-1].tvd_by_table
         for name in sorted(last, key=lambda n: -last[n])[:tables_shown]:
-            fig.add_trace(go.Scatter(x=x, y=[max(e.tvd_by_table[name], 1e-6) for e in events], name=name,
+            fig.add_trace(go.Scatter(x=x, y=[max(e.tvd_by_table[name], 1e-6) for e in events], name=_label(name),
                                      mode="lines", line={"width": 1}, opacity=0.45, legendgroup="tables"))
     fig.add_trace(go.Scatter(x=x, y=[max(e.max_tvd, 1e-6) for e in events], name="max TVD", mode="lines+markers",
                              line={"width": 3, "color": "#d62728"}))
@@ -62,7 +62,7 @@ def table_comparison(table: TargetTable, synthetic: np.ndarray, schema: Schema) 
     target = table.shares
     total = synthetic.sum()
     synth = synthetic / total if total > 0 else np.zeros_like(target)
-    labels = table.axis_labels(schema)
+    labels = [[_label(v) for v in axis] for axis in table.axis_labels(schema)]  # names from project files
     if len(table.variables) == 2:
         from plotly.subplots import make_subplots
         fig = make_subplots(rows=1, cols=3, subplot_titles=("target share", "synthetic share",
@@ -79,7 +79,7 @@ def table_comparison(table: TargetTable, synthetic: np.ndarray, schema: Schema) 
                                      **kwargs), row=1, col=col)
         fig.update_layout(height=max(300, 22 * len(labels[0]) + 120), margin={"l": 10, "r": 10, "t": 40, "b": 10})
         return fig
-    names = [" | ".join(table.cell_label(schema, i).values()) for i in range(target.size)]
+    names = [_label(" | ".join(map(str, table.cell_label(schema, i).values()))) for i in range(target.size)]
     fig = go.Figure([go.Bar(x=names, y=target.reshape(-1), name="target"),
                      go.Bar(x=names, y=synth.reshape(-1), name="synthetic")])
     fig.update_layout(barmode="group", yaxis_title="share", height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10})

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ast
 import operator
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import Problem, TargetValidationError
+from .toml_files import parse_toml
 from .schema import Schema
 
 MAX_CONDITION_LENGTH = 2_000  # characters of one condition
@@ -204,9 +204,11 @@ def load_rules(path: str | Path, schema: Schema) -> list[Rule]:
     path = Path(path)
     shown = path.name
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise TargetValidationError([Problem(shown, f"could not be read as TOML ({exc})")]) from None
+        raw, problems = parse_toml(path.read_text(encoding="utf-8"), shown)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TargetValidationError([Problem(shown, f"could not be read as UTF-8 text ({exc})")]) from None
+    if raw is None:
+        raise TargetValidationError(problems)
     rules, problems = [], []
     entries = raw.get("rules")
     if not isinstance(entries, list) or not entries:

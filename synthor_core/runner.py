@@ -7,6 +7,7 @@ lock, and pages read a copy with :meth:`Runner.snapshot`.
 from __future__ import annotations
 
 import io
+import logging
 import math
 import threading
 import time
@@ -212,8 +213,9 @@ class Runner:
             if self.store is not None:
                 self.store.add_llm_calls(snap.run_id, getattr(prior, "calls", []))
                 self.store.finish_run(snap.run_id, "failed", ended, error=error)
-            self._update(run, status="failed", ended_at=ended,
-                         error=f"{error}\n{traceback.format_exc(limit=3)}")
+            # the user reads the message; the traceback goes to the server's log, never to the page
+            logging.getLogger("synthor").error("run %s failed\n%s", snap.run_id, traceback.format_exc())
+            self._update(run, status="failed", ended_at=ended, error=error)
 
     def stop(self, run_id: str) -> None:
         """Ask a run to stop; it ends within one iteration and keeps what it built."""

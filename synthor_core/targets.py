@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import math
 import re
-import tomllib
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import defaults
 from .errors import Problem, TargetValidationError
+from .toml_files import parse_toml
 from .schema import Bins, CategoricalVariable, NumericVariable, Schema, Variable
 
 PROJECT_FILE = "synthor.toml"
@@ -35,7 +36,7 @@ class PopulationSpec(BaseModel):
     """``[population]``: the size N of the synthetic population and what one record is."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    size: int = Field(gt=0)
+    size: int = Field(gt=0, le=defaults.MAX_POPULATION)
     description: str = ""
 
 
@@ -166,12 +167,24 @@ def pydantic_problems(file: str, err: ValidationError) -> list[Problem]:
 
 def _read_frame(path: Path, shown: str, sheet: str | None) -> tuple[pd.DataFrame | None, int, list[Problem]]:
     """Read a table file as strings. Returns (frame, number of the first data row in the file, problems)."""
-    suffix = path.suffix.lower()
     if not path.is_file():
         return None, 2, [Problem(shown, "file not found")]
+    return read_table_bytes(path.read_bytes(), shown, sheet)
+
+
+def read_table_bytes(raw: bytes, shown: str, sheet: str | None = None
+                     ) -> tuple[pd.DataFrame | None, int, list[Problem]]:
+    """Read the bytes of a table file (CSV UTF-8, TSV, XLSX, Parquet, told apart by the suffix of ``shown``) as
+    strings.
+
+    Returns
+    -------
+    (DataFrame of str or None, number of the first data row in the file, list of Problem): a problem names
+    ``shown`` and says why: not UTF-8 (with the row), damaged or of another format, an unknown suffix.
+    """
+    suffix = Path(shown).suffix.lower()
     try:
         if suffix in (".csv", ".txt", ".tsv"):
-            raw = path.read_bytes()
             try:
                 text = raw.decode("utf-8-sig")
             except UnicodeDecodeError as exc:
@@ -182,22 +195,38 @@ def _read_frame(path: Path, shown: str, sheet: str | None) -> tuple[pd.DataFrame
             frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, sep=sep, skipinitialspace=True)
             return frame, 2, []
         if suffix in (".xlsx", ".xlsm"):
-            frame = pd.read_excel(path, sheet_name=sheet if sheet is not None else 0, dtype=str, keep_default_na=False)
+            frame = pd.read_excel(io.BytesIO(raw), sheet_name=sheet if sheet is not None else 0, dtype=str,
+                                  keep_default_na=False)
             return frame, 2, []
         if suffix == ".parquet":
-            frame = pd.read_parquet(path)
+            frame = pd.read_parquet(io.BytesIO(raw))
             return frame.astype("string").fillna(""), 1, []
-    except (ValueError, KeyError, OSError, pd.errors.ParserError) as exc:
-        return None, 2, [Problem(shown, f"could not be read as {suffix.lstrip('.')} ({exc})")]
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, pd.errors.ParserError) as exc:
+        return None, 2, [Problem(shown, f"could not be read as {suffix.lstrip('.')} ({type(exc).__name__}: {exc}); "
+                                        f"the file is damaged or of another format")]
+    except Exception as exc:  # openpyxl's InvalidFileException and kin: reported by name, with the file
+        if type(exc).__module__.split(".")[0] not in ("openpyxl", "pyarrow", "zipfile"):
+            raise
+        return None, 2, [Problem(shown, f"could not be read as {suffix.lstrip('.')} ({type(exc).__name__}: {exc}); "
+                                        f"the file is damaged or of another format")]
     return None, 2, [Problem(shown, f"expected a .csv, .xlsx or .parquet file, got {suffix or 'no extension'}")]
 
 
+_THOUSANDS = re.compile(r"\d{1,3}(,\d{3})+(\.\d*)?")  # 12,345 or 1,234,567.5: commas group thousands
+
+
 def _parse_count(text: str) -> float | None:
+    """A count as written in a table: ``1234``, ``1,234`` (thousands), ``12.5``; None for anything else,
+    including a decimal comma (``110,5`` is not 1105)."""
+    plain = str(text).strip()
+    if "," in plain:
+        if not _THOUSANDS.fullmatch(plain):
+            return None
+        plain = plain.replace(",", "")
     try:
-        value = float(str(text).replace(",", "").strip())
+        return float(plain)
     except ValueError:
         return None
-    return value
 
 
 def _axis_lookup(var, bins: Bins | None) -> tuple[int, callable]:
@@ -255,7 +284,9 @@ def _parse_long(frame, spec, schema, bins, shown, first_row, problems) -> np.nda
 def _check_count(text, shown, row, column, problems) -> float | None:
     value = _parse_count(text)
     if value is None or math.isnan(value) or math.isinf(value) or value < 0:
-        problems.append(Problem(shown, f'expected a number >= 0, got "{text}"', row=row, column=column))
+        hint = " (write decimals with a point: 110.5; commas may only group thousands: 1,105)" if "," in str(
+            text) else ""
+        problems.append(Problem(shown, f'expected a number >= 0, got "{text}"{hint}', row=row, column=column))
         return None
     return value
 
@@ -500,12 +531,9 @@ def validate_project(path: str | Path) -> list[Problem]:
 def parse_project_text(text: str, where: str = PROJECT_FILE) -> tuple[ProjectSpec | None, Schema | None,
                                                                       list[Problem]]:
     """Parse and check the text of a ``synthor.toml``: (spec, schema, problems)."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        found = re.search(r"line (\d+)", str(exc))
-        line = getattr(exc, "lineno", None) or (int(found.group(1)) if found else None)
-        return None, None, [Problem(where, f"is not valid TOML: {exc}", row=line)]
+    raw, problems = parse_toml(text, where)
+    if raw is None:
+        return None, None, problems
     try:
         spec = ProjectSpec.model_validate(raw)
     except ValidationError as exc:
@@ -564,9 +592,10 @@ def read_project_toml(folder: str | Path) -> dict:
     """The raw content of ``folder/synthor.toml`` (an empty dict when missing or not valid TOML)."""
     path = Path(folder) / PROJECT_FILE
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        raw, _ = parse_toml(path.read_text(encoding="utf-8"), PROJECT_FILE)
+    except (OSError, UnicodeDecodeError):
         return {}
+    return raw or {}
 
 
 def write_project_toml(folder: str | Path, raw: dict) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .. import defaults
+from ..errors import ConfigError
 from ..metrics import CellGap
 from ..schema import Bins, Schema
 from ..targets import Project, TargetTable
@@ -261,7 +262,8 @@ class MaxEntJoint:
                 down[k] = np.where(up[k] > 0, message, 0.0)
         total = beliefs[self.order[0]].sum()
         if not total > 0:
-            raise ValueError("the rules forbid every record")
+            raise ConfigError("the rules forbid every record the target tables allow: no record satisfies them "
+                              "all; loosen or remove a rule")
         self.marginals = [beliefs[i] / total for i in range(len(self.cliques))]
 
     # ------------------------------------------------------------------------------------------ algebra

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
+from app_session import as_text
 from synthor_core.store import zip_project_folder
 from synthor_core.targets import read_project_toml
 from synthor_testing import ROOT, write_project
@@ -32,7 +33,7 @@ def test_opening_a_project_zip(tmp_path):
     _uploader(at, "Open a project folder").set_value(("small.zip", content, "application/zip"))
     at.run()
     assert not at.exception
-    assert at.success[0].value.startswith("small.zip: 1,000 persons, 3 variables, 3 target tables.")
+    assert at.success[0].value.startswith(as_text("small.zip") + ": 1,000 persons, 3 variables, 3 target tables.")
 
 
 def test_adding_a_broken_table_lists_its_problems_on_a_copy_of_the_example():

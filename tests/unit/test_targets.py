@@ -206,3 +206,52 @@ def test_harmonize_scales_totals_and_reports_disagreeing_marginals(tmp_path):
     # age [65, 99]: both tables imply 180 -> no warning for age
     assert not any(w.startswith("age =") for w in project.warnings)
     assert np.isclose(project.tables[2].counts.sum(), 1000)
+
+
+def test_a_decimal_comma_is_refused_not_read_as_thousands(tmp_path):
+    files = _with("tables/age_by_sex.csv", 'age,sex,count\n"[0, 18)",Female,"110,5"\n"[0, 18)",Male,"1,120"\n'
+                  '"[18, 65)",Female,300\n"[18, 65)",Male,290\n"[65, 99]",Female,100\n"[65, 99]",Male,80\n')
+    assert _problems(tmp_path, files=files) == [
+        'tables/age_by_sex.csv row 2, column "count": expected a number >= 0, got "110,5" (write decimals with a '
+        'point: 110.5; commas may only group thousands: 1,105)']
+
+
+def test_toml_nested_thousands_deep_or_a_huge_population_is_a_problem_not_a_crash(tmp_path):
+    assert _problems(tmp_path, toml="a = " + "[" * 5000 + "]" * 5000 + "\n" + SMALL_TOML) == [
+        "synthor.toml: is nested too deeply (arrays or tables inside each other hundreds of levels deep): not a "
+        "project file"]
+    assert _problems(tmp_path, toml=SMALL_TOML.replace("size = 1000", "size = 100000000000000000000")) == [
+        'synthor.toml column "population.size": Input should be less than or equal to 2000000000, got '
+        '100000000000000000000']
+
+
+def test_a_damaged_workbook_is_named(tmp_path):
+    files = dict(SMALL_FILES)
+    files["tables/sex_by_employed.xlsx"] = b"PK\x03\x04 not really a workbook"
+    toml = SMALL_TOML.replace("tables/sex_by_employed.csv", "tables/sex_by_employed.xlsx")
+    assert _problems(tmp_path, toml=toml, files=files) == [
+        "tables/sex_by_employed.xlsx: could not be read as xlsx (BadZipFile: File is not a zip file); the file is "
+        "damaged or of another format"]
+
+
+def test_a_variable_may_be_named_like_the_aggregation_s_own_columns(tmp_path):
+    """A variable named ``cell`` (or t, n) once failed in DuckDB's binder."""
+    from synthor_core.engine import SynthesisConfig, SynthesisResult, run_synthesis
+    from synthor_core.priors.maxent import MaxEntPrior
+    toml = SMALL_TOML.replace("employed", "cell")
+    files = {k.replace("employed", "cell"): v.replace("employed", "cell") for k, v in SMALL_FILES.items()}
+    project = load_project(write_project(tmp_path / "p", toml, files))
+    result = [e for e in run_synthesis(project, MaxEntPrior(project), SynthesisConfig(seed=1))
+              if isinstance(e, SynthesisResult)][0]
+    assert result.population["count"].sum() == 1000 and result.fit.mean_tvd < 0.005
+
+
+def test_rules_that_forbid_every_record_say_so(tmp_path, small_project_dir):
+    from synthor_core.errors import ConfigError
+    from synthor_core.priors.maxent import MaxEntPrior
+    from synthor_core.rules import load_rules
+    project = load_project(small_project_dir)
+    (tmp_path / "rules.toml").write_text('[[rules]]\nname = "nobody"\ncondition = "age >= 0"\n', encoding="utf-8")
+    rules = load_rules(tmp_path / "rules.toml", project.schema)
+    with pytest.raises(ConfigError, match="the rules forbid every record the target tables allow"):
+        MaxEntPrior(project, rules=rules)
