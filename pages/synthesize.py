@@ -166,10 +166,15 @@ show_run()
 snap = runner.snapshot(st.session_state["synth.run_id"])
 if snap.result is not None:
     result = snap.result
-    st.subheader("Fit after calibration")
+    st.subheader("Fit after calibration" if result.calibration is not None else "Final fit (not calibrated)")
     st.write(f"Stopped: {as_text(result.stop_reason)} after {result.iterations} iterations, {result.seconds:.1f} s. "
              f"Mean TVD **{result.fit.mean_tvd:.4f}**, max TVD **{result.fit.max_tvd:.4f}** over "
              f"{len(result.fit.tables)} tables.")
+    if result.fit.mean_tvd > snap.config.tolerance_tvd:
+        st.warning(f"Not converged: the mean TVD {result.fit.mean_tvd:.4f} is above the tolerance "
+                   f"{snap.config.tolerance_tvd:g}. Check the tables for contradictions (the Data page lists "
+                   f"marginals on which they disagree), allow more iterations, or try another prior.",
+                   icon=":material/warning:")
     st.dataframe(fit_frame(result.fit), hide_index=True, width="stretch", key="synth.fit")
     st.page_link("pages/evaluate.py", label="Evaluate this run in detail", icon=":material/fact_check:")
     show_downloads(snap.run_id, key="synth.downloads")

@@ -342,7 +342,8 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
 
         if population[COUNT].sum() <= 0:
             raise PriorError(f'the prior "{prior.name}" produced no valid record in {iteration} iteration(s); '
-                             f"rejected: {dict(rejected_total) or 'nothing'}" + (f"; {error}" if error else ""))
+                             f"rejected: {dict(rejected_total) or 'nothing'}" + _failure_text(prior.usage)
+                             + (f"; {error}" if error else ""))
         calibration = None
         weights = population[COUNT].to_numpy(dtype=np.float64)
         cell_ids = aggregator.cell_ids(population)
@@ -361,6 +362,16 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
         fit = measure_fit(tables, aggregator.aggregate(population))
     yield SynthesisResult(population, fit, loop_fit, iteration, stop_reason, calibration,
                           time.perf_counter() - started, dict(rejected_total), tuple(warnings), error)
+
+
+def _failure_text(usage) -> str:
+    """The prior's failed calls by kind, for an error message ("; 40 failed calls: server_error 28, ...")."""
+    failures = getattr(usage, "failures", None) or {}
+    if not failures:
+        return ""
+    kinds = sorted(failures.items(), key=lambda kv: -kv[1])
+    return (f"; {sum(failures.values()):,} failed calls of {usage.calls:,}: "
+            + ", ".join(f"{kind} {n:,}" for kind, n in kinds))
 
 
 def _prior_stop(exc: PriorError) -> str:

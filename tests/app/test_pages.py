@@ -8,15 +8,19 @@ import time
 
 from streamlit.testing.v1 import AppTest
 
+from app_session import as_text
 from synthor_testing import ROOT, SMALL_FILES, SMALL_TOML, write_project
 
 APP = str(ROOT / "app.py")
 
 
+FINAL_HEADINGS = ("Fit after calibration", "Final fit (not calibrated)")  # full mode calibrates; paper mode not
+
+
 def _wait_for_fit(at: AppTest, timeout_s: float) -> None:
     """Rerun the page until the finished run's fit table shows (or the time is up)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not any(h.value == "Fit after calibration" for h in at.subheader):
+    while time.monotonic() < deadline and not any(h.value in FINAL_HEADINGS for h in at.subheader):
         time.sleep(0.5)
         at.run()
 
@@ -30,7 +34,8 @@ def _app() -> AppTest:
 
 def test_data_page_opens_on_the_bundled_example():
     at = _app()
-    assert at.success[0].value.startswith("UCI Adult, 1994 Current Population Survey (bundled example): 48,842 "
+    assert at.success[0].value.startswith(as_text("UCI Adult, 1994 Current Population Survey (bundled example)")
+                                          + ": 48,842 "
                                           "persons, 9 variables, 19 target tables.")
     variables = at.dataframe[0].value
     assert variables["variable"].tolist()[:3] == ["age", "sex", "race"]
@@ -97,6 +102,9 @@ def test_evaluate_page_highlights_tables_over_the_threshold_and_compares_holdout
     at.number_input(key="synth.max_iterations").set_value(20)
     at.button[0].click().run()
     _wait_for_fit(at, 90)
+    assert [h.value for h in at.subheader] == ["Final fit (not calibrated)"]  # paper mode: no calibration
+    (warning,) = [w.value for w in at.warning if w.value.startswith("Not converged")]
+    assert warning.startswith("Not converged: the mean TVD 0.")
     run_id = at.session_state["synth.run_id"]
     at.switch_page("pages/evaluate.py").run()
     assert not at.exception
@@ -180,7 +188,7 @@ def test_llm_prior_from_the_page_against_the_local_endpoint(tmp_path):
         at.number_input(key="synth.price_out").set_value(0.4)
         at.button(key="FormSubmitter:synth.settings-Start").click().run()
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not any(h.value == "Fit after calibration" for h in at.subheader):
+        while time.monotonic() < deadline and not any(h.value in FINAL_HEADINGS for h in at.subheader):
             time.sleep(0.5)
             at.run()
     assert not at.exception
@@ -233,7 +241,7 @@ def test_rules_uploaded_on_the_synthesize_page_are_enforced_or_their_problems_li
     at.switch_page("pages/synthesize.py").run()
     uploader = [u for u in at.get("file_uploader") if u.label.startswith("Plausibility rules")][0]
     uploader.set_value(("bad.toml", b'[[rules]]\nname = "x"\ncondition = "__import__(1)"\n', "text/plain")).run()
-    assert at.error[0].value.startswith("1 problem(s) in bad.toml: nothing runs until they are fixed.")
+    assert at.error[0].value.startswith(f"1 problem(s) in {as_text('bad.toml')}: nothing runs until they are fixed.")
     assert at.dataframe[0].value["problem"].tolist() == [
         'rule "x": a function call is not allowed here (expected a comparison)']
     rules = (ROOT / "examples" / "adult" / "rules.toml").read_bytes()

@@ -237,3 +237,18 @@ def test_retry_after_is_honoured_instead_of_the_backoff(ecommerce):
     assert [c.outcome for c in prior.calls] == ["rate_limit"] * 3
     assert [c.waited_s for c in prior.calls] == pytest.approx([0.0, 0.2, 0.4])  # backoff would give 0, 0.5, 1.5
     assert prior.usage.failures == {"rate_limit": 3}
+
+
+@pytest.mark.parametrize("kind", ["server_error", "refusal"])
+def test_an_endpoint_failing_every_call_is_named_in_the_error(ecommerce, kind):
+    """HTTP 500 (or a refusal) to every call: the run's error names the failures by kind, not "rejected: nothing"."""
+    folder, project, _ = ecommerce
+    settings = LLMSettings(base_url="http://127.0.0.1:1/v1", model="bn-oracle", max_retries=0, backoff_s=0,
+                           unreachable_after_s=30, infer_dependencies=False)
+    with TestEndpoint(seed=1, fault_rate=1.0, fault_kinds=(kind,)) as endpoint:
+        prior = LLMPrior(project, settings.model_copy(update={"base_url": endpoint.url}), api_key="")
+        with pytest.raises(Exception) as info:
+            list(run_synthesis(project, prior, SynthesisConfig(size=500, seed=1, max_iterations=3)))
+    message = str(info.value)
+    assert f"failed calls of {prior.usage.calls:,}: {kind} " in message, message
+    assert type(info.value).__name__ == "PriorError"
