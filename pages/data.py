@@ -1,6 +1,7 @@
 """Data: open the bundled example, upload a project or tables, edit the schema, define marginals by hand, and
 save the project folder. Every problem is listed with its file, row and column before anything can run."""
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -10,8 +11,19 @@ from app_session import (EXAMPLE_DIR, EXAMPLE_LABEL, UploadError, as_text, curre
                          editable_project_dir, new_draft, problems_frame)
 from synthor_core.schema import variables_frame, variables_from_frame
 from synthor_core.store import zip_project_folder
-from synthor_core.targets import (marginal_template, parse_project_text, read_project_toml, read_table_bytes,
-                                  suggest_table_spec, table_file_name, write_project_toml)
+from synthor_core.targets import (edges_from_labels, infer_variables, marginal_template, parse_project_text,
+                                  read_project_toml, read_table_bytes, suggest_table_spec, table_file_name,
+                                  table_labels, table_total, write_project_toml)
+
+FORM_KEYS = ("data.new_table_", "data.map.", "data.bins.", "data.replace_table")  # the Add-a-table form's widgets
+PROJECT_FORM_KEYS = FORM_KEYS + ("data.size", "data.description", "data.schema_editor", "data.marginal_",
+                                 "data.remove_choice", "data.preview")
+VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+TABLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def _edges_text(labels) -> list[float]:
+    return edges_from_labels(labels) or []
 
 st.title("Data")
 
@@ -40,17 +52,41 @@ with right:
 
 project, problems = current_project()
 folder = Path(st.session_state["data.project_dir"])
+if st.session_state.get("data.form_project") != str(folder):
+    # another project: the forms show its N, description and variables, never the previous project's answers
+    st.session_state["data.form_project"] = str(folder)
+    for key in [k for k in st.session_state if str(k).startswith(PROJECT_FORM_KEYS)]:
+        del st.session_state[key]
 raw = read_project_toml(folder)
 # the schema as far as it parses, for the forms below (a file that is not UTF-8 has none; its problem is listed)
 toml_text = (folder / "synthor.toml").read_bytes().decode("utf-8", "replace") if (folder / "synthor.toml").is_file() \
     else None
 _, schema, _ = parse_project_text(toml_text) if toml_text is not None else (None, None, None)
 
+raw_tables = [t for t in raw.get("tables", []) if isinstance(t, dict)]
+if "data.last_added" in st.session_state:
+    st.toast(f"Added the table {as_text(st.session_state.pop('data.last_added'))}")
+# an empty or new project is not an error: the steps are shown instead of "List should have at least 1 item"
+empty_lists = [p for p in problems if p.column in ("variables", "tables") and "at least 1 item" in p.message]
+problems = [p for p in problems if p not in empty_lists]
+if project is None and empty_lists:
+    st.info("**Build the project in three steps.** 1. **Add a table**: upload each table file (marginals or "
+            "cross-tabulations, long or cross-tab); its variables and categories are read from it. 2. **Schema**: "
+            "review the variables (order of categories, numeric ranges, descriptions). 3. Set the **population "
+            "size N** on the Schema tab (it starts as the first table's total). Then go to Synthesize.",
+            icon=":material/checklist:")
 if problems:
     st.error(f"{len(problems)} problem(s): fix them below (or in your files and open the project again). "
              f"Nothing runs until the project is valid.")
     st.dataframe(problems_frame(problems), hide_index=True, width="stretch", key="data.problems")
-else:
+if project is None and raw_tables:  # the tables stay in sight while the project is incomplete
+    st.caption(f"Tables in this project ({len(raw_tables)})")
+    st.dataframe(pd.DataFrame([{"table": t.get("name"), "format": t.get("format"),
+                                "variables": " x ".join(t.get("variables") or [t.get("rows") or "",
+                                                                               t.get("columns") or ""]),
+                                "file": t.get("file")} for t in raw_tables]),
+                 hide_index=True, width="stretch", key="data.table_list")
+if project is not None:
     st.success(f"{as_text(st.session_state['data.project_label'])}: {project.size:,} persons, "
                f"{len(project.schema.names)} variables, {len(project.tables)} target tables.")
     if project.description:
@@ -105,25 +141,36 @@ with schema_tab:
         st.rerun()
 
 with add_tab:
+    st.caption("Upload one table file at a time: its format, variables and categories are read from it, and "
+               "variables the project lacks are added (review them on the Schema tab).")
     table_file = st.file_uploader("A table file (CSV UTF-8, XLSX, Parquet; long or cross-tab)",
                                   type=["csv", "xlsx", "parquet"], key="data.table_file")
     if table_file is not None:
+        if st.session_state.get("data.form_file") != table_file.file_id:
+            # a new file: the form below starts from this file's guesses, never from the previous file's answers
+            st.session_state["data.form_file"] = table_file.file_id
+            for key in [k for k in st.session_state if str(k).startswith(FORM_KEYS)]:
+                del st.session_state[key]
         suffix = Path(table_file.name).suffix.lower()
         content = table_file.getvalue()
         frame, _, read_problems = read_table_bytes(content, Path(table_file.name).name)
         if frame is None:
             st.error(f"{as_text(read_problems[0])}. Expected CSV in UTF-8, XLSX or Parquet.")
             st.stop()
+        frame.columns = [str(c).strip() for c in frame.columns]
         st.dataframe(frame.head(20), hide_index=True, width="stretch", key="data.upload_preview")
-        stem = Path(table_file.name).stem.replace(" ", "_")
-        guess = suggest_table_spec(frame, schema, stem, table_file_name(stem, suffix))
-        names = schema.names if schema is not None else []
+        known = {v.get("name"): v for v in raw.get("variables", []) if isinstance(v, dict)}
+        existing_tables = [t.get("name") for t in raw.get("tables", []) if isinstance(t, dict)]
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(table_file.name).stem).lstrip("._-") or "table"
+        name_guess = stem if stem not in existing_tables else next(
+            f"{stem}_{i}" for i in range(2, 10_000) if f"{stem}_{i}" not in existing_tables)
+        guess = suggest_table_spec(frame, schema, name_guess, table_file_name(name_guess, suffix))
         cols = st.columns(3)
         name = cols[0].text_input("Table name", value=guess["name"], key="data.new_table_name")
         layout = cols[1].selectbox("Format (detected)", ["long", "crosstab"],
                                    index=0 if guess["format"] == "long" else 1, key="data.new_table_format")
         spec = {"name": name, "file": table_file_name(name, suffix), "format": layout}
-        columns = [str(c).strip() for c in frame.columns]
+        columns = list(frame.columns)
         if layout == "long":
             count = cols[2].selectbox("Count column", columns,
                                       index=columns.index(guess["count_column"])
@@ -134,47 +181,80 @@ with add_tab:
             map_cols = st.columns(max(len(others), 1))
             for i, column in enumerate(others):
                 default = guess.get("variables", [])[i] if i < len(guess.get("variables", [])) else column
-                options = names or [column]
-                mapping[column] = map_cols[i].selectbox(f'Column "{column}" is variable', options,
-                                                        index=options.index(default) if default in options else 0,
-                                                        key=f"data.map.{column}")
+                options = list(known) + ([column] if column not in known else [])
+                mapping[column] = map_cols[i].selectbox(
+                    f'Column "{as_text(column)}" is variable', options,
+                    index=options.index(default) if default in options else options.index(column),
+                    format_func=lambda v: v if v in known else f"{v} (new variable)", key=f"data.map.{column}")
             spec.update(variables=list(mapping.values()), count_column=count)
             renamed = {c: v for c, v in mapping.items() if c != v}
         else:
-            options = names or [guess.get("rows", ""), guess.get("columns", "")]
-            rows = cols[2].selectbox("Rows (first column) are", options,
-                                     index=options.index(guess["rows"]) if guess.get("rows") in options else 0,
-                                     key="data.new_table_rows")
-            columns_var = st.selectbox("Columns (header) are", options,
-                                       index=options.index(guess["columns"]) if guess.get("columns") in options
-                                       else min(1, len(options) - 1), key="data.new_table_columns")
-            spec.update(rows=rows, columns=columns_var)
+            rows_guess = guess.get("rows", columns[0])
+            columns_guess = guess.get("columns", "") if guess.get("columns") != "columns" else ""
+            rows = cols[2].text_input("Rows (first column) are variable", value=rows_guess,
+                                      key="data.new_table_rows",
+                                      help="A variable of the project, or a new one: " + ", ".join(known))
+            columns_var = st.text_input("Columns (header) are variable", value=columns_guess,
+                                        key="data.new_table_columns",
+                                        placeholder="name the variable whose categories head the columns",
+                                        help="A variable of the project, or a new one: " + ", ".join(known))
+            spec.update(rows=rows.strip(), columns=columns_var.strip())
             renamed = {}
-        numeric = [v for v in spec.get("variables", [spec.get("rows"), spec.get("columns")])
-                   if schema is not None and v in schema and schema[v].type == "numeric"]
+        names_ok = all(VARIABLE_NAME.fullmatch(v or "") for v in (spec.get("variables") or
+                                                                   [spec.get("rows"), spec.get("columns")]))
+        if not names_ok:
+            st.error("Each variable needs a name of letters, digits and _ (not starting with a digit).")
+        labels = table_labels(frame, spec) if names_ok else {}
+        _, unknown_labels = infer_variables({v: x for v, x in labels.items() if v in known}, list(known.values()),
+                                            extend_known=False)
+        extend = False
+        if unknown_labels:
+            st.warning("Labels the project's variables lack: " + as_text("; ".join(unknown_labels)) + ".")
+            extend = st.checkbox("Add them as new categories (otherwise their rows are listed as problems: "
+                                 "correct the file if they are typos)", key="data.new_table_extend")
+        variables, notes = infer_variables(labels, list(known.values()), extend_known=extend)
+        notes = [n for n in notes if "labels not among" not in n]
+        numeric = [v["name"] for v in variables if v["name"] in labels and v.get("type") == "numeric"]
         bins = {}
         for var in numeric:
-            default = ", ".join(f"{e:g}" for e in guess.get("bins", {}).get(var, []))
-            text = st.text_input(f"Bin edges of {as_text(var)} (from {schema[var].min:g} to {schema[var].max:g})",
-                                 value=default, key=f"data.bins.{var}")
+            default = ", ".join(f"{e:g}" for e in guess.get("bins", {}).get(var, []) or
+                                (_edges_text(labels[var])))
+            text = st.text_input(f"Bin edges of {as_text(var)}", value=default, key=f"data.bins.{var}")
             try:
                 bins[var] = [float(x) for x in text.replace(";", ",").split(",") if x.strip()]
             except ValueError:
                 st.error(f'Bin edges of {as_text(var)}: expected numbers separated by commas, got "{as_text(text)}"')
         if bins:
             spec["bins"] = bins
-        if st.button("Add this table to the project", key="data.add_table", type="primary"):
+        if notes:
+            st.info("Adding this table also changes the variables: " + as_text("; ".join(notes)) + ".")
+        clash = name in existing_tables
+        replace = False
+        if clash:
+            replace = st.checkbox(f"A table named {as_text(name)} exists: replace it with this file",
+                                  key="data.replace_table")
+        if st.button("Add this table to the project", key="data.add_table", type="primary",
+                     disabled=not names_ok or not TABLE_NAME.fullmatch(name) or (clash and not replace)):
             target = editable_project_dir()
             (target / "tables").mkdir(exist_ok=True)
             if renamed:  # the reader wants columns named after their variables: store the table as such a CSV
-                spec["file"] = str(Path(spec["file"]).with_suffix(".csv"))
+                spec["file"] = table_file_name(name)
                 (target / spec["file"]).write_bytes(frame.rename(columns=renamed).to_csv(index=False).encode())
             else:
                 (target / spec["file"]).write_bytes(content)
             updated = read_project_toml(target)
+            first_table = not updated.get("tables")
+            updated["variables"] = variables
             updated["tables"] = [t for t in updated.get("tables", []) if t.get("name") != name] + [spec]
+            if first_table:  # N starts as the first table's total (the Schema tab changes it)
+                total = table_total(frame, spec)
+                if total:
+                    updated.setdefault("population", {})["size"] = total
             write_project_toml(target, updated)
+            st.session_state["data.last_added"] = name
             st.rerun()
+        elif not TABLE_NAME.fullmatch(name):
+            st.error("The table name may hold letters, digits, _ . and - (not starting with . or -).")
 
 with marginal_tab:
     if schema is None or not schema.names:

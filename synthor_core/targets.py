@@ -552,7 +552,8 @@ def _load(path: Path) -> tuple[Project | None, list[Problem]]:
     toml_path = path if path.is_file() else path / PROJECT_FILE
     root = toml_path.parent
     if not toml_path.is_file():
-        return None, [Problem(str(toml_path), "not found: a project folder needs a synthor.toml")]
+        return None, [Problem(PROJECT_FILE, "not found: a project folder needs a synthor.toml at its top (or in "
+                                            "one folder inside the zip)")]
     raw = toml_path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -613,8 +614,9 @@ def write_project_toml(folder: str | Path, raw: dict) -> None:
     (Path(folder) / PROJECT_FILE).write_text(text, encoding="utf-8")
 
 
-def _edges_from_labels(labels) -> list[float] | None:
-    """Bin edges from interval labels ``"[17, 25)" ... "[65, 90]"``, or None when they are not intervals."""
+def edges_from_labels(labels) -> list[float] | None:
+    """Bin edges (list of float, increasing) from interval labels ``"[17, 25)" ... "[65, 90]"`` in any order, or
+    None when they are not contiguous intervals."""
     pairs = []
     for label in labels:
         m = _INTERVAL_LABEL.match(str(label))
@@ -642,8 +644,9 @@ def _matching_variable(values, schema: Schema | None, taken: set) -> str | None:
             continue
         if var.type == "categorical":
             share = len(values & set(var.categories)) / len(values)
-        else:
-            share = 1.0 if _edges_from_labels(values) else 0.0
+        else:  # intervals inside the variable's range (hours 1-99 are not ages 17-90)
+            edges = edges_from_labels(values)
+            share = 1.0 if edges and var.min <= edges[0] and edges[-1] <= var.max else 0.0
         if share > best_share:
             best, best_share = var.name, share
     return best if best_share >= 0.8 else None
@@ -686,7 +689,7 @@ def suggest_table_spec(frame: pd.DataFrame, schema: Schema | None, name: str, fi
             var = var or col
             taken.add(var)
             variables.append(var)
-            edges = _edges_from_labels(frame[col].unique())
+            edges = edges_from_labels(frame[col].unique())
             if edges and (schema is None or (var in schema and schema[var].type == "numeric")):
                 bins[var] = edges
         spec.update(format="long", variables=variables, count_column=count or "count")
@@ -696,12 +699,98 @@ def suggest_table_spec(frame: pd.DataFrame, schema: Schema | None, name: str, fi
         cols = _matching_variable(columns[1:], schema, {rows}) or "columns"
         spec.update(format="crosstab", rows=rows, columns=cols)
         for var, labels in ((rows, frame.iloc[:, 0].unique()), (cols, columns[1:])):
-            edges = _edges_from_labels(labels)
+            edges = edges_from_labels(labels)
             if edges:
                 bins[var] = edges
     if bins:
         spec["bins"] = bins
     return spec
+
+
+def table_labels(frame: pd.DataFrame, spec: dict) -> dict[str, list[str]]:
+    """The labels each variable of an uploaded table takes, in the table's order (first appearance), keyed by the
+    variable names of ``spec`` (a raw ``[[tables]]`` entry as :func:`suggest_table_spec` gives, after the user's
+    corrections: long ``variables`` in column order without the count column, or crosstab ``rows`` and
+    ``columns``). Empty labels are left out."""
+    columns = [str(c).strip() for c in frame.columns]
+
+    def ordered(values) -> list[str]:
+        return [v for v in dict.fromkeys(str(x).strip() for x in values) if v]
+
+    if spec.get("format") == "crosstab":
+        return {spec["rows"]: ordered(frame.iloc[:, 0]), spec["columns"]: ordered(columns[1:])}
+    others = [c for c in columns if c != spec.get("count_column", "count")]
+    return {var: ordered(frame.iloc[:, columns.index(col)]) for var, col in zip(spec.get("variables", []), others)}
+
+
+def table_total(frame: pd.DataFrame, spec: dict) -> int | None:
+    """Persons an uploaded table counts (rounded), or None when a count is not a number: the count column of a
+    long table, every cell right of the first column of a crosstab."""
+    if spec.get("format") == "crosstab":
+        cells = frame.iloc[:, 1:].to_numpy().reshape(-1)
+    else:
+        column = spec.get("count_column", "count")
+        if column not in frame.columns:
+            return None
+        cells = frame[column].to_numpy()
+    values = [_parse_count(v) for v in cells]
+    if any(v is None or not math.isfinite(v) for v in values):
+        return None
+    return round(sum(values))
+
+
+def infer_variables(labels: dict[str, list[str]], variables: list[dict], extend_known: bool = True
+                    ) -> tuple[list[dict], list[str]]:
+    """The project's raw ``[[variables]]`` extended by what one table shows (the schema is read from the tables,
+    then reviewed by the user).
+
+    Parameters
+    ----------
+    labels : dict of variable name -> labels in the table's order (:func:`table_labels`).
+    variables : list of dict, the project's raw ``[[variables]]`` so far (not changed).
+    extend_known : bool
+        Whether a known categorical variable gains the labels it lacks; when False they are only noted (the
+        table's rows with them are then problems of the project, as a typo should be).
+
+    Returns
+    -------
+    (variables, notes): a new list in which a variable the project lacks is added, numeric when its labels are
+    contiguous intervals such as ``"[17, 25)" ... "[75, 90]"`` (min and max from the edges, integer when every
+    edge is a whole number) and categorical otherwise (categories in the table's order); a known categorical
+    variable gains the categories it lacked (appended), a known numeric one widens its range to the edges. Notes
+    say what changed, one line per variable, for the user to review.
+    """
+    out = [dict(v) for v in variables]
+    by_name = {v.get("name"): v for v in out}
+    notes = []
+    for name, values in labels.items():
+        if not values:
+            continue
+        edges = edges_from_labels(values)
+        known = by_name.get(name)
+        if known is None:
+            if edges:
+                known = {"name": name, "type": "numeric", "min": edges[0], "max": edges[-1],
+                         "integer": all(float(e).is_integer() for e in edges)}
+                notes.append(f"new numeric variable {name}: {edges[0]:g} to {edges[-1]:g}")
+            else:
+                known = {"name": name, "type": "categorical", "categories": list(values)}
+                notes.append(f"new categorical variable {name}: {len(values)} categories")
+            out.append(known)
+            by_name[name] = known
+        elif known.get("type", "categorical") == "categorical":
+            missing = [v for v in values if v not in known.get("categories", [])]
+            if missing:
+                shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+                if extend_known:
+                    known["categories"] = list(known.get("categories", [])) + missing
+                    notes.append(f"{name}: {len(missing)} new categories ({shown})")
+                else:
+                    notes.append(f"{name}: {len(missing)} labels not among its categories ({shown})")
+        elif edges and (edges[0] < known.get("min", edges[0]) or edges[-1] > known.get("max", edges[-1])):
+            known["min"], known["max"] = min(edges[0], known["min"]), max(edges[-1], known["max"])
+            notes.append(f"{name}: range widened to {known['min']:g} to {known['max']:g}")
+    return out, notes
 
 
 def marginal_template(schema: Schema, variable: str, edges=None) -> pd.DataFrame:

@@ -46,6 +46,9 @@ def test_adding_a_broken_table_lists_its_problems_on_a_copy_of_the_example():
     assert at.selectbox(key="data.new_table_format").value == "long"
     assert at.selectbox(key="data.new_table_count").value == "count"
     assert at.selectbox(key="data.map.sex").value == "sex"
+    assert at.warning[-1].value == "Labels the project's variables lack: " + as_text("sex: 1 labels not among its "
+                                                                                     "categories (Men)") + "."
+    assert at.checkbox(key="data.new_table_extend").value is False  # a typo is a problem unless the user says so
     at.button(key="data.add_table").click().run()
     assert not at.exception
     assert at.error[0].value.startswith("1 problem(s): fix them below")
@@ -64,8 +67,8 @@ def test_a_crosstab_upload_is_detected_and_added():
     _uploader(at, "A table file").set_value(("race_by_sex.csv", crosstab, "text/csv"))
     at.run()
     assert at.selectbox(key="data.new_table_format").value == "crosstab"
-    assert at.selectbox(key="data.new_table_rows").value == "race"
-    assert at.selectbox(key="data.new_table_columns").value == "sex"
+    assert at.text_input(key="data.new_table_rows").value == "race"
+    assert at.text_input(key="data.new_table_columns").value == "sex"
     at.button(key="data.add_table").click().run()
     assert not at.exception
     assert at.success[0].value.endswith("48,842 persons, 9 variables, 20 target tables.")
@@ -93,3 +96,56 @@ def test_a_marginal_by_hand_is_saved_and_an_all_zero_one_is_refused():
     assert at.success[0].value.endswith("19 target tables.")
     button = at.get("download_button")[0]
     assert button.proto.label == "Download the project folder (.zip)"
+
+
+BUILD_ORDER = ["age.csv", "sex.csv", "income.csv", "education.csv", "education_by_occupation.csv",
+               "hours_per_week.csv", "marital_status.csv", "occupation.csv", "race.csv", "workclass.csv",
+               "sex_by_income.csv", "age_by_income.csv"]
+
+
+def test_a_project_is_built_from_its_table_files_alone():
+    """Issue 14: an empty project, 12 real table files uploaded one by one (9 variables, 2 numeric, 2 cross-tabs),
+    no category typed: the variables come from the tables, N from the first table, every table equals its file;
+    a name clash asks before replacing; the project runs."""
+    at = _app()
+    at.button(key="data.new").click().run()
+    assert not at.exception and not at.error
+    assert at.info[0].value.startswith("**Build the project in three steps.**")
+    assert at.number_input(key="data.size").value == 1000  # the new project's, not the example's 48,842
+    tables = ROOT / "examples" / "adult" / "tables"
+    for i, name in enumerate(BUILD_ORDER):
+        _uploader(at, "A table file").set_value((name, (tables / name).read_bytes(), "text/csv")).run()
+        assert not at.exception
+        assert at.text_input(key="data.new_table_name").value == name.removesuffix(".csv")  # follows each file
+        if name == "education_by_occupation.csv":
+            assert at.text_input(key="data.new_table_columns").value == ""  # a variable no table has shown yet
+            assert at.button(key="data.add_table").disabled
+            at.text_input(key="data.new_table_columns").set_value("occupation").run()
+        at.button(key="data.add_table").click().run()
+        assert not at.exception
+        assert len(read_project_toml(at.session_state["data.project_dir"])["tables"]) == i + 1
+        assert not at.error, (name, [e.value for e in at.error], at.dataframe[0].value)
+    assert not at.error, [e.value for e in at.error]
+    assert at.success[0].value.endswith("48,842 persons, 9 variables, 12 target tables.")
+    raw = read_project_toml(at.session_state["data.project_dir"])
+    variables = {v["name"]: v for v in raw["variables"]}
+    assert variables["age"] == {"name": "age", "type": "numeric", "min": 17.0, "max": 90.0, "integer": True}
+    assert variables["hours_per_week"]["type"] == "numeric"
+    assert variables["sex"]["categories"] == ["Female", "Male"]
+    example = read_project_toml(ROOT / "examples" / "adult")
+    for var in example["variables"]:
+        if var["type"] == "categorical":
+            assert set(variables[var["name"]]["categories"]) == set(var["categories"]), var["name"]
+    folder = at.session_state["data.project_dir"]
+    for spec in raw["tables"]:  # every table is its uploaded file, byte for byte
+        assert (ROOT / folder / spec["file"]).read_bytes() == (tables / f"{spec['name']}.csv").read_bytes()
+    assert [t["format"] for t in raw["tables"]].count("crosstab") == 2
+
+    # the same file again: the name moves aside; typing the taken name asks before replacing
+    _uploader(at, "A table file").set_value(("sex.csv", (tables / "sex.csv").read_bytes(), "text/csv")).run()
+    assert at.text_input(key="data.new_table_name").value == "sex_2"
+    at.text_input(key="data.new_table_name").set_value("sex").run()
+    assert at.button(key="data.add_table").disabled
+    assert at.checkbox(key="data.replace_table").label.startswith("A table named sex exists: replace it")
+    at.checkbox(key="data.replace_table").check().run()
+    assert not at.button(key="data.add_table").disabled
