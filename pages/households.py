@@ -19,6 +19,7 @@ from synthor_core.export import write_household_outputs
 from synthor_core.households import HouseholdConfig, candidate_households
 from synthor_core.partitions import synthesize_partitioned
 from synthor_core.plots import household_fit_figure
+from synthor_core.schema import spreadsheet_safe, spreadsheet_unescape
 
 
 
@@ -97,6 +98,12 @@ if project.warnings:
         st.dataframe(pd.DataFrame({"warning": project.warnings}), hide_index=True, width="stretch")
 
 st.subheader("Synthesize")
+@st.cache_data(max_entries=4)
+def _zone_fit(path: str, stamp: float) -> pd.DataFrame:
+    frame = pd.read_csv(path, dtype={"zone": str}, keep_default_na=False, na_values={"pct_difference": [""]})
+    return spreadsheet_unescape(frame)
+
+
 with st.form("hh.form"):
     cols = st.columns([2, 1])
     prior = cols[0].radio("Prior", ["seed", "maxent"], horizontal=True, key="hh.prior",
@@ -159,7 +166,8 @@ by_prior = report.get("households_by_prior", {})
 if len(by_prior) > 1:
     st.caption("Households by prior: " + ", ".join(f"{as_text(k)} {v:,}" for k, v in by_prior.items()) + ".")
 
-fit_tab, realism_tab, download_tab = st.tabs(["Fit per control", "Realism and rules", "Download"])
+fit_tab, zone_tab, realism_tab, download_tab = st.tabs(["Fit per control", "Zones", "Realism and rules",
+                                                         "Download"])
 with fit_tab:
     st.plotly_chart(household_fit_figure(fit), key="hh.fit_chart")
     st.dataframe(fit[["control", "level", "unit", "control_total", "synthetic_total", "pct_rmse",
@@ -171,6 +179,32 @@ with fit_tab:
         if len(zones):
             st.caption(f"Zones worst off for {as_text(row.control)} ({as_text(row.level)})")
             st.dataframe(zones, hide_index=True, width="stretch", key=f"hh.worst.{row.control}")
+with zone_tab:
+    zone_file = Path(run_dir) / "zone_fit.csv"
+    if not zone_file.is_file():
+        st.info("This run has no per-zone table (it was written by an older version).")
+    else:
+        zone_fit = _zone_fit(str(zone_file), zone_file.stat().st_mtime)
+        cols = st.columns(2)
+        pct_limit = cols[0].number_input("A zone fails when it is off by more than (% of its control)", 0.0, 1000.0,
+                                         10.0, 1.0, key="hh.zone_pct")
+        abs_limit = cols[1].number_input("... and by more than (households or persons)", 0.0, 1e9, 5.0, 1.0,
+                                         key="hh.zone_abs")
+        off = zone_fit["difference"].abs()
+        failing = zone_fit[(off > abs_limit) & ((off > pct_limit / 100 * zone_fit["control_total"]))]
+        per_control = failing.groupby("control", sort=False).size()
+        st.caption(f"{len(failing):,} of {len(zone_fit):,} control-zone pairs fail "
+                   + (f"({', '.join(f'{as_text(k)} {v:,}' for k, v in per_control.items())})." if len(failing)
+                      else "(none)."))
+        if len(failing):
+            st.dataframe(failing, hide_index=True, width="stretch", key="hh.failing_zones")
+            st.download_button("Failing zones (CSV)", data=spreadsheet_safe(failing).to_csv(index=False).encode(),
+                               file_name="failing_zones.csv", mime="text/csv", key="hh.dl.failing")
+        names = list(dict.fromkeys(zone_fit["control"]))
+        chosen = st.selectbox("Target vs synthetic in every zone, for control", names, key="hh.zone_control")
+        st.dataframe(zone_fit[zone_fit["control"] == chosen], hide_index=True, width="stretch",
+                     key="hh.zone_table",
+                     column_config={"pct_difference": st.column_config.NumberColumn("% difference", format="%.1f")})
 with realism_tab:
     realism = report.get("realism")
     if realism:
@@ -186,7 +220,10 @@ with download_tab:
     folder = Path(run_dir)
     buttons = st.columns(4)
     for col, name, mime in ((buttons[0], "households.csv", "text/csv"), (buttons[1], "persons.csv", "text/csv"),
-                            (buttons[2], "report.json", "application/json")):
+                            (buttons[2], "report.json", "application/json"),
+                            (buttons[0], "households.parquet", "application/octet-stream"),
+                            (buttons[1], "persons.parquet", "application/octet-stream"),
+                            (buttons[2], "zone_fit.csv", "text/csv")):
         path = folder / name
         if path.is_file():
             col.download_button(name, data=path.read_bytes(), file_name=name, mime=mime, key=f"hh.dl.{name}")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import defaults
 from .households import (PRIOR_COLUMN, HouseholdConfig, HouseholdResult, check_rules, member_consistency,
-                         realism_tables, worst_zones)
+                         realism_tables, worst_zones, zone_fit_table)
 from .rules import compile_seed_expression
 from .schema import spreadsheet_safe
 from .units import HouseholdProject
@@ -167,7 +167,9 @@ def summary_tables(project: HouseholdProject, result: HouseholdResult) -> dict[s
 def write_household_outputs(project: HouseholdProject, result: HouseholdResult, config: HouseholdConfig,
                             out: Path, seconds: float, reference: HouseholdProject | None = None,
                             prior_notes: dict | None = None, partitions=None) -> dict[str, Any]:
-    """Write ``households.csv``, ``persons.csv``, ``report.json`` (and PopulationSim's files for its projects).
+    """Write ``households.csv``, ``persons.csv`` (and both as Parquet), ``zone_fit.csv`` (every control in every
+    zone: :func:`~synthor_core.households.zone_fit_table`), ``report.json``, and PopulationSim's files for its
+    projects.
 
     Parameters
     ----------
@@ -186,6 +188,10 @@ def write_household_outputs(project: HouseholdProject, result: HouseholdResult, 
     households, persons = expand_households(project, result, config.prior)
     write_atomic(out / "households.csv", lambda p: spreadsheet_safe(households).to_csv(p, index=False))
     write_atomic(out / "persons.csv", lambda p: spreadsheet_safe(persons).to_csv(p, index=False))
+    write_atomic(out / "households.parquet", lambda p: households.to_parquet(p, index=False))
+    write_atomic(out / "persons.parquet", lambda p: persons.to_parquet(p, index=False))
+    zone_fit = zone_fit_table(project, result)
+    write_atomic(out / "zone_fit.csv", lambda p: spreadsheet_safe(zone_fit).to_csv(p, index=False))
     if project.output:  # PopulationSim's output settings (an imported or converted PopulationSim project)
         spec = project.output
         id_name = str(spec.get("household_id") or HOUSEHOLD_ID)

@@ -329,6 +329,29 @@ def worst_zones(project: HouseholdProject, result: HouseholdResult, control: str
              "difference": float(diff[i])} for i in order if diff[i] != 0]
 
 
+def zone_fit_table(project: HouseholdProject, result: HouseholdResult) -> pd.DataFrame:
+    """Every control in every zone of its level: target vs synthetic.
+
+    Returns
+    -------
+    DataFrame with one row per (control, zone): ``control`` (str), ``level`` (str), ``zone`` (the zone id as in
+    the crosswalk), ``control_total`` and ``synthetic`` (float64, households or persons), ``difference``
+    (synthetic - control) and ``pct_difference`` (100 x difference / control; NaN where the control is 0). In the
+    order of the project's controls, then of the zones.
+    """
+    frames = []
+    for c in project.controls:
+        values = np.asarray(result.synthetic[c.name], dtype=np.float64)
+        totals = np.asarray(c.totals, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pct = np.where(totals > 0, 100.0 * (values - totals) / totals, np.nan)
+        frames.append(pd.DataFrame({"control": c.name, "level": c.level, "zone": project.geography.zones(c.level),
+                                    "control_total": totals, "synthetic": values, "difference": values - totals,
+                                    "pct_difference": pct}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["control", "level", "zone", "control_total", "synthetic", "difference", "pct_difference"])
+
+
 def _plain(value):
     """A zone id as a JSON-friendly Python value."""
     return value.item() if hasattr(value, "item") else value

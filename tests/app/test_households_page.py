@@ -54,8 +54,29 @@ def test_calm_opens_with_its_levels_and_a_seed_run_shows_the_fit_and_downloads()
     assert fit["pct_rmse"].max() < 26.7  # PopulationSim's worst on CALM (students)
     assert any(c.value.startswith("100.0 % of households agree with their members") for c in at.caption)
     run_dir = Path(at.session_state["hh.run_dir"])
-    assert {"households.csv", "persons.csv", "report.json", "summary_TAZ.csv"} <= {p.name for p in run_dir.iterdir()}
+    assert {"households.csv", "persons.csv", "report.json", "summary_TAZ.csv", "households.parquet",
+            "persons.parquet", "zone_fit.csv"} <= {p.name for p in run_dir.iterdir()}
     assert run_dir.parent == app_session.household_runs_dir()
+    # zones: every control in every zone of its level; the failing ones listed by the thresholds set, downloadable
+    import pandas as pd
+    zone_fit = pd.read_csv(run_dir / "zone_fit.csv")
+    assert len(zone_fit) == 8 * 1 + 8 * 35 + 15 * 930
+    at.number_input(key="hh.zone_pct").set_value(20.0)
+    at.number_input(key="hh.zone_abs").set_value(10.0).run()
+    off = zone_fit["difference"].abs()
+    expected = zone_fit[(off > 10) & (off > 0.2 * zone_fit["control_total"])]
+    (caption,) = [c.value for c in at.caption if "control-zone pairs fail" in c.value]
+    assert caption.startswith(f"{len(expected):,} of {len(zone_fit):,} control-zone pairs fail")
+    zone_tables = [d.value for d in at.dataframe if "pct_difference" in d.value.columns]
+    assert len(expected) > 0 and len(zone_tables[0]) == len(expected)  # failing zones first, then the chosen control
+    assert any(b.proto.label == "Failing zones (CSV)" for b in at.get("download_button"))
+    at.selectbox(key="hh.zone_control").set_value("hh_size_1").run()
+    per_zone = [d.value for d in at.dataframe if "pct_difference" in d.value.columns][-1]
+    assert len(per_zone) == 930 and set(per_zone["level"]) == {"TAZ"}
+    report = json.loads((run_dir / "report.json").read_text())
+    households = pd.read_parquet(run_dir / "households.parquet")
+    assert len(households) == report["households"] == len(pd.read_csv(run_dir / "households.csv"))
+    assert len(pd.read_parquet(run_dir / "persons.parquet")) == report["persons"]
 
 
 def json_persons(at: AppTest) -> int:
