@@ -18,6 +18,17 @@ except SynthorError as exc:  # an unwritable or foreign data folder: say which, 
              f"may write to.", icon=":material/error:")
     st.stop()
 
+
+
+@st.fragment(run_every=2.0)
+def run_status() -> None:
+    """The session's run in the sidebar, redrawn every 2 s (the page itself may not be redrawn meanwhile)."""
+    run_id = st.session_state["synth.run_id"]
+    if run_id is not None and run_id in get_runner().run_ids():
+        snap = get_runner().snapshot(run_id)
+        st.caption(f"Run {run_id}: {snap.status}, {len(snap.events)} iteration(s)")
+
+
 page = st.navigation([
     st.Page("pages/data.py", title="Data", icon=":material/table_chart:", default=True),
     st.Page("pages/synthesize.py", title="Synthesize", icon=":material/play_circle:"),
@@ -34,9 +45,6 @@ with st.sidebar:
         st.caption(f"{project.size:,} persons, {len(project.schema.names)} variables, {len(project.tables)} tables")
     else:
         st.caption(f":red[{len(problems)} problem(s) to fix on the Data page]")
-    run_id = st.session_state["synth.run_id"]
-    if run_id is not None and run_id in get_runner().run_ids():
-        snap = get_runner().snapshot(run_id)
-        st.caption(f"Run {run_id}: {snap.status}, {len(snap.events)} iteration(s)")
+    run_status()
 
 page.run()

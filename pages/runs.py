@@ -43,7 +43,8 @@ if row["status"] == "interrupted":
     st.warning(as_text(row["stop_reason"]))
 events = store.iterations(chosen)
 if events:
-    st.plotly_chart(tvd_by_iteration(events), key="runs.chart", width="stretch")
+    final = (row["mean_tvd"], row["max_tvd"]) if row["status"] in ("finished", "stopped") else None
+    st.plotly_chart(tvd_by_iteration(events, final=final), key="runs.chart", width="stretch")
 if row["status"] != "running":
     show_downloads(chosen, key="runs.downloads")
 cols = st.columns(4)

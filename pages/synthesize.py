@@ -1,10 +1,13 @@
 """Synthesize: settings, Start and Stop, and the gap closing live (redrawn from the runner once a second)."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from app_session import (adopt_run_from_url, allowed_endpoints, as_text, current_project, get_runner, llm_api_key,
                          owner_id, problems_frame, rules_from_upload, show_downloads)
 from synthor_core.errors import TargetValidationError
+from synthor_core.rules import load_rules
 from synthor_core.engine import SynthesisConfig
 from synthor_core.priors.llm import LLMPrior, LLMSettings
 from synthor_core.runner import PRIORS, llm_prior_factory, prior_factory
@@ -20,6 +23,20 @@ if project is None:
 runner = get_runner()
 adopt_run_from_url()
 run_id = st.session_state["synth.run_id"]
+if run_id is not None and run_id in runner.run_ids():
+    shown = runner.snapshot(run_id)
+    if shown.project.root is not None and st.session_state.get("synth.run_project") not in (None, str(
+            Path(st.session_state["data.project_dir"]).resolve())):
+        # the project changed since this run started: its run is not this project's (it stays on the Runs page)
+        st.session_state["synth.run_id"] = run_id = None
+        st.query_params.pop("run", None)
+    elif st.session_state.get("synth.form_run") != run_id:
+        # a run adopted after a reload: the form shows the settings it ran with
+        st.session_state["synth.form_run"] = run_id
+        for key, value in (("synth.size", shown.config.size or shown.project.size), ("synth.mode", shown.config.mode),
+                           ("synth.max_iterations", shown.config.max_iterations),
+                           ("synth.tolerance", shown.config.tolerance_tvd), ("synth.seed", shown.config.seed)):
+            st.session_state[key] = value
 running = run_id is not None and run_id in runner.run_ids() and runner.snapshot(run_id).status == "running"
 
 prior_name = st.selectbox("Prior", list(PRIORS), key="synth.prior", format_func=lambda name: PRIORS[name])
@@ -75,6 +92,19 @@ if prior_name == "llm":
 
 rules, rules_file = [], st.file_uploader("Plausibility rules (TOML, optional): enforced as hard constraints",
                                          type=["toml"], key="synth.rules")
+own_rules = project.root / "rules.toml" if project.root is not None else None
+if rules_file is None and own_rules is not None and own_rules.is_file():
+    # the project ships a rules file (the bundled example does): offered, and on unless the user says otherwise
+    if st.checkbox("Enforce the project's plausibility rules (rules.toml)", value=True, key="synth.own_rules"):
+        try:
+            rules = load_rules(own_rules, project.schema)
+        except TargetValidationError as exc:
+            st.error(f"{len(exc.problems)} problem(s) in the project's rules.toml: nothing runs until they are "
+                     f"fixed.")
+            st.dataframe(problems_frame(exc.problems), hide_index=True, width="stretch", key="synth.own_problems")
+            st.stop()
+        st.caption(f"{len(rules)} rule(s): " + "; ".join(f"{as_text(r.name)} ({as_text(r.condition)})"
+                                                         for r in rules))
 if rules_file is not None:
     try:
         rules = rules_from_upload(rules_file.name, rules_file.getvalue(), project.schema)
@@ -103,7 +133,8 @@ if start:
     factory = llm_prior_factory(llm_settings, api_key) if prior_name == "llm" else prior_factory(prior_name)
     run_id = runner.start(project, config, factory, label=st.session_state["data.project_label"], rules=rules,
                           owner=owner_id())
-    st.session_state["synth.run_id"] = run_id
+    st.session_state["synth.run_id"] = st.session_state["synth.form_run"] = run_id
+    st.session_state["synth.run_project"] = str(Path(st.session_state["data.project_dir"]).resolve())
     st.query_params["run"] = run_id  # a reload or a second tab with this address shows the run again
     st.rerun()
 
@@ -142,7 +173,8 @@ def show_run() -> None:
                               delta_color="inverse")
             metrics[2].metric("persons", f"{int(snap.result.population['count'].sum()):,}")
             metrics[3].metric("distinct records", f"{len(snap.result.population):,}")
-        st.plotly_chart(tvd_by_iteration(snap.events), key="synth.chart", width="stretch")
+        final = (snap.result.fit.mean_tvd, snap.result.fit.max_tvd) if snap.result is not None else None
+        st.plotly_chart(tvd_by_iteration(snap.events, final=final), key="synth.chart", width="stretch")
         names = [t.name for t in snap.project.tables]
         chosen = st.selectbox("Target vs synthetic for table", names, key="synth.live_table")
         table = snap.project.tables[names.index(chosen)]
@@ -155,7 +187,11 @@ def show_run() -> None:
             st.caption(f"LLM: {last.llm_calls:,} calls, {last.prompt_tokens:,} prompt + "
                        f"{last.completion_tokens:,} completion tokens{cost}")
         with st.expander(f"Proposals of iteration {last.iteration} ({len(last.proposals)})", expanded=False):
-            st.dataframe(proposals_frame(last), hide_index=True, width="stretch")
+            st.dataframe(proposals_frame(last), hide_index=True, width="stretch",
+                         column_config={"action": st.column_config.TextColumn(width="small"),
+                                        "count": st.column_config.NumberColumn(width="small"),
+                                        "conditions": st.column_config.TextColumn(width="large"),
+                                        "reason": st.column_config.TextColumn(width="large")})
     if snap.status != "running" and st.session_state.get("synth.shown_final") != snap.run_id:
         st.session_state["synth.shown_final"] = snap.run_id  # draw the final sections once, below
         st.rerun(scope="app")

@@ -12,25 +12,40 @@ from .schema import Schema
 from .targets import TargetTable
 
 
-def tvd_by_iteration(events, tables_shown: int = 30) -> go.Figure:
+def tvd_by_iteration(events, tables_named: int = 5, final: tuple[float, float] | None = None) -> go.Figure:
     """Line chart of mean and max TVD per iteration (log y), with one thin line per target table.
 
     Parameters
     ----------
     events : sequence of IterationEvent
-    tables_shown : int, at most this many per-table lines (the worst at the last iteration first).
+    tables_named : int, the tables worst at the last iteration get a legend entry each; the others are drawn as
+        one legend group ("other tables (k)") that toggles together.
+    final : (mean TVD, max TVD) of the calibrated population, optional: marked at the last iteration as stars,
+        so the chart ends where the headline does.
     """
     x = [e.iteration for e in events]
     fig = go.Figure()
     if events:
         last = events[-1].tvd_by_table
-        for name in sorted(last, key=lambda n: -last[n])[:tables_shown]:
-            fig.add_trace(go.Scatter(x=x, y=[max(e.tvd_by_table[name], 1e-6) for e in events], name=_label(name),
-                                     mode="lines", line={"width": 1}, opacity=0.45, legendgroup="tables"))
+        ranked = sorted(last, key=lambda n: -last[n])
+        for rank, name in enumerate(ranked):
+            named = rank < tables_named
+            fig.add_trace(go.Scatter(
+                x=x, y=[max(e.tvd_by_table[name], 1e-6) for e in events],
+                name=_label(name) if named else f"other tables ({len(ranked) - tables_named})",
+                legendgroup=f"table-{rank}" if named else "other-tables",
+                showlegend=named or rank == tables_named, hovertext=_label(name), mode="lines",
+                line={"width": 1}, opacity=0.45 if named else 0.25))
     fig.add_trace(go.Scatter(x=x, y=[max(e.max_tvd, 1e-6) for e in events], name="max TVD", mode="lines+markers",
                              line={"width": 3, "color": "#d62728"}))
     fig.add_trace(go.Scatter(x=x, y=[max(e.mean_tvd, 1e-6) for e in events], name="mean TVD",
                              mode="lines+markers", line={"width": 3, "color": "#1f77b4"}))
+    if final is not None and events:
+        fig.add_trace(go.Scatter(x=[x[-1], x[-1]], y=[max(final[0], 1e-6), max(final[1], 1e-6)],
+                                 name="final (calibrated)", mode="markers+text",
+                                 text=[f"mean {final[0]:.4f}", f"max {final[1]:.4f}"], textposition="middle right",
+                                 marker={"symbol": "star", "size": 14, "color": ["#1f77b4", "#d62728"],
+                                         "line": {"width": 1, "color": "black"}}))
     # one tick per power of ten, written as plain numbers (0.001, 0.01, 0.1), not "2, 5, 100μ"
     fig.update_yaxes(dtick=1, tickformat="~g", minor={"showgrid": True})
     fig.update_layout(xaxis_title="iteration", yaxis_title="TVD (log scale)", yaxis_type="log", height=420,

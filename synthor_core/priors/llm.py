@@ -7,12 +7,19 @@ schema (or ``json_object``, or plain text, for endpoints without it), parsed and
 retried with exponential backoff (honouring ``Retry-After``), counted by kind, and the run continues with what
 succeeded. An endpoint unreachable for longer than ``unreachable_after_s`` stops the run (``PriorError``),
 keeping what was built. Every call is recorded; an on-disk cache replays identical requests.
+
+Every reply is treated as hostile: a reply longer than ``MAX_REPLY_CHARS`` (``reply_too_large``) or nested deeper
+than ``MAX_REPLY_DEPTH`` (``reply_too_deep``) is refused before it is parsed and retried like a malformed one; a
+proposal's count must be a whole number of at least 1 (else ``invalid_count``) and is cut to the population
+size N; a record request never exceeds its proposal's count; ``Retry-After`` is honoured up to
+``MAX_RETRY_AFTER_S``; endpoint text that enters a message is cut to ``MAX_ERROR_CHARS``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import threading
@@ -34,7 +41,25 @@ from . import prompts
 from .base import Guidance, PriorUsage, Proposal, sample_uniform_records
 
 FAILURE_KINDS = ("timeout", "rate_limit", "server_error", "http_error", "connection", "malformed_json",
-                 "truncated", "empty", "refusal", "invalid_output")
+                 "truncated", "empty", "refusal", "invalid_output", "reply_too_large", "reply_too_deep",
+                 "invalid_count")
+
+MAX_REPLY_CHARS = 1_000_000  # characters of one reply (max_tokens = 4,096 gives ~16,000); longer: reply_too_large
+MAX_REPLY_DEPTH = 64  # nesting of [ and { in a reply (ours need 5); deeper: reply_too_deep, never parsed
+MAX_LISTING_BYTES = 1_000_000  # bytes of the /models listing test_connection reads at most
+MAX_LISTED_MODELS = 1_000  # models of a listing test_connection checks
+MAX_ERROR_CHARS = 300  # characters of endpoint text (error messages, refused replies) kept in a message
+MAX_REASON_CHARS = 500  # characters of a proposal's reason kept
+MAX_RETRY_AFTER_S = 60.0  # longest wait a Retry-After header may ask for
+MAX_TOKENS_PER_CALL = 10 ** 9  # token counts an endpoint reports per call are cut to this
+
+
+class ReplyRefused(ValueError):
+    """A reply refused before parsing; ``kind`` is its failure kind (``reply_too_large``, ``reply_too_deep``)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 class LLMSettings(BaseModel):
@@ -107,24 +132,112 @@ class LLMCall:
 class _WireProposal(BaseModel):
     model_config = ConfigDict(extra="ignore")
     conditions: dict[str, Any] = Field(default_factory=dict)
-    count: int = Field(gt=0)
+    count: Any = None  # checked by _read_count, never trusted as a size
     action: Literal["add", "remove"] = "add"
     reason: str = ""
 
 
+def clip_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (the cut marked with an ellipsis)."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)  # a string, or an unterminated one to the end
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def check_reply_size(text: str, max_chars: int | None = None, max_depth: int | None = None) -> None:
+    """Refuse a reply too long or nested too deep for ``json.loads`` (which recurses once per level).
+
+    One linear pass: strings are dropped (brackets inside them do not count), then the depth is the running
+    sum of opening (+1) and closing (-1) brackets.
+
+    Parameters
+    ----------
+    text : str
+    max_chars, max_depth : int, optional
+        Default ``MAX_REPLY_CHARS`` and ``MAX_REPLY_DEPTH``.
+
+    Raises
+    ------
+    ReplyRefused
+        ``kind`` ``"reply_too_large"`` or ``"reply_too_deep"``.
+    """
+    max_chars = MAX_REPLY_CHARS if max_chars is None else max_chars
+    max_depth = MAX_REPLY_DEPTH if max_depth is None else max_depth
+    if len(text) > max_chars:
+        raise ReplyRefused("reply_too_large", f"the reply has {len(text):,} characters, more than {max_chars:,}")
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    if len(brackets) <= max_depth:
+        return
+    codes = np.frombuffer(brackets.encode("ascii"), dtype=np.uint8)
+    depth = int(np.cumsum(np.where((codes == ord("[")) | (codes == ord("{")), 1, -1)).max())
+    if depth > max_depth:
+        raise ReplyRefused("reply_too_deep", f"the reply is nested {depth:,} levels deep, more than {max_depth}")
+
+
 def _extract_json(text: str) -> Any:
-    """Parse a reply: the whole text, or the first ``{...}`` block (for plain-text endpoints)."""
+    """Parse a reply: the whole text, or the first ``{...}`` block (for plain-text endpoints); every text is
+    checked with :func:`check_reply_size` before ``json.loads`` sees it.
+
+    Raises
+    ------
+    ReplyRefused
+        When the reply is too long or nested too deep.
+    ValueError
+        (``json.JSONDecodeError``) when it is not JSON.
+    """
+    check_reply_size(text)
     text = text.strip()
-    fenced = re.match(r"^```(?:json)?\s*(.*?)\s*```$", text, re.S)
-    if fenced:
-        text = fenced.group(1)
+    if len(text) >= 6 and text.startswith("```") and text.endswith("```"):  # a fenced block (no regex: linear)
+        text = text[3:-3].removeprefix("json").strip()
     try:
         return json.loads(text)
     except json.JSONDecodeError:
         start, end = text.find("{"), text.rfind("}")
         if 0 <= start < end:
-            return json.loads(text[start:end + 1])
+            block = text[start:end + 1]  # strings may pair up differently here: checked again
+            check_reply_size(block)
+            return json.loads(block)
         raise
+
+
+def _read_count(value: Any, limit: int) -> tuple[int | None, str]:
+    """A proposal's count from a reply: ``(count, "")`` with the count cut to ``limit``, or ``(None, reason)``
+    when it is not a whole number of at least 1 (bool, string, list, NaN, infinite, fractional, below 1)."""
+    shown = clip_text(repr(value), 40)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, f"count {shown} is not a number"
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, f"count {shown} is not finite"
+    if isinstance(value, float) and not value.is_integer():
+        return None, f"count {shown} is not a whole number"
+    if value < 1:
+        return None, f"count {shown} is below 1"
+    return min(int(value), limit), ""
+
+
+def _token_count(value: Any) -> int:
+    """A token count an endpoint reported, as a non-negative int (0 when it is not a finite number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return 0
+    return min(int(value), MAX_TOKENS_PER_CALL)
+
+
+def _read_completion(response) -> tuple[Any, Any, Any, Any]:
+    """``(reply, refusal, finish_reason, usage)`` of a chat completion, whatever shape the endpoint gave it.
+
+    Raises
+    ------
+    AttributeError, TypeError, IndexError, KeyError
+        When the completion is not shaped like one (counted as ``invalid_output``).
+    """
+    choices = response.choices
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    message = getattr(choice, "message", None) if choice is not None else None
+    reply = getattr(message, "content", None) if message is not None else None
+    return (reply, getattr(message, "refusal", None), getattr(choice, "finish_reason", None),
+            getattr(response, "usage", None))
 
 
 class LLMPrior:
@@ -159,6 +272,7 @@ class LLMPrior:
         self._abort_reason = ""
         self._pending: PriorError | None = None  # raised by the next plan(): a batch keeps what it got first
         self._should_stop = lambda: False  # the run's stop request, polled between requests
+        self._count_limit = max(1, int(project.size))  # record requests are cut to the largest N seen so far
         # the caller's key when given (the app: never an environment variable a user names); else the CLI's variable
         key = (api_key if api_key is not None else os.environ.get(settings.api_key_env)) or "not-needed"
         self._client = openai.OpenAI(base_url=settings.base_url, api_key=key, timeout=settings.timeout_s,
@@ -262,19 +376,27 @@ class LLMPrior:
             except openai.APIConnectionError:
                 failure = "connection"
             else:
-                usage = response.usage
-                choice = response.choices[0] if response.choices else None
-                message = choice.message if choice is not None else None
-                reply = message.content if message is not None else None
-                if message is not None and getattr(message, "refusal", None):
+                try:
+                    reply, refusal, finish_reason, usage = _read_completion(response)
+                except (AttributeError, TypeError, IndexError, KeyError):
+                    reply, refusal, finish_reason, usage = None, None, None, None
+                    failure = "invalid_output"
+                if failure is not None:
+                    pass
+                elif reply is not None and not isinstance(reply, str):
+                    failure, reply = "invalid_output", clip_text(repr(reply))
+                elif refusal:
                     failure = "refusal"
-                elif choice is not None and choice.finish_reason == "length":
+                elif reply is not None and len(reply) > MAX_REPLY_CHARS:
+                    failure = "reply_too_large"
+                    reply = f"{reply[:MAX_ERROR_CHARS]}… ({len(reply):,} characters, more than {MAX_REPLY_CHARS:,})"
+                elif finish_reason == "length":
                     failure = "truncated"
                 elif not reply or not reply.strip():
                     failure = "empty"
             latency = time.monotonic() - started
-            prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-            completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+            prompt_tokens = _token_count(getattr(usage, "prompt_tokens", 0))
+            completion_tokens = _token_count(getattr(usage, "completion_tokens", 0))
             with self._lock:
                 self.usage.calls += 1
                 self.usage.prompt_tokens += prompt_tokens
@@ -290,7 +412,9 @@ class LLMPrior:
                     parsed = _extract_json(reply)
                     if not isinstance(parsed, dict) or not isinstance(parsed.get(top_key), list):
                         failure = "invalid_output"
-                except (json.JSONDecodeError, ValueError):
+                except ReplyRefused as exc:
+                    failure = exc.kind
+                except (ValueError, RecursionError):  # JSONDecodeError, too many digits; depth is checked before
                     failure = "malformed_json"
             self._record(LLMCall(kind, s.model, prompt_text, reply, prompt_tokens, completion_tokens, latency,
                                  failure or "ok", attempt, waited), failure)
@@ -305,10 +429,13 @@ class LLMPrior:
                 self._abort.set()
                 raise PriorError(self._abort_reason)
             if attempt < s.max_retries:
+                delay = min(s.backoff_s * 2 ** attempt, 30.0)
                 try:
-                    delay = float(retry_after) if retry_after is not None else min(s.backoff_s * 2 ** attempt, 30.0)
-                except ValueError:
-                    delay = min(s.backoff_s * 2 ** attempt, 30.0)
+                    asked = float(retry_after) if retry_after is not None else math.nan
+                except ValueError:  # e.g. an HTTP date
+                    asked = math.nan
+                if math.isfinite(asked) and asked >= 0:
+                    delay = min(asked, MAX_RETRY_AFTER_S)
                 deadline = time.monotonic() + delay
                 while time.monotonic() < deadline and not self._abort.is_set() and not self._should_stop():
                     self._abort.wait(min(0.1, deadline - time.monotonic()))
@@ -333,6 +460,10 @@ class LLMPrior:
     def plan(self, guidance: Guidance, rng: np.random.Generator) -> list[Proposal]:
         """Proposals from one chat completion; wire-invalid proposals are dropped and counted.
 
+        Only the first ``max_proposals + len(unsupported)`` proposals of the reply are read. A count is cut to
+        the population size N (``guidance.population_size``); one that is not a whole number of at least 1 drops
+        its proposal, counted as ``invalid_count``. A reason is cut to ``MAX_REASON_CHARS``.
+
         Raises
         ------
         TokenBudgetExhausted, PriorError
@@ -346,21 +477,30 @@ class LLMPrior:
         messages = prompts.plan_messages(self.project, guidance, self.groups, self.settings.scenario)
         reply = self.call_json("plan", messages, prompts.proposals_schema(self.project.schema,
                                                                            guidance.mode == "paper"), "proposals")
+        limit = max(1, int(guidance.population_size))
+        with self._lock:
+            self._count_limit = max(self._count_limit, limit)
         proposals = []
-        for item in (reply or {}).get("proposals", []):
+        for item in (reply or {}).get("proposals", [])[:guidance.max_proposals + len(guidance.unsupported)]:
             try:
                 wire = _WireProposal.model_validate(item)
+                count, problem = _read_count(wire.count, limit)
+                if count is None:
+                    self._record(LLMCall("plan", self.settings.model, "", f"{problem}: {clip_text(json.dumps(item))}",
+                                         0, 0, 0.0, "invalid_count", 0, 0.0), "invalid_count")
+                    continue
                 conditions = {k: (tuple(v) if isinstance(v, list) and len(v) == 2 and
                                   all(isinstance(x, (int, float)) for x in v) else v)
                               for k, v in wire.conditions.items() if v is not None}
-                proposals.append(Proposal(conditions=conditions, count=wire.count, action=wire.action,
-                                          reason=wire.reason))
-            except (ValidationError, TypeError):
-                self._record(LLMCall("plan", self.settings.model, "", json.dumps(item)[:500], 0, 0, 0.0,
+                proposals.append(Proposal(conditions=conditions, count=count, action=wire.action,
+                                          reason=clip_text(wire.reason, MAX_REASON_CHARS)))
+            except (ValidationError, TypeError, ValueError):
+                self._record(LLMCall("plan", self.settings.model, "", clip_text(json.dumps(item), 500), 0, 0, 0.0,
                                      "invalid_output", 0, 0.0), "invalid_output")
         return proposals
 
-    def _realize_chunk(self, messages: list[dict], cache_key: str) -> pd.DataFrame:
+    def _realize_chunk(self, messages: list[dict], cache_key: str, k: int) -> pd.DataFrame:
+        """At most ``k`` records (dicts) of one realize call, as a frame."""
         try:
             reply = self.call_json("realize", messages, prompts.records_schema(self.project.schema), "records",
                                    cache_key)
@@ -369,7 +509,7 @@ class LLMPrior:
                 if self._pending is None or isinstance(self._pending, TokenBudgetExhausted):
                     self._pending = exc
             reply = None
-        rows = [r for r in (reply or {}).get("records", []) if isinstance(r, dict)]
+        rows = [r for r in (reply or {}).get("records", []) if isinstance(r, dict)][:k]
         return pd.DataFrame(rows, columns=self.project.schema.names) if rows else pd.DataFrame(
             columns=self.project.schema.names)
 
@@ -383,37 +523,64 @@ class LLMPrior:
         ``k`` records are asked in chunks of ``records_per_call``, ``concurrency`` calls at a time. Once
         ``should_stop()`` is true, no further request starts (those in flight finish within ``timeout_s``).
 
+        ``k`` is cut to the proposal's count and to the largest population size N seen so far (a proposal's count
+        may come from the endpoint), so the calls never outnumber ``N / records_per_call`` per proposal.
+
         Returns one DataFrame (labels, one column per variable, unvalidated) per request, in order.
         """
         self._should_stop = should_stop or (lambda: False)
+        requests = [(p, max(0, min(int(k), p.count, self._count_limit))) for p, k in requests]
         if self.mode == "paper":
             return [sample_uniform_records(self.project.schema, p, k, rng) for p, k in requests]
         size = self.settings.records_per_call
         schema = prompts.records_schema(self.project.schema)
-        chunks = []  # (request index, messages, cache key), keys assigned here in a fixed order
+        chunks = []  # (request index, messages, cache key, records), keys assigned here in a fixed order
         for i, (proposal, k) in enumerate(requests):
             for start in range(0, k, size):
                 messages = prompts.realize_messages(self.project, proposal, min(size, k - start),
                                                     self.settings.scenario)
-                chunks.append((i, messages, self._occurrence("realize", messages, schema)))
+                chunks.append((i, messages, self._occurrence("realize", messages, schema), min(size, k - start)))
         self._check_budget()
         with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
-            frames = list(pool.map(lambda c: self._realize_chunk(c[1], c[2]), chunks))
+            frames = list(pool.map(lambda c: self._realize_chunk(c[1], c[2], c[3]), chunks))
         out = []
         for i in range(len(requests)):
-            parts = [f for (j, _, _), f in zip(chunks, frames) if j == i and len(f)]
+            parts = [f for (j, _, _, _), f in zip(chunks, frames) if j == i and len(f)]
             out.append(pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
                 columns=self.project.schema.names))
         return out
 
     def test_connection(self) -> str:
-        """List the endpoint's models (one cheap request); returns a one-line answer, never raises."""
+        """List the endpoint's models (one cheap request); returns a one-line answer, never raises.
+
+        At most ``MAX_LISTING_BYTES`` of the listing are read (a longer one is refused) and its first
+        ``MAX_LISTED_MODELS`` models are checked; endpoint text in the answer is cut to ``MAX_ERROR_CHARS``.
+        """
+        url, model = self.settings.base_url, self.settings.model
+        body = bytearray()
         try:
-            models = [m.id for m in self._client.models.list()]
-        except openai.APIError as exc:
-            return f"cannot reach {self.settings.base_url}: {type(exc).__name__}: {exc}"
-        found = "found" if self.settings.model in models else "not listed"
-        return f"connected to {self.settings.base_url}: {len(models)} model(s); {self.settings.model!r} {found}"
+            with self._client.models.with_streaming_response.list() as response:
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_LISTING_BYTES:
+                        return f"cannot use {url}: the model listing is larger than {MAX_LISTING_BYTES:,} bytes"
+        except Exception as exc:  # noqa: BLE001 - an API error, or a transport error while the body streams
+            return f"cannot reach {url}: {type(exc).__name__}: {clip_text(str(exc))}"
+        try:
+            text = body.decode("utf-8")
+            check_reply_size(text, max_chars=MAX_LISTING_BYTES)
+            listing = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # ReplyRefused, JSONDecodeError, UnicodeDecodeError
+            return f"cannot use {url}: the model listing is not readable JSON ({clip_text(str(exc))})"
+        data = listing.get("data") if isinstance(listing, dict) else None
+        if not isinstance(data, list):
+            return f"cannot use {url}: the model listing has no list of models (\"data\")"
+        ids = [m.get("id") for m in data[:MAX_LISTED_MODELS] if isinstance(m, dict)]
+        found = "found" if model in ids else "not listed"
+        if len(data) > MAX_LISTED_MODELS:
+            return (f"connected to {url}: more than {MAX_LISTED_MODELS:,} model(s) listed, the first "
+                    f"{MAX_LISTED_MODELS:,} checked; {model!r} {found}")
+        return f"connected to {url}: {len(data)} model(s); {model!r} {found}"
 
 
 def failure_summary(prior: LLMPrior) -> dict[str, int]:

@@ -254,3 +254,44 @@ def test_rules_uploaded_on_the_synthesize_page_are_enforced_or_their_problems_li
     from app_session import get_runner
     report = get_runner().store.report(at.session_state["synth.run_id"])
     assert report["rules"]["any_rate"] == 0.0 and len(report["rules"]["rules"]) == 6
+
+
+def test_the_synthesize_page_follows_its_run_and_its_project(tmp_path):
+    """Issue 14: the example's rules are offered and on; after a reload the form shows the settings the run used;
+    a run of another project is not shown as this project's."""
+    at = _app()
+    at.switch_page("pages/synthesize.py").run()
+    assert at.checkbox(key="synth.own_rules").value is True
+    (rules_line,) = [c.value for c in at.caption if " rule(s): " in c.value]
+    assert rules_line.startswith("6 rule(s): married before 18")
+    at.number_input(key="synth.size").set_value(4000)
+    at.selectbox(key="synth.mode").set_value("paper")
+    at.number_input(key="synth.max_iterations").set_value(7)
+    at.number_input(key="synth.seed").set_value(5)
+    at.button(key="FormSubmitter:synth.settings-Start").click().run()
+    run_id = at.session_state["synth.run_id"]
+    _wait_for_fit(at, 90)
+    report = get_runner_report(run_id)
+    assert len(report["rules"]["rules"]) == 6
+    assert all(rule["violations"] == 0 for rule in report["rules"]["rules"].values())  # e.g. no married 17-year-old
+
+    reloaded = AppTest.from_file(APP, default_timeout=60)
+    reloaded.query_params["me"] = at.session_state["app.owner"]
+    reloaded.query_params["run"] = run_id
+    reloaded.run()
+    reloaded.switch_page("pages/synthesize.py").run()
+    assert reloaded.session_state["synth.run_id"] == run_id
+    assert (reloaded.number_input(key="synth.size").value, reloaded.selectbox(key="synth.mode").value,
+            reloaded.number_input(key="synth.max_iterations").value,
+            reloaded.number_input(key="synth.seed").value) == (4000, "paper", 7, 5)
+
+    at.session_state["data.project_dir"] = str(write_project(tmp_path / "other"))
+    at.session_state["data.project_label"] = "another project"
+    at.run()
+    assert at.session_state["synth.run_id"] is None
+    assert at.info[0].value == "Choose the settings and press Start."
+
+
+def get_runner_report(run_id: str) -> dict:
+    from app_session import get_runner
+    return get_runner().store.report(run_id)

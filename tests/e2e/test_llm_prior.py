@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -195,7 +196,7 @@ def test_labels_from_the_tables_cannot_change_the_output_format(ecommerce, tmp_p
     injected = tmp_path / "injected"
     injected.mkdir()
     (injected / "synthor.toml").write_text(toml)
-    (injected / "tables").symlink_to(folder / "tables")
+    shutil.copytree(folder / "tables", injected / "tables")  # (a link out of the project would be refused)
     project = load_project(injected)
     with TestEndpoint(seed=1) as endpoint:
         # the simulated model does obey an instruction that is not quoted as data

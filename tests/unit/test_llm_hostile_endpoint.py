@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +20,7 @@ from synthor_core.priors import llm
 from synthor_core.priors.base import Guidance
 from synthor_core.priors.llm import LLMPrior, LLMSettings
 from synthor_core.targets import load_project
+from synthor_testing import ROOT
 
 N = 1000  # the small project's population size
 
@@ -27,9 +30,10 @@ class HostileEndpoint:
     for plans, ``{"groups": []}`` for dependencies, ``k`` valid records for realization; ``/v1/models`` with
     ``models`` entries streamed lazily (or ``models_error`` as a 500 error message)."""
 
-    def __init__(self, plan_replies=('{"proposals": []}',), models: int = 1, models_error: str | None = None):
+    def __init__(self, plan_replies=('{"proposals": []}',), models: int = 1, models_error: str | None = None,
+                 retry_after: str | None = None):
         self.plan_replies = list(plan_replies)
-        self.models, self.models_error = models, models_error
+        self.models, self.models_error, self.retry_after = models, models_error, retry_after
         self.log: list[dict] = []
         self.listing_bytes_sent = 0
         self._lock = threading.Lock()
@@ -62,7 +66,7 @@ class HostileEndpoint:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
-    def __enter__(self) -> "HostileEndpoint":
+    def __enter__(self) -> HostileEndpoint:
         self._thread.start()
         return self
 
@@ -71,10 +75,12 @@ class HostileEndpoint:
         self._server.server_close()
 
     @staticmethod
-    def send(handler, status: int, data: bytes) -> None:
+    def send(handler, status: int, data: bytes, headers: dict | None = None) -> None:
         handler.send_response(status)
         handler.send_header("content-type", "application/json")
         handler.send_header("content-length", str(len(data)))
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
         handler.end_headers()
         try:
             handler.wfile.write(data)
@@ -86,6 +92,10 @@ class HostileEndpoint:
         task = re.search(r'"task": "(\w+)"', user).group(1)
         with self._lock:
             self.log.append({"task": task})
+        if self.retry_after is not None:
+            return self.send(handler, 429, json.dumps({"error": {"message": "slow down"}}).encode(),
+                             {"retry-after": self.retry_after})
+        with self._lock:
             if task == "plan_proposals":
                 content = self.plan_replies.pop(0) if len(self.plan_replies) > 1 else self.plan_replies[0]
         if task == "infer_dependencies":
@@ -166,8 +176,8 @@ def test_a_plan_asking_for_10_to_the_30_persons_is_bounded_by_the_population_siz
 @pytest.mark.parametrize("count", ["1e400", "NaN", "-Infinity", "-5", "0", "2.5", '"12"', "true", "null",
                                    '"1e30"', "[100]"])
 def test_a_count_that_is_not_a_whole_number_of_at_least_one_is_rejected_as_invalid_count(project, count):
-    reply = ('{"proposals": [{"conditions": {}, "count": %s, "action": "add", "reason": "odd"}, '
-             '{"conditions": {}, "count": 7, "action": "add", "reason": "fine"}]}' % count)
+    reply = ('{"proposals": [{"conditions": {}, "count": ' + count + ', "action": "add", "reason": "odd"}, '
+             '{"conditions": {}, "count": 7, "action": "add", "reason": "fine"}]}')
     with HostileEndpoint(plan_replies=[reply]) as endpoint:
         prior = _prior(project, endpoint.url, infer_dependencies=False)
         proposals = prior.plan(_guidance(), np.random.default_rng(0))
@@ -186,7 +196,7 @@ DEEP = "[" * 200_000
     ("json_object", "{" + '"a": {' * 100_000),
     # the first {...} block of a plain-text reply is deep although the whole text is one string and a word
     ("text", '" {"a": ' + DEEP + " }"),
-])
+], ids=["bare", "in-object", "objects", "text-block"])
 def test_a_reply_nested_200000_levels_deep_is_a_failed_call_and_the_plan_goes_on(project, structured_output,
                                                                                   reply):
     good = _plan([{"conditions": {"sex": "Female"}, "count": 12, "action": "add", "reason": "fine"}])
@@ -206,14 +216,38 @@ def test_a_reply_always_nested_too_deep_ends_the_plan_empty_without_an_exception
     assert prior.usage.failures == {"reply_too_deep": 3} and len(endpoint.log) == 3
 
 
-def test_nesting_up_to_the_limit_is_parsed_and_brackets_inside_strings_do_not_count(project):
-    deep_ok = '{"proposals": [{"conditions": {}, "count": 3, "reason": "' + "[{" * 10_000 + '", "pad": ' \
-              + "[" * (llm.MAX_REPLY_DEPTH - 3) + "]" * (llm.MAX_REPLY_DEPTH - 3) + "}]}"
+def test_nesting_up_to_64_levels_is_parsed_and_brackets_inside_strings_do_not_count(project):
+    # 64 levels in all: the object, "proposals", one proposal, and 61 levels of "pad"
+    deep_ok = ('{"proposals": [{"conditions": {}, "count": 3, "reason": "' + '[{\\"' * 10_000 + '", "pad": '
+               + "[" * 61 + "]" * 61 + "}]}")
     with HostileEndpoint(plan_replies=[deep_ok]) as endpoint:
         prior = _prior(project, endpoint.url, infer_dependencies=False)
         proposals = prior.plan(_guidance(), np.random.default_rng(0))
     assert [p.count for p in proposals] == [3] and prior.usage.failures == {}
-    assert len(proposals[0].reason) <= llm.MAX_REASON_CHARS
+    assert len(proposals[0].reason) == 500 and proposals[0].reason.endswith("…")  # cut to MAX_REASON_CHARS
+
+
+def test_65_levels_are_one_too_many():
+    llm.check_reply_size("[" * 64 + "]" * 64)
+    with pytest.raises(llm.ReplyRefused, match="nested 65 levels deep, more than 64") as refused:
+        llm.check_reply_size("[" * 65 + "]" * 65)
+    assert refused.value.kind == "reply_too_deep"
+
+
+def test_a_fenced_reply_of_100000_spaces_is_parsed_in_linear_time():
+    # the old pattern ^```(?:json)?\s*(.*?)\s*```$ took cubic time here (2,000 spaces: 3 s); run apart, so that a
+    # regular expression that holds the interpreter cannot hang the test session
+    code = ("import time; from synthor_core.priors.llm import _extract_json\n"
+            "started = time.monotonic()\n"
+            "try:\n    _extract_json('```' + ' ' * 100_000 + 'x')\nexcept ValueError:\n    pass\n"
+            "print(time.monotonic() - started)")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=8,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail("parsing a fenced reply of 100,000 spaces took more than 8 s")
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout) < 1.0
 
 
 def test_a_5_mb_reply_is_a_failed_call_of_kind_reply_too_large(project):
@@ -228,7 +262,7 @@ def test_a_5_mb_reply_is_a_failed_call_of_kind_reply_too_large(project):
     assert [p.count for p in proposals] == [4]
     assert prior.usage.failures == {"reply_too_large": 1}
     assert [c.outcome for c in prior.calls] == ["reply_too_large", "ok"]
-    assert len(prior.calls[0].reply) <= llm.MAX_ERROR_CHARS + 100  # the call log keeps only the start
+    assert len(prior.calls[0].reply) <= 400  # the call log keeps only the start (MAX_ERROR_CHARS = 300)
     assert seconds < 5
 
 
@@ -244,7 +278,7 @@ def test_a_listing_of_two_million_models_is_refused_after_a_bounded_read(project
 
 
 def test_a_long_listing_is_checked_up_to_max_listed_models(project, monkeypatch):
-    monkeypatch.setattr(llm, "MAX_LISTED_MODELS", 100)
+    monkeypatch.setattr(llm, "MAX_LISTED_MODELS", 100, raising=False)
     with HostileEndpoint(models=5_000) as endpoint:
         answer = _prior(project, endpoint.url, model="model-000000050").test_connection()
         missed = _prior(project, endpoint.url, model="model-000004000").test_connection()
@@ -257,5 +291,24 @@ def test_endpoint_error_text_in_messages_is_truncated(project):
     with HostileEndpoint(models_error="overloaded " * 100_000) as endpoint:
         answer = _prior(project, endpoint.url).test_connection()
     assert answer.startswith(f"cannot reach {endpoint.url}: InternalServerError: ")
-    assert len(answer) <= len(f"cannot reach {endpoint.url}: InternalServerError: ") + llm.MAX_ERROR_CHARS
+    assert len(answer) <= len(f"cannot reach {endpoint.url}: InternalServerError: ") + 300  # MAX_ERROR_CHARS
     assert answer.endswith("…")
+
+
+@pytest.mark.parametrize("retry_after", ["1e12", "inf", "-5"])
+def test_a_retry_after_header_of_a_lifetime_is_cut(project, retry_after, monkeypatch):
+    monkeypatch.setattr(llm, "MAX_RETRY_AFTER_S", 0.2, raising=False)
+    done = threading.Event()
+    with HostileEndpoint(retry_after=retry_after) as endpoint:
+        prior = _prior(project, endpoint.url, infer_dependencies=False, max_retries=2, backoff_s=0.1)
+
+        def plan():
+            prior.plan(_guidance(), np.random.default_rng(0))
+            done.set()
+
+        threading.Thread(target=plan, daemon=True).start()
+        finished = done.wait(5)
+        prior._abort.set()  # frees a worker still waiting (the old code waited 10**12 s)
+    assert finished, f"Retry-After: {retry_after} held the plan for more than 5 s"
+    assert prior.usage.failures == {"rate_limit": 3}
+    assert all(0 <= c.waited_s <= 0.4 + 1e-9 for c in prior.calls)
