@@ -140,7 +140,7 @@ def show_downloads(run_id: str, key: str) -> None:
     for col, (name, (label, mime)) in zip(cols, labels.items()):
         if name in files:
             col.download_button(label, data=files[name], file_name=f"{run_id}_{name}", mime=mime,
-                                key=f"{key}.{name}")
+                                key=f"{key}.{name}", on_click="ignore")
 
 
 @st.cache_data(max_entries=4, show_spinner="Preparing downloads")

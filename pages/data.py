@@ -304,6 +304,7 @@ with save_tab:
             write_project_toml(target, updated)
             st.rerun()
     st.download_button("Download the project folder (.zip)", data=zip_project_folder(folder),
-                       file_name="synthor_project.zip", mime="application/zip", key="data.download_project")
+                       file_name="synthor_project.zip", mime="application/zip", key="data.download_project",
+                       on_click="ignore")
     st.caption("The zip opens again here, and runs from the command line: "
                "`python -m synthor_core run FOLDER --out OUT`.")

@@ -197,9 +197,11 @@ with zone_tab:
                    + (f"({', '.join(f'{as_text(k)} {v:,}' for k, v in per_control.items())})." if len(failing)
                       else "(none)."))
         if len(failing):
-            st.dataframe(failing, hide_index=True, width="stretch", key="hh.failing_zones")
+            st.dataframe(failing, hide_index=True, width="stretch", key="hh.failing_zones", column_config={
+                "pct_difference": st.column_config.NumberColumn("% difference", format="%.1f")})
             st.download_button("Failing zones (CSV)", data=spreadsheet_safe(failing).to_csv(index=False).encode(),
-                               file_name="failing_zones.csv", mime="text/csv", key="hh.dl.failing")
+                               file_name="failing_zones.csv", mime="text/csv", key="hh.dl.failing",
+                               on_click="ignore")
         names = list(dict.fromkeys(zone_fit["control"]))
         chosen = st.selectbox("Target vs synthetic in every zone, for control", names, key="hh.zone_control")
         st.dataframe(zone_fit[zone_fit["control"] == chosen], hide_index=True, width="stretch",
@@ -226,7 +228,8 @@ with download_tab:
                             (buttons[2], "zone_fit.csv", "text/csv")):
         path = folder / name
         if path.is_file():
-            col.download_button(name, data=path.read_bytes(), file_name=name, mime=mime, key=f"hh.dl.{name}")
+            col.download_button(name, data=path.read_bytes(), file_name=name, mime=mime, key=f"hh.dl.{name}",
+                                on_click="ignore")
     buttons[3].download_button("All outputs (zip)", data=_zipped(run_dir), file_name=f"{folder.name}.zip",
-                               mime="application/zip", key="hh.dl.zip")
+                               mime="application/zip", key="hh.dl.zip", on_click="ignore")
     st.caption(f"Written to {folder.name} in the app's data folder.")

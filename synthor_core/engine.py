@@ -168,8 +168,15 @@ def _split_count(count: int, n: int) -> np.ndarray:
     return out
 
 
-def _remove(population: pd.DataFrame, mask: np.ndarray, count: int) -> tuple[pd.DataFrame, int]:
-    """Take ``count`` persons (at most all) from the records in ``mask``, in proportion to their counts."""
+def _remove(population: pd.DataFrame, mask: np.ndarray, count: int, rng: np.random.Generator
+            ) -> tuple[pd.DataFrame, int]:
+    """Take ``count`` persons (at most all) from the records in ``mask``, in proportion to their counts.
+
+    Each record loses the whole part of its share ``count * n_i / sum(n)`` and, with probability equal to the
+    fractional part, one person more: systematic sampling with a random start over a random order of the records,
+    so which records lose persons never depends on their sort order (a record's expected loss is its share exactly;
+    the total is exactly ``count``). Source: systematic PPS sampling (Madow 1949); issue 11 (no bias from removals).
+    """
     idx = np.flatnonzero(mask)
     have = population[COUNT].to_numpy()[idx]
     available = int(have.sum())
@@ -178,8 +185,22 @@ def _remove(population: pd.DataFrame, mask: np.ndarray, count: int) -> tuple[pd.
         return population, 0
     raw = have * (take / available)
     cut = np.floor(raw).astype(np.int64)
-    order = np.argsort(-(raw - cut), kind="stable")
-    cut[order[: take - int(cut.sum())]] += 1
+    need = take - int(cut.sum())
+    if need > 0:
+        fraction = raw - cut
+        order = rng.permutation(len(fraction))
+        cumulative = np.cumsum(fraction[order]) + rng.random()
+        picks = np.diff(np.floor(np.concatenate([[cumulative[0] - fraction[order][0]], cumulative]))).astype(np.int64)
+        extra = np.zeros(len(fraction), dtype=np.int64)
+        extra[order] = np.clip(picks, 0, 1)
+        missing = need - int(extra.sum())  # rounding of the float sums: mend by the largest fractions left
+        if missing > 0:
+            free = np.flatnonzero((extra == 0) & (cut < have))
+            extra[free[np.argsort(-fraction[free], kind="stable")[:missing]]] = 1
+        elif missing < 0:
+            chosen = np.flatnonzero(extra)
+            extra[chosen[np.argsort(fraction[chosen], kind="stable")[:-missing]]] = 0
+        cut += extra
     counts = population[COUNT].to_numpy().copy()
     counts[idx] -= np.minimum(cut, have)
     out = population.copy()
@@ -264,7 +285,7 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
                     rejected[f"proposal: {problem}"] += 1
                 elif proposal.action == "remove":
                     population, took = _remove(population, match_conditions(population, proposal.conditions,
-                                                                            schema), proposal.count)
+                                                                            schema), proposal.count, rng)
                     removed += took
                 else:
                     requests.append((proposal, min(proposal.count, max(defaults.MIN_RECORDS_PER_PROPOSAL,

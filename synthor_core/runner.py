@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Callable
 
 from .engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
-from .evaluate import rules_report, run_report
+from .evaluate import rules_fit_cost, rules_report, run_report
 from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
 from .store import CHECKPOINT_INTERVAL_S, RunStore
 from .targets import Project
+
+STORE_INTERVAL_S = 1.0  # a run's iterations reach the store at most this often (each write opens the file)
 
 
 @dataclass(frozen=True)
@@ -177,9 +179,20 @@ class Runner:
         prior = None
         saved_at = -math.inf
 
+        pending: list = []  # iterations not yet in the store: written with the next checkpoint or every second
+        written_at = time.monotonic()
+
+        def flush() -> None:
+            nonlocal written_at
+            if self.store is not None and pending:
+                self.store.add_iterations(snap.run_id, pending)
+                pending.clear()
+            written_at = time.monotonic()
+
         def checkpoint(iteration: int, population) -> None:
             nonlocal saved_at
             if self.store is not None and time.monotonic() - saved_at >= CHECKPOINT_INTERVAL_S:
+                flush()
                 self.store.save_checkpoint(snap.run_id, iteration, snap.project.schema.decode(population))
                 saved_at = time.monotonic()
 
@@ -189,28 +202,36 @@ class Runner:
             for event in run_synthesis(snap.project, prior, snap.config, run.stop.is_set, rules,
                                        checkpoint=checkpoint, initial=initial):
                 if isinstance(event, SynthesisResult):
+                    flush()
                     status = "stopped" if event.stop_reason == "stop requested" else "finished"
                     ended = time.time()
                     if self.store is not None:
                         dollars = prior.dollars() if hasattr(prior, "dollars") else None
                         report = run_report(event, snap.config, prior.name, prior.usage, dollars)
                         if rules:
-                            report["rules"] = rules_report(snap.project, event.population, rules)
+                            # what the rules cost in fit takes seconds: added to the report once the run shows
+                            # as ended (below)
+                            report["rules"] = rules_report(snap.project, event.population, rules, fit_cost={})
                         decoded = snap.project.schema.decode(event.population)
                         self.store.add_llm_calls(snap.run_id, getattr(prior, "calls", []))
                         self.store.finish_run(snap.run_id, "failed" if event.error else status, ended, report,
                                               decoded, event.error)
                     self._update(run, result=event, status="failed" if event.error else status, ended_at=ended,
                                  error=event.error)
+                    if self.store is not None and rules:
+                        report["rules"]["fit_cost"] = rules_fit_cost(snap.project, rules)
+                        self.store.update_report(snap.run_id, report)
                 else:
-                    if self.store is not None:
-                        self.store.add_iteration(snap.run_id, event)
+                    pending.append(event)
+                    if time.monotonic() - written_at >= STORE_INTERVAL_S:
+                        flush()
                     with self._lock:
                         run.snapshot = replace(run.snapshot, events=run.snapshot.events + (event,))
         except Exception as exc:  # a failed run is reported on the page and in the store; the app stays usable
             error = f"{type(exc).__name__}: {exc}"
             ended = time.time()
             if self.store is not None:
+                flush()
                 self.store.add_llm_calls(snap.run_id, getattr(prior, "calls", []))
                 self.store.finish_run(snap.run_id, "failed", ended, error=error)
             # the user reads the message; the traceback goes to the server's log, never to the page

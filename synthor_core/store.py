@@ -202,16 +202,21 @@ class RunStore:
 
     def add_iteration(self, run_id: str, event: IterationEvent) -> None:
         """Record one iteration's metrics and proposals."""
+        self.add_iterations(run_id, [event])
+
+    def add_iterations(self, run_id: str, events) -> None:
+        """Record several iterations' metrics and proposals at once (one opening of the file)."""
+        if not events:
+            return
         with self._connect() as cur:
-            cur.execute("INSERT INTO iterations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [run_id, event.iteration, event.mean_tvd, event.max_tvd, json.dumps(event.tvd_by_table),
-                         json.dumps(event.srmse_by_table), event.added, event.removed, json.dumps(event.rejected),
-                         event.population_total, event.distinct_records, event.llm_calls, event.prompt_tokens,
-                         event.completion_tokens, event.seconds, event.aggregate_seconds])
-            if event.proposals:
-                cur.executemany("INSERT INTO proposals VALUES (?, ?, ?, ?, ?, ?, ?)", [
-                    [run_id, event.iteration, i, p.action, p.count, json.dumps(p.conditions), p.reason]
-                    for i, p in enumerate(event.proposals)])
+            cur.executemany("INSERT INTO iterations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+                [run_id, e.iteration, e.mean_tvd, e.max_tvd, json.dumps(e.tvd_by_table), json.dumps(e.srmse_by_table),
+                 e.added, e.removed, json.dumps(e.rejected), e.population_total, e.distinct_records, e.llm_calls,
+                 e.prompt_tokens, e.completion_tokens, e.seconds, e.aggregate_seconds] for e in events])
+            proposals = [[run_id, e.iteration, i, p.action, p.count, json.dumps(p.conditions), p.reason]
+                         for e in events for i, p in enumerate(e.proposals)]
+            if proposals:
+                cur.executemany("INSERT INTO proposals VALUES (?, ?, ?, ?, ?, ?, ?)", proposals)
 
     def save_checkpoint(self, run_id: str, iteration: int, population: pd.DataFrame) -> None:
         """Save a running run's population so far (labels + ``count``, not calibrated) as its population; an
@@ -244,6 +249,11 @@ class RunStore:
                          report and report["max_tvd"], report and report["stop_reason"], report and report["prior"],
                          run_id])
             cur.execute("COMMIT")
+
+    def update_report(self, run_id: str, report: dict) -> None:
+        """Replace a finished run's ``report.json`` content (a part computed after the run ended)."""
+        with self._connect() as cur:
+            cur.execute("UPDATE runs SET report = ? WHERE run_id = ?", [json.dumps(report), run_id])
 
     def mark_interrupted(self) -> list[str]:
         """Mark every run still "running" whose process is gone (killed, crashed, the server restarted) as

@@ -144,9 +144,24 @@ def test_run_the_example_download_it_and_stop_a_longer_run(page, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "6-runs.png"), full_page=True)
 
 
+CALM = ROOT.parent / "shared" / "data" / "populationsim" / "example_calm"
+
+
+@pytest.mark.skipif(not CALM.is_dir(), reason="shared/data/populationsim not present")
 def test_households_in_zones_on_calm_run_and_download(page, tmp_path):
+    """Issue 14: PopulationSim's example_calm opened as a zip, run with the seed prior, the fit per control with
+    the failing zones, and households.csv and persons.csv whose row counts match the report."""
+    import json
+    import zipfile
+    bundle = tmp_path / "example_calm.zip"
+    with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(CALM.rglob("*")):
+            if path.is_file() and path.suffix != ".py":
+                archive.write(path, Path("example_calm") / path.relative_to(CALM))
     page.get_by_role("link", name="Households in zones").click()
     page.get_by_text("Households to place").wait_for()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').last.set_input_files(str(bundle))
+    page.get_by_text("example_calm.zip").first.wait_for(timeout=60_000)
     page.get_by_text("62,041").first.wait_for()
     page.screenshot(path=str(ARTIFACTS / "7-households.png"), full_page=True)
     page.get_by_role("button", name="Synthesize households").click()
@@ -155,12 +170,21 @@ def test_households_in_zones_on_calm_run_and_download(page, tmp_path):
     page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].some("
                            "p => (p.data || []).some(t => t.name === 'TAZ'))")
     page.screenshot(path=str(ARTIFACTS / "8-households-result.png"), full_page=True)
+    page.get_by_role("tab", name="Zones").click()
+    page.get_by_text(re.compile(r"^[\d,]+ of 14,2\d\d control-zone pairs fail")).wait_for()
+    page.get_by_role("button", name="Failing zones (CSV)").wait_for()
+    page.screenshot(path=str(ARTIFACTS / "9-households-zones.png"), full_page=True)
     page.get_by_role("tab", name="Download").click()
-    with page.expect_download() as info:
-        page.get_by_role("button", name="households.csv").click()
-    path = tmp_path / "households.csv"
-    info.value.save_as(path)
-    with open(path, newline="", encoding="utf-8") as handle:
+    files = {}
+    for name in ("report.json", "households.csv", "persons.csv"):
+        with page.expect_download() as info:
+            page.get_by_role("button", name=name, exact=True).click()
+        files[name] = tmp_path / name
+        info.value.save_as(files[name])
+    report = json.loads(files["report.json"].read_text())
+    with open(files["households.csv"], newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     assert rows[0][:6] == ["household_id", "REGION", "PUMA", "TRACT", "TAZ", "seed_hh_id"]
-    assert len(rows) - 1 == 62_041
+    assert len(rows) - 1 == report["households"] == 62_041
+    with open(files["persons.csv"], newline="", encoding="utf-8") as handle:
+        assert sum(1 for _ in handle) - 1 == report["persons"]

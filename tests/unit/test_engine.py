@@ -139,3 +139,27 @@ def test_records_breaking_a_rule_are_dropped_and_counted_whatever_the_prior(smal
     assert events[0].rejected["record: violates old worker"] > 0
     people, _ = project.schema.encode(expand_records(result.population, project.schema))
     assert not rule.violates(people).any()
+
+
+def test_removals_do_not_depend_on_the_records_sort_order():
+    """Issue 11: with records of equal counts, the ones first in sort order used to lose every person (ages 18-19
+    vanished from [18, 23)); now each loses in proportion to its count, whatever its position."""
+    import numpy as np
+    import pandas as pd
+    from synthor_core.engine import _remove
+    population = pd.DataFrame({"age": [18.0, 19.0, 20.0, 21.0, 22.0], "count": [1, 1, 1, 1, 1]})
+    rng = np.random.default_rng(0)
+    removed = np.zeros(5)
+    for _ in range(4000):
+        out, took = _remove(population, np.ones(5, dtype=bool), 2, rng)
+        assert took == 2 and int(out["count"].sum()) == 3 and (out["count"] >= 0).all()
+        removed += 1 - out["count"].to_numpy()
+    assert np.allclose(removed / 4000, 0.4, atol=0.03), removed / 4000  # each record: 2 of 5
+    mean_age_left = []
+    for _ in range(2000):  # the mean age of who stays keeps its expected value (20)
+        out, _ = _remove(population, np.ones(5, dtype=bool), 2, rng)
+        mean_age_left.append(float(np.average(out["age"], weights=out["count"])))
+    assert abs(np.mean(mean_age_left) - 20.0) < 0.05
+    weighted = pd.DataFrame({"age": [30.0, 40.0], "count": [9, 3]})
+    share = np.mean([9 - _remove(weighted, np.ones(2, dtype=bool), 2, rng)[0]["count"][0] for _ in range(4000)])
+    assert abs(share - 1.5) < 0.05  # 2 x 9/12 expected from the larger record
