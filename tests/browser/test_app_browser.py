@@ -161,7 +161,8 @@ def test_households_in_zones_on_calm_run_and_download(page, tmp_path):
     page.get_by_role("link", name="Households in zones").click()
     page.get_by_text("Households to place").wait_for()
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').last.set_input_files(str(bundle))
-    page.get_by_text("example_calm.zip").first.wait_for(timeout=60_000)
+    # the project's label (not the uploader's file chip) says the zip was opened
+    page.locator('[data-testid="stText"]', has_text="example_calm.zip").wait_for(timeout=60_000)
     page.get_by_text("62,041").first.wait_for()
     page.screenshot(path=str(ARTIFACTS / "7-households.png"), full_page=True)
     page.get_by_role("button", name="Synthesize households").click()
