@@ -13,7 +13,8 @@ import pandas as pd
 import streamlit as st
 
 from app_session import (HOUSEHOLD_EXAMPLE_DIR, HOUSEHOLD_EXAMPLE_LABEL, UploadError, as_text,
-                         current_household_project, household_draft_from_zip, household_runs_dir, problems_frame)
+                         current_household_project, get_runner, household_draft_from_zip, household_runs_dir, owner_id,
+                         problems_frame)
 from synthor_core.errors import TargetValidationError
 from synthor_core.export import write_household_outputs
 from synthor_core.households import HouseholdConfig, candidate_households
@@ -134,8 +135,10 @@ if start:
         st.error(f"Partition {as_text(failed.name)} failed: {as_text(failed.error)}. The other partitions' "
                  f"households are kept.")
     bar.progress(1.0, text="Writing households.csv, persons.csv and report.json")
-    write_household_outputs(candidates, result, config, out, time.perf_counter() - started, reference=project,
-                            prior_notes=notes, partitions=outcomes)
+    written = write_household_outputs(candidates, result, config, out, time.perf_counter() - started,
+                                      reference=project, prior_notes=notes, partitions=outcomes)
+    get_runner().store.add_household_run(out.name, out, written, st.session_state["hh.project_label"],
+                                         time.time() - written["seconds"], owner=owner_id())
     bar.empty()
     st.session_state["hh.run_dir"] = str(out)
 

@@ -1,10 +1,14 @@
 """Runs: this browser's runs in the store (every run in a shared workspace), running ones too; reopen one's chart
 and downloads, resume an interrupted one, delete one."""
 
+import shutil
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
-from app_session import as_text, drafts_dir, get_runner, owner_id, shared_workspace, show_downloads
+from app_session import (as_text, drafts_dir, get_runner, household_runs_dir, owner_id, shared_workspace,
+                         show_downloads)
 from synthor_core.errors import SynthorError
 from synthor_core.plots import tvd_by_iteration
 
@@ -17,8 +21,30 @@ st.caption("Shared workspace: every user of this server sees, downloads and dele
            "Your runs: this browser's key is in the address (`?me=`); keep the address to find them again. Other "
            "users of this server do not see them.")
 runs = store.runs(owner=owner)
+household_runs = store.household_runs(owner=owner)
+if not household_runs.empty:
+    with st.expander(f"Household runs ({len(household_runs)})", expanded=runs.empty, icon=":material/holiday_village:"):
+        shown = household_runs.assign(started_at=pd.to_datetime(household_runs["started_at"], unit="s"))
+        st.dataframe(shown[["run_id", "project_label", "prior", "seed", "started_at", "households", "persons",
+                            "worst_pct_rmse", "seconds"]], hide_index=True, width="stretch", key="runs.households",
+                     column_config={"run_id": "run", "project_label": "project",
+                                    "started_at": st.column_config.DatetimeColumn("started",
+                                                                                  format="YYYY-MM-DD HH:mm:ss"),
+                                    "worst_pct_rmse": st.column_config.NumberColumn("worst %RMSE", format="%.2f")})
+        chosen_hh = st.selectbox("Household run", household_runs["run_id"].tolist(), key="runs.household_chosen")
+        cols = st.columns(4)
+        folder = Path(household_runs.set_index("run_id").loc[chosen_hh, "folder"])
+        if cols[0].button("Open on the Households page", key="runs.household_open"):
+            st.session_state["hh.run_dir"] = str(folder)
+            st.switch_page("pages/households.py")
+        if cols[1].button("Delete this household run", key="runs.household_delete"):
+            removed = store.delete_household_run(chosen_hh, owner=owner)
+            if removed and Path(removed).resolve().parent == household_runs_dir().resolve():  # only our own folders
+                shutil.rmtree(removed, ignore_errors=True)
+            st.rerun()
 if runs.empty:
-    st.info("No run yet: start one on the Synthesize page.")
+    st.info("No run yet: start one on the Synthesize page." if household_runs.empty else
+            "No person run yet: start one on the Synthesize page.")
     st.stop()
 
 # started_at is seconds since the epoch (a number would be read as milliseconds: 1970-01-21)

@@ -45,6 +45,9 @@ _DDL = [
     """CREATE TABLE IF NOT EXISTS llm_calls (run_id VARCHAR, call INTEGER, kind VARCHAR, model VARCHAR,
        prompt VARCHAR, reply VARCHAR, prompt_tokens BIGINT, completion_tokens BIGINT, latency_s DOUBLE,
        outcome VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS household_runs (run_id VARCHAR PRIMARY KEY, owner VARCHAR, project_label VARCHAR,
+       prior VARCHAR, seed BIGINT, started_at DOUBLE, seconds DOUBLE, households BIGINT, persons BIGINT,
+       worst_pct_rmse DOUBLE, folder VARCHAR)""",
 ]
 
 
@@ -311,6 +314,37 @@ class RunStore:
                 cur.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
             cur.execute(f"DROP TABLE IF EXISTS {quote_ident('population_' + run_id)}")
             cur.execute("COMMIT")
+
+    def add_household_run(self, run_id: str, folder: Path, report: dict, label: str, started_at: float,
+                          owner: str | None = None) -> None:
+        """Record a finished household run whose files (``households.csv``, ``persons.csv``, ``report.json``, ...)
+        are in ``folder``."""
+        with self._connect() as cur:
+            cur.execute("INSERT INTO household_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [run_id, owner, label, report.get("prior"), report.get("seed"), started_at,
+                         report.get("seconds"), report.get("households"), report.get("persons"),
+                         report.get("worst_pct_rmse"), str(folder)])
+
+    def household_runs(self, owner: str | None = None) -> pd.DataFrame:
+        """Household runs (only ``owner``'s when given), newest first: run_id, project_label, prior, seed,
+        started_at, seconds, households, persons, worst_pct_rmse, folder, owner."""
+        where, params = ("WHERE owner = ?", [owner]) if owner is not None else ("", [])
+        with self._connect() as cur:
+            return cur.execute("SELECT run_id, project_label, prior, seed, started_at, seconds, households, persons, "
+                               f"worst_pct_rmse, folder, owner FROM household_runs {where} "
+                               "ORDER BY started_at DESC", params).df()
+
+    def delete_household_run(self, run_id: str, owner: str | None = None) -> str | None:
+        """Forget a household run; returns its folder (for the caller to remove), None when unknown. With
+        ``owner`` given, only that owner's run (PermissionError otherwise)."""
+        with self._connect() as cur:
+            row = cur.execute("SELECT owner, folder FROM household_runs WHERE run_id = ?", [run_id]).fetchone()
+            if row is None:
+                return None
+            if owner is not None and row[0] != owner:
+                raise PermissionError(f"run {run_id} belongs to another user of this server")
+            cur.execute("DELETE FROM household_runs WHERE run_id = ?", [run_id])
+        return row[1]
 
     # -------------------------------------------------------------------------------------------- reads
     def runs(self, owner: str | None = None) -> pd.DataFrame:

@@ -77,6 +77,14 @@ def test_calm_opens_with_its_levels_and_a_seed_run_shows_the_fit_and_downloads()
     households = pd.read_parquet(run_dir / "households.parquet")
     assert len(households) == report["households"] == len(pd.read_csv(run_dir / "households.csv"))
     assert len(pd.read_parquet(run_dir / "persons.parquet")) == report["persons"]
+    # the run is listed on the Runs page, opens there again and is deleted with its folder
+    at.switch_page("pages/runs.py").run()
+    assert not at.exception
+    listed = next(d.value for d in at.dataframe if "worst_pct_rmse" in d.value.columns)
+    assert listed["run_id"].tolist()[:1] == [run_dir.name] and listed["households"].tolist()[0] == 62_041
+    at.selectbox(key="runs.household_chosen").set_value(run_dir.name)
+    at.button(key="runs.household_delete").click().run()
+    assert not at.exception and not run_dir.exists()
 
 
 def json_persons(at: AppTest) -> int:
