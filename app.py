@@ -20,21 +20,29 @@ except SynthorError as exc:  # an unwritable or foreign data folder: say which, 
 
 
 
-@st.fragment(run_every=2.0)
 def run_status() -> None:
-    """The session's run in the sidebar, redrawn every 2 s (the page itself may not be redrawn meanwhile)."""
+    """The session's run in the sidebar: a fragment redrawn every 2 s while the run goes on (the page itself may
+    not be redrawn meanwhile), drawn once otherwise."""
     run_id = st.session_state["synth.run_id"]
-    if run_id is not None and run_id in get_runner().run_ids():
+    if run_id is None or run_id not in get_runner().run_ids():
+        return
+    running = get_runner().snapshot(run_id).status == "running"
+
+    def draw() -> None:
         snap = get_runner().snapshot(run_id)
         st.caption(f"Run {run_id}: {snap.status}, {len(snap.events)} iteration(s)")
+        if running and snap.status != "running":
+            st.rerun(scope="app")  # stop polling once the run ended
+
+    st.fragment(draw, run_every=2.0 if running else None)()
 
 
 page = st.navigation([
-    st.Page("pages/data.py", title="Data", icon=":material/table_chart:", default=True),
-    st.Page("pages/synthesize.py", title="Synthesize", icon=":material/play_circle:"),
-    st.Page("pages/evaluate.py", title="Evaluate & export", icon=":material/fact_check:"),
-    st.Page("pages/households.py", title="Households in zones", icon=":material/holiday_village:"),
-    st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
+    st.Page("app_pages/data.py", title="Data", icon=":material/table_chart:", default=True),
+    st.Page("app_pages/synthesize.py", title="Synthesize", icon=":material/play_circle:"),
+    st.Page("app_pages/evaluate.py", title="Evaluate & export", icon=":material/fact_check:"),
+    st.Page("app_pages/households.py", title="Households in zones", icon=":material/holiday_village:"),
+    st.Page("app_pages/runs.py", title="Runs", icon=":material/history:"),
 ])
 
 with st.sidebar:

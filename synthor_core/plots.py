@@ -43,7 +43,7 @@ def tvd_by_iteration(events, tables_named: int = 5, final: tuple[float, float] |
     if final is not None and events:
         fig.add_trace(go.Scatter(x=[x[-1], x[-1]], y=[max(final[0], 1e-6), max(final[1], 1e-6)],
                                  name="final (calibrated)", mode="markers+text",
-                                 text=[f"mean {final[0]:.4f}", f"max {final[1]:.4f}"], textposition="middle right",
+                                 text=[f"mean {final[0]:.4f}", f"max {final[1]:.4f}"], textposition="middle left",
                                  marker={"symbol": "star", "size": 14, "color": ["#1f77b4", "#d62728"],
                                          "line": {"width": 1, "color": "black"}}))
     # one tick per power of ten, written as plain numbers (0.001, 0.01, 0.1), not "2, 5, 100μ"

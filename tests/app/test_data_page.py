@@ -22,6 +22,13 @@ def _app() -> AppTest:
     return at
 
 
+def _k(at: AppTest, key: str) -> str:
+    """A Data page widget's key: the form of an uploaded table ends in its file's number, the project's forms in
+    the project's (new widgets for a new file or project, so a browser never sends stale answers back)."""
+    table_form = key.startswith(("data.new_table_", "data.map.", "data.replace_table", "data.bins."))
+    return f"{key}.{at.session_state['data.form_no' if table_form else 'data.project_no']}"
+
+
 def _uploader(at, label_start):
     (found,) = [u for u in at.get("file_uploader") if u.label.startswith(label_start)]
     return found
@@ -42,13 +49,13 @@ def test_adding_a_broken_table_lists_its_problems_on_a_copy_of_the_example():
     _uploader(at, "A table file").set_value(("sex_again.csv", bad, "text/csv"))
     at.run()
     assert not at.exception
-    assert at.text_input(key="data.new_table_name").value == "sex_again"
-    assert at.selectbox(key="data.new_table_format").value == "long"
-    assert at.selectbox(key="data.new_table_count").value == "count"
-    assert at.selectbox(key="data.map.sex").value == "sex"
+    assert at.text_input(key=_k(at, "data.new_table_name")).value == "sex_again"
+    assert at.selectbox(key=_k(at, "data.new_table_format")).value == "long"
+    assert at.selectbox(key=_k(at, "data.new_table_count")).value == "count"
+    assert at.selectbox(key=_k(at, "data.map.sex")).value == "sex"
     assert at.warning[-1].value == "Labels the project's variables lack: " + as_text("sex: 1 labels not among its "
                                                                                      "categories (Men)") + "."
-    assert at.checkbox(key="data.new_table_extend").value is False  # a typo is a problem unless the user says so
+    assert at.checkbox(key=_k(at, "data.new_table_extend")).value is False  # a typo is a problem unless the user says so
     at.button(key="data.add_table").click().run()
     assert not at.exception
     assert at.error[0].value.startswith("1 problem(s): fix them below")
@@ -66,9 +73,9 @@ def test_a_crosstab_upload_is_detected_and_added():
                "Amer-Indian-Eskimo,185,285\nOther,155,251\n".encode()
     _uploader(at, "A table file").set_value(("race_by_sex.csv", crosstab, "text/csv"))
     at.run()
-    assert at.selectbox(key="data.new_table_format").value == "crosstab"
-    assert at.text_input(key="data.new_table_rows").value == "race"
-    assert at.text_input(key="data.new_table_columns").value == "sex"
+    assert at.selectbox(key=_k(at, "data.new_table_format")).value == "crosstab"
+    assert at.text_input(key=_k(at, "data.new_table_rows")).value == "race"
+    assert at.text_input(key=_k(at, "data.new_table_columns")).value == "sex"
     at.button(key="data.add_table").click().run()
     assert not at.exception
     assert at.success[0].value.endswith("48,842 persons, 9 variables, 20 target tables.")
@@ -79,8 +86,8 @@ def test_a_crosstab_upload_is_detected_and_added():
 
 def test_a_marginal_by_hand_is_saved_and_an_all_zero_one_is_refused():
     at = _app()
-    at.selectbox(key="data.marginal_variable").set_value("income").run()
-    at.text_input(key="data.marginal_name").set_value("income_again").run()
+    at.selectbox(key=_k(at, "data.marginal_variable")).set_value("income").run()
+    at.text_input(key=_k(at, "data.marginal_name")).set_value("income_again").run()
     at.button(key="data.save_marginal").click().run()
     assert not at.exception
     assert at.error[0].value.startswith("1 problem(s)")
@@ -91,7 +98,7 @@ def test_a_marginal_by_hand_is_saved_and_an_all_zero_one_is_refused():
     with open(f"{folder}/tables/income_again.csv") as handle:
         assert handle.read().splitlines() == ["income,count", "<=50K,0.0", ">50K,0.0"]
     # removing the table makes the project valid again, and the folder downloads as a zip
-    at.selectbox(key="data.remove_choice").set_value("income_again").run()
+    at.selectbox(key=_k(at, "data.remove_choice")).set_value("income_again").run()
     at.button(key="data.remove").click().run()
     assert at.success[0].value.endswith("19 target tables.")
     button = at.get("download_button")[0]
@@ -111,16 +118,16 @@ def test_a_project_is_built_from_its_table_files_alone():
     at.button(key="data.new").click().run()
     assert not at.exception and not at.error
     assert at.info[0].value.startswith("**Build the project in three steps.**")
-    assert at.number_input(key="data.size").value == 1000  # the new project's, not the example's 48,842
+    assert at.number_input(key=_k(at, "data.size")).value == 1000  # the new project's, not the example's 48,842
     tables = ROOT / "examples" / "adult" / "tables"
     for i, name in enumerate(BUILD_ORDER):
         _uploader(at, "A table file").set_value((name, (tables / name).read_bytes(), "text/csv")).run()
         assert not at.exception
-        assert at.text_input(key="data.new_table_name").value == name.removesuffix(".csv")  # follows each file
+        assert at.text_input(key=_k(at, "data.new_table_name")).value == name.removesuffix(".csv")  # follows each file
         if name == "education_by_occupation.csv":
-            assert at.text_input(key="data.new_table_columns").value == ""  # a variable no table has shown yet
+            assert at.text_input(key=_k(at, "data.new_table_columns")).value == ""  # a variable no table has shown yet
             assert at.button(key="data.add_table").disabled
-            at.text_input(key="data.new_table_columns").set_value("occupation").run()
+            at.text_input(key=_k(at, "data.new_table_columns")).set_value("occupation").run()
         at.button(key="data.add_table").click().run()
         assert not at.exception
         assert len(read_project_toml(at.session_state["data.project_dir"])["tables"]) == i + 1
@@ -143,9 +150,9 @@ def test_a_project_is_built_from_its_table_files_alone():
 
     # the same file again: the name moves aside; typing the taken name asks before replacing
     _uploader(at, "A table file").set_value(("sex.csv", (tables / "sex.csv").read_bytes(), "text/csv")).run()
-    assert at.text_input(key="data.new_table_name").value == "sex_2"
-    at.text_input(key="data.new_table_name").set_value("sex").run()
+    assert at.text_input(key=_k(at, "data.new_table_name")).value == "sex_2"
+    at.text_input(key=_k(at, "data.new_table_name")).set_value("sex").run()
     assert at.button(key="data.add_table").disabled
-    assert at.checkbox(key="data.replace_table").label.startswith("A table named sex exists: replace it")
-    at.checkbox(key="data.replace_table").check().run()
+    assert at.checkbox(key=_k(at, "data.replace_table")).label.startswith("A table named sex exists: replace it")
+    at.checkbox(key=_k(at, "data.replace_table")).check().run()
     assert not at.button(key="data.add_table").disabled

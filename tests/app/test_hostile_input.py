@@ -57,11 +57,11 @@ def test_markdown_in_labels_is_shown_as_text(tmp_path):
     at = _open_zip(_app(), f"{IMAGE}.zip", zip_project_folder(write_project(tmp_path / "p", toml, files)))
     assert at.success and at.warning  # the project opened, with a warning about the tables' totals
     rules = f'[[rules]]\nname = "{IMAGE}"\ncondition = "age < 5 and employed == \'yes\'"\n'.encode()
-    at.switch_page("pages/synthesize.py").run()
+    at.switch_page("app_pages/synthesize.py").run()
     _uploader(at, "Plausibility rules").set_value(("rules.toml", rules, "text/plain")).run()
     assert not at.exception
     shown = _texts(at)
-    at.switch_page("pages/data.py").run()
+    at.switch_page("app_pages/data.py").run()
     shown += _texts(at)
     assert any("attacker\\.example" in text for text in shown)  # the labels are there, escaped
     assert not [text for text in shown if "](http" in text]
@@ -96,7 +96,7 @@ def test_bad_projects_and_settings_give_messages_not_tracebacks(tmp_path, monkey
     assert at.error[0].value.startswith(as_text("broken.xlsx: could not be read as xlsx (BadZipFile"))
 
     at = _app()  # rules that forbid every record: the run fails with the reason, the page stays usable
-    at.switch_page("pages/synthesize.py").run()
+    at.switch_page("app_pages/synthesize.py").run()
     _uploader(at, "Plausibility rules").set_value(
         ("rules.toml", b'[[rules]]\nname = "nobody"\ncondition = "age >= 0"\n', "text/plain")).run()
     at.number_input(key="synth.size").set_value(2000)

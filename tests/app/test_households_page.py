@@ -32,7 +32,7 @@ def _page(project_dir: Path | None = None) -> AppTest:
         at.session_state["hh.project_dir"] = str(project_dir)
         at.session_state["hh.project_label"] = "uploaded.zip"
     at.run()
-    at.switch_page("pages/households.py").run()
+    at.switch_page("app_pages/households.py").run()
     assert not at.exception
     return at
 
@@ -78,7 +78,7 @@ def test_calm_opens_with_its_levels_and_a_seed_run_shows_the_fit_and_downloads()
     assert len(households) == report["households"] == len(pd.read_csv(run_dir / "households.csv"))
     assert len(pd.read_parquet(run_dir / "persons.parquet")) == report["persons"]
     # the run is listed on the Runs page, opens there again and is deleted with its folder
-    at.switch_page("pages/runs.py").run()
+    at.switch_page("app_pages/runs.py").run()
     assert not at.exception
     listed = next(d.value for d in at.dataframe if "worst_pct_rmse" in d.value.columns)
     assert listed["run_id"].tolist()[:1] == [run_dir.name] and listed["households"].tolist()[0] == 62_041

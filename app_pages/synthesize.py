@@ -4,22 +4,42 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_session import (adopt_run_from_url, allowed_endpoints, as_text, current_project, get_runner, llm_api_key,
-                         owner_id, problems_frame, rules_from_upload, show_downloads)
-from synthor_core.errors import TargetValidationError
-from synthor_core.rules import load_rules
+from app_session import (
+    adopt_run_from_url,
+    allowed_endpoints,
+    as_text,
+    current_project,
+    get_runner,
+    init_state,
+    llm_api_key,
+    owner_id,
+    problems_frame,
+    rules_from_upload,
+    show_downloads,
+)
 from synthor_core.engine import SynthesisConfig
-from synthor_core.priors.llm import LLMPrior, LLMSettings
-from synthor_core.runner import PRIORS, llm_prior_factory, prior_factory
+from synthor_core.errors import TargetValidationError
 from synthor_core.evaluate import table_counts
 from synthor_core.plots import fit_frame, proposals_frame, table_comparison, tvd_by_iteration
+from synthor_core.priors.llm import LLMPrior, LLMSettings
+from synthor_core.rules import load_rules
+from synthor_core.runner import PRIORS, llm_prior_factory, prior_factory
 
+init_state()  # on a fresh server Streamlit may run a page of pages/ before app.py has set the state
 st.title("Synthesize")
 project, problems = current_project()
 if project is None:
     st.warning("The project has problems: fix them on the Data page first.")
     st.stop()
 
+# the form's values live in the session state (set here, never as widget defaults, so a run adopted after a reload
+# or another project can set them without Streamlit's "default value and Session State" warning)
+for key, value in (("synth.max_iterations", 100), ("synth.tolerance", 0.005), ("synth.seed", 1)):
+    st.session_state.setdefault(key, value)
+if st.session_state.get("synth.form_project") != st.session_state["data.project_dir"]:
+    # another project: N starts as its size (set explicitly: a browser would send the old project's N back)
+    st.session_state["synth.form_project"] = st.session_state["data.project_dir"]
+    st.session_state["synth.size"] = project.size
 runner = get_runner()
 adopt_run_from_url()
 run_id = st.session_state["synth.run_id"]
@@ -116,15 +136,14 @@ if rules_file is not None:
 
 with st.form("synth.settings"):
     cols = st.columns(5)
-    size = cols[0].number_input("Population size N", min_value=1, value=project.size, step=1000, key="synth.size")
+    size = cols[0].number_input("Population size N", min_value=1, step=1000, key="synth.size")
     mode = cols[1].selectbox("Mode", ["full", "paper"], key="synth.mode",
                              help="full: add and remove, realistic fill, calibration. paper: LLMSynthor as "
                                   "published (add-only, 5 proposals per iteration, uniform numerics).")
-    max_iterations = cols[2].number_input("Max iterations", min_value=1, max_value=10_000, value=100,
-                                          key="synth.max_iterations")
-    tolerance = cols[3].number_input("Tolerance (mean TVD)", min_value=0.0001, max_value=0.5, value=0.005,
-                                     format="%.4f", key="synth.tolerance")
-    seed = cols[4].number_input("Seed", min_value=0, value=1, step=1, key="synth.seed")
+    max_iterations = cols[2].number_input("Max iterations", min_value=1, max_value=10_000, key="synth.max_iterations")
+    tolerance = cols[3].number_input("Tolerance (mean TVD)", min_value=0.0001, max_value=0.5, format="%.4f",
+                                     key="synth.tolerance")
+    seed = cols[4].number_input("Seed", min_value=0, step=1, key="synth.seed")
     start = st.form_submit_button("Start", type="primary",
                                   disabled=running or (prior_name == "llm" and llm_settings is None))
 if start:
@@ -212,5 +231,5 @@ if snap.result is not None:
                    f"marginals on which they disagree), allow more iterations, or try another prior.",
                    icon=":material/warning:")
     st.dataframe(fit_frame(result.fit), hide_index=True, width="stretch", key="synth.fit")
-    st.page_link("pages/evaluate.py", label="Evaluate this run in detail", icon=":material/fact_check:")
+    st.page_link("app_pages/evaluate.py", label="Evaluate this run in detail", icon=":material/fact_check:")
     show_downloads(snap.run_id, key="synth.downloads")

@@ -7,17 +7,34 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_session import (EXAMPLE_DIR, EXAMPLE_LABEL, UploadError, as_text, current_project, draft_from_zip,
-                         editable_project_dir, new_draft, problems_frame)
+from app_session import (
+    EXAMPLE_DIR,
+    EXAMPLE_LABEL,
+    UploadError,
+    as_text,
+    current_project,
+    draft_from_zip,
+    editable_project_dir,
+    init_state,
+    new_draft,
+    problems_frame,
+)
 from synthor_core.schema import variables_frame, variables_from_frame
 from synthor_core.store import zip_project_folder
-from synthor_core.targets import (edges_from_labels, infer_variables, marginal_template, parse_project_text,
-                                  read_project_toml, read_table_bytes, suggest_table_spec, table_file_name,
-                                  table_labels, table_total, write_project_toml)
+from synthor_core.targets import (
+    edges_from_labels,
+    infer_variables,
+    marginal_template,
+    parse_project_text,
+    read_project_toml,
+    read_table_bytes,
+    suggest_table_spec,
+    table_file_name,
+    table_labels,
+    table_total,
+    write_project_toml,
+)
 
-FORM_KEYS = ("data.new_table_", "data.map.", "data.bins.", "data.replace_table")  # the Add-a-table form's widgets
-PROJECT_FORM_KEYS = FORM_KEYS + ("data.size", "data.description", "data.schema_editor", "data.marginal_",
-                                 "data.remove_choice", "data.preview")
 VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TABLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
@@ -25,6 +42,7 @@ TABLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 def _edges_text(labels) -> list[float]:
     return edges_from_labels(labels) or []
 
+init_state()  # on a fresh server Streamlit may run a page of pages/ before app.py has set the state
 st.title("Data")
 
 left, right = st.columns([3, 2])
@@ -52,11 +70,15 @@ with right:
 
 project, problems = current_project()
 folder = Path(st.session_state["data.project_dir"])
-if st.session_state.get("data.form_project") != str(folder):
-    # another project: the forms show its N, description and variables, never the previous project's answers
-    st.session_state["data.form_project"] = str(folder)
-    for key in [k for k in st.session_state if str(k).startswith(PROJECT_FORM_KEYS)]:
-        del st.session_state[key]
+toml_file = folder / "synthor.toml"
+project_state = f"{folder}:{toml_file.stat().st_mtime_ns if toml_file.is_file() else 0}"
+if st.session_state.get("data.form_project") != project_state:
+    # another project, or this one changed on disk: the forms get new widgets (keys ending in a new number), so
+    # they show its N, description and variables, never stale answers (a browser sends a widget's old value back
+    # under its old key)
+    st.session_state["data.form_project"] = project_state
+    st.session_state["data.project_no"] = st.session_state.get("data.project_no", 0) + 1
+P = st.session_state["data.project_no"]
 raw = read_project_toml(folder)
 # the schema as far as it parses, for the forms below (a file that is not UTF-8 has none; its problem is listed)
 toml_text = (folder / "synthor.toml").read_bytes().decode("utf-8", "replace") if (folder / "synthor.toml").is_file() \
@@ -111,7 +133,7 @@ with overview:
                                     "persons": round(float(t.counts.sum())), "file": t.source}
                                    for t in project.tables]), hide_index=True, width="stretch")
         names = [t.name for t in project.tables]
-        chosen = st.selectbox("Preview a table", names, key="data.preview")
+        chosen = st.selectbox("Preview a table", names, key=f"data.preview.{P}")
         table = project.tables[names.index(chosen)]
         index = pd.MultiIndex.from_product(table.axis_labels(project.schema), names=list(table.variables))
         st.dataframe(pd.DataFrame({"count": table.counts.reshape(-1)}, index=index).reset_index(), hide_index=True,
@@ -123,12 +145,12 @@ with schema_tab:
     population = raw.get("population", {})
     cols = st.columns([1, 3])
     size = cols[0].number_input("Population size N", min_value=1, value=int(population.get("size", 1000) or 1000),
-                                key="data.size")
+                                key=f"data.size.{P}")
     description = cols[1].text_input("What one record is", value=population.get("description", ""),
-                                     key="data.description")
+                                     key=f"data.description.{P}")
     edited = st.data_editor(
         variables_frame(raw.get("variables", [])), num_rows="dynamic", hide_index=True, width="stretch",
-        key="data.schema_editor",
+        key=f"data.schema_editor.{P}",
         column_config={"type": st.column_config.SelectboxColumn(options=["categorical", "numeric"], required=True),
                        "ordered": st.column_config.CheckboxColumn(), "integer": st.column_config.CheckboxColumn()})
     if st.button("Apply schema", key="data.apply_schema", type="primary"):
@@ -147,10 +169,11 @@ with add_tab:
                                   type=["csv", "xlsx", "parquet"], key="data.table_file")
     if table_file is not None:
         if st.session_state.get("data.form_file") != table_file.file_id:
-            # a new file: the form below starts from this file's guesses, never from the previous file's answers
+            # a new file: new widgets (keys ending in a new number) start from this file's guesses, never from the
+            # previous file's answers
             st.session_state["data.form_file"] = table_file.file_id
-            for key in [k for k in st.session_state if str(k).startswith(FORM_KEYS)]:
-                del st.session_state[key]
+            st.session_state["data.form_no"] = st.session_state.get("data.form_no", 0) + 1
+        F = st.session_state["data.form_no"]
         suffix = Path(table_file.name).suffix.lower()
         content = table_file.getvalue()
         frame, _, read_problems = read_table_bytes(content, Path(table_file.name).name)
@@ -166,16 +189,16 @@ with add_tab:
             f"{stem}_{i}" for i in range(2, 10_000) if f"{stem}_{i}" not in existing_tables)
         guess = suggest_table_spec(frame, schema, name_guess, table_file_name(name_guess, suffix))
         cols = st.columns(3)
-        name = cols[0].text_input("Table name", value=guess["name"], key="data.new_table_name")
+        name = cols[0].text_input("Table name", value=guess["name"], key=f"data.new_table_name.{F}")
         layout = cols[1].selectbox("Format (detected)", ["long", "crosstab"],
-                                   index=0 if guess["format"] == "long" else 1, key="data.new_table_format")
+                                   index=0 if guess["format"] == "long" else 1, key=f"data.new_table_format.{F}")
         spec = {"name": name, "file": table_file_name(name, suffix), "format": layout}
         columns = list(frame.columns)
         if layout == "long":
             count = cols[2].selectbox("Count column", columns,
                                       index=columns.index(guess["count_column"])
                                       if guess.get("count_column") in columns else len(columns) - 1,
-                                      key="data.new_table_count")
+                                      key=f"data.new_table_count.{F}")
             mapping = {}
             others = [c for c in columns if c != count]
             map_cols = st.columns(max(len(others), 1))
@@ -185,17 +208,17 @@ with add_tab:
                 mapping[column] = map_cols[i].selectbox(
                     f'Column "{as_text(column)}" is variable', options,
                     index=options.index(default) if default in options else options.index(column),
-                    format_func=lambda v: v if v in known else f"{v} (new variable)", key=f"data.map.{column}")
+                    format_func=lambda v: v if v in known else f"{v} (new variable)", key=f"data.map.{column}.{F}")
             spec.update(variables=list(mapping.values()), count_column=count)
             renamed = {c: v for c, v in mapping.items() if c != v}
         else:
             rows_guess = guess.get("rows", columns[0])
             columns_guess = guess.get("columns", "") if guess.get("columns") != "columns" else ""
             rows = cols[2].text_input("Rows (first column) are variable", value=rows_guess,
-                                      key="data.new_table_rows",
+                                      key=f"data.new_table_rows.{F}",
                                       help="A variable of the project, or a new one: " + ", ".join(known))
             columns_var = st.text_input("Columns (header) are variable", value=columns_guess,
-                                        key="data.new_table_columns",
+                                        key=f"data.new_table_columns.{F}",
                                         placeholder="name the variable whose categories head the columns",
                                         help="A variable of the project, or a new one: " + ", ".join(known))
             spec.update(rows=rows.strip(), columns=columns_var.strip())
@@ -211,7 +234,7 @@ with add_tab:
         if unknown_labels:
             st.warning("Labels the project's variables lack: " + as_text("; ".join(unknown_labels)) + ".")
             extend = st.checkbox("Add them as new categories (otherwise their rows are listed as problems: "
-                                 "correct the file if they are typos)", key="data.new_table_extend")
+                                 "correct the file if they are typos)", key=f"data.new_table_extend.{F}")
         variables, notes = infer_variables(labels, list(known.values()), extend_known=extend)
         notes = [n for n in notes if "labels not among" not in n]
         numeric = [v["name"] for v in variables if v["name"] in labels and v.get("type") == "numeric"]
@@ -219,7 +242,7 @@ with add_tab:
         for var in numeric:
             default = ", ".join(f"{e:g}" for e in guess.get("bins", {}).get(var, []) or
                                 (_edges_text(labels[var])))
-            text = st.text_input(f"Bin edges of {as_text(var)}", value=default, key=f"data.bins.{var}")
+            text = st.text_input(f"Bin edges of {as_text(var)}", value=default, key=f"data.bins.{var}.{F}")
             try:
                 bins[var] = [float(x) for x in text.replace(";", ",").split(",") if x.strip()]
             except ValueError:
@@ -232,7 +255,7 @@ with add_tab:
         replace = False
         if clash:
             replace = st.checkbox(f"A table named {as_text(name)} exists: replace it with this file",
-                                  key="data.replace_table")
+                                  key=f"data.replace_table.{F}")
         if st.button("Add this table to the project", key="data.add_table", type="primary",
                      disabled=not names_ok or not TABLE_NAME.fullmatch(name) or (clash and not replace)):
             target = editable_project_dir()
@@ -260,12 +283,12 @@ with marginal_tab:
     if schema is None or not schema.names:
         st.info("Define the variables on the Schema tab first.")
     else:
-        variable = st.selectbox("Variable", schema.names, key="data.marginal_variable")
+        variable = st.selectbox("Variable", schema.names, key=f"data.marginal_variable.{P}")
         edges = None
         if schema[variable].type == "numeric":
             var = schema[variable]
             text = st.text_input(f"Bin edges (from {var.min:g} to {var.max:g})", value=f"{var.min:g}, {var.max:g}",
-                                 key="data.marginal_edges")
+                                 key=f"data.marginal_edges.{P}")
             try:
                 edges = [float(x) for x in text.split(",") if x.strip()]
                 template = marginal_template(schema, variable, edges)
@@ -276,9 +299,9 @@ with marginal_tab:
             template = marginal_template(schema, variable)
         if template is not None:
             counts = st.data_editor(template, hide_index=True, width="stretch", disabled=[variable],
-                                    key=f"data.marginal_editor.{variable}",
+                                    key=f"data.marginal_editor.{variable}.{P}",
                                     column_config={"count": st.column_config.NumberColumn(min_value=0)})
-            table_name = st.text_input("Table name", value=f"{variable}_marginal", key="data.marginal_name")
+            table_name = st.text_input("Table name", value=f"{variable}_marginal", key=f"data.marginal_name.{P}")
             if st.button("Save this marginal as a target table", key="data.save_marginal", type="primary"):
                 target = editable_project_dir()
                 (target / "tables").mkdir(exist_ok=True)
@@ -296,7 +319,7 @@ with marginal_tab:
 with save_tab:
     tables = [t.get("name", "?") for t in raw.get("tables", [])]
     if tables:
-        remove = st.selectbox("Remove a table from the project", ["(none)"] + tables, key="data.remove_choice")
+        remove = st.selectbox("Remove a table from the project", ["(none)"] + tables, key=f"data.remove_choice.{P}")
         if remove != "(none)" and st.button(f"Remove {as_text(remove)}", key="data.remove"):
             target = editable_project_dir()
             updated = read_project_toml(target)

@@ -12,16 +12,25 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_session import (HOUSEHOLD_EXAMPLE_DIR, HOUSEHOLD_EXAMPLE_LABEL, UploadError, as_text,
-                         current_household_project, get_runner, household_draft_from_zip, household_runs_dir, owner_id,
-                         problems_frame)
+from app_session import (
+    HOUSEHOLD_EXAMPLE_DIR,
+    HOUSEHOLD_EXAMPLE_LABEL,
+    UploadError,
+    as_text,
+    current_household_project,
+    get_runner,
+    household_draft_from_zip,
+    household_runs_dir,
+    init_state,
+    owner_id,
+    problems_frame,
+)
 from synthor_core.errors import TargetValidationError
 from synthor_core.export import write_household_outputs
 from synthor_core.households import HouseholdConfig, candidate_households
 from synthor_core.partitions import synthesize_partitioned
 from synthor_core.plots import household_fit_figure
 from synthor_core.schema import spreadsheet_safe, spreadsheet_unescape
-
 
 
 @st.cache_data(max_entries=2, show_spinner="Preparing the zip")
@@ -35,6 +44,7 @@ def _zipped(folder: str) -> bytes:
     return archive.getvalue()
 
 
+init_state()  # on a fresh server Streamlit may run a page of pages/ before app.py has set the state
 st.title("Households in zones")
 
 left, right = st.columns([3, 2])

@@ -7,11 +7,20 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_session import (as_text, drafts_dir, get_runner, household_runs_dir, owner_id, shared_workspace,
-                         show_downloads)
+from app_session import (
+    as_text,
+    drafts_dir,
+    get_runner,
+    household_runs_dir,
+    init_state,
+    owner_id,
+    shared_workspace,
+    show_downloads,
+)
 from synthor_core.errors import SynthorError
 from synthor_core.plots import tvd_by_iteration
 
+init_state()  # on a fresh server Streamlit may run a page of pages/ before app.py has set the state
 st.title("Runs")
 runner = get_runner()
 store = runner.store
@@ -36,7 +45,7 @@ if not household_runs.empty:
         folder = Path(household_runs.set_index("run_id").loc[chosen_hh, "folder"])
         if cols[0].button("Open on the Households page", key="runs.household_open"):
             st.session_state["hh.run_dir"] = str(folder)
-            st.switch_page("pages/households.py")
+            st.switch_page("app_pages/households.py")
         if cols[1].button("Delete this household run", key="runs.household_delete"):
             removed = store.delete_household_run(chosen_hh, owner=owner)
             if removed and Path(removed).resolve().parent == household_runs_dir().resolve():  # only our own folders
@@ -79,7 +88,7 @@ if row["status"] == "interrupted" and store.population(chosen) is not None and c
     import uuid
     resumed = runner.resume(chosen, drafts_dir() / f"resume-{uuid.uuid4().hex[:12]}", owner=owner)
     st.session_state["synth.run_id"] = resumed
-    st.switch_page("pages/synthesize.py")
+    st.switch_page("app_pages/synthesize.py")
 if row["status"] != "running" and cols[1].button("Delete this run", key="runs.delete"):
     try:
         store.delete_run(chosen, owner=owner)
