@@ -14,10 +14,12 @@ owner_id()  # a private workspace keeps this browser's key in the address on eve
 try:
     get_runner()
 except SynthorError as exc:  # an unwritable or foreign data folder: say which, and what to do
-    st.error(f"Synthor cannot open its data folder: {as_text(exc)}. Set SYNTHOR_DATA_DIR to a folder this server "
-             f"may write to.", icon=":material/error:")
+    st.error(
+        f"Synthor cannot open its data folder: {as_text(exc)}. Set SYNTHOR_DATA_DIR to a folder this server "
+        f"may write to.",
+        icon=":material/error:",
+    )
     st.stop()
-
 
 
 def run_status() -> None:
@@ -37,13 +39,15 @@ def run_status() -> None:
     st.fragment(draw, run_every=2.0 if running else None)()
 
 
-page = st.navigation([
-    st.Page("app_pages/data.py", title="Data", icon=":material/table_chart:", default=True),
-    st.Page("app_pages/synthesize.py", title="Synthesize", icon=":material/play_circle:"),
-    st.Page("app_pages/evaluate.py", title="Evaluate & export", icon=":material/fact_check:"),
-    st.Page("app_pages/households.py", title="Households in zones", icon=":material/holiday_village:"),
-    st.Page("app_pages/runs.py", title="Runs", icon=":material/history:"),
-])
+page = st.navigation(
+    [
+        st.Page("app_pages/data.py", title="Data", icon=":material/table_chart:", default=True),
+        st.Page("app_pages/synthesize.py", title="Synthesize", icon=":material/play_circle:"),
+        st.Page("app_pages/evaluate.py", title="Evaluate & export", icon=":material/fact_check:"),
+        st.Page("app_pages/households.py", title="Households in zones", icon=":material/holiday_village:"),
+        st.Page("app_pages/runs.py", title="Runs", icon=":material/history:"),
+    ]
+)
 
 with st.sidebar:
     st.markdown("**Synthor**: synthetic populations from aggregate tables")

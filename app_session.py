@@ -41,6 +41,7 @@ def shared_workspace() -> bool:
     """True when the operator made the data folder a shared workspace (``SYNTHOR_WORKSPACE=shared``): every user
     of the server then sees, downloads and deletes every run. The default is private."""
     import os
+
     return os.environ.get(WORKSPACE_VARIABLE, "private").strip().lower() == "shared"
 
 
@@ -94,6 +95,7 @@ def allowed_endpoints() -> list[str]:
     ``SYNTHOR_LLM_ENDPOINTS``); empty when none are configured (then any URL may be typed, and the server's key is
     never sent)."""
     import os
+
     listed = _llm_secrets().get("endpoints")
     if listed is None:
         listed = [u for u in os.environ.get(LLM_ENDPOINTS_VARIABLE, "").split(",")]
@@ -109,6 +111,7 @@ def llm_api_key(base_url: str, typed_key: str) -> tuple[str, str]:
     of their choice. Returns ("", "none") when there is no key to send.
     """
     import os
+
     if typed_key:
         return typed_key, "typed"
     server_key = _llm_secrets().get("api_key") or os.environ.get(LLM_KEY_VARIABLE) or ""
@@ -121,8 +124,7 @@ def adopt_run_from_url() -> None:
     """After a reload (a new session), pick up the run named in the URL (``?run=ID``) if this process runs it and
     it belongs to this browser (:func:`visible_run`)."""
     wanted = st.query_params.get("run")
-    if (st.session_state["synth.run_id"] is None and wanted and wanted in get_runner().run_ids()
-            and visible_run(wanted)):
+    if st.session_state["synth.run_id"] is None and wanted and wanted in get_runner().run_ids() and visible_run(wanted):
         st.session_state["synth.run_id"] = wanted
 
 
@@ -133,14 +135,17 @@ def show_downloads(run_id: str, key: str) -> None:
         st.info("This run has no population to download.")
         return
     cols = st.columns(4)
-    labels = {"population.csv": ("Population (CSV)", "text/csv"),
-              "population.parquet": ("Population (Parquet)", "application/octet-stream"),
-              "report.json": ("report.json", "application/json"),
-              "project.zip": ("Project folder + run settings (zip)", "application/zip")}
+    labels = {
+        "population.csv": ("Population (CSV)", "text/csv"),
+        "population.parquet": ("Population (Parquet)", "application/octet-stream"),
+        "report.json": ("report.json", "application/json"),
+        "project.zip": ("Project folder + run settings (zip)", "application/zip"),
+    }
     for col, (name, (label, mime)) in zip(cols, labels.items()):
         if name in files:
-            col.download_button(label, data=files[name], file_name=f"{run_id}_{name}", mime=mime,
-                                key=f"{key}.{name}", on_click="ignore")
+            col.download_button(
+                label, data=files[name], file_name=f"{run_id}_{name}", mime=mime, key=f"{key}.{name}", on_click="ignore"
+            )
 
 
 @st.cache_data(max_entries=4, show_spinner="Preparing downloads")
@@ -179,8 +184,7 @@ def new_draft(source: Path | None = None, label: str = "new project") -> Path:
     else:
         folder.mkdir(parents=True)
         (folder / "tables").mkdir()
-        write_project_toml(folder, {"population": {"size": 1000, "description": ""}, "variables": [],
-                                    "tables": []})
+        write_project_toml(folder, {"population": {"size": 1000, "description": ""}, "variables": [], "tables": []})
     st.session_state["data.project_dir"] = str(folder)
     st.session_state["data.project_label"] = label
     return folder
@@ -189,8 +193,9 @@ def new_draft(source: Path | None = None, label: str = "new project") -> Path:
 def editable_project_dir() -> Path:
     """The session's project folder, copied first when it is not a draft (the bundled example stays as is)."""
     if not is_draft():
-        return new_draft(Path(st.session_state["data.project_dir"]),
-                         f"{st.session_state['data.project_label']} (edited copy)")
+        return new_draft(
+            Path(st.session_state["data.project_dir"]), f"{st.session_state['data.project_label']} (edited copy)"
+        )
     return Path(st.session_state["data.project_dir"])
 
 
@@ -236,8 +241,7 @@ def extract_zip(content: bytes, folder: Path) -> None:
     except UploadError:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    except (OSError, RuntimeError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError,
-            ValueError) as exc:
+    except (OSError, RuntimeError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError) as exc:
         # a member that is both a file and a folder, an encrypted or damaged member, ...
         shutil.rmtree(folder, ignore_errors=True)
         raise UploadError(f"the zip cannot be expanded at {current!r} ({type(exc).__name__}: {exc})") from exc
@@ -273,13 +277,18 @@ def household_draft_from_zip(content: bytes, label: str) -> Path:
 
     folder = drafts_dir() / uuid.uuid4().hex[:12]
     extract_zip(content, folder)
-    candidates = sorted({p.parent for p in folder.rglob("synthor.toml")} | {p.parent.parent for p in folder.rglob(
-        "configs/settings.yaml")}, key=lambda p: len(p.parts))
+    candidates = sorted(
+        {p.parent for p in folder.rglob("synthor.toml")}
+        | {p.parent.parent for p in folder.rglob("configs/settings.yaml")},
+        key=lambda p: len(p.parts),
+    )
     root = next((c for c in candidates if is_household_project(c) or is_populationsim_project(c)), None)
     if root is None:
         shutil.rmtree(folder, ignore_errors=True)
-        raise UploadError("the zip holds no household project: expected a synthor.toml with a [geography] table, "
-                          "or a PopulationSim folder with configs/settings.yaml")
+        raise UploadError(
+            "the zip holds no household project: expected a synthor.toml with a [geography] table, "
+            "or a PopulationSim folder with configs/settings.yaml"
+        )
     st.session_state["hh.project_dir"] = str(root)
     st.session_state["hh.project_label"] = label
     st.session_state["hh.run_dir"] = None
@@ -340,6 +349,7 @@ def as_text(value) -> str:
 def problems_frame(problems):
     """Problems as a table: file, row, column, problem."""
     import pandas as pd
+
     return pd.DataFrame([{"file": p.file, "row": p.row, "column": p.column, "problem": p.message} for p in problems])
 
 
@@ -348,6 +358,7 @@ def rules_from_upload(name: str, content: bytes, schema):
 
     Raises TargetValidationError with every problem."""
     from synthor_core.rules import load_rules
+
     folder = drafts_dir() / "rules"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{uuid.uuid4().hex[:8]}-{Path(name).name}"

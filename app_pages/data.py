@@ -42,6 +42,7 @@ TABLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 def _edges_text(labels) -> list[float]:
     return edges_from_labels(labels) or []
 
+
 init_state()  # on a fresh server Streamlit may run a page of pages/ before app.py has set the state
 st.title("Data")
 
@@ -57,8 +58,9 @@ with left:
         new_draft()
         st.rerun()
 with right:
-    uploaded = st.file_uploader("Open a project folder (.zip with synthor.toml and its tables)", type=["zip"],
-                                key="data.project_zip")
+    uploaded = st.file_uploader(
+        "Open a project folder (.zip with synthor.toml and its tables)", type=["zip"], key="data.project_zip"
+    )
     if uploaded is not None and st.session_state.get("data.loaded_zip") != uploaded.file_id:
         st.session_state["data.loaded_zip"] = uploaded.file_id
         try:
@@ -81,8 +83,9 @@ if st.session_state.get("data.form_project") != project_state:
 P = st.session_state["data.project_no"]
 raw = read_project_toml(folder)
 # the schema as far as it parses, for the forms below (a file that is not UTF-8 has none; its problem is listed)
-toml_text = (folder / "synthor.toml").read_bytes().decode("utf-8", "replace") if (folder / "synthor.toml").is_file() \
-    else None
+toml_text = (
+    (folder / "synthor.toml").read_bytes().decode("utf-8", "replace") if (folder / "synthor.toml").is_file() else None
+)
 _, schema, _ = parse_project_text(toml_text) if toml_text is not None else (None, None, None)
 
 raw_tables = [t for t in raw.get("tables", []) if isinstance(t, dict)]
@@ -92,67 +95,126 @@ if "data.last_added" in st.session_state:
 empty_lists = [p for p in problems if p.column in ("variables", "tables") and "at least 1 item" in p.message]
 problems = [p for p in problems if p not in empty_lists]
 if project is None and empty_lists:
-    st.info("**Build the project in three steps.** 1. **Add a table**: upload each table file (marginals or "
-            "cross-tabulations, long or cross-tab); its variables and categories are read from it. 2. **Schema**: "
-            "review the variables (order of categories, numeric ranges, descriptions). 3. Set the **population "
-            "size N** on the Schema tab (it starts as the first table's total). Then go to Synthesize.",
-            icon=":material/checklist:")
+    st.info(
+        "**Build the project in three steps.** 1. **Add a table**: upload each table file (marginals or "
+        "cross-tabulations, long or cross-tab); its variables and categories are read from it. 2. **Schema**: "
+        "review the variables (order of categories, numeric ranges, descriptions). 3. Set the **population "
+        "size N** on the Schema tab (it starts as the first table's total). Then go to Synthesize.",
+        icon=":material/checklist:",
+    )
 if problems:
-    st.error(f"{len(problems)} problem(s): fix them below (or in your files and open the project again). "
-             f"Nothing runs until the project is valid.")
+    st.error(
+        f"{len(problems)} problem(s): fix them below (or in your files and open the project again). "
+        f"Nothing runs until the project is valid."
+    )
     st.dataframe(problems_frame(problems), hide_index=True, width="stretch", key="data.problems")
 if project is None and raw_tables:  # the tables stay in sight while the project is incomplete
     st.caption(f"Tables in this project ({len(raw_tables)})")
-    st.dataframe(pd.DataFrame([{"table": t.get("name"), "format": t.get("format"),
-                                "variables": " x ".join(t.get("variables") or [t.get("rows") or "",
-                                                                               t.get("columns") or ""]),
-                                "file": t.get("file")} for t in raw_tables]),
-                 hide_index=True, width="stretch", key="data.table_list")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "table": t.get("name"),
+                    "format": t.get("format"),
+                    "variables": " x ".join(t.get("variables") or [t.get("rows") or "", t.get("columns") or ""]),
+                    "file": t.get("file"),
+                }
+                for t in raw_tables
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+        key="data.table_list",
+    )
 if project is not None:
-    st.success(f"{as_text(st.session_state['data.project_label'])}: {project.size:,} persons, "
-               f"{len(project.schema.names)} variables, {len(project.tables)} target tables.")
+    st.success(
+        f"{as_text(st.session_state['data.project_label'])}: {project.size:,} persons, "
+        f"{len(project.schema.names)} variables, {len(project.tables)} target tables."
+    )
     if project.description:
         st.caption(project.description)
     for warning in project.warnings:
         st.warning(as_text(warning))
 
 overview, schema_tab, add_tab, marginal_tab, save_tab = st.tabs(
-    ["Overview", "Schema", "Add a table", "Marginal by hand", "Save"])
+    ["Overview", "Schema", "Add a table", "Marginal by hand", "Save"]
+)
 
 with overview:
     if project is None:
         st.info("The overview appears once the project is valid.")
     else:
         st.subheader("Variables")
-        st.dataframe(pd.DataFrame([{
-            "variable": v.name, "type": v.type,
-            "values": ", ".join(v.categories) if v.type == "categorical" else f"{v.min:g} to {v.max:g} {v.unit}",
-            "description": v.description} for v in project.schema]), hide_index=True, width="stretch")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "variable": v.name,
+                        "type": v.type,
+                        "values": ", ".join(v.categories)
+                        if v.type == "categorical"
+                        else f"{v.min:g} to {v.max:g} {v.unit}",
+                        "description": v.description,
+                    }
+                    for v in project.schema
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+        )
         st.subheader("Target tables")
-        st.dataframe(pd.DataFrame([{"table": t.name, "variables": " x ".join(t.variables), "cells": t.counts.size,
-                                    "persons": round(float(t.counts.sum())), "file": t.source}
-                                   for t in project.tables]), hide_index=True, width="stretch")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "table": t.name,
+                        "variables": " x ".join(t.variables),
+                        "cells": t.counts.size,
+                        "persons": round(float(t.counts.sum())),
+                        "file": t.source,
+                    }
+                    for t in project.tables
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+        )
         names = [t.name for t in project.tables]
         chosen = st.selectbox("Preview a table", names, key=f"data.preview.{P}")
         table = project.tables[names.index(chosen)]
         index = pd.MultiIndex.from_product(table.axis_labels(project.schema), names=list(table.variables))
-        st.dataframe(pd.DataFrame({"count": table.counts.reshape(-1)}, index=index).reset_index(), hide_index=True,
-                     width="stretch", key="data.preview_frame")
+        st.dataframe(
+            pd.DataFrame({"count": table.counts.reshape(-1)}, index=index).reset_index(),
+            hide_index=True,
+            width="stretch",
+            key="data.preview_frame",
+        )
 
 with schema_tab:
-    st.caption("One row per variable. Categories are separated by |, in their order (the scale's order when "
-               "ordered). Numeric variables need min and max; tick integer for whole numbers.")
+    st.caption(
+        "One row per variable. Categories are separated by |, in their order (the scale's order when "
+        "ordered). Numeric variables need min and max; tick integer for whole numbers."
+    )
     population = raw.get("population", {})
     cols = st.columns([1, 3])
-    size = cols[0].number_input("Population size N", min_value=1, value=int(population.get("size", 1000) or 1000),
-                                key=f"data.size.{P}")
-    description = cols[1].text_input("What one record is", value=population.get("description", ""),
-                                     key=f"data.description.{P}")
+    size = cols[0].number_input(
+        "Population size N", min_value=1, value=int(population.get("size", 1000) or 1000), key=f"data.size.{P}"
+    )
+    description = cols[1].text_input(
+        "What one record is", value=population.get("description", ""), key=f"data.description.{P}"
+    )
     edited = st.data_editor(
-        variables_frame(raw.get("variables", [])), num_rows="dynamic", hide_index=True, width="stretch",
+        variables_frame(raw.get("variables", [])),
+        num_rows="dynamic",
+        hide_index=True,
+        width="stretch",
         key=f"data.schema_editor.{P}",
-        column_config={"type": st.column_config.SelectboxColumn(options=["categorical", "numeric"], required=True),
-                       "ordered": st.column_config.CheckboxColumn(), "integer": st.column_config.CheckboxColumn()})
+        column_config={
+            "type": st.column_config.SelectboxColumn(options=["categorical", "numeric"], required=True),
+            "ordered": st.column_config.CheckboxColumn(),
+            "integer": st.column_config.CheckboxColumn(),
+        },
+    )
     if st.button("Apply schema", key="data.apply_schema", type="primary"):
         target = editable_project_dir()
         updated = read_project_toml(target)
@@ -163,10 +225,15 @@ with schema_tab:
         st.rerun()
 
 with add_tab:
-    st.caption("Upload one table file at a time: its format, variables and categories are read from it, and "
-               "variables the project lacks are added (review them on the Schema tab).")
-    table_file = st.file_uploader("A table file (CSV UTF-8, XLSX, Parquet; long or cross-tab)",
-                                  type=["csv", "xlsx", "parquet"], key="data.table_file")
+    st.caption(
+        "Upload one table file at a time: its format, variables and categories are read from it, and "
+        "variables the project lacks are added (review them on the Schema tab)."
+    )
+    table_file = st.file_uploader(
+        "A table file (CSV UTF-8, XLSX, Parquet; long or cross-tab)",
+        type=["csv", "xlsx", "parquet"],
+        key="data.table_file",
+    )
     if table_file is not None:
         if st.session_state.get("data.form_file") != table_file.file_id:
             # a new file: new widgets (keys ending in a new number) start from this file's guesses, never from the
@@ -185,20 +252,31 @@ with add_tab:
         known = {v.get("name"): v for v in raw.get("variables", []) if isinstance(v, dict)}
         existing_tables = [t.get("name") for t in raw.get("tables", []) if isinstance(t, dict)]
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(table_file.name).stem).lstrip("._-") or "table"
-        name_guess = stem if stem not in existing_tables else next(
-            f"{stem}_{i}" for i in range(2, 10_000) if f"{stem}_{i}" not in existing_tables)
+        name_guess = (
+            stem
+            if stem not in existing_tables
+            else next(f"{stem}_{i}" for i in range(2, 10_000) if f"{stem}_{i}" not in existing_tables)
+        )
         guess = suggest_table_spec(frame, schema, name_guess, table_file_name(name_guess, suffix))
         cols = st.columns(3)
         name = cols[0].text_input("Table name", value=guess["name"], key=f"data.new_table_name.{F}")
-        layout = cols[1].selectbox("Format (detected)", ["long", "crosstab"],
-                                   index=0 if guess["format"] == "long" else 1, key=f"data.new_table_format.{F}")
+        layout = cols[1].selectbox(
+            "Format (detected)",
+            ["long", "crosstab"],
+            index=0 if guess["format"] == "long" else 1,
+            key=f"data.new_table_format.{F}",
+        )
         spec = {"name": name, "file": table_file_name(name, suffix), "format": layout}
         columns = list(frame.columns)
         if layout == "long":
-            count = cols[2].selectbox("Count column", columns,
-                                      index=columns.index(guess["count_column"])
-                                      if guess.get("count_column") in columns else len(columns) - 1,
-                                      key=f"data.new_table_count.{F}")
+            count = cols[2].selectbox(
+                "Count column",
+                columns,
+                index=columns.index(guess["count_column"])
+                if guess.get("count_column") in columns
+                else len(columns) - 1,
+                key=f"data.new_table_count.{F}",
+            )
             mapping = {}
             others = [c for c in columns if c != count]
             map_cols = st.columns(max(len(others), 1))
@@ -206,42 +284,55 @@ with add_tab:
                 default = guess.get("variables", [])[i] if i < len(guess.get("variables", [])) else column
                 options = list(known) + ([column] if column not in known else [])
                 mapping[column] = map_cols[i].selectbox(
-                    f'Column "{as_text(column)}" is variable', options,
+                    f'Column "{as_text(column)}" is variable',
+                    options,
                     index=options.index(default) if default in options else options.index(column),
-                    format_func=lambda v: v if v in known else f"{v} (new variable)", key=f"data.map.{column}.{F}")
+                    format_func=lambda v: v if v in known else f"{v} (new variable)",
+                    key=f"data.map.{column}.{F}",
+                )
             spec.update(variables=list(mapping.values()), count_column=count)
             renamed = {c: v for c, v in mapping.items() if c != v}
         else:
             rows_guess = guess.get("rows", columns[0])
             columns_guess = guess.get("columns", "") if guess.get("columns") != "columns" else ""
-            rows = cols[2].text_input("Rows (first column) are variable", value=rows_guess,
-                                      key=f"data.new_table_rows.{F}",
-                                      help="A variable of the project, or a new one: " + ", ".join(known))
-            columns_var = st.text_input("Columns (header) are variable", value=columns_guess,
-                                        key=f"data.new_table_columns.{F}",
-                                        placeholder="name the variable whose categories head the columns",
-                                        help="A variable of the project, or a new one: " + ", ".join(known))
+            rows = cols[2].text_input(
+                "Rows (first column) are variable",
+                value=rows_guess,
+                key=f"data.new_table_rows.{F}",
+                help="A variable of the project, or a new one: " + ", ".join(known),
+            )
+            columns_var = st.text_input(
+                "Columns (header) are variable",
+                value=columns_guess,
+                key=f"data.new_table_columns.{F}",
+                placeholder="name the variable whose categories head the columns",
+                help="A variable of the project, or a new one: " + ", ".join(known),
+            )
             spec.update(rows=rows.strip(), columns=columns_var.strip())
             renamed = {}
-        names_ok = all(VARIABLE_NAME.fullmatch(v or "") for v in (spec.get("variables") or
-                                                                   [spec.get("rows"), spec.get("columns")]))
+        names_ok = all(
+            VARIABLE_NAME.fullmatch(v or "") for v in (spec.get("variables") or [spec.get("rows"), spec.get("columns")])
+        )
         if not names_ok:
             st.error("Each variable needs a name of letters, digits and _ (not starting with a digit).")
         labels = table_labels(frame, spec) if names_ok else {}
-        _, unknown_labels = infer_variables({v: x for v, x in labels.items() if v in known}, list(known.values()),
-                                            extend_known=False)
+        _, unknown_labels = infer_variables(
+            {v: x for v, x in labels.items() if v in known}, list(known.values()), extend_known=False
+        )
         extend = False
         if unknown_labels:
             st.warning("Labels the project's variables lack: " + as_text("; ".join(unknown_labels)) + ".")
-            extend = st.checkbox("Add them as new categories (otherwise their rows are listed as problems: "
-                                 "correct the file if they are typos)", key=f"data.new_table_extend.{F}")
+            extend = st.checkbox(
+                "Add them as new categories (otherwise their rows are listed as problems: "
+                "correct the file if they are typos)",
+                key=f"data.new_table_extend.{F}",
+            )
         variables, notes = infer_variables(labels, list(known.values()), extend_known=extend)
         notes = [n for n in notes if "labels not among" not in n]
         numeric = [v["name"] for v in variables if v["name"] in labels and v.get("type") == "numeric"]
         bins = {}
         for var in numeric:
-            default = ", ".join(f"{e:g}" for e in guess.get("bins", {}).get(var, []) or
-                                (_edges_text(labels[var])))
+            default = ", ".join(f"{e:g}" for e in guess.get("bins", {}).get(var, []) or (_edges_text(labels[var])))
             text = st.text_input(f"Bin edges of {as_text(var)}", value=default, key=f"data.bins.{var}.{F}")
             try:
                 bins[var] = [float(x) for x in text.replace(";", ",").split(",") if x.strip()]
@@ -254,10 +345,15 @@ with add_tab:
         clash = name in existing_tables
         replace = False
         if clash:
-            replace = st.checkbox(f"A table named {as_text(name)} exists: replace it with this file",
-                                  key=f"data.replace_table.{F}")
-        if st.button("Add this table to the project", key="data.add_table", type="primary",
-                     disabled=not names_ok or not TABLE_NAME.fullmatch(name) or (clash and not replace)):
+            replace = st.checkbox(
+                f"A table named {as_text(name)} exists: replace it with this file", key=f"data.replace_table.{F}"
+            )
+        if st.button(
+            "Add this table to the project",
+            key="data.add_table",
+            type="primary",
+            disabled=not names_ok or not TABLE_NAME.fullmatch(name) or (clash and not replace),
+        ):
             target = editable_project_dir()
             (target / "tables").mkdir(exist_ok=True)
             if renamed:  # the reader wants columns named after their variables: store the table as such a CSV
@@ -287,8 +383,11 @@ with marginal_tab:
         edges = None
         if schema[variable].type == "numeric":
             var = schema[variable]
-            text = st.text_input(f"Bin edges (from {var.min:g} to {var.max:g})", value=f"{var.min:g}, {var.max:g}",
-                                 key=f"data.marginal_edges.{P}")
+            text = st.text_input(
+                f"Bin edges (from {var.min:g} to {var.max:g})",
+                value=f"{var.min:g}, {var.max:g}",
+                key=f"data.marginal_edges.{P}",
+            )
             try:
                 edges = [float(x) for x in text.split(",") if x.strip()]
                 template = marginal_template(schema, variable, edges)
@@ -298,17 +397,27 @@ with marginal_tab:
         else:
             template = marginal_template(schema, variable)
         if template is not None:
-            counts = st.data_editor(template, hide_index=True, width="stretch", disabled=[variable],
-                                    key=f"data.marginal_editor.{variable}.{P}",
-                                    column_config={"count": st.column_config.NumberColumn(min_value=0)})
+            counts = st.data_editor(
+                template,
+                hide_index=True,
+                width="stretch",
+                disabled=[variable],
+                key=f"data.marginal_editor.{variable}.{P}",
+                column_config={"count": st.column_config.NumberColumn(min_value=0)},
+            )
             table_name = st.text_input("Table name", value=f"{variable}_marginal", key=f"data.marginal_name.{P}")
             if st.button("Save this marginal as a target table", key="data.save_marginal", type="primary"):
                 target = editable_project_dir()
                 (target / "tables").mkdir(exist_ok=True)
                 file = table_file_name(table_name)
                 counts.to_csv(target / file, index=False)
-                spec = {"name": table_name, "file": file, "format": "long", "variables": [variable],
-                        "count_column": "count"}
+                spec = {
+                    "name": table_name,
+                    "file": file,
+                    "format": "long",
+                    "variables": [variable],
+                    "count_column": "count",
+                }
                 if edges is not None:
                     spec["bins"] = {variable: edges}
                 updated = read_project_toml(target)
@@ -326,8 +435,14 @@ with save_tab:
             updated["tables"] = [t for t in updated.get("tables", []) if t.get("name") != remove]
             write_project_toml(target, updated)
             st.rerun()
-    st.download_button("Download the project folder (.zip)", data=zip_project_folder(folder),
-                       file_name="synthor_project.zip", mime="application/zip", key="data.download_project",
-                       on_click="ignore")
-    st.caption("The zip opens again here, and runs from the command line: "
-               "`python -m synthor_core run FOLDER --out OUT`.")
+    st.download_button(
+        "Download the project folder (.zip)",
+        data=zip_project_folder(folder),
+        file_name="synthor_project.zip",
+        mime="application/zip",
+        key="data.download_project",
+        on_click="ignore",
+    )
+    st.caption(
+        "The zip opens again here, and runs from the command line: `python -m synthor_core run FOLDER --out OUT`."
+    )

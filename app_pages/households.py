@@ -57,8 +57,12 @@ with left:
         st.session_state["hh.run_dir"] = None
         st.rerun()
 with right:
-    uploaded = st.file_uploader("Open a household project (.zip): a Synthor household project or a PopulationSim "
-                                "working folder (configs/, data/)", type=["zip"], key="hh.project_zip")
+    uploaded = st.file_uploader(
+        "Open a household project (.zip): a Synthor household project or a PopulationSim "
+        "working folder (configs/, data/)",
+        type=["zip"],
+        key="hh.project_zip",
+    )
     if uploaded is not None and st.session_state.get("hh.loaded_zip") != uploaded.file_id:
         st.session_state["hh.loaded_zip"] = uploaded.file_id
         try:
@@ -84,24 +88,63 @@ metrics[3].metric("Households to place", f"{to_place:,}")
 
 overview, controls_tab, derived_tab = st.tabs(["Geography", "Controls", "Derived from members"])
 with overview:
-    st.dataframe(pd.DataFrame([{
-        "level": level, "zones": len(geography.zones(level)),
-        "controls": sum(c.level == level for c in project.controls),
-        "seed level": "yes" if level == seed.seed_level else ""} for level in geography.levels]),
-        hide_index=True, width="stretch", key="hh.levels")
-    st.caption("Units: households (the seed's households table) and persons (its members, counted through their "
-               "household). Levels are listed from the top to the lowest.")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "level": level,
+                    "zones": len(geography.zones(level)),
+                    "controls": sum(c.level == level for c in project.controls),
+                    "seed level": "yes" if level == seed.seed_level else "",
+                }
+                for level in geography.levels
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+        key="hh.levels",
+    )
+    st.caption(
+        "Units: households (the seed's households table) and persons (its members, counted through their "
+        "household). Levels are listed from the top to the lowest."
+    )
 with controls_tab:
-    st.dataframe(pd.DataFrame([{
-        "control": c.name, "unit": c.unit, "level": c.level, "importance": c.importance,
-        "expression": c.expression, "control total": float(c.totals.sum())} for c in project.controls]),
-        hide_index=True, width="stretch", key="hh.controls",
-        column_config={"expression": st.column_config.TextColumn(width="large")})
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "control": c.name,
+                    "unit": c.unit,
+                    "level": c.level,
+                    "importance": c.importance,
+                    "expression": c.expression,
+                    "control total": float(c.totals.sum()),
+                }
+                for c in project.controls
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+        key="hh.controls",
+        column_config={"expression": st.column_config.TextColumn(width="large")},
+    )
 with derived_tab:
     if project.derived:
-        st.dataframe(pd.DataFrame([{"household column": d.column, "computed as": d.how,
-                                    "from": d.expression or d.source or "number of members"}
-                                   for d in project.derived]), hide_index=True, width="stretch", key="hh.derived")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "household column": d.column,
+                        "computed as": d.how,
+                        "from": d.expression or d.source or "number of members",
+                    }
+                    for d in project.derived
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+            key="hh.derived",
+        )
     else:
         st.info("No household column is computed from the members in this project.")
 if project.warnings:
@@ -109,6 +152,8 @@ if project.warnings:
         st.dataframe(pd.DataFrame({"warning": project.warnings}), hide_index=True, width="stretch")
 
 st.subheader("Synthesize")
+
+
 @st.cache_data(max_entries=4)
 def _zone_fit(path: str, stamp: float) -> pd.DataFrame:
     frame = pd.read_csv(path, dtype={"zone": str}, keep_default_na=False, na_values={"pct_difference": [""]})
@@ -117,11 +162,17 @@ def _zone_fit(path: str, stamp: float) -> pd.DataFrame:
 
 with st.form("hh.form"):
     cols = st.columns([2, 1])
-    prior = cols[0].radio("Prior", ["seed", "maxent"], horizontal=True, key="hh.prior",
-                          captions=["the seed sample's households (maxent fills what it cannot reach)",
-                                    "built from the controls alone; no sample record used"])
-    run_seed = cols[1].number_input("Random seed", min_value=0, max_value=2**31 - 1, value=1, step=1,
-                                    key="hh.seed")
+    prior = cols[0].radio(
+        "Prior",
+        ["seed", "maxent"],
+        horizontal=True,
+        key="hh.prior",
+        captions=[
+            "the seed sample's households (maxent fills what it cannot reach)",
+            "built from the controls alone; no sample record used",
+        ],
+    )
+    run_seed = cols[1].number_input("Random seed", min_value=0, max_value=2**31 - 1, value=1, step=1, key="hh.seed")
     start = st.form_submit_button("Synthesize households", type="primary")
 
 if start:
@@ -136,19 +187,31 @@ if start:
         st.error(f"This run cannot start ({as_text(prior)} prior):")
         st.dataframe(problems_frame(exc.problems), hide_index=True, width="stretch")
         st.stop()
+
     def zone_progress(name, event):
         share = 0.5 if event.stage == "balance" else 0.5 + 0.5 * event.done / max(event.total, 1)
         bar.progress(min(share, 1.0), text=f"{as_text(name)}: {as_text(event.message)}")
 
     result, outcomes = synthesize_partitioned(candidates, config, progress=zone_progress)
     for failed in (o for o in outcomes if o.error):
-        st.error(f"Partition {as_text(failed.name)} failed: {as_text(failed.error)}. The other partitions' "
-                 f"households are kept.")
+        st.error(
+            f"Partition {as_text(failed.name)} failed: {as_text(failed.error)}. The other partitions' "
+            f"households are kept."
+        )
     bar.progress(1.0, text="Writing households.csv, persons.csv and report.json")
-    written = write_household_outputs(candidates, result, config, out, time.perf_counter() - started,
-                                      reference=project, prior_notes=notes, partitions=outcomes)
-    get_runner().store.add_household_run(out.name, out, written, st.session_state["hh.project_label"],
-                                         time.time() - written["seconds"], owner=owner_id())
+    written = write_household_outputs(
+        candidates,
+        result,
+        config,
+        out,
+        time.perf_counter() - started,
+        reference=project,
+        prior_notes=notes,
+        partitions=outcomes,
+    )
+    get_runner().store.add_household_run(
+        out.name, out, written, st.session_state["hh.project_label"], time.time() - written["seconds"], owner=owner_id()
+    )
     bar.empty()
     st.session_state["hh.run_dir"] = str(out)
 
@@ -168,24 +231,43 @@ cols[3].metric("Seconds", f"{report['seconds']:.1f}")
 consistency = report.get("member_consistency", {})
 if consistency:
     agree = min(consistency.values())
-    st.caption(f"{100 * agree:.1f} % of households agree with their members on every derived column "
-               f"({as_text(', '.join(k for k in consistency if k != 'with_members') or 'none declared')}).")
+    st.caption(
+        f"{100 * agree:.1f} % of households agree with their members on every derived column "
+        f"({as_text(', '.join(k for k in consistency if k != 'with_members') or 'none declared')})."
+    )
 balance = report.get("balance", {})
 if balance:
-    st.caption(f"Balancing: {balance.get('stop', '')} after {balance['sweeps']} sweeps (largest relative gap to a "
-               f"relaxed control {balance['max_relative_gap']:.2g}, largest relative move in the last sweep "
-               f"{balance.get('max_relative_change', float('nan')):.2g}).")
+    st.caption(
+        f"Balancing: {balance.get('stop', '')} after {balance['sweeps']} sweeps (largest relative gap to a "
+        f"relaxed control {balance['max_relative_gap']:.2g}, largest relative move in the last sweep "
+        f"{balance.get('max_relative_change', float('nan')):.2g})."
+    )
 by_prior = report.get("households_by_prior", {})
 if len(by_prior) > 1:
     st.caption("Households by prior: " + ", ".join(f"{as_text(k)} {v:,}" for k, v in by_prior.items()) + ".")
 
-fit_tab, zone_tab, realism_tab, download_tab = st.tabs(["Fit per control", "Zones", "Realism and rules",
-                                                         "Download"])
+fit_tab, zone_tab, realism_tab, download_tab = st.tabs(["Fit per control", "Zones", "Realism and rules", "Download"])
 with fit_tab:
     st.plotly_chart(household_fit_figure(fit), key="hh.fit_chart")
-    st.dataframe(fit[["control", "level", "unit", "control_total", "synthetic_total", "pct_rmse",
-                      "total_abs_error", "max_abs_error", "zones"]], hide_index=True, width="stretch",
-                 key="hh.fit", column_config={"pct_rmse": st.column_config.NumberColumn("%RMSE", format="%.2f")})
+    st.dataframe(
+        fit[
+            [
+                "control",
+                "level",
+                "unit",
+                "control_total",
+                "synthetic_total",
+                "pct_rmse",
+                "total_abs_error",
+                "max_abs_error",
+                "zones",
+            ]
+        ],
+        hide_index=True,
+        width="stretch",
+        key="hh.fit",
+        column_config={"pct_rmse": st.column_config.NumberColumn("%RMSE", format="%.2f")},
+    )
     worst = fit.sort_values("pct_rmse", ascending=False).head(3)
     for row in worst.itertuples():
         zones = pd.DataFrame(row.worst_zones)
@@ -199,32 +281,51 @@ with zone_tab:
     else:
         zone_fit = _zone_fit(str(zone_file), zone_file.stat().st_mtime)
         cols = st.columns(2)
-        pct_limit = cols[0].number_input("A zone fails when it is off by more than (% of its control)", 0.0, 1000.0,
-                                         10.0, 1.0, key="hh.zone_pct")
-        abs_limit = cols[1].number_input("... and by more than (households or persons)", 0.0, 1e9, 5.0, 1.0,
-                                         key="hh.zone_abs")
+        pct_limit = cols[0].number_input(
+            "A zone fails when it is off by more than (% of its control)", 0.0, 1000.0, 10.0, 1.0, key="hh.zone_pct"
+        )
+        abs_limit = cols[1].number_input(
+            "... and by more than (households or persons)", 0.0, 1e9, 5.0, 1.0, key="hh.zone_abs"
+        )
         off = zone_fit["difference"].abs()
-        failing = zone_fit[(off > abs_limit) & ((off > pct_limit / 100 * zone_fit["control_total"]))]
+        failing = zone_fit[(off > abs_limit) & (off > pct_limit / 100 * zone_fit["control_total"])]
         per_control = failing.groupby("control", sort=False).size()
-        st.caption(f"{len(failing):,} of {len(zone_fit):,} control-zone pairs fail "
-                   + (f"({', '.join(f'{as_text(k)} {v:,}' for k, v in per_control.items())})." if len(failing)
-                      else "(none)."))
+        st.caption(
+            f"{len(failing):,} of {len(zone_fit):,} control-zone pairs fail "
+            + (f"({', '.join(f'{as_text(k)} {v:,}' for k, v in per_control.items())})." if len(failing) else "(none).")
+        )
         if len(failing):
-            st.dataframe(failing, hide_index=True, width="stretch", key="hh.failing_zones", column_config={
-                "pct_difference": st.column_config.NumberColumn("% difference", format="%.1f")})
-            st.download_button("Failing zones (CSV)", data=spreadsheet_safe(failing).to_csv(index=False).encode(),
-                               file_name="failing_zones.csv", mime="text/csv", key="hh.dl.failing",
-                               on_click="ignore")
+            st.dataframe(
+                failing,
+                hide_index=True,
+                width="stretch",
+                key="hh.failing_zones",
+                column_config={"pct_difference": st.column_config.NumberColumn("% difference", format="%.1f")},
+            )
+            st.download_button(
+                "Failing zones (CSV)",
+                data=spreadsheet_safe(failing).to_csv(index=False).encode(),
+                file_name="failing_zones.csv",
+                mime="text/csv",
+                key="hh.dl.failing",
+                on_click="ignore",
+            )
         names = list(dict.fromkeys(zone_fit["control"]))
         chosen = st.selectbox("Target vs synthetic in every zone, for control", names, key="hh.zone_control")
-        st.dataframe(zone_fit[zone_fit["control"] == chosen], hide_index=True, width="stretch",
-                     key="hh.zone_table",
-                     column_config={"pct_difference": st.column_config.NumberColumn("% difference", format="%.1f")})
+        st.dataframe(
+            zone_fit[zone_fit["control"] == chosen],
+            hide_index=True,
+            width="stretch",
+            key="hh.zone_table",
+            column_config={"pct_difference": st.column_config.NumberColumn("% difference", format="%.1f")},
+        )
 with realism_tab:
     realism = report.get("realism")
     if realism:
-        st.caption(f"TVD against the seed sample (weighted) on tables no control fixes; mean "
-                   f"{realism['mean_tvd']:.3f}. Lower is closer to the sample's joint structure.")
+        st.caption(
+            f"TVD against the seed sample (weighted) on tables no control fixes; mean "
+            f"{realism['mean_tvd']:.3f}. Lower is closer to the sample's joint structure."
+        )
         st.dataframe(pd.DataFrame(realism["tables"]), hide_index=True, width="stretch", key="hh.realism")
     else:
         st.info("No realism tables: the project has no seed sample to compare with.")
@@ -234,15 +335,25 @@ with realism_tab:
 with download_tab:
     folder = Path(run_dir)
     buttons = st.columns(4)
-    for col, name, mime in ((buttons[0], "households.csv", "text/csv"), (buttons[1], "persons.csv", "text/csv"),
-                            (buttons[2], "report.json", "application/json"),
-                            (buttons[0], "households.parquet", "application/octet-stream"),
-                            (buttons[1], "persons.parquet", "application/octet-stream"),
-                            (buttons[2], "zone_fit.csv", "text/csv")):
+    for col, name, mime in (
+        (buttons[0], "households.csv", "text/csv"),
+        (buttons[1], "persons.csv", "text/csv"),
+        (buttons[2], "report.json", "application/json"),
+        (buttons[0], "households.parquet", "application/octet-stream"),
+        (buttons[1], "persons.parquet", "application/octet-stream"),
+        (buttons[2], "zone_fit.csv", "text/csv"),
+    ):
         path = folder / name
         if path.is_file():
-            col.download_button(name, data=path.read_bytes(), file_name=name, mime=mime, key=f"hh.dl.{name}",
-                                on_click="ignore")
-    buttons[3].download_button("All outputs (zip)", data=_zipped(run_dir), file_name=f"{folder.name}.zip",
-                               mime="application/zip", key="hh.dl.zip", on_click="ignore")
+            col.download_button(
+                name, data=path.read_bytes(), file_name=name, mime=mime, key=f"hh.dl.{name}", on_click="ignore"
+            )
+    buttons[3].download_button(
+        "All outputs (zip)",
+        data=_zipped(run_dir),
+        file_name=f"{folder.name}.zip",
+        mime="application/zip",
+        key="hh.dl.zip",
+        on_click="ignore",
+    )
     st.caption(f"Written to {folder.name} in the app's data folder.")

@@ -45,17 +45,23 @@ adopt_run_from_url()
 run_id = st.session_state["synth.run_id"]
 if run_id is not None and run_id in runner.run_ids():
     shown = runner.snapshot(run_id)
-    if shown.project.root is not None and st.session_state.get("synth.run_project") not in (None, str(
-            Path(st.session_state["data.project_dir"]).resolve())):
+    if shown.project.root is not None and st.session_state.get("synth.run_project") not in (
+        None,
+        str(Path(st.session_state["data.project_dir"]).resolve()),
+    ):
         # the project changed since this run started: its run is not this project's (it stays on the Runs page)
         st.session_state["synth.run_id"] = run_id = None
         st.query_params.pop("run", None)
     elif st.session_state.get("synth.form_run") != run_id:
         # a run adopted after a reload: the form shows the settings it ran with
         st.session_state["synth.form_run"] = run_id
-        for key, value in (("synth.size", shown.config.size or shown.project.size), ("synth.mode", shown.config.mode),
-                           ("synth.max_iterations", shown.config.max_iterations),
-                           ("synth.tolerance", shown.config.tolerance_tvd), ("synth.seed", shown.config.seed)):
+        for key, value in (
+            ("synth.size", shown.config.size or shown.project.size),
+            ("synth.mode", shown.config.mode),
+            ("synth.max_iterations", shown.config.max_iterations),
+            ("synth.tolerance", shown.config.tolerance_tvd),
+            ("synth.seed", shown.config.seed),
+        ):
             st.session_state[key] = value
 running = run_id is not None and run_id in runner.run_ids() and runner.snapshot(run_id).status == "running"
 
@@ -66,52 +72,83 @@ if prior_name == "llm":
         cols = st.columns([3, 2, 2])
         endpoints = allowed_endpoints()
         if endpoints:
-            base_url = cols[0].selectbox("Endpoint", endpoints, key="synth.endpoint",
-                                         help="The endpoints the operator of this server allows")
+            base_url = cols[0].selectbox(
+                "Endpoint", endpoints, key="synth.endpoint", help="The endpoints the operator of this server allows"
+            )
         else:
-            base_url = cols[0].text_input("Base URL", value="http://localhost:11434/v1", key="synth.base_url",
-                                          help="OpenAI: https://api.openai.com/v1; Ollama: http://localhost:11434/v1; "
-                                               "vLLM: http://HOST:8000/v1")
+            base_url = cols[0].text_input(
+                "Base URL",
+                value="http://localhost:11434/v1",
+                key="synth.base_url",
+                help="OpenAI: https://api.openai.com/v1; Ollama: http://localhost:11434/v1; vLLM: http://HOST:8000/v1",
+            )
         model = cols[1].text_input("Model", value="llama3.1", key="synth.model")
-        typed_key = cols[2].text_input("API key (optional, this session only)", type="password", key="synth.api_key",
-                                       help="Kept in this browser session's memory, never written or shown")
+        typed_key = cols[2].text_input(
+            "API key (optional, this session only)",
+            type="password",
+            key="synth.api_key",
+            help="Kept in this browser session's memory, never written or shown",
+        )
         api_key, key_source = llm_api_key(base_url, typed_key)
-        st.caption({"typed": "API key: yours, for this session only; never stored or shown.",
-                    "server": "API key: the server's, for this endpoint the operator allows.",
-                    "none": "API key: none (fine for local endpoints such as Ollama or vLLM)."}[key_source]
-                   + (" Endpoints: only those the operator lists." if endpoints else
-                      " Any endpoint may be typed; the server's own key goes only to endpoints the operator lists "
-                      "(SYNTHOR_LLM_ENDPOINTS)."))
+        st.caption(
+            {
+                "typed": "API key: yours, for this session only; never stored or shown.",
+                "server": "API key: the server's, for this endpoint the operator allows.",
+                "none": "API key: none (fine for local endpoints such as Ollama or vLLM).",
+            }[key_source]
+            + (
+                " Endpoints: only those the operator lists."
+                if endpoints
+                else " Any endpoint may be typed; the server's own key goes only to endpoints the operator lists "
+                "(SYNTHOR_LLM_ENDPOINTS)."
+            )
+        )
         cols = st.columns(5)
-        structured = cols[0].selectbox("Structured output", ["json_schema", "json_object", "text"],
-                                       key="synth.structured",
-                                       help="json_schema (strict) where the endpoint supports it; json_object or "
-                                            "text for those that do not")
+        structured = cols[0].selectbox(
+            "Structured output",
+            ["json_schema", "json_object", "text"],
+            key="synth.structured",
+            help="json_schema (strict) where the endpoint supports it; json_object or text for those that do not",
+        )
         temperature = cols[1].number_input("Temperature", 0.0, 2.0, 0.8, 0.1, key="synth.temperature")
         concurrency = cols[2].number_input("Parallel calls", 1, 64, 4, key="synth.concurrency")
         budget = cols[3].number_input("Token budget (0 = none)", 0, 10**9, 0, 10_000, key="synth.token_budget")
         timeout = cols[4].number_input("Timeout per call (s)", 1.0, 600.0, 60.0, key="synth.timeout")
         cols = st.columns(2)
-        price_in = cols[0].number_input("USD per million prompt tokens (optional)", 0.0, 1000.0, 0.0,
-                                        key="synth.price_in")
-        price_out = cols[1].number_input("USD per million completion tokens (optional)", 0.0, 1000.0, 0.0,
-                                         key="synth.price_out")
-        scenario = st.text_area("Scenario (optional)", key="synth.scenario",
-                                placeholder="e.g. a concert at the stadium from 20:00 to 24:00")
+        price_in = cols[0].number_input(
+            "USD per million prompt tokens (optional)", 0.0, 1000.0, 0.0, key="synth.price_in"
+        )
+        price_out = cols[1].number_input(
+            "USD per million completion tokens (optional)", 0.0, 1000.0, 0.0, key="synth.price_out"
+        )
+        scenario = st.text_area(
+            "Scenario (optional)", key="synth.scenario", placeholder="e.g. a concert at the stadium from 20:00 to 24:00"
+        )
         try:
-            llm_settings = LLMSettings(base_url=base_url, model=model, api_key_env="",
-                                       structured_output=structured, temperature=temperature,
-                                       concurrency=int(concurrency), token_budget=int(budget) or None,
-                                       timeout_s=timeout, scenario=scenario,
-                                       price_prompt_per_million=price_in or None,
-                                       price_completion_per_million=price_out or None)
+            llm_settings = LLMSettings(
+                base_url=base_url,
+                model=model,
+                api_key_env="",
+                structured_output=structured,
+                temperature=temperature,
+                concurrency=int(concurrency),
+                token_budget=int(budget) or None,
+                timeout_s=timeout,
+                scenario=scenario,
+                price_prompt_per_million=price_in or None,
+                price_completion_per_million=price_out or None,
+            )
         except ValueError as exc:
             st.error(f"LLM settings: {as_text(exc)}")
         if llm_settings is not None and st.button("Test connection", key="synth.test_connection"):
             st.info(as_text(LLMPrior(project, llm_settings, api_key=api_key).test_connection()))
 
-rules, rules_file = [], st.file_uploader("Plausibility rules (TOML, optional): enforced as hard constraints",
-                                         type=["toml"], key="synth.rules")
+rules, rules_file = (
+    [],
+    st.file_uploader(
+        "Plausibility rules (TOML, optional): enforced as hard constraints", type=["toml"], key="synth.rules"
+    ),
+)
 own_rules = project.root / "rules.toml" if project.root is not None else None
 if rules_file is None and own_rules is not None and own_rules.is_file():
     # the project ships a rules file (the bundled example does): offered, and on unless the user says otherwise
@@ -119,12 +156,10 @@ if rules_file is None and own_rules is not None and own_rules.is_file():
         try:
             rules = load_rules(own_rules, project.schema)
         except TargetValidationError as exc:
-            st.error(f"{len(exc.problems)} problem(s) in the project's rules.toml: nothing runs until they are "
-                     f"fixed.")
+            st.error(f"{len(exc.problems)} problem(s) in the project's rules.toml: nothing runs until they are fixed.")
             st.dataframe(problems_frame(exc.problems), hide_index=True, width="stretch", key="synth.own_problems")
             st.stop()
-        st.caption(f"{len(rules)} rule(s): " + "; ".join(f"{as_text(r.name)} ({as_text(r.condition)})"
-                                                         for r in rules))
+        st.caption(f"{len(rules)} rule(s): " + "; ".join(f"{as_text(r.name)} ({as_text(r.condition)})" for r in rules))
 if rules_file is not None:
     try:
         rules = rules_from_upload(rules_file.name, rules_file.getvalue(), project.schema)
@@ -137,21 +172,29 @@ if rules_file is not None:
 with st.form("synth.settings"):
     cols = st.columns(5)
     size = cols[0].number_input("Population size N", min_value=1, step=1000, key="synth.size")
-    mode = cols[1].selectbox("Mode", ["full", "paper"], key="synth.mode",
-                             help="full: add and remove, realistic fill, calibration. paper: LLMSynthor as "
-                                  "published (add-only, 5 proposals per iteration, uniform numerics).")
+    mode = cols[1].selectbox(
+        "Mode",
+        ["full", "paper"],
+        key="synth.mode",
+        help="full: add and remove, realistic fill, calibration. paper: LLMSynthor as "
+        "published (add-only, 5 proposals per iteration, uniform numerics).",
+    )
     max_iterations = cols[2].number_input("Max iterations", min_value=1, max_value=10_000, key="synth.max_iterations")
-    tolerance = cols[3].number_input("Tolerance (mean TVD)", min_value=0.0001, max_value=0.5, format="%.4f",
-                                     key="synth.tolerance")
+    tolerance = cols[3].number_input(
+        "Tolerance (mean TVD)", min_value=0.0001, max_value=0.5, format="%.4f", key="synth.tolerance"
+    )
     seed = cols[4].number_input("Seed", min_value=0, step=1, key="synth.seed")
-    start = st.form_submit_button("Start", type="primary",
-                                  disabled=running or (prior_name == "llm" and llm_settings is None))
+    start = st.form_submit_button(
+        "Start", type="primary", disabled=running or (prior_name == "llm" and llm_settings is None)
+    )
 if start:
-    config = SynthesisConfig(size=int(size), mode=mode, seed=int(seed), max_iterations=int(max_iterations),
-                             tolerance_tvd=float(tolerance))
+    config = SynthesisConfig(
+        size=int(size), mode=mode, seed=int(seed), max_iterations=int(max_iterations), tolerance_tvd=float(tolerance)
+    )
     factory = llm_prior_factory(llm_settings, api_key) if prior_name == "llm" else prior_factory(prior_name)
-    run_id = runner.start(project, config, factory, label=st.session_state["data.project_label"], rules=rules,
-                          owner=owner_id())
+    run_id = runner.start(
+        project, config, factory, label=st.session_state["data.project_label"], rules=rules, owner=owner_id()
+    )
     st.session_state["synth.run_id"] = st.session_state["synth.form_run"] = run_id
     st.session_state["synth.run_project"] = str(Path(st.session_state["data.project_dir"]).resolve())
     st.query_params["run"] = run_id  # a reload or a second tab with this address shows the run again
@@ -169,9 +212,11 @@ def show_run() -> None:
     done = len(snap.events)
     top = st.columns([4, 1])
     # a run that ended (tolerance met, stopped, failed) is complete: the bar says so, the text says where it stopped
-    top[0].progress(min(done / snap.config.max_iterations, 1.0) if snap.status == "running" else 1.0,
-                    text=f"Run {snap.run_id}: {snap.status}, iteration {done} of at most "
-                         f"{snap.config.max_iterations}, {snap.elapsed_s:.1f} s")
+    top[0].progress(
+        min(done / snap.config.max_iterations, 1.0) if snap.status == "running" else 1.0,
+        text=f"Run {snap.run_id}: {snap.status}, iteration {done} of at most "
+        f"{snap.config.max_iterations}, {snap.elapsed_s:.1f} s",
+    )
     if snap.status == "running" and top[1].button("Stop", key="synth.stop"):
         runner.stop(snap.run_id)
     if snap.status == "failed":
@@ -186,10 +231,12 @@ def show_run() -> None:
             metrics[3].metric("distinct records", f"{last.distinct_records:,}")
         else:  # the calibrated, integerized population
             fit = snap.result.fit
-            metrics[0].metric("mean TVD (final)", f"{fit.mean_tvd:.4f}", f"{fit.mean_tvd - last.mean_tvd:+.4f}",
-                              delta_color="inverse")
-            metrics[1].metric("max TVD (final)", f"{fit.max_tvd:.4f}", f"{fit.max_tvd - last.max_tvd:+.4f}",
-                              delta_color="inverse")
+            metrics[0].metric(
+                "mean TVD (final)", f"{fit.mean_tvd:.4f}", f"{fit.mean_tvd - last.mean_tvd:+.4f}", delta_color="inverse"
+            )
+            metrics[1].metric(
+                "max TVD (final)", f"{fit.max_tvd:.4f}", f"{fit.max_tvd - last.max_tvd:+.4f}", delta_color="inverse"
+            )
             metrics[2].metric("persons", f"{int(snap.result.population['count'].sum()):,}")
             metrics[3].metric("distinct records", f"{len(snap.result.population):,}")
         final = (snap.result.fit.mean_tvd, snap.result.fit.max_tvd) if snap.result is not None else None
@@ -197,20 +244,32 @@ def show_run() -> None:
         names = [t.name for t in snap.project.tables]
         chosen = st.selectbox("Target vs synthetic for table", names, key="synth.live_table")
         table = snap.project.tables[names.index(chosen)]
-        counts = (table_counts(snap.project, snap.result.population, table) if snap.result is not None
-                  else last.table_counts[chosen])
-        st.plotly_chart(table_comparison(table, counts, snap.project.schema), key="synth.compare_chart",
-                        width="stretch")
+        counts = (
+            table_counts(snap.project, snap.result.population, table)
+            if snap.result is not None
+            else last.table_counts[chosen]
+        )
+        st.plotly_chart(
+            table_comparison(table, counts, snap.project.schema), key="synth.compare_chart", width="stretch"
+        )
         if last.llm_calls:
             cost = f", about {last.cost_usd:.4f} USD" if last.cost_usd is not None else ""
-            st.caption(f"LLM: {last.llm_calls:,} calls, {last.prompt_tokens:,} prompt + "
-                       f"{last.completion_tokens:,} completion tokens{cost}")
+            st.caption(
+                f"LLM: {last.llm_calls:,} calls, {last.prompt_tokens:,} prompt + "
+                f"{last.completion_tokens:,} completion tokens{cost}"
+            )
         with st.expander(f"Proposals of iteration {last.iteration} ({len(last.proposals)})", expanded=False):
-            st.dataframe(proposals_frame(last), hide_index=True, width="stretch",
-                         column_config={"action": st.column_config.TextColumn(width="small"),
-                                        "count": st.column_config.NumberColumn(width="small"),
-                                        "conditions": st.column_config.TextColumn(width="large"),
-                                        "reason": st.column_config.TextColumn(width="large")})
+            st.dataframe(
+                proposals_frame(last),
+                hide_index=True,
+                width="stretch",
+                column_config={
+                    "action": st.column_config.TextColumn(width="small"),
+                    "count": st.column_config.NumberColumn(width="small"),
+                    "conditions": st.column_config.TextColumn(width="large"),
+                    "reason": st.column_config.TextColumn(width="large"),
+                },
+            )
     if snap.status != "running" and st.session_state.get("synth.shown_final") != snap.run_id:
         st.session_state["synth.shown_final"] = snap.run_id  # draw the final sections once, below
         st.rerun(scope="app")
@@ -222,14 +281,18 @@ snap = runner.snapshot(st.session_state["synth.run_id"])
 if snap.result is not None:
     result = snap.result
     st.subheader("Fit after calibration" if result.calibration is not None else "Final fit (not calibrated)")
-    st.write(f"Stopped: {as_text(result.stop_reason)} after {result.iterations} iterations, {result.seconds:.1f} s. "
-             f"Mean TVD **{result.fit.mean_tvd:.4f}**, max TVD **{result.fit.max_tvd:.4f}** over "
-             f"{len(result.fit.tables)} tables.")
+    st.write(
+        f"Stopped: {as_text(result.stop_reason)} after {result.iterations} iterations, {result.seconds:.1f} s. "
+        f"Mean TVD **{result.fit.mean_tvd:.4f}**, max TVD **{result.fit.max_tvd:.4f}** over "
+        f"{len(result.fit.tables)} tables."
+    )
     if result.fit.mean_tvd > snap.config.tolerance_tvd:
-        st.warning(f"Not converged: the mean TVD {result.fit.mean_tvd:.4f} is above the tolerance "
-                   f"{snap.config.tolerance_tvd:g}. Check the tables for contradictions (the Data page lists "
-                   f"marginals on which they disagree), allow more iterations, or try another prior.",
-                   icon=":material/warning:")
+        st.warning(
+            f"Not converged: the mean TVD {result.fit.mean_tvd:.4f} is above the tolerance "
+            f"{snap.config.tolerance_tvd:g}. Check the tables for contradictions (the Data page lists "
+            f"marginals on which they disagree), allow more iterations, or try another prior.",
+            icon=":material/warning:",
+        )
     st.dataframe(fit_frame(result.fit), hide_index=True, width="stretch", key="synth.fit")
     st.page_link("app_pages/evaluate.py", label="Evaluate this run in detail", icon=":material/fact_check:")
     show_downloads(snap.run_id, key="synth.downloads")

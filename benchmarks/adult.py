@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).parent)]
 
 from baselines import IPFCrossProduct, independent_marginals, resample_records  # noqa: E402
+
 from llm_endpoint.server import TestEndpoint  # noqa: E402
 from synthor_core.engine import SynthesisConfig, SynthesisResult, run_synthesis  # noqa: E402
 from synthor_core.evaluate import evaluate_population  # noqa: E402
@@ -42,8 +43,11 @@ from synthor_core.priors.maxent import MaxEntPrior  # noqa: E402
 from synthor_core.rules import load_rules, violating  # noqa: E402
 from synthor_core.targets import load_project  # noqa: E402
 
-ADULT_GROUPS = [["age", "marital_status", "income"], ["education", "occupation", "income"],
-                ["sex", "occupation", "hours_per_week"]]
+ADULT_GROUPS = [
+    ["age", "marital_status", "income"],
+    ["education", "occupation", "income"],
+    ["sex", "occupation", "hours_per_week"],
+]
 
 
 def _derive():
@@ -81,20 +85,31 @@ def main() -> None:
     def add(name, population, seconds, calls, seed):
         report = evaluate_population(project, population, test, rules, "income", seed)
         h = report["holdout"]
-        results.setdefault(name, []).append({
-            "mean TVD targets": report["mean_tvd"], "max TVD targets": report["max_tvd"],
-            "3-way non-target TVD": h["non_target_tables"]["3-way"]["mean_tvd"],
-            "2-way non-target TVD": h["non_target_tables"]["2-way"]["mean_tvd"],
-            "Cramér's V error": h["cramers_v"]["mean_abs_error"], "age W1": h["wasserstein"]["age"],
-            "hours W1": h["wasserstein"]["hours_per_week"], "classifier gap": h["classifier_two_sample"]["gap"],
-            "TSTR income": h["tstr"]["tstr_accuracy"], "TRTR income": h["tstr"]["trtr_accuracy"],
-            "rule violations": report["rules"]["any_rate"], "seconds": seconds, "LLM calls": calls})
+        results.setdefault(name, []).append(
+            {
+                "mean TVD targets": report["mean_tvd"],
+                "max TVD targets": report["max_tvd"],
+                "3-way non-target TVD": h["non_target_tables"]["3-way"]["mean_tvd"],
+                "2-way non-target TVD": h["non_target_tables"]["2-way"]["mean_tvd"],
+                "Cramér's V error": h["cramers_v"]["mean_abs_error"],
+                "age W1": h["wasserstein"]["age"],
+                "hours W1": h["wasserstein"]["hours_per_week"],
+                "classifier gap": h["classifier_two_sample"]["gap"],
+                "TSTR income": h["tstr"]["tstr_accuracy"],
+                "TRTR income": h["tstr"]["trtr_accuracy"],
+                "rule violations": report["rules"]["any_rate"],
+                "seconds": seconds,
+                "LLM calls": calls,
+            }
+        )
 
     for seed in args.seeds:
         rng = np.random.default_rng(seed)
-        for name, mode, prior_rules in (("Synthor full, maxent", "full", ()),
-                                        ("Synthor full, maxent + rules", "full", rules),
-                                        ("Synthor paper, maxent", "paper", ())):
+        for name, mode, prior_rules in (
+            ("Synthor full, maxent", "full", ()),
+            ("Synthor full, maxent + rules", "full", rules),
+            ("Synthor paper, maxent", "paper", ()),
+        ):
             t0 = time.perf_counter()
             prior = MaxEntPrior(project, mode=mode, rules=prior_rules)
             result = list(run_synthesis(project, prior, SynthesisConfig(mode=mode, seed=seed), rules=prior_rules))[-1]
@@ -103,26 +118,48 @@ def main() -> None:
         if not args.no_llm:
             with TestEndpoint(seed=seed, pool=train, groups=ADULT_GROUPS) as endpoint:
                 t0 = time.perf_counter()
-                prior = LLMPrior(project, LLMSettings(base_url=endpoint.url, model="adult-oracle",
-                                                      distinct_records=6000, records_per_call=30))
+                prior = LLMPrior(
+                    project,
+                    LLMSettings(
+                        base_url=endpoint.url, model="adult-oracle", distinct_records=6000, records_per_call=30
+                    ),
+                )
                 result = list(run_synthesis(project, prior, SynthesisConfig(seed=seed)))[-1]
-                add("Synthor full, LLM (test endpoint)", result.population, time.perf_counter() - t0,
-                    prior.usage.calls, seed)
+                add(
+                    "Synthor full, LLM (test endpoint)",
+                    result.population,
+                    time.perf_counter() - t0,
+                    prior.usage.calls,
+                    seed,
+                )
         t0 = time.perf_counter()
         sample = ipf.sample(size, rng)
-        add("IPF, uniform seed (cross-product)", _coded(project, sample), ipf_seconds + time.perf_counter() - t0, 0,
-            seed)
+        add(
+            "IPF, uniform seed (cross-product)",
+            _coded(project, sample),
+            ipf_seconds + time.perf_counter() - t0,
+            0,
+            seed,
+        )
         t0 = time.perf_counter()
-        add("independent marginals", _coded(project, independent_marginals(project, size, rng)),
-            time.perf_counter() - t0, 0, seed)
-        add("resampled training persons (micro-data)", _coded(project, resample_records(train, size, rng)), 0.0, 0,
-            seed)
+        add(
+            "independent marginals",
+            _coded(project, independent_marginals(project, size, rng)),
+            time.perf_counter() - t0,
+            0,
+            seed,
+        )
+        add(
+            "resampled training persons (micro-data)", _coded(project, resample_records(train, size, rng)), 0.0, 0, seed
+        )
 
     columns = list(next(iter(results.values()))[0])
-    print(f"Adult: targets from adult.data ({size:,} persons, 19 tables), held out adult.test ({len(test):,} "
-          f"persons); N = {size:,}; seeds {args.seeds} (mean, and ± one standard deviation over seeds for the "
-          f"non-target tables); the test split's own rule violation rate is {real_rate:.2%}; IPF: "
-          f"{ipf.sweeps} sweeps, {ipf.joint.size:,} cells\n")
+    print(
+        f"Adult: targets from adult.data ({size:,} persons, 19 tables), held out adult.test ({len(test):,} "
+        f"persons); N = {size:,}; seeds {args.seeds} (mean, and ± one standard deviation over seeds for the "
+        f"non-target tables); the test split's own rule violation rate is {real_rate:.2%}; IPF: "
+        f"{ipf.sweeps} sweeps, {ipf.joint.size:,} cells\n"
+    )
     print("| row | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))
     for name, runs in results.items():

@@ -35,9 +35,13 @@ EXAMPLE = ROOT / "examples" / "adult"
 
 def chart_table() -> None:
     project = load_project(EXAMPLE)
-    events = [e for e in run_synthesis(project, MaxEntPrior(project), SynthesisConfig(seed=1, max_iterations=100,
-                                                                                    tolerance_tvd=1e-9))
-              if isinstance(e, IterationEvent)]
+    events = [
+        e
+        for e in run_synthesis(
+            project, MaxEntPrior(project), SynthesisConfig(seed=1, max_iterations=100, tolerance_tvd=1e-9)
+        )
+        if isinstance(e, IterationEvent)
+    ]
     events = (events * (100 // len(events) + 1))[:100]  # 100 iterations of real events
     rows = []
     for n in (10, 100):
@@ -80,10 +84,18 @@ def interaction_table() -> None:
     print("\nData-page interaction (select another table), AppTest, seconds\n")
     print("| condition | median s | max s | ratio to idle (median) |")
     print("|---|---|---|---|")
-    for label, times in (("idle", idle), (f"during an N = 10^6 run ({len(snap.events)} iterations done, "
-                                          f"{'still running' if still_running else 'ended'})", busy)):
-        print(f"| {label} | {statistics.median(times):.3f} | {max(times):.3f} | "
-              f"{statistics.median(times) / statistics.median(idle):.2f} |")
+    for label, times in (
+        ("idle", idle),
+        (
+            f"during an N = 10^6 run ({len(snap.events)} iterations done, "
+            f"{'still running' if still_running else 'ended'})",
+            busy,
+        ),
+    ):
+        print(
+            f"| {label} | {statistics.median(times):.3f} | {max(times):.3f} | "
+            f"{statistics.median(times) / statistics.median(idle):.2f} |"
+        )
 
 
 if __name__ == "__main__":

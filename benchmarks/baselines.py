@@ -93,7 +93,7 @@ def _fit_ipf(project: Project, axes, sweeps: int, tolerance: float):
                 coarse.append(None)
         plans.append((t, keep, other, coarse))
     sweep, error = 0, np.inf
-    for sweep in range(1, sweeps + 1):
+    for sweep in range(1, sweeps + 1):  # noqa: B007 (the sweeps run are returned)
         error = 0.0
         for t, keep, other, coarse in plans:
             # the sum keeps the table's axes in schema order; put them in the table's order
@@ -121,7 +121,8 @@ def independent_marginals(project: Project, size: int, rng: np.random.Generator)
     cells = {}
     for var in schema:
         table = next((t for t in project.tables if t.variables == (var.name,)), None) or next(
-            t for t in project.tables if var.name in t.variables)
+            t for t in project.tables if var.name in t.variables
+        )
         axis = table.variables.index(var.name)
         margin = table.counts.sum(axis=tuple(i for i in range(table.counts.ndim) if i != axis))
         drawn = rng.choice(margin.size, size=size, p=margin / margin.sum())

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).parent)]
 
 from baselines import independent_marginals, ipf_cross_product, resample_records  # noqa: E402
+
 from llm_endpoint.network import quantile_edges, sample_network, write_ecommerce_project  # noqa: E402
 from llm_endpoint.server import TestEndpoint  # noqa: E402
+from synthor_core.aggregate import Aggregator  # noqa: E402
 from synthor_core.engine import SynthesisConfig, SynthesisResult, run_synthesis  # noqa: E402
 from synthor_core.evaluate import classifier_two_sample, combination_templates  # noqa: E402
-from synthor_core.aggregate import Aggregator  # noqa: E402
 from synthor_core.metrics import jsd, tvd, wasserstein  # noqa: E402
 from synthor_core.priors.llm import LLMPrior, LLMSettings  # noqa: E402
 from synthor_core.priors.maxent import MaxEntPrior  # noqa: E402
@@ -51,20 +52,38 @@ from synthor_core.targets import load_project  # noqa: E402
 N = 2000
 GROUPS = [("age", "gender", "category"), ("category", "price"), ("location", "payment")]
 NON_TARGETS = [("age", "category", "payment"), ("gender", "price", "location"), ("age", "price")]
-RULES = {"R1": 'category in ["Electronics", "Furniture & Appliances"] and price < 10',
-         "R2": 'age < 22 and category == "Food & Beverages" and price > 1000',
-         "R3": 'age >= 70 and category == "Electronics" and price > 1500'}
-PAPER = {"age W1": 1.13, "price W1": 12.762, "gender TVD": 0.002, "location TVD": 0.002, "category TVD": 0.010,
-         "payment TVD": 0.003, "JSD age x gender x category": 0.071, "JSD category x price": 0.134,
-         "JSD location x payment": 0.007, "rejection": "0.3-0.5 %"}
-PAPER_IPF = {"age W1": 5.27, "price W1": 139.957, "JSD age x gender x category": 0.117,
-             "JSD category x price": 0.504, "JSD location x payment": 0.113}
+RULES = {
+    "R1": 'category in ["Electronics", "Furniture & Appliances"] and price < 10',
+    "R2": 'age < 22 and category == "Food & Beverages" and price > 1000',
+    "R3": 'age >= 70 and category == "Electronics" and price > 1500',
+}
+PAPER = {
+    "age W1": 1.13,
+    "price W1": 12.762,
+    "gender TVD": 0.002,
+    "location TVD": 0.002,
+    "category TVD": 0.010,
+    "payment TVD": 0.003,
+    "JSD age x gender x category": 0.071,
+    "JSD category x price": 0.134,
+    "JSD location x payment": 0.007,
+    "rejection": "0.3-0.5 %",
+}
+PAPER_IPF = {
+    "age W1": 5.27,
+    "price W1": 139.957,
+    "JSD age x gender x category": 0.117,
+    "JSD category x price": 0.504,
+    "JSD location x payment": 0.113,
+}
 
 
 def write_targets(folder: Path, reference: pd.DataFrame, family: bool) -> Path:
     """The benchmark's project folder: marginals (fine bins) and, with ``family``, the three family tables."""
-    coarse = {"age": quantile_edges(reference["age"], 18, 90, integer=True),
-              "price": quantile_edges(reference["price"], 0, 2000)}
+    coarse = {
+        "age": quantile_edges(reference["age"], 18, 90, integer=True),
+        "price": quantile_edges(reference["price"], 0, 2000),
+    }
     fine = {}
     for var, edges in coarse.items():
         split = []
@@ -72,8 +91,7 @@ def write_targets(folder: Path, reference: pd.DataFrame, family: bool) -> Path:
             sub = np.linspace(a, b, 9)
             split += list(np.round(sub[:-1]) if var == "age" else np.round(sub[:-1], 2))
         fine[var] = sorted(set(split)) + [edges[-1]]
-    tables = [((v,), fine if v in fine else {}) for v in ("age", "gender", "location", "category", "price",
-                                                          "payment")]
+    tables = [((v,), fine if v in fine else {}) for v in ("age", "gender", "location", "category", "price", "payment")]
     if family:
         tables += [(g, coarse) for g in GROUPS]
     return write_ecommerce_project(folder, reference, tables, N)
@@ -87,16 +105,27 @@ def measure(project, family_project, records: pd.DataFrame, reference: pd.DataFr
     synth["count"] = 1
     ref, _ = schema.encode(reference)
     ref["count"] = 1
-    out = {"age W1": wasserstein(reference["age"], records["age"]),
-           "price W1": wasserstein(reference["price"], records["price"])}
+    out = {
+        "age W1": wasserstein(reference["age"], records["age"]),
+        "price W1": wasserstein(reference["price"], records["price"]),
+    }
     for var in ("gender", "location", "category", "payment"):
-        out[f"{var} TVD"] = tvd(reference[var].value_counts(), records[var].value_counts().reindex(
-            reference[var].value_counts().index, fill_value=0))
-    coarse = {v: next(t.bins[v] for t in family_project.tables if len(t.variables) > 1 and v in t.bins)
-              for v in ("age", "price")}  # the family tables' 6 quantile bins
-    groups = [replace(t, bins={v: coarse[v] for v in t.bins}, counts=np.ones(
-        tuple(len(coarse[v]) if v in coarse else schema[v].size for v in t.variables)))
-        for t in combination_templates(family_project, GROUPS + NON_TARGETS)]
+        out[f"{var} TVD"] = tvd(
+            reference[var].value_counts(),
+            records[var].value_counts().reindex(reference[var].value_counts().index, fill_value=0),
+        )
+    coarse = {
+        v: next(t.bins[v] for t in family_project.tables if len(t.variables) > 1 and v in t.bins)
+        for v in ("age", "price")
+    }  # the family tables' 6 quantile bins
+    groups = [
+        replace(
+            t,
+            bins={v: coarse[v] for v in t.bins},
+            counts=np.ones(tuple(len(coarse[v]) if v in coarse else schema[v].size for v in t.variables)),
+        )
+        for t in combination_templates(family_project, GROUPS + NON_TARGETS)
+    ]
     with Aggregator(schema, groups) as aggregator:
         real_counts, synth_counts = aggregator.aggregate(ref), aggregator.aggregate(synth)
     for t, r, s in zip(groups, real_counts, synth_counts):
@@ -128,14 +157,18 @@ def rows_for(project, family_project, reference, seed, with_llm: bool, rules) ->
         with TestEndpoint(seed=seed) as endpoint:
             prior = LLMPrior(project, LLMSettings(base_url=endpoint.url, model="bn-oracle"))
             rows["Synthor full, LLM (test endpoint)"] = synthor(project, "full", seed, prior=prior)
-    for name, build in (("IPF, uniform seed (cross-product)", lambda: ipf_cross_product(project, N, rng)),
-                        ("independent marginals", lambda: independent_marginals(project, N, rng)),
-                        ("resampled reference records (micro-data)", lambda: resample_records(reference, N, rng))):
+    for name, build in (
+        ("IPF, uniform seed (cross-product)", lambda: ipf_cross_product(project, N, rng)),
+        ("independent marginals", lambda: independent_marginals(project, N, rng)),
+        ("resampled reference records (micro-data)", lambda: resample_records(reference, N, rng)),
+    ):
         started = time.perf_counter()
         records = build()
         rows[name] = (records, {"seconds": time.perf_counter() - started, "LLM calls": 0})
-    return {name: {**measure(project, family_project, records, reference, rules, seed), **cost}
-            for name, (records, cost) in rows.items()}
+    return {
+        name: {**measure(project, family_project, records, reference, rules, seed), **cost}
+        for name, (records, cost) in rows.items()
+    }
 
 
 def print_table(title: str, results: list[dict[str, dict]], columns: list[str], extra_rows=()) -> None:
@@ -147,8 +180,15 @@ def print_table(title: str, results: list[dict[str, dict]], columns: list[str], 
         for c in columns:
             values = [r[name][c] for r in results]
             mean = float(np.mean(values))
-            cells.append(f"{mean:.2%}" if c == "rejection" else f"{mean:,.0f}" if c == "LLM calls"
-                         else f"{mean:.3f}" if c in ("age W1", "price W1", "seconds") else f"{mean:.4f}")
+            cells.append(
+                f"{mean:.2%}"
+                if c == "rejection"
+                else f"{mean:,.0f}"
+                if c == "LLM calls"
+                else f"{mean:.3f}"
+                if c in ("age W1", "price W1", "seconds")
+                else f"{mean:.4f}"
+            )
         print(f"| {name} | " + " | ".join(cells) + " |")
     for name, values in extra_rows:
         print(f"| {name} | " + " | ".join(str(values.get(c, "")) for c in columns) + " |")
@@ -170,18 +210,38 @@ def main() -> None:
         reference_rates.append(float(violating(ref, rules).mean()))
         full.append(rows_for(family, family, reference, seed, not args.no_llm, rules))
         marginals.append(rows_for(only, family, reference, seed, not args.no_llm, rules))
-    print(f"E-commerce network, N = {N:,}, seeds {args.seeds} (means); reference records' own rejection rate "
-          f"{np.mean(reference_rates):.2%} (R1 price < 10 for Electronics/Furniture, R2 age < 22 Food > 1,000, "
-          f"R3 age >= 70 Electronics > 1,500); classifier: HistGradientBoosting, 70/30 split; JSD natural log")
-    main_cols = ["age W1", "price W1", "gender TVD", "location TVD", "category TVD", "payment TVD",
-                 "JSD age x gender x category", "JSD category x price", "JSD location x payment",
-                 "classifier gap", "rejection", "seconds", "LLM calls"]
-    print_table("Targets: six marginals + three family tables (the paper's tables 1, 2 and 4)", full, main_cols,
-                [("LLMSynthor, paper (GPT-4.1-nano, 100 iterations)", PAPER),
-                 ("IPF, paper's macro-only baseline", PAPER_IPF)])
+    print(
+        f"E-commerce network, N = {N:,}, seeds {args.seeds} (means); reference records' own rejection rate "
+        f"{np.mean(reference_rates):.2%} (R1 price < 10 for Electronics/Furniture, R2 age < 22 Food > 1,000, "
+        f"R3 age >= 70 Electronics > 1,500); classifier: HistGradientBoosting, 70/30 split; JSD natural log"
+    )
+    main_cols = [
+        "age W1",
+        "price W1",
+        "gender TVD",
+        "location TVD",
+        "category TVD",
+        "payment TVD",
+        "JSD age x gender x category",
+        "JSD category x price",
+        "JSD location x payment",
+        "classifier gap",
+        "rejection",
+        "seconds",
+        "LLM calls",
+    ]
+    print_table(
+        "Targets: six marginals + three family tables (the paper's tables 1, 2 and 4)",
+        full,
+        main_cols,
+        [("LLMSynthor, paper (GPT-4.1-nano, 100 iterations)", PAPER), ("IPF, paper's macro-only baseline", PAPER_IPF)],
+    )
     print_table("Targets: six marginals only", marginals, main_cols)
-    print_table("Tables that were not targets (JSD against the reference; targets = marginals + family tables)",
-                full, ["JSD age x category x payment", "JSD gender x price x location", "JSD age x price"])
+    print_table(
+        "Tables that were not targets (JSD against the reference; targets = marginals + family tables)",
+        full,
+        ["JSD age x category x payment", "JSD gender x price x location", "JSD age x price"],
+    )
 
 
 if __name__ == "__main__":

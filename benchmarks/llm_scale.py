@@ -25,8 +25,17 @@ from synthor_core.engine import SynthesisConfig, SynthesisResult, run_synthesis 
 from synthor_core.priors.llm import LLMPrior, LLMSettings  # noqa: E402
 from synthor_core.targets import load_project  # noqa: E402
 
-TABLES = [("age",), ("gender",), ("location",), ("category",), ("price",), ("payment",),
-          ("age", "gender", "category"), ("category", "price"), ("location", "payment")]
+TABLES = [
+    ("age",),
+    ("gender",),
+    ("location",),
+    ("category",),
+    ("price",),
+    ("payment",),
+    ("age", "gender", "category"),
+    ("category", "price"),
+    ("location", "payment"),
+]
 
 
 def main() -> None:
@@ -43,18 +52,31 @@ def main() -> None:
             started = time.perf_counter()
             result = list(run_synthesis(project, prior, SynthesisConfig(size=size, seed=1)))[-1]
             assert isinstance(result, SynthesisResult)
-            rows.append((size, prior.usage.calls, prior.usage.prompt_tokens, prior.usage.completion_tokens,
-                         result.iterations, len(result.population), result.fit.mean_tvd,
-                         time.perf_counter() - started))
+            rows.append(
+                (
+                    size,
+                    prior.usage.calls,
+                    prior.usage.prompt_tokens,
+                    prior.usage.completion_tokens,
+                    result.iterations,
+                    len(result.population),
+                    result.fit.mean_tvd,
+                    time.perf_counter() - started,
+                )
+            )
     base_calls, base_tokens = rows[0][1], rows[0][2] + rows[0][3]
     print("LLM prior against the local test endpoint, e-commerce targets (9 tables), full mode, seed 1\n")
-    print("| N | LLM calls | prompt tokens | completion tokens | calls ratio to N=10^4 | tokens ratio | "
-          "calls per 1,000 records | iterations | distinct records | mean TVD | seconds |")
+    print(
+        "| N | LLM calls | prompt tokens | completion tokens | calls ratio to N=10^4 | tokens ratio | "
+        "calls per 1,000 records | iterations | distinct records | mean TVD | seconds |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for size, calls, pt, ct, iterations, distinct, tvd, seconds in rows:
-        print(f"| {size:,} | {calls:,} | {pt:,} | {ct:,} | {calls / base_calls:.2f} | "
-              f"{(pt + ct) / base_tokens:.2f} | {calls * 1000 / size:.4f} | {iterations} | {distinct:,} | "
-              f"{tvd:.4f} | {seconds:.1f} |")
+        print(
+            f"| {size:,} | {calls:,} | {pt:,} | {ct:,} | {calls / base_calls:.2f} | "
+            f"{(pt + ct) / base_tokens:.2f} | {calls * 1000 / size:.4f} | {iterations} | {distinct:,} | "
+            f"{tvd:.4f} | {seconds:.1f} |"
+        )
 
 
 if __name__ == "__main__":

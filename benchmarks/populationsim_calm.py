@@ -89,8 +89,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for prior in ("seed", "maxent"):
             out = Path(tmp) / prior
-            seconds, peak = _timed([sys.executable, "-m", "synthor_core", "run", str(EXAMPLE), "--prior", prior,
-                                    "--seed", str(args.seed), "--out", str(out), "--quiet"], ROOT)
+            seconds, peak = _timed(
+                [
+                    sys.executable,
+                    "-m",
+                    "synthor_core",
+                    "run",
+                    str(EXAMPLE),
+                    "--prior",
+                    prior,
+                    "--seed",
+                    str(args.seed),
+                    "--out",
+                    str(out),
+                    "--quiet",
+                ],
+                ROOT,
+            )
             households = len(pd.read_csv(out / "households.csv", usecols=["household_id"]))
             rows[f"Synthor, {prior}"] = (_fit_from_synthor(out), seconds, peak, households)
             reports[f"Synthor, {prior}"] = json.loads((out / "report.json").read_text(encoding="utf-8"))
@@ -115,8 +130,10 @@ def main() -> None:
         base = values[names.index(anchor)]
         return "".join(f" | {values[names.index(n)] / base:.2f}" if base > 0 else " | -" for n in mine)
 
-    print(f"CALM (example_calm): {project.geography.n_zones} TAZ, {len(project.controls)} controls, "
-          f"{len(project.seed.households):,} seed households; worst %RMSE over zones per control group\n")
+    print(
+        f"CALM (example_calm): {project.geography.n_zones} TAZ, {len(project.controls)} controls, "
+        f"{len(project.seed.households):,} seed households; worst %RMSE over zones per control group\n"
+    )
     print("| control group | " + " | ".join(names + ratio_names) + " |")
     print("|---" * (len(names) + len(ratio_names) + 1) + "|")
     for group, controls in GROUPS.items():
@@ -126,17 +143,25 @@ def main() -> None:
         values = [rows[n][k] for n in names]
         print(f"| {label} | " + " | ".join(fmt.format(v) for v in values) + ratios(values) + " |")
     print(f"\n{os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}; ratio = Synthor / PopulationSim\n")
-    print("Realism on tables no control fixes: TVD against the seed sample (weighted), and households agreeing "
-          "with their members\n")
+    print(
+        "Realism on tables no control fixes: TVD against the seed sample (weighted), and households agreeing "
+        "with their members\n"
+    )
     print("| table | " + " | ".join(mine) + " |")
     print("|---" * (len(mine) + 1) + "|")
     tables = {n: {t["table"]: t["tvd"] for t in reports[n]["realism"]["tables"]} for n in mine}
     for table in ("NP x NWESR x HTYPE", "NP x AGEHOH", "AGEHOH x HHINCADJ", "OSUTAG x OCCP"):
         print(f"| {table} | " + " | ".join(f"{tables[n].get(table, float('nan')):.3f}" for n in mine) + " |")
-    print("| mean over all pairs and triples | " + " | ".join(
-        f"{reports[n]['realism']['mean_tvd']:.3f}" for n in mine) + " |")
-    print("| households agreeing with members | " + " | ".join(
-        f"{100 * min(reports[n]['member_consistency'].values()):.1f} %" for n in mine) + " |")
+    print(
+        "| mean over all pairs and triples | "
+        + " | ".join(f"{reports[n]['realism']['mean_tvd']:.3f}" for n in mine)
+        + " |"
+    )
+    print(
+        "| households agreeing with members | "
+        + " | ".join(f"{100 * min(reports[n]['member_consistency'].values()):.1f} %" for n in mine)
+        + " |"
+    )
 
 
 if __name__ == "__main__":

@@ -34,25 +34,37 @@ def _machine() -> str:
         pass
     memory = ""
     try:
-        kib = int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
-                       if line.startswith("MemTotal")).split()[1])
+        kib = int(
+            next(
+                line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+            ).split()[1]
+        )
         memory = f", {kib / 1024 / 1024:.0f} GiB"
     except (OSError, StopIteration, ValueError):
         pass
-    return f"{cpu}, {os.cpu_count()} cores{memory}; {platform.system()} {platform.release()}; Python " \
-           f"{platform.python_version()}"
+    return (
+        f"{cpu}, {os.cpu_count()} cores{memory}; {platform.system()} {platform.release()}; Python "
+        f"{platform.python_version()}"
+    )
 
 
 def main() -> None:
-    parts = ["# Benchmark results", "",
-             f"Regenerate with `python benchmarks/run_all.py`. Machine: {_machine()}. Date: "
-             f"{datetime.date.today().isoformat()}.", ""]
+    parts = [
+        "# Benchmark results",
+        "",
+        f"Regenerate with `python benchmarks/run_all.py`. Machine: {_machine()}. Date: "
+        f"{datetime.date.today().isoformat()}.",
+        "",
+    ]
     for script, title in BENCHMARKS:
         started = time.perf_counter()
         proc = subprocess.run([sys.executable, str(HERE / script)], capture_output=True, text=True, timeout=900)
         seconds = time.perf_counter() - started
-        output = proc.stdout.strip() if proc.returncode == 0 else f"FAILED (exit {proc.returncode}):\n\n```\n" \
-                                                                    f"{proc.stderr.strip()[-3000:]}\n```"
+        output = (
+            proc.stdout.strip()
+            if proc.returncode == 0
+            else f"FAILED (exit {proc.returncode}):\n\n```\n{proc.stderr.strip()[-3000:]}\n```"
+        )
         parts += [f"## {title} (`benchmarks/{script}`, {seconds:.0f} s)", "", output, ""]
         print(f"{script}: {seconds:.0f} s, exit {proc.returncode}", flush=True)
     (HERE / "RESULTS.md").write_text("\n".join(parts), encoding="utf-8")

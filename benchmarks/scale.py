@@ -43,15 +43,23 @@ def child(size: int) -> None:
         else:
             result = event
     total = time.perf_counter() - started
-    print(json.dumps({
-        "size": size, "iterations": len(events), "total_s": total,
-        "aggregate_s": statistics.median(e.aggregate_seconds for e in events),
-        "iteration_s": statistics.median(e.seconds for e in events[1:] or events),
-        "first_iteration_s": events[0].seconds,
-        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "distinct": len(result.population), "persons": int(result.population["count"].sum()),
-        "mean_tvd": result.fit.mean_tvd, "max_tvd": result.fit.max_tvd,
-    }))
+    print(
+        json.dumps(
+            {
+                "size": size,
+                "iterations": len(events),
+                "total_s": total,
+                "aggregate_s": statistics.median(e.aggregate_seconds for e in events),
+                "iteration_s": statistics.median(e.seconds for e in events[1:] or events),
+                "first_iteration_s": events[0].seconds,
+                "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "distinct": len(result.population),
+                "persons": int(result.population["count"].sum()),
+                "mean_tvd": result.fit.mean_tvd,
+                "max_tvd": result.fit.max_tvd,
+            }
+        )
+    )
 
 
 def aggregation_table(n_records: int = 1_000_000, n_tables: int = 15, repeats: int = 5) -> None:
@@ -59,8 +67,7 @@ def aggregation_table(n_records: int = 1_000_000, n_tables: int = 15, repeats: i
     project = load_project(EXAMPLE)
     tables = project.tables[:n_tables]
     rng = np.random.default_rng(0)
-    population = MaxEntPrior(project).joint.values(
-        MaxEntPrior(project).joint.sample_cells(n_records, {}, rng), {}, rng)
+    population = MaxEntPrior(project).joint.values(MaxEntPrior(project).joint.sample_cells(n_records, {}, rng), {}, rng)
     population, _ = project.schema.encode(population)
     population["count"] = rng.integers(1, 5, size=len(population))
     with Aggregator(project.schema, tables) as aggregator:
@@ -74,9 +81,14 @@ def aggregation_table(n_records: int = 1_000_000, n_tables: int = 15, repeats: i
     for _ in range(repeats):
         t = time.perf_counter()
         for table in tables:
-            keys = [population[v] if v not in table.bins else
-                    np.clip(np.searchsorted(table.bins[v].edges, population[v], side="right") - 1, 0,
-                            len(table.bins[v]) - 1) for v in table.variables]
+            keys = [
+                population[v]
+                if v not in table.bins
+                else np.clip(
+                    np.searchsorted(table.bins[v].edges, population[v], side="right") - 1, 0, len(table.bins[v]) - 1
+                )
+                for v in table.variables
+            ]
             population.groupby(keys)["count"].sum()
         pandas_s.append(time.perf_counter() - t)
     d, p = statistics.median(duck), statistics.median(pandas_s)
@@ -97,17 +109,22 @@ def main() -> None:
         return
     rows = []
     for size in args.sizes:
-        proc = subprocess.run([sys.executable, __file__, "--child", str(size)], capture_output=True, text=True,
-                              check=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", str(size)], capture_output=True, text=True, check=True
+        )
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print("Scale, Adult targets (19 tables), maxent prior, full mode, seed 1, 2 cores\n")
-    print("| N | iterations | s/iteration: aggregation | s/iteration: whole | first iteration s | total s | "
-          "peak MiB | distinct records | mean TVD | max TVD |")
+    print(
+        "| N | iterations | s/iteration: aggregation | s/iteration: whole | first iteration s | total s | "
+        "peak MiB | distinct records | mean TVD | max TVD |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['size']:,} | {r['iterations']} | {r['aggregate_s']:.4f} | {r['iteration_s']:.3f} | "
-              f"{r['first_iteration_s']:.2f} | {r['total_s']:.1f} | {r['peak_mib']:.0f} | {r['distinct']:,} | "
-              f"{r['mean_tvd']:.4f} | {r['max_tvd']:.4f} |")
+        print(
+            f"| {r['size']:,} | {r['iterations']} | {r['aggregate_s']:.4f} | {r['iteration_s']:.3f} | "
+            f"{r['first_iteration_s']:.2f} | {r['total_s']:.1f} | {r['peak_mib']:.0f} | {r['distinct']:,} | "
+            f"{r['mean_tvd']:.4f} | {r['max_tvd']:.4f} |"
+        )
     aggregation_table()
 
 

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-
 from populationsim_calm import GROUPS  # the same control groups as the side-by-side benchmark (this folder)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,14 +106,32 @@ def dask_cluster(workers: int = 2):
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    scheduler = subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scheduler = subprocess.Popen(
+        [*dask, "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(3)
-    procs = [scheduler] + [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
-                                             "--nthreads", "1", "--nworkers", "1", "--no-dashboard"],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                           for _ in range(workers)]
+    procs = [scheduler] + [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_worker",
+                address,
+                "--nthreads",
+                "1",
+                "--nworkers",
+                "1",
+                "--no-dashboard",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(workers)
+    ]
     from dask.distributed import Client
+
     with Client(address, timeout=60) as client:
         client.wait_for_workers(workers, timeout=60)
 
@@ -123,6 +140,7 @@ def dask_cluster(workers: int = 2):
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
+
     return address, stop
 
 
@@ -145,8 +163,21 @@ def main() -> None:
                 base = None
                 for label, workers, extra in runs:
                     out = Path(tmp) / f"out_{k}_{workers}_{len(extra)}"
-                    seconds, peak, _ = timed([sys.executable, "-m", "synthor_core", "run", str(project), "--seed",
-                                              str(args.seed), "--out", str(out), "--quiet", *extra])
+                    seconds, peak, _ = timed(
+                        [
+                            sys.executable,
+                            "-m",
+                            "synthor_core",
+                            "run",
+                            str(project),
+                            "--seed",
+                            str(args.seed),
+                            "--out",
+                            str(out),
+                            "--quiet",
+                            *extra,
+                        ]
+                    )
                     households = sum(1 for _ in open(out / "households.csv", encoding="utf-8")) - 1
                     same = digest(out)
                     if workers == 1:
@@ -154,10 +185,18 @@ def main() -> None:
                         pct = {c["control"]: c["pct_rmse"] for c in report["controls"]}
                         fits[k] = {g: max(pct[c] for c in controls) for g, controls in GROUPS.items()}
                     base = base or (seconds, same)
-                    rows.append({"K": k, "households": households, "run": label, "seconds": seconds,
-                                 "households/s/worker": households / seconds / workers, "peak MiB": peak,
-                                 "time / 1 worker": seconds / base[0],
-                                 "same bytes as 1 worker": "yes" if same == base[1] else "NO"})
+                    rows.append(
+                        {
+                            "K": k,
+                            "households": households,
+                            "run": label,
+                            "seconds": seconds,
+                            "households/s/worker": households / seconds / workers,
+                            "peak MiB": peak,
+                            "time / 1 worker": seconds / base[0],
+                            "same bytes as 1 worker": "yes" if same == base[1] else "NO",
+                        }
+                    )
                     shutil.rmtree(out)
                     print(f"K={k} {label}: {households:,} households, {seconds:.1f} s", file=sys.stderr, flush=True)
             finally:
@@ -169,9 +208,11 @@ def main() -> None:
     print("| K | households | run | seconds | households/s/worker | peak MiB | time / 1 worker | same bytes |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['K']} | {r['households']:,} | {r['run']} | {r['seconds']:.1f} | "
-              f"{r['households/s/worker']:,.0f} | {r['peak MiB']:,.0f} | {r['time / 1 worker']:.2f} | "
-              f"{r['same bytes as 1 worker']} |")
+        print(
+            f"| {r['K']} | {r['households']:,} | {r['run']} | {r['seconds']:.1f} | "
+            f"{r['households/s/worker']:,.0f} | {r['peak MiB']:,.0f} | {r['time / 1 worker']:.2f} | "
+            f"{r['same bytes as 1 worker']} |"
+        )
     print("\nWorst %RMSE per control group (1 worker; REGION controls split over the K PUMAs first)\n")
     print("| control group | " + " | ".join(f"K = {k}" for k in fits) + " |")
     print("|---" * (len(fits) + 1) + "|")
@@ -179,8 +220,10 @@ def main() -> None:
         print(f"| {group} | " + " | ".join(f"{fits[k][group]:.2f}" for k in fits) + " |")
     one = frame[frame["run"] == "1 worker"]
     rate = float(one["households/s/worker"].iloc[-1])
-    print(f"\nProjection: a 6,000,000-household state on 16 workers at {rate:,.0f} households/s/worker "
-          f"(largest K above): {6_000_000 / (rate * 16) / 60:.1f} min")
+    print(
+        f"\nProjection: a 6,000,000-household state on 16 workers at {rate:,.0f} households/s/worker "
+        f"(largest K above): {6_000_000 / (rate * 16) / 60:.1f} min"
+    )
 
 
 if __name__ == "__main__":

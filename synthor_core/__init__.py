@@ -15,6 +15,17 @@ from .schema import Schema, expand_records
 from .targets import Project, load_project
 
 __all__ = [
-    "IterationEvent", "MaxEntPrior", "Prior", "Project", "Proposal", "Schema", "SynthesisConfig", "SynthesisResult",
-    "SynthorError", "TargetValidationError", "expand_records", "load_project", "run_synthesis",
+    "IterationEvent",
+    "MaxEntPrior",
+    "Prior",
+    "Project",
+    "Proposal",
+    "Schema",
+    "SynthesisConfig",
+    "SynthesisResult",
+    "SynthorError",
+    "TargetValidationError",
+    "expand_records",
+    "load_project",
+    "run_synthesis",
 ]

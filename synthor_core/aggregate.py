@@ -68,7 +68,7 @@ class Aggregator:
         """Close the DuckDB connection."""
         self._con.close()
 
-    def __enter__(self) -> "Aggregator":
+    def __enter__(self) -> Aggregator:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -95,7 +95,7 @@ class Aggregator:
         finally:
             self._con.unregister("population")
         t_idx, cells, n = result["t"], result["cell"], result["n"]
-        for i, table in enumerate(self.tables):
+        for i in range(len(self.tables)):
             sel = t_idx == i
             flat = out[i].reshape(-1)
             flat[cells[sel].astype(np.int64)] = n[sel]

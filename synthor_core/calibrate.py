@@ -36,8 +36,13 @@ class CalibrationResult:
     max_abs_error: float
 
 
-def rake_counts(cell_ids, target_counts, initial: npt.ArrayLike, max_iter: int = defaults.RAKE_MAX_ITER,
-                tolerance: float = defaults.RAKE_TOLERANCE) -> CalibrationResult:
+def rake_counts(
+    cell_ids,
+    target_counts,
+    initial: npt.ArrayLike,
+    max_iter: int = defaults.RAKE_MAX_ITER,
+    tolerance: float = defaults.RAKE_TOLERANCE,
+) -> CalibrationResult:
     """Rake (iterative proportional fitting over records) the records' counts to every target table.
 
     Parameters
@@ -72,15 +77,21 @@ def rake_counts(cell_ids, target_counts, initial: npt.ArrayLike, max_iter: int =
             with np.errstate(divide="ignore", invalid="ignore"):
                 factor = np.where(current > 0, target / current, 0.0)
             w *= factor[ids]
-        error = max(float(np.abs(np.bincount(ids, weights=w, minlength=t.size) - t).max())
-                    for ids, t in zip(cell_ids, targets)) / total
+        error = (
+            max(
+                float(np.abs(np.bincount(ids, weights=w, minlength=t.size) - t).max())
+                for ids, t in zip(cell_ids, targets)
+            )
+            / total
+        )
         if error < tolerance:
             return CalibrationResult(w, True, iteration, error)
     return CalibrationResult(w, False, iteration, error)
 
 
-def integerize_trs(counts: npt.ArrayLike, total: int, rng: np.random.Generator,
-                   order: npt.ArrayLike | None = None) -> npt.NDArray[np.int64]:
+def integerize_trs(
+    counts: npt.ArrayLike, total: int, rng: np.random.Generator, order: npt.ArrayLike | None = None
+) -> npt.NDArray[np.int64]:
     """Integerize fractional counts to whole persons summing to exactly ``total``.
 
     Truncate, replicate, sample: every record keeps the whole part of its (rescaled) count; the persons still
@@ -161,10 +172,18 @@ class BalanceResult:
     max_relative_change: float = float("inf")
 
 
-def balance_zones(incidence, initial_weights, block_zones, zone_groups: npt.ArrayLike, control_totals,
-                  importance: npt.ArrayLike, master: int | None = None,
-                  max_iter: int = defaults.BALANCE_MAX_SWEEPS, tolerance: float = defaults.BALANCE_TOLERANCE,
-                  max_ratio: float | None = None) -> BalanceResult:
+def balance_zones(
+    incidence,
+    initial_weights,
+    block_zones,
+    zone_groups: npt.ArrayLike,
+    control_totals,
+    importance: npt.ArrayLike,
+    master: int | None = None,
+    max_iter: int = defaults.BALANCE_MAX_SWEEPS,
+    tolerance: float = defaults.BALANCE_TOLERANCE,
+    max_ratio: float | None = None,
+) -> BalanceResult:
     """List-balance seed households' weights in many zones at once, against controls at any geography level.
 
     The households of a block (the seed geography, e.g. one PUMA) can be placed in the zones of that block only.
@@ -221,10 +240,10 @@ def balance_zones(incidence, initial_weights, block_zones, zone_groups: npt.Arra
     rows, values, binary = [], [], []
     for inc in incidence:
         inc = np.asarray(inc, dtype=np.float64)
-        r = [np.flatnonzero(inc[:, c]) for c in range(n_controls)]
-        rows.append(r)
-        values.append([inc[r[c], c].astype(np.float32) for c in range(n_controls)])
-        binary.append([bool(np.all(inc[r[c], c] == 1.0)) for c in range(n_controls)])
+        nonzero = [np.flatnonzero(inc[:, c]) for c in range(n_controls)]
+        rows.append(nonzero)
+        values.append([inc[nonzero[c], c].astype(np.float32) for c in range(n_controls)])
+        binary.append([bool(np.all(inc[nonzero[c], c] == 1.0)) for c in range(n_controls)])
     relaxation = [np.ones_like(t) for t in totals]
     order = [c for c in range(n_controls) if c != master] + ([master] if master is not None else [])
     adjustment = 1.0
@@ -254,8 +273,9 @@ def balance_zones(incidence, initial_weights, block_zones, zone_groups: npt.Arra
                 counted = np.bincount(g, weights=v @ block, minlength=n_groups)
                 x += counted
                 y += counted if binary[b][c] else np.bincount(g, weights=(v * v) @ block, minlength=n_groups)
-            if previous[c] is not None:
-                change = max(change, float((np.abs(x - previous[c]) / np.maximum(previous[c], 1.0)).max(initial=0)))
+            before = previous[c]
+            if before is not None:
+                change = max(change, float((np.abs(x - before) / np.maximum(before, 1.0)).max(initial=0)))
             else:
                 change = np.inf
             previous[c] = x
@@ -278,23 +298,45 @@ def balance_zones(incidence, initial_weights, block_zones, zone_groups: npt.Arra
             if reached.any():
                 off = np.abs(x[reached] - target[reached]) / np.maximum(target[reached], 1.0)
                 deviation = max(deviation, float(off.max()))
-        if initial is not None:
+        if initial is not None and max_ratio:
             for w, w0 in zip(weights, initial):
                 np.minimum(w, w0 * max_ratio, out=w)
         if deviation < tolerance or change < tolerance * defaults.BALANCE_STATIONARY_SHARE:
-            relaxed = any(np.abs(relaxation[c][totals[c] > 0] - 1.0).max(initial=0.0) > tolerance
-                          for c in range(n_controls) if c != master)
-            stop = "stationary" if deviation >= tolerance else ("soft controls relaxed" if relaxed else
-                                                                 "controls met")
-            return BalanceResult(tuple(w.astype(np.float64) for w in weights), stop != "stationary", iteration,
-                                 deviation, tuple(relaxation), stop, change)
-    return BalanceResult(tuple(w.astype(np.float64) for w in weights), False, iteration, deviation, tuple(relaxation),
-                         "sweep limit", change)
+            relaxed = any(
+                np.abs(relaxation[c][totals[c] > 0] - 1.0).max(initial=0.0) > tolerance
+                for c in range(n_controls)
+                if c != master
+            )
+            stop = "stationary" if deviation >= tolerance else ("soft controls relaxed" if relaxed else "controls met")
+            return BalanceResult(
+                tuple(w.astype(np.float64) for w in weights),
+                stop != "stationary",
+                iteration,
+                deviation,
+                tuple(relaxation),
+                stop,
+                change,
+            )
+    return BalanceResult(
+        tuple(w.astype(np.float64) for w in weights),
+        False,
+        iteration,
+        deviation,
+        tuple(relaxation),
+        "sweep limit",
+        change,
+    )
 
 
-def integerize_zone(weights: npt.ArrayLike, incidence: npt.ArrayLike, targets: npt.ArrayLike,
-                    importance: npt.ArrayLike, total: int, rng: np.random.Generator,
-                    stats: dict[str, int] | None = None) -> npt.NDArray[np.int64]:
+def integerize_zone(
+    weights: npt.ArrayLike,
+    incidence: npt.ArrayLike,
+    targets: npt.ArrayLike,
+    importance: npt.ArrayLike,
+    total: int,
+    rng: np.random.Generator,
+    stats: dict[str, int] | None = None,
+) -> npt.NDArray[np.int64]:
     """Whole households for one zone: exactly ``total`` of them, controls met as closely as integers allow.
 
     Every household keeps the whole part of its balanced weight; the households still missing are chosen
@@ -359,8 +401,9 @@ def integerize_zone(weights: npt.ArrayLike, incidence: npt.ArrayLike, targets: n
     bonus = 0.5 / max(missing, 1)
     cost = np.concatenate([-bonus * frac[pool] / max(frac[pool].max(), 1e-12), imp, imp])
     upper = np.concatenate([np.ones(n), np.full(2 * n_controls, np.inf)])
-    lp = linprog(cost, A_eq=full, b_eq=rhs_full, bounds=np.column_stack([np.zeros(cost.size), upper]),
-                 method="highs-ds")
+    lp = linprog(
+        cost, A_eq=full, b_eq=rhs_full, bounds=np.column_stack([np.zeros(cost.size), upper]), method="highs-ds"
+    )
     if lp.status != 0:  # free slacks make it feasible; an iteration limit or numerical trouble is counted
         if stats is not None:
             stats["lp_fallbacks"] = stats.get("lp_fallbacks", 0) + 1
@@ -376,12 +419,17 @@ def integerize_zone(weights: npt.ArrayLike, incidence: npt.ArrayLike, targets: n
     if short != 0:
         candidates = pool[chosen <= 0.5] if short > 0 else pool[chosen > 0.5]
         ranked = candidates[np.argsort(-frac[candidates] if short > 0 else frac[candidates], kind="stable")]
-        result[ranked[:abs(short)]] += 1 if short > 0 else -1
+        result[ranked[: abs(short)]] += 1 if short > 0 else -1
     return result
 
 
-def _improve_by_swaps(chosen: np.ndarray, incidence: np.ndarray, target: np.ndarray, importance: np.ndarray,
-                      max_moves: int = defaults.INTEGERIZE_MAX_SWAPS) -> np.ndarray:
+def _improve_by_swaps(
+    chosen: np.ndarray,
+    incidence: np.ndarray,
+    target: np.ndarray,
+    importance: np.ndarray,
+    max_moves: int = defaults.INTEGERIZE_MAX_SWAPS,
+) -> np.ndarray:
     """Swap one chosen candidate for one left out while that lowers the importance-weighted absolute deviation.
 
     Deterministic: the best pair among the ``INTEGERIZE_SWAP_SHORTLIST`` best single removals and additions.

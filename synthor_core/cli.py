@@ -29,46 +29,75 @@ from .household_project import convert_populationsim, is_household_project, load
 from .households import HouseholdConfig, candidate_households
 from .partitions import synthesize_partitioned
 from .populationsim import is_populationsim_project, load_populationsim
-from .rules import load_rules
 from .priors.maxent import MaxEntPrior
+from .rules import load_rules
 from .schema import COUNT, expand_records, spreadsheet_safe, spreadsheet_unescape
 from .store import CHECKPOINT_INTERVAL_S
 from .targets import load_project, validate_project
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m synthor_core",
-                                     description="Synthor: synthetic populations from aggregate tables.")
+    parser = argparse.ArgumentParser(
+        prog="python -m synthor_core", description="Synthor: synthetic populations from aggregate tables."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="synthesize a population for a project folder")
-    run.add_argument("project", type=Path, help="folder holding synthor.toml, or a PopulationSim working directory "
-                                                "(configs/settings.yaml, configs/controls.csv, data/)")
+    run.add_argument(
+        "project",
+        type=Path,
+        help="folder holding synthor.toml, or a PopulationSim working directory "
+        "(configs/settings.yaml, configs/controls.csv, data/)",
+    )
     run.add_argument("--n", type=int, default=None, help="population size N (default: [population] size)")
-    run.add_argument("--prior", choices=["maxent", "llm", "seed"], default=None,
-                     help="where records come from (default: seed for a project with a seed sample, else maxent)")
+    run.add_argument(
+        "--prior",
+        choices=["maxent", "llm", "seed"],
+        default=None,
+        help="where records come from (default: seed for a project with a seed sample, else maxent)",
+    )
     run.add_argument("--configs", default="configs", help="PopulationSim projects: the configs folder's name")
-    run.add_argument("--data", default=None, help="PopulationSim projects: the data folder's name "
-                                                   "(default: the settings' data_dir, else data)")
+    run.add_argument(
+        "--data",
+        default=None,
+        help="PopulationSim projects: the data folder's name (default: the settings' data_dir, else data)",
+    )
     run.add_argument("--max-sweeps", type=int, default=None, help="households: list-balancing sweeps at most")
-    run.add_argument("--workers", type=int, default=1,
-                     help="households: local processes running partitions (default 1: in this process)")
-    run.add_argument("--scheduler", default=None,
-                     help="households: address of a running dask.distributed scheduler (tcp://host:8786)")
-    run.add_argument("--partition", default=None,
-                     help="households: the geography level whose zones are the partitions (default: the seed's)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="households: local processes running partitions (default 1: in this process)",
+    )
+    run.add_argument(
+        "--scheduler",
+        default=None,
+        help="households: address of a running dask.distributed scheduler (tcp://host:8786)",
+    )
+    run.add_argument(
+        "--partition",
+        default=None,
+        help="households: the geography level whose zones are the partitions (default: the seed's)",
+    )
     run.add_argument("--mode", choices=["full", "paper"], default="full")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", type=Path, required=True, help="output folder (created)")
     run.add_argument("--max-iterations", type=int, default=None)
     run.add_argument("--tolerance", type=float, default=None, help="mean TVD at which the loop stops")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
-    run.add_argument("--rules", type=Path, default=None,
-                     help="plausibility rules (TOML) enforced as hard constraints (structural zeros)")
+    run.add_argument(
+        "--rules",
+        type=Path,
+        default=None,
+        help="plausibility rules (TOML) enforced as hard constraints (structural zeros)",
+    )
     llm = run.add_argument_group("LLM prior (--prior llm): any OpenAI-compatible endpoint")
     llm.add_argument("--base-url", help="e.g. https://api.openai.com/v1, http://localhost:11434/v1 (Ollama)")
     llm.add_argument("--model", help="model name at the endpoint")
-    llm.add_argument("--api-key-env", default="OPENAI_API_KEY",
-                     help="environment variable holding the API key (never a command-line value)")
+    llm.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        help="environment variable holding the API key (never a command-line value)",
+    )
     llm.add_argument("--temperature", type=float, default=None)
     llm.add_argument("--max-tokens", type=int, default=None, help="per reply")
     llm.add_argument("--timeout", type=float, default=None, help="seconds per request")
@@ -76,20 +105,28 @@ def _parser() -> argparse.ArgumentParser:
     llm.add_argument("--token-budget", type=int, default=None, help="stop cleanly after this many tokens")
     llm.add_argument("--structured-output", choices=["json_schema", "json_object", "text"], default=None)
     llm.add_argument("--max-retries", type=int, default=None)
-    llm.add_argument("--unreachable-after", type=float, default=None,
-                     help="seconds of continuous connection failures after which the run stops")
+    llm.add_argument(
+        "--unreachable-after",
+        type=float,
+        default=None,
+        help="seconds of continuous connection failures after which the run stops",
+    )
     llm.add_argument("--records-per-call", type=int, default=None)
     llm.add_argument("--cache", default=None, help="folder of the reply cache (replays identical requests)")
     llm.add_argument("--scenario", default=None, help="free text added to every prompt")
     llm.add_argument("--price-prompt", type=float, default=None, help="USD per million prompt tokens")
     llm.add_argument("--price-completion", type=float, default=None, help="USD per million completion tokens")
     conv = sub.add_parser("convert", help="write a PopulationSim working directory as a Synthor household project")
-    conv.add_argument("project", type=Path, help="PopulationSim working directory (configs/settings.yaml, "
-                                                 "configs/controls.csv, data/)")
+    conv.add_argument(
+        "project",
+        type=Path,
+        help="PopulationSim working directory (configs/settings.yaml, configs/controls.csv, data/)",
+    )
     conv.add_argument("out", type=Path, help="the Synthor project folder to write (new or empty)")
     conv.add_argument("--configs", default="configs", help="the configs folder's name")
-    conv.add_argument("--data", default=None, help="the data folder's name (default: the settings' data_dir, else "
-                                                   "data)")
+    conv.add_argument(
+        "--data", default=None, help="the data folder's name (default: the settings' data_dir, else data)"
+    )
     val = sub.add_parser("validate", help="check a project folder and print every problem")
     val.add_argument("project", type=Path)
     val.add_argument("--configs", default="configs", help="a PopulationSim folder's configs folder")
@@ -101,8 +138,12 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--rules", type=Path, default=None, help="plausibility rules (TOML)")
     ev.add_argument("--label", default=None, help="categorical variable for train-on-synthetic / test-on-real")
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--json", type=Path, default=None, help="where to write the JSON report "
-                                                            "(default: evaluation.json beside the population)")
+    ev.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="where to write the JSON report (default: evaluation.json beside the population)",
+    )
     return parser
 
 
@@ -113,9 +154,11 @@ def _print_setting_errors(exc: ValidationError) -> None:
 
 
 def _progress(event: IterationEvent) -> str:
-    return (f"iteration {event.iteration:4d}  mean TVD {event.mean_tvd:.4f}  max TVD {event.max_tvd:.4f}  "
-            f"+{event.added:,} -{event.removed:,} persons  {event.population_total:,} persons in "
-            f"{event.distinct_records:,} distinct records  {event.seconds:.2f} s")
+    return (
+        f"iteration {event.iteration:4d}  mean TVD {event.mean_tvd:.4f}  max TVD {event.max_tvd:.4f}  "
+        f"+{event.added:,} -{event.removed:,} persons  {event.population_total:,} persons in "
+        f"{event.distinct_records:,} distinct records  {event.seconds:.2f} s"
+    )
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -123,8 +166,9 @@ def command_run(args: argparse.Namespace) -> int:
     if is_populationsim_project(args.project, args.configs) or is_household_project(args.project):
         return command_run_households(args)
     if args.prior == "seed":
-        print("error: --prior seed needs a seed sample of households (a PopulationSim working directory)",
-              file=sys.stderr)
+        print(
+            "error: --prior seed needs a seed sample of households (a PopulationSim working directory)", file=sys.stderr
+        )
         return 2
     args.prior = args.prior or "maxent"
     settings = {"mode": args.mode, "seed": args.seed, "size": args.n}
@@ -154,8 +198,7 @@ def command_run(args: argparse.Namespace) -> int:
     saver = _CheckpointWriter(args.out, project.schema, config, prior.name)
     result = None
     with _StopOnSignal() as stop:
-        for event in run_synthesis(project, prior, config, should_stop=stop.requested, rules=rules,
-                                   checkpoint=saver):
+        for event in run_synthesis(project, prior, config, should_stop=stop.requested, rules=rules, checkpoint=saver):
             if isinstance(event, SynthesisResult):
                 result = event
             elif not args.quiet:
@@ -163,41 +206,60 @@ def command_run(args: argparse.Namespace) -> int:
                 if event.llm_calls:
                     line += f"  {event.llm_calls:,} LLM calls, {event.prompt_tokens + event.completion_tokens:,} tokens"
                 print(line, flush=True)
+    assert result is not None  # run_synthesis always ends with its SynthesisResult (or raises)
     dollars = prior.dollars() if hasattr(prior, "dollars") else None
     report = run_report(result, config, prior.name, prior.usage, dollars)
     report["status"] = "failed" if result.error else "stopped" if result.stop_reason == "stop requested" else "finished"
     if rules:
         report["rules"] = rules_report(project, result.population, rules)
     try:
-        write_atomic(args.out / "population.csv",
-                     lambda path: spreadsheet_safe(expand_records(result.population, project.schema)).to_csv(
-                         path, index=False))
-        write_atomic(args.out / "report.json",
-                     lambda path: Path(path).write_text(json.dumps(report, indent=2), encoding="utf-8"))
+        write_atomic(
+            args.out / "population.csv",
+            lambda path: spreadsheet_safe(expand_records(result.population, project.schema)).to_csv(path, index=False),
+        )
+        write_atomic(
+            args.out / "report.json", lambda path: Path(path).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        )
         if hasattr(prior, "calls"):
             write_atomic(args.out / "llm_calls.jsonl", lambda path: write_llm_calls(prior.calls, Path(path)))
     except OSError as exc:
-        kept = (f"the population saved at iteration {saver.saved_iteration} (not calibrated) is still there"
-                if saver.saved_iteration else "nothing was saved")
+        kept = (
+            f"the population saved at iteration {saver.saved_iteration} (not calibrated) is still there"
+            if saver.saved_iteration
+            else "nothing was saved"
+        )
         print(f"error: could not write the results to {args.out} ({exc.strerror or exc}); {kept}", file=sys.stderr)
         return 1
-    print(f"done: {report['records']:,} persons ({report['distinct_records']:,} distinct records), mean TVD "
-          f"{report['mean_tvd']:.4f}, max TVD {report['max_tvd']:.4f}, {report['iterations']} iterations "
-          f"({result.stop_reason}), {report['seconds']:.1f} s -> {args.out}")
+    print(
+        f"done: {report['records']:,} persons ({report['distinct_records']:,} distinct records), mean TVD "
+        f"{report['mean_tvd']:.4f}, max TVD {report['max_tvd']:.4f}, {report['iterations']} iterations "
+        f"({result.stop_reason}), {report['seconds']:.1f} s -> {args.out}"
+    )
     if result.error:
-        print(f"error: the run stopped early: {result.error}; the population built so far and the report are "
-              f"in {args.out}", file=sys.stderr)
+        print(
+            f"error: the run stopped early: {result.error}; the population built so far and the report are "
+            f"in {args.out}",
+            file=sys.stderr,
+        )
         return 1
     if stop.requested():
-        print(f"stopped on request: the population built so far is calibrated and written to {args.out}",
-              file=sys.stderr)
+        print(
+            f"stopped on request: the population built so far is calibrated and written to {args.out}", file=sys.stderr
+        )
         return STOPPED_EXIT
     if report["mean_tvd"] > config.tolerance_tvd:
         far = report["mean_tvd"] > max(NOT_CONVERGED_FACTOR * config.tolerance_tvd, NOT_CONVERGED_TVD)
-        print(f"{'error' if far else 'warning'}: the run did not reach the tolerance: mean TVD "
-              f"{report['mean_tvd']:.4f} > {config.tolerance_tvd:g} ({result.stop_reason})"
-              + ("; the population does not fit its targets: check the tables for contradictions, give more "
-                 "iterations or another prior" if far else ""), file=sys.stderr)
+        print(
+            f"{'error' if far else 'warning'}: the run did not reach the tolerance: mean TVD "
+            f"{report['mean_tvd']:.4f} > {config.tolerance_tvd:g} ({result.stop_reason})"
+            + (
+                "; the population does not fit its targets: check the tables for contradictions, give more "
+                "iterations or another prior"
+                if far
+                else ""
+            ),
+            file=sys.stderr,
+        )
         return 3 if far else 0
     return 0
 
@@ -235,10 +297,14 @@ class _StopOnSignal:
         if self._event.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self._event.set()
-        print(f"\nstopping ({signal.Signals(signum).name}): the population built so far is calibrated and written; "
-              f"press Ctrl-C again to quit at once", file=sys.stderr, flush=True)
+        print(
+            f"\nstopping ({signal.Signals(signum).name}): the population built so far is calibrated and written; "
+            f"press Ctrl-C again to quit at once",
+            file=sys.stderr,
+            flush=True,
+        )
 
-    def __enter__(self) -> "_StopOnSignal":
+    def __enter__(self) -> _StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -265,14 +331,23 @@ class _CheckpointWriter:
             return
         began = time.monotonic()
         records = int(population[COUNT].sum())
-        write_atomic(self.out / "population.csv",
-                     lambda path: spreadsheet_safe(expand_records(population, self.schema)).to_csv(path, index=False))
-        report = {"status": "checkpoint", "iterations": iteration, "records": records,
-                  "distinct_records": len(population), "prior": self.prior, "settings": self.config.model_dump(),
-                  "stop_reason": f"not finished: population.csv holds the population saved at iteration {iteration} "
-                                 f"(not calibrated); the process was stopped before the end"}
-        write_atomic(self.out / "report.json",
-                     lambda path: Path(path).write_text(json.dumps(report, indent=2), encoding="utf-8"))
+        write_atomic(
+            self.out / "population.csv",
+            lambda path: spreadsheet_safe(expand_records(population, self.schema)).to_csv(path, index=False),
+        )
+        report = {
+            "status": "checkpoint",
+            "iterations": iteration,
+            "records": records,
+            "distinct_records": len(population),
+            "prior": self.prior,
+            "settings": self.config.model_dump(),
+            "stop_reason": f"not finished: population.csv holds the population saved at iteration {iteration} "
+            f"(not calibrated); the process was stopped before the end",
+        }
+        write_atomic(
+            self.out / "report.json", lambda path: Path(path).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        )
         self.saved_iteration = iteration
         took = time.monotonic() - began
         self._next = time.monotonic() + max(CHECKPOINT_INTERVAL_S, 10 * took)
@@ -286,8 +361,11 @@ def command_run_households(args: argparse.Namespace) -> int:
     %RMSE over zones, total absolute error, worst zones).
     """
     if args.prior not in (None, "seed", "maxent"):
-        print(f"error: --prior {args.prior} is not available for household projects yet; use --prior seed (the "
-              f"project's seed sample) or --prior maxent (built from the controls alone)", file=sys.stderr)
+        print(
+            f"error: --prior {args.prior} is not available for household projects yet; use --prior seed (the "
+            f"project's seed sample) or --prior maxent (built from the controls alone)",
+            file=sys.stderr,
+        )
         return 2
     if args.workers < 1:
         print(f"error: --workers must be 1 or more, got {args.workers}", file=sys.stderr)
@@ -312,35 +390,61 @@ def command_run_households(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     if not args.quiet:
-        print(f"{project.name}: {len(project.seed.households):,} seed households, {len(project.controls)} controls, "
-              f"{project.geography.n_zones:,} {project.geography.lowest} zones, "
-              f"{int(project.households_per_zone().sum()):,} households to place", flush=True)
+        print(
+            f"{project.name}: {len(project.seed.households):,} seed households, {len(project.controls)} controls, "
+            f"{project.geography.n_zones:,} {project.geography.lowest} zones, "
+            f"{int(project.households_per_zone().sum()):,} households to place",
+            flush=True,
+        )
     reference = project
     project, prior_notes = candidate_households(reference, config)
     filled = prior_notes.get("filled_from_maxent")
     if filled:
         if filled.get("not_possible"):
-            print(f"warning: the sample cannot reach every control and maxent cannot fill in: "
-                  f"{filled['not_possible']}", file=sys.stderr)
+            print(
+                f"warning: the sample cannot reach every control and maxent cannot fill in: {filled['not_possible']}",
+                file=sys.stderr,
+            )
         else:
-            print(f"filled from maxent: {filled['candidates']:,} candidate households for "
-                  + "; ".join(filter(None, [
-                      "seed zones without sample " + ", ".join(map(str, filled["seed_zones_without_sample"]))
-                      if filled["seed_zones_without_sample"] else "",
-                      "controls no sample household meets " + ", ".join(filled["unreached_controls"])
-                      if filled["unreached_controls"] else ""])), file=sys.stderr)
+            print(
+                f"filled from maxent: {filled['candidates']:,} candidate households for "
+                + "; ".join(
+                    filter(
+                        None,
+                        [
+                            "seed zones without sample " + ", ".join(map(str, filled["seed_zones_without_sample"]))
+                            if filled["seed_zones_without_sample"]
+                            else "",
+                            "controls no sample household meets " + ", ".join(filled["unreached_controls"])
+                            if filled["unreached_controls"]
+                            else "",
+                        ],
+                    )
+                ),
+                file=sys.stderr,
+            )
     for warning in prior_notes.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
     if config.prior == "maxent" and not args.quiet:
-        print(f"maxent: {prior_notes['candidates']:,} candidate households with {prior_notes['candidate_persons']:,} "
-              f"members built from the controls (no seed record used)", flush=True)
+        print(
+            f"maxent: {prior_notes['candidates']:,} candidate households with {prior_notes['candidate_persons']:,} "
+            f"members built from the controls (no seed record used)",
+            flush=True,
+        )
+
     def partition_line(outcome, done, total):
         if outcome.error:
-            print(f"error: partition {outcome.name} failed ({outcome.error}); the other partitions go on",
-                  file=sys.stderr, flush=True)
+            print(
+                f"error: partition {outcome.name} failed ({outcome.error}); the other partitions go on",
+                file=sys.stderr,
+                flush=True,
+            )
         elif not args.quiet:
-            print(f"partition {outcome.name} ({done} of {total}): {int(outcome.households['count'].sum()):,} "
-                  f"households in {outcome.seconds:.1f} s", flush=True)
+            print(
+                f"partition {outcome.name} ({done} of {total}): {int(outcome.households['count'].sum()):,} "
+                f"households in {outcome.seconds:.1f} s",
+                flush=True,
+            )
 
     def zone_line(name, event):
         if not args.quiet:
@@ -348,23 +452,42 @@ def command_run_households(args: argparse.Namespace) -> int:
 
     if (args.workers > 1 or args.scheduler) and not args.quiet:
         print(f"running partitions on {args.scheduler or f'{args.workers} local processes'}", flush=True)
-    result, outcomes = synthesize_partitioned(project, config, level=args.partition, workers=args.workers,
-                                              scheduler=args.scheduler, on_partition=partition_line,
-                                              progress=zone_line)
+    result, outcomes = synthesize_partitioned(
+        project,
+        config,
+        level=args.partition,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        on_partition=partition_line,
+        progress=zone_line,
+    )
     failed = [o for o in outcomes if o.error]
-    report = write_household_outputs(project, result, config, args.out, time.perf_counter() - started,
-                                     reference=reference, prior_notes=prior_notes, partitions=outcomes)
+    report = write_household_outputs(
+        project,
+        result,
+        config,
+        args.out,
+        time.perf_counter() - started,
+        reference=reference,
+        prior_notes=prior_notes,
+        partitions=outcomes,
+    )
     worst = result.fit.sort_values("pct_rmse", ascending=False).head(3)
-    print(f"done: {report['households']:,} households, {report['persons']:,} persons "
-          f"({report['distinct_households']:,} distinct {config.prior} households"
-          + (f"; {report['households_by_prior'].get('maxent', 0):,} from maxent" if filled else "")
-          + "); worst %RMSE: "
-          + ", ".join(f"{r.control} ({r.level}) {r.pct_rmse:.2f}" for r in worst.itertuples())
-          + f"; {report['seconds']:.1f} s -> {args.out}")
+    print(
+        f"done: {report['households']:,} households, {report['persons']:,} persons "
+        f"({report['distinct_households']:,} distinct {config.prior} households"
+        + (f"; {report['households_by_prior'].get('maxent', 0):,} from maxent" if filled else "")
+        + "); worst %RMSE: "
+        + ", ".join(f"{r.control} ({r.level}) {r.pct_rmse:.2f}" for r in worst.itertuples())
+        + f"; {report['seconds']:.1f} s -> {args.out}"
+    )
     if failed:
-        print(f"error: {len(failed)} of {len(outcomes)} partitions failed: "
-              + "; ".join(f"{o.name}: {o.error}" for o in failed)
-              + ". The other partitions' households are written.", file=sys.stderr)
+        print(
+            f"error: {len(failed)} of {len(outcomes)} partitions failed: "
+            + "; ".join(f"{o.name}: {o.error}" for o in failed)
+            + ". The other partitions' households are written.",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -372,18 +495,32 @@ def command_run_households(args: argparse.Namespace) -> int:
 def _llm_prior(args: argparse.Namespace, project, config: SynthesisConfig):
     """The LLM prior from the command line, or None after printing why the settings are wrong."""
     from .priors.llm import LLMPrior, LLMSettings
+
     if not args.base_url or not args.model:
         print("error: --prior llm needs --base-url and --model", file=sys.stderr)
         return None
-    options = {"temperature": args.temperature, "max_tokens": args.max_tokens, "timeout_s": args.timeout,
-               "concurrency": args.concurrency, "token_budget": args.token_budget,
-               "structured_output": args.structured_output, "max_retries": args.max_retries,
-               "unreachable_after_s": args.unreachable_after, "records_per_call": args.records_per_call,
-               "cache_dir": args.cache, "scenario": args.scenario,
-               "price_prompt_per_million": args.price_prompt, "price_completion_per_million": args.price_completion}
+    options = {
+        "temperature": args.temperature,
+        "max_tokens": args.max_tokens,
+        "timeout_s": args.timeout,
+        "concurrency": args.concurrency,
+        "token_budget": args.token_budget,
+        "structured_output": args.structured_output,
+        "max_retries": args.max_retries,
+        "unreachable_after_s": args.unreachable_after,
+        "records_per_call": args.records_per_call,
+        "cache_dir": args.cache,
+        "scenario": args.scenario,
+        "price_prompt_per_million": args.price_prompt,
+        "price_completion_per_million": args.price_completion,
+    }
     try:
-        settings = LLMSettings(base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
-                               **{k: v for k, v in options.items() if v is not None})
+        settings = LLMSettings(
+            base_url=args.base_url,
+            model=args.model,
+            api_key_env=args.api_key_env,
+            **{k: v for k, v in options.items() if v is not None},
+        )
     except ValidationError as exc:
         _print_setting_errors(exc)
         return None
@@ -393,6 +530,7 @@ def _llm_prior(args: argparse.Namespace, project, config: SynthesisConfig):
 def write_llm_calls(calls, path: Path) -> None:
     """Every LLM call of the run as JSON lines (kind, model, prompt, reply, tokens, latency, outcome); no key."""
     from dataclasses import asdict
+
     with open(path, "w", encoding="utf-8") as handle:
         for call in calls:
             handle.write(json.dumps(asdict(call), ensure_ascii=False) + "\n")
@@ -403,9 +541,11 @@ def command_convert(args: argparse.Namespace) -> int:
     path = convert_populationsim(args.project, args.out, configs=args.configs, data=args.data)
     project = load_household_project(path.parent)
     files = sorted(p.relative_to(path.parent).as_posix() for p in path.parent.rglob("*") if p.is_file())
-    print(f"wrote {path.parent}: {len(project.controls)} controls at {', '.join(project.geography.levels)}, "
-          f"{len(project.derived)} derived household columns, {len(project.seed.households):,} seed households; "
-          f"files: {', '.join(files)}")
+    print(
+        f"wrote {path.parent}: {len(project.controls)} controls at {', '.join(project.geography.levels)}, "
+        f"{len(project.derived)} derived household columns, {len(project.seed.households):,} seed households; "
+        f"files: {', '.join(files)}"
+    )
     print(f"run it with: python -m synthor_core run {path.parent} --out OUT")
     return 0
 
@@ -418,17 +558,22 @@ def command_validate(args: argparse.Namespace) -> int:
     """
     if is_household_project(args.project) or is_populationsim_project(args.project, args.configs):
         try:
-            project = (load_household_project(args.project) if is_household_project(args.project)
-                       else load_populationsim(args.project, configs=args.configs, data=args.data))
+            project = (
+                load_household_project(args.project)
+                if is_household_project(args.project)
+                else load_populationsim(args.project, configs=args.configs, data=args.data)
+            )
         except TargetValidationError as exc:
             print(f"{len(exc.problems)} problem(s) in {args.project}:")
             for p in exc.problems:
                 print(f"  - {p}")
             return 2
-        print(f"ok: {len(project.seed.households):,} seed households, {len(project.seed.persons):,} seed persons, "
-              f"{len(project.controls)} controls, geography "
-              + " > ".join(f"{level} ({len(project.geography.zones(level)):,})" for level in project.geography.levels)
-              + f", {int(project.households_per_zone().sum()):,} households to place")
+        print(
+            f"ok: {len(project.seed.households):,} seed households, {len(project.seed.persons):,} seed persons, "
+            f"{len(project.controls)} controls, geography "
+            + " > ".join(f"{level} ({len(project.geography.zones(level)):,})" for level in project.geography.levels)
+            + f", {int(project.households_per_zone().sum()):,} households to place"
+        )
         for warning in project.warnings:
             print(f"warning: {warning}")
         return 0
@@ -438,10 +583,12 @@ def command_validate(args: argparse.Namespace) -> int:
         for p in problems:
             print(f"  - {p}")
         return 2
-    project = load_project(args.project)
-    print(f"ok: {len(project.schema.names)} variables, {len(project.tables)} tables, population size "
-          f"{project.size:,}")
-    for warning in project.warnings:
+    person_project = load_project(args.project)
+    print(
+        f"ok: {len(person_project.schema.names)} variables, {len(person_project.tables)} tables, population size "
+        f"{person_project.size:,}"
+    )
+    for warning in person_project.warnings:
         print(f"warning: {warning}")
     return 0
 
@@ -454,8 +601,9 @@ def _read_records(path: Path, schema, what: str) -> pd.DataFrame:
         raise TargetValidationError([Problem(str(path), f"could not be read as CSV ({exc})")]) from None
     missing = [v for v in schema.names if v not in frame.columns]
     if missing:
-        raise TargetValidationError([Problem(str(path), f"{what} needs one column per variable; missing "
-                                                        f"{', '.join(missing)}", row=1)])
+        raise TargetValidationError(
+            [Problem(str(path), f"{what} needs one column per variable; missing {', '.join(missing)}", row=1)]
+        )
     return frame
 
 
@@ -465,8 +613,9 @@ def command_evaluate(args: argparse.Namespace) -> int:
     people = _read_records(args.population, project.schema, "the population")
     population, rejected = project.schema.encode(people[project.schema.names])
     if rejected:
-        raise TargetValidationError([Problem(str(args.population), f"{n:,} rows: {reason}")
-                                     for reason, n in rejected.items()])
+        raise TargetValidationError(
+            [Problem(str(args.population), f"{n:,} rows: {reason}") for reason, n in rejected.items()]
+        )
     population[COUNT] = 1
     holdout = _read_records(args.holdout, project.schema, "the holdout") if args.holdout else None
     rules = load_rules(args.rules, project.schema) if args.rules else []
@@ -481,8 +630,12 @@ def command_evaluate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m synthor_core``; returns the exit code."""
     args = _parser().parse_args(argv)
-    commands = {"run": command_run, "convert": command_convert, "validate": command_validate,
-                "evaluate": command_evaluate}
+    commands = {
+        "run": command_run,
+        "convert": command_convert,
+        "validate": command_validate,
+        "evaluate": command_evaluate,
+    }
     try:
         return commands[args.command](args)
     except TargetValidationError as exc:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -168,8 +169,9 @@ def _split_count(count: int, n: int) -> np.ndarray:
     return out
 
 
-def _remove(population: pd.DataFrame, mask: np.ndarray, count: int, rng: np.random.Generator
-            ) -> tuple[pd.DataFrame, int]:
+def _remove(
+    population: pd.DataFrame, mask: np.ndarray, count: int, rng: np.random.Generator
+) -> tuple[pd.DataFrame, int]:
     """Take ``count`` persons (at most all) from the records in ``mask``, in proportion to their counts.
 
     Each record loses the whole part of its share ``count * n_i / sum(n)`` and, with probability equal to the
@@ -208,10 +210,15 @@ def _remove(population: pd.DataFrame, mask: np.ndarray, count: int, rng: np.rand
     return out, take
 
 
-def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
-                  should_stop: Callable[[], bool] | None = None, rules=(),
-                  checkpoint: Callable[[int, pd.DataFrame], None] | None = None,
-                  initial: pd.DataFrame | None = None) -> Iterator[IterationEvent | SynthesisResult]:
+def run_synthesis(
+    project: Project,
+    prior: Prior,
+    config: SynthesisConfig,
+    should_stop: Callable[[], bool] | None = None,
+    rules=(),
+    checkpoint: Callable[[int, pd.DataFrame], None] | None = None,
+    initial: pd.DataFrame | None = None,
+) -> Iterator[IterationEvent | SynthesisResult]:
     """Run the loop; yield an :class:`IterationEvent` per iteration, then the :class:`SynthesisResult`.
 
     Parameters
@@ -247,7 +254,7 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
     tables = [replace(t, counts=t.counts * (size / project.size)) for t in project.tables]
     rng = np.random.default_rng(config.seed)
     max_proposals = config.max_proposals or (defaults.PAPER_MAX_PROPOSALS if paper else defaults.FULL_MAX_PROPOSALS)
-    distinct = config.distinct_records or getattr(prior, "distinct_records", defaults.MAXENT_RECORDS_PER_PROPOSAL)
+    distinct = config.distinct_records or int(getattr(prior, "distinct_records", defaults.MAXENT_RECORDS_PER_PROPOSAL))
     calibrate = (not paper) if config.calibrate is None else config.calibrate
     stop = should_stop or (lambda: False)
     warnings = list(project.warnings) + list(getattr(prior, "notes", []))
@@ -267,10 +274,11 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
             under, over = attribute_gaps(tables, synthetic, schema, config.top_k, by="share" if paper else "count")
             batch = min(size - total, math.ceil(size / config.max_iterations)) if paper else 0
             unsupported = [] if paper else unsupported_cells(tables, synthetic, schema)
-            guidance = Guidance(iteration, size, total, batch, under, [] if paper else over, config.mode,
-                                max_proposals, unsupported)
+            guidance = Guidance(
+                iteration, size, total, batch, under, [] if paper else over, config.mode, max_proposals, unsupported
+            )
             try:
-                proposals = prior.plan(guidance, rng)[:max_proposals + len(unsupported)]
+                proposals = prior.plan(guidance, rng)[: max_proposals + len(unsupported)]
             except PriorError as exc:
                 stop_reason, error, iteration = _prior_stop(exc), _prior_error(exc), iteration - 1
                 break
@@ -284,12 +292,20 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
                 if problem is not None:
                     rejected[f"proposal: {problem}"] += 1
                 elif proposal.action == "remove":
-                    population, took = _remove(population, match_conditions(population, proposal.conditions,
-                                                                            schema), proposal.count, rng)
+                    population, took = _remove(
+                        population, match_conditions(population, proposal.conditions, schema), proposal.count, rng
+                    )
                     removed += took
                 else:
-                    requests.append((proposal, min(proposal.count, max(defaults.MIN_RECORDS_PER_PROPOSAL,
-                                                                       math.ceil(distinct * proposal.count / size)))))
+                    requests.append(
+                        (
+                            proposal,
+                            min(
+                                proposal.count,
+                                max(defaults.MIN_RECORDS_PER_PROPOSAL, math.ceil(distinct * proposal.count / size)),
+                            ),
+                        )
+                    )
             try:
                 if hasattr(prior, "realize_batch"):
                     realized = prior.realize_batch(requests, rng, stop)
@@ -333,14 +349,25 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
             if checkpoint is not None:
                 checkpoint(iteration, population)
             yield IterationEvent(
-                iteration=iteration, mean_tvd=loop_fit.mean_tvd, max_tvd=loop_fit.max_tvd,
+                iteration=iteration,
+                mean_tvd=loop_fit.mean_tvd,
+                max_tvd=loop_fit.max_tvd,
                 tvd_by_table={k: v.tvd for k, v in loop_fit.tables.items()},
-                srmse_by_table={k: v.srmse for k, v in loop_fit.tables.items()}, proposals=tuple(proposals),
-                added=added, removed=removed, rejected=dict(rejected), population_total=int(population[COUNT].sum()),
-                distinct_records=len(population), llm_calls=usage.calls, prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens, seconds=time.perf_counter() - t0,
-                aggregate_seconds=aggregate_seconds, table_counts={t.name: c for t, c in zip(tables, synthetic)},
-                cost_usd=prior.dollars() if hasattr(prior, "dollars") else None)
+                srmse_by_table={k: v.srmse for k, v in loop_fit.tables.items()},
+                proposals=tuple(proposals),
+                added=added,
+                removed=removed,
+                rejected=dict(rejected),
+                population_total=int(population[COUNT].sum()),
+                distinct_records=len(population),
+                llm_calls=usage.calls,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                seconds=time.perf_counter() - t0,
+                aggregate_seconds=aggregate_seconds,
+                table_counts={t.name: c for t, c in zip(tables, synthetic)},
+                cost_usd=prior.dollars() if hasattr(prior, "dollars") else None,
+            )
             if error is not None or stop_reason == "token budget reached":
                 break
             if not proposals and paper:
@@ -362,9 +389,12 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
                 break
 
         if population[COUNT].sum() <= 0:
-            raise PriorError(f'the prior "{prior.name}" produced no valid record in {iteration} iteration(s); '
-                             f"rejected: {dict(rejected_total) or 'nothing'}" + _failure_text(prior.usage)
-                             + (f"; {error}" if error else ""))
+            raise PriorError(
+                f'the prior "{prior.name}" produced no valid record in {iteration} iteration(s); '
+                f"rejected: {dict(rejected_total) or 'nothing'}"
+                + _failure_text(prior.usage)
+                + (f"; {error}" if error else "")
+            )
         calibration = None
         weights = population[COUNT].to_numpy(dtype=np.float64)
         cell_ids = aggregator.cell_ids(population)
@@ -372,17 +402,29 @@ def run_synthesis(project: Project, prior: Prior, config: SynthesisConfig,
             calibration = rake_counts(cell_ids, [t.counts for t in tables], weights)
             weights = calibration.counts
             if not calibration.converged:
-                warnings.append(f"calibration did not converge in {calibration.iterations} sweeps (largest share "
-                                f"error {calibration.max_abs_error:.2e}): some target cells have no record or the "
-                                f"tables contradict each other")
+                warnings.append(
+                    f"calibration did not converge in {calibration.iterations} sweeps (largest share "
+                    f"error {calibration.max_abs_error:.2e}): some target cells have no record or the "
+                    f"tables contradict each other"
+                )
         # controlled rounding: records ordered by their cells, most detailed tables first
         by_detail = sorted(range(len(tables)), key=lambda i: tables[i].counts.size)
         order = np.lexsort([cell_ids[i] for i in by_detail])
         population = population.assign(**{COUNT: integerize_trs(weights, size, rng, order=order)})
         population = population[population[COUNT] > 0].reset_index(drop=True)
         fit = measure_fit(tables, aggregator.aggregate(population))
-    yield SynthesisResult(population, fit, loop_fit, iteration, stop_reason, calibration,
-                          time.perf_counter() - started, dict(rejected_total), tuple(warnings), error)
+    yield SynthesisResult(
+        population,
+        fit,
+        loop_fit,
+        iteration,
+        stop_reason,
+        calibration,
+        time.perf_counter() - started,
+        dict(rejected_total),
+        tuple(warnings),
+        error,
+    )
 
 
 def _failure_text(usage) -> str:
@@ -391,8 +433,9 @@ def _failure_text(usage) -> str:
     if not failures:
         return ""
     kinds = sorted(failures.items(), key=lambda kv: -kv[1])
-    return (f"; {sum(failures.values()):,} failed calls of {usage.calls:,}: "
-            + ", ".join(f"{kind} {n:,}" for kind, n in kinds))
+    return f"; {sum(failures.values()):,} failed calls of {usage.calls:,}: " + ", ".join(
+        f"{kind} {n:,}" for kind, n in kinds
+    )
 
 
 def _prior_stop(exc: PriorError) -> str:

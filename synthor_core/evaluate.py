@@ -1,5 +1,4 @@
-"""Evaluation: the fit report of a run (``report.json``); holdout comparisons and plausibility rules build on it.
-"""
+"""Evaluation: the fit report of a run (``report.json``); holdout comparisons and plausibility rules build on it."""
 
 from __future__ import annotations
 
@@ -16,13 +15,16 @@ from .priors.base import PriorUsage
 from .schema import COUNT, Bins
 from .targets import Project, TargetTable
 
-PAPER_PROTOCOL = ("LLMSynthor paper protocol: add-only, at most 5 proposals per iteration, each fixing one category "
-                  "per categorical variable and one [min, max] range per numeric variable, numeric values drawn "
-                  "uniformly in the range, no calibration (counts scaled to N and integerized)")
+PAPER_PROTOCOL = (
+    "LLMSynthor paper protocol: add-only, at most 5 proposals per iteration, each fixing one category "
+    "per categorical variable and one [min, max] range per numeric variable, numeric values drawn "
+    "uniformly in the range, no calibration (counts scaled to N and integerized)"
+)
 
 
-def run_report(result: SynthesisResult, config: SynthesisConfig, prior_name: str, usage: PriorUsage,
-               dollars: float | None = None) -> dict[str, Any]:
+def run_report(
+    result: SynthesisResult, config: SynthesisConfig, prior_name: str, usage: PriorUsage, dollars: float | None = None
+) -> dict[str, Any]:
     """The ``report.json`` of a run: fit, cost and settings.
 
     Returns
@@ -37,8 +39,11 @@ def run_report(result: SynthesisResult, config: SynthesisConfig, prior_name: str
     population = result.population
     calibration = None
     if result.calibration is not None:
-        calibration = {"converged": result.calibration.converged, "iterations": result.calibration.iterations,
-                       "max_abs_error": result.calibration.max_abs_error}
+        calibration = {
+            "converged": result.calibration.converged,
+            "iterations": result.calibration.iterations,
+            "max_abs_error": result.calibration.max_abs_error,
+        }
     return {
         "mean_tvd": result.fit.mean_tvd,
         "max_tvd": result.fit.max_tvd,
@@ -51,19 +56,27 @@ def run_report(result: SynthesisResult, config: SynthesisConfig, prior_name: str
         "mode": config.mode,
         "seed": config.seed,
         "warnings": list(result.warnings),
-        "llm": {"calls": usage.calls, "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens, "cached_calls": usage.cached_calls,
-                "failures": dict(usage.failures), **({"dollars": round(dollars, 6)} if dollars is not None else {}),
-                "calls_per_1000_records": round(usage.calls * 1000 / max(int(population["count"].sum()), 1), 4)},
+        "llm": {
+            "calls": usage.calls,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "cached_calls": usage.cached_calls,
+            "failures": dict(usage.failures),
+            **({"dollars": round(dollars, 6)} if dollars is not None else {}),
+            "calls_per_1000_records": round(usage.calls * 1000 / max(int(population["count"].sum()), 1), 4),
+        },
         "stop_reason": result.stop_reason,
         "error": result.error,
-        "loop": None if result.loop_fit is None else {"mean_tvd": result.loop_fit.mean_tvd,
-                                                      "max_tvd": result.loop_fit.max_tvd},
+        "loop": None
+        if result.loop_fit is None
+        else {"mean_tvd": result.loop_fit.mean_tvd, "max_tvd": result.loop_fit.max_tvd},
         "calibration": calibration,
         "rejected": result.rejected,
         "settings": config.model_dump(),
-        "protocol": PAPER_PROTOCOL if config.mode == "paper" else "Synthor full mode: add and remove, realistic "
-                    "fill from the prior, raking to every target table, controlled-rounding integerization",
+        "protocol": PAPER_PROTOCOL
+        if config.mode == "paper"
+        else "Synthor full mode: add and remove, realistic "
+        "fill from the prior, raking to every target table, controlled-rounding integerization",
         "python": platform.python_version(),
     }
 
@@ -76,8 +89,11 @@ def combination_templates(project: Project, combinations) -> list[TargetTable]:
     out = []
     for combo in combinations:
         combo = tuple(combo)
-        bins = {v: next((t.bins[v] for t in project.tables if v in t.bins), None) or Bins(
-            [schema[v].min, schema[v].max]) for v in combo if schema[v].type == "numeric"}
+        bins = {
+            v: next((t.bins[v] for t in project.tables if v in t.bins), None) or Bins([schema[v].min, schema[v].max])
+            for v in combo
+            if schema[v].type == "numeric"
+        }
         shape = tuple(schema[v].size if schema[v].type == "categorical" else len(bins[v]) for v in combo)
         out.append(TargetTable(" x ".join(combo), combo, bins, np.ones(shape), "records"))
     return out
@@ -90,12 +106,16 @@ def _aggregate_combinations(project: Project, combinations, real: pd.DataFrame, 
     """
     templates = combination_templates(project, combinations)
     with Aggregator(project.schema, templates) as aggregator:
-        return (templates, aggregator.aggregate(real.assign(**{COUNT: np.ones(len(real), dtype=np.int64)})),
-                aggregator.aggregate(population))
+        return (
+            templates,
+            aggregator.aggregate(real.assign(**{COUNT: np.ones(len(real), dtype=np.int64)})),
+            aggregator.aggregate(population),
+        )
 
 
-def compare_tables(project: Project, population: pd.DataFrame, real_records: pd.DataFrame,
-                   combinations) -> dict[tuple[str, ...], float]:
+def compare_tables(
+    project: Project, population: pd.DataFrame, real_records: pd.DataFrame, combinations
+) -> dict[tuple[str, ...], float]:
     """TVD between real micro-records and a synthetic population on tables that need not be targets.
 
     Parameters
@@ -142,15 +162,25 @@ def worst_cells(project: Project, population: pd.DataFrame, table: TargetTable, 
     counts = table_counts(project, population, table)
     under, over = attribute_gaps([table], [counts], project.schema, top_k=k, by="share")
     gaps = sorted(under + over, key=lambda g: -abs(g.share_gap))[:k]
-    return pd.DataFrame([{**g.labels, "target_share": g.target_share, "synthetic_share": g.synthetic_share,
-                          "difference": g.synthetic_share - g.target_share, "target_count": g.target_count,
-                          "synthetic_count": g.synthetic_count} for g in gaps],
-                        columns=[*table.variables, "target_share", "synthetic_share", "difference",
-                                 "target_count", "synthetic_count"])
+    return pd.DataFrame(
+        [
+            {
+                **g.labels,
+                "target_share": g.target_share,
+                "synthetic_share": g.synthetic_share,
+                "difference": g.synthetic_share - g.target_share,
+                "target_count": g.target_count,
+                "synthetic_count": g.synthetic_count,
+            }
+            for g in gaps
+        ],
+        columns=[*table.variables, "target_share", "synthetic_share", "difference", "target_count", "synthetic_count"],
+    )
 
 
-def holdout_comparison(project: Project, population: pd.DataFrame, real_records: pd.DataFrame,
-                       max_way: int = 3) -> tuple[pd.DataFrame, dict[str, int]]:
+def holdout_comparison(
+    project: Project, population: pd.DataFrame, real_records: pd.DataFrame, max_way: int = 3
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """TVD between held-out real micro-records and the population on every 2- to ``max_way``-way table over
     binned variables that was not a target table.
 
@@ -177,17 +207,24 @@ def holdout_comparison(project: Project, population: pd.DataFrame, real_records:
     schema = project.schema
     missing = [v for v in schema.names if v not in real_records.columns]
     if missing:
-        raise ValueError(f"the real records have no column {', '.join(repr(m) for m in missing)} (expected one "
-                         f"column per variable: {', '.join(schema.names)})")
+        raise ValueError(
+            f"the real records have no column {', '.join(repr(m) for m in missing)} (expected one "
+            f"column per variable: {', '.join(schema.names)})"
+        )
     encoded, dropped = schema.encode(real_records[schema.names])
     if encoded.empty:
         raise ValueError(f"no real record fits the schema (dropped: {dropped})")
     targets = {tuple(sorted(t.variables)) for t in project.tables}
-    combos = [c for way in range(2, max_way + 1) for c in combinations(schema.names, way)
-              if tuple(sorted(c)) not in targets]
+    combos = [
+        c for way in range(2, max_way + 1) for c in combinations(schema.names, way) if tuple(sorted(c)) not in targets
+    ]
     templates, real, synthetic = _aggregate_combinations(project, combos, encoded, population)
-    frame = pd.DataFrame([{"variables": t.name, "way": len(t.variables), "tvd": tvd(r, s)}
-                          for t, r, s in zip(templates, real, synthetic)])
+    frame = pd.DataFrame(
+        [
+            {"variables": t.name, "way": len(t.variables), "tvd": tvd(r, s)}
+            for t, r, s in zip(templates, real, synthetic)
+        ]
+    )
     return frame.sort_values("tvd", ascending=False, kind="stable").reset_index(drop=True), dropped
 
 
@@ -196,6 +233,7 @@ def rules_fit_cost(project: Project, rules) -> dict[str, dict[str, float]]:
     structural zeros: ``{"without_rules": {...}, "with_rules": {...}}`` (a few seconds on the Adult example: the
     runner computes it beside the run)."""
     from .priors.maxent import MaxEntJoint
+
     cost = {}
     for label, joint_rules in (("without_rules", ()), ("with_rules", rules)):
         joint = MaxEntJoint(project.schema, project.tables, joint_rules)
@@ -204,8 +242,13 @@ def rules_fit_cost(project: Project, rules) -> dict[str, dict[str, float]]:
     return cost
 
 
-def rules_report(project: Project, population: pd.DataFrame, rules, real_records: pd.DataFrame | None = None,
-                 fit_cost: dict | None = None) -> dict[str, Any]:
+def rules_report(
+    project: Project,
+    population: pd.DataFrame,
+    rules,
+    real_records: pd.DataFrame | None = None,
+    fit_cost: dict | None = None,
+) -> dict[str, Any]:
     """Violation rates of plausibility rules, and what enforcing them costs in fit.
 
     Returns
@@ -221,9 +264,13 @@ def rules_report(project: Project, population: pd.DataFrame, rules, real_records
     total = max(int(population[COUNT].sum()), 1)
     counts = violation_counts(population, rules)
     weights = population[COUNT].to_numpy()
-    out: dict[str, Any] = {"rules": {r.name: {"condition": r.condition, "violations": counts[r.name],
-                                              "rate": counts[r.name] / total} for r in rules},
-                           "any_rate": float(weights[violating(population, rules)].sum() / total)}
+    out: dict[str, Any] = {
+        "rules": {
+            r.name: {"condition": r.condition, "violations": counts[r.name], "rate": counts[r.name] / total}
+            for r in rules
+        },
+        "any_rate": float(weights[violating(population, rules)].sum() / total),
+    }
     if real_records is not None:
         real, _ = project.schema.encode(real_records[project.schema.names])
         real_counts = violation_counts(real, rules)
@@ -247,8 +294,9 @@ def _features(project: Project, frame: pd.DataFrame, drop: str | None = None):
     return frame[names].to_numpy(dtype=np.float64), categorical
 
 
-def classifier_two_sample(project: Project, population: pd.DataFrame, real: pd.DataFrame, rng: np.random.Generator,
-                          n_max: int = 5000) -> dict[str, Any]:
+def classifier_two_sample(
+    project: Project, population: pd.DataFrame, real: pd.DataFrame, rng: np.random.Generator, n_max: int = 5000
+) -> dict[str, Any]:
     """How well a classifier tells real from synthetic records (0.5 accuracy = indistinguishable).
 
     Equal samples of real and synthetic persons (at most ``n_max`` each), 70/30 split, scikit-learn's
@@ -257,6 +305,7 @@ def classifier_two_sample(project: Project, population: pd.DataFrame, real: pd.D
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.model_selection import train_test_split
+
     n = min(n_max, len(real), int(population[COUNT].sum()))
     synthetic = _sample_records(population, n, rng)
     real_part = real.iloc[rng.choice(len(real), size=n, replace=False)]
@@ -268,12 +317,22 @@ def classifier_two_sample(project: Project, population: pd.DataFrame, real: pd.D
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, random_state=seed, stratify=y)
     model = HistGradientBoostingClassifier(categorical_features=categorical, random_state=seed).fit(x_train, y_train)
     accuracy = float((model.predict(x_test) == y_test).mean())
-    return {"accuracy": accuracy, "gap": abs(accuracy - 0.5), "n_per_class": n,
-            "classifier": "HistGradientBoostingClassifier (scikit-learn), 70/30 split"}
+    return {
+        "accuracy": accuracy,
+        "gap": abs(accuracy - 0.5),
+        "n_per_class": n,
+        "classifier": "HistGradientBoostingClassifier (scikit-learn), 70/30 split",
+    }
 
 
-def train_synthetic_test_real(project: Project, population: pd.DataFrame, real: pd.DataFrame, label: str,
-                              rng: np.random.Generator, n_max: int = 20000) -> dict[str, Any]:
+def train_synthetic_test_real(
+    project: Project,
+    population: pd.DataFrame,
+    real: pd.DataFrame,
+    label: str,
+    rng: np.random.Generator,
+    n_max: int = 20000,
+) -> dict[str, Any]:
     """Accuracy predicting ``label`` on half of the real records, trained on synthetic persons (TSTR) and on
     the other real half (TRTR, the reference). HistGradientBoostingClassifier.
 
@@ -283,9 +342,12 @@ def train_synthetic_test_real(project: Project, population: pd.DataFrame, real: 
         When ``label`` is not a categorical variable of the schema.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
+
     if label not in project.schema or project.schema[label].type != "categorical":
-        raise ValueError(f'label "{label}" must be a categorical variable (one of '
-                         f"{', '.join(v.name for v in project.schema if v.type == 'categorical')})")
+        raise ValueError(
+            f'label "{label}" must be a categorical variable (one of '
+            f"{', '.join(v.name for v in project.schema if v.type == 'categorical')})"
+        )
     order = rng.permutation(len(real))
     half = len(real) // 2
     real_train, real_test = real.iloc[order[:half]], real.iloc[order[half:]]
@@ -305,17 +367,30 @@ def cramers_v_error(project: Project, population: pd.DataFrame, real: pd.DataFra
     """Mean and max absolute difference of Cramér's V over every pair of variables (numerics binned as in the
     targets), real (coded records, one per person) vs synthetic; with the worst pair."""
     from itertools import combinations
+
     from .metrics import cramers_v
+
     templates, real_counts, synthetic = _aggregate_combinations(
-        project, list(combinations(project.schema.names, 2)), real, population)
+        project, list(combinations(project.schema.names, 2)), real, population
+    )
     diffs = {t.name: abs(cramers_v(r) - cramers_v(s)) for t, r, s in zip(templates, real_counts, synthetic)}
-    worst = max(diffs, key=diffs.get)
-    return {"mean_abs_error": float(np.mean(list(diffs.values()))), "max_abs_error": diffs[worst],
-            "worst_pair": worst, "pairs": len(templates)}
+    worst = max(diffs, key=diffs.__getitem__)
+    return {
+        "mean_abs_error": float(np.mean(list(diffs.values()))),
+        "max_abs_error": diffs[worst],
+        "worst_pair": worst,
+        "pairs": len(templates),
+    }
 
 
-def evaluate_population(project: Project, population: pd.DataFrame, holdout: pd.DataFrame | None = None,
-                        rules=(), label: str | None = None, seed: int = 0) -> dict[str, Any]:
+def evaluate_population(
+    project: Project,
+    population: pd.DataFrame,
+    holdout: pd.DataFrame | None = None,
+    rules=(),
+    label: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Every evaluation of a population (DESIGN §7), as one JSON-ready dict.
 
     Parameters
@@ -338,34 +413,54 @@ def evaluate_population(project: Project, population: pd.DataFrame, holdout: pd.
     schema = project.schema
     with Aggregator(schema, project.tables) as aggregator:
         synthetic = aggregator.aggregate(population)
-    per_table = {}
+    per_table: dict[str, dict[str, Any]] = {}
     for t, s in zip(project.tables, synthetic):
         cells = []
         total = s.sum()
         for i in range(t.counts.size):
             target_count = float(t.counts.reshape(-1)[i])
             synthetic_count = float(s.reshape(-1)[i] * (t.counts.sum() / total)) if total else 0.0
-            cells.append({**t.cell_label(schema, i), "target": target_count, "synthetic": synthetic_count,
-                          "difference": synthetic_count - target_count})
+            cells.append(
+                {
+                    **t.cell_label(schema, i),
+                    "target": target_count,
+                    "synthetic": synthetic_count,
+                    "difference": synthetic_count - target_count,
+                }
+            )
         per_table[t.name] = {"tvd": tvd(t.counts, s), "srmse": srmse(t.counts, s), "cells": cells}
     tvds = [v["tvd"] for v in per_table.values()]
-    report: dict[str, Any] = {"targets": per_table, "mean_tvd": float(np.mean(tvds)), "max_tvd": float(np.max(tvds)),
-                              "records": int(population[COUNT].sum()), "distinct_records": len(population)}
+    report: dict[str, Any] = {
+        "targets": per_table,
+        "mean_tvd": float(np.mean(tvds)),
+        "max_tvd": float(np.max(tvds)),
+        "records": int(population[COUNT].sum()),
+        "distinct_records": len(population),
+    }
     if holdout is not None:
         tables, dropped = holdout_comparison(project, population, holdout)
         real, _ = schema.encode(holdout[schema.names])
         by_way = {}
         for way, group in tables.groupby("way"):
-            by_way[f"{way}-way"] = {"tables": len(group), "mean_tvd": float(group["tvd"].mean()),
-                                    "max_tvd": float(group["tvd"].max()),
-                                    "worst": group.head(5)[["variables", "tvd"]].to_dict("records")}
+            by_way[f"{way}-way"] = {
+                "tables": len(group),
+                "mean_tvd": float(group["tvd"].mean()),
+                "max_tvd": float(group["tvd"].max()),
+                "worst": group.head(5)[["variables", "tvd"]].to_dict("records"),
+            }
         weights = population[COUNT].to_numpy(dtype=np.float64)
         report["holdout"] = {
-            "records": len(real), "dropped": dropped, "non_target_tables": by_way,
+            "records": len(real),
+            "dropped": dropped,
+            "non_target_tables": by_way,
             "cramers_v": cramers_v_error(project, population, real),
-            "wasserstein": {v.name: wasserstein(real[v.name], population[v.name], None, weights)
-                            for v in schema if v.type == "numeric"},
-            "classifier_two_sample": classifier_two_sample(project, population, real, rng)}
+            "wasserstein": {
+                v.name: wasserstein(real[v.name], population[v.name], None, weights)
+                for v in schema
+                if v.type == "numeric"
+            },
+            "classifier_two_sample": classifier_two_sample(project, population, real, rng),
+        }
         if label:
             report["holdout"]["tstr"] = train_synthetic_test_real(project, population, real, label, rng)
     if rules:
@@ -375,33 +470,45 @@ def evaluate_population(project: Project, population: pd.DataFrame, holdout: pd.
 
 def format_evaluation(report: dict[str, Any]) -> str:
     """A human-readable summary of :func:`evaluate_population`'s report (plain text, one fact per line)."""
-    lines = [f"Population: {report['records']:,} persons in {report['distinct_records']:,} distinct records",
-             f"Fit to {len(report['targets'])} target tables: mean TVD {report['mean_tvd']:.4f}, max TVD "
-             f"{report['max_tvd']:.4f}"]
+    lines = [
+        f"Population: {report['records']:,} persons in {report['distinct_records']:,} distinct records",
+        f"Fit to {len(report['targets'])} target tables: mean TVD {report['mean_tvd']:.4f}, max TVD "
+        f"{report['max_tvd']:.4f}",
+    ]
     for name, fit in sorted(report["targets"].items(), key=lambda kv: -kv[1]["tvd"])[:5]:
         worst = max(fit["cells"], key=lambda c: abs(c["difference"]))
         cell = ", ".join(f"{k} = {v}" for k, v in worst.items() if k not in ("target", "synthetic", "difference"))
-        lines.append(f"  {name}: TVD {fit['tvd']:.4f}, SRMSE {fit['srmse']:.4f}; most off: {cell} "
-                     f"({worst['synthetic']:,.0f} vs target {worst['target']:,.0f})")
+        lines.append(
+            f"  {name}: TVD {fit['tvd']:.4f}, SRMSE {fit['srmse']:.4f}; most off: {cell} "
+            f"({worst['synthetic']:,.0f} vs target {worst['target']:,.0f})"
+        )
     holdout = report.get("holdout")
     if holdout:
         lines.append(f"Against {holdout['records']:,} held-out real records:")
         for way, info in holdout["non_target_tables"].items():
             worst = "; ".join(f"{w['variables']} {w['tvd']:.3f}" for w in info["worst"][:3])
-            lines.append(f"  {info['tables']} {way} tables that were not targets: mean TVD {info['mean_tvd']:.4f}, "
-                         f"max {info['max_tvd']:.4f} (worst: {worst})")
+            lines.append(
+                f"  {info['tables']} {way} tables that were not targets: mean TVD {info['mean_tvd']:.4f}, "
+                f"max {info['max_tvd']:.4f} (worst: {worst})"
+            )
         cv = holdout["cramers_v"]
-        lines.append(f"  Cramér's V error over {cv['pairs']} pairs: mean {cv['mean_abs_error']:.4f}, max "
-                     f"{cv['max_abs_error']:.4f} ({cv['worst_pair']})")
+        lines.append(
+            f"  Cramér's V error over {cv['pairs']} pairs: mean {cv['mean_abs_error']:.4f}, max "
+            f"{cv['max_abs_error']:.4f} ({cv['worst_pair']})"
+        )
         for name, value in holdout["wasserstein"].items():
             lines.append(f"  Wasserstein-1 of {name}: {value:.3f}")
         c2 = holdout["classifier_two_sample"]
-        lines.append(f"  Real vs synthetic classifier: accuracy {c2['accuracy']:.3f} (gap {c2['gap']:.3f} from 0.5; "
-                     f"{c2['classifier']}, {c2['n_per_class']:,} per class)")
+        lines.append(
+            f"  Real vs synthetic classifier: accuracy {c2['accuracy']:.3f} (gap {c2['gap']:.3f} from 0.5; "
+            f"{c2['classifier']}, {c2['n_per_class']:,} per class)"
+        )
         if "tstr" in holdout:
             t = holdout["tstr"]
-            lines.append(f"  Predicting {t['label']}: trained on synthetic {t['tstr_accuracy']:.3f}, trained on "
-                         f"real {t['trtr_accuracy']:.3f} (tested on {t['test_records']:,} real records)")
+            lines.append(
+                f"  Predicting {t['label']}: trained on synthetic {t['tstr_accuracy']:.3f}, trained on "
+                f"real {t['trtr_accuracy']:.3f} (tested on {t['test_records']:,} real records)"
+            )
     rules = report.get("rules")
     if rules:
         real = f", real data {rules['real_any_rate']:.2%}" if "real_any_rate" in rules else ""
@@ -410,6 +517,8 @@ def format_evaluation(report: dict[str, Any]) -> str:
             real_rate = f" (real {info['real_rate']:.2%})" if "real_rate" in info else ""
             lines.append(f"  {name}: {info['violations']:,} persons, {info['rate']:.2%}{real_rate}")
         cost = rules["fit_cost"]
-        lines.append(f"  Fit cost of the rules (max-entropy joint vs targets): mean TVD "
-                     f"{cost['without_rules']['mean_tvd']:.5f} without, {cost['with_rules']['mean_tvd']:.5f} with")
+        lines.append(
+            f"  Fit cost of the rules (max-entropy joint vs targets): mean TVD "
+            f"{cost['without_rules']['mean_tvd']:.5f} without, {cost['with_rules']['mean_tvd']:.5f} with"
+        )
     return "\n".join(lines)

@@ -15,8 +15,16 @@ import numpy as np
 import pandas as pd
 
 from . import defaults
-from .households import (PRIOR_COLUMN, HouseholdConfig, HouseholdResult, check_rules, member_consistency,
-                         realism_tables, worst_zones, zone_fit_table)
+from .households import (
+    PRIOR_COLUMN,
+    HouseholdConfig,
+    HouseholdResult,
+    check_rules,
+    member_consistency,
+    realism_tables,
+    worst_zones,
+    zone_fit_table,
+)
 from .rules import compile_seed_expression
 from .schema import spreadsheet_safe
 from .units import HouseholdProject
@@ -39,14 +47,19 @@ def person_columns(project: HouseholdProject) -> list[str]:
     wanted = [col for c in project.controls if c.unit == "persons" for col in c.columns]
     wanted += [str(c) for c in (project.output.get("persons") or {}).get("columns", []) or []]
     wanted += [d.source for d in project.derived if d.source]  # the members' columns derived ones come from
-    wanted += [col for d in project.derived if d.expression
-               for col in compile_seed_expression(d.expression, "persons", seed.persons.columns, d.column).columns]
+    wanted += [
+        col
+        for d in project.derived
+        if d.expression
+        for col in compile_seed_expression(d.expression, "persons", seed.persons.columns, d.column).columns
+    ]
     skip = {PERSON_NUMBER, seed.household_id, "_household", *project.geography.levels}
     return [c for c in dict.fromkeys(wanted) if c in seed.persons.columns and c not in skip]
 
 
-def expand_households(project: HouseholdProject, result: HouseholdResult, prior: str = "seed") -> tuple[
-        pd.DataFrame, pd.DataFrame]:
+def expand_households(
+    project: HouseholdProject, result: HouseholdResult, prior: str = "seed"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per synthetic household and one per synthetic person.
 
     Returns
@@ -94,8 +107,12 @@ def _whole_numbers(frame: pd.DataFrame) -> pd.DataFrame:
         values = frame[column]
         if values.dtype.kind == "f":
             known = values.dropna().to_numpy()
-            if known.size and np.all(np.isfinite(known)) and np.all(known == np.floor(known)) and np.all(
-                    np.abs(known) < 2**53):
+            if (
+                known.size
+                and np.all(np.isfinite(known))
+                and np.all(known == np.floor(known))
+                and np.all(np.abs(known) < 2**53)
+            ):
                 frame[column] = values.astype("Int64")
     return frame
 
@@ -120,31 +137,60 @@ def write_atomic(path: Path, write, folder: Path | None = None) -> None:
         raise
 
 
-def household_report(project: HouseholdProject, result: HouseholdResult, config: HouseholdConfig,
-                     n_persons: int, seconds: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def household_report(
+    project: HouseholdProject,
+    result: HouseholdResult,
+    config: HouseholdConfig,
+    n_persons: int,
+    seconds: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """``report.json`` of a household run: per control its level, totals, %RMSE over zones, errors, worst zones.
 
     ``extra`` (the prior's notes, realism tables, member consistency) is added as it is.
     """
     controls = []
     for row in result.fit.itertuples(index=False):
-        controls.append({"control": row.control, "level": row.level, "unit": row.unit,
-                         "importance": row.importance, "control_total": row.control_total,
-                         "synthetic_total": row.synthetic_total, "pct_rmse": round(float(row.pct_rmse), 4),
-                         "total_abs_error": row.total_abs_error, "max_abs_error": row.max_abs_error,
-                         "zones": row.zones, "worst_zones": worst_zones(project, result, row.control)})
-    return {"project": project.name, "source": project.source, "prior": config.prior, "seed": config.seed,
-            "households": result.total_households, "persons": n_persons,
-            "distinct_households": int(result.households["seed_row"].nunique()),
-            "geographies": {level: len(project.geography.zones(level)) for level in project.geography.levels},
-            "balance": {"converged": result.balance.converged, "stop": result.balance.stop,
-                        "sweeps": result.balance.iterations, "max_relative_gap": result.balance.max_relative_gap,
-                        "max_relative_change": result.balance.max_relative_change},
-            "integerize": dict(result.integerize),
-            "seconds": round(seconds, 3), "stage_seconds": result.seconds,
-            "worst_pct_rmse": round(float(result.fit["pct_rmse"].max()), 4) if len(result.fit) else 0.0,
-            "controls": controls, "warnings": list(project.warnings), "settings": config.model_dump(),
-            **(extra or {})}
+        controls.append(
+            {
+                "control": row.control,
+                "level": row.level,
+                "unit": row.unit,
+                "importance": row.importance,
+                "control_total": row.control_total,
+                "synthetic_total": row.synthetic_total,
+                "pct_rmse": round(float(row.pct_rmse), 4),
+                "total_abs_error": row.total_abs_error,
+                "max_abs_error": row.max_abs_error,
+                "zones": row.zones,
+                "worst_zones": worst_zones(project, result, row.control),
+            }
+        )
+    return {
+        "project": project.name,
+        "source": project.source,
+        "prior": config.prior,
+        "seed": config.seed,
+        "households": result.total_households,
+        "persons": n_persons,
+        "distinct_households": int(result.households["seed_row"].nunique()),
+        "geographies": {level: len(project.geography.zones(level)) for level in project.geography.levels},
+        "balance": {
+            "converged": result.balance.converged,
+            "stop": result.balance.stop,
+            "sweeps": result.balance.iterations,
+            "max_relative_gap": result.balance.max_relative_gap,
+            "max_relative_change": result.balance.max_relative_change,
+        },
+        "integerize": dict(result.integerize),
+        "seconds": round(seconds, 3),
+        "stage_seconds": result.seconds,
+        "worst_pct_rmse": round(float(result.fit["pct_rmse"].max()), 4) if len(result.fit) else 0.0,
+        "controls": controls,
+        "warnings": list(project.warnings),
+        "settings": config.model_dump(),
+        **(extra or {}),
+    }
 
 
 def summary_tables(project: HouseholdProject, result: HouseholdResult) -> dict[str, pd.DataFrame]:
@@ -164,9 +210,16 @@ def summary_tables(project: HouseholdProject, result: HouseholdResult) -> dict[s
     return tables
 
 
-def write_household_outputs(project: HouseholdProject, result: HouseholdResult, config: HouseholdConfig,
-                            out: Path, seconds: float, reference: HouseholdProject | None = None,
-                            prior_notes: dict | None = None, partitions=None) -> dict[str, Any]:
+def write_household_outputs(
+    project: HouseholdProject,
+    result: HouseholdResult,
+    config: HouseholdConfig,
+    out: Path,
+    seconds: float,
+    reference: HouseholdProject | None = None,
+    prior_notes: dict | None = None,
+    partitions=None,
+) -> dict[str, Any]:
     """Write ``households.csv``, ``persons.csv`` (and both as Parquet), ``zone_fit.csv`` (every control in every
     zone: :func:`~synthor_core.households.zone_fit_table`), ``report.json``, and PopulationSim's files for its
     projects.
@@ -198,7 +251,8 @@ def write_household_outputs(project: HouseholdProject, result: HouseholdResult, 
         hh_spec, p_spec = spec.get("households") or {}, spec.get("persons") or {}
         hh_cols = [c for c in hh_spec.get("columns", []) or [] if c in households.columns]
         synthetic_hh = households[[HOUSEHOLD_ID, *project.geography.levels, *hh_cols]].rename(
-            columns={HOUSEHOLD_ID: id_name})
+            columns={HOUSEHOLD_ID: id_name}
+        )
         p_cols = [c for c in p_spec.get("columns", []) or [] if c in persons.columns and c != PERSON_NUMBER]
         synthetic_p = persons[[HOUSEHOLD_ID, PERSON_NUMBER, *p_cols]].rename(columns={HOUSEHOLD_ID: id_name})
         hh_file = Path(str(hh_spec.get("filename") or "synthetic_households.csv")).name
@@ -206,22 +260,37 @@ def write_household_outputs(project: HouseholdProject, result: HouseholdResult, 
         write_atomic(out / hh_file, lambda p: spreadsheet_safe(synthetic_hh).to_csv(p, index=False), out)
         write_atomic(out / p_file, lambda p: spreadsheet_safe(synthetic_p).to_csv(p, index=False), out)
         for level, table in summary_tables(project, result).items():
-            write_atomic(out / f"summary_{level}.csv", lambda p, t=table: spreadsheet_safe(t).to_csv(p, index=False),
-                         out)
-    by_prior = (households["prior"].value_counts().sort_index().to_dict() if "prior" in households.columns
-                else {config.prior: len(households)})
-    extra: dict[str, Any] = {"prior_notes": prior_notes or {}, "households_by_prior": {
-                                 k: int(v) for k, v in by_prior.items()},
-                             "member_consistency": member_consistency(project, households, persons)}
+            write_atomic(
+                out / f"summary_{level}.csv", lambda p, t=table: spreadsheet_safe(t).to_csv(p, index=False), out
+            )
+    by_prior = (
+        households["prior"].value_counts().sort_index().to_dict()
+        if "prior" in households.columns
+        else {config.prior: len(households)}
+    )
+    extra: dict[str, Any] = {
+        "prior_notes": prior_notes or {},
+        "households_by_prior": {k: int(v) for k, v in by_prior.items()},
+        "member_consistency": member_consistency(project, households, persons),
+    }
     if partitions is not None:
-        extra["partitions"] = [{"partition": o.name, "households": int(o.households["count"].sum()),
-                                "seconds": round(o.seconds, 3), "error": o.error} for o in partitions]
+        extra["partitions"] = [
+            {
+                "partition": o.name,
+                "households": int(o.households["count"].sum()),
+                "seconds": round(o.seconds, 3),
+                "error": o.error,
+            }
+            for o in partitions
+        ]
     if project.rules:
         extra["rules"] = check_rules(reference if reference is not None else project, households, persons)
     if reference is not None and len(reference.seed.households):
         realism = realism_tables(reference, project, result)
-        extra["realism"] = {"mean_tvd": round(float(realism["tvd"].mean()), 4) if len(realism) else 0.0,
-                            "tables": [{**r, "tvd": round(float(r["tvd"]), 4)} for r in realism.to_dict("records")]}
+        extra["realism"] = {
+            "mean_tvd": round(float(realism["tvd"].mean()), 4) if len(realism) else 0.0,
+            "tables": [{**r, "tvd": round(float(r["tvd"]), 4)} for r in realism.to_dict("records")],
+        }
     report = household_report(project, result, config, len(persons), seconds, extra)
     write_atomic(out / "report.json", lambda p: Path(p).write_text(json.dumps(report, indent=2), encoding="utf-8"))
     return report

@@ -67,12 +67,12 @@ class Geography:
 
     @cached_property
     def _parents(self) -> dict[str, np.ndarray]:
-        return {level: self._zones[level].get_indexer(self.crosswalk[level]).astype(np.int64)
-                for level in self.levels}
+        return {level: self._zones[level].get_indexer(self.crosswalk[level]).astype(np.int64) for level in self.levels}
 
 
-def build_geography(frame: pd.DataFrame, levels: list[str], shown: str, first_row: int = 2) -> tuple[
-        Geography | None, list[Problem]]:
+def build_geography(
+    frame: pd.DataFrame, levels: list[str], shown: str, first_row: int = 2
+) -> tuple[Geography | None, list[Problem]]:
     """Check a crosswalk table and build the :class:`Geography`.
 
     Parameters
@@ -96,27 +96,49 @@ def build_geography(frame: pd.DataFrame, levels: list[str], shown: str, first_ro
     problems: list[Problem] = []
     missing = [level for level in levels if level not in frame.columns]
     if missing:
-        return None, [Problem(shown, f"expected a column for the geography level {m!r} (columns: "
-                                     f"{', '.join(map(str, frame.columns))})", row=1, column=m) for m in missing]
+        return None, [
+            Problem(
+                shown,
+                f"expected a column for the geography level {m!r} (columns: {', '.join(map(str, frame.columns))})",
+                row=1,
+                column=m,
+            )
+            for m in missing
+        ]
     if not levels:
         return None, [Problem(shown, "expected at least one geography level")]
     unsafe = [level for level in levels if not SAFE_NAME.fullmatch(str(level))]
     if unsafe:
-        return None, [Problem(shown, f"expected a geography level name of letters, digits, _ or - (at most 64; it "
-                                     f"names output files such as summary_<LEVEL>.csv), got {str(u)[:80]!r}",
-                              row=1, column=str(u)[:80]) for u in unsafe]
+        return None, [
+            Problem(
+                shown,
+                f"expected a geography level name of letters, digits, _ or - (at most 64; it "
+                f"names output files such as summary_<LEVEL>.csv), got {str(u)[:80]!r}",
+                row=1,
+                column=str(u)[:80],
+            )
+            for u in unsafe
+        ]
     table = frame[list(levels)].copy()
     for level in levels:
         empty = np.flatnonzero(table[level].isna().to_numpy())
         for i in empty[:5]:
-            problems.append(Problem(shown, "expected a zone id, got an empty cell", row=first_row + int(i), column=level))
+            problems.append(
+                Problem(shown, "expected a zone id, got an empty cell", row=first_row + int(i), column=level)
+            )
     if problems:
         return None, problems
     lowest = levels[-1]
     duplicated = np.flatnonzero(table[lowest].duplicated().to_numpy())
     for i in duplicated[:5]:
-        problems.append(Problem(shown, f"the {lowest} zone {shown_value(table[lowest].iloc[i])} is listed twice",
-                                row=first_row + int(i), column=lowest))
+        problems.append(
+            Problem(
+                shown,
+                f"the {lowest} zone {shown_value(table[lowest].iloc[i])} is listed twice",
+                row=first_row + int(i),
+                column=lowest,
+            )
+        )
     for k, level in enumerate(levels[:-1]):
         for upper in levels[:k]:
             parents = table.groupby(level, sort=True)[upper].nunique()
@@ -124,9 +146,16 @@ def build_geography(frame: pd.DataFrame, levels: list[str], shown: str, first_ro
                 rows = np.flatnonzero((table[level] == zone).to_numpy())
                 values = table[upper].iloc[rows].unique()
                 second = rows[np.flatnonzero((table[upper].iloc[rows] != values[0]).to_numpy())[0]]
-                problems.append(Problem(shown, f"the {level} zone {shown_value(zone)} has two parents at {upper}: "
-                                               f"{shown_value(values[0])} and {shown_value(values[1])} (each zone lies in one zone of "
-                                               f"every level above it)", row=first_row + int(second), column=upper))
+                problems.append(
+                    Problem(
+                        shown,
+                        f"the {level} zone {shown_value(zone)} has two parents at {upper}: "
+                        f"{shown_value(values[0])} and {shown_value(values[1])} (each zone lies in one zone of "
+                        f"every level above it)",
+                        row=first_row + int(second),
+                        column=upper,
+                    )
+                )
     if problems:
         return None, problems
     table = table.sort_values(lowest, kind="stable").reset_index(drop=True)

@@ -56,13 +56,28 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from . import defaults
 from .errors import Problem, TargetValidationError
 from .geography import Geography, build_geography, shown_value
-from .populationsim import (SETTINGS_FILE, load_populationsim, number_column, read_csv_table,
-                            read_settings, seed_sample_from_tables)
+from .populationsim import (
+    SETTINGS_FILE,
+    load_populationsim,
+    number_column,
+    read_csv_table,
+    read_settings,
+    seed_sample_from_tables,
+)
 from .rules import RuleError, compile_seed_expression
-from .toml_files import parse_toml
 from .targets import PROJECT_FILE, inside_folder, pydantic_problems, read_project_toml
-from .units import (HOUSEHOLDS, PERSONS, Control, Derivation, HouseholdProject, HouseholdRule, SeedSample,
-                    infer_derivations, output_problems)
+from .toml_files import parse_toml
+from .units import (
+    HOUSEHOLDS,
+    PERSONS,
+    Control,
+    Derivation,
+    HouseholdProject,
+    HouseholdRule,
+    SeedSample,
+    infer_derivations,
+    output_problems,
+)
 
 DATA_FOLDER = "data"  # where convert_populationsim puts the copied data files
 LICENCE_NAMES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "LICENCE.txt", "COPYING")
@@ -181,11 +196,13 @@ def _read_spec(root: Path) -> HouseholdProjectSpec:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise TargetValidationError([Problem(PROJECT_FILE, f"not found in {root.name}/ (a household project "
-                                                           f"folder has a {PROJECT_FILE})")]) from None
+        raise TargetValidationError(
+            [Problem(PROJECT_FILE, f"not found in {root.name}/ (a household project folder has a {PROJECT_FILE})")]
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise TargetValidationError([Problem(PROJECT_FILE, f"could not be read as UTF-8 text "
-                                                           f"({type(exc).__name__})")]) from None
+        raise TargetValidationError(
+            [Problem(PROJECT_FILE, f"could not be read as UTF-8 text ({type(exc).__name__})")]
+        ) from None
     raw, problems = parse_toml(text, PROJECT_FILE)
     if raw is None:
         raise TargetValidationError(problems)
@@ -202,25 +219,50 @@ def _check_names(spec: HouseholdProjectSpec) -> list[Problem]:
     for level in sorted({x for x in levels if levels.count(x) > 1}):
         problems.append(Problem(PROJECT_FILE, f"the level {level!r} is listed twice", column="geography.levels"))
     if spec.geography.seed_level not in levels:
-        problems.append(Problem(PROJECT_FILE, f"expected one of the levels {', '.join(levels)}, got "
-                                              f"{spec.geography.seed_level!r}", column="geography.seed_level"))
+        problems.append(
+            Problem(
+                PROJECT_FILE,
+                f"expected one of the levels {', '.join(levels)}, got {spec.geography.seed_level!r}",
+                column="geography.seed_level",
+            )
+        )
     names: dict[str, int] = {}
     for i, control in enumerate(spec.controls, start=1):
         if control.name in names:
-            problems.append(Problem(PROJECT_FILE, f"the control name {control.name!r} is used twice (also "
-                                                  f"controls[{names[control.name]}])", column=f"controls[{i}].name"))
+            problems.append(
+                Problem(
+                    PROJECT_FILE,
+                    f"the control name {control.name!r} is used twice (also controls[{names[control.name]}])",
+                    column=f"controls[{i}].name",
+                )
+            )
         names.setdefault(control.name, i)
         if control.level not in levels:
-            problems.append(Problem(PROJECT_FILE, f"expected one of the geography levels {', '.join(levels)}, got "
-                                                  f"{control.level!r}", column=f"controls[{i}].level"))
+            problems.append(
+                Problem(
+                    PROJECT_FILE,
+                    f"expected one of the geography levels {', '.join(levels)}, got {control.level!r}",
+                    column=f"controls[{i}].level",
+                )
+            )
     if spec.project.total_control not in names:
-        problems.append(Problem(PROJECT_FILE, f"expected the name of a control, got {spec.project.total_control!r}",
-                                column="project.total_control"))
+        problems.append(
+            Problem(
+                PROJECT_FILE,
+                f"expected the name of a control, got {spec.project.total_control!r}",
+                column="project.total_control",
+            )
+        )
     derived: dict[str, int] = {}
     for i, entry in enumerate(spec.derived, start=1):
         if entry.column in derived:
-            problems.append(Problem(PROJECT_FILE, f"the column {entry.column!r} is derived twice (also "
-                                                  f"derived[{derived[entry.column]}])", column=f"derived[{i}].column"))
+            problems.append(
+                Problem(
+                    PROJECT_FILE,
+                    f"the column {entry.column!r} is derived twice (also derived[{derived[entry.column]}])",
+                    column=f"derived[{i}].column",
+                )
+            )
         derived.setdefault(entry.column, i)
     return problems
 
@@ -230,19 +272,23 @@ def _shown(name: str) -> str:
     return Path(name).as_posix()
 
 
-def _derivations(spec: HouseholdProjectSpec, persons: pd.DataFrame, problems: list[Problem]
-                 ) -> tuple[Derivation, ...]:
+def _derivations(spec: HouseholdProjectSpec, persons: pd.DataFrame, problems: list[Problem]) -> tuple[Derivation, ...]:
     found = []
     for i, entry in enumerate(spec.derived, start=1):
-        if entry.how == "count":
+        if entry.how == "count" and entry.expression:  # DerivedSpec: how = "count" always has its expression
             try:
                 compile_seed_expression(entry.expression, PERSONS, persons.columns, f"derived {entry.column}")
             except RuleError as exc:
                 problems.append(Problem(PROJECT_FILE, str(exc), column=f"derived[{i}].expression"))
                 continue
         if entry.how == "first" and entry.source not in persons.columns:
-            problems.append(Problem(PROJECT_FILE, f"expected a column of {_shown(spec.seed.persons)}, got "
-                                                  f"{entry.source!r}", column=f"derived[{i}].source"))
+            problems.append(
+                Problem(
+                    PROJECT_FILE,
+                    f"expected a column of {_shown(spec.seed.persons)}, got {entry.source!r}",
+                    column=f"derived[{i}].source",
+                )
+            )
             continue
         found.append(Derivation(entry.column, entry.how, entry.expression, entry.source))
     return tuple(found)
@@ -262,8 +308,14 @@ def _rules(spec: HouseholdProjectSpec, seed: SeedSample, problems: list[Problem]
     return tuple(found)
 
 
-def _control_table(path: Path, shown: str, level: str, geography: Geography, frames: dict[Path, pd.DataFrame | None],
-                   problems: list[Problem]) -> pd.DataFrame | None:
+def _control_table(
+    path: Path,
+    shown: str,
+    level: str,
+    geography: Geography,
+    frames: dict[Path, pd.DataFrame | None],
+    problems: list[Problem],
+) -> pd.DataFrame | None:
     """The table of a control at ``level``: read once, its zone column checked against the crosswalk."""
     if path not in frames:
         frames[path] = read_csv_table(path, shown, problems)
@@ -275,17 +327,30 @@ def _control_table(path: Path, shown: str, level: str, geography: Geography, fra
         return None
     known = frame[level].isin(geography.zones(level)).to_numpy()
     for i in np.flatnonzero(~known)[:5]:
-        problems.append(Problem(shown, f"the {level} zone {shown_value(frame[level].iloc[i])} is not in the "
-                                       f"crosswalk", row=2 + int(i), column=level))
+        problems.append(
+            Problem(
+                shown,
+                f"the {level} zone {shown_value(frame[level].iloc[i])} is not in the crosswalk",
+                row=2 + int(i),
+                column=level,
+            )
+        )
     duplicated = frame[level].duplicated().to_numpy()
     for i in np.flatnonzero(duplicated)[:5]:
-        problems.append(Problem(shown, f"the {level} zone {shown_value(frame[level].iloc[i])} is listed twice",
-                                row=2 + int(i), column=level))
+        problems.append(
+            Problem(
+                shown,
+                f"the {level} zone {shown_value(frame[level].iloc[i])} is listed twice",
+                row=2 + int(i),
+                column=level,
+            )
+        )
     return frame if known.all() and not duplicated.any() else None
 
 
-def _controls(spec: HouseholdProjectSpec, root: Path, geography: Geography, seed: SeedSample, problems: list[Problem]
-              ) -> tuple[list[Control], list[str]]:
+def _controls(
+    spec: HouseholdProjectSpec, root: Path, geography: Geography, seed: SeedSample, problems: list[Problem]
+) -> tuple[list[Control], list[str]]:
     """Every ``[[controls]]`` entry with its incidence over the seed and its totals per zone (as populationsim)."""
     seeds = {HOUSEHOLDS: seed.households, PERSONS: seed.persons}
     weights = seed.households[seed.weight].to_numpy()
@@ -311,9 +376,14 @@ def _controls(spec: HouseholdProjectSpec, root: Path, geography: Geography, seed
         if table is None:
             continue
         if entry.column not in table.columns:
-            problems.append(Problem(PROJECT_FILE, f"the control column {entry.column!r} is not in {shown} (columns: "
-                                                  f"{', '.join(c for c in table.columns if c != entry.level)})",
-                                    column=f"{key}.column"))
+            problems.append(
+                Problem(
+                    PROJECT_FILE,
+                    f"the control column {entry.column!r} is not in {shown} (columns: "
+                    f"{', '.join(c for c in table.columns if c != entry.level)})",
+                    column=f"{key}.column",
+                )
+            )
             continue
         values = number_column(table, entry.column, shown, problems)
         if values is None:
@@ -322,10 +392,23 @@ def _controls(spec: HouseholdProjectSpec, root: Path, geography: Geography, seed
         totals = np.zeros(len(zones))
         totals[zones.get_indexer(table[entry.level])] = values
         if int(((incidence > 0) & (weights > 0)).sum()) == 0 and totals.sum() > 0:
-            warnings.append(f'control "{entry.name}": no seed household meets "{entry.expression}", so its total '
-                            f"{totals.sum():,.0f} cannot be reached")
-        controls.append(Control(entry.name, entry.unit, entry.level, float(entry.importance), entry.column,
-                                entry.expression, condition.columns, incidence, totals))
+            warnings.append(
+                f'control "{entry.name}": no seed household meets "{entry.expression}", so its total '
+                f"{totals.sum():,.0f} cannot be reached"
+            )
+        controls.append(
+            Control(
+                entry.name,
+                entry.unit,
+                entry.level,
+                float(entry.importance),
+                entry.column,
+                entry.expression,
+                condition.columns,
+                incidence,
+                totals,
+            )
+        )
     return controls, warnings
 
 
@@ -361,31 +444,50 @@ def load_household_project(folder: str | Path) -> HouseholdProject:
     root = Path(folder)
     spec = _read_spec(root)
     problems = _check_names(spec)
-    paths = {}
-    for key, name in (("geography.file", spec.geography.file), ("seed.households", spec.seed.households),
-                      ("seed.persons", spec.seed.persons)):
-        paths[key] = inside_folder(root, name, PROJECT_FILE, key, problems)
+    paths: dict[str, Path] = {}
+    for key, name in (
+        ("geography.file", spec.geography.file),
+        ("seed.households", spec.seed.households),
+        ("seed.persons", spec.seed.persons),
+    ):
+        path = inside_folder(root, name, PROJECT_FILE, key, problems)
+        if path is not None:
+            paths[key] = path
     if problems:
         raise TargetValidationError(problems)
-    crosswalk, households, persons = (read_csv_table(paths[key], _shown(name), problems) for key, name in (
-        ("geography.file", spec.geography.file), ("seed.households", spec.seed.households),
-        ("seed.persons", spec.seed.persons)))
-    if problems:
+    crosswalk, households, persons = (
+        read_csv_table(paths[key], _shown(name), problems)
+        for key, name in (
+            ("geography.file", spec.geography.file),
+            ("seed.households", spec.seed.households),
+            ("seed.persons", spec.seed.persons),
+        )
+    )
+    if problems or crosswalk is None or households is None or persons is None:
         raise TargetValidationError(problems)
     households, persons = households.copy(), persons.copy()  # one block per dtype (as populationsim's tables)
     geography, geo_problems = build_geography(crosswalk, list(spec.geography.levels), _shown(spec.geography.file))
-    if geo_problems:
+    if geo_problems or geography is None:
         raise TargetValidationError(geo_problems)
     number = spec.seed.person_number
     if number is not None and number not in persons.columns:
-        raise TargetValidationError([Problem(_shown(spec.seed.persons), f"expected a column {number!r} numbering "
-                                                                        f"the members (seed.person_number)", row=1,
-                                             column=number)])
-    tables = {HOUSEHOLDS: (households, _shown(spec.seed.households), {}),
-              PERSONS: (persons, _shown(spec.seed.persons), {})}
+        raise TargetValidationError(
+            [
+                Problem(
+                    _shown(spec.seed.persons),
+                    f"expected a column {number!r} numbering the members (seed.person_number)",
+                    row=1,
+                    column=number,
+                )
+            ]
+        )
+    tables: dict[str, tuple[pd.DataFrame, str, dict]] = {
+        HOUSEHOLDS: (households, _shown(spec.seed.households), {}),
+        PERSONS: (persons, _shown(spec.seed.persons), {}),
+    }
     reserved = {"household_id_col": spec.seed.household_id, "household_weight_col": spec.seed.weight}
     seed, seed_problems = seed_sample_from_tables(tables, reserved, spec.geography.seed_level, geography)
-    if seed_problems:
+    if seed_problems or seed is None:
         raise TargetValidationError(seed_problems)
     if number is not None and number != seed.person_number:
         ordered = seed.persons.sort_values(["_household", number], kind="stable").reset_index(drop=True)
@@ -399,11 +501,19 @@ def load_household_project(folder: str | Path) -> HouseholdProject:
     problems = output_problems(output, PROJECT_FILE, "output")
     if problems:
         raise TargetValidationError(problems)
-    return HouseholdProject(name=spec.project.name, geography=geography, seed=seed, controls=controls,
-                            total_control=spec.project.total_control,
-                            max_expansion_factor=spec.project.max_expansion_factor, output=output,
-                            source="synthor", warnings=warnings,
-                            derived=derived, rules=rules)
+    return HouseholdProject(
+        name=spec.project.name,
+        geography=geography,
+        seed=seed,
+        controls=controls,
+        total_control=spec.project.total_control,
+        max_expansion_factor=spec.project.max_expansion_factor,
+        output=output,
+        source="synthor",
+        warnings=warnings,
+        derived=derived,
+        rules=rules,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ converting
@@ -418,16 +528,23 @@ def _copy_table(source: Path, target: Path, renames: dict[str, str], drops: list
     target.parent.mkdir(parents=True, exist_ok=True)
     lines = source.read_text(encoding="utf-8").splitlines()
     comments = [line for line in lines if line.lstrip().startswith("#")]
-    rows = [row for row in csv.reader(io.StringIO("\n".join(line for line in lines
-                                                              if not line.lstrip().startswith("#")))) if row]
+    rows = [
+        row
+        for row in csv.reader(io.StringIO("\n".join(line for line in lines if not line.lstrip().startswith("#"))))
+        if row
+    ]
     header = [renames.get(c.strip(), c.strip()) for c in rows[0]] if rows else []
     keep = [i for i, c in enumerate(header) if c not in drops]
     if not rows or (len(keep) == len(header) and header == [c.strip() for c in rows[0]]):
         shutil.copyfile(source, target)
         return
     changed = [f"{old} -> {new}" for old, new in renames.items() if old in {c.strip() for c in rows[0]}]
-    note = "# copied by synthor convert; columns renamed: " + (", ".join(changed) or "none") + "; dropped: " + (
-        ", ".join(c for c in header if c in drops) or "none")
+    note = (
+        "# copied by synthor convert; columns renamed: "
+        + (", ".join(changed) or "none")
+        + "; dropped: "
+        + (", ".join(c for c in header if c in drops) or "none")
+    )
     with open(target, "w", encoding="utf-8", newline="") as handle:
         handle.writelines(line + "\n" for line in [note, *comments])
         writer = csv.writer(handle, lineterminator="\n")
@@ -450,8 +567,9 @@ def _toml_number(value: float) -> float | int:
     return int(value) if float(value).is_integer() else float(value)
 
 
-def convert_populationsim(folder: str | Path, out: str | Path, configs: str = "configs",
-                          data: str | None = None) -> Path:
+def convert_populationsim(
+    folder: str | Path, out: str | Path, configs: str = "configs", data: str | None = None
+) -> Path:
     """Write a PopulationSim working directory as a Synthor household project folder.
 
     The PopulationSim project is read and checked first (:func:`load_populationsim`, same errors). The data files
@@ -484,8 +602,9 @@ def convert_populationsim(folder: str | Path, out: str | Path, configs: str = "c
     """
     root, out = Path(folder), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise TargetValidationError([Problem(str(out), "expected a new or empty folder for the project (it is not "
-                                                       "overwritten)")])
+        raise TargetValidationError(
+            [Problem(str(out), "expected a new or empty folder for the project (it is not overwritten)")]
+        )
     project = load_populationsim(root, configs=configs, data=data)
     settings = read_settings(root / configs, f"{configs}/{SETTINGS_FILE}")
     data_dir = root / (data or str(settings.get("data_dir") or "data"))
@@ -512,29 +631,52 @@ def convert_populationsim(folder: str | Path, out: str | Path, configs: str = "c
     seed = project.seed
     household_columns = [col for c in project.controls if c.unit == HOUSEHOLDS for col in c.columns]
     raw: dict = {
-        "project": {"name": project.name,
-                    "description": f"PopulationSim working directory {project.name}, converted",
-                    "total_control": project.total_control},
-        "geography": {"file": files["geo_cross_walk"], "levels": list(project.geography.levels),
-                      "seed_level": seed.seed_level},
-        "seed": {"households": files[HOUSEHOLDS], "persons": files[PERSONS], "household_id": seed.household_id,
-                 "person_number": seed.person_number, "weight": seed.weight},
+        "project": {
+            "name": project.name,
+            "description": f"PopulationSim working directory {project.name}, converted",
+            "total_control": project.total_control,
+        },
+        "geography": {
+            "file": files["geo_cross_walk"],
+            "levels": list(project.geography.levels),
+            "seed_level": seed.seed_level,
+        },
+        "seed": {
+            "households": files[HOUSEHOLDS],
+            "persons": files[PERSONS],
+            "household_id": seed.household_id,
+            "person_number": seed.person_number,
+            "weight": seed.weight,
+        },
     }
     if project.max_expansion_factor is not None:
         raw["project"]["max_expansion_factor"] = _toml_number(project.max_expansion_factor)
     if seed.person_number is None:
         del raw["seed"]["person_number"]
-    derived = infer_derivations(seed, list(dict.fromkeys(household_columns)))
-    derived = [{k: v for k, v in (("column", d.column), ("how", d.how), ("expression", d.expression),
-                                  ("source", d.source)) if v is not None} for d in derived]
-    raw["controls"] = [{"name": c.name, "unit": c.unit, "level": c.level, "table": files[f"{c.level}_control_data"],
-                        "column": c.column, "expression": c.expression, "importance": _toml_number(c.importance)}
-                       for c in project.controls]
+    derived = [
+        {
+            k: v
+            for k, v in (("column", d.column), ("how", d.how), ("expression", d.expression), ("source", d.source))
+            if v is not None
+        }
+        for d in infer_derivations(seed, list(dict.fromkeys(household_columns)))
+    ]
+    raw["controls"] = [
+        {
+            "name": c.name,
+            "unit": c.unit,
+            "level": c.level,
+            "table": files[f"{c.level}_control_data"],
+            "column": c.column,
+            "expression": c.expression,
+            "importance": _toml_number(c.importance),
+        }
+        for c in project.controls
+    ]
     if project.output:
         raw["output"] = OutputSpec.model_validate(_output_entries(project.output)).model_dump(exclude_none=True)
     control_file = f"{configs}/{settings.get('control_file_name') or 'controls.csv'}"
-    return _write_toml(out, raw, derived, root, f"{configs}/{SETTINGS_FILE}, {control_file}, {data_dir.name}/",
-                       licence)
+    return _write_toml(out, raw, derived, root, f"{configs}/{SETTINGS_FILE}, {control_file}, {data_dir.name}/", licence)
 
 
 def _output_entries(output: dict) -> dict:
@@ -545,14 +687,18 @@ def _output_entries(output: dict) -> dict:
     for unit in (HOUSEHOLDS, PERSONS):
         spec = output.get(unit)
         if isinstance(spec, dict):
-            kept[unit] = {k: v for k, v in (("filename", spec.get("filename")),
-                                            ("columns", [str(c) for c in spec.get("columns") or []] or None))
-                          if v is not None}
+            kept[unit] = {
+                k: v
+                for k, v in (
+                    ("filename", spec.get("filename")),
+                    ("columns", [str(c) for c in spec.get("columns") or []] or None),
+                )
+                if v is not None
+            }
     return kept
 
 
-def _write_toml(out: Path, raw: dict, derived: list[dict], root: Path, sources: str, licence: Path | None
-                ) -> Path:
+def _write_toml(out: Path, raw: dict, derived: list[dict], root: Path, sources: str, licence: Path | None) -> Path:
     """``out/synthor.toml``: a comment header (source, licence), ``raw``, ``[[derived]]`` after ``[seed]``."""
     import tomli_w
 
@@ -565,14 +711,20 @@ def _write_toml(out: Path, raw: dict, derived: list[dict], root: Path, sources: 
         "input_table_list says.",
     ]
     if licence is not None:
-        title = next((line.strip() for line in licence.read_text(encoding="utf-8", errors="replace").splitlines()
-                      if line.strip()), licence.name)
+        title = next(
+            (
+                line.strip()
+                for line in licence.read_text(encoding="utf-8", errors="replace").splitlines()
+                if line.strip()
+            ),
+            licence.name,
+        )
         where = licence.name if licence.parent == root.resolve() else f"../{licence.name}"
-        header.append(f"# Licence found with the source ({where}): {title}; copied beside this file as "
-                      f"{licence.name}.")
+        header.append(f"# Licence found with the source ({where}): {title}; copied beside this file as {licence.name}.")
     else:
-        header.append("# No licence file was found in or beside the source folder: check the data's terms "
-                      "before sharing.")
+        header.append(
+            "# No licence file was found in or beside the source folder: check the data's terms before sharing."
+        )
     first = {k: raw[k] for k in ("project", "geography", "seed")}
     rest = {k: v for k, v in raw.items() if k not in first}
     blocks = [tomli_w.dumps(first)] + ["[[derived]]\n" + tomli_w.dumps(entry) for entry in derived]

@@ -15,8 +15,9 @@ events, then one :class:`HouseholdResult`.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -133,8 +134,9 @@ def _incidence_matrix(project: HouseholdProject) -> np.ndarray:
     return np.column_stack([c.incidence for c in project.controls]).astype(np.float64)
 
 
-def synthesize_households(project: HouseholdProject, config: HouseholdConfig,
-                          rng: np.random.Generator | None = None) -> Iterator[HouseholdEvent | HouseholdResult]:
+def synthesize_households(
+    project: HouseholdProject, config: HouseholdConfig, rng: np.random.Generator | None = None
+) -> Iterator[HouseholdEvent | HouseholdResult]:
     """Place whole seed households in every zone so that all controls are met as closely as possible.
 
     Parameters
@@ -181,13 +183,27 @@ def synthesize_households(project: HouseholdProject, config: HouseholdConfig,
         block_groups.append(group_of_row.reshape(-1))
         block_incidence.append(signatures)
         initial.append(share[:, None] * per_zone[zones][None, :].astype(np.float64))
-    balance = balance_zones(block_incidence, initial, block_zones, zone_groups,
-                            [c.totals for c in controls], importance, master=master, max_iter=config.max_sweeps,
-                            tolerance=config.tolerance, max_ratio=project.max_expansion_factor)
+    balance = balance_zones(
+        block_incidence,
+        initial,
+        block_zones,
+        zone_groups,
+        [c.totals for c in controls],
+        importance,
+        master=master,
+        max_iter=config.max_sweeps,
+        tolerance=config.tolerance,
+        max_ratio=project.max_expansion_factor,
+    )
     balance_seconds = time.perf_counter() - started
-    yield HouseholdEvent("balance", balance.iterations, config.max_sweeps, balance_seconds,
-                         f"balanced {sum(z.size for z in block_zones):,} zones in {balance.iterations} sweeps "
-                         f"(largest relative gap to a control: {balance.max_relative_gap:.2e})")
+    yield HouseholdEvent(
+        "balance",
+        balance.iterations,
+        config.max_sweeps,
+        balance_seconds,
+        f"balanced {sum(z.size for z in block_zones):,} zones in {balance.iterations} sweeps "
+        f"(largest relative gap to a control: {balance.max_relative_gap:.2e})",
+    )
 
     started = time.perf_counter()
     lowest = geography.lowest
@@ -207,8 +223,9 @@ def synthesize_households(project: HouseholdProject, config: HouseholdConfig,
     zones_left = {i: np.bincount(zone_groups[i, placed_zones], minlength=controls[i].totals.size) for i in upper}
     done = 0
     report_every = max(1, n_zones_total // 20)
-    for rows, groups, inc, zones, w, contribution in zip(block_rows, block_groups, block_incidence, block_zones,
-                                                         balance.weights, relaxed_by_zone):
+    for rows, groups, inc, zones, w, contribution in zip(
+        block_rows, block_groups, block_incidence, block_zones, balance.weights, relaxed_by_zone
+    ):
         members = _members_by_group(groups, weight[rows])
         # smallest zones first: the rounding carried for upper-level controls ends in the largest zones, whose
         # many households can absorb it (a tiny last zone could not)
@@ -235,22 +252,51 @@ def synthesize_households(project: HouseholdProject, config: HouseholdConfig,
                 remaining_relaxed[i][g] -= contribution[i, k]
                 zones_left[i][g] -= 1
             chosen, times = _draw_members(counts, members, rng)
-            pieces.append(pd.DataFrame({"zone": np.full(chosen.size, zone, dtype=np.int64),
-                                        "seed_row": rows[chosen].astype(np.int64), "count": times}))
+            pieces.append(
+                pd.DataFrame(
+                    {
+                        "zone": np.full(chosen.size, zone, dtype=np.int64),
+                        "seed_row": rows[chosen].astype(np.int64),
+                        "count": times,
+                    }
+                )
+            )
             done += 1
             if done % report_every == 0 or done == n_zones_total:
-                yield HouseholdEvent("integerize", done, n_zones_total, time.perf_counter() - started,
-                                     f"{done:,} of {n_zones_total:,} zones integerized")
+                yield HouseholdEvent(
+                    "integerize",
+                    done,
+                    n_zones_total,
+                    time.perf_counter() - started,
+                    f"{done:,} of {n_zones_total:,} zones integerized",
+                )
     integerize_seconds = time.perf_counter() - started
-    households = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame(
-        {"zone": np.zeros(0, np.int64), "seed_row": np.zeros(0, np.int64), "count": np.zeros(0, np.int64)})
+    households = (
+        pd.concat(pieces, ignore_index=True)
+        if pieces
+        else pd.DataFrame(
+            {"zone": np.zeros(0, np.int64), "seed_row": np.zeros(0, np.int64), "count": np.zeros(0, np.int64)}
+        )
+    )
     households = households.sort_values(["zone", "seed_row"], kind="stable").reset_index(drop=True)
     fit, synthetic = measure_controls(project, households)
-    light = BalanceResult((), balance.converged, balance.iterations, balance.max_relative_gap, balance.relaxation,
-                          balance.stop, balance.max_relative_change)
-    yield HouseholdResult(households, fit, synthetic, light,
-                          {"balance": round(balance_seconds, 3), "integerize": round(integerize_seconds, 3)},
-                          lp_stats)
+    light = BalanceResult(
+        (),
+        balance.converged,
+        balance.iterations,
+        balance.max_relative_gap,
+        balance.relaxation,
+        balance.stop,
+        balance.max_relative_change,
+    )
+    yield HouseholdResult(
+        households,
+        fit,
+        synthetic,
+        light,
+        {"balance": round(balance_seconds, 3), "integerize": round(integerize_seconds, 3)},
+        lp_stats,
+    )
 
 
 def _members_by_group(groups: np.ndarray, weight: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -259,7 +305,7 @@ def _members_by_group(groups: np.ndarray, weight: np.ndarray) -> list[tuple[np.n
     bounds = np.searchsorted(groups[order], np.arange(groups.max() + 2 if groups.size else 1))
     out = []
     for g in range(len(bounds) - 1):
-        idx = order[bounds[g]:bounds[g + 1]]
+        idx = order[bounds[g] : bounds[g + 1]]
         cumulative = np.cumsum(weight[idx])
         out.append((idx, cumulative / cumulative[-1]))
     return out
@@ -285,8 +331,9 @@ def _draw_members(counts: np.ndarray, members, rng: np.random.Generator) -> tupl
     return chosen.astype(np.int64), times.astype(np.int64)
 
 
-def measure_controls(project: HouseholdProject, households: pd.DataFrame) -> tuple[
-        pd.DataFrame, dict[str, npt.NDArray[np.float64]]]:
+def measure_controls(
+    project: HouseholdProject, households: pd.DataFrame
+) -> tuple[pd.DataFrame, dict[str, npt.NDArray[np.float64]]]:
     """Synthetic total of every control in every zone of its level, and the fit per control.
 
     Parameters
@@ -307,26 +354,48 @@ def measure_controls(project: HouseholdProject, households: pd.DataFrame) -> tup
     rows, synthetic = [], {}
     for c in project.controls:
         groups = geography.parent_index(c.level)[zone]
-        values = np.bincount(groups, weights=count * c.incidence[seed_row], minlength=c.totals.size)
+        # weighted: float64 (numpy's stubs type every bincount as integer)
+        values = np.bincount(groups, weights=count * c.incidence[seed_row], minlength=c.totals.size).astype(
+            np.float64, copy=False
+        )
         synthetic[c.name] = values
         diff = values - c.totals
-        rows.append({"control": c.name, "level": c.level, "unit": c.unit, "importance": c.importance,
-                     "control_total": float(c.totals.sum()), "synthetic_total": float(values.sum()),
-                     "pct_rmse": pct_rmse(values, c.totals), "total_abs_error": float(np.abs(diff).sum()),
-                     "max_abs_error": float(np.abs(diff).max()) if diff.size else 0.0, "zones": int(c.totals.size)})
+        rows.append(
+            {
+                "control": c.name,
+                "level": c.level,
+                "unit": c.unit,
+                "importance": c.importance,
+                "control_total": float(c.totals.sum()),
+                "synthetic_total": float(values.sum()),
+                "pct_rmse": pct_rmse(values, c.totals),
+                "total_abs_error": float(np.abs(diff).sum()),
+                "max_abs_error": float(np.abs(diff).max()) if diff.size else 0.0,
+                "zones": int(c.totals.size),
+            }
+        )
     return pd.DataFrame(rows), synthetic
 
 
-def worst_zones(project: HouseholdProject, result: HouseholdResult, control: str,
-                k: int = defaults.PCT_RMSE_WORST_ZONES) -> list[dict]:
+def worst_zones(
+    project: HouseholdProject, result: HouseholdResult, control: str, k: int = defaults.PCT_RMSE_WORST_ZONES
+) -> list[dict]:
     """The ``k`` zones of a control's level farthest from its control (zone id, control, synthetic, difference)."""
     c = next(x for x in project.controls if x.name == control)
     values = result.synthetic[control]
     diff = values - c.totals
     order = np.argsort(-np.abs(diff), kind="stable")[:k]
     zones = project.geography.zones(c.level)
-    return [{"zone": _plain(zones[i]), "control": float(c.totals[i]), "synthetic": float(values[i]),
-             "difference": float(diff[i])} for i in order if diff[i] != 0]
+    return [
+        {
+            "zone": _plain(zones[i]),
+            "control": float(c.totals[i]),
+            "synthetic": float(values[i]),
+            "difference": float(diff[i]),
+        }
+        for i in order
+        if diff[i] != 0
+    ]
 
 
 def zone_fit_table(project: HouseholdProject, result: HouseholdResult) -> pd.DataFrame:
@@ -345,11 +414,26 @@ def zone_fit_table(project: HouseholdProject, result: HouseholdResult) -> pd.Dat
         totals = np.asarray(c.totals, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             pct = np.where(totals > 0, 100.0 * (values - totals) / totals, np.nan)
-        frames.append(pd.DataFrame({"control": c.name, "level": c.level, "zone": project.geography.zones(c.level),
-                                    "control_total": totals, "synthetic": values, "difference": values - totals,
-                                    "pct_difference": pct}))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["control", "level", "zone", "control_total", "synthetic", "difference", "pct_difference"])
+        frames.append(
+            pd.DataFrame(
+                {
+                    "control": c.name,
+                    "level": c.level,
+                    "zone": project.geography.zones(c.level),
+                    "control_total": totals,
+                    "synthetic": values,
+                    "difference": values - totals,
+                    "pct_difference": pct,
+                }
+            )
+        )
+    return (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(
+            columns=["control", "level", "zone", "control_total", "synthetic", "difference", "pct_difference"]
+        )
+    )
 
 
 def _plain(value):
@@ -394,17 +478,24 @@ def candidate_households(project: HouseholdProject, config: HouseholdConfig) -> 
     """
     to_place = int(project.households_per_zone().sum())
     if to_place > defaults.MAX_HOUSEHOLDS:
-        raise TargetValidationError([Problem("controls", f"the control of households per zone asks for "
-                                                         f"{to_place:,} households; one run places at most "
-                                                         f"{defaults.MAX_HOUSEHOLDS:,}",
-                                             column=project.total_control)])
+        raise TargetValidationError(
+            [
+                Problem(
+                    "controls",
+                    f"the control of households per zone asks for "
+                    f"{to_place:,} households; one run places at most "
+                    f"{defaults.MAX_HOUSEHOLDS:,}",
+                    column=project.total_control,
+                )
+            ]
+        )
     rng = np.random.default_rng([config.seed, 1])
     if config.prior == "maxent":
         candidates, notes = maxent_households(project, rng)
         households = candidates.seed.households.assign(**{PRIOR_COLUMN: "maxent"})
         return replace(candidates, seed=replace(candidates.seed, households=households)), notes
     seed = project.seed
-    notes: dict = {"candidates": int(len(seed.households)), "candidate_persons": int(len(seed.persons))}
+    notes = {"candidates": int(len(seed.households)), "candidate_persons": int(len(seed.persons))}
     per_zone = project.households_per_zone()
     seed_zones = project.geography.zones(seed.seed_level)
     of_zone = project.geography.parent_index(seed.seed_level)
@@ -441,20 +532,23 @@ def candidate_households(project: HouseholdProject, config: HouseholdConfig) -> 
     pool_zone = seed_zones.get_indexer(pool.households[seed.seed_level])
     incidence = np.column_stack([c.incidence for c in filler.controls])
     keep = np.isin(pool_zone, empty)
-    for i, zones in unreached.items():
-        keep |= (incidence[:, i] > 0) & np.isin(pool_zone, zones)
+    for i, unreached_zones in unreached.items():
+        keep |= (incidence[:, i] > 0) & np.isin(pool_zone, unreached_zones)
     combined, controls = _append_candidates(project, filler, np.flatnonzero(keep))
     notes["filled_from_maxent"] = {
         "candidates": int(keep.sum()),
         "seed_zones_without_sample": [_plain(seed_zones[i]) for i in empty],
         "unreached_controls": [project.controls[i].name for i in unreached],
-        "unreached_in": {project.controls[i].name: [_plain(seed_zones[z]) for z in zones]
-                         for i, zones in unreached.items()}}
+        "unreached_in": {
+            project.controls[i].name: [_plain(seed_zones[z]) for z in zones] for i, zones in unreached.items()
+        },
+    }
     return replace(project, seed=combined, controls=controls), notes
 
 
-def _append_candidates(project: HouseholdProject, filler: HouseholdProject, rows: np.ndarray) -> tuple[
-        SeedSample, list]:
+def _append_candidates(
+    project: HouseholdProject, filler: HouseholdProject, rows: np.ndarray
+) -> tuple[SeedSample, list]:
     """The sample with the filler's candidate households ``rows`` (and their members) after it."""
     seed, pool = project.seed, filler.seed
     n = len(seed.households)
@@ -472,11 +566,14 @@ def _append_candidates(project: HouseholdProject, filler: HouseholdProject, rows
     if seed.person_number and seed.person_number != POOL_PERSON:
         members = members.rename(columns={POOL_PERSON: seed.person_number})
     extra = extra.drop(columns=[pool.household_id]).assign(**{seed.household_id: new_ids})
-    households = pd.concat([seed.households.assign(**{PRIOR_COLUMN: "seed"}),
-                            extra.assign(**{PRIOR_COLUMN: "maxent"})], ignore_index=True)
+    households = pd.concat(
+        [seed.households.assign(**{PRIOR_COLUMN: "seed"}), extra.assign(**{PRIOR_COLUMN: "maxent"})], ignore_index=True
+    )
     persons = pd.concat([seed.persons, members], ignore_index=True)
-    controls = [replace(c, incidence=np.concatenate([c.incidence, f.incidence[rows]]))
-                for c, f in zip(project.controls, filler.controls)]
+    controls = [
+        replace(c, incidence=np.concatenate([c.incidence, f.incidence[rows]]))
+        for c, f in zip(project.controls, filler.controls)
+    ]
     return replace(seed, households=households, persons=persons), controls
 
 
@@ -491,13 +588,20 @@ def _groups(project: HouseholdProject, unit: str) -> dict[str, list[int]]:
 
 def _categories(project: HouseholdProject, frame: pd.DataFrame, unit: str, group: list[int]) -> np.ndarray:
     """Category of every row: the first control of the group it meets, or len(group) when none."""
-    masks = np.column_stack([compile_seed_expression(project.controls[i].expression, unit, frame.columns,
-                                                     project.controls[i].name)(frame) for i in group])
+    masks = np.column_stack(
+        [
+            compile_seed_expression(project.controls[i].expression, unit, frame.columns, project.controls[i].name)(
+                frame
+            )
+            for i in group
+        ]
+    )
     return np.where(masks.any(axis=1), masks.argmax(axis=1), len(group))
 
 
-def realism_tables(reference: HouseholdProject, candidates: HouseholdProject, result: HouseholdResult,
-                   max_way: int = 3) -> pd.DataFrame:
+def realism_tables(
+    reference: HouseholdProject, candidates: HouseholdProject, result: HouseholdResult, max_way: int = 3
+) -> pd.DataFrame:
     """How far the synthetic households are from the reference sample on tables no control fixes.
 
     Every pair and triple of household control groups (a group: the controls on one column, e.g. the four
@@ -523,14 +627,19 @@ def realism_tables(reference: HouseholdProject, candidates: HouseholdProject, re
     """
     from itertools import combinations
 
-    counts = np.bincount(result.households["seed_row"].to_numpy(), weights=result.households["count"].to_numpy(
-        dtype=np.float64), minlength=len(candidates.seed.households))
+    counts = np.bincount(
+        result.households["seed_row"].to_numpy(),
+        weights=result.households["count"].to_numpy(dtype=np.float64),
+        minlength=len(candidates.seed.households),
+    )
     rows = []
     for unit in (HOUSEHOLDS, PERSONS):
         groups = _groups(reference, unit)
         sides = []
-        for project, weight in ((reference, reference.seed.households[reference.seed.weight].to_numpy(
-                dtype=np.float64)), (candidates, counts)):
+        for project, weight in (
+            (reference, reference.seed.households[reference.seed.weight].to_numpy(dtype=np.float64)),
+            (candidates, counts),
+        ):
             frame = project.seed.households if unit == HOUSEHOLDS else project.seed.persons
             w = weight if unit == HOUSEHOLDS else weight[project.seed.persons["_household"].to_numpy()]
             sides.append(({col: _categories(project, frame, unit, g) for col, g in groups.items()}, w))
@@ -543,13 +652,24 @@ def realism_tables(reference: HouseholdProject, candidates: HouseholdProject, re
                     cell = np.ravel_multi_index([cats[c] for c in combo], sizes)
                     table = np.bincount(cell, weights=w, minlength=int(np.prod(sizes)))
                     shares.append(table / table.sum() if table.sum() > 0 else table)
-                rows.append({"unit": unit, "table": " x ".join(combo), "cells": int(np.prod(sizes)),
-                             "tvd": float(0.5 * np.abs(shares[0] - shares[1]).sum())})
+                rows.append(
+                    {
+                        "unit": unit,
+                        "table": " x ".join(combo),
+                        "cells": int(np.prod(sizes)),
+                        "tvd": float(0.5 * np.abs(shares[0] - shares[1]).sum()),
+                    }
+                )
     return pd.DataFrame(rows, columns=["unit", "table", "cells", "tvd"])
 
 
-def member_consistency(project: HouseholdProject, households: pd.DataFrame, persons: pd.DataFrame,
-                       household_id: str = "household_id", person_number: str = "per_num") -> dict[str, float]:
+def member_consistency(
+    project: HouseholdProject,
+    households: pd.DataFrame,
+    persons: pd.DataFrame,
+    household_id: str = "household_id",
+    person_number: str = "per_num",
+) -> dict[str, float]:
     """Share of output households whose derived columns equal what their members give (DESIGN §8).
 
     Parameters
@@ -573,12 +693,14 @@ def member_consistency(project: HouseholdProject, households: pd.DataFrame, pers
     for d in project.derived:
         if d.column not in households.columns or (d.source and d.source not in persons.columns):
             continue
-        condition = (compile_seed_expression(d.expression, PERSONS, members.columns, d.column)
-                     if d.how == "count" else None)
+        condition = (
+            compile_seed_expression(d.expression, PERSONS, members.columns, d.column)
+            if d.how == "count" and d.expression
+            else None
+        )
         if condition is not None and not set(condition.columns) <= set(members.columns):
             continue
-        derived = derive_from_members(members, n, how=d.how, condition=condition, column=d.source,
-                                      order=person_number)
+        derived = derive_from_members(members, n, how=d.how, condition=condition, column=d.source, order=person_number)
         given = households[d.column].to_numpy(dtype=np.float64)
         out[d.column] = float(np.mean((derived == given) | (np.isnan(derived) & np.isnan(given)))) if n else 1.0
     return out
@@ -602,7 +724,7 @@ def check_rules(project: HouseholdProject, households: pd.DataFrame, persons: pd
     weighted; None when no sample unit has the columns known), or ``not_checked`` (why) when the output lacks a
     column the rule reads.
     """
-    out = []
+    out: list[dict[str, Any]] = []
     seed = project.seed
     weight = seed.households[seed.weight].to_numpy(dtype=np.float64)
     for rule in project.rules:
@@ -619,8 +741,14 @@ def check_rules(project: HouseholdProject, households: pd.DataFrame, persons: pd
         w = weight if rule.unit == HOUSEHOLDS else weight[seed.persons["_household"].to_numpy()]
         seed_known = reference[list(condition.columns)].notna().all(axis=1).to_numpy()
         seed_broken = ~condition(reference) & seed_known
-        out.append({**entry, "units": int(len(frame)), "checked": int(known.sum()), "broken": int(broken.sum()),
-                    "broken_share": float(broken.sum() / known.sum()) if known.any() else 0.0,
-                    "seed_broken_share": float(w[seed_broken].sum() / w[seed_known].sum()) if seed_known.any()
-                    else None})
+        out.append(
+            {
+                **entry,
+                "units": int(len(frame)),
+                "checked": int(known.sum()),
+                "broken": int(broken.sum()),
+                "broken_share": float(broken.sum() / known.sum()) if known.any() else 0.0,
+                "seed_broken_share": float(w[seed_broken].sum() / w[seed_known].sum()) if seed_known.any() else None,
+            }
+        )
     return out

@@ -73,6 +73,7 @@ def wasserstein(values_a, values_b, weights_a=None, weights_b=None) -> float:
     Source: scipy.stats.wasserstein_distance; LLMSynthor §4 (Wasserstein for age and price).
     """
     from scipy.stats import wasserstein_distance
+
     return float(wasserstein_distance(values_a, values_b, weights_a, weights_b))
 
 
@@ -84,6 +85,7 @@ def cramers_v(table: npt.ArrayLike) -> float:
     scipy.stats.chi2_contingency without continuity correction (counts may be weighted, not whole).
     """
     from scipy.stats import chi2_contingency
+
     t = np.asarray(table, dtype=np.float64)
     t = t[t.sum(axis=1) > 0][:, t.sum(axis=0) > 0]
     if min(t.shape) < 2:
@@ -169,20 +171,30 @@ class CellGap:
     def describe(self) -> str:
         """Plain words: ``age_by_sex: age = [17, 25), sex = Female: target 7.8 %, synthetic 5.1 %``."""
         cell = ", ".join(f"{k} = {v}" for k, v in self.labels.items())
-        return (f"{self.table}: {cell}: target {self.target_share:.2%} ({self.target_count:,.0f}), synthetic "
-                f"{self.synthetic_share:.2%} ({self.synthetic_count:,.0f})")
+        return (
+            f"{self.table}: {cell}: target {self.target_share:.2%} ({self.target_count:,.0f}), synthetic "
+            f"{self.synthetic_share:.2%} ({self.synthetic_count:,.0f})"
+        )
 
 
 def _cell_gap(table: TargetTable, synthetic, cell: int, schema: Schema) -> CellGap:
     s = np.asarray(synthetic).reshape(-1)
     total = s.sum()
     target = table.counts.reshape(-1)
-    return CellGap(table.name, cell, table.cell_label(schema, cell), float(target[cell] / target.sum()),
-                   float(s[cell] / total) if total > 0 else 0.0, float(target[cell]), float(s[cell]))
+    return CellGap(
+        table.name,
+        cell,
+        table.cell_label(schema, cell),
+        float(target[cell] / target.sum()),
+        float(s[cell] / total) if total > 0 else 0.0,
+        float(target[cell]),
+        float(s[cell]),
+    )
 
 
-def unsupported_cells(tables, synthetic_counts, schema: Schema, min_count: float = 0.5,
-                      limit: int = 100) -> list[CellGap]:
+def unsupported_cells(
+    tables, synthetic_counts, schema: Schema, min_count: float = 0.5, limit: int = 100
+) -> list[CellGap]:
     """Cells with a target of at least ``min_count`` persons and no record at all, largest target first.
 
     Calibration can only reweight records that exist, so these cells need the prior before it can fit them.
@@ -199,8 +211,9 @@ def unsupported_cells(tables, synthetic_counts, schema: Schema, min_count: float
     return [_cell_gap(t, s, c, schema) for _, t, s, c in found[:limit]]
 
 
-def attribute_gaps(tables, synthetic_counts, schema: Schema, top_k: int, by: str = "count"
-                   ) -> tuple[list[CellGap], list[CellGap]]:
+def attribute_gaps(
+    tables, synthetic_counts, schema: Schema, top_k: int, by: str = "count"
+) -> tuple[list[CellGap], list[CellGap]]:
     """The most under- and over-represented cells across all tables.
 
     Parameters
@@ -228,5 +241,7 @@ def attribute_gaps(tables, synthetic_counts, schema: Schema, top_k: int, by: str
     under = sorted((c for c in candidates if c[0] > 0), key=lambda c: (-c[0], c[1], c[2]))[:top_k]
     over = sorted((c for c in candidates if c[0] < 0), key=lambda c: (c[0], c[1], c[2]))[:top_k]
 
-    return ([_cell_gap(tables[ti], synthetic_counts[ti], cell, schema) for _, ti, cell in under],
-            [_cell_gap(tables[ti], synthetic_counts[ti], cell, schema) for _, ti, cell in over])
+    return (
+        [_cell_gap(tables[ti], synthetic_counts[ti], cell, schema) for _, ti, cell in under],
+        [_cell_gap(tables[ti], synthetic_counts[ti], cell, schema) for _, ti, cell in over],
+    )

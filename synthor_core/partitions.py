@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import numpy.typing as npt
@@ -92,17 +92,26 @@ def partition_level(project: HouseholdProject, level: str | None) -> str:
     levels = project.geography.levels
     chosen = level or project.seed.seed_level
     if chosen not in levels:
-        raise TargetValidationError([Problem("--partition", f"expected one of the geography levels "
-                                                            f"{', '.join(levels)}, got {chosen!r}")])
+        raise TargetValidationError(
+            [Problem("--partition", f"expected one of the geography levels {', '.join(levels)}, got {chosen!r}")]
+        )
     if levels.index(chosen) > levels.index(project.seed.seed_level):
-        raise TargetValidationError([Problem("--partition", f"the partition level must be the seed level "
-                                                            f"{project.seed.seed_level} or one above it, got "
-                                                            f"{chosen!r}")])
+        raise TargetValidationError(
+            [
+                Problem(
+                    "--partition",
+                    f"the partition level must be the seed level "
+                    f"{project.seed.seed_level} or one above it, got "
+                    f"{chosen!r}",
+                )
+            ]
+        )
     return chosen
 
 
-def partition_tasks(project: HouseholdProject, config: HouseholdConfig, level: str | None = None
-                    ) -> list[PartitionTask]:
+def partition_tasks(
+    project: HouseholdProject, config: HouseholdConfig, level: str | None = None
+) -> list[PartitionTask]:
     """Split a project (whose seed holds its candidate households) into independent partition tasks.
 
     Parameters
@@ -125,17 +134,20 @@ def partition_tasks(project: HouseholdProject, config: HouseholdConfig, level: s
     seed_zone_of_candidate = geography.zones(seed.seed_level).get_indexer(seed.households[seed.seed_level])
     partition_of_seed_zone = np.full(len(geography.zones(seed.seed_level)), -1, dtype=np.int64)
     partition_of_seed_zone[geography.parent_index(seed.seed_level)] = of_zone
-    partition_of_candidate = np.where(seed_zone_of_candidate >= 0,
-                                      partition_of_seed_zone[np.maximum(seed_zone_of_candidate, 0)], -1)
+    partition_of_candidate = np.where(
+        seed_zone_of_candidate >= 0, partition_of_seed_zone[np.maximum(seed_zone_of_candidate, 0)], -1
+    )
     weight = seed.households[seed.weight].to_numpy(dtype=np.float64)
-    households_of_partition = np.bincount(of_zone, weights=per_zone.astype(np.float64),
-                                          minlength=len(geography.zones(level)))
+    households_of_partition = np.bincount(
+        of_zone, weights=per_zone.astype(np.float64), minlength=len(geography.zones(level))
+    )
     depth = geography.levels.index(level)
     upper = [i for i, c in enumerate(project.controls) if geography.levels.index(c.level) < depth]
     shares = _upper_shares(project, upper, of_zone, partition_of_candidate, weight, households_of_partition)
-    split = {i: _split_whole(project.controls[i], shares[i], of_zone, geography, households_of_partition)
-             for i in shares}
-    tasks = []
+    split = {
+        i: _split_whole(project.controls[i], shares[i], of_zone, geography, households_of_partition) for i in shares
+    }
+    tasks: list[PartitionTask] = []
     for p, zone_id in enumerate(geography.zones(level)):
         if households_of_partition[p] <= 0:
             continue
@@ -149,22 +161,36 @@ def partition_tasks(project: HouseholdProject, config: HouseholdConfig, level: s
             controls.append(replace(c, incidence=c.incidence[rows], totals=totals))
         persons = seed.persons[np.isin(seed.persons["_household"].to_numpy(), rows)].copy()
         persons["_household"] = np.searchsorted(rows, persons["_household"].to_numpy())
-        sub_seed = replace(seed, households=seed.households.iloc[rows].reset_index(drop=True),
-                           persons=persons.reset_index(drop=True))
+        sub_seed = replace(
+            seed, households=seed.households.iloc[rows].reset_index(drop=True), persons=persons.reset_index(drop=True)
+        )
         sub_project = replace(project, geography=sub_geography, seed=sub_seed, controls=controls)
-        tasks.append(PartitionTask(len(tasks), p, f"{level}={_plain(zone_id)}", sub_project,
-                                   zones.astype(np.int64), rows.astype(np.int64), config))
+        tasks.append(
+            PartitionTask(
+                len(tasks),
+                p,
+                f"{level}={_plain(zone_id)}",
+                sub_project,
+                zones.astype(np.int64),
+                rows.astype(np.int64),
+                config,
+            )
+        )
     return tasks
 
 
-def _upper_shares(project, upper, of_zone, partition_of_candidate, weight, households_of_partition
-                  ) -> dict[int, npt.NDArray[np.float64]]:
+def _upper_shares(
+    project, upper, of_zone, partition_of_candidate, weight, households_of_partition
+) -> dict[int, npt.NDArray[np.float64]]:
     """For each upper-level control, each partition's share of its group's total (shares of a group sum to 1)."""
     n_partitions = households_of_partition.size
     shares = {}
     scale = np.zeros(n_partitions)
-    candidate_weight = np.bincount(partition_of_candidate[partition_of_candidate >= 0],
-                                   weights=weight[partition_of_candidate >= 0], minlength=n_partitions)
+    candidate_weight = np.bincount(
+        partition_of_candidate[partition_of_candidate >= 0],
+        weights=weight[partition_of_candidate >= 0],
+        minlength=n_partitions,
+    )
     np.divide(households_of_partition, candidate_weight, out=scale, where=candidate_weight > 0)
     inside = partition_of_candidate >= 0  # candidates of a seed zone outside the crosswalk belong to none
     for i in upper:
@@ -172,8 +198,10 @@ def _upper_shares(project, upper, of_zone, partition_of_candidate, weight, house
         # the group (zone of the control's level) each partition lies in
         group_of_partition = np.zeros(n_partitions, dtype=np.int64)
         group_of_partition[of_zone] = project.geography.parent_index(c.level)
-        expected = np.bincount(partition_of_candidate[inside], weights=(c.incidence * weight)[inside],
-                               minlength=n_partitions) * scale
+        expected = (
+            np.bincount(partition_of_candidate[inside], weights=(c.incidence * weight)[inside], minlength=n_partitions)
+            * scale
+        )
         share = np.zeros(n_partitions)
         for g in np.unique(group_of_partition[households_of_partition > 0]):
             members = (group_of_partition == g) & (households_of_partition > 0)
@@ -204,8 +232,9 @@ def _split_whole(control, share, of_zone, geography: Geography, households_of_pa
     return part
 
 
-def run_partition(task: PartitionTask, progress: Callable[[str, HouseholdEvent], None] | None = None
-                  ) -> PartitionOutcome:
+def run_partition(
+    task: PartitionTask, progress: Callable[[str, HouseholdEvent], None] | None = None
+) -> PartitionOutcome:
     """Synthesize one partition (in this process or a worker's); never raises: a failure is returned.
 
     The random generator is ``numpy.random.default_rng([config.seed, 2, task.position])`` (``[seed, 1]`` draws
@@ -219,16 +248,21 @@ def run_partition(task: PartitionTask, progress: Callable[[str, HouseholdEvent],
         from threadpoolctl import threadpool_limits
 
         if len(task.project.seed.households) == 0:
-            raise ValueError("no candidate household lies in this partition (its seed zones have no sample "
-                             "household and maxent could not fill them)")
+            raise ValueError(
+                "no candidate household lies in this partition (its seed zones have no sample "
+                "household and maxent could not fill them)"
+            )
         rng = np.random.default_rng([task.config.seed, 2, task.position])
         with _ONE_AT_A_TIME, threadpool_limits(limits=1):
             events = list(_events(task, rng, progress))
         result = next(e for e in events if isinstance(e, HouseholdResult))
-        households = result.households.assign(zone=task.zones[result.households["zone"].to_numpy()],
-                                              seed_row=task.seed_rows[result.households["seed_row"].to_numpy()])
-        return PartitionOutcome(task.index, task.name, households, result.balance, dict(result.integerize),
-                                time.perf_counter() - started)
+        households = result.households.assign(
+            zone=task.zones[result.households["zone"].to_numpy()],
+            seed_row=task.seed_rows[result.households["seed_row"].to_numpy()],
+        )
+        return PartitionOutcome(
+            task.index, task.name, households, result.balance, dict(result.integerize), time.perf_counter() - started
+        )
     except Exception as exc:  # reported by name and message with the partition; the others go on
         return _failed(task, f"{type(exc).__name__}: {exc}", time.perf_counter() - started)
 
@@ -277,12 +311,17 @@ _ONE_AT_A_TIME = threading.Lock()  # partitions of one process run one at a time
 
 
 def _empty() -> pd.DataFrame:
-    return pd.DataFrame({"zone": np.zeros(0, np.int64), "seed_row": np.zeros(0, np.int64),
-                         "count": np.zeros(0, np.int64)})
+    return pd.DataFrame(
+        {"zone": np.zeros(0, np.int64), "seed_row": np.zeros(0, np.int64), "count": np.zeros(0, np.int64)}
+    )
 
 
-def run_partitions(tasks: list[PartitionTask], workers: int = 1, scheduler: str | None = None,
-                   progress: Callable[[str, HouseholdEvent], None] | None = None) -> Iterator[PartitionOutcome]:
+def run_partitions(
+    tasks: list[PartitionTask],
+    workers: int = 1,
+    scheduler: str | None = None,
+    progress: Callable[[str, HouseholdEvent], None] | None = None,
+) -> Iterator[PartitionOutcome]:
     """Run the tasks one after the other, in a local process pool, or on a Dask distributed scheduler.
 
     Parameters
@@ -312,8 +351,9 @@ def run_partitions(tasks: list[PartitionTask], workers: int = 1, scheduler: str 
         try:
             client = Client(scheduler, timeout=defaults.DASK_CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
-            raise SchedulerError(f"the Dask scheduler {scheduler} cannot be reached ({type(exc).__name__}: {exc})") \
-                from exc
+            raise SchedulerError(
+                f"the Dask scheduler {scheduler} cannot be reached ({type(exc).__name__}: {exc})"
+            ) from exc
         with client:
             futures = client.map(run_partition_in_worker, tasks, pure=False)
             task_of = {f.key: t for f, t in zip(futures, tasks)}
@@ -328,22 +368,24 @@ def run_partitions(tasks: list[PartitionTask], workers: int = 1, scheduler: str 
             yield run_partition(task, progress)
         return
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed as finished
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import as_completed as finished
 
     pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=multiprocessing.get_context("spawn"))
     try:
-        futures = {pool.submit(run_partition_in_worker, task): task for task in tasks}
-        for future in finished(futures):
+        pending = {pool.submit(run_partition_in_worker, task): task for task in tasks}
+        for done in finished(pending):
             try:
-                yield future.result()
+                yield done.result()
             except Exception as exc:  # a worker process died (killed, out of memory): named, the others go on
-                yield _failed(futures[future], f"{type(exc).__name__}: {exc}")
+                yield _failed(pending[done], f"{type(exc).__name__}: {exc}")
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def merge_outcomes(project: HouseholdProject, outcomes: Iterable[PartitionOutcome]) -> tuple[
-        HouseholdResult, list[PartitionOutcome]]:
+def merge_outcomes(
+    project: HouseholdProject, outcomes: Iterable[PartitionOutcome]
+) -> tuple[HouseholdResult, list[PartitionOutcome]]:
     """The whole run's result from its partitions' (in partition order, whatever order they finished in).
 
     Returns
@@ -359,12 +401,15 @@ def merge_outcomes(project: HouseholdProject, outcomes: Iterable[PartitionOutcom
     fit, synthetic = measure_controls(project, households)
     balances = [o.balance for o in ordered if o.balance is not None]
     stops = sorted({b.stop for b in balances})
-    balance = BalanceResult((), bool(balances) and all(b.converged for b in balances),
-                            max((b.iterations for b in balances), default=0),
-                            max((b.max_relative_gap for b in balances), default=0.0), (),
-                            ", ".join(stops) if stops else "every partition failed",
-                            max((b.max_relative_change for b in balances if np.isfinite(b.max_relative_change)),
-                                default=0.0))
+    balance = BalanceResult(
+        (),
+        bool(balances) and all(b.converged for b in balances),
+        max((b.iterations for b in balances), default=0),
+        max((b.max_relative_gap for b in balances), default=0.0),
+        (),
+        ", ".join(stops) if stops else "every partition failed",
+        max((b.max_relative_change for b in balances if np.isfinite(b.max_relative_change)), default=0.0),
+    )
     integerize: dict[str, int] = {}
     for o in ordered:
         for k, v in o.integerize.items():
@@ -377,12 +422,15 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
-
-def synthesize_partitioned(project: HouseholdProject, config: HouseholdConfig, level: str | None = None,
-                           workers: int = 1, scheduler: str | None = None,
-                           on_partition: Callable[[PartitionOutcome, int, int], None] | None = None,
-                           progress: Callable[[str, HouseholdEvent], None] | None = None) -> tuple[
-        HouseholdResult, list[PartitionOutcome]]:
+def synthesize_partitioned(
+    project: HouseholdProject,
+    config: HouseholdConfig,
+    level: str | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    on_partition: Callable[[PartitionOutcome, int, int], None] | None = None,
+    progress: Callable[[str, HouseholdEvent], None] | None = None,
+) -> tuple[HouseholdResult, list[PartitionOutcome]]:
     """A whole household run as partition tasks: split, run (here, in a pool or on Dask), merge.
 
     Parameters

@@ -30,26 +30,64 @@ def tvd_by_iteration(events, tables_named: int = 5, final: tuple[float, float] |
         ranked = sorted(last, key=lambda n: -last[n])
         for rank, name in enumerate(ranked):
             named = rank < tables_named
-            fig.add_trace(go.Scatter(
-                x=x, y=[max(e.tvd_by_table[name], 1e-6) for e in events],
-                name=_label(name) if named else f"other tables ({len(ranked) - tables_named})",
-                legendgroup=f"table-{rank}" if named else "other-tables",
-                showlegend=named or rank == tables_named, hovertext=_label(name), mode="lines",
-                line={"width": 1}, opacity=0.45 if named else 0.25))
-    fig.add_trace(go.Scatter(x=x, y=[max(e.max_tvd, 1e-6) for e in events], name="max TVD", mode="lines+markers",
-                             line={"width": 3, "color": "#d62728"}))
-    fig.add_trace(go.Scatter(x=x, y=[max(e.mean_tvd, 1e-6) for e in events], name="mean TVD",
-                             mode="lines+markers", line={"width": 3, "color": "#1f77b4"}))
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=[max(e.tvd_by_table[name], 1e-6) for e in events],
+                    name=_label(name) if named else f"other tables ({len(ranked) - tables_named})",
+                    legendgroup=f"table-{rank}" if named else "other-tables",
+                    showlegend=named or rank == tables_named,
+                    hovertext=_label(name),
+                    mode="lines",
+                    line={"width": 1},
+                    opacity=0.45 if named else 0.25,
+                )
+            )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=[max(e.max_tvd, 1e-6) for e in events],
+            name="max TVD",
+            mode="lines+markers",
+            line={"width": 3, "color": "#d62728"},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=[max(e.mean_tvd, 1e-6) for e in events],
+            name="mean TVD",
+            mode="lines+markers",
+            line={"width": 3, "color": "#1f77b4"},
+        )
+    )
     if final is not None and events:
-        fig.add_trace(go.Scatter(x=[x[-1], x[-1]], y=[max(final[0], 1e-6), max(final[1], 1e-6)],
-                                 name="final (calibrated)", mode="markers+text",
-                                 text=[f"mean {final[0]:.4f}", f"max {final[1]:.4f}"], textposition="middle left",
-                                 marker={"symbol": "star", "size": 14, "color": ["#1f77b4", "#d62728"],
-                                         "line": {"width": 1, "color": "black"}}))
+        fig.add_trace(
+            go.Scatter(
+                x=[x[-1], x[-1]],
+                y=[max(final[0], 1e-6), max(final[1], 1e-6)],
+                name="final (calibrated)",
+                mode="markers+text",
+                text=[f"mean {final[0]:.4f}", f"max {final[1]:.4f}"],
+                textposition="middle left",
+                marker={
+                    "symbol": "star",
+                    "size": 14,
+                    "color": ["#1f77b4", "#d62728"],
+                    "line": {"width": 1, "color": "black"},
+                },
+            )
+        )
     # one tick per power of ten, written as plain numbers (0.001, 0.01, 0.1), not "2, 5, 100μ"
     fig.update_yaxes(dtick=1, tickformat="~g", minor={"showgrid": True})
-    fig.update_layout(xaxis_title="iteration", yaxis_title="TVD (log scale)", yaxis_type="log", height=420,
-                      margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"font": {"size": 10}})
+    fig.update_layout(
+        xaxis_title="iteration",
+        yaxis_title="TVD (log scale)",
+        yaxis_type="log",
+        height=420,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"font": {"size": 10}},
+    )
     return fig
 
 
@@ -63,11 +101,17 @@ def fit_frame(fit: Fit, threshold: float | None = None) -> pd.DataFrame:
 
 def proposals_frame(event: IterationEvent) -> pd.DataFrame:
     """The proposals of one iteration: ``action``, ``count``, ``conditions`` (as text), ``reason``."""
+
     def text(conditions):
         return ", ".join(f"{k} = {v if isinstance(v, str) else list(v)}" for k, v in conditions.items()) or "(any)"
-    return pd.DataFrame([{"action": p.action, "count": p.count, "conditions": text(p.conditions),
-                          "reason": p.reason} for p in event.proposals],
-                        columns=["action", "count", "conditions", "reason"])
+
+    return pd.DataFrame(
+        [
+            {"action": p.action, "count": p.count, "conditions": text(p.conditions), "reason": p.reason}
+            for p in event.proposals
+        ],
+        columns=["action", "count", "conditions", "reason"],
+    )
 
 
 def table_comparison(table: TargetTable, synthetic: np.ndarray, schema: Schema) -> go.Figure:
@@ -80,23 +124,35 @@ def table_comparison(table: TargetTable, synthetic: np.ndarray, schema: Schema) 
     labels = [[_label(v) for v in axis] for axis in table.axis_labels(schema)]  # names from project files
     if len(table.variables) == 2:
         from plotly.subplots import make_subplots
-        fig = make_subplots(rows=1, cols=3, subplot_titles=("target share", "synthetic share",
-                                                            "synthetic - target (points)"), shared_yaxes=True)
+
+        fig = make_subplots(
+            rows=1,
+            cols=3,
+            subplot_titles=("target share", "synthetic share", "synthetic - target (points)"),
+            shared_yaxes=True,
+        )
         zmax = float(max(target.max(), synth.max()))
         difference = (synth - target) * 100
         # the difference gets its own symmetric scale (points), not the shares' (at least 0.01 point wide)
         dmax = max(float(np.abs(difference).max()), 0.01)
         share_bar = {"title": {"text": "share"}, "x": 0.645, "len": 0.9, "thickness": 12}
         for col, (z, scale) in enumerate([(target, "Blues"), (synth, "Blues"), (difference, "RdBu")], start=1):
-            kwargs = ({"zmin": 0, "zmax": zmax, "colorbar": share_bar} if col < 3 else
-                      {"zmin": -dmax, "zmax": dmax, "colorbar": {"title": {"text": "points"}, "thickness": 12}})
-            fig.add_trace(go.Heatmap(z=z, x=labels[1], y=labels[0], colorscale=scale, showscale=col >= 2,
-                                     **kwargs), row=1, col=col)
+            kwargs = (
+                {"zmin": 0, "zmax": zmax, "colorbar": share_bar}
+                if col < 3
+                else {"zmin": -dmax, "zmax": dmax, "colorbar": {"title": {"text": "points"}, "thickness": 12}}
+            )
+            fig.add_trace(
+                go.Heatmap(z=z, x=labels[1], y=labels[0], colorscale=scale, showscale=col >= 2, **kwargs),
+                row=1,
+                col=col,
+            )
         fig.update_layout(height=max(300, 22 * len(labels[0]) + 120), margin={"l": 10, "r": 10, "t": 40, "b": 10})
         return fig
     names = [_label(" | ".join(map(str, table.cell_label(schema, i).values()))) for i in range(target.size)]
-    fig = go.Figure([go.Bar(x=names, y=target.reshape(-1), name="target"),
-                     go.Bar(x=names, y=synth.reshape(-1), name="synthetic")])
+    fig = go.Figure(
+        [go.Bar(x=names, y=target.reshape(-1), name="target"), go.Bar(x=names, y=synth.reshape(-1), name="synthetic")]
+    )
     fig.update_layout(barmode="group", yaxis_title="share", height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10})
     return fig
 
@@ -113,23 +169,42 @@ def household_fit_figure(fit: pd.DataFrame, bars: dict[str, float] | None = None
         A reference value per control (e.g. PopulationSim's %RMSE), drawn as a black tick.
     """
     # names come from project files: escaped, since plotly reads <a href>, <b>, ... in labels and legends
-    frame = fit.assign(pct_rmse=fit["pct_rmse"].astype(float), control=fit["control"].map(_label),
-                       level=fit["level"].map(_label)).iloc[::-1]
+    frame = fit.assign(
+        pct_rmse=fit["pct_rmse"].astype(float), control=fit["control"].map(_label), level=fit["level"].map(_label)
+    ).iloc[::-1]
     bars = {_label(k): v for k, v in (bars or {}).items()}
     fig = go.Figure()
     for level in dict.fromkeys(frame["level"]):
         part = frame[frame["level"] == level]
-        fig.add_trace(go.Bar(x=part["pct_rmse"], y=part["control"], orientation="h", name=level,
-                             customdata=part[["level"]].to_numpy(),
-                             hovertemplate="%{y}: %{x:.2f} %RMSE<extra>%{customdata[0]}</extra>"))
+        fig.add_trace(
+            go.Bar(
+                x=part["pct_rmse"],
+                y=part["control"],
+                orientation="h",
+                name=level,
+                customdata=part[["level"]].to_numpy(),
+                hovertemplate="%{y}: %{x:.2f} %RMSE<extra>%{customdata[0]}</extra>",
+            )
+        )
     if bars:
         known = frame[frame["control"].isin(list(bars))]
-        fig.add_trace(go.Scatter(x=[bars[c] for c in known["control"]], y=known["control"], mode="markers",
-                                 marker={"symbol": "line-ns-open", "size": 14, "color": "black"}, name="reference"))
-    fig.update_layout(xaxis_title="%RMSE over the zones of the control's level (100 x RMSE / mean control)",
-                      height=max(320, 18 * len(frame) + 80), barmode="group", legend_title_text="level",
-                      margin={"l": 10, "r": 10, "t": 30, "b": 10}, yaxis={"categoryorder": "array",
-                                                                            "categoryarray": list(frame["control"])})
+        fig.add_trace(
+            go.Scatter(
+                x=[bars[c] for c in known["control"]],
+                y=known["control"],
+                mode="markers",
+                marker={"symbol": "line-ns-open", "size": 14, "color": "black"},
+                name="reference",
+            )
+        )
+    fig.update_layout(
+        xaxis_title="%RMSE over the zones of the control's level (100 x RMSE / mean control)",
+        height=max(320, 18 * len(frame) + 80),
+        barmode="group",
+        legend_title_text="level",
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        yaxis={"categoryorder": "array", "categoryarray": list(frame["control"])},
+    )
     return fig
 
 

@@ -47,8 +47,14 @@ def read_settings(configs: Path, shown: str) -> dict:
             raise TargetValidationError([Problem(shown, f"larger than {MAX_SETTINGS_BYTES:,} bytes")])
         settings = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise TargetValidationError([Problem(shown, f"could not be read as YAML ({type(exc).__name__}: "
-                                                    f"{str(exc).splitlines()[0] if str(exc) else ''})")]) from None
+        raise TargetValidationError(
+            [
+                Problem(
+                    shown,
+                    f"could not be read as YAML ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+                )
+            ]
+        ) from None
     if not isinstance(settings, dict):
         raise TargetValidationError([Problem(shown, "expected a mapping of settings")])
     return settings
@@ -74,13 +80,19 @@ def read_csv_table(path: Path, shown: str, problems: list[Problem]) -> pd.DataFr
     return frame
 
 
-def _input_tables(settings: dict, data: Path, shown: str, problems: list[Problem]) -> dict[str, tuple[
-        pd.DataFrame, str, dict]]:
+def _input_tables(
+    settings: dict, data: Path, shown: str, problems: list[Problem]
+) -> dict[str, tuple[pd.DataFrame, str, dict]]:
     """Every ``input_table_list`` entry: tablename -> (frame after renames and drops, file name, entry)."""
     entries = settings.get("input_table_list")
     if not isinstance(entries, list) or not entries:
-        problems.append(Problem(shown, "expected input_table_list: a list of tables with tablename and filename",
-                                column="input_table_list"))
+        problems.append(
+            Problem(
+                shown,
+                "expected input_table_list: a list of tables with tablename and filename",
+                column="input_table_list",
+            )
+        )
         return {}
     tables = {}
     for i, entry in enumerate(entries, start=1):
@@ -105,15 +117,22 @@ def _input_tables(settings: dict, data: Path, shown: str, problems: list[Problem
     return tables
 
 
-def number_column(frame: pd.DataFrame, column: str, shown: str, problems: list[Problem], minimum: float = 0.0,
-                   first_row: int = 2) -> np.ndarray | None:
+def number_column(
+    frame: pd.DataFrame, column: str, shown: str, problems: list[Problem], minimum: float = 0.0, first_row: int = 2
+) -> np.ndarray | None:
     """``frame[column]`` as float64, shape (len(frame),), or None after adding a problem (file ``shown``, row,
     column) for each of the first cells that is not a number >= ``minimum``."""
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(values) | (values < minimum))
     for i in bad[:5]:
-        problems.append(Problem(shown, f"expected a number >= {minimum:g}, got {shown_value(frame[column].iloc[i])}",
-                                row=first_row + int(i), column=column))
+        problems.append(
+            Problem(
+                shown,
+                f"expected a number >= {minimum:g}, got {shown_value(frame[column].iloc[i])}",
+                row=first_row + int(i),
+                column=column,
+            )
+        )
     return None if bad.size else values
 
 
@@ -145,25 +164,44 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
     configs_dir = root / configs
     settings_shown = f"{configs}/{SETTINGS_FILE}"
     if not (configs_dir / SETTINGS_FILE).is_file():
-        raise TargetValidationError([Problem(settings_shown, f"not found in {root.name}/ (a PopulationSim working "
-                                                             f"directory has {configs}/{SETTINGS_FILE})")])
+        raise TargetValidationError(
+            [
+                Problem(
+                    settings_shown,
+                    f"not found in {root.name}/ (a PopulationSim working directory has {configs}/{SETTINGS_FILE})",
+                )
+            ]
+        )
     settings = read_settings(configs_dir, settings_shown)
     problems: list[Problem] = []
     data_name = data or str(settings.get("data_dir") or "data")
     data_dir = root / data_name
     if not data_dir.resolve().is_relative_to(root.resolve()) or not data_dir.is_dir():
-        raise TargetValidationError([Problem(settings_shown, f"the data folder {data_name!r} was not found inside "
-                                                             f"{root.name}/", column="data_dir")])
+        raise TargetValidationError(
+            [
+                Problem(
+                    settings_shown,
+                    f"the data folder {data_name!r} was not found inside {root.name}/",
+                    column="data_dir",
+                )
+            ]
+        )
     levels = settings.get("geographies")
     seed_level = settings.get("seed_geography")
     if not isinstance(levels, list) or not levels or not all(isinstance(x, str) for x in levels):
-        problems.append(Problem(settings_shown, "expected geographies: a list of level names, top to lowest",
-                                column="geographies"))
+        problems.append(
+            Problem(settings_shown, "expected geographies: a list of level names, top to lowest", column="geographies")
+        )
         levels = []
     if seed_level not in levels:
-        problems.append(Problem(settings_shown, f"expected seed_geography to be one of the geographies "
-                                                f"({', '.join(map(str, levels))}), got {seed_level!r}",
-                                column="seed_geography"))
+        problems.append(
+            Problem(
+                settings_shown,
+                f"expected seed_geography to be one of the geographies "
+                f"({', '.join(map(str, levels))}), got {seed_level!r}",
+                column="seed_geography",
+            )
+        )
     reserved = {}
     for key in ("household_weight_col", "household_id_col", "total_hh_control"):
         value = settings.get(key)
@@ -173,18 +211,19 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
     tables = _input_tables(settings, data_dir, settings_shown, problems)
     for needed in ("households", "persons", "geo_cross_walk"):
         if needed not in tables and settings.get("input_table_list"):
-            problems.append(Problem(settings_shown, f"expected an input table named {needed!r}",
-                                    column="input_table_list"))
+            problems.append(
+                Problem(settings_shown, f"expected an input table named {needed!r}", column="input_table_list")
+            )
     if problems:
         raise TargetValidationError(problems)
 
     crosswalk, crosswalk_file, _ = tables["geo_cross_walk"]
     geography, geo_problems = build_geography(crosswalk, levels, crosswalk_file)
-    if geo_problems:
+    if geo_problems or geography is None:
         raise TargetValidationError(geo_problems)
     seed, seed_problems = seed_sample_from_tables(tables, reserved, seed_level, geography)
     problems += seed_problems
-    if problems:
+    if problems or seed is None:
         raise TargetValidationError(problems)
     control_file = str(settings.get("control_file_name") or "controls.csv")
     control_path = inside_folder(configs_dir, control_file, settings_shown, "control_file_name", problems)
@@ -194,24 +233,40 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
     if problems:
         raise TargetValidationError(problems)
     if reserved["total_hh_control"] not in {c.name for c in controls}:
-        raise TargetValidationError([Problem(settings_shown, f"total_hh_control names {reserved['total_hh_control']!r}"
-                                                             f", which is not a control in {control_file}",
-                                             column="total_hh_control")])
+        raise TargetValidationError(
+            [
+                Problem(
+                    settings_shown,
+                    f"total_hh_control names {reserved['total_hh_control']!r}"
+                    f", which is not a control in {control_file}",
+                    column="total_hh_control",
+                )
+            ]
+        )
     factor = settings.get("max_expansion_factor")
     output = settings.get("output_synthetic_population") or {}
     problems = output_problems(output, settings_shown, "output_synthetic_population")
     if problems:
         raise TargetValidationError(problems)
-    return HouseholdProject(name=root.resolve().name, geography=geography, seed=seed, controls=controls,
-                            total_control=reserved["total_hh_control"],
-                            max_expansion_factor=float(factor) if isinstance(factor, (int, float)) else None,
-                            output=output if isinstance(output, dict) else {}, source="populationsim",
-                            warnings=warnings, derived=tuple(infer_derivations(seed, dict.fromkeys(
-                                col for c in controls if c.unit == HOUSEHOLDS for col in c.columns))))
+    return HouseholdProject(
+        name=root.resolve().name,
+        geography=geography,
+        seed=seed,
+        controls=controls,
+        total_control=reserved["total_hh_control"],
+        max_expansion_factor=float(factor) if isinstance(factor, (int, float)) else None,
+        output=output if isinstance(output, dict) else {},
+        source="populationsim",
+        warnings=warnings,
+        derived=tuple(
+            infer_derivations(seed, dict.fromkeys(col for c in controls if c.unit == HOUSEHOLDS for col in c.columns))
+        ),
+    )
 
 
-def seed_sample_from_tables(tables, reserved, seed_level, geography: Geography) -> tuple[
-        SeedSample | None, list[Problem]]:
+def seed_sample_from_tables(
+    tables, reserved, seed_level, geography: Geography
+) -> tuple[SeedSample | None, list[Problem]]:
     """The seed sample from the read ``households`` and ``persons`` tables (frame, file shown, spec).
 
     ``reserved`` names the id and weight columns (``household_id_col``, ``household_weight_col``). Returns the
@@ -224,31 +279,56 @@ def seed_sample_from_tables(tables, reserved, seed_level, geography: Geography) 
     hh_id, weight = reserved["household_id_col"], reserved["household_weight_col"]
     for column in (hh_id, weight, seed_level):
         if column not in households.columns:
-            problems.append(Problem(hh_file, f"expected a column {column!r} (columns: "
-                                             f"{', '.join(list(households.columns)[:12])}, ...)", row=1, column=column))
+            problems.append(
+                Problem(
+                    hh_file,
+                    f"expected a column {column!r} (columns: {', '.join(list(households.columns)[:12])}, ...)",
+                    row=1,
+                    column=column,
+                )
+            )
     if hh_id not in persons.columns:
-        problems.append(Problem(p_file, f"expected a column {hh_id!r} naming each person's household", row=1,
-                                column=hh_id))
+        problems.append(
+            Problem(p_file, f"expected a column {hh_id!r} naming each person's household", row=1, column=hh_id)
+        )
     if problems:
         return None, problems
     duplicated = np.flatnonzero(households[hh_id].duplicated().to_numpy())
     for i in duplicated[:5]:
-        problems.append(Problem(hh_file, f"the household id {shown_value(households[hh_id].iloc[i])} is listed twice",
-                                row=2 + int(i), column=hh_id))
+        problems.append(
+            Problem(
+                hh_file,
+                f"the household id {shown_value(households[hh_id].iloc[i])} is listed twice",
+                row=2 + int(i),
+                column=hh_id,
+            )
+        )
     number_column(households, weight, hh_file, problems)
     zones = geography.zones(seed_level)
     unknown = np.flatnonzero(~households[seed_level].isin(zones).to_numpy())
     for i in unknown[:5]:
-        problems.append(Problem(hh_file, f"the {seed_level} zone {shown_value(households[seed_level].iloc[i])} is not in the "
-                                         f"crosswalk", row=2 + int(i), column=seed_level))
+        problems.append(
+            Problem(
+                hh_file,
+                f"the {seed_level} zone {shown_value(households[seed_level].iloc[i])} is not in the crosswalk",
+                row=2 + int(i),
+                column=seed_level,
+            )
+        )
     position = pd.Series(np.arange(len(households)), index=households[hh_id].to_numpy())
     if duplicated.size:
         return None, problems
     rows = position.reindex(persons[hh_id].to_numpy()).to_numpy()
     orphans = np.flatnonzero(np.isnan(rows))
     for i in orphans[:5]:
-        problems.append(Problem(p_file, f"the person's household {shown_value(persons[hh_id].iloc[i])} is not in the seed "
-                                        f"households", row=2 + int(i), column=hh_id))
+        problems.append(
+            Problem(
+                p_file,
+                f"the person's household {shown_value(persons[hh_id].iloc[i])} is not in the seed households",
+                row=2 + int(i),
+                column=hh_id,
+            )
+        )
     if problems:
         return None, problems
     persons = persons.assign(_household=rows.astype(np.int64))
@@ -259,16 +339,18 @@ def seed_sample_from_tables(tables, reserved, seed_level, geography: Geography) 
     return SeedSample(households, persons.reset_index(drop=True), hh_id, number, weight, seed_level), []
 
 
-def _controls(path: Path, shown: str, tables, geography: Geography, seed: SeedSample, problems: list[Problem]
-              ) -> tuple[list[Control], list[str]]:
+def _controls(
+    path: Path, shown: str, tables, geography: Geography, seed: SeedSample, problems: list[Problem]
+) -> tuple[list[Control], list[str]]:
     frame = read_csv_table(path, shown, problems)
     warnings: list[str] = []
     if frame is None:
         return [], warnings
     missing = [c for c in CONTROL_COLUMNS if c not in frame.columns]
     if missing:
-        problems.append(Problem(shown, f"expected the columns {', '.join(CONTROL_COLUMNS)}; missing "
-                                       f"{', '.join(missing)}", row=1))
+        problems.append(
+            Problem(shown, f"expected the columns {', '.join(CONTROL_COLUMNS)}; missing {', '.join(missing)}", row=1)
+        )
         return [], warnings
     seeds = {HOUSEHOLDS: seed.households, PERSONS: seed.persons}
     controls = []
@@ -281,20 +363,33 @@ def _controls(path: Path, shown: str, tables, geography: Geography, seed: SeedSa
             problems.append(Problem(shown, f"the control {name!r} is listed twice", row=line, column="target"))
             continue
         names.add(name)
-        level, unit, column = str(row["geography"]).strip(), str(row["seed_table"]).strip(), str(
-            row["control_field"]).strip()
+        level, unit, column = (
+            str(row["geography"]).strip(),
+            str(row["seed_table"]).strip(),
+            str(row["control_field"]).strip(),
+        )
         if level not in geography.levels:
-            problems.append(Problem(shown, f"expected one of the geographies {', '.join(geography.levels)}, got "
-                                           f"{level!r}", row=line, column="geography"))
+            problems.append(
+                Problem(
+                    shown,
+                    f"expected one of the geographies {', '.join(geography.levels)}, got {level!r}",
+                    row=line,
+                    column="geography",
+                )
+            )
             continue
         if unit not in seeds:
-            problems.append(Problem(shown, f"expected seed_table households or persons, got {unit!r}", row=line,
-                                    column="seed_table"))
+            problems.append(
+                Problem(
+                    shown, f"expected seed_table households or persons, got {unit!r}", row=line, column="seed_table"
+                )
+            )
             continue
         importance = pd.to_numeric(pd.Series([row["importance"]]), errors="coerce").iloc[0]
         if not np.isfinite(importance) or importance <= 0:
-            problems.append(Problem(shown, f"expected an importance > 0, got {row['importance']!r}", row=line,
-                                    column="importance"))
+            problems.append(
+                Problem(shown, f"expected an importance > 0, got {row['importance']!r}", row=line, column="importance")
+            )
             continue
         try:
             condition = compile_seed_expression(str(row["expression"]), unit, seeds[unit].columns, name)
@@ -310,9 +405,15 @@ def _controls(path: Path, shown: str, tables, geography: Geography, seed: SeedSa
             continue
         totals_frame, table_file = table
         if column not in totals_frame.columns:
-            problems.append(Problem(shown, f"the control column {column!r} is not in {table_file} (columns: "
-                                           f"{', '.join(c for c in totals_frame.columns if c != level)})", row=line,
-                                    column="control_field"))
+            problems.append(
+                Problem(
+                    shown,
+                    f"the control column {column!r} is not in {table_file} (columns: "
+                    f"{', '.join(c for c in totals_frame.columns if c != level)})",
+                    row=line,
+                    column="control_field",
+                )
+            )
             continue
         values = number_column(totals_frame, column, table_file, problems)
         if values is None:
@@ -321,19 +422,36 @@ def _controls(path: Path, shown: str, tables, geography: Geography, seed: SeedSa
         totals[geography.zones(level).get_indexer(totals_frame[level])] = values
         unreached = int(((incidence > 0) & (seed.households[seed.weight].to_numpy() > 0)).sum())
         if unreached == 0 and totals.sum() > 0:
-            warnings.append(f'control "{name}": no seed household meets "{row["expression"]}", so its total '
-                            f"{totals.sum():,.0f} cannot be reached")
-        controls.append(Control(name, unit, level, float(importance), column, str(row["expression"]),
-                                condition.columns, incidence, totals))
+            warnings.append(
+                f'control "{name}": no seed household meets "{row["expression"]}", so its total '
+                f"{totals.sum():,.0f} cannot be reached"
+            )
+        controls.append(
+            Control(
+                name,
+                unit,
+                level,
+                float(importance),
+                column,
+                str(row["expression"]),
+                condition.columns,
+                incidence,
+                totals,
+            )
+        )
     return controls, warnings
 
 
-def _level_table(level: str, tables, geography: Geography, problems: list[Problem]) -> tuple[
-        pd.DataFrame, str] | None:
+def _level_table(level: str, tables, geography: Geography, problems: list[Problem]) -> tuple[pd.DataFrame, str] | None:
     key = f"{level}_control_data"
     if key not in tables:
-        problems.append(Problem("configs/settings.yaml", f"controls at {level} need an input table named {key!r}",
-                                column="input_table_list"))
+        problems.append(
+            Problem(
+                "configs/settings.yaml",
+                f"controls at {level} need an input table named {key!r}",
+                column="input_table_list",
+            )
+        )
         return None
     frame, shown, _ = tables[key]
     if level not in frame.columns:
@@ -342,11 +460,23 @@ def _level_table(level: str, tables, geography: Geography, problems: list[Proble
     zones = geography.zones(level)
     known = frame[level].isin(zones).to_numpy()
     for i in np.flatnonzero(~known)[:5]:
-        problems.append(Problem(shown, f"the {level} zone {shown_value(frame[level].iloc[i])} is not in the crosswalk", row=2 + int(i),
-                                column=level))
+        problems.append(
+            Problem(
+                shown,
+                f"the {level} zone {shown_value(frame[level].iloc[i])} is not in the crosswalk",
+                row=2 + int(i),
+                column=level,
+            )
+        )
     for i in np.flatnonzero(frame[level].duplicated().to_numpy())[:5]:
-        problems.append(Problem(shown, f"the {level} zone {shown_value(frame[level].iloc[i])} is listed twice", row=2 + int(i),
-                                column=level))
+        problems.append(
+            Problem(
+                shown,
+                f"the {level} zone {shown_value(frame[level].iloc[i])} is listed twice",
+                row=2 + int(i),
+                column=level,
+            )
+        )
     if not known.all() or frame[level].duplicated().any():
         return None
     return frame, shown

@@ -19,20 +19,26 @@ from __future__ import annotations
 
 import ast
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from .errors import Problem, TargetValidationError
-from .toml_files import parse_toml
 from .schema import Schema
+from .toml_files import parse_toml
 
 MAX_CONDITION_LENGTH = 2_000  # characters of one condition
-_COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-            ast.Gt: operator.gt, ast.GtE: operator.ge}
+_COMPARE = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+}
 
 
 class RuleError(ValueError):
@@ -58,16 +64,26 @@ class Rule:
 
 
 def _literal(node: ast.AST, rule: str):
-    if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float)) and not isinstance(node.value,
-                                                                                                       bool):
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, (str, int, float))
+        and not isinstance(node.value, bool)
+    ):
         return node.value
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) \
-            and isinstance(node.operand.value, (int, float)) and not isinstance(node.operand.value, bool):
+    if (
+        isinstance(node, ast.UnaryOp)
+        and isinstance(node.op, ast.USub)
+        and isinstance(node.operand, ast.Constant)
+        and isinstance(node.operand.value, (int, float))
+        and not isinstance(node.operand.value, bool)
+    ):
         return -node.operand.value
     if isinstance(node, (ast.List, ast.Tuple)):
         return [_literal(e, rule) for e in node.elts]
-    raise RuleError(f'rule "{rule}": {_describe(node)} is not allowed (use variable names, "strings", numbers, '
-                    f"lists of them, comparisons, and, or, not)")
+    raise RuleError(
+        f'rule "{rule}": {_describe(node)} is not allowed (use variable names, "strings", numbers, '
+        f"lists of them, comparisons, and, or, not)"
+    )
 
 
 def _describe(node: ast.AST) -> str:
@@ -86,13 +102,15 @@ def _describe(node: ast.AST) -> str:
 
 class _Compiler:
     def __init__(self, schema: Schema, rule: str):
-        self.schema, self.rule, self.used = schema, rule, []
+        self.schema, self.rule = schema, rule
+        self.used: list[str] = []
 
     def variable(self, node: ast.AST) -> str | None:
         if isinstance(node, ast.Name):
             if node.id not in self.schema:
-                raise RuleError(f'rule "{self.rule}": "{node.id}" is not a variable (known: '
-                                f"{', '.join(self.schema.names)})")
+                raise RuleError(
+                    f'rule "{self.rule}": "{node.id}" is not a variable (known: {", ".join(self.schema.names)})'
+                )
             if node.id not in self.used:
                 self.used.append(node.id)
             return node.id
@@ -105,8 +123,10 @@ class _Compiler:
             if isinstance(literal, list):
                 return [self.value(var, x, None) for x in literal]
             if not isinstance(literal, str) or literal not in v.categories:
-                raise RuleError(f'rule "{self.rule}": {literal!r} is not a category of "{var}" (one of '
-                                f"{', '.join(repr(c) for c in v.categories[:8])}{', ...' if v.size > 8 else ''})")
+                raise RuleError(
+                    f'rule "{self.rule}": {literal!r} is not a category of "{var}" (one of '
+                    f"{', '.join(repr(c) for c in v.categories[:8])}{', ...' if v.size > 8 else ''})"
+                )
             if op in (ast.Lt, ast.LtE, ast.Gt, ast.GtE) and not v.ordered:
                 raise RuleError(f'rule "{self.rule}": "{var}" is not ordered, so "<" and ">" do not apply')
             return v.categories.index(literal)
@@ -139,6 +159,7 @@ class _Compiler:
                 _literal(side, self.rule)  # names what is not allowed (a call, an attribute ...) first
             raise RuleError(f'rule "{self.rule}": a comparison needs a variable')
         var = var_left or var_right
+        assert var is not None  # one side is a variable: checked just above
         other = right if var_left else left
         literal = _literal(other, self.rule)
         if isinstance(op, (ast.In, ast.NotIn)):
@@ -215,8 +236,9 @@ def load_rules(path: str | Path, schema: Schema) -> list[Rule]:
         raise TargetValidationError([Problem(shown, "expected [[rules]] entries with name and condition")])
     for i, entry in enumerate(entries, start=1):
         if not isinstance(entry, dict) or set(entry) - {"name", "condition", "description"} or "condition" not in entry:
-            problems.append(Problem(shown, "expected name and condition (and optionally description)",
-                                    column=f"rules[{i}]"))
+            problems.append(
+                Problem(shown, "expected name and condition (and optionally description)", column=f"rules[{i}]")
+            )
             continue
         try:
             rules.append(compile_rule(str(entry.get("name", f"rule {i}")), entry["condition"], schema))
@@ -252,17 +274,22 @@ _NUMPY_CONSTANTS = {"inf": np.inf, "nan": np.nan}
 
 class _SeedExpression:
     def __init__(self, table: str, columns, control: str):
-        self.table, self.columns, self.control, self.used = table, set(columns), control, []
+        self.table, self.columns, self.control = table, set(columns), control
+        self.used: list[str] = []
 
     def fail(self, what: str) -> RuleError:
-        return RuleError(f'control "{self.control}": {what} is not allowed (use {self.table}.COLUMN, comparisons, '
-                         f"&, |, ~, numbers, np.inf, .isin([...]), .isna(), .between(a, b))")
+        return RuleError(
+            f'control "{self.control}": {what} is not allowed (use {self.table}.COLUMN, comparisons, '
+            f"&, |, ~, numbers, np.inf, .isin([...]), .isna(), .between(a, b))"
+        )
 
     def column(self, node: ast.AST) -> str | None:
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id != "np":
             if node.value.id != self.table:
-                raise RuleError(f'control "{self.control}": "{node.value.id}.{node.attr}" refers to the table '
-                                f'"{node.value.id}", but this control counts {self.table} (seed_table)')
+                raise RuleError(
+                    f'control "{self.control}": "{node.value.id}.{node.attr}" refers to the table '
+                    f'"{node.value.id}", but this control counts {self.table} (seed_table)'
+                )
             if node.attr not in self.columns:
                 raise RuleError(f'control "{self.control}": the {self.table} seed has no column "{node.attr}"')
             if node.attr not in self.used:
@@ -271,20 +298,30 @@ class _SeedExpression:
         return None
 
     def constant(self, node: ast.AST):
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)) \
-                and not isinstance(node.value, bool):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, (int, float, str))
+            and not isinstance(node.value, bool)
+        ):
             return node.value
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             value = self.constant(node.operand)
             if isinstance(value, (int, float)):
                 return -value
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "np" \
-                and node.attr in _NUMPY_CONSTANTS:
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "np"
+            and node.attr in _NUMPY_CONSTANTS
+        ):
             return _NUMPY_CONSTANTS[node.attr]
         if isinstance(node, (ast.List, ast.Tuple)):
             return [self.constant(e) for e in node.elts]
-        raise self.fail(_describe(node) if not isinstance(node, ast.Attribute) or not isinstance(node.value, ast.Name)
-                        else f'"{node.value.id}.{node.attr}"')
+        raise self.fail(
+            _describe(node)
+            if not isinstance(node, ast.Attribute) or not isinstance(node.value, ast.Name)
+            else f'"{node.value.id}.{node.attr}"'
+        )
 
     def compile(self, node: ast.AST):
         if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.BitAnd, ast.BitOr)):
@@ -300,12 +337,14 @@ class _SeedExpression:
             return lambda f: _reduce(np.logical_and, [c(f) for c in checks])
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             return self.method(node)
-        if self.column(node):
-            name = node.attr  # a bare column counts where it is true / non-zero
+        name = self.column(node)
+        if name:  # a bare column counts where it is true / non-zero
             return lambda f: _values(f, name) != 0
         raise self.fail(_describe(node))
 
     def method(self, node: ast.Call):
+        if not isinstance(node.func, ast.Attribute):
+            raise self.fail(_describe(node))
         name = self.column(node.func.value)
         method = node.func.attr
         if name is None or method not in {"isin", "isna", "notna", "between"} or node.keywords:
@@ -319,9 +358,11 @@ class _SeedExpression:
             return lambda f: f[name].isin(allowed).to_numpy()
         if method == "between" and len(args) == 2 and not any(isinstance(a, list) for a in args):
             low, high = args
-            return lambda f: ((_values(f, name) >= low) & (_values(f, name) <= high))
-        raise RuleError(f'control "{self.control}": .{method}() got the wrong arguments '
-                        f"(isin([values]), isna(), notna(), between(low, high))")
+            return lambda f: (_values(f, name) >= low) & (_values(f, name) <= high)
+        raise RuleError(
+            f'control "{self.control}": .{method}() got the wrong arguments '
+            f"(isin([values]), isna(), notna(), between(low, high))"
+        )
 
     def comparison(self, left: ast.AST, op: ast.cmpop, right: ast.AST):
         if type(op) not in _COMPARE:
@@ -334,19 +375,23 @@ class _SeedExpression:
                 self.constant(side)  # names what is not allowed (arithmetic, a call ...) first
             raise RuleError(f'control "{self.control}": a comparison needs a column ({self.table}.COLUMN)')
         name = col_left or col_right
+        assert name is not None  # one side is a column: checked just above
         value = self.constant(right if col_left else left)
         if isinstance(value, list):
             raise self.fail("a list in a comparison (use .isin([...]))")
         fn = _COMPARE[type(op)]
         if col_left:
-            return lambda f: np.asarray(fn(_values(f, name), value), dtype=bool)
-        return lambda f: np.asarray(fn(value, _values(f, name)), dtype=bool)
+            return lambda f: np.asarray(fn(_values(f, name), value), dtype=np.bool_)
+        return lambda f: np.asarray(fn(value, _values(f, name)), dtype=np.bool_)
 
 
 def _values(frame: pd.DataFrame, column: str) -> np.ndarray:
     series = frame[column]
-    return series.to_numpy(dtype=np.float64, na_value=np.nan) if pd.api.types.is_numeric_dtype(series) \
+    return (
+        series.to_numpy(dtype=np.float64, na_value=np.nan)
+        if pd.api.types.is_numeric_dtype(series)
         else series.to_numpy()
+    )
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import time
 import traceback
 import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from .engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
 from .evaluate import rules_fit_cost, rules_report, run_report
@@ -75,8 +75,10 @@ def maxent_prior(project: Project, config: SynthesisConfig, rules=()) -> Prior:
     return MaxEntPrior(project, mode=config.mode, rules=rules)
 
 
-PRIORS = {"maxent": "maxent: embedded maximum-entropy model (offline, no API key)",
-          "llm": "llm: a large language model at any OpenAI-compatible endpoint"}
+PRIORS = {
+    "maxent": "maxent: embedded maximum-entropy model (offline, no API key)",
+    "llm": "llm: a large language model at any OpenAI-compatible endpoint",
+}
 _FACTORIES = {"maxent": maxent_prior}
 
 
@@ -87,6 +89,7 @@ def llm_prior_factory(settings, api_key: str | None = None) -> Callable[..., Pri
 
     def make(project: Project, config: SynthesisConfig, rules=()) -> Prior:
         return LLMPrior(project, settings, mode=config.mode, api_key=api_key)  # the engine drops rule breakers
+
     return make
 
 
@@ -114,8 +117,16 @@ class Runner:
         self._lock = threading.Lock()
         self.interrupted: list[str] = store.mark_interrupted() if store is not None else []
 
-    def start(self, project: Project, config: SynthesisConfig, prior_factory: Callable[..., Prior] = maxent_prior,
-              label: str = "", rules=(), owner: str | None = None, initial=None) -> str:
+    def start(
+        self,
+        project: Project,
+        config: SynthesisConfig,
+        prior_factory: Callable[..., Prior] = maxent_prior,
+        label: str = "",
+        rules=(),
+        owner: str | None = None,
+        initial=None,
+    ) -> str:
         """Start a run in a background thread; returns its id at once.
 
         ``prior_factory(project, config, rules)`` builds the prior in the run's thread; ``label`` names the
@@ -128,12 +139,14 @@ class Runner:
         snapshot = RunSnapshot(run_id, "running", (), None, None, config, "", time.time(), None, project)
         run = _Run(snapshot)
         if self.store is not None:
-            self.store.add_run(run_id, config, "", project, label or project.description, snapshot.started_at,
-                               owner=owner)
+            self.store.add_run(
+                run_id, config, "", project, label or project.description, snapshot.started_at, owner=owner
+            )
         with self._lock:
             self._runs[run_id] = run
-        run.thread = threading.Thread(target=self._work, args=(run, prior_factory, tuple(rules), initial),
-                                      name=f"synthor-{run_id}", daemon=True)
+        run.thread = threading.Thread(
+            target=self._work, args=(run, prior_factory, tuple(rules), initial), name=f"synthor-{run_id}", daemon=True
+        )
         run.thread.start()
         return run_id
 
@@ -150,6 +163,7 @@ class Runner:
             When ``owner`` is given and the run belongs to someone else.
         """
         from .targets import load_project
+
         if self.store is None:
             raise KeyError("this runner has no run store")
         if owner is not None and self.store.owner(run_id) != owner:
@@ -165,10 +179,19 @@ class Runner:
         project = load_project(folder)
         initial, _ = project.schema.encode(saved.drop(columns=["count"]))
         initial["count"] = saved["count"].to_numpy()
-        config = SynthesisConfig(**self.store.settings(run_id))
+        settings = self.store.settings(run_id)
+        if settings is None:
+            raise KeyError(f"run {run_id} recorded no settings to resume with")
+        config = SynthesisConfig(**settings)
         label = self.store.runs().set_index("run_id").loc[run_id, "project_label"]
-        return self.start(project, config, maxent_prior, label=f"{label} (resumed from {run_id})", owner=owner,
-                          initial=initial[initial["count"] > 0].reset_index(drop=True))
+        return self.start(
+            project,
+            config,
+            maxent_prior,
+            label=f"{label} (resumed from {run_id})",
+            owner=owner,
+            initial=initial[initial["count"] > 0].reset_index(drop=True),
+        )
 
     def _update(self, run: _Run, **changes) -> None:
         with self._lock:
@@ -199,8 +222,9 @@ class Runner:
         try:
             prior = prior_factory(snap.project, snap.config, rules)
             self._update(run, prior=prior.name)
-            for event in run_synthesis(snap.project, prior, snap.config, run.stop.is_set, rules,
-                                       checkpoint=checkpoint, initial=initial):
+            for event in run_synthesis(
+                snap.project, prior, snap.config, run.stop.is_set, rules, checkpoint=checkpoint, initial=initial
+            ):
                 if isinstance(event, SynthesisResult):
                     flush()
                     status = "stopped" if event.stop_reason == "stop requested" else "finished"
@@ -214,10 +238,12 @@ class Runner:
                             report["rules"] = rules_report(snap.project, event.population, rules, fit_cost={})
                         decoded = snap.project.schema.decode(event.population)
                         self.store.add_llm_calls(snap.run_id, getattr(prior, "calls", []))
-                        self.store.finish_run(snap.run_id, "failed" if event.error else status, ended, report,
-                                              decoded, event.error)
-                    self._update(run, result=event, status="failed" if event.error else status, ended_at=ended,
-                                 error=event.error)
+                        self.store.finish_run(
+                            snap.run_id, "failed" if event.error else status, ended, report, decoded, event.error
+                        )
+                    self._update(
+                        run, result=event, status="failed" if event.error else status, ended_at=ended, error=event.error
+                    )
                     if self.store is not None and rules:
                         report["rules"]["fit_cost"] = rules_fit_cost(snap.project, rules)
                         self.store.update_report(snap.run_id, report)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -43,7 +43,7 @@ class CategoricalVariable(BaseModel):
     description: str = ""
 
     @model_validator(mode="after")
-    def _check_categories(self) -> "CategoricalVariable":
+    def _check_categories(self) -> CategoricalVariable:
         seen: set[str] = set()
         for label in self.categories:
             if label.strip() != label or not label:
@@ -86,7 +86,7 @@ class NumericVariable(BaseModel):
     description: str = ""
 
     @model_validator(mode="after")
-    def _check_range(self) -> "NumericVariable":
+    def _check_range(self) -> NumericVariable:
         if not (math.isfinite(self.min) and math.isfinite(self.max)) or not self.min < self.max:
             raise ValueError(f"expected min < max (finite numbers), got min={self.min}, max={self.max}")
         if self.integer and (self.min != int(self.min) or self.max != int(self.max)):
@@ -94,7 +94,7 @@ class NumericVariable(BaseModel):
         return self
 
 
-Variable = Annotated[Union[CategoricalVariable, NumericVariable], Field(discriminator="type")]
+Variable = Annotated[CategoricalVariable | NumericVariable, Field(discriminator="type")]
 
 
 def format_edge(value: float) -> str:
@@ -119,7 +119,7 @@ class Bins:
     def __init__(self, edges: npt.ArrayLike):
         self.edges = np.asarray(edges, dtype=np.float64)
         if self.edges.ndim != 1 or len(self.edges) < 2 or not np.all(np.diff(self.edges) > 0):
-            raise ValueError(f"bin edges must be at least two strictly increasing numbers, got {list(edges)}")
+            raise ValueError(f"bin edges must be at least two strictly increasing numbers, got {edges!r}")
 
     def __len__(self) -> int:
         return len(self.edges) - 1
@@ -321,10 +321,19 @@ def variables_frame(raw_variables: list[dict]) -> pd.DataFrame:
     categories joined with ``" | "``."""
     rows = []
     for v in raw_variables:
-        rows.append({"name": v.get("name", ""), "type": v.get("type", "categorical"),
-                     "categories": " | ".join(v.get("categories", [])), "ordered": bool(v.get("ordered", False)),
-                     "min": v.get("min"), "max": v.get("max"), "integer": bool(v.get("integer", False)),
-                     "unit": v.get("unit", ""), "description": v.get("description", "")})
+        rows.append(
+            {
+                "name": v.get("name", ""),
+                "type": v.get("type", "categorical"),
+                "categories": " | ".join(v.get("categories", [])),
+                "ordered": bool(v.get("ordered", False)),
+                "min": v.get("min"),
+                "max": v.get("max"),
+                "integer": bool(v.get("integer", False)),
+                "unit": v.get("unit", ""),
+                "description": v.get("description", ""),
+            }
+        )
     return pd.DataFrame(rows, columns=SCHEMA_COLUMNS)
 
 
@@ -337,7 +346,7 @@ def variables_from_frame(frame: pd.DataFrame) -> list[dict]:
         if not name:
             continue
         if row.get("type") == "numeric":
-            entry = {"name": name, "type": "numeric"}
+            entry: dict[str, Any] = {"name": name, "type": "numeric"}
             for key in ("min", "max"):
                 if row.get(key) is not None and not pd.isna(row.get(key)):
                     entry[key] = float(row[key])

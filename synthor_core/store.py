@@ -17,9 +17,9 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
 import pandas as pd
@@ -150,9 +150,11 @@ class RunStore:
                 con.execute(statement)
             row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is not None and int(row[0]) > SCHEMA_VERSION:
-                raise SynthorError(f"the run store {self.path} was written by a newer Synthor (store version "
-                                   f"{row[0]}, this version reads up to {SCHEMA_VERSION}); upgrade Synthor or "
-                                   f"choose another data directory")
+                raise SynthorError(
+                    f"the run store {self.path} was written by a newer Synthor (store version "
+                    f"{row[0]}, this version reads up to {SCHEMA_VERSION}); upgrade Synthor or "
+                    f"choose another data directory"
+                )
             for statement in _MIGRATIONS:
                 con.execute(statement)
             con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
@@ -160,7 +162,7 @@ class RunStore:
     def close(self) -> None:
         """Nothing stays open between operations; kept so that ``with RunStore(...)`` reads naturally."""
 
-    def __enter__(self) -> "RunStore":
+    def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -182,7 +184,8 @@ class RunStore:
                         raise StoreBusyError(
                             f"the run store {self.path} is held by another process for more than {LOCK_WAIT_S:.0f} s "
                             f"({str(exc).split(':', 1)[-1].strip()[:200]}); wait for it or give each server its own "
-                            f"SYNTHOR_DATA_DIR") from None
+                            f"SYNTHOR_DATA_DIR"
+                        ) from None
                     time.sleep(0.05)
             try:
                 con.execute("SET python_enable_replacements = false")
@@ -191,17 +194,37 @@ class RunStore:
                 con.close()
 
     # ------------------------------------------------------------------------------------------- writes
-    def add_run(self, run_id: str, config: SynthesisConfig, prior: str, project: Project, label: str,
-                started_at: float, owner: str | None = None) -> None:
+    def add_run(
+        self,
+        run_id: str,
+        config: SynthesisConfig,
+        prior: str,
+        project: Project,
+        label: str,
+        started_at: float,
+        owner: str | None = None,
+    ) -> None:
         """Record a started run with its settings, its project folder, its owner (a browser's identity in a
         private workspace, else None) and this process (so that a run whose process died is found)."""
         project_zip = zip_project_folder(project.root) if project.root is not None else None
         with self._connect() as cur:
-            cur.execute("INSERT INTO runs (run_id, status, prior, mode, seed, size, settings, project_label, "
-                        "project_zip, started_at, owner, process) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [run_id, prior, config.mode, config.seed, config.size or project.size,
-                         json.dumps(config.model_dump()), label, project_zip, started_at, owner,
-                         process_identity()])
+            cur.execute(
+                "INSERT INTO runs (run_id, status, prior, mode, seed, size, settings, project_label, "
+                "project_zip, started_at, owner, process) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    run_id,
+                    prior,
+                    config.mode,
+                    config.seed,
+                    config.size or project.size,
+                    json.dumps(config.model_dump()),
+                    label,
+                    project_zip,
+                    started_at,
+                    owner,
+                    process_identity(),
+                ],
+            )
 
     def add_iteration(self, run_id: str, event: IterationEvent) -> None:
         """Record one iteration's metrics and proposals."""
@@ -212,12 +235,35 @@ class RunStore:
         if not events:
             return
         with self._connect() as cur:
-            cur.executemany("INSERT INTO iterations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-                [run_id, e.iteration, e.mean_tvd, e.max_tvd, json.dumps(e.tvd_by_table), json.dumps(e.srmse_by_table),
-                 e.added, e.removed, json.dumps(e.rejected), e.population_total, e.distinct_records, e.llm_calls,
-                 e.prompt_tokens, e.completion_tokens, e.seconds, e.aggregate_seconds] for e in events])
-            proposals = [[run_id, e.iteration, i, p.action, p.count, json.dumps(p.conditions), p.reason]
-                         for e in events for i, p in enumerate(e.proposals)]
+            cur.executemany(
+                "INSERT INTO iterations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    [
+                        run_id,
+                        e.iteration,
+                        e.mean_tvd,
+                        e.max_tvd,
+                        json.dumps(e.tvd_by_table),
+                        json.dumps(e.srmse_by_table),
+                        e.added,
+                        e.removed,
+                        json.dumps(e.rejected),
+                        e.population_total,
+                        e.distinct_records,
+                        e.llm_calls,
+                        e.prompt_tokens,
+                        e.completion_tokens,
+                        e.seconds,
+                        e.aggregate_seconds,
+                    ]
+                    for e in events
+                ],
+            )
+            proposals = [
+                [run_id, e.iteration, i, p.action, p.count, json.dumps(p.conditions), p.reason]
+                for e in events
+                for i, p in enumerate(e.proposals)
+            ]
             if proposals:
                 cur.executemany("INSERT INTO proposals VALUES (?, ?, ?, ?, ?, ?, ?)", proposals)
 
@@ -227,30 +273,49 @@ class RunStore:
         with self._connect() as cur:
             cur.execute("BEGIN TRANSACTION")
             cur.register("checkpoint_population", population)
-            cur.execute(f"CREATE OR REPLACE TABLE {quote_ident('population_' + run_id)} AS "
-                        "SELECT * FROM checkpoint_population")
+            cur.execute(
+                f"CREATE OR REPLACE TABLE {quote_ident('population_' + run_id)} AS SELECT * FROM checkpoint_population"
+            )
             cur.unregister("checkpoint_population")
             cur.execute("UPDATE runs SET checkpoint_iteration = ? WHERE run_id = ?", [iteration, run_id])
             cur.execute("COMMIT")
 
-    def finish_run(self, run_id: str, status: str, ended_at: float, report: dict | None = None,
-                   population: pd.DataFrame | None = None, error: str | None = None) -> None:
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        ended_at: float,
+        report: dict | None = None,
+        population: pd.DataFrame | None = None,
+        error: str | None = None,
+    ) -> None:
         """Record the end of a run: status, report, and the population (labels + ``count``)."""
         with self._connect() as cur:
             cur.execute("BEGIN TRANSACTION")
             if population is not None:
                 cur.register("final_population", population)
-                cur.execute(f"CREATE OR REPLACE TABLE {quote_ident('population_' + run_id)} AS "
-                            "SELECT * FROM final_population")
+                cur.execute(
+                    f"CREATE OR REPLACE TABLE {quote_ident('population_' + run_id)} AS SELECT * FROM final_population"
+                )
                 cur.unregister("final_population")
             elif status == "failed":  # a failed run has no population, not even a checkpoint
                 cur.execute(f"DROP TABLE IF EXISTS {quote_ident('population_' + run_id)}")
-            cur.execute("UPDATE runs SET status = ?, ended_at = ?, error = ?, report = ?, iterations = ?, "
-                        "mean_tvd = ?, max_tvd = ?, stop_reason = ?, prior = coalesce(?, prior) WHERE run_id = ?",
-                        [status, ended_at, error, json.dumps(report) if report else None,
-                         report and report["iterations"], report and report["mean_tvd"],
-                         report and report["max_tvd"], report and report["stop_reason"], report and report["prior"],
-                         run_id])
+            cur.execute(
+                "UPDATE runs SET status = ?, ended_at = ?, error = ?, report = ?, iterations = ?, "
+                "mean_tvd = ?, max_tvd = ?, stop_reason = ?, prior = coalesce(?, prior) WHERE run_id = ?",
+                [
+                    status,
+                    ended_at,
+                    error,
+                    json.dumps(report) if report else None,
+                    report and report["iterations"],
+                    report and report["mean_tvd"],
+                    report and report["max_tvd"],
+                    report and report["stop_reason"],
+                    report and report["prior"],
+                    run_id,
+                ],
+            )
             cur.execute("COMMIT")
 
     def update_report(self, run_id: str, report: dict) -> None:
@@ -263,23 +328,34 @@ class RunStore:
         "interrupted": its recorded iterations stay, its last checkpoint becomes its population (uncalibrated), and
         a report says where it stopped. Runs of live processes are left alone. Returns the ids marked."""
         with self._connect() as cur:
-            rows = cur.execute("SELECT run_id, process, prior, mode, seed, size, settings, checkpoint_iteration "
-                               "FROM runs WHERE status = 'running'").fetchall()
+            rows = cur.execute(
+                "SELECT run_id, process, prior, mode, seed, size, settings, checkpoint_iteration "
+                "FROM runs WHERE status = 'running'"
+            ).fetchall()
         marked = []
         for run_id, process, prior, mode, seed, size, settings, saved in rows:
             if process_alive(process):
                 continue
-            last = self.iterations(run_id)[-1:] or [None]
+            events = self.iterations(run_id)
+            last = events[-1] if events else None
             population = self.population(run_id)
             records = int(population["count"].sum()) if population is not None else 0
-            reason = (f"interrupted: the process ended after iteration {last[0].iteration if last[0] else 0}; the "
-                      + (f"population saved at iteration {saved} is kept, not calibrated" if population is not None
-                         else "run had saved no population yet"))
-            report = {"status": "interrupted", "prior": prior or "unknown", "iterations": saved or 0,
-                      "records": records, "distinct_records": 0 if population is None else len(population),
-                      "mean_tvd": last[0].mean_tvd if last[0] else None,
-                      "max_tvd": last[0].max_tvd if last[0] else None, "stop_reason": reason,
-                      "settings": json.loads(settings) if settings else {"mode": mode, "seed": seed, "size": size}}
+            reason = f"interrupted: the process ended after iteration {last.iteration if last else 0}; the " + (
+                f"population saved at iteration {saved} is kept, not calibrated"
+                if population is not None
+                else "run had saved no population yet"
+            )
+            report = {
+                "status": "interrupted",
+                "prior": prior or "unknown",
+                "iterations": saved or 0,
+                "records": records,
+                "distinct_records": 0 if population is None else len(population),
+                "mean_tvd": last.mean_tvd if last else None,
+                "max_tvd": last.max_tvd if last else None,
+                "stop_reason": reason,
+                "settings": json.loads(settings) if settings else {"mode": mode, "seed": seed, "size": size},
+            }
             self.finish_run(run_id, "interrupted", time.time(), report, error=None)
             marked.append(run_id)
         return marked
@@ -289,9 +365,24 @@ class RunStore:
         if not calls:
             return
         with self._connect() as cur:
-            cur.executemany("INSERT INTO llm_calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-                [run_id, i, c.kind, c.model, c.prompt, c.reply, c.prompt_tokens, c.completion_tokens, c.latency_s,
-                 c.outcome] for i, c in enumerate(calls)])
+            cur.executemany(
+                "INSERT INTO llm_calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    [
+                        run_id,
+                        i,
+                        c.kind,
+                        c.model,
+                        c.prompt,
+                        c.reply,
+                        c.prompt_tokens,
+                        c.completion_tokens,
+                        c.latency_s,
+                        c.outcome,
+                    ]
+                    for i, c in enumerate(calls)
+                ],
+            )
 
     def llm_calls(self, run_id: str) -> pd.DataFrame:
         """The recorded LLM calls of a run, in order."""
@@ -315,24 +406,40 @@ class RunStore:
             cur.execute(f"DROP TABLE IF EXISTS {quote_ident('population_' + run_id)}")
             cur.execute("COMMIT")
 
-    def add_household_run(self, run_id: str, folder: Path, report: dict, label: str, started_at: float,
-                          owner: str | None = None) -> None:
+    def add_household_run(
+        self, run_id: str, folder: Path, report: dict, label: str, started_at: float, owner: str | None = None
+    ) -> None:
         """Record a finished household run whose files (``households.csv``, ``persons.csv``, ``report.json``, ...)
         are in ``folder``."""
         with self._connect() as cur:
-            cur.execute("INSERT INTO household_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [run_id, owner, label, report.get("prior"), report.get("seed"), started_at,
-                         report.get("seconds"), report.get("households"), report.get("persons"),
-                         report.get("worst_pct_rmse"), str(folder)])
+            cur.execute(
+                "INSERT INTO household_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    run_id,
+                    owner,
+                    label,
+                    report.get("prior"),
+                    report.get("seed"),
+                    started_at,
+                    report.get("seconds"),
+                    report.get("households"),
+                    report.get("persons"),
+                    report.get("worst_pct_rmse"),
+                    str(folder),
+                ],
+            )
 
     def household_runs(self, owner: str | None = None) -> pd.DataFrame:
         """Household runs (only ``owner``'s when given), newest first: run_id, project_label, prior, seed,
         started_at, seconds, households, persons, worst_pct_rmse, folder, owner."""
         where, params = ("WHERE owner = ?", [owner]) if owner is not None else ("", [])
         with self._connect() as cur:
-            return cur.execute("SELECT run_id, project_label, prior, seed, started_at, seconds, households, persons, "
-                               f"worst_pct_rmse, folder, owner FROM household_runs {where} "
-                               "ORDER BY started_at DESC", params).df()
+            return cur.execute(
+                "SELECT run_id, project_label, prior, seed, started_at, seconds, households, persons, "
+                f"worst_pct_rmse, folder, owner FROM household_runs {where} "
+                "ORDER BY started_at DESC",
+                params,
+            ).df()
 
     def delete_household_run(self, run_id: str, owner: str | None = None) -> str | None:
         """Forget a household run; returns its folder (for the caller to remove), None when unknown. With
@@ -352,9 +459,12 @@ class RunStore:
         project_label, started_at, ended_at, iterations, mean_tvd, max_tvd, stop_reason, error, owner."""
         where, params = ("WHERE owner = ?", [owner]) if owner is not None else ("", [])
         with self._connect() as cur:
-            return cur.execute("SELECT run_id, status, prior, mode, seed, size, project_label, started_at, ended_at, "
-                               f"iterations, mean_tvd, max_tvd, stop_reason, error, owner FROM runs {where} "
-                               "ORDER BY started_at DESC", params).df()
+            return cur.execute(
+                "SELECT run_id, status, prior, mode, seed, size, project_label, started_at, ended_at, "
+                f"iterations, mean_tvd, max_tvd, stop_reason, error, owner FROM runs {where} "
+                "ORDER BY started_at DESC",
+                params,
+            ).df()
 
     def owner(self, run_id: str) -> str | None:
         """The owner recorded for a run (None for runs of a shared workspace or the CLI)."""
@@ -366,20 +476,39 @@ class RunStore:
         """The recorded iteration events of a run (proposals included), in order."""
         with self._connect() as cur:
             rows = cur.execute("SELECT * FROM iterations WHERE run_id = ? ORDER BY iteration", [run_id]).df()
-            props = cur.execute("SELECT iteration, action, count, conditions, reason FROM proposals WHERE run_id = ? "
-                                "ORDER BY iteration, position", [run_id]).df()
+            props = cur.execute(
+                "SELECT iteration, action, count, conditions, reason FROM proposals WHERE run_id = ? "
+                "ORDER BY iteration, position",
+                [run_id],
+            ).df()
         from .priors.base import Proposal
+
         by_iteration: dict[int, list] = {}
         for p in props.itertuples(index=False):
             by_iteration.setdefault(int(p.iteration), []).append(
-                Proposal(conditions=json.loads(p.conditions), count=int(p.count), action=p.action, reason=p.reason))
-        return [IterationEvent(
-            iteration=int(r.iteration), mean_tvd=r.mean_tvd, max_tvd=r.max_tvd, tvd_by_table=json.loads(r.tvd_by_table),
-            srmse_by_table=json.loads(r.srmse_by_table), proposals=tuple(by_iteration.get(int(r.iteration), [])),
-            added=int(r.added), removed=int(r.removed), rejected=json.loads(r.rejected),
-            population_total=int(r.population_total), distinct_records=int(r.distinct_records),
-            llm_calls=int(r.llm_calls), prompt_tokens=int(r.prompt_tokens), completion_tokens=int(r.completion_tokens),
-            seconds=r.seconds, aggregate_seconds=r.aggregate_seconds) for r in rows.itertuples(index=False)]
+                Proposal(conditions=json.loads(p.conditions), count=int(p.count), action=p.action, reason=p.reason)
+            )
+        return [
+            IterationEvent(
+                iteration=int(r.iteration),
+                mean_tvd=r.mean_tvd,
+                max_tvd=r.max_tvd,
+                tvd_by_table=json.loads(r.tvd_by_table),
+                srmse_by_table=json.loads(r.srmse_by_table),
+                proposals=tuple(by_iteration.get(int(r.iteration), [])),
+                added=int(r.added),
+                removed=int(r.removed),
+                rejected=json.loads(r.rejected),
+                population_total=int(r.population_total),
+                distinct_records=int(r.distinct_records),
+                llm_calls=int(r.llm_calls),
+                prompt_tokens=int(r.prompt_tokens),
+                completion_tokens=int(r.completion_tokens),
+                seconds=r.seconds,
+                aggregate_seconds=r.aggregate_seconds,
+            )
+            for r in rows.itertuples(index=False)
+        ]
 
     def report(self, run_id: str) -> dict | None:
         """The run's ``report.json`` content, or None while running or after a failure."""
@@ -403,9 +532,10 @@ class RunStore:
         """The population of a run (labels + ``count``): the final one, or the last checkpoint of a running or
         interrupted run; None when it has none."""
         with self._connect() as cur:
-            exists = cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                                 [f"population_{run_id}"]).fetchone()[0]
-            if not exists:
+            exists = cur.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [f"population_{run_id}"]
+            ).fetchone()
+            if not exists or not exists[0]:
                 return None
             return cur.execute(f"SELECT * FROM {quote_ident('population_' + run_id)}").df()
 
@@ -431,11 +561,16 @@ class RunStore:
                 safe = ", ".join(
                     f"CASE WHEN regexp_matches({quote_ident(c)}::VARCHAR, '^[-=+@\t\r]') THEN chr(39) || "
                     f"{quote_ident(c)}::VARCHAR ELSE {quote_ident(c)}::VARCHAR END AS {quote_ident(c)}"
-                    if kind == "VARCHAR" or kind.startswith("ENUM") else quote_ident(c)
-                    for c, kind, *_ in columns if c != "count")
+                    if kind == "VARCHAR" or kind.startswith("ENUM")
+                    else quote_ident(c)
+                    for c, kind, *_ in columns
+                    if c != "count"
+                )
                 plain = ", ".join(quote_ident(c) for c, *_ in columns if c != "count")
-                for name, select, options in (("population.csv", safe, "FORMAT csv, HEADER true"),
-                                              ("population.parquet", plain, "FORMAT parquet")):
+                for name, select, options in (
+                    ("population.csv", safe, "FORMAT csv, HEADER true"),
+                    ("population.parquet", plain, "FORMAT parquet"),
+                ):
                     expand = f'SELECT {select} FROM {table} p, range(p."count")'
                     target = str(Path(folder) / name).replace("'", "''")
                     cur.execute(f"COPY ({expand}) TO '{target}' ({options})")
@@ -443,14 +578,19 @@ class RunStore:
         report = self.report(run_id)
         out["report.json"] = json.dumps(report, indent=2).encode("utf-8")
         project = self.project_zip(run_id)
-        if project is not None:
+        if project is not None and report is not None:  # a running run (checkpoint) has no report yet
             settings = report["settings"]
-            command = (f"python -m synthor_core run PROJECT --n {report['records']} --prior {report['prior']} "
-                       f"--mode {settings['mode']} --seed {settings['seed']} --max-iterations "
-                       f"{settings['max_iterations']} --tolerance {settings['tolerance_tvd']} --out OUT")
+            command = (
+                f"python -m synthor_core run PROJECT --n {report['records']} --prior {report['prior']} "
+                f"--mode {settings['mode']} --seed {settings['seed']} --max-iterations "
+                f"{settings['max_iterations']} --tolerance {settings['tolerance_tvd']} --out OUT"
+            )
             buffer = io.BytesIO(project)
             with zipfile.ZipFile(buffer, "a", zipfile.ZIP_DEFLATED) as archive:
-                archive.writestr("RUN.md", f"# Run {run_id}\n\nUnzip into a folder PROJECT and repeat the run with:"
-                                           f"\n\n    {command}\n\nSettings: {json.dumps(settings)}\n")
+                archive.writestr(
+                    "RUN.md",
+                    f"# Run {run_id}\n\nUnzip into a folder PROJECT and repeat the run with:"
+                    f"\n\n    {command}\n\nSettings: {json.dumps(settings)}\n",
+                )
             out["project.zip"] = buffer.getvalue()
         return out

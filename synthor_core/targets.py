@@ -15,9 +15,10 @@ import io
 import math
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -26,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import defaults
 from .errors import Problem, TargetValidationError
-from .toml_files import parse_toml
 from .schema import Bins, CategoricalVariable, NumericVariable, Schema, Variable
+from .toml_files import parse_toml
 
 PROJECT_FILE = "synthor.toml"
 
@@ -172,8 +173,9 @@ def _read_frame(path: Path, shown: str, sheet: str | None) -> tuple[pd.DataFrame
     return read_table_bytes(path.read_bytes(), shown, sheet)
 
 
-def read_table_bytes(raw: bytes, shown: str, sheet: str | None = None
-                     ) -> tuple[pd.DataFrame | None, int, list[Problem]]:
+def read_table_bytes(
+    raw: bytes, shown: str, sheet: str | None = None
+) -> tuple[pd.DataFrame | None, int, list[Problem]]:
     """Read the bytes of a table file (CSV UTF-8, TSV, XLSX, Parquet, told apart by the suffix of ``shown``) as
     strings.
 
@@ -189,26 +191,54 @@ def read_table_bytes(raw: bytes, shown: str, sheet: str | None = None
                 text = raw.decode("utf-8-sig")
             except UnicodeDecodeError as exc:
                 line = raw[: exc.start].count(b"\n") + 1
-                return None, 2, [Problem(shown, f"expected UTF-8 text, found byte 0x{raw[exc.start]:02x} "
-                                                f"(save the file as CSV UTF-8)", row=line)]
+                return (
+                    None,
+                    2,
+                    [
+                        Problem(
+                            shown,
+                            f"expected UTF-8 text, found byte 0x{raw[exc.start]:02x} (save the file as CSV UTF-8)",
+                            row=line,
+                        )
+                    ],
+                )
             sep = "\t" if suffix == ".tsv" else ","
             frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, sep=sep, skipinitialspace=True)
             return frame, 2, []
         if suffix in (".xlsx", ".xlsm"):
-            frame = pd.read_excel(io.BytesIO(raw), sheet_name=sheet if sheet is not None else 0, dtype=str,
-                                  keep_default_na=False)
+            frame = pd.read_excel(
+                io.BytesIO(raw), sheet_name=sheet if sheet is not None else 0, dtype=str, keep_default_na=False
+            )
             return frame, 2, []
         if suffix == ".parquet":
             frame = pd.read_parquet(io.BytesIO(raw))
             return frame.astype("string").fillna(""), 1, []
     except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, pd.errors.ParserError) as exc:
-        return None, 2, [Problem(shown, f"could not be read as {suffix.lstrip('.')} ({type(exc).__name__}: {exc}); "
-                                        f"the file is damaged or of another format")]
+        return (
+            None,
+            2,
+            [
+                Problem(
+                    shown,
+                    f"could not be read as {suffix.lstrip('.')} ({type(exc).__name__}: {exc}); "
+                    f"the file is damaged or of another format",
+                )
+            ],
+        )
     except Exception as exc:  # openpyxl's InvalidFileException and kin: reported by name, with the file
         if type(exc).__module__.split(".")[0] not in ("openpyxl", "pyarrow", "zipfile"):
             raise
-        return None, 2, [Problem(shown, f"could not be read as {suffix.lstrip('.')} ({type(exc).__name__}: {exc}); "
-                                        f"the file is damaged or of another format")]
+        return (
+            None,
+            2,
+            [
+                Problem(
+                    shown,
+                    f"could not be read as {suffix.lstrip('.')} ({type(exc).__name__}: {exc}); "
+                    f"the file is damaged or of another format",
+                )
+            ],
+        )
     return None, 2, [Problem(shown, f"expected a .csv, .xlsx or .parquet file, got {suffix or 'no extension'}")]
 
 
@@ -229,16 +259,21 @@ def _parse_count(text: str) -> float | None:
         return None
 
 
-def _axis_lookup(var, bins: Bins | None) -> tuple[int, callable]:
+def _axis_lookup(var, bins: Bins | None) -> tuple[int, Callable[[Any], int | None]]:
     """(number of cells, label -> index or None) for one table axis."""
     if var.type == "categorical":
         index = {c: i for i, c in enumerate(var.categories)}
         return var.size, lambda label: index.get(str(label).strip())
+    assert bins is not None  # a numeric variable of a table has bins (checked when the spec is read)
     return len(bins), lambda label: bins.parse_label(label)
 
 
 def _expected_labels(var, bins: Bins | None) -> str:
-    labels = list(var.categories) if var.type == "categorical" else bins.labels
+    if var.type == "categorical":
+        labels = list(var.categories)
+    else:
+        assert bins is not None  # a numeric variable of a table has bins (checked when the spec is read)
+        labels = bins.labels
     shown = ", ".join(f'"{x}"' for x in labels[:12])
     return f"one of {shown}{', ...' if len(labels) > 12 else ''}"
 
@@ -249,8 +284,14 @@ def _parse_long(frame, spec, schema, bins, shown, first_row, problems) -> np.nda
     if missing:
         for c in missing:
             what = "count column" if c == spec.count_column else "column for variable"
-            problems.append(Problem(shown, f'missing {what} "{c}"; the file has columns '
-                                           f"{', '.join(repr(x) for x in frame.columns)}", row=1, column=c))
+            problems.append(
+                Problem(
+                    shown,
+                    f'missing {what} "{c}"; the file has columns {", ".join(repr(x) for x in frame.columns)}',
+                    row=1,
+                    column=c,
+                )
+            )
         return None
     axes = [_axis_lookup(schema[v], bins.get(v)) for v in variables]
     counts = np.zeros([n for n, _ in axes], dtype=np.float64)
@@ -263,8 +304,14 @@ def _parse_long(frame, spec, schema, bins, shown, first_row, problems) -> np.nda
         for v, (_, lookup) in zip(variables, axes):
             j = lookup(values[v])
             if j is None:
-                problems.append(Problem(shown, f"expected {_expected_labels(schema[v], bins.get(v))}, "
-                                               f"got \"{values[v]}\"", row=file_row, column=v))
+                problems.append(
+                    Problem(
+                        shown,
+                        f'expected {_expected_labels(schema[v], bins.get(v))}, got "{values[v]}"',
+                        row=file_row,
+                        column=v,
+                    )
+                )
                 ok = False
             idx.append(j)
         count = _check_count(values[spec.count_column], shown, file_row, spec.count_column, problems)
@@ -284,8 +331,9 @@ def _parse_long(frame, spec, schema, bins, shown, first_row, problems) -> np.nda
 def _check_count(text, shown, row, column, problems) -> float | None:
     value = _parse_count(text)
     if value is None or math.isnan(value) or math.isinf(value) or value < 0:
-        hint = " (write decimals with a point: 110.5; commas may only group thousands: 1,105)" if "," in str(
-            text) else ""
+        hint = (
+            " (write decimals with a point: 110.5; commas may only group thousands: 1,105)" if "," in str(text) else ""
+        )
         problems.append(Problem(shown, f'expected a number >= 0, got "{text}"{hint}', row=row, column=column))
         return None
     return value
@@ -293,8 +341,10 @@ def _check_count(text, shown, row, column, problems) -> float | None:
 
 def _parse_crosstab(frame, spec, schema, bins, shown, first_row, problems) -> np.ndarray | None:
     rows_var, cols_var = schema[spec.rows], schema[spec.columns]
-    (n_rows, row_lookup), (n_cols, col_lookup) = (_axis_lookup(rows_var, bins.get(spec.rows)),
-                                                  _axis_lookup(cols_var, bins.get(spec.columns)))
+    (n_rows, row_lookup), (n_cols, col_lookup) = (
+        _axis_lookup(rows_var, bins.get(spec.rows)),
+        _axis_lookup(cols_var, bins.get(spec.columns)),
+    )
     counts = np.zeros((n_rows, n_cols), dtype=np.float64)
     ok = True
     header = list(frame.columns)
@@ -303,12 +353,20 @@ def _parse_crosstab(frame, spec, schema, bins, shown, first_row, problems) -> np
     for name in header[1:]:
         j = col_lookup(name)
         if j is None:
-            problems.append(Problem(shown, f"header: expected {_expected_labels(cols_var, bins.get(spec.columns))}"
-                                           f" for variable \"{spec.columns}\", got \"{name}\"", row=1, column=name))
+            problems.append(
+                Problem(
+                    shown,
+                    f"header: expected {_expected_labels(cols_var, bins.get(spec.columns))}"
+                    f' for variable "{spec.columns}", got "{name}"',
+                    row=1,
+                    column=name,
+                )
+            )
             ok = False
         elif j in seen_cols:
-            problems.append(Problem(shown, f"duplicate column category \"{name}\" (also column \"{seen_cols[j]}\")",
-                                    row=1, column=name))
+            problems.append(
+                Problem(shown, f'duplicate column category "{name}" (also column "{seen_cols[j]}")', row=1, column=name)
+            )
             ok = False
         else:
             seen_cols[j] = name
@@ -319,13 +377,22 @@ def _parse_crosstab(frame, spec, schema, bins, shown, first_row, problems) -> np
         label = row[0]
         r = row_lookup(label)
         if r is None:
-            problems.append(Problem(shown, f"expected {_expected_labels(rows_var, bins.get(spec.rows))} for "
-                                           f"variable \"{spec.rows}\", got \"{label}\"", row=file_row,
-                                    column=header[0]))
+            problems.append(
+                Problem(
+                    shown,
+                    f"expected {_expected_labels(rows_var, bins.get(spec.rows))} for "
+                    f'variable "{spec.rows}", got "{label}"',
+                    row=file_row,
+                    column=header[0],
+                )
+            )
             ok = False
         elif r in seen_rows:
-            problems.append(Problem(shown, f"duplicate row category \"{label}\" (also row {seen_rows[r]})",
-                                    row=file_row, column=header[0]))
+            problems.append(
+                Problem(
+                    shown, f'duplicate row category "{label}" (also row {seen_rows[r]})', row=file_row, column=header[0]
+                )
+            )
             ok = False
             r = None
         else:
@@ -347,40 +414,63 @@ def _check_table_spec(spec: TableSpec, schema: Schema, where: str) -> tuple[dict
     if spec.format == "crosstab":
         for key in ("rows", "columns"):
             if not getattr(spec, key):
-                problems.append(Problem(where, f"a crosstab table needs {key} = \"variable\"", column=key))
+                problems.append(Problem(where, f'a crosstab table needs {key} = "variable"', column=key))
         if spec.variables:
-            problems.append(Problem(where, "a crosstab table takes rows and columns, not variables",
-                                    column="variables"))
+            problems.append(
+                Problem(where, "a crosstab table takes rows and columns, not variables", column="variables")
+            )
     variables = spec.table_variables
     if len(set(variables)) != len(variables):
         problems.append(Problem(where, f"a variable appears twice in {list(variables)}", column="variables"))
     for v in variables:
         if v not in schema:
-            problems.append(Problem(where, f"variable \"{v}\" is not in [[variables]] (known: "
-                                           f"{', '.join(schema.names)})", column="variables"))
+            problems.append(
+                Problem(
+                    where,
+                    f'variable "{v}" is not in [[variables]] (known: {", ".join(schema.names)})',
+                    column="variables",
+                )
+            )
             continue
         var = schema[v]
         if var.type == "numeric":
             edges = spec.bins.get(v)
             if edges is None:
-                problems.append(Problem(where, f"numeric variable \"{v}\" needs bin edges: [tables.bins] {v} = "
-                                               f"[{var.min:g}, ..., {var.max:g}]", column=f"bins.{v}"))
+                problems.append(
+                    Problem(
+                        where,
+                        f'numeric variable "{v}" needs bin edges: [tables.bins] {v} = [{var.min:g}, ..., {var.max:g}]',
+                        column=f"bins.{v}",
+                    )
+                )
                 continue
             e = np.asarray(edges, dtype=float)
             if len(e) < 2 or not np.all(np.diff(e) > 0):
-                problems.append(Problem(where, f"bin edges of \"{v}\" must be at least two strictly increasing "
-                                               f"numbers, got {list(edges)}", column=f"bins.{v}"))
+                problems.append(
+                    Problem(
+                        where,
+                        f'bin edges of "{v}" must be at least two strictly increasing numbers, got {list(edges)}',
+                        column=f"bins.{v}",
+                    )
+                )
             elif e[0] != var.min or e[-1] != var.max:
-                problems.append(Problem(where, f"bin edges of \"{v}\" must start at min = {var.min:g} and end at "
-                                               f"max = {var.max:g}, got {list(edges)}", column=f"bins.{v}"))
+                problems.append(
+                    Problem(
+                        where,
+                        f'bin edges of "{v}" must start at min = {var.min:g} and end at '
+                        f"max = {var.max:g}, got {list(edges)}",
+                        column=f"bins.{v}",
+                    )
+                )
             else:
                 bins[v] = Bins(e)
     for v in spec.bins:
         if v not in variables:
-            problems.append(Problem(where, f"bins given for \"{v}\", which is not a variable of this table",
-                                    column=f"bins.{v}"))
+            problems.append(
+                Problem(where, f'bins given for "{v}", which is not a variable of this table', column=f"bins.{v}")
+            )
         elif v in schema and schema[v].type != "numeric":
-            problems.append(Problem(where, f"bins given for categorical variable \"{v}\"", column=f"bins.{v}"))
+            problems.append(Problem(where, f'bins given for categorical variable "{v}"', column=f"bins.{v}"))
     return bins, problems
 
 
@@ -393,8 +483,13 @@ def inside_folder(root: Path, name: object, shown: str, key: str, problems: list
         return None
     candidate = (root / name).resolve()
     if Path(name).is_absolute() or not candidate.is_relative_to(root.resolve()):
-        problems.append(Problem(shown, f"the file {name!r} lies outside the folder {root.name}/ (file names must "
-                                       f"stay inside the project)", column=key))
+        problems.append(
+            Problem(
+                shown,
+                f"the file {name!r} lies outside the folder {root.name}/ (file names must stay inside the project)",
+                column=key,
+            )
+        )
         return None
     if not candidate.is_file():
         problems.append(Problem(shown, f"the file {name!r} was not found in {root.name}/", column=key))
@@ -402,8 +497,9 @@ def inside_folder(root: Path, name: object, shown: str, key: str, problems: list
     return candidate
 
 
-def read_table(spec: TableSpec, schema: Schema, root: Path, where: str = PROJECT_FILE
-               ) -> tuple[TargetTable | None, list[Problem]]:
+def read_table(
+    spec: TableSpec, schema: Schema, root: Path, where: str = PROJECT_FILE
+) -> tuple[TargetTable | None, list[Problem]]:
     """Read and check one target table file.
 
     Parameters
@@ -421,10 +517,10 @@ def read_table(spec: TableSpec, schema: Schema, root: Path, where: str = PROJECT
         None when any problem was found; counts are as in the file (not harmonized).
     problems : list of Problem
     """
-    bins, problems = _check_table_spec(spec, schema, f"{where} [[tables]] \"{spec.name}\"")
+    bins, problems = _check_table_spec(spec, schema, f'{where} [[tables]] "{spec.name}"')
     if problems:
         return None, problems
-    path = inside_folder(root, spec.file, where, f"[[tables]] \"{spec.name}\" file", problems)
+    path = inside_folder(root, spec.file, where, f'[[tables]] "{spec.name}" file', problems)
     if path is None:
         return None, problems
     frame, first_row, read_problems = _read_frame(path, spec.file, spec.sheet)
@@ -464,8 +560,9 @@ def harmonize(tables: list[TargetTable], size: int, schema: Schema) -> tuple[lis
     for t in tables:
         total = float(t.counts.sum())
         if abs(total - size) > defaults.TOTAL_MISMATCH * size:
-            warnings.append(f'table "{t.name}" totals {total:,.6g}, not the population size {size:,}; '
-                            f"scaled by {size / total:.6g}")
+            warnings.append(
+                f'table "{t.name}" totals {total:,.6g}, not the population size {size:,}; scaled by {size / total:.6g}'
+            )
         scaled.append(TargetTable(t.name, t.variables, t.bins, t.counts * (size / total), t.source))
     warnings += _marginal_disagreements(scaled, schema)
     return scaled, warnings
@@ -482,7 +579,7 @@ def _marginal_disagreements(tables: list[TargetTable], schema: Schema) -> list[s
     for var in schema.names:
         having = [t for t in tables if var in t.variables]
         for a_i in range(len(having)):
-            for b in having[a_i + 1:]:
+            for b in having[a_i + 1 :]:
                 a = having[a_i]
                 ma, mb, labels = _marginal(a, var), _marginal(b, var), None
                 if schema[var].type == "numeric":
@@ -495,8 +592,10 @@ def _marginal_disagreements(tables: list[TargetTable], schema: Schema) -> list[s
                     labels = list(schema[var].categories)
                 for label, x, y in zip(labels, ma, mb):
                     if abs(x - y) >= 0.5 and abs(x - y) > defaults.MARGINAL_DISAGREEMENT * max(x, y):
-                        warnings.append(f'{var} = "{label}": table "{a.name}" implies {x:,.1f}, table "{b.name}" '
-                                        f"implies {y:,.1f} ({abs(x - y) / max(x, y):.1%} apart)")
+                        warnings.append(
+                            f'{var} = "{label}": table "{a.name}" implies {x:,.1f}, table "{b.name}" '
+                            f"implies {y:,.1f} ({abs(x - y) / max(x, y):.1%} apart)"
+                        )
     return warnings
 
 
@@ -518,7 +617,7 @@ def load_project(path: str | Path) -> Project:
         With every problem found, each naming the file, row and column.
     """
     project, problems = _load(Path(path))
-    if problems:
+    if problems or project is None:
         raise TargetValidationError(problems)
     return project
 
@@ -528,8 +627,7 @@ def validate_project(path: str | Path) -> list[Problem]:
     return _load(Path(path))[1]
 
 
-def parse_project_text(text: str, where: str = PROJECT_FILE) -> tuple[ProjectSpec | None, Schema | None,
-                                                                      list[Problem]]:
+def parse_project_text(text: str, where: str = PROJECT_FILE) -> tuple[ProjectSpec | None, Schema | None, list[Problem]]:
     """Parse and check the text of a ``synthor.toml``: (spec, schema, problems)."""
     raw, problems = parse_toml(text, where)
     if raw is None:
@@ -543,8 +641,10 @@ def parse_project_text(text: str, where: str = PROJECT_FILE) -> tuple[ProjectSpe
     except ValueError as exc:
         return None, None, [Problem(where, str(exc), column="variables")]
     names = [t.name for t in spec.tables]
-    problems = [Problem(where, f'table name "{n}" is used twice', column="tables")
-                for n in sorted({n for n in names if names.count(n) > 1})]
+    problems = [
+        Problem(where, f'table name "{n}" is used twice', column="tables")
+        for n in sorted({n for n in names if names.count(n) > 1})
+    ]
     return spec, schema, problems
 
 
@@ -552,16 +652,25 @@ def _load(path: Path) -> tuple[Project | None, list[Problem]]:
     toml_path = path if path.is_file() else path / PROJECT_FILE
     root = toml_path.parent
     if not toml_path.is_file():
-        return None, [Problem(PROJECT_FILE, "not found: a project folder needs a synthor.toml at its top (or in "
-                                            "one folder inside the zip)")]
+        return None, [
+            Problem(
+                PROJECT_FILE,
+                "not found: a project folder needs a synthor.toml at its top (or in one folder inside the zip)",
+            )
+        ]
     raw = toml_path.read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, [Problem(PROJECT_FILE, f"expected UTF-8 text, found byte 0x{raw[exc.start]:02x}",
-                              row=raw[: exc.start].count(b"\n") + 1)]
+        return None, [
+            Problem(
+                PROJECT_FILE,
+                f"expected UTF-8 text, found byte 0x{raw[exc.start]:02x}",
+                row=raw[: exc.start].count(b"\n") + 1,
+            )
+        ]
     spec, schema, problems = parse_project_text(text)
-    if spec is None:
+    if spec is None or schema is None:
         return None, problems
     tables = []
     for tspec in spec.tables:
@@ -572,21 +681,43 @@ def _load(path: Path) -> tuple[Project | None, list[Problem]]:
     if problems:
         return None, problems
     tables, warnings = harmonize(tables, spec.population.size, schema)
-    return Project(spec.population.size, spec.population.description, schema, tuple(tables), tuple(warnings),
-                   spec, root), []
+    return Project(
+        spec.population.size, spec.population.description, schema, tuple(tables), tuple(warnings), spec, root
+    ), []
 
 
 __all__ = [
-    "CategoricalVariable", "NumericVariable", "PopulationSpec", "Project", "ProjectSpec", "TableSpec",
-    "TargetTable", "harmonize", "load_project", "read_table", "validate_project", "parse_project_text",
+    "CategoricalVariable",
+    "NumericVariable",
+    "PopulationSpec",
+    "Project",
+    "ProjectSpec",
+    "TableSpec",
+    "TargetTable",
+    "harmonize",
+    "load_project",
+    "read_table",
+    "validate_project",
+    "parse_project_text",
 ]
 
 
 # ------------------------------------------------------------------------------------------------ editing
 # The app edits a project as its folder: a raw ``synthor.toml`` dict (possibly not valid yet) plus table files.
 
-COUNT_COLUMN_NAMES = ("count", "n", "freq", "frequency", "persons", "people", "total", "value", "weight",
-                      "population", "number")
+COUNT_COLUMN_NAMES = (
+    "count",
+    "n",
+    "freq",
+    "frequency",
+    "persons",
+    "people",
+    "total",
+    "value",
+    "weight",
+    "population",
+    "number",
+)
 
 
 def read_project_toml(folder: str | Path) -> dict:
@@ -694,8 +825,11 @@ def suggest_table_spec(frame: pd.DataFrame, schema: Schema | None, name: str, fi
                 bins[var] = edges
         spec.update(format="long", variables=variables, count_column=count or "count")
     else:
-        rows = columns[0] if schema is not None and columns[0] in schema else (
-            _matching_variable(frame.iloc[:, 0], schema, set()) or columns[0])
+        rows = (
+            columns[0]
+            if schema is not None and columns[0] in schema
+            else (_matching_variable(frame.iloc[:, 0], schema, set()) or columns[0])
+        )
         cols = _matching_variable(columns[1:], schema, {rows}) or "columns"
         spec.update(format="crosstab", rows=rows, columns=cols)
         for var, labels in ((rows, frame.iloc[:, 0].unique()), (cols, columns[1:])):
@@ -736,11 +870,12 @@ def table_total(frame: pd.DataFrame, spec: dict) -> int | None:
     values = [_parse_count(v) for v in cells]
     if any(v is None or not math.isfinite(v) for v in values):
         return None
-    return round(sum(values))
+    return round(sum(v for v in values if v is not None))  # all numbers here: checked just above
 
 
-def infer_variables(labels: dict[str, list[str]], variables: list[dict], extend_known: bool = True
-                    ) -> tuple[list[dict], list[str]]:
+def infer_variables(
+    labels: dict[str, list[str]], variables: list[dict], extend_known: bool = True
+) -> tuple[list[dict], list[str]]:
     """The project's raw ``[[variables]]`` extended by what one table shows (the schema is read from the tables,
     then reviewed by the user).
 
@@ -770,8 +905,13 @@ def infer_variables(labels: dict[str, list[str]], variables: list[dict], extend_
         known = by_name.get(name)
         if known is None:
             if edges:
-                known = {"name": name, "type": "numeric", "min": edges[0], "max": edges[-1],
-                         "integer": all(float(e).is_integer() for e in edges)}
+                known = {
+                    "name": name,
+                    "type": "numeric",
+                    "min": edges[0],
+                    "max": edges[-1],
+                    "integer": all(float(e).is_integer() for e in edges),
+                }
                 notes.append(f"new numeric variable {name}: {edges[0]:g} to {edges[-1]:g}")
             else:
                 known = {"name": name, "type": "categorical", "categories": list(values)}

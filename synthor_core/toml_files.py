@@ -33,5 +33,9 @@ def parse_toml(text: str, shown: str) -> tuple[dict | None, list[Problem]]:
         line = getattr(exc, "lineno", None) or (int(found.group(1)) if found else None)
         return None, [Problem(shown, f"is not valid TOML: {exc}", row=line)]
     except RecursionError:
-        return None, [Problem(shown, "is nested too deeply (arrays or tables inside each other hundreds of levels "
-                                     "deep): not a project file")]
+        return None, [
+            Problem(
+                shown,
+                "is nested too deeply (arrays or tables inside each other hundreds of levels deep): not a project file",
+            )
+        ]

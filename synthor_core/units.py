@@ -12,8 +12,9 @@ own, so a household always agrees with its members.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -60,7 +61,10 @@ class SeedSample:
         meets = np.asarray(mask, dtype=bool).astype(np.float64)
         if unit == HOUSEHOLDS:
             return meets
-        return np.bincount(self.persons["_household"].to_numpy(), weights=meets, minlength=len(self.households))
+        # weighted: float64 (numpy's stubs type every bincount as integer)
+        return np.bincount(self.persons["_household"].to_numpy(), weights=meets, minlength=len(self.households)).astype(
+            np.float64, copy=False
+        )
 
     def members_per_household(self) -> npt.NDArray[np.int64]:
         """Number of persons of each household, shape (n_households,)."""
@@ -196,10 +200,15 @@ class HouseholdProject:
         return np.rint(per_zone).astype(np.int64)
 
 
-def derive_from_members(persons: pd.DataFrame, n_households: int, household: str = "_household",
-                        how: Literal["size", "count", "first"] = "size",
-                        condition: Callable[[pd.DataFrame], np.ndarray] | None = None,
-                        column: str | None = None, order: str | None = None) -> npt.NDArray:
+def derive_from_members(
+    persons: pd.DataFrame,
+    n_households: int,
+    household: str = "_household",
+    how: Literal["size", "count", "first"] = "size",
+    condition: Callable[[pd.DataFrame], np.ndarray] | None = None,
+    column: str | None = None,
+    order: str | None = None,
+) -> npt.NDArray:
     """A household variable computed from its members (DESIGN §8: consistency by construction).
 
     Parameters
@@ -223,14 +232,16 @@ def derive_from_members(persons: pd.DataFrame, n_households: int, household: str
     if how == "count":
         if condition is None:
             raise ValueError("derive_from_members(how='count') needs a condition")
-        return np.bincount(rows, weights=condition(persons).astype(np.float64),
-                           minlength=n_households).astype(np.int64)
+        return np.bincount(rows, weights=condition(persons).astype(np.float64), minlength=n_households).astype(np.int64)
     if column is None:
         raise ValueError("derive_from_members(how='first') needs a column")
     ordered = persons.sort_values([household] + ([order] if order else []), kind="stable")
     first = ordered.drop_duplicates(household)
-    out = pd.Series(np.nan, index=range(n_households), dtype="float64" if pd.api.types.is_numeric_dtype(
-        persons[column]) else "object")
+    out = pd.Series(
+        np.nan,
+        index=range(n_households),
+        dtype="float64" if pd.api.types.is_numeric_dtype(persons[column]) else "object",
+    )
     out.iloc[first[household].to_numpy()] = first[column].to_numpy()
     return out.to_numpy()
 
@@ -280,12 +291,15 @@ def infer_derivations(seed: SeedSample, columns, max_values: int = 40) -> list[D
         values = persons[c].to_numpy(dtype=np.float64)
         distinct = np.unique(values[~np.isnan(values)])
         if 0 < distinct.size <= max_values:
-            indicator[c] = (distinct, np.column_stack(
-                [np.bincount(rows, weights=(values == v).astype(np.float64), minlength=n) for v in distinct]))
+            indicator[c] = (
+                distinct,
+                np.column_stack(
+                    [np.bincount(rows, weights=(values == v).astype(np.float64), minlength=n) for v in distinct]
+                ),
+            )
     found = []
     for column in columns:
-        if column not in households.columns or column in skip or not pd.api.types.is_numeric_dtype(
-                households[column]):
+        if column not in households.columns or column in skip or not pd.api.types.is_numeric_dtype(households[column]):
             continue
         target = households[column].to_numpy(dtype=np.float64)
         if np.array_equal(target, size):
@@ -333,9 +347,17 @@ def output_problems(output: dict, shown: str, key: str) -> list:
         if name is None:
             continue
         text = str(name)
-        if (not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\.csv", text) or text.lower() in RESERVED_OUTPUTS
-                or text.lower().startswith("summary_")):  # case-blind: Households.csv is households.csv elsewhere
-            problems.append(Problem(shown, f"expected a plain file name ending in .csv, not "
-                                           f"{', '.join(RESERVED_OUTPUTS)} nor summary_*.csv, got {text[:80]!r}",
-                                    column=f"{key}.{unit}.filename"))
+        if (
+            not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\.csv", text)
+            or text.lower() in RESERVED_OUTPUTS
+            or text.lower().startswith("summary_")
+        ):  # case-blind: Households.csv is households.csv elsewhere
+            problems.append(
+                Problem(
+                    shown,
+                    f"expected a plain file name ending in .csv, not "
+                    f"{', '.join(RESERVED_OUTPUTS)} nor summary_*.csv, got {text[:80]!r}",
+                    column=f"{key}.{unit}.filename",
+                )
+            )
     return problems

@@ -19,5 +19,6 @@ def small_project_dir(tmp_path: Path) -> Path:
 def _data_dir_in_tmp(tmp_path_factory):
     """The app's run store goes to a temporary folder, never the user's data folder."""
     import os
+
     os.environ["SYNTHOR_DATA_DIR"] = str(tmp_path_factory.mktemp("synthor-data"))
     yield

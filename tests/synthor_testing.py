@@ -6,7 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SMALL_TOML = '''
+SMALL_TOML = """
 [population]
 size = 1000
 description = "Small test population"
@@ -52,14 +52,14 @@ format = "long"
 variables = ["age", "employed"]
 [tables.bins]
 age = [0, 18, 40, 65, 99]
-'''
+"""
 
 SMALL_FILES = {
     "tables/age_by_sex.csv": 'age,sex,count\n"[0, 18)",Female,110\n"[0, 18)",Male,120\n"[18, 65)",Female,300\n'
-                             '"[18, 65)",Male,290\n"[65, 99]",Female,100\n"[65, 99]",Male,80\n',
+    '"[18, 65)",Male,290\n"[65, 99]",Female,100\n"[65, 99]",Male,80\n',
     "tables/sex_by_employed.csv": "sex,no,yes\nFemale,260,250\nMale,200,290\n",
     "tables/age_by_employed.csv": 'age,employed,count\n"[0, 18)",no,230\n"[18, 40)",no,30\n"[18, 40)",yes,300\n'
-                                  '"[40, 65)",no,40\n"[40, 65)",yes,220\n"[65, 99]",no,160\n"[65, 99]",yes,20\n',
+    '"[40, 65)",no,40\n"[40, 65)",yes,220\n"[65, 99]",no,160\n"[65, 99]",yes,20\n',
 }
 
 

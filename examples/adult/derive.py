@@ -17,23 +17,82 @@ from pathlib import Path
 
 import pandas as pd
 
-COLUMNS = ["age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
-           "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week", "native_country",
-           "income"]
-EDUCATION = ["Preschool", "1st-4th", "5th-6th", "7th-8th", "9th", "10th", "11th", "12th", "HS-grad",
-             "Some-college", "Assoc-voc", "Assoc-acdm", "Bachelors", "Masters", "Prof-school", "Doctorate"]
-WORKCLASS = ["Private", "Self-emp-not-inc", "Self-emp-inc", "Federal-gov", "Local-gov", "State-gov",
-             "Without-pay", "Never-worked", "Unknown"]
-MARITAL = ["Never-married", "Married-civ-spouse", "Married-spouse-absent", "Married-AF-spouse", "Separated",
-           "Divorced", "Widowed"]
-OCCUPATION = ["Adm-clerical", "Armed-Forces", "Craft-repair", "Exec-managerial", "Farming-fishing",
-              "Handlers-cleaners", "Machine-op-inspct", "Other-service", "Priv-house-serv", "Prof-specialty",
-              "Protective-serv", "Sales", "Tech-support", "Transport-moving", "Unknown"]
+COLUMNS = [
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education_num",
+    "marital_status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital_gain",
+    "capital_loss",
+    "hours_per_week",
+    "native_country",
+    "income",
+]
+EDUCATION = [
+    "Preschool",
+    "1st-4th",
+    "5th-6th",
+    "7th-8th",
+    "9th",
+    "10th",
+    "11th",
+    "12th",
+    "HS-grad",
+    "Some-college",
+    "Assoc-voc",
+    "Assoc-acdm",
+    "Bachelors",
+    "Masters",
+    "Prof-school",
+    "Doctorate",
+]
+WORKCLASS = [
+    "Private",
+    "Self-emp-not-inc",
+    "Self-emp-inc",
+    "Federal-gov",
+    "Local-gov",
+    "State-gov",
+    "Without-pay",
+    "Never-worked",
+    "Unknown",
+]
+MARITAL = [
+    "Never-married",
+    "Married-civ-spouse",
+    "Married-spouse-absent",
+    "Married-AF-spouse",
+    "Separated",
+    "Divorced",
+    "Widowed",
+]
+OCCUPATION = [
+    "Adm-clerical",
+    "Armed-Forces",
+    "Craft-repair",
+    "Exec-managerial",
+    "Farming-fishing",
+    "Handlers-cleaners",
+    "Machine-op-inspct",
+    "Other-service",
+    "Priv-house-serv",
+    "Prof-specialty",
+    "Protective-serv",
+    "Sales",
+    "Tech-support",
+    "Transport-moving",
+    "Unknown",
+]
 RACE = ["White", "Black", "Asian-Pac-Islander", "Amer-Indian-Eskimo", "Other"]
 SEX = ["Female", "Male"]
 INCOME = ["<=50K", ">50K"]
-VARIABLES = ["age", "sex", "race", "education", "marital_status", "occupation", "workclass", "hours_per_week",
-             "income"]
+VARIABLES = ["age", "sex", "race", "education", "marital_status", "occupation", "workclass", "hours_per_week", "income"]
 AGE_BINS = [17, 25, 35, 45, 55, 65, 90]
 HOURS_BINS = [1, 25, 35, 40, 41, 50, 60, 99]
 
@@ -70,8 +129,7 @@ def read_adult_records(split: str = "all") -> pd.DataFrame:
     if split in ("all", "train"):
         parts.append(pd.read_csv(folder / "adult.data", header=None, names=COLUMNS, skipinitialspace=True))
     if split in ("all", "test"):
-        parts.append(pd.read_csv(folder / "adult.test", header=None, names=COLUMNS, skipinitialspace=True,
-                                 skiprows=1))
+        parts.append(pd.read_csv(folder / "adult.test", header=None, names=COLUMNS, skipinitialspace=True, skiprows=1))
     if not parts:
         raise ValueError(f'split must be "all", "train" or "test", got "{split}"')
     frame = pd.concat(parts, ignore_index=True)
@@ -95,9 +153,17 @@ def _binned(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-CATEGORIES = {"sex": SEX, "race": RACE, "education": EDUCATION, "marital_status": MARITAL,
-              "occupation": OCCUPATION, "workclass": WORKCLASS, "income": INCOME,
-              "age": _bin_labels(AGE_BINS), "hours_per_week": _bin_labels(HOURS_BINS)}
+CATEGORIES = {
+    "sex": SEX,
+    "race": RACE,
+    "education": EDUCATION,
+    "marital_status": MARITAL,
+    "occupation": OCCUPATION,
+    "workclass": WORKCLASS,
+    "income": INCOME,
+    "age": _bin_labels(AGE_BINS),
+    "hours_per_week": _bin_labels(HOURS_BINS),
+}
 # (name, variables, format): marginals first, then cross-tabulations; crosstab = rows x columns.
 TABLES = [(v, (v,), "long") for v in VARIABLES] + [
     ("age_by_sex", ("age", "sex"), "long"),
@@ -112,10 +178,10 @@ TABLES = [(v, (v,), "long") for v in VARIABLES] + [
     ("education_by_occupation", ("education", "occupation"), "crosstab"),
 ]
 
-HEADER = '''# Synthor project: adults aged 17-90 in the United States (1994 Current Population Survey).
+HEADER = """# Synthor project: adults aged 17-90 in the United States (1994 Current Population Survey).
 # Derived by examples/adult/derive.py from the UCI Adult data set (Becker & Kohavi 1996,
 # https://doi.org/10.24432/C5XW20), licence CC BY 4.0. Split: {split}.
-'''
+"""
 
 
 def _toml_list(values) -> str:
@@ -126,13 +192,30 @@ def write_project(records: pd.DataFrame, out: Path, split: str) -> None:
     """Write ``synthor.toml`` and ``tables/*.csv`` for ``records`` into ``out``."""
     (out / "tables").mkdir(parents=True, exist_ok=True)
     binned = _binned(records)
-    lines = [HEADER.format(split=split), "[population]", f"size = {len(records)}",
-             'description = "Adults aged 17-90 in the United States, 1994 Current Population Survey"', ""]
+    lines = [
+        HEADER.format(split=split),
+        "[population]",
+        f"size = {len(records)}",
+        'description = "Adults aged 17-90 in the United States, 1994 Current Population Survey"',
+        "",
+    ]
     descriptions = {
-        "age": ('type = "numeric"', 'unit = "years"', "min = 17", "max = 90", "integer = true",
-                'description = "Age in completed years"'),
-        "hours_per_week": ('type = "numeric"', 'unit = "hours per week"', "min = 1", "max = 99", "integer = true",
-                           'description = "Usual hours worked per week"'),
+        "age": (
+            'type = "numeric"',
+            'unit = "years"',
+            "min = 17",
+            "max = 90",
+            "integer = true",
+            'description = "Age in completed years"',
+        ),
+        "hours_per_week": (
+            'type = "numeric"',
+            'unit = "hours per week"',
+            "min = 1",
+            "max = 99",
+            "integer = true",
+            'description = "Usual hours worked per week"',
+        ),
         "sex": ('description = "Sex as recorded by the survey"',),
         "race": ('description = "Race as recorded by the survey"',),
         "education": ("ordered = true", 'description = "Highest level of education completed"'),
@@ -159,8 +242,9 @@ def write_project(records: pd.DataFrame, out: Path, split: str) -> None:
             frame = frame[frame["count"] > 0]
         else:
             lines += [f'rows = "{variables[0]}"', f'columns = "{variables[1]}"']
-            frame = counts.unstack(variables[1], fill_value=0).reindex(index=CATEGORIES[variables[0]],
-                                                          columns=CATEGORIES[variables[1]], fill_value=0)
+            frame = counts.unstack(variables[1], fill_value=0).reindex(
+                index=CATEGORIES[variables[0]], columns=CATEGORIES[variables[1]], fill_value=0
+            )
             frame.index.name = variables[0]
             frame = frame.reset_index()
         frame.to_csv(out / path, index=False)

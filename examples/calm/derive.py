@@ -26,7 +26,7 @@ from synthor_core.household_project import convert_populationsim, load_household
 
 SOURCE = ROOT.parent / "shared" / "data" / "populationsim" / "example_calm"
 # Household rules in the spirit of the paper's population protocol (PAPER.md §5.5), checked on every run
-RULES = '''
+RULES = """
 # Rules every synthetic household and person is checked against (report.json "rules"), added by derive.py
 [[rules]]
 name = "householder aged 15 or older"
@@ -37,7 +37,7 @@ expression = "households.AGEHOH >= 15"
 name = "a worker is 16 or older"
 unit = "persons"
 expression = "~persons.ESR.isin([1, 2, 4]) | (persons.AGEP >= 16)"
-'''
+"""
 
 
 def _used_columns(project) -> tuple[set[str], set[str]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Union, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..metrics import CellGap
 from ..schema import Bins, Schema
 
-Condition = Union[str, list[str], tuple[float, float]]
+Condition = str | list[str] | tuple[float, float]
 
 
 class Proposal(BaseModel):
@@ -38,7 +38,7 @@ class Proposal(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    conditions: dict[str, Union[str, list[str], tuple[float, float]]] = Field(default_factory=dict)
+    conditions: dict[str, str | list[str] | tuple[float, float]] = Field(default_factory=dict)
     count: int = Field(gt=0)
     action: Literal["add", "remove"] = "add"
     reason: str = ""

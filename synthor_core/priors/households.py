@@ -77,8 +77,10 @@ class Category:
 
     def contains(self, value: float) -> bool:
         """Whether ``value`` lies in one of the pieces."""
-        return any((lo < value or (closed_lo and lo == value)) and (value < hi or (closed_hi and value == hi))
-                   for lo, hi, closed_lo, closed_hi in self.pieces)
+        return any(
+            (lo < value or (closed_lo and lo == value)) and (value < hi or (closed_hi and value == hi))
+            for lo, hi, closed_lo, closed_hi in self.pieces
+        )
 
 
 def _constants(expression: str) -> list[float]:
@@ -89,8 +91,9 @@ def _constants(expression: str) -> list[float]:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
             if isinstance(node.operand.value, (int, float)) and not isinstance(node.operand.value, bool):
                 found.append(-float(node.operand.value))
-        elif isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(
-                node.value, bool):
+        elif (
+            isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
+        ):
             found.append(float(node.value))
         elif isinstance(node, ast.Attribute) and node.attr == "inf":
             found.append(np.inf)
@@ -147,16 +150,20 @@ def column_categories(column: str, table: str, expressions: list[str], integer: 
         kept.append((lo, hi, closed_lo, closed_hi))
     frame = pd.DataFrame({column: np.asarray(probes, dtype=np.float64)})
     tests = [compile_seed_expression(e, table, [column], column) for e in expressions]
-    signatures = [tuple(bool(v) for v in row) for row in np.column_stack([t(frame) for t in tests])] if tests else [
-        () for _ in probes]
+    signatures = (
+        [tuple(bool(v) for v in row) for row in np.column_stack([t(frame) for t in tests])]
+        if tests
+        else [() for _ in probes]
+    )
     order: dict[tuple[bool, ...], list] = {}
     for signature, piece in zip(signatures, kept):
         order.setdefault(signature, []).append(piece)
     return [Category(s, tuple(p), integer) for s, p in order.items()]
 
 
-def _draw_values(category: Category, n: int, rng: np.random.Generator, below: float | None,
-                 above: float | None) -> npt.NDArray[np.float64]:
+def _draw_values(
+    category: Category, n: int, rng: np.random.Generator, below: float | None, above: float | None
+) -> npt.NDArray[np.float64]:
     """``n`` values inside a category (see the module docstring); ``below``/``above``: neighbours' widths."""
     if n == 0:
         return np.zeros(0)
@@ -189,9 +196,13 @@ def _draw_values(category: Category, n: int, rng: np.random.Generator, below: fl
     return rng.uniform(lo, hi, n)
 
 
-def _draw_in(categories: list[Category], which: npt.NDArray[np.int64], rng: np.random.Generator,
-             low: npt.NDArray[np.float64] | None = None, high: npt.NDArray[np.float64] | None = None
-             ) -> npt.NDArray[np.float64]:
+def _draw_in(
+    categories: list[Category],
+    which: npt.NDArray[np.int64],
+    rng: np.random.Generator,
+    low: npt.NDArray[np.float64] | None = None,
+    high: npt.NDArray[np.float64] | None = None,
+) -> npt.NDArray[np.float64]:
     """A value for every entry of ``which`` (category index), optionally clipped to [low, high] per entry."""
     out = np.zeros(which.size)
     widths = [c.high - c.low + (1 if c.integer else 0) for c in categories]
@@ -199,8 +210,9 @@ def _draw_in(categories: list[Category], which: npt.NDArray[np.int64], rng: np.r
     for k, category in enumerate(categories):
         at = np.flatnonzero(which == k)
         below = next((finite[j] for j in range(k - 1, -1, -1) if finite[j] and any(categories[j].signature)), None)
-        above = next((finite[j] for j in range(k + 1, len(categories)) if finite[j] and any(
-            categories[j].signature)), None)
+        above = next(
+            (finite[j] for j in range(k + 1, len(categories)) if finite[j] and any(categories[j].signature)), None
+        )
         out[at] = _draw_values(category, at.size, rng, below, above)
     if low is not None:
         out = np.maximum(out, low)
@@ -209,8 +221,12 @@ def _draw_in(categories: list[Category], which: npt.NDArray[np.int64], rng: np.r
     return out
 
 
-def _category_masses(categories: list[Category], totals: npt.NDArray[np.float64], total: float,
-                     allowed: npt.NDArray[np.bool_] | None = None) -> npt.NDArray[np.float64]:
+def _category_masses(
+    categories: list[Category],
+    totals: npt.NDArray[np.float64],
+    total: float,
+    allowed: npt.NDArray[np.bool_] | None = None,
+) -> npt.NDArray[np.float64]:
     """Maximum-entropy masses of the categories: sum over the categories a condition holds in = its total.
 
     Raking from equal masses over the allowed categories, with the grand ``total`` as one more condition.
@@ -270,9 +286,14 @@ def _single_column(project: HouseholdProject) -> tuple[dict[tuple[str, str], lis
     problems = []
     for i, c in enumerate(project.controls):
         if len(c.columns) != 1:
-            problems.append(Problem("controls", f'the maxent prior needs controls on one column each; control '
-                                                f'"{c.name}" reads {", ".join(c.columns) or "no column"}',
-                                    column="expression"))
+            problems.append(
+                Problem(
+                    "controls",
+                    f"the maxent prior needs controls on one column each; control "
+                    f'"{c.name}" reads {", ".join(c.columns) or "no column"}',
+                    column="expression",
+                )
+            )
             continue
         by_column.setdefault((c.unit, c.columns[0]), []).append(i)
     return by_column, problems
@@ -286,18 +307,28 @@ def _is_integer(frame: pd.DataFrame, column: str) -> bool:
     return bool(np.all(values == np.floor(values)))
 
 
-def _zone_totals(project: HouseholdProject, control: Control, per_zone: npt.NDArray[np.int64],
-                 seed_zone_of_zone: npt.NDArray[np.int64], n_seed_zones: int) -> npt.NDArray[np.float64]:
+def _zone_totals(
+    project: HouseholdProject,
+    control: Control,
+    per_zone: npt.NDArray[np.int64],
+    seed_zone_of_zone: npt.NDArray[np.int64],
+    n_seed_zones: int,
+) -> npt.NDArray[np.float64]:
     """A control's totals summed per seed zone (upper-level totals shared by households per zone)."""
     parent = project.geography.parent_index(control.level)
     households_of_group = np.bincount(parent, weights=per_zone.astype(np.float64), minlength=control.totals.size)
-    share = np.divide(per_zone, households_of_group[parent], out=np.zeros(per_zone.size),
-                      where=households_of_group[parent] > 0)
-    return np.bincount(seed_zone_of_zone, weights=control.totals[parent] * share, minlength=n_seed_zones)
+    share = np.divide(
+        per_zone, households_of_group[parent], out=np.zeros(per_zone.size), where=households_of_group[parent] > 0
+    )
+    # weighted: float64 (numpy's stubs type every bincount as integer)
+    return np.bincount(seed_zone_of_zone, weights=control.totals[parent] * share, minlength=n_seed_zones).astype(
+        np.float64, copy=False
+    )
 
 
-def maxent_households(project: HouseholdProject, rng: np.random.Generator,
-                      pool: int = defaults.HOUSEHOLD_MAXENT_POOL) -> tuple[HouseholdProject, dict]:
+def maxent_households(
+    project: HouseholdProject, rng: np.random.Generator, pool: int = defaults.HOUSEHOLD_MAXENT_POOL
+) -> tuple[HouseholdProject, dict]:
     """The project with its seed sample replaced by ``maxent`` candidate households (see the module docstring).
 
     Parameters
@@ -345,10 +376,21 @@ def maxent_households(project: HouseholdProject, rng: np.random.Generator,
         if d.how == "count" and d.expression:
             person_column = compile_seed_expression(d.expression, PERSONS, seed.persons.columns, d.column).columns
             if len(person_column) != 1:
-                raise TargetValidationError([Problem("derived", f"the maxent prior needs a count over one person column; "
-                                                       f"{d.column} counts {d.expression}", column=d.column)])
-            derivation_categories[d.column] = (person_column[0], column_categories(
-                person_column[0], PERSONS, [d.expression], _is_integer(seed.persons, person_column[0])))
+                raise TargetValidationError(
+                    [
+                        Problem(
+                            "derived",
+                            f"the maxent prior needs a count over one person column; {d.column} counts {d.expression}",
+                            column=d.column,
+                        )
+                    ]
+                )
+            derivation_categories[d.column] = (
+                person_column[0],
+                column_categories(
+                    person_column[0], PERSONS, [d.expression], _is_integer(seed.persons, person_column[0])
+                ),
+            )
 
     per_zone = project.households_per_zone()
     seed_zones = geography.zones(seed.seed_level)
@@ -359,8 +401,15 @@ def maxent_households(project: HouseholdProject, rng: np.random.Generator,
     household_axes = [key for key in columns if key[0] == HOUSEHOLDS and key[1] != seed.weight]
     cells = int(np.prod([len(columns[k].categories) for k in household_axes])) if household_axes else 1
     if cells > defaults.HOUSEHOLD_MAXENT_MAX_CELLS:
-        raise TargetValidationError([Problem("controls", f"the maxent household joint would have {cells:,} cells (at most "
-                                                f"{defaults.HOUSEHOLD_MAXENT_MAX_CELLS:,}); use the seed prior")])
+        raise TargetValidationError(
+            [
+                Problem(
+                    "controls",
+                    f"the maxent household joint would have {cells:,} cells (at most "
+                    f"{defaults.HOUSEHOLD_MAXENT_MAX_CELLS:,}); use the seed prior",
+                )
+            ]
+        )
     zone_totals = [_zone_totals(project, c, per_zone, seed_zone_of_zone, len(seed_zones)) for c in project.controls]
 
     households_parts, persons_parts = [], []
@@ -371,28 +420,37 @@ def maxent_households(project: HouseholdProject, rng: np.random.Generator,
             continue
         margins, axes_categories = [], []
         for key in household_axes:
-            col = columns[key]
-            totals = np.array([zone_totals[i][s] for i in col.controls])
-            margin = _category_masses(col.categories, totals, households_here)
+            axis_column = columns[key]
+            totals = np.array([zone_totals[i][s] for i in axis_column.controls])
+            margin = _category_masses(axis_column.categories, totals, households_here)
             margins.append(margin if margin.sum() > 0 else None)  # controls all 0 here: no information
-            axes_categories.append(col.categories)
+            axes_categories.append(axis_column.categories)
         joint = np.ones([len(c) for c in axes_categories]) if axes_categories else np.ones(())
         joint = _structural_zeros(joint, household_axes, axes_categories, derived, size_column)
         joint = _rake_joint(joint, margins, households_here) if margins else joint
         if joint.sum() <= 0:  # margins that no cell can meet together: fall back to the structure alone
             joint = _structural_zeros(np.ones_like(joint), household_axes, axes_categories, derived, size_column)
         cell = _cells_of_candidates(joint.reshape(-1) / joint.sum(), pool, rng)
-        concentrated = [(key, k) for key, spec in columns.items() if key[0] == PERSONS
-                        for k, c in enumerate(spec.categories) if any(c.signature)]
+        concentrated = [
+            (key, k)
+            for key, spec in columns.items()
+            if key[0] == PERSONS
+            for k, c in enumerate(spec.categories)
+            if any(c.signature)
+        ]
         extra = int(round(pool * defaults.HOUSEHOLD_CONCENTRATED_SHARE))
         if concentrated and extra:
             # households whose members all fall in one person category (a hall of students, a family of
             # nurses): without them no zone far from the average mix of persons could be reached
-            cell = np.concatenate([cell] + [_cells_of_candidates(joint.reshape(-1) / joint.sum(), extra, rng)
-                                            for _ in concentrated])
+            cell = np.concatenate(
+                [cell] + [_cells_of_candidates(joint.reshape(-1) / joint.sum(), extra, rng) for _ in concentrated]
+            )
         n = cell.size
-        focus = np.concatenate([np.full(pool, -1)] + [np.full(extra, j) for j in range(len(concentrated))]) if (
-            concentrated and extra) else np.full(n, -1)
+        focus = (
+            np.concatenate([np.full(pool, -1)] + [np.full(extra, j) for j in range(len(concentrated))])
+            if (concentrated and extra)
+            else np.full(n, -1)
+        )
         which = np.unravel_index(cell, joint.shape) if axes_categories else ()
         households = pd.DataFrame({POOL_ID: np.arange(next_id, next_id + n, dtype=np.int64)})
         households[seed.seed_level] = zone_id
@@ -400,22 +458,38 @@ def maxent_households(project: HouseholdProject, rng: np.random.Generator,
         values = {}
         if size_column is not None and (HOUSEHOLDS, size_column) in household_axes:
             a = household_axes.index((HOUSEHOLDS, size_column))
-            values[size_column] = _draw_in(axes_categories[a], which[a], rng, low=np.ones(n),
-                                           high=np.full(n, defaults.HOUSEHOLD_MAX_SIZE))
+            values[size_column] = _draw_in(
+                axes_categories[a], which[a], rng, low=np.ones(n), high=np.full(n, defaults.HOUSEHOLD_MAX_SIZE)
+            )
         for a, key in enumerate(household_axes):
             col = key[1]
             if col == size_column:
                 continue
-            high = values[size_column] if (size_column in values and col in derived
-                                          and derived[col].how == "count") else None
+            high = (
+                values[size_column]
+                if (size_column in values and col in derived and derived[col].how == "count")
+                else None
+            )
             values[col] = _draw_in(axes_categories[a], which[a], rng, high=high)
-        size = values.get(size_column)
+        size: np.ndarray | None = values.get(size_column) if size_column is not None else None
         if size is None:
             mean_persons = _persons_per_household(project, zone_totals, s, households_here)
             size = 1 + rng.poisson(max(mean_persons - 1, 0.0), n)
         size = size.astype(np.int64)
-        persons = _members(project, size, values, derived, derivation_categories, columns, zone_totals, s,
-                           households_here, rng, focus, concentrated)
+        persons = _members(
+            project,
+            size,
+            values,
+            derived,
+            derivation_categories,
+            columns,
+            zone_totals,
+            s,
+            households_here,
+            rng,
+            focus,
+            concentrated,
+        )
         persons[POOL_ID] += next_id - 1
         for col, v in values.items():
             if col not in derived:
@@ -429,36 +503,53 @@ def maxent_households(project: HouseholdProject, rng: np.random.Generator,
     persons = pd.concat(persons_parts, ignore_index=True)
     persons["_household"] = (persons[POOL_ID] - 1).astype(np.int64)
     for d in derived.values():
-        condition = (compile_seed_expression(d.expression, PERSONS, persons.columns, d.column)
-                     if d.how == "count" else None)
-        households[d.column] = derive_from_members(persons, len(households), how=d.how, condition=condition,
-                                                   column=d.source, order=POOL_PERSON_NUMBER)
+        condition = (
+            compile_seed_expression(d.expression, PERSONS, persons.columns, d.column)
+            if d.how == "count" and d.expression
+            else None
+        )
+        households[d.column] = derive_from_members(
+            persons, len(households), how=d.how, condition=condition, column=d.source, order=POOL_PERSON_NUMBER
+        )
     for frame in (households, persons):
         for col in frame.columns:
-            if col != "_household" and frame[col].dtype == np.float64 and frame[col].notna().all() and (
-                    frame[col] == np.floor(frame[col])).all() and _is_integer(
-                    seed.households if frame is households else seed.persons, col) and col != seed.weight:
+            if (
+                col != "_household"
+                and frame[col].dtype == np.float64
+                and frame[col].notna().all()
+                and (frame[col] == np.floor(frame[col])).all()
+                and _is_integer(seed.households if frame is households else seed.persons, col)
+                and col != seed.weight
+            ):
                 frame[col] = frame[col].astype(np.int64)
     sample = SeedSample(households, persons, POOL_ID, POOL_PERSON_NUMBER, seed.weight, seed.seed_level)
     controls = [_with_incidence(c, sample) for c in project.controls]
     warnings = []
     if size_column is None and any(unit == HOUSEHOLDS for unit, _ in by_column):
-        warnings.append("no household column of the sample equals its number of members, so the candidates' "
-                        "numbers of members are drawn apart from their household columns (a size control is not "
-                        "met through the members)")
-    notes = {"candidates": int(len(households)), "candidate_persons": int(len(persons)), "warnings": warnings,
-             "derived": {d.column: d.how + (f" {d.expression}" if d.expression else "") +
-                         (f" of {d.source}" if d.source else "") for d in derived.values()},
-             "categories": {f"{unit}.{col}": len(c.categories) for (unit, col), c in columns.items()},
-             "joint_cells": cells}
+        warnings.append(
+            "no household column of the sample equals its number of members, so the candidates' "
+            "numbers of members are drawn apart from their household columns (a size control is not "
+            "met through the members)"
+        )
+    notes = {
+        "candidates": int(len(households)),
+        "candidate_persons": int(len(persons)),
+        "warnings": warnings,
+        "derived": {
+            d.column: d.how + (f" {d.expression}" if d.expression else "") + (f" of {d.source}" if d.source else "")
+            for d in derived.values()
+        },
+        "categories": {f"{unit}.{col}": len(c.categories) for (unit, col), c in columns.items()},
+        "joint_cells": cells,
+    }
     # max_expansion_factor guards against leaning on one real sample household; a candidate is already a draw
     # of the model, so it does not apply
-    return replace(project, seed=sample, controls=controls, derived=tuple(derived.values()),
-                   max_expansion_factor=None), notes
+    return replace(
+        project, seed=sample, controls=controls, derived=tuple(derived.values()), max_expansion_factor=None
+    ), notes
 
 
-def _cells_of_candidates(shares: npt.NDArray[np.float64], n: int, rng: np.random.Generator
-                         ) -> npt.NDArray[np.int64]:
+def _cells_of_candidates(shares: npt.NDArray[np.float64], n: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:
     """``n`` cells of the joint by systematic sampling (random start, random order of cells): every cell with
     share s gets floor(s n) or ceil(s n) candidates, so no likely cell is left out by chance."""
     order = rng.permutation(shares.size)
@@ -492,8 +583,20 @@ def _structural_zeros(joint, axes, categories, derived, size_column) -> np.ndarr
     return joint
 
 
-def _members(project, size, values, derived, derivation_categories, columns, zone_totals, s, households_here,
-             rng, focus, concentrated) -> pd.DataFrame:
+def _members(
+    project,
+    size,
+    values,
+    derived,
+    derivation_categories,
+    columns,
+    zone_totals,
+    s,
+    households_here,
+    rng,
+    focus,
+    concentrated,
+) -> pd.DataFrame:
     """Members of the candidate households: head first, counted members at random, person columns drawn.
 
     ``focus[i] = j >= 0``: every member of household ``i`` takes category ``concentrated[j]`` of its column.

@@ -40,9 +40,21 @@ from ..targets import Project
 from . import prompts
 from .base import Guidance, PriorUsage, Proposal, sample_uniform_records
 
-FAILURE_KINDS = ("timeout", "rate_limit", "server_error", "http_error", "connection", "malformed_json",
-                 "truncated", "empty", "refusal", "invalid_output", "reply_too_large", "reply_too_deep",
-                 "invalid_count")
+FAILURE_KINDS = (
+    "timeout",
+    "rate_limit",
+    "server_error",
+    "http_error",
+    "connection",
+    "malformed_json",
+    "truncated",
+    "empty",
+    "refusal",
+    "invalid_output",
+    "reply_too_large",
+    "reply_too_deep",
+    "invalid_count",
+)
 
 MAX_REPLY_CHARS = 1_000_000  # characters of one reply (max_tokens = 4,096 gives ~16,000); longer: reply_too_large
 MAX_REPLY_DEPTH = 64  # nesting of [ and { in a reply (ours need 5); deeper: reply_too_deep, never parsed
@@ -51,7 +63,7 @@ MAX_LISTED_MODELS = 1_000  # models of a listing test_connection checks
 MAX_ERROR_CHARS = 300  # characters of endpoint text (error messages, refused replies) kept in a message
 MAX_REASON_CHARS = 500  # characters of a proposal's reason kept
 MAX_RETRY_AFTER_S = 60.0  # longest wait a Retry-After header may ask for
-MAX_TOKENS_PER_CALL = 10 ** 9  # token counts an endpoint reports per call are cut to this
+MAX_TOKENS_PER_CALL = 10**9  # token counts an endpoint reports per call are cut to this
 
 
 class ReplyRefused(ValueError):
@@ -139,7 +151,7 @@ class _WireProposal(BaseModel):
 
 def clip_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     """``text`` cut to ``limit`` characters (the cut marked with an ellipsis)."""
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)  # a string, or an unterminated one to the end
@@ -196,7 +208,7 @@ def _extract_json(text: str) -> Any:
     except json.JSONDecodeError:
         start, end = text.find("{"), text.rfind("}")
         if 0 <= start < end:
-            block = text[start:end + 1]  # strings may pair up differently here: checked again
+            block = text[start : end + 1]  # strings may pair up differently here: checked again
             check_reply_size(block)
             return json.loads(block)
         raise
@@ -236,8 +248,12 @@ def _read_completion(response) -> tuple[Any, Any, Any, Any]:
     choice = choices[0] if isinstance(choices, list) and choices else None
     message = getattr(choice, "message", None) if choice is not None else None
     reply = getattr(message, "content", None) if message is not None else None
-    return (reply, getattr(message, "refusal", None), getattr(choice, "finish_reason", None),
-            getattr(response, "usage", None))
+    return (
+        reply,
+        getattr(message, "refusal", None),
+        getattr(choice, "finish_reason", None),
+        getattr(response, "usage", None),
+    )
 
 
 class LLMPrior:
@@ -275,8 +291,7 @@ class LLMPrior:
         self._count_limit = max(1, int(project.size))  # record requests are cut to the largest N seen so far
         # the caller's key when given (the app: never an environment variable a user names); else the CLI's variable
         key = (api_key if api_key is not None else os.environ.get(settings.api_key_env)) or "not-needed"
-        self._client = openai.OpenAI(base_url=settings.base_url, api_key=key, timeout=settings.timeout_s,
-                                     max_retries=0)
+        self._client = openai.OpenAI(base_url=settings.base_url, api_key=key, timeout=settings.timeout_s, max_retries=0)
         self._cache = Path(settings.cache_dir) if settings.cache_dir else None
         if self._cache is not None:
             self._cache.mkdir(parents=True, exist_ok=True)
@@ -291,8 +306,10 @@ class LLMPrior:
         s = self.settings
         if s.price_prompt_per_million is None and s.price_completion_per_million is None:
             return None
-        return (self.usage.prompt_tokens * (s.price_prompt_per_million or 0)
-                + self.usage.completion_tokens * (s.price_completion_per_million or 0)) / 1e6
+        return (
+            self.usage.prompt_tokens * (s.price_prompt_per_million or 0)
+            + self.usage.completion_tokens * (s.price_completion_per_million or 0)
+        ) / 1e6
 
     # ------------------------------------------------------------------------------------------ the calls
     def _response_format(self, name: str, schema: dict) -> dict | None:
@@ -304,8 +321,11 @@ class LLMPrior:
 
     def _request_key(self, messages, response_format) -> str:
         s = self.settings
-        material = json.dumps([s.base_url, s.model, messages, s.temperature, s.max_tokens, response_format],
-                              sort_keys=True, ensure_ascii=False)
+        material = json.dumps(
+            [s.base_url, s.model, messages, s.temperature, s.max_tokens, response_format],
+            sort_keys=True,
+            ensure_ascii=False,
+        )
         return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
     def _occurrence(self, kind: str, messages: list[dict], schema: dict) -> str:
@@ -326,8 +346,9 @@ class LLMPrior:
         if budget is not None and self.usage.prompt_tokens + self.usage.completion_tokens >= budget:
             raise TokenBudgetExhausted(f"token budget of {budget:,} tokens spent")
 
-    def call_json(self, kind: str, messages: list[dict], schema: dict, top_key: str,
-                  cache_key: str | None = None) -> dict | None:
+    def call_json(
+        self, kind: str, messages: list[dict], schema: dict, top_key: str, cache_key: str | None = None
+    ) -> dict | None:
         """One logical call: cache, then up to ``1 + max_retries`` requests. Returns the parsed reply (a dict
         with ``top_key``) or None when every attempt failed.
 
@@ -361,8 +382,12 @@ class LLMPrior:
             started = time.monotonic()
             failure, reply, retry_after, usage = None, None, None, None
             try:
-                kwargs = {"model": s.model, "messages": messages, "temperature": s.temperature,
-                          "max_tokens": s.max_tokens}
+                kwargs: dict[str, Any] = {
+                    "model": s.model,
+                    "messages": messages,
+                    "temperature": s.temperature,
+                    "max_tokens": s.max_tokens,
+                }
                 if response_format is not None:
                     kwargs["response_format"] = response_format
                 response = self._client.chat.completions.create(**kwargs)
@@ -407,7 +432,7 @@ class LLMPrior:
                     self._unreachable_since = None
                 unreachable_since = self._unreachable_since
             parsed = None
-            if failure is None:
+            if failure is None and reply is not None:  # no failure: the reply is non-empty text
                 try:
                     parsed = _extract_json(reply)
                     if not isinstance(parsed, dict) or not isinstance(parsed.get(top_key), list):
@@ -416,20 +441,36 @@ class LLMPrior:
                     failure = exc.kind
                 except (ValueError, RecursionError):  # JSONDecodeError, too many digits; depth is checked before
                     failure = "malformed_json"
-            self._record(LLMCall(kind, s.model, prompt_text, reply, prompt_tokens, completion_tokens, latency,
-                                 failure or "ok", attempt, waited), failure)
+            self._record(
+                LLMCall(
+                    kind,
+                    s.model,
+                    prompt_text,
+                    reply,
+                    prompt_tokens,
+                    completion_tokens,
+                    latency,
+                    failure or "ok",
+                    attempt,
+                    waited,
+                ),
+                failure,
+            )
             if failure is None:
                 if cached is not None:
-                    cached.write_text(json.dumps({"reply": reply, "parsed": parsed}, ensure_ascii=False),
-                                      encoding="utf-8")
+                    cached.write_text(
+                        json.dumps({"reply": reply, "parsed": parsed}, ensure_ascii=False), encoding="utf-8"
+                    )
                 return parsed
             if unreachable_since is not None and time.monotonic() - unreachable_since > s.unreachable_after_s:
-                self._abort_reason = (f"the LLM endpoint {s.base_url} has been unreachable for "
-                                      f"{time.monotonic() - unreachable_since:.1f} s (last failure: {failure})")
+                self._abort_reason = (
+                    f"the LLM endpoint {s.base_url} has been unreachable for "
+                    f"{time.monotonic() - unreachable_since:.1f} s (last failure: {failure})"
+                )
                 self._abort.set()
                 raise PriorError(self._abort_reason)
             if attempt < s.max_retries:
-                delay = min(s.backoff_s * 2 ** attempt, 30.0)
+                delay = min(s.backoff_s * 2**attempt, 30.0)
                 try:
                     asked = float(retry_after) if retry_after is not None else math.nan
                 except ValueError:  # e.g. an HTTP date
@@ -446,8 +487,12 @@ class LLMPrior:
     def infer_dependencies(self) -> list[list[str]]:
         """Groups of dependent variables (at most 3, each of at least 2 known variables); [] when the call
         fails."""
-        reply = self.call_json("dependencies", prompts.dependency_messages(self.project),
-                               prompts.groups_schema(self.project.schema), "groups")
+        reply = self.call_json(
+            "dependencies",
+            prompts.dependency_messages(self.project),
+            prompts.groups_schema(self.project.schema),
+            "groups",
+        )
         names = set(self.project.schema.names)
         groups = []
         for group in (reply or {}).get("groups", [])[:3]:
@@ -475,50 +520,94 @@ class LLMPrior:
         if self.groups is None:
             self.groups = self.infer_dependencies() if self.settings.infer_dependencies else []
         messages = prompts.plan_messages(self.project, guidance, self.groups, self.settings.scenario)
-        reply = self.call_json("plan", messages, prompts.proposals_schema(self.project.schema,
-                                                                           guidance.mode == "paper"), "proposals")
+        reply = self.call_json(
+            "plan", messages, prompts.proposals_schema(self.project.schema, guidance.mode == "paper"), "proposals"
+        )
         limit = max(1, int(guidance.population_size))
         with self._lock:
             self._count_limit = max(self._count_limit, limit)
         proposals = []
-        for item in (reply or {}).get("proposals", [])[:guidance.max_proposals + len(guidance.unsupported)]:
+        for item in (reply or {}).get("proposals", [])[: guidance.max_proposals + len(guidance.unsupported)]:
             try:
                 wire = _WireProposal.model_validate(item)
                 count, problem = _read_count(wire.count, limit)
                 if count is None:
-                    self._record(LLMCall("plan", self.settings.model, "", f"{problem}: {clip_text(json.dumps(item))}",
-                                         0, 0, 0.0, "invalid_count", 0, 0.0), "invalid_count")
+                    self._record(
+                        LLMCall(
+                            "plan",
+                            self.settings.model,
+                            "",
+                            f"{problem}: {clip_text(json.dumps(item))}",
+                            0,
+                            0,
+                            0.0,
+                            "invalid_count",
+                            0,
+                            0.0,
+                        ),
+                        "invalid_count",
+                    )
                     continue
-                conditions = {k: (tuple(v) if isinstance(v, list) and len(v) == 2 and
-                                  all(isinstance(x, (int, float)) for x in v) else v)
-                              for k, v in wire.conditions.items() if v is not None}
-                proposals.append(Proposal(conditions=conditions, count=count, action=wire.action,
-                                          reason=clip_text(wire.reason, MAX_REASON_CHARS)))
+                conditions = {
+                    k: (
+                        tuple(v)
+                        if isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v)
+                        else v
+                    )
+                    for k, v in wire.conditions.items()
+                    if v is not None
+                }
+                proposals.append(
+                    Proposal(
+                        conditions=conditions,
+                        count=count,
+                        action=wire.action,
+                        reason=clip_text(wire.reason, MAX_REASON_CHARS),
+                    )
+                )
             except (ValidationError, TypeError, ValueError):
-                self._record(LLMCall("plan", self.settings.model, "", clip_text(json.dumps(item), 500), 0, 0, 0.0,
-                                     "invalid_output", 0, 0.0), "invalid_output")
+                self._record(
+                    LLMCall(
+                        "plan",
+                        self.settings.model,
+                        "",
+                        clip_text(json.dumps(item), 500),
+                        0,
+                        0,
+                        0.0,
+                        "invalid_output",
+                        0,
+                        0.0,
+                    ),
+                    "invalid_output",
+                )
         return proposals
 
     def _realize_chunk(self, messages: list[dict], cache_key: str, k: int) -> pd.DataFrame:
         """At most ``k`` records (dicts) of one realize call, as a frame."""
         try:
-            reply = self.call_json("realize", messages, prompts.records_schema(self.project.schema), "records",
-                                   cache_key)
+            reply = self.call_json(
+                "realize", messages, prompts.records_schema(self.project.schema), "records", cache_key
+            )
         except PriorError as exc:  # budget spent or endpoint gone: this chunk gets nothing, the others keep theirs
             with self._lock:
                 if self._pending is None or isinstance(self._pending, TokenBudgetExhausted):
                     self._pending = exc
             reply = None
         rows = [r for r in (reply or {}).get("records", []) if isinstance(r, dict)][:k]
-        return pd.DataFrame(rows, columns=self.project.schema.names) if rows else pd.DataFrame(
-            columns=self.project.schema.names)
+        return (
+            pd.DataFrame(rows, columns=self.project.schema.names)
+            if rows
+            else pd.DataFrame(columns=self.project.schema.names)
+        )
 
     def realize(self, proposal: Proposal, k: int, rng: np.random.Generator) -> pd.DataFrame:
         """``k`` records for one proposal (see :meth:`realize_batch`)."""
         return self.realize_batch([(proposal, k)], rng)[0]
 
-    def realize_batch(self, requests: list[tuple[Proposal, int]], rng: np.random.Generator,
-                      should_stop=None) -> list[pd.DataFrame]:
+    def realize_batch(
+        self, requests: list[tuple[Proposal, int]], rng: np.random.Generator, should_stop=None
+    ) -> list[pd.DataFrame]:
         """Records for many proposals: in paper mode by uniform sampling (no call); otherwise each proposal's
         ``k`` records are asked in chunks of ``records_per_call``, ``concurrency`` calls at a time. Once
         ``should_stop()`` is true, no further request starts (those in flight finish within ``timeout_s``).
@@ -537,8 +626,9 @@ class LLMPrior:
         chunks = []  # (request index, messages, cache key, records), keys assigned here in a fixed order
         for i, (proposal, k) in enumerate(requests):
             for start in range(0, k, size):
-                messages = prompts.realize_messages(self.project, proposal, min(size, k - start),
-                                                    self.settings.scenario)
+                messages = prompts.realize_messages(
+                    self.project, proposal, min(size, k - start), self.settings.scenario
+                )
                 chunks.append((i, messages, self._occurrence("realize", messages, schema), min(size, k - start)))
         self._check_budget()
         with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
@@ -546,8 +636,9 @@ class LLMPrior:
         out = []
         for i in range(len(requests)):
             parts = [f for (j, _, _, _), f in zip(chunks, frames) if j == i and len(f)]
-            out.append(pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-                columns=self.project.schema.names))
+            out.append(
+                pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=self.project.schema.names)
+            )
         return out
 
     def test_connection(self) -> str:
@@ -574,12 +665,14 @@ class LLMPrior:
             return f"cannot use {url}: the model listing is not readable JSON ({clip_text(str(exc))})"
         data = listing.get("data") if isinstance(listing, dict) else None
         if not isinstance(data, list):
-            return f"cannot use {url}: the model listing has no list of models (\"data\")"
+            return f'cannot use {url}: the model listing has no list of models ("data")'
         ids = [m.get("id") for m in data[:MAX_LISTED_MODELS] if isinstance(m, dict)]
         found = "found" if model in ids else "not listed"
         if len(data) > MAX_LISTED_MODELS:
-            return (f"connected to {url}: more than {MAX_LISTED_MODELS:,} model(s) listed, the first "
-                    f"{MAX_LISTED_MODELS:,} checked; {model!r} {found}")
+            return (
+                f"connected to {url}: more than {MAX_LISTED_MODELS:,} model(s) listed, the first "
+                f"{MAX_LISTED_MODELS:,} checked; {model!r} {found}"
+            )
         return f"connected to {url}: {len(data)} model(s); {model!r} {found}"
 
 

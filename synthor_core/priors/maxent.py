@@ -25,10 +25,10 @@ import pandas as pd
 from .. import defaults
 from ..errors import ConfigError
 from ..metrics import CellGap
+from ..rules import violating
 from ..schema import Bins, Schema
 from ..targets import Project, TargetTable
-from ..rules import violating
-from .base import (Guidance, PriorUsage, Proposal, bin_condition, gap_conditions, sample_uniform_records)
+from .base import Guidance, PriorUsage, Proposal, bin_condition, gap_conditions, sample_uniform_records
 
 _LETTERS = string.ascii_letters
 
@@ -69,7 +69,7 @@ def _build_axes(schema: Schema, tables) -> dict[str, _Axis]:
 
 def _triangulate(variables: list[str], edges: set[frozenset], sizes: dict[str, int]) -> list[tuple[str, ...]]:
     """Maximal cliques of a triangulation by greedy min-fill elimination (ties: smaller clique, then order)."""
-    adj = {v: set() for v in variables}
+    adj: dict[str, set[str]] = {v: set() for v in variables}
     for e in edges:
         a, b = tuple(e)
         adj[a].add(b)
@@ -78,6 +78,7 @@ def _triangulate(variables: list[str], edges: set[frozenset], sizes: dict[str, i
     remaining = set(variables)
     cliques: list[frozenset] = []
     while remaining:
+
         def cost(v):
             nb = adj[v] & remaining
             fill = sum(1 for a in nb for b in nb if a < b and b not in adj[a])
@@ -94,7 +95,7 @@ def _triangulate(variables: list[str], edges: set[frozenset], sizes: dict[str, i
     for c in maximal:
         if c not in unique:
             unique.append(c)
-    return [tuple(sorted(c, key=order.get)) for c in unique]
+    return [tuple(sorted(c, key=order.__getitem__)) for c in unique]
 
 
 class MaxEntJoint:
@@ -123,8 +124,9 @@ class MaxEntJoint:
         self.rules = tuple(rules)
         names = schema.names
         sizes = {v: self.axes[v].size for v in names}
-        edges: set[frozenset] = {frozenset((a, b)) for r in self.rules for a in r.variables for b in r.variables
-                                 if a != b}
+        edges: set[frozenset] = {
+            frozenset((a, b)) for r in self.rules for a in r.variables for b in r.variables if a != b
+        }
         self.tables: list[TargetTable] = []
         self.left_out: list[str] = []
         for t in sorted(tables, key=lambda t: len(t.variables)):
@@ -140,16 +142,23 @@ class MaxEntJoint:
         self.marginals = [self._independent(c) for c in self.cliques]
         if self.rules:
             self._apply_structural_zeros()
-        self._home = [min((i for i, c in enumerate(self.cliques) if set(t.variables) <= set(c)),
-                          key=lambda i: math.prod(sizes[v] for v in self.cliques[i])) for t in self.tables]
+        self._home = [
+            min(
+                (i for i, c in enumerate(self.cliques) if set(t.variables) <= set(c)),
+                key=lambda i: math.prod(sizes[v] for v in self.cliques[i]),
+            )
+            for t in self.tables
+        ]
         self._coarse = [self._coarsening(t) for t in self.tables]
         self.sweeps, self.max_error = self._fit()
 
     # ---------------------------------------------------------------------------------------- structure
     def _build_tree(self) -> None:
         n = len(self.cliques)
-        pairs = sorted(((len(set(self.cliques[i]) & set(self.cliques[j])), i, j)
-                        for i in range(n) for j in range(i + 1, n)), key=lambda p: (-p[0], p[1], p[2]))
+        pairs = sorted(
+            ((len(set(self.cliques[i]) & set(self.cliques[j])), i, j) for i in range(n) for j in range(i + 1, n)),
+            key=lambda p: (-p[0], p[1], p[2]),
+        )
         parent_of = list(range(n))
 
         def find(x):
@@ -166,10 +175,12 @@ class MaxEntJoint:
                 self.neighbours[i].append(j)
                 self.neighbours[j].append(i)
         # breadth-first order from clique 0: parents before children
-        self.order, self.parent = [0], {0: None}
+        # clique -> its parent clique; the root (clique 0) has none
+        self.order: list[int] = [0]
+        self.parent: dict[int, int] = {}
         for c in self.order:
             for nb in self.neighbours[c]:
-                if nb not in self.parent:
+                if nb != 0 and nb not in self.parent:
                     self.parent[nb] = c
                     self.order.append(nb)
 
@@ -185,12 +196,13 @@ class MaxEntJoint:
 
     def _coarsening(self, table: TargetTable):
         """Per table axis: (starts for reduceat, repeats) mapping fine cells to the table's cells, or None."""
-        out = []
+        out: list[tuple[np.ndarray, np.ndarray] | None] = []
         for v in table.variables:
             if v not in table.bins:
                 out.append(None)
                 continue
             fine = self.axes[v].bins
+            assert fine is not None  # a variable with table bins is numeric: its axis has fine bins
             coarse_of_fine = table.bins[v].locate(fine.edges[:-1])
             starts = np.flatnonzero(np.diff(coarse_of_fine, prepend=-1))
             out.append((starts, np.diff(np.append(starts, len(coarse_of_fine)))))
@@ -202,11 +214,15 @@ class MaxEntJoint:
         v, axis = self.schema[var], self.axes[var]
         if v.type == "categorical":
             return np.arange(axis.size, dtype=float), np.arange(axis.size)
+        assert axis.lows is not None and axis.highs is not None  # numeric: set by _build_axes
         values, cells = [], []
         for i, (lo, hi) in enumerate(zip(axis.lows, axis.highs)):
             if v.integer:
-                pts = np.arange(lo, hi + 1) if hi - lo < defaults.RULE_INTEGER_POINTS else np.round(
-                    np.linspace(lo, hi, defaults.RULE_INTEGER_POINTS))
+                pts = (
+                    np.arange(lo, hi + 1)
+                    if hi - lo < defaults.RULE_INTEGER_POINTS
+                    else np.round(np.linspace(lo, hi, defaults.RULE_INTEGER_POINTS))
+                )
             else:
                 pts = lo + (np.arange(defaults.RULE_POINTS_PER_CELL) + 0.5) / defaults.RULE_POINTS_PER_CELL * (hi - lo)
             values.append(pts)
@@ -237,8 +253,9 @@ class MaxEntJoint:
         # separators start as the independent marginals: the product over cliques divided by them is the joint
         for c in self.order[1:]:
             sep = self.separator(c, self.parent[c])
-            factors[c] = factors[c] / np.maximum(self._spread(self._project(self.marginals[c], self.cliques[c], sep),
-                                                              sep, self.cliques[c]), 1e-300)
+            factors[c] = factors[c] / np.maximum(
+                self._spread(self._project(self.marginals[c], self.cliques[c], sep), sep, self.cliques[c]), 1e-300
+            )
         children = {c: [k for k in self.order if self.parent.get(k) == c] for c in self.order}
         up: dict[int, np.ndarray] = {}
         for c in reversed(self.order[1:]):
@@ -250,7 +267,7 @@ class MaxEntJoint:
         beliefs = {}
         for c in self.order:
             belief = factors[c]
-            if self.parent[c] is not None:
+            if c in self.parent:
                 belief = belief * self._spread(down[c], self.separator(c, self.parent[c]), self.cliques[c])
             for k in children[c]:
                 belief = belief * self._spread(up[k], self.separator(k, c), self.cliques[c])
@@ -262,8 +279,10 @@ class MaxEntJoint:
                 down[k] = np.where(up[k] > 0, message, 0.0)
         total = beliefs[self.order[0]].sum()
         if not total > 0:
-            raise ConfigError("the rules forbid every record the target tables allow: no record satisfies them "
-                              "all; loosen or remove a rule")
+            raise ConfigError(
+                "the rules forbid every record the target tables allow: no record satisfies them "
+                "all; loosen or remove a rule"
+            )
         self.marginals = [beliefs[i] / total for i in range(len(self.cliques))]
 
     # ------------------------------------------------------------------------------------------ algebra
@@ -334,6 +353,7 @@ class MaxEntJoint:
                 w = np.zeros(axis.size)
                 w[[var.categories.index(x) for x in labels]] = 1.0
             else:
+                assert axis.lows is not None and axis.highs is not None  # numeric: set by _build_axes
                 lo, hi = float(cond[0]), float(cond[1])
                 if var.integer:
                     w = np.maximum(np.minimum(axis.highs, math.floor(hi)) - np.maximum(axis.lows, math.ceil(lo)) + 1, 0)
@@ -380,7 +400,7 @@ class MaxEntJoint:
             if not rest:
                 continue
             arr = np.transpose(potentials[c], [self.cliques[c].index(v) for v in sep + rest])
-            sep_shape, rest_shape = arr.shape[: len(sep)], arr.shape[len(sep):]
+            sep_shape, rest_shape = arr.shape[: len(sep)], arr.shape[len(sep) :]
             table = arr.reshape(math.prod(sep_shape), math.prod(rest_shape))
             key = np.ravel_multi_index([draws[v] for v in sep], sep_shape) if sep else np.zeros(k, dtype=np.int64)
             chosen = np.zeros(k, dtype=np.int64)
@@ -402,6 +422,7 @@ class MaxEntJoint:
                 cols[var.name] = np.asarray(var.categories, dtype=object)[idx]
                 continue
             axis = self.axes[var.name]
+            assert axis.lows is not None and axis.highs is not None  # numeric: set by _build_axes
             lo, hi = axis.lows[idx], axis.highs[idx]
             if var.name in conditions:
                 lo = np.maximum(lo, float(conditions[var.name][0]))
@@ -443,17 +464,24 @@ class MaxEntPrior:
     @property
     def notes(self) -> list[str]:
         """What the prior could not do (tables left out of the joint), for the run's warnings."""
-        return [f'maxent prior: table "{n}" left out of the joint (its clique would exceed '
-                f"{defaults.MAXENT_MAX_CLIQUE_CELLS:,} cells); calibration still fits it" for n in self.joint.left_out]
+        return [
+            f'maxent prior: table "{n}" left out of the joint (its clique would exceed '
+            f"{defaults.MAXENT_MAX_CLIQUE_CELLS:,} cells); calibration still fits it"
+            for n in self.joint.left_out
+        ]
 
     def plan(self, guidance: Guidance, rng: np.random.Generator) -> list[Proposal]:
         """Proposals from the guidance (see the class docstring for each mode)."""
         if self.mode == "paper":
             return self._plan_paper(guidance, rng)
         if guidance.current_total == 0:
-            return [Proposal(count=guidance.population_size, action="add",
-                             reason="the population is empty: draw it from the maximum-entropy joint of all "
-                                    "target tables")]
+            return [
+                Proposal(
+                    count=guidance.population_size,
+                    action="add",
+                    reason="the population is empty: draw it from the maximum-entropy joint of all target tables",
+                )
+            ]
         return self._plan_swaps(guidance)
 
     def _plan_swaps(self, guidance: Guidance) -> list[Proposal]:
@@ -480,14 +508,27 @@ class MaxEntPrior:
         swap = min(adds, removes)
         scale_add = (swap + max(need, 0)) / adds if adds > 0 else 0.0
         scale_remove = (swap + max(-need, 0)) / removes if removes > 0 else 0.0
-        proposals = [Proposal(conditions=gap_conditions(g, schema, self._tables), count=math.ceil(g.count_gap),
-                              action="add", reason=f"no record yet: {g.describe()}") for g in guidance.unsupported]
+        proposals = [
+            Proposal(
+                conditions=gap_conditions(g, schema, self._tables),
+                count=math.ceil(g.count_gap),
+                action="add",
+                reason=f"no record yet: {g.describe()}",
+            )
+            for g in guidance.unsupported
+        ]
         for _, g, conditions in chosen:
             add = g.count_gap > 0
             count = int(round(self.step * abs(g.count_gap) * (scale_add if add else scale_remove)))
             if count >= 1:
-                proposals.append(Proposal(conditions=conditions, count=count, action="add" if add else "remove",
-                                          reason=f"{'under' if add else 'over'}-represented: {g.describe()}"))
+                proposals.append(
+                    Proposal(
+                        conditions=conditions,
+                        count=count,
+                        action="add" if add else "remove",
+                        reason=f"{'under' if add else 'over'}-represented: {g.describe()}",
+                    )
+                )
         return proposals
 
     def _plan_paper(self, guidance: Guidance, rng: np.random.Generator) -> list[Proposal]:
@@ -516,9 +557,13 @@ class MaxEntPrior:
                     conditions[var.name] = var.categories[int(draw[var.name][0])]
                 else:
                     axis = self.joint.axes[var.name]
+                    assert axis.bins is not None  # numeric: set by _build_axes
                     conditions[var.name] = bin_condition(var, axis.bins, int(draw[var.name][0]))
-            proposals.append(Proposal(conditions=conditions, count=int(count), action="add",
-                                      reason=f"under-represented: {g.describe()}"))
+            proposals.append(
+                Proposal(
+                    conditions=conditions, count=int(count), action="add", reason=f"under-represented: {g.describe()}"
+                )
+            )
         return proposals
 
     def realize(self, proposal: Proposal, k: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -527,9 +572,14 @@ class MaxEntPrior:
             return self._without_violations(lambda n: sample_uniform_records(self.project.schema, proposal, n, rng), k)
         if self.joint.sample_cells(1, proposal.conditions, rng) is None:
             return pd.DataFrame(columns=self.project.schema.names)
-        return self._without_violations(
-            lambda n: self.joint.values(self.joint.sample_cells(n, proposal.conditions, rng), proposal.conditions,
-                                        rng), k)
+
+        def draw(n: int) -> pd.DataFrame:
+            cells = self.joint.sample_cells(n, proposal.conditions, rng)
+            if cells is None:  # not reached: the same conditions had probability > 0 just above
+                return pd.DataFrame(columns=self.project.schema.names)
+            return self.joint.values(cells, proposal.conditions, rng)
+
+        return self._without_violations(draw, k)
 
     def _without_violations(self, draw, k: int) -> pd.DataFrame:
         """``k`` records from ``draw(n)``, redrawing those that break a rule (a few rounds at most: a cell the

@@ -3,7 +3,6 @@ hand; the bundled example is never edited in place."""
 
 from __future__ import annotations
 
-
 from streamlit.testing.v1 import AppTest
 
 from app_session import as_text
@@ -45,7 +44,7 @@ def test_opening_a_project_zip(tmp_path):
 
 def test_adding_a_broken_table_lists_its_problems_on_a_copy_of_the_example():
     at = _app()
-    bad = 'sex,count\nFemale,16192\nMen,32650\n'.encode()
+    bad = b"sex,count\nFemale,16192\nMen,32650\n"
     _uploader(at, "A table file").set_value(("sex_again.csv", bad, "text/csv"))
     at.run()
     assert not at.exception
@@ -53,24 +52,35 @@ def test_adding_a_broken_table_lists_its_problems_on_a_copy_of_the_example():
     assert at.selectbox(key=_k(at, "data.new_table_format")).value == "long"
     assert at.selectbox(key=_k(at, "data.new_table_count")).value == "count"
     assert at.selectbox(key=_k(at, "data.map.sex")).value == "sex"
-    assert at.warning[-1].value == "Labels the project's variables lack: " + as_text("sex: 1 labels not among its "
-                                                                                     "categories (Men)") + "."
-    assert at.checkbox(key=_k(at, "data.new_table_extend")).value is False  # a typo is a problem unless the user says so
+    assert (
+        at.warning[-1].value
+        == "Labels the project's variables lack: " + as_text("sex: 1 labels not among its categories (Men)") + "."
+    )
+    assert (
+        at.checkbox(key=_k(at, "data.new_table_extend")).value is False
+    )  # a typo is a problem unless the user says so
     at.button(key="data.add_table").click().run()
     assert not at.exception
     assert at.error[0].value.startswith("1 problem(s): fix them below")
     problems = at.dataframe[0].value
-    assert problems.to_dict("records") == [{
-        "file": "tables/sex_again.csv", "row": 3, "column": "sex",
-        "problem": 'expected one of "Female", "Male", got "Men"'}]
+    assert problems.to_dict("records") == [
+        {
+            "file": "tables/sex_again.csv",
+            "row": 3,
+            "column": "sex",
+            "problem": 'expected one of "Female", "Male", got "Men"',
+        }
+    ]
     assert at.session_state["data.project_label"].endswith("(edited copy)")
     assert (ROOT / "examples" / "adult" / "synthor.toml").read_text() == EXAMPLE_TOML
 
 
 def test_a_crosstab_upload_is_detected_and_added():
     at = _app()
-    crosstab = "race,Female,Male\nWhite,13027,28735\nBlack,2308,2377\nAsian-Pac-Islander,517,1002\n" \
-               "Amer-Indian-Eskimo,185,285\nOther,155,251\n".encode()
+    crosstab = (
+        b"race,Female,Male\nWhite,13027,28735\nBlack,2308,2377\nAsian-Pac-Islander,517,1002\n"
+        b"Amer-Indian-Eskimo,185,285\nOther,155,251\n"
+    )
     _uploader(at, "A table file").set_value(("race_by_sex.csv", crosstab, "text/csv"))
     at.run()
     assert at.selectbox(key=_k(at, "data.new_table_format")).value == "crosstab"
@@ -80,8 +90,13 @@ def test_a_crosstab_upload_is_detected_and_added():
     assert not at.exception
     assert at.success[0].value.endswith("48,842 persons, 9 variables, 20 target tables.")
     raw = read_project_toml(at.session_state["data.project_dir"])
-    assert raw["tables"][-1] == {"name": "race_by_sex", "file": "tables/race_by_sex.csv", "format": "crosstab",
-                                 "rows": "race", "columns": "sex"}
+    assert raw["tables"][-1] == {
+        "name": "race_by_sex",
+        "file": "tables/race_by_sex.csv",
+        "format": "crosstab",
+        "rows": "race",
+        "columns": "sex",
+    }
 
 
 def test_a_marginal_by_hand_is_saved_and_an_all_zero_one_is_refused():
@@ -91,9 +106,14 @@ def test_a_marginal_by_hand_is_saved_and_an_all_zero_one_is_refused():
     at.button(key="data.save_marginal").click().run()
     assert not at.exception
     assert at.error[0].value.startswith("1 problem(s)")
-    assert at.dataframe[0].value.to_dict("records") == [{
-        "file": "tables/income_again.csv", "row": None, "column": None,
-        "problem": "all counts are 0: expected a positive total"}]
+    assert at.dataframe[0].value.to_dict("records") == [
+        {
+            "file": "tables/income_again.csv",
+            "row": None,
+            "column": None,
+            "problem": "all counts are 0: expected a positive total",
+        }
+    ]
     folder = at.session_state["data.project_dir"]
     with open(f"{folder}/tables/income_again.csv") as handle:
         assert handle.read().splitlines() == ["income,count", "<=50K,0.0", ">50K,0.0"]
@@ -105,9 +125,20 @@ def test_a_marginal_by_hand_is_saved_and_an_all_zero_one_is_refused():
     assert button.proto.label == "Download the project folder (.zip)"
 
 
-BUILD_ORDER = ["age.csv", "sex.csv", "income.csv", "education.csv", "education_by_occupation.csv",
-               "hours_per_week.csv", "marital_status.csv", "occupation.csv", "race.csv", "workclass.csv",
-               "sex_by_income.csv", "age_by_income.csv"]
+BUILD_ORDER = [
+    "age.csv",
+    "sex.csv",
+    "income.csv",
+    "education.csv",
+    "education_by_occupation.csv",
+    "hours_per_week.csv",
+    "marital_status.csv",
+    "occupation.csv",
+    "race.csv",
+    "workclass.csv",
+    "sex_by_income.csv",
+    "age_by_income.csv",
+]
 
 
 def test_a_project_is_built_from_its_table_files_alone():

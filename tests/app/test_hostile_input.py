@@ -98,16 +98,19 @@ def test_bad_projects_and_settings_give_messages_not_tracebacks(tmp_path, monkey
     at = _app()  # rules that forbid every record: the run fails with the reason, the page stays usable
     at.switch_page("app_pages/synthesize.py").run()
     _uploader(at, "Plausibility rules").set_value(
-        ("rules.toml", b'[[rules]]\nname = "nobody"\ncondition = "age >= 0"\n', "text/plain")).run()
+        ("rules.toml", b'[[rules]]\nname = "nobody"\ncondition = "age >= 0"\n', "text/plain")
+    ).run()
     at.number_input(key="synth.size").set_value(2000)
     at.button(key="FormSubmitter:synth.settings-Start").click().run()
     from app_session import get_runner
+
     get_runner().wait(at.session_state["synth.run_id"], timeout_s=60)
     at.run()
     assert not at.exception
     assert at.error[0].value == "The run failed: " + as_text(
         "ConfigError: the rules forbid every record the target tables allow: no record satisfies them all; loosen or "
-        "remove a rule")
+        "remove a rule"
+    )
 
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

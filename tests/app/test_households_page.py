@@ -17,8 +17,9 @@ from synthor_testing import ROOT
 
 APP = str(ROOT / "app.py")
 EXAMPLES = ROOT.parent / "shared" / "data" / "populationsim"
-needs_examples = pytest.mark.skipif(not (EXAMPLES / "example_test").is_dir(),
-                                    reason="shared/data/populationsim not present")
+needs_examples = pytest.mark.skipif(
+    not (EXAMPLES / "example_test").is_dir(), reason="shared/data/populationsim not present"
+)
 
 
 def _frame(at: AppTest, column: str):
@@ -41,8 +42,12 @@ def test_calm_opens_with_its_levels_and_a_seed_run_shows_the_fit_and_downloads()
     at = _page()
     assert [m.value for m in at.metric] == ["4,841", "11,734", "31", "62,041"]
     levels = _frame(at, "zones")
-    assert levels[["level", "zones", "controls"]].values.tolist() == [["REGION", 1, 8], ["PUMA", 1, 0],
-                                                                      ["TRACT", 35, 8], ["TAZ", 930, 15]]
+    assert levels[["level", "zones", "controls"]].values.tolist() == [
+        ["REGION", 1, 8],
+        ["PUMA", 1, 0],
+        ["TRACT", 35, 8],
+        ["TAZ", 930, 15],
+    ]
     assert _frame(at, "household column")["household column"].tolist() == ["NP", "AGEHOH", "NWESR"]
     assert "No household run yet" in at.info[0].value
     at.radio(key="hh.prior").set_value("seed")
@@ -54,11 +59,19 @@ def test_calm_opens_with_its_levels_and_a_seed_run_shows_the_fit_and_downloads()
     assert fit["pct_rmse"].max() < 26.7  # PopulationSim's worst on CALM (students)
     assert any(c.value.startswith("100.0 % of households agree with their members") for c in at.caption)
     run_dir = Path(at.session_state["hh.run_dir"])
-    assert {"households.csv", "persons.csv", "report.json", "summary_TAZ.csv", "households.parquet",
-            "persons.parquet", "zone_fit.csv"} <= {p.name for p in run_dir.iterdir()}
+    assert {
+        "households.csv",
+        "persons.csv",
+        "report.json",
+        "summary_TAZ.csv",
+        "households.parquet",
+        "persons.parquet",
+        "zone_fit.csv",
+    } <= {p.name for p in run_dir.iterdir()}
     assert run_dir.parent == app_session.household_runs_dir()
     # zones: every control in every zone of its level; the failing ones listed by the thresholds set, downloadable
     import pandas as pd
+
     zone_fit = pd.read_csv(run_dir / "zone_fit.csv")
     assert len(zone_fit) == 8 * 1 + 8 * 35 + 15 * 930
     at.number_input(key="hh.zone_pct").set_value(20.0)
@@ -160,8 +173,9 @@ def test_a_prior_that_cannot_serve_the_project_says_why_on_the_page(tmp_path):
     root = tmp_path / "example_test"
     shutil.copytree(EXAMPLES / "example_test", root)
     controls = root / "configs" / "controls.csv"
-    controls.write_text(controls.read_text().replace("households.NP == 1", "(households.NP == 1) & "
-                                                                           "(households.HTYPE == 1)"))
+    controls.write_text(
+        controls.read_text().replace("households.NP == 1", "(households.NP == 1) & (households.HTYPE == 1)")
+    )
     at = _page(root)
     at.radio(key="hh.prior").set_value("maxent")
     next(b for b in at.button if b.label == "Synthesize households").click().run(timeout=120)
@@ -176,7 +190,14 @@ def test_names_from_project_files_are_shown_literally_in_the_fit_chart():
 
     from synthor_core.plots import household_fit_figure
 
-    figure = household_fit_figure(pd.DataFrame({"control": ["<a href='https://example.invalid'>c</a>", "b"],
-                                                "level": ["TAZ", "%{x}"], "pct_rmse": [1.0, 2.0]}))
+    figure = household_fit_figure(
+        pd.DataFrame(
+            {
+                "control": ["<a href='https://example.invalid'>c</a>", "b"],
+                "level": ["TAZ", "%{x}"],
+                "pct_rmse": [1.0, 2.0],
+            }
+        )
+    )
     assert [t.name for t in figure.data] == ["%&#123;x}", "TAZ"]
     assert list(figure.data[1].y) == ["&lt;a href=&#x27;https://example.invalid&#x27;&gt;c&lt;/a&gt;"]

@@ -35,9 +35,10 @@ def _app() -> AppTest:
 
 def test_data_page_opens_on_the_bundled_example():
     at = _app()
-    assert at.success[0].value.startswith(as_text("UCI Adult, 1994 Current Population Survey (bundled example)")
-                                          + ": 48,842 "
-                                          "persons, 9 variables, 19 target tables.")
+    assert at.success[0].value.startswith(
+        as_text("UCI Adult, 1994 Current Population Survey (bundled example)") + ": 48,842 "
+        "persons, 9 variables, 19 target tables."
+    )
     variables = at.dataframe[0].value
     assert variables["variable"].tolist()[:3] == ["age", "sex", "race"]
     assert len(at.dataframe[1].value) == 19
@@ -57,8 +58,13 @@ def test_broken_project_lists_every_problem_and_blocks_synthesis(tmp_path):
     problems = at.dataframe[0].value
     assert problems.to_dict("records") == [
         {"file": "tables/age_by_sex.csv", "row": 2, "column": "count", "problem": 'expected a number >= 0, got "-1"'},
-        {"file": "tables/age_by_sex.csv", "row": 3, "column": "sex",
-         "problem": 'expected one of "Female", "Male", got "Other"'}]
+        {
+            "file": "tables/age_by_sex.csv",
+            "row": 3,
+            "column": "sex",
+            "problem": 'expected one of "Female", "Male", got "Other"',
+        },
+    ]
     at.switch_page("app_pages/synthesize.py").run()
     assert at.warning[0].value == "The project has problems: fix them on the Data page first."
     assert not at.button
@@ -81,7 +87,11 @@ def test_a_maxent_run_completes_and_shows_the_fit_table():
     (summary,) = [m.value for m in at.markdown if m.value.startswith("Stopped:")]
     assert re.match(r"Stopped: (tolerance reached|no further improvement) after \d+ iterations", summary), summary
     assert [b.proto.label for b in at.get("download_button")] == [
-        "Population (CSV)", "Population (Parquet)", "report.json", "Project folder + run settings (zip)"]
+        "Population (CSV)",
+        "Population (Parquet)",
+        "report.json",
+        "Project folder + run settings (zip)",
+    ]
     at.switch_page("app_pages/runs.py").run()
     assert not at.exception
     runs = at.dataframe[0].value
@@ -93,6 +103,7 @@ def test_a_maxent_run_completes_and_shows_the_fit_table():
 
 def test_evaluate_page_highlights_tables_over_the_threshold_and_compares_holdout_records(tmp_path):
     import importlib.util
+
     spec = importlib.util.spec_from_file_location("adult_derive", ROOT / "examples" / "adult" / "derive.py")
     derive = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(derive)
@@ -164,12 +175,15 @@ def test_two_sessions_do_not_see_each_others_runs(monkeypatch):
 
 
 def test_llm_prior_from_the_page_against_the_local_endpoint(tmp_path):
+    import numpy as np
+
     from llm_endpoint.network import sample_network, write_ecommerce_project
     from llm_endpoint.server import TestEndpoint
-    import numpy as np
+
     records = sample_network(5000, np.random.default_rng(0))
-    folder = write_ecommerce_project(tmp_path / "ecommerce", records, [("age",), ("gender",), ("category",),
-                                                                       ("age", "gender")], 5000)
+    folder = write_ecommerce_project(
+        tmp_path / "ecommerce", records, [("age",), ("gender",), ("category",), ("age", "gender")], 5000
+    )
     with TestEndpoint(seed=1) as endpoint:
         at = AppTest.from_file(APP, default_timeout=60)
         at.session_state["data.project_dir"] = str(folder)
@@ -183,6 +197,7 @@ def test_llm_prior_from_the_page_against_the_local_endpoint(tmp_path):
         assert at.caption[0].value.startswith("API key: none")
         at.button(key="synth.test_connection").click().run()
         from app_session import as_text  # the reply is shown as text (markdown escaped)
+
         assert at.info[0].value == as_text(f"connected to {endpoint.url}: 1 model(s); 'bn-oracle' found")
         at.number_input(key="synth.size").set_value(1000)
         at.number_input(key="synth.price_in").set_value(0.1)
@@ -196,6 +211,7 @@ def test_llm_prior_from_the_page_against_the_local_endpoint(tmp_path):
     (llm_line,) = [c.value for c in at.caption if c.value.startswith("LLM: ")]
     assert re.match(r"LLM: [\d,]+ calls, [\d,]+ prompt \+ [\d,]+ completion tokens, about \d+\.\d{4} USD", llm_line)
     from app_session import get_runner  # the same process: the page's runner and store
+
     run_id = at.session_state["synth.run_id"]
     calls = get_runner().store.llm_calls(run_id)
     assert len(calls) == len(endpoint.log) and set(calls["outcome"]) == {"ok"}
@@ -207,6 +223,7 @@ def test_the_server_key_goes_only_to_endpoints_the_operator_allows(tmp_path, mon
     worked before) nor send the operator's key to a URL of their choice; the caption never says which variables
     exist."""
     from llm_endpoint.server import TestEndpoint
+
     monkeypatch.setenv("DATABASE_PASSWORD", "hunter2")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
     monkeypatch.setenv("SYNTHOR_LLM_API_KEY", "sk-operator")
@@ -244,7 +261,8 @@ def test_rules_uploaded_on_the_synthesize_page_are_enforced_or_their_problems_li
     uploader.set_value(("bad.toml", b'[[rules]]\nname = "x"\ncondition = "__import__(1)"\n', "text/plain")).run()
     assert at.error[0].value.startswith(f"1 problem(s) in {as_text('bad.toml')}: nothing runs until they are fixed.")
     assert at.dataframe[0].value["problem"].tolist() == [
-        'rule "x": a function call is not allowed here (expected a comparison)']
+        'rule "x": a function call is not allowed here (expected a comparison)'
+    ]
     rules = (ROOT / "examples" / "adult" / "rules.toml").read_bytes()
     uploader = [u for u in at.get("file_uploader") if u.label.startswith("Plausibility rules")][0]
     uploader.set_value(("rules.toml", rules, "text/plain")).run()
@@ -254,6 +272,7 @@ def test_rules_uploaded_on_the_synthesize_page_are_enforced_or_their_problems_li
     at.button(key="FormSubmitter:synth.settings-Start").click().run()
     _wait_for_fit(at, 90)
     from app_session import get_runner
+
     report = get_runner().store.report(at.session_state["synth.run_id"])
     assert report["rules"]["any_rate"] == 0.0 and len(report["rules"]["rules"]) == 6
 
@@ -283,9 +302,12 @@ def test_the_synthesize_page_follows_its_run_and_its_project(tmp_path):
     reloaded.run()
     reloaded.switch_page("app_pages/synthesize.py").run()
     assert reloaded.session_state["synth.run_id"] == run_id
-    assert (reloaded.number_input(key="synth.size").value, reloaded.selectbox(key="synth.mode").value,
-            reloaded.number_input(key="synth.max_iterations").value,
-            reloaded.number_input(key="synth.seed").value) == (4000, "paper", 7, 5)
+    assert (
+        reloaded.number_input(key="synth.size").value,
+        reloaded.selectbox(key="synth.mode").value,
+        reloaded.number_input(key="synth.max_iterations").value,
+        reloaded.number_input(key="synth.seed").value,
+    ) == (4000, "paper", 7, 5)
 
     at.session_state["data.project_dir"] = str(write_project(tmp_path / "other"))
     at.session_state["data.project_label"] = "another project"
@@ -296,4 +318,5 @@ def test_the_synthesize_page_follows_its_run_and_its_project(tmp_path):
 
 def get_runner_report(run_id: str) -> dict:
     from app_session import get_runner
+
     return get_runner().store.report(run_id)

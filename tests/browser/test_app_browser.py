@@ -23,12 +23,19 @@ from synthor_testing import ROOT
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = Path(os.environ.get("SYNTHOR_ARTIFACTS", ROOT / "test-artifacts"))
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install "
-                                                                     "chromium); .ci/run installs it")
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium); .ci/run installs it"
+)
 
 
 def _free_port() -> int:
@@ -42,10 +49,27 @@ def app_url(tmp_path_factory):
     port = _free_port()
     env = dict(os.environ, SYNTHOR_DATA_DIR=str(tmp_path_factory.mktemp("browser-data")))
     log = open(tmp_path_factory.mktemp("logs") / "streamlit.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -108,8 +132,17 @@ def test_run_the_example_download_it_and_stop_a_longer_run(page, tmp_path):
     info.value.save_as(path)
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
-    assert rows[0] == ["age", "sex", "race", "education", "marital_status", "occupation", "workclass",
-                       "hours_per_week", "income"]
+    assert rows[0] == [
+        "age",
+        "sex",
+        "race",
+        "education",
+        "marital_status",
+        "occupation",
+        "workclass",
+        "hours_per_week",
+        "income",
+    ]
     assert len(rows) - 1 == 48842
 
     # a longer run (paper mode, 3,000 iterations of 17 persons), stopped after a few seconds
@@ -153,6 +186,7 @@ def test_households_in_zones_on_calm_run_and_download(page, tmp_path):
     the failing zones, and households.csv and persons.csv whose row counts match the report."""
     import json
     import zipfile
+
     bundle = tmp_path / "example_calm.zip"
     with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(CALM.rglob("*")):
@@ -168,8 +202,9 @@ def test_households_in_zones_on_calm_run_and_download(page, tmp_path):
     page.get_by_role("button", name="Synthesize households").click()
     page.get_by_text("Result: seed prior, seed 1").wait_for(timeout=180_000)
     page.get_by_text(re.compile(r"^100\.0 % of households agree with their members")).wait_for()
-    page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].some("
-                           "p => (p.data || []).some(t => t.name === 'TAZ'))")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => (p.data || []).some(t => t.name === 'TAZ'))"
+    )
     page.screenshot(path=str(ARTIFACTS / "8-households-result.png"), full_page=True)
     page.get_by_role("tab", name="Zones").click()
     page.get_by_text(re.compile(r"^[\d,]+ of 14,2\d\d control-zone pairs fail")).wait_for()
@@ -197,9 +232,19 @@ def _idle(page) -> None:
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
 
 
-BUILD_ORDER = ["age.csv", "sex.csv", "income.csv", "education.csv", "education_by_occupation.csv",
-               "hours_per_week.csv", "marital_status.csv", "occupation.csv", "race.csv", "workclass.csv",
-               "sex_by_income.csv"]
+BUILD_ORDER = [
+    "age.csv",
+    "sex.csv",
+    "income.csv",
+    "education.csv",
+    "education_by_occupation.csv",
+    "hours_per_week.csv",
+    "marital_status.csv",
+    "occupation.csv",
+    "race.csv",
+    "workclass.csv",
+    "sex_by_income.csv",
+]
 
 
 def test_a_project_built_by_hand_from_its_table_files_runs(page):
@@ -211,14 +256,15 @@ def test_a_project_built_by_hand_from_its_table_files_runs(page):
     page.get_by_role("button", name="Start a new, empty project").click()
     page.get_by_text("Build the project in three steps.").wait_for()
     page.get_by_role("tab", name="Add a table").click()
-    for i, name in enumerate(BUILD_ORDER, start=1):
+    for name in BUILD_ORDER:
         _idle(page)  # a file given while the page reruns would be lost
         uploader = page.locator('[data-testid="stFileUploader"]').filter(has_text="A table file")
         uploader.locator('input[type="file"]').set_input_files(str(tables / name))
         # the form follows each new file: its name, never the previous file's
         try:
             playwright.expect(page.get_by_role("textbox", name="Table name", exact=True).first).to_have_value(
-                name.removesuffix(".csv"), timeout=30_000)
+                name.removesuffix(".csv"), timeout=30_000
+            )
         except AssertionError:
             page.screenshot(path=str(ARTIFACTS / "10-failed.png"), full_page=True)
             raise

@@ -29,8 +29,9 @@ def _derive_module():
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "synthor_core", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "synthor_core", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,14 @@ def test_full_mode_fits_the_targets_with_valid_values(full_run):
     report = json.loads((out / "report.json").read_text())
     assert report["mean_tvd"] <= 0.005 and report["max_tvd"] <= 0.02
     assert report["records"] == 48842 and report["mode"] == "full" and report["prior"] == "maxent"
-    assert report["llm"] == {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached_calls": 0,
-                             "failures": {}, "calls_per_1000_records": 0.0}
+    assert report["llm"] == {
+        "calls": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cached_calls": 0,
+        "failures": {},
+        "calls_per_1000_records": 0.0,
+    }
     assert report["error"] is None
     assert list(report["tables"]) == [name for name, _, _ in _derive_module().TABLES]
     assert all(set(fit) == {"tvd", "srmse"} for fit in report["tables"].values())
@@ -66,6 +73,7 @@ def test_full_mode_fits_the_targets_with_valid_values(full_run):
 
 def test_full_mode_beats_independent_marginals_on_tables_that_were_not_targets(full_run):
     from synthor_core.targets import load_project
+
     out, _ = full_run
     project = load_project(EXAMPLE)
     real = _derive_module().read_adult_records("all")
@@ -105,6 +113,7 @@ def test_paper_mode_runs_and_reports_its_protocol(tmp_path):
 
 def test_validate_prints_every_problem_and_exits_2(tmp_path):
     from synthor_testing import SMALL_FILES, SMALL_TOML, write_project
+
     files = dict(SMALL_FILES)
     files["tables/age_by_sex.csv"] = 'age,sex,count\n"[0, 18)",Female,-1\n"[0, 18)",Other,2\n'
     folder = write_project(tmp_path / "bad", SMALL_TOML, files)
@@ -113,7 +122,8 @@ def test_validate_prints_every_problem_and_exits_2(tmp_path):
     assert proc.stdout.splitlines() == [
         f"2 problem(s) in {folder}:",
         '  - tables/age_by_sex.csv row 2, column "count": expected a number >= 0, got "-1"',
-        '  - tables/age_by_sex.csv row 3, column "sex": expected one of "Female", "Male", got "Other"']
+        '  - tables/age_by_sex.csv row 3, column "sex": expected one of "Female", "Male", got "Other"',
+    ]
     run = _cli("run", str(folder), "--out", str(tmp_path / "o"))
     assert run.returncode == 2 and "2 problem(s) in the project" in run.stderr
     ok = _cli("validate", "examples/adult")
@@ -130,8 +140,20 @@ def test_evaluate_command_reports_every_measure(full_run, tmp_path):
     out, _ = full_run
     holdout = tmp_path / "adult_test.csv"
     _derive_module().read_adult_records("test").to_csv(holdout, index=False)
-    proc = _cli("evaluate", str(out / "population.csv"), "--project", "examples/adult", "--holdout", str(holdout),
-                "--rules", "examples/adult/rules.toml", "--label", "income", "--json", str(tmp_path / "e.json"))
+    proc = _cli(
+        "evaluate",
+        str(out / "population.csv"),
+        "--project",
+        "examples/adult",
+        "--holdout",
+        str(holdout),
+        "--rules",
+        "examples/adult/rules.toml",
+        "--label",
+        "income",
+        "--json",
+        str(tmp_path / "e.json"),
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["mean_tvd"] <= 0.005 and len(report["targets"]) == 19
@@ -146,9 +168,14 @@ def test_evaluate_command_reports_every_measure(full_run, tmp_path):
     assert 0.5 <= holdout_report["classifier_two_sample"]["accuracy"] <= 1
     tstr = holdout_report["tstr"]
     assert 0.7 < tstr["tstr_accuracy"] <= tstr["trtr_accuracy"] + 0.02
-    assert set(report["rules"]["rules"]) == {"married before 18", "doctorate before 24", "widowed before 20",
-                                             "never worked but works", "armed forces outside federal government",
-                                             "preschool professional"}
+    assert set(report["rules"]["rules"]) == {
+        "married before 18",
+        "doctorate before 24",
+        "widowed before 20",
+        "never worked but works",
+        "armed forces outside federal government",
+        "preschool professional",
+    }
     assert "Predicting income: trained on synthetic" in proc.stdout
 
 
@@ -157,13 +184,24 @@ def test_evaluate_names_a_population_file_that_does_not_fit(tmp_path):
     bad.write_text("age,sex\n30,Male\n")
     proc = _cli("evaluate", str(bad), "--project", "examples/adult")
     assert proc.returncode == 2
-    assert (f"{bad} row 1: the population needs one column per variable; missing race, education, marital_status, "
-            "occupation, workclass, hours_per_week, income") in proc.stderr
+    assert (
+        f"{bad} row 1: the population needs one column per variable; missing race, education, marital_status, "
+        "occupation, workclass, hours_per_week, income"
+    ) in proc.stderr
 
 
 def test_run_with_rules_has_no_violations_and_reports_the_cost(tmp_path):
-    proc = _cli("run", "examples/adult", "--seed", "2", "--out", str(tmp_path), "--quiet", "--rules",
-                "examples/adult/rules.toml")
+    proc = _cli(
+        "run",
+        "examples/adult",
+        "--seed",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+        "--rules",
+        "examples/adult/rules.toml",
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["rules"]["any_rate"] == 0.0

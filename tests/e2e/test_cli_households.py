@@ -14,8 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT.parent / "shared" / "data" / "populationsim"
-needs_examples = pytest.mark.skipif(not (EXAMPLES / "example_calm").is_dir(),
-                                    reason="shared/data/populationsim not present")
+needs_examples = pytest.mark.skipif(
+    not (EXAMPLES / "example_calm").is_dir(), reason="shared/data/populationsim not present"
+)
 
 # PopulationSim 0.10.0's own fit on example_calm (%RMSE over zones), from shared/data/populationsim/README.md:
 # the bar each control group must meet or beat.
@@ -31,8 +32,9 @@ POPULATIONSIM_WORST_PCT_RMSE = {
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "synthor_core", "run", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "synthor_core", "run", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
 
 
 def _sha(path: Path) -> str:
@@ -61,8 +63,17 @@ def test_calm_with_the_seed_prior_meets_populationsim_on_every_control_group(tmp
         assert worst <= bar, f"{group}: worst %RMSE {worst:.2f} above PopulationSim's {bar}"
     # PopulationSim's own output files, with the columns its settings list
     synthetic = pd.read_csv(out / "synthetic_households.csv")
-    assert list(synthetic.columns) == ["household_id", "REGION", "PUMA", "TRACT", "TAZ", "NP", "AGEHOH", "HHINCADJ",
-                                       "NWESR"]
+    assert list(synthetic.columns) == [
+        "household_id",
+        "REGION",
+        "PUMA",
+        "TRACT",
+        "TAZ",
+        "NP",
+        "AGEHOH",
+        "HHINCADJ",
+        "NWESR",
+    ]
     assert len(pd.read_csv(out / "synthetic_persons.csv")) == len(persons)
     summary = pd.read_csv(out / "summary_TAZ.csv")
     assert len(summary) == 930 and (summary["num_hh_diff"] == 0).all()
@@ -74,8 +85,18 @@ def test_example_test_runs_at_every_level_and_repeats_byte_for_byte(tmp_path, co
     outputs = []
     for run in ("a", "b"):
         out = tmp_path / run
-        done = _run(str(EXAMPLES / "example_test"), "--configs", configs, "--data", data, "--seed", "3", "--out",
-                    str(out), "--quiet")
+        done = _run(
+            str(EXAMPLES / "example_test"),
+            "--configs",
+            configs,
+            "--data",
+            data,
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            "--quiet",
+        )
         assert done.returncode == 0, done.stderr
         outputs.append(out)
     for name in ("households.csv", "persons.csv"):
@@ -134,18 +155,22 @@ def test_bad_populationsim_input_exits_2_with_file_row_and_column(tmp_path):
     for path in root.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     controls = root / "configs" / "controls.csv"
-    controls.write_text(controls.read_text(encoding="utf-8").replace("households.NP >= 4", "households.NP >= 4 + 0"),
-                        encoding="utf-8")
+    controls.write_text(
+        controls.read_text(encoding="utf-8").replace("households.NP >= 4", "households.NP >= 4 + 0"), encoding="utf-8"
+    )
     done = _run(str(root), "--out", str(tmp_path / "o"))
     assert done.returncode == 2
-    assert ('configs/controls.csv row 6, column "expression": control "hh_size_4_plus": arithmetic is not allowed'
-            in done.stderr)
+    assert (
+        'configs/controls.csv row 6, column "expression": control "hh_size_4_plus": arithmetic is not allowed'
+        in done.stderr
+    )
     assert "Traceback" not in done.stderr
 
 
 def _convert(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "synthor_core", "convert", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "synthor_core", "convert", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
 
 
 @needs_examples
@@ -172,8 +197,10 @@ def test_example_test_converted_runs_to_the_same_bytes(tmp_path, configs, data):
     project = tmp_path / "project"
     done = _convert(str(EXAMPLES / "example_test"), str(project), "--configs", configs, "--data", data)
     assert done.returncode == 0, done.stderr
-    for name, args in (("a", [str(EXAMPLES / "example_test"), "--configs", configs, "--data", data]),
-                       ("b", [str(project)])):
+    for name, args in (
+        ("a", [str(EXAMPLES / "example_test"), "--configs", configs, "--data", data]),
+        ("b", [str(project)]),
+    ):
         done = _run(*args, "--seed", "3", "--out", str(tmp_path / name), "--quiet")
         assert done.returncode == 0, done.stderr
     for name in ("households.csv", "persons.csv", "synthetic_persons.csv"):
@@ -195,29 +222,46 @@ def test_convert_errors_exit_2_with_what_is_wrong(tmp_path):
     project = tmp_path / "project"
     assert _convert(str(EXAMPLES / "example_test"), str(project)).returncode == 0
     toml = project / "synthor.toml"
-    toml.write_text(toml.read_text(encoding="utf-8").replace('"households.NP >= 4"', '"households.NP >= 4 + 0"'),
-                    encoding="utf-8")
+    toml.write_text(
+        toml.read_text(encoding="utf-8").replace('"households.NP >= 4"', '"households.NP >= 4 + 0"'), encoding="utf-8"
+    )
     done = _run(str(project), "--out", str(tmp_path / "o"))
     assert done.returncode == 2
-    assert ('synthor.toml column "controls[5].expression": control "hh_size_4_plus": arithmetic is not allowed'
-            in done.stderr)
+    assert (
+        'synthor.toml column "controls[5].expression": control "hh_size_4_plus": arithmetic is not allowed'
+        in done.stderr
+    )
     assert "Traceback" not in done.stderr
 
 
 @needs_examples
 def test_validate_checks_a_populationsim_folder_and_names_each_problem(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "synthor_core", "validate", str(EXAMPLES / "example_calm")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "synthor_core", "validate", str(EXAMPLES / "example_calm")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
-    assert ("ok: 4,841 seed households, 11,734 seed persons, 31 controls, geography REGION (1) > PUMA (1) > "
-            "TRACT (35) > TAZ (930), 62,041 households to place") in done.stdout
+    assert (
+        "ok: 4,841 seed households, 11,734 seed persons, 31 controls, geography REGION (1) > PUMA (1) > "
+        "TRACT (35) > TAZ (930), 62,041 households to place"
+    ) in done.stdout
     root = tmp_path / "example_test"
     shutil.copytree(EXAMPLES / "example_test", root)
     controls = root / "configs" / "controls.csv"
     controls.write_text(controls.read_text().replace("households.NP == 1", "__import__('os').getcwd()"))
-    done = subprocess.run([sys.executable, "-m", "synthor_core", "validate", str(root)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "synthor_core", "validate", str(root)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2
     assert "1 problem(s) in" in done.stdout
-    assert ('configs/controls.csv row 3, column "expression": control "hh_size_1": a function call is not allowed'
-            in done.stdout)
+    assert (
+        'configs/controls.csv row 3, column "expression": control "hh_size_1": a function call is not allowed'
+        in done.stdout
+    )

@@ -16,14 +16,18 @@ import pandas as pd
 from synthor_core import cli
 from synthor_testing import ROOT
 
-VARIABLES = ["age", "sex", "race", "education", "marital_status", "occupation", "workclass", "hours_per_week",
-             "income"]
+VARIABLES = ["age", "sex", "race", "education", "marital_status", "occupation", "workclass", "hours_per_week", "income"]
 SLOW = ["run", "examples/adult", "--n", "200000", "--tolerance", "0.00001", "--max-iterations", "80", "--seed", "2"]
 
 
 def _start(out) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "synthor_core", *SLOW, "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "synthor_core", *SLOW, "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_checkpoint(out, child: subprocess.Popen) -> None:
@@ -55,8 +59,9 @@ def test_kill_9_mid_run_leaves_the_last_checkpoint_complete(tmp_path):
         child.kill()
     people, report = _valid_population(out)
     assert report["status"] == "checkpoint" and report["iterations"] >= 1
-    assert report["stop_reason"].startswith(f"not finished: population.csv holds the population saved at iteration "
-                                            f"{report['iterations']} (not calibrated)")
+    assert report["stop_reason"].startswith(
+        f"not finished: population.csv holds the population saved at iteration {report['iterations']} (not calibrated)"
+    )
 
 
 def test_ctrl_c_calibrates_and_writes_what_was_built(tmp_path):
@@ -92,8 +97,10 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_says_so(tmp_path, monkeypatch
     code = cli.main(["run", str(ROOT / "examples/adult"), "--n", "5000", "--seed", "1", "--quiet", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 1
-    assert (f"error: could not write the results to {out} (No space left on device); the population saved at "
-            f"iteration 1 (not calibrated) is still there") in err
+    assert (
+        f"error: could not write the results to {out} (No space left on device); the population saved at "
+        f"iteration 1 (not calibrated) is still there"
+    ) in err
     people, report = _valid_population(out)
     assert report["status"] == "checkpoint" and report["iterations"] == 1
 

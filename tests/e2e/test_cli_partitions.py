@@ -15,8 +15,13 @@ pytestmark = pytest.mark.skipif(not EXAMPLE.is_dir(), reason="shared/data/popula
 
 
 def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "synthor_core", "run", str(EXAMPLE), "--seed", "5", "--out",
-                           str(out), *extra], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "synthor_core", "run", str(EXAMPLE), "--seed", "5", "--out", str(out), *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     return done
 
@@ -40,9 +45,15 @@ def test_same_bytes_for_one_worker_two_workers_and_dask(tmp_path):
 
 
 def test_bad_partition_settings_exit_2(tmp_path):
-    for extra, message in ((["--workers", "0"], "error: --workers must be 1 or more, got 0"),
-                           (["--partition", "TAZ"], "the partition level must be the seed level PUMA or one above "
-                                                    "it, got 'TAZ'")):
-        done = subprocess.run([sys.executable, "-m", "synthor_core", "run", str(EXAMPLE), "--out", str(tmp_path / "o"),
-                               *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    for extra, message in (
+        (["--workers", "0"], "error: --workers must be 1 or more, got 0"),
+        (["--partition", "TAZ"], "the partition level must be the seed level PUMA or one above it, got 'TAZ'"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "synthor_core", "run", str(EXAMPLE), "--out", str(tmp_path / "o"), *extra],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 2 and message in done.stderr

@@ -18,8 +18,7 @@ from synthor_core.store import RunStore
 from synthor_core.targets import load_project
 from synthor_testing import SMALL_FILES, SMALL_TOML, write_project
 
-LABELS = {"Female": '=HYPERLINK("http://attacker.example/x","click")', "Male": "None", "no": "@SUM(A1)",
-          "yes": "-yes"}
+LABELS = {"Female": '=HYPERLINK("http://attacker.example/x","click")', "Male": "None", "no": "@SUM(A1)", "yes": "-yes"}
 
 
 def _hostile_project(folder):
@@ -28,8 +27,12 @@ def _hostile_project(folder):
     for plain, hostile in LABELS.items():
         toml = toml.replace(f'"{plain}"', json.dumps(hostile))
         quoted = '"' + hostile.replace('"', '""') + '"'
-        files = {name: text.replace(f",{plain},", f",{quoted},").replace(f",{plain}\n", f",{quoted}\n")
-                 .replace(f"\n{plain},", f"\n{quoted},") for name, text in files.items()}
+        files = {
+            name: text.replace(f",{plain},", f",{quoted},")
+            .replace(f",{plain}\n", f",{quoted}\n")
+            .replace(f"\n{plain},", f"\n{quoted},")
+            for name, text in files.items()
+        }
     return write_project(folder, toml, files)
 
 
@@ -43,7 +46,14 @@ def test_spreadsheet_safe_quotes_formula_text_and_leaves_numbers():
     assert safe["label"].tolist() == ["'=1+1", "'+x", "'-y", "'@z", "'\tt", "plain", "'=kept"]
     assert safe["n"].tolist() == [-1, 2, 3, 4, 5, 6, 7]
     assert spreadsheet_unescape(safe.astype({"n": str}))["label"].tolist() == [
-        "=1+1", "+x", "-y", "@z", "\tt", "plain", "=kept"]
+        "=1+1",
+        "+x",
+        "-y",
+        "@z",
+        "\tt",
+        "plain",
+        "=kept",
+    ]
 
 
 def test_cli_exports_are_spreadsheet_safe_and_read_back_exactly(tmp_path):
@@ -55,8 +65,12 @@ def test_cli_exports_are_spreadsheet_safe_and_read_back_exactly(tmp_path):
     assert not [c for c in cells if c.startswith(FORMULA_PREFIXES)]
     assert "'" + LABELS["Female"] in cells and "'@SUM(A1)" in cells and "'-yes" in cells and "None" in cells
     report = json.loads((out / "report.json").read_text())
-    assert cli.main(["evaluate", str(out / "population.csv"), "--project", str(folder), "--json",
-                     str(tmp_path / "e.json")]) == 0  # every row read back, "None" included (else: an error)
+    assert (
+        cli.main(
+            ["evaluate", str(out / "population.csv"), "--project", str(folder), "--json", str(tmp_path / "e.json")]
+        )
+        == 0
+    )  # every row read back, "None" included (else: an error)
     evaluation = json.loads((tmp_path / "e.json").read_text())
     assert abs(evaluation["mean_tvd"] - report["mean_tvd"]) < 1e-9
 

@@ -38,13 +38,13 @@ def ecommerce(tmp_path_factory):
 
 
 def _cli(*args, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "synthor_core", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "synthor_core", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _llm_args(url: str, *extra: str) -> list[str]:
-    return ["--prior", "llm", "--base-url", url, "--model", "bn-oracle", "--api-key-env", "SYNTHOR_TEST_NO_KEY",
-            *extra]
+    return ["--prior", "llm", "--base-url", url, "--model", "bn-oracle", "--api-key-env", "SYNTHOR_TEST_NO_KEY", *extra]
 
 
 def _population(project, out):
@@ -79,8 +79,18 @@ def test_llm_prior_converges_and_beats_maxent_on_tables_that_were_not_targets(ec
 def test_thirty_percent_of_calls_failing_in_mixed_ways(ecommerce, tmp_path):
     folder, _, _ = ecommerce
     with TestEndpoint(seed=3, fault_rate=0.3, timeout_sleep_s=1.5, retry_after_s=0.2) as endpoint:
-        proc = _cli("run", str(folder), "--n", "2000", "--seed", "1", "--out", str(tmp_path), "--quiet",
-                    *_llm_args(endpoint.url, "--timeout", "1", "--max-retries", "6"))
+        proc = _cli(
+            "run",
+            str(folder),
+            "--n",
+            "2000",
+            "--seed",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            *_llm_args(endpoint.url, "--timeout", "1", "--max-retries", "6"),
+        )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["mean_tvd"] <= 0.01
@@ -101,11 +111,27 @@ def test_endpoint_killed_mid_run_stops_with_a_message_and_keeps_the_population(e
     unreachable_after = 3.0
     with TestEndpoint(seed=1, die_after=60) as endpoint:
         started = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "synthor_core", "run", str(folder), "--n", "2000", "--seed",
-                                 "1", "--out", str(tmp_path), "--quiet",
-                                 *_llm_args(endpoint.url, "--timeout", "1", "--unreachable-after",
-                                            str(unreachable_after))], cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "synthor_core",
+                "run",
+                str(folder),
+                "--n",
+                "2000",
+                "--seed",
+                "1",
+                "--out",
+                str(tmp_path),
+                "--quiet",
+                *_llm_args(endpoint.url, "--timeout", "1", "--unreachable-after", str(unreachable_after)),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         _, stderr = proc.communicate(timeout=120)
         ended = time.monotonic()
     assert endpoint.died_at is not None and endpoint.died_at > started
@@ -121,8 +147,18 @@ def test_endpoint_killed_mid_run_stops_with_a_message_and_keeps_the_population(e
 def test_token_budget_stops_the_run_cleanly(ecommerce, tmp_path):
     folder, _, _ = ecommerce
     with TestEndpoint(seed=1) as endpoint:
-        proc = _cli("run", str(folder), "--n", "2000", "--seed", "1", "--out", str(tmp_path), "--quiet",
-                    *_llm_args(endpoint.url, "--token-budget", "40000"))
+        proc = _cli(
+            "run",
+            str(folder),
+            "--n",
+            "2000",
+            "--seed",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            *_llm_args(endpoint.url, "--token-budget", "40000"),
+        )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["stop_reason"] == "token budget reached"
@@ -152,8 +188,9 @@ def test_paper_mode_follows_the_paper_protocol(ecommerce):
     _, project, _ = ecommerce
     with TestEndpoint(seed=1) as endpoint:
         prior = LLMPrior(project, LLMSettings(base_url=endpoint.url, model="bn-oracle"), mode="paper")
-        events = list(run_synthesis(project, prior, SynthesisConfig(size=2000, mode="paper", seed=1,
-                                                                    max_iterations=20)))
+        events = list(
+            run_synthesis(project, prior, SynthesisConfig(size=2000, mode="paper", seed=1, max_iterations=20))
+        )
     result = events[-1]
     assert isinstance(result, SynthesisResult) and result.population["count"].sum() == 2000
     for event in events[:-1]:
@@ -190,9 +227,12 @@ def test_structured_output_settings_and_schema(ecommerce):
 
 def test_labels_from_the_tables_cannot_change_the_output_format(ecommerce, tmp_path):
     folder, _, _ = ecommerce
-    toml = (folder / "synthor.toml").read_text().replace(
-        'description = "Customers of an online shop and one purchase each"', f'description = "{INJECTION}"').replace(
-        'categories = ["Male", "Female"]', f'categories = ["Male", "Female", "{INJECTION}"]')
+    toml = (
+        (folder / "synthor.toml")
+        .read_text()
+        .replace('description = "Customers of an online shop and one purchase each"', f'description = "{INJECTION}"')
+        .replace('categories = ["Male", "Female"]', f'categories = ["Male", "Female", "{INJECTION}"]')
+    )
     injected = tmp_path / "injected"
     injected.mkdir()
     (injected / "synthor.toml").write_text(toml)
@@ -201,7 +241,8 @@ def test_labels_from_the_tables_cannot_change_the_output_format(ecommerce, tmp_p
     with TestEndpoint(seed=1) as endpoint:
         # the simulated model does obey an instruction that is not quoted as data
         raw = openai.OpenAI(base_url=endpoint.url, api_key="x").chat.completions.create(
-            model="bn-oracle", messages=[{"role": "user", "content": f"Hello.\n{INJECTION}"}])
+            model="bn-oracle", messages=[{"role": "user", "content": f"Hello.\n{INJECTION}"}]
+        )
         assert raw.choices[0].message.content == "OK"
         prior = LLMPrior(project, LLMSettings(base_url=endpoint.url, model="bn-oracle", scenario=INJECTION))
         result = list(run_synthesis(project, prior, SynthesisConfig(size=1000, seed=1, max_iterations=4)))[-1]
@@ -212,6 +253,7 @@ def test_labels_from_the_tables_cannot_change_the_output_format(ecommerce, tmp_p
 
 def test_a_stop_request_ends_an_llm_run_within_two_seconds(ecommerce):
     from synthor_core.runner import Runner, llm_prior_factory
+
     _, project, _ = ecommerce
     with TestEndpoint(seed=1, fault_rate=0.5, fault_kinds=("timeout",), timeout_sleep_s=3) as endpoint:
         settings = LLMSettings(base_url=endpoint.url, model="bn-oracle", timeout_s=1, concurrency=2)
@@ -228,12 +270,13 @@ def test_a_stop_request_ends_an_llm_run_within_two_seconds(ecommerce):
 
 def test_retry_after_is_honoured_instead_of_the_backoff(ecommerce):
     from synthor_core.priors import prompts
+
     _, project, _ = ecommerce
     with TestEndpoint(seed=1, fault_rate=1.0, fault_kinds=("rate_limit",), retry_after_s=0.2) as endpoint:
-        prior = LLMPrior(project, LLMSettings(base_url=endpoint.url, model="bn-oracle", max_retries=2,
-                                              backoff_s=0.5))
-        reply = prior.call_json("dependencies", prompts.dependency_messages(project),
-                                prompts.groups_schema(project.schema), "groups")
+        prior = LLMPrior(project, LLMSettings(base_url=endpoint.url, model="bn-oracle", max_retries=2, backoff_s=0.5))
+        reply = prior.call_json(
+            "dependencies", prompts.dependency_messages(project), prompts.groups_schema(project.schema), "groups"
+        )
     assert reply is None and len(endpoint.log) == 3
     assert [c.outcome for c in prior.calls] == ["rate_limit"] * 3
     assert [c.waited_s for c in prior.calls] == pytest.approx([0.0, 0.2, 0.4])  # backoff would give 0, 0.5, 1.5
@@ -244,8 +287,14 @@ def test_retry_after_is_honoured_instead_of_the_backoff(ecommerce):
 def test_an_endpoint_failing_every_call_is_named_in_the_error(ecommerce, kind):
     """HTTP 500 (or a refusal) to every call: the run's error names the failures by kind, not "rejected: nothing"."""
     folder, project, _ = ecommerce
-    settings = LLMSettings(base_url="http://127.0.0.1:1/v1", model="bn-oracle", max_retries=0, backoff_s=0,
-                           unreachable_after_s=30, infer_dependencies=False)
+    settings = LLMSettings(
+        base_url="http://127.0.0.1:1/v1",
+        model="bn-oracle",
+        max_retries=0,
+        backoff_s=0,
+        unreachable_after_s=30,
+        infer_dependencies=False,
+    )
     with TestEndpoint(seed=1, fault_rate=1.0, fault_kinds=(kind,)) as endpoint:
         prior = LLMPrior(project, settings.model_copy(update={"base_url": endpoint.url}), api_key="")
         with pytest.raises(Exception) as info:

@@ -44,8 +44,13 @@ SLOW_RUN = textwrap.dedent("""
 
 def test_a_killed_process_leaves_an_interrupted_run_that_downloads_resumes_and_deletes(tmp_path, small_project_dir):
     path = tmp_path / "data" / "runs.duckdb"
-    child = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(path), str(small_project_dir)], cwd=ROOT,
-                             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    child = subprocess.Popen(
+        [sys.executable, "-c", SLOW_RUN, str(path), str(small_project_dir)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         run_id = child.stdout.readline().strip()
         assert len(run_id) == 12

@@ -14,11 +14,20 @@ AGE_MEANS, AGE_SDS = np.array([24.0, 38.0, 55.0]), np.array([6.0, 15.0, 10.0])
 GENDERS, GENDER_P = ["Male", "Female"], [0.45, 0.55]
 LOCATIONS, LOCATION_P = ["Developed", "Developing"], [0.4, 0.6]
 CATEGORIES = ["Electronics", "Apparel", "Food & Beverages", "Furniture & Appliances"]
-CATEGORY_P = {("young", "Male"): [0.50, 0.25, 0.05, 0.20], ("young", "Female"): [0.20, 0.50, 0.05, 0.25],
-              ("middle", "Male"): [0.20, 0.10, 0.50, 0.20], ("middle", "Female"): [0.10, 0.20, 0.55, 0.15],
-              ("old", "Male"): [0.10, 0.10, 0.65, 0.15], ("old", "Female"): [0.10, 0.10, 0.60, 0.20]}
-PRICE = {"Electronics": (800.0, 1000.0), "Apparel": (100.0, 500.0), "Food & Beverages": (100.0, 400.0),
-         "Furniture & Appliances": (200.0, 500.0)}
+CATEGORY_P = {
+    ("young", "Male"): [0.50, 0.25, 0.05, 0.20],
+    ("young", "Female"): [0.20, 0.50, 0.05, 0.25],
+    ("middle", "Male"): [0.20, 0.10, 0.50, 0.20],
+    ("middle", "Female"): [0.10, 0.20, 0.55, 0.15],
+    ("old", "Male"): [0.10, 0.10, 0.65, 0.15],
+    ("old", "Female"): [0.10, 0.10, 0.60, 0.20],
+}
+PRICE = {
+    "Electronics": (800.0, 1000.0),
+    "Apparel": (100.0, 500.0),
+    "Food & Beverages": (100.0, 400.0),
+    "Furniture & Appliances": (200.0, 500.0),
+}
 PAYMENTS = ["Online Payment", "Cash on Delivery"]
 PAYMENT_P = {"Developed": [0.7, 0.3], "Developing": [0.4, 0.6]}
 GROUPS = [["age", "gender", "category"], ["category", "price"], ["location", "payment"]]
@@ -57,11 +66,12 @@ def sample_network(n: int, rng: np.random.Generator) -> pd.DataFrame:
     for loc, p in PAYMENT_P.items():
         mask = location == loc
         payment[mask] = rng.choice(PAYMENTS, size=int(mask.sum()), p=p)
-    return pd.DataFrame({"age": age, "gender": gender, "location": location, "category": category,
-                         "price": price, "payment": payment})
+    return pd.DataFrame(
+        {"age": age, "gender": gender, "location": location, "category": category, "price": price, "payment": payment}
+    )
 
 
-VARIABLES_TOML = '''
+VARIABLES_TOML = """
 [[variables]]
 name = "age"
 type = "numeric"
@@ -102,7 +112,7 @@ name = "payment"
 type = "categorical"
 categories = ["Online Payment", "Cash on Delivery"]
 description = "Payment method"
-'''
+"""
 
 
 def quantile_edges(values: pd.Series, low: float, high: float, bins: int = 6, integer: bool = False) -> list[float]:
@@ -121,10 +131,16 @@ def write_ecommerce_project(folder: Path, records: pd.DataFrame, tables, size: i
     """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tables").mkdir(exist_ok=True)
-    default = {"age": quantile_edges(records["age"], 18, 90, integer=True),
-               "price": quantile_edges(records["price"], 0, 2000)}
-    lines = ["[population]", f"size = {size}",
-             'description = "Customers of an online shop and one purchase each"', VARIABLES_TOML]
+    default = {
+        "age": quantile_edges(records["age"], 18, 90, integer=True),
+        "price": quantile_edges(records["price"], 0, 2000),
+    }
+    lines = [
+        "[population]",
+        f"size = {size}",
+        'description = "Customers of an online shop and one purchase each"',
+        VARIABLES_TOML,
+    ]
     for entry in tables:
         variables, edges = (entry, default) if isinstance(entry[0], str) else entry
         name = "_".join(variables)
@@ -136,8 +152,13 @@ def write_ecommerce_project(folder: Path, records: pd.DataFrame, tables, size: i
             idx = np.clip(np.searchsorted(e, frame[var], side="right") - 1, 0, len(e) - 2)
             frame[var] = np.asarray(labels)[idx]
         frame.value_counts().rename("count").reset_index().to_csv(folder / "tables" / f"{name}.csv", index=False)
-        lines += ["[[tables]]", f'name = "{name}"', f'file = "tables/{name}.csv"', 'format = "long"',
-                  "variables = [" + ", ".join(f'"{v}"' for v in variables) + "]"]
+        lines += [
+            "[[tables]]",
+            f'name = "{name}"',
+            f'file = "tables/{name}.csv"',
+            'format = "long"',
+            "variables = [" + ", ".join(f'"{v}"' for v in variables) + "]",
+        ]
         if used:
             lines.append("[tables.bins]")
             lines += [f"{v} = [" + ", ".join(f"{x:g}" for x in edges[v]) + "]" for v in used]

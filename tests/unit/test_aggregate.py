@@ -12,8 +12,13 @@ from synthor_core.targets import load_project
 def test_aggregate_matches_pandas_and_puts_edges_in_the_right_bins(small_project_dir):
     project = load_project(small_project_dir)
     schema = project.schema
-    records = pd.DataFrame({"age": [0, 17, 18, 64, 65, 99, 40, 39], "sex": ["Female", "Male"] * 4,
-                            "employed": ["no", "yes", "yes", "no", "no", "yes", "yes", "no"]})
+    records = pd.DataFrame(
+        {
+            "age": [0, 17, 18, 64, 65, 99, 40, 39],
+            "sex": ["Female", "Male"] * 4,
+            "employed": ["no", "yes", "yes", "no", "no", "yes", "yes", "no"],
+        }
+    )
     encoded, rejected = schema.encode(records)
     assert rejected == {}
     encoded["count"] = np.array([1, 2, 3, 4, 5, 6, 7, 8], dtype=np.int64)
@@ -30,8 +35,13 @@ def test_aggregate_matches_pandas_and_puts_edges_in_the_right_bins(small_project
 
 def test_encode_rejects_values_outside_the_schema_and_counts_them(small_project_dir):
     schema = load_project(small_project_dir).schema
-    records = pd.DataFrame({"age": [30, 64.5, 120, -1, 5], "sex": ["Female", "Male", "Male", "Female", "Alien"],
-                            "employed": ["no", "yes", "yes", "no", "no"]})
+    records = pd.DataFrame(
+        {
+            "age": [30, 64.5, 120, -1, 5],
+            "sex": ["Female", "Male", "Male", "Female", "Alien"],
+            "employed": ["no", "yes", "yes", "no", "no"],
+        }
+    )
     encoded, rejected = schema.encode(records)
     assert encoded["age"].tolist() == [30.0]
     assert rejected == {"age outside schema": 3, "sex outside schema": 1}

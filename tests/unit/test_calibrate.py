@@ -17,7 +17,7 @@ def test_raking_a_2x2_table_preserves_the_seed_cross_product_ratio():
     seed = np.array([1.0, 2.0, 3.0, 4.0])
     result = rake_counts([records_row, records_col], [np.array([60.0, 40.0]), np.array([50.0, 50.0])], seed)
     # (1/3) x^2 + (220/3 - 10) x - 2000 = 0  ->  x^2 + 190 x - 6000 = 0
-    x = (-190 + np.sqrt(190 ** 2 + 4 * 6000)) / 2
+    x = (-190 + np.sqrt(190**2 + 4 * 6000)) / 2
     assert result.converged
     assert result.counts == pytest.approx([x, 60 - x, 50 - x, x - 10], rel=1e-6)
     a, b, c, d = result.counts

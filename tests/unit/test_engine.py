@@ -35,8 +35,9 @@ def test_full_mode_fits_every_table_and_returns_exactly_n_valid_persons(small_pr
 
 def test_paper_mode_follows_the_paper_protocol(small_project_dir):
     project = load_project(small_project_dir)
-    events, result = _run(project, MaxEntPrior(project, mode="paper"), SynthesisConfig(mode="paper", seed=2,
-                                                                                     max_iterations=40))
+    events, result = _run(
+        project, MaxEntPrior(project, mode="paper"), SynthesisConfig(mode="paper", seed=2, max_iterations=40)
+    )
     assert result.calibration is None
     assert result.population["count"].sum() == 1000
     assert len(events) == 40 and result.stop_reason == "population complete"
@@ -132,6 +133,7 @@ def test_config_rejects_misspelt_and_out_of_range_settings():
 
 def test_records_breaking_a_rule_are_dropped_and_counted_whatever_the_prior(small_project_dir):
     from synthor_core.rules import compile_rule
+
     project = load_project(small_project_dir)
     rule = compile_rule("old worker", 'age >= 65 and employed == "yes"', project.schema)
     events, result = _run(project, MaxEntPrior(project), SynthesisConfig(seed=1, max_iterations=3), rules=[rule])
@@ -146,7 +148,9 @@ def test_removals_do_not_depend_on_the_records_sort_order():
     vanished from [18, 23)); now each loses in proportion to its count, whatever its position."""
     import numpy as np
     import pandas as pd
+
     from synthor_core.engine import _remove
+
     population = pd.DataFrame({"age": [18.0, 19.0, 20.0, 21.0, 22.0], "count": [1, 1, 1, 1, 1]})
     rng = np.random.default_rng(0)
     removed = np.zeros(5)

@@ -15,8 +15,9 @@ from synthor_core.priors.households import _category_masses, _draw_in, column_ca
 from synthor_core.units import Derivation, infer_derivations
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "populationsim"
-needs_examples = pytest.mark.skipif(not (EXAMPLES / "example_calm").is_dir(),
-                                    reason="shared/data/populationsim not present")
+needs_examples = pytest.mark.skipif(
+    not (EXAMPLES / "example_calm").is_dir(), reason="shared/data/populationsim not present"
+)
 
 SIZES = ["households.NP == 1", "households.NP == 2", "households.NP == 3", "households.NP >= 4"]
 
@@ -41,8 +42,11 @@ def test_a_set_of_codes_is_one_category_and_draws_never_leave_it():
 
 
 def test_an_open_top_bin_gets_a_decaying_tail_and_a_wide_bottom_bin_a_neighbour_wide_range():
-    incomes = ["(households.I > -999999999) & (households.I <= 20000)", "(households.I > 20000) & (households.I <= 40000)",
-               "(households.I > 40000) & (households.I <= 999999999)"]
+    incomes = [
+        "(households.I > -999999999) & (households.I <= 20000)",
+        "(households.I > 20000) & (households.I <= 40000)",
+        "(households.I > 40000) & (households.I <= 999999999)",
+    ]
     categories = column_categories("I", "households", incomes, integer=False)
     counted = [k for k, c in enumerate(categories) if any(c.signature)]
     rng = np.random.default_rng(3)
@@ -65,8 +69,11 @@ def test_category_masses_meet_partitioning_controls_and_leave_the_rest_to_the_ot
 @needs_examples
 def test_derivations_of_calm_are_found_in_its_sample():
     project = load_populationsim(EXAMPLES / "example_calm")
-    assert project.derived == (Derivation("NP", "size"), Derivation("AGEHOH", "first", source="AGEP"),
-                               Derivation("NWESR", "count", expression="persons.ESR.isin([1, 2, 4])"))
+    assert project.derived == (
+        Derivation("NP", "size"),
+        Derivation("AGEHOH", "first", source="AGEP"),
+        Derivation("NWESR", "count", expression="persons.ESR.isin([1, 2, 4])"),
+    )
     # example_test's persons were made up: its NP is not the number of listed members
     assert infer_derivations(load_populationsim(EXAMPLES / "example_test").seed, ["NP", "HTYPE"]) == []
 
@@ -165,8 +172,10 @@ def test_the_seed_prior_fills_a_seed_zone_without_sample_from_maxent(tmp_path):
 
 def test_fractional_cut_points_on_a_whole_number_column_still_give_categories():
     categories = column_categories("AGEP", "persons", ["persons.AGEP < 17.5", "persons.AGEP >= 17.5"], integer=True)
-    assert [(c.low, c.high, c.signature) for c in categories] == [(-np.inf, 17, (True, False)),
-                                                                  (18, np.inf, (False, True))]
+    assert [(c.low, c.high, c.signature) for c in categories] == [
+        (-np.inf, 17, (True, False)),
+        (18, np.inf, (False, True)),
+    ]
 
 
 @needs_examples
@@ -178,10 +187,12 @@ def test_maxent_serves_a_total_control_on_a_household_column_and_person_controls
     controls[total] = replace(controls[total], expression="households.NP > 0", columns=("NP",))
     # two person controls covering every occupation code, both 0: no category is left for the persons
     occupations = [i for i, c in enumerate(controls) if c.name.startswith("persons_occ")]
-    controls[occupations[0]] = replace(controls[occupations[0]], expression="persons.OCCP < 2",
-                                       totals=np.zeros_like(controls[occupations[0]].totals))
-    controls[occupations[1]] = replace(controls[occupations[1]], expression="persons.OCCP >= 2",
-                                       totals=np.zeros_like(controls[occupations[1]].totals))
+    controls[occupations[0]] = replace(
+        controls[occupations[0]], expression="persons.OCCP < 2", totals=np.zeros_like(controls[occupations[0]].totals)
+    )
+    controls[occupations[1]] = replace(
+        controls[occupations[1]], expression="persons.OCCP >= 2", totals=np.zeros_like(controls[occupations[1]].totals)
+    )
     controls = [c for i, c in enumerate(controls) if i != occupations[2]]
     candidates, _ = candidate_households(replace(project, controls=controls), config)
     assert (candidates.seed.households["NP"] >= 1).all()
@@ -195,8 +206,12 @@ def test_the_fill_looks_at_each_seed_zone_own_sample(tmp_path):
     import pandas as pd
 
     # PUMA 600 loses its 4+ person households; other PUMAs keep theirs, so the sample as a whole still has some
-    root = _example_without(tmp_path, "example_test", "SERIALNO", lambda h: (h["PUMA"] == "600") & (
-        pd.to_numeric(h["NP"], errors="coerce") >= 4))
+    root = _example_without(
+        tmp_path,
+        "example_test",
+        "SERIALNO",
+        lambda h: (h["PUMA"] == "600") & (pd.to_numeric(h["NP"], errors="coerce") >= 4),
+    )
     project, notes, result, households = _run_seed(root)
     assert notes["filled_from_maxent"]["unreached_in"] == {"hh_size_4_plus": [600]}
     in_600 = households[households["PUMA"] == 600]
@@ -211,10 +226,12 @@ def test_a_control_file_asking_for_too_many_households_is_refused():
     total = next(i for i, c in enumerate(project.controls) if c.name == project.total_control)
     huge = list(project.controls)
     huge[total] = replace(huge[total], totals=huge[total].totals * 1e7)
-    with pytest.raises(TargetValidationError, match="the control of households per zone asks for 15,000,000,000 "
-                                                    "households; one run places at most 50,000,000"):
+    with pytest.raises(
+        TargetValidationError,
+        match="the control of households per zone asks for 15,000,000,000 "
+        "households; one run places at most 50,000,000",
+    ):
         candidate_households(replace(project, controls=huge), HouseholdConfig(seed=1))
-
 
 
 @needs_examples

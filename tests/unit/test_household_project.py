@@ -79,12 +79,18 @@ def test_the_converted_folder_names_its_source_and_licence_and_keeps_paths_insid
     out = _converted(tmp_path)
     text = (out / PROJECT_FILE).read_text(encoding="utf-8")
     assert "from the PopulationSim working directory example_test" in text
-    assert ("# Licence found with the source (../LICENSE.txt): BSD 3-Clause License; copied beside this file as "
-            "LICENSE.txt.") in text
+    assert (
+        "# Licence found with the source (../LICENSE.txt): BSD 3-Clause License; copied beside this file as "
+        "LICENSE.txt."
+    ) in text
     assert (out / "LICENSE.txt").read_bytes() == (EXAMPLES / "LICENSE.txt").read_bytes()
     raw = tomllib.loads(text)
-    files = [raw["geography"]["file"], raw["seed"]["households"], raw["seed"]["persons"],
-             *(c["table"] for c in raw["controls"])]
+    files = [
+        raw["geography"]["file"],
+        raw["seed"]["households"],
+        raw["seed"]["persons"],
+        *(c["table"] for c in raw["controls"]),
+    ]
     assert all(f.startswith("data/") and (out / f).is_file() for f in files), files
     assert not [p for p in out.rglob(".*")], "no temporary file left behind"
     # renamed as the settings say (SERIALNO -> hh_id, SPORDER -> per_num); unrenamed files copied byte for byte
@@ -118,66 +124,100 @@ def test_derived_entries_are_read_and_checked(tmp_path):
     root = _converted(tmp_path)
     path = root / PROJECT_FILE
     text = path.read_text(encoding="utf-8")
-    derived = ('[[derived]]\ncolumn = "NP"\nhow = "size"\n\n[[derived]]\ncolumn = "STUDENTS"\nhow = "count"\n'
-               'expression = "persons.OSUTAG.isin([1, 2])"\n\n[[derived]]\ncolumn = "OCCHOH"\nhow = "first"\n'
-               'source = "OCCP"\n\n')
+    derived = (
+        '[[derived]]\ncolumn = "NP"\nhow = "size"\n\n[[derived]]\ncolumn = "STUDENTS"\nhow = "count"\n'
+        'expression = "persons.OSUTAG.isin([1, 2])"\n\n[[derived]]\ncolumn = "OCCHOH"\nhow = "first"\n'
+        'source = "OCCP"\n\n'
+    )
     path.write_text(text.replace("[[controls]]", derived + "[[controls]]", 1), encoding="utf-8")
     assert load_household_project(root).derived == (
-        Derivation("NP", "size"), Derivation("STUDENTS", "count", expression="persons.OSUTAG.isin([1, 2])"),
-        Derivation("OCCHOH", "first", source="OCCP"))
-    path.write_text(text.replace("[[controls]]", derived.replace("OSUTAG.isin", "WIZARD.isin").replace(
-        '"OCCP"', '"OCCUPATION"').replace('how = "size"', 'how = "first"') + "[[controls]]", 1), encoding="utf-8")
+        Derivation("NP", "size"),
+        Derivation("STUDENTS", "count", expression="persons.OSUTAG.isin([1, 2])"),
+        Derivation("OCCHOH", "first", source="OCCP"),
+    )
+    path.write_text(
+        text.replace(
+            "[[controls]]",
+            derived.replace("OSUTAG.isin", "WIZARD.isin")
+            .replace('"OCCP"', '"OCCUPATION"')
+            .replace('how = "size"', 'how = "first"')
+            + "[[controls]]",
+            1,
+        ),
+        encoding="utf-8",
+    )
     with pytest.raises(TargetValidationError) as info:
         load_household_project(root)
     problems = [str(p) for p in info.value.problems]
-    assert ('synthor.toml column "derived[1]": Value error, how = "first" needs source, a person column'
-            in problems), problems
-    path.write_text(text.replace("[[controls]]", derived.replace("OSUTAG.isin", "WIZARD.isin").replace(
-        '"OCCP"', '"OCCUPATION"') + "[[controls]]", 1), encoding="utf-8")
+    assert 'synthor.toml column "derived[1]": Value error, how = "first" needs source, a person column' in problems, (
+        problems
+    )
+    path.write_text(
+        text.replace(
+            "[[controls]]",
+            derived.replace("OSUTAG.isin", "WIZARD.isin").replace('"OCCP"', '"OCCUPATION"') + "[[controls]]",
+            1,
+        ),
+        encoding="utf-8",
+    )
     with pytest.raises(TargetValidationError) as info:
         load_household_project(root)
     problems = [str(p) for p in info.value.problems]
-    assert ('synthor.toml column "derived[2].expression": control "derived STUDENTS": the persons seed has no '
-            'column "WIZARD"') in problems, problems
-    assert ('synthor.toml column "derived[3].source": expected a column of data/seed_persons.csv, got '
-            "'OCCUPATION'") in problems, problems
+    assert (
+        'synthor.toml column "derived[2].expression": control "derived STUDENTS": the persons seed has no '
+        'column "WIZARD"'
+    ) in problems, problems
+    assert (
+        "synthor.toml column \"derived[3].source\": expected a column of data/seed_persons.csv, got 'OCCUPATION'"
+    ) in problems, problems
 
 
 @needs_examples
 @pytest.mark.parametrize("table", ["../outside.csv", "/etc/hostname"])
 def test_a_file_outside_the_project_is_refused(tmp_path, table):
     problems = _problems_after_edit(tmp_path, PROJECT_FILE, 'table = "data/tract_controls.csv"', f'table = "{table}"')
-    assert (f'synthor.toml column "controls[7].table": the file {table!r} lies outside the folder project/ (file '
-            f"names must stay inside the project)") in problems, problems
+    assert (
+        f'synthor.toml column "controls[7].table": the file {table!r} lies outside the folder project/ (file '
+        f"names must stay inside the project)"
+    ) in problems, problems
 
 
 @needs_examples
 def test_a_missing_file_is_named(tmp_path):
-    problems = _problems_after_edit(tmp_path, PROJECT_FILE, 'persons = "data/seed_persons.csv"',
-                                    'persons = "data/people.csv"')
-    assert problems == ['synthor.toml column "seed.persons": the file \'data/people.csv\' was not found in project/']
+    problems = _problems_after_edit(
+        tmp_path, PROJECT_FILE, 'persons = "data/seed_persons.csv"', 'persons = "data/people.csv"'
+    )
+    assert problems == ["synthor.toml column \"seed.persons\": the file 'data/people.csv' was not found in project/"]
 
 
 @needs_examples
 def test_an_unknown_level_is_named(tmp_path):
     problems = _problems_after_edit(tmp_path, PROJECT_FILE, 'level = "TRACT"', 'level = "BLOCK"')
-    assert ('synthor.toml column "controls[7].level": expected one of the geography levels DISTRICT, PUMA, TRACT, '
-            "TAZ, got 'BLOCK'") in problems, problems
+    assert (
+        'synthor.toml column "controls[7].level": expected one of the geography levels DISTRICT, PUMA, TRACT, '
+        "TAZ, got 'BLOCK'"
+    ) in problems, problems
 
 
 @needs_examples
 def test_a_control_expression_outside_the_whitelist_is_named(tmp_path):
     problems = _problems_after_edit(tmp_path, PROJECT_FILE, '"households.NP >= 4"', '"households.NP >= 4 + 0"')
-    assert any(p.startswith('synthor.toml column "controls[5].expression": control "hh_size_4_plus": arithmetic is '
-                            "not allowed") for p in problems), problems
+    assert any(
+        p.startswith(
+            'synthor.toml column "controls[5].expression": control "hh_size_4_plus": arithmetic is not allowed'
+        )
+        for p in problems
+    ), problems
 
 
 @needs_examples
 def test_a_control_column_missing_from_its_table_is_named(tmp_path):
     problems = _problems_after_edit(tmp_path, PROJECT_FILE, 'column = "HHSIZE4"', 'column = "HHSIZE9"')
-    assert problems == ['synthor.toml column "controls[5].column": the control column \'HHSIZE9\' is not in '
-                        "data/taz_controls.csv (columns: TRACT, PUMA, DISTRICT, HHBASE, HHSIZE1, HHSIZE2, HHSIZE3, "
-                        "HHSIZE4, OSUFAM, SF)"]
+    assert problems == [
+        "synthor.toml column \"controls[5].column\": the control column 'HHSIZE9' is not in "
+        "data/taz_controls.csv (columns: TRACT, PUMA, DISTRICT, HHBASE, HHSIZE1, HHSIZE2, HHSIZE3, "
+        "HHSIZE4, OSUFAM, SF)"
+    ]
 
 
 @needs_examples
@@ -189,32 +229,52 @@ def test_a_control_zone_missing_from_the_crosswalk_is_named(tmp_path):
 @needs_examples
 def test_duplicate_control_names_are_named(tmp_path):
     problems = _problems_after_edit(tmp_path, PROJECT_FILE, 'name = "hh_size_2"', 'name = "hh_size_1"')
-    assert problems == ['synthor.toml column "controls[3].name": the control name \'hh_size_1\' is used twice (also '
-                        "controls[2])"]
+    assert problems == [
+        "synthor.toml column \"controls[3].name\": the control name 'hh_size_1' is used twice (also controls[2])"
+    ]
 
 
 @needs_examples
 def test_an_unknown_unit_is_named(tmp_path):
     problems = _problems_after_edit(tmp_path, PROJECT_FILE, 'unit = "persons"', 'unit = "people"')
-    assert problems == ['synthor.toml column "controls[6].unit": Input should be \'households\' or \'persons\', got '
-                        "'people'"]
+    assert problems == [
+        "synthor.toml column \"controls[6].unit\": Input should be 'households' or 'persons', got 'people'"
+    ]
 
 
 @needs_examples
-@pytest.mark.parametrize("old, new, expected", [
-    ('total_control = "num_hh"', 'total_control = "households"',
-     'synthor.toml column "project.total_control": expected the name of a control, got \'households\''),
-    ('seed_level = "PUMA"', 'seed_level = "COUNTY"',
-     'synthor.toml column "geography.seed_level": expected one of the levels DISTRICT, PUMA, TRACT, TAZ, got '
-     "'COUNTY'"),
-    ('[project]\n', '[project]\ncolour = "red"\n',
-     'synthor.toml column "project.colour": Extra inputs are not permitted, got \'red\''),
-    ('importance = 100\n', 'importance = 0\n',
-     'synthor.toml column "controls[7].importance": Input should be greater than 0, got 0'),
-    ('person_number = "per_num"', 'person_number = "SPORDER"',
-     'data/seed_persons.csv row 1, column "SPORDER": expected a column \'SPORDER\' numbering the members '
-     "(seed.person_number)"),
-])
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        (
+            'total_control = "num_hh"',
+            'total_control = "households"',
+            "synthor.toml column \"project.total_control\": expected the name of a control, got 'households'",
+        ),
+        (
+            'seed_level = "PUMA"',
+            'seed_level = "COUNTY"',
+            'synthor.toml column "geography.seed_level": expected one of the levels DISTRICT, PUMA, TRACT, TAZ, got '
+            "'COUNTY'",
+        ),
+        (
+            "[project]\n",
+            '[project]\ncolour = "red"\n',
+            "synthor.toml column \"project.colour\": Extra inputs are not permitted, got 'red'",
+        ),
+        (
+            "importance = 100\n",
+            "importance = 0\n",
+            'synthor.toml column "controls[7].importance": Input should be greater than 0, got 0',
+        ),
+        (
+            'person_number = "per_num"',
+            'person_number = "SPORDER"',
+            "data/seed_persons.csv row 1, column \"SPORDER\": expected a column 'SPORDER' numbering the members "
+            "(seed.person_number)",
+        ),
+    ],
+)
 def test_other_bad_keys_are_named(tmp_path, old, new, expected):
     assert expected in _problems_after_edit(tmp_path, PROJECT_FILE, old, new)
 
@@ -231,8 +291,9 @@ def test_the_bundled_calm_example_is_what_its_script_derives(tmp_path):
         pytest.skip("shared/data/populationsim not present")
     out = tmp_path / "calm"
     out.mkdir()
-    done = subprocess.run([sys.executable, str(bundled / "derive.py"), "--out", str(out)], capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(bundled / "derive.py"), "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     for path in sorted(p for p in bundled.rglob("*") if p.is_file() and p.name not in ("derive.py", "README.md")):
         assert (out / path.relative_to(bundled)).read_bytes() == path.read_bytes(), path.name
@@ -242,8 +303,10 @@ def test_rules_are_read_checked_and_counted_on_the_output(tmp_path):
     from synthor_core.households import check_rules
 
     project = load_household_project(ROOT / "examples" / "calm")
-    assert [(r.name, r.unit) for r in project.rules] == [("householder aged 15 or older", "households"),
-                                                         ("a worker is 16 or older", "persons")]
+    assert [(r.name, r.unit) for r in project.rules] == [
+        ("householder aged 15 or older", "households"),
+        ("a worker is 16 or older", "persons"),
+    ]
     households = pd.DataFrame({"household_id": [1, 2, 3], "AGEHOH": [14, 40, None]})
     persons = pd.DataFrame({"household_id": [1, 2, 2, 3], "AGEP": [14, 40, 15, None], "ESR": [1, 1, 6, 1]})
     first, second = check_rules(project, households, persons)
@@ -262,21 +325,35 @@ def test_rules_are_read_checked_and_counted_on_the_output(tmp_path):
     assert "householder aged 15 or older" in str(error.value.problems[0])
 
 
-@pytest.mark.parametrize("old, new, expected", [
-    ("TAZ", "x/../../escape", "expected a geography level name of letters, digits, _ or - (at most 64; it names "
-                              "output files such as summary_<LEVEL>.csv), got 'x/../../escape'"),
-    ('filename = "synthetic_households.csv"', 'filename = "households.csv"',
-     "expected a plain file name ending in .csv, not households.csv, persons.csv, report.json nor summary_*.csv, "
-     "got 'households.csv'"),
-    ('filename = "synthetic_persons.csv"', 'filename = "../../x.csv"', "got '../../x.csv'"),
-])
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        (
+            "TAZ",
+            "x/../../escape",
+            "expected a geography level name of letters, digits, _ or - (at most 64; it names "
+            "output files such as summary_<LEVEL>.csv), got 'x/../../escape'",
+        ),
+        (
+            'filename = "synthetic_households.csv"',
+            'filename = "households.csv"',
+            "expected a plain file name ending in .csv, not households.csv, persons.csv, report.json nor "
+            "summary_*.csv, got 'households.csv'",
+        ),
+        ('filename = "synthetic_persons.csv"', 'filename = "../../x.csv"', "got '../../x.csv'"),
+    ],
+)
 def test_names_that_become_output_files_must_be_plain(tmp_path, old, new, expected):
     root = tmp_path / "calm"
     shutil.copytree(ROOT / "examples" / "calm", root)
     for path in [root / "synthor.toml", *(root / "data").glob("*.csv")]:
         text = path.read_text(encoding="utf-8")
-        path.write_text(text.replace(f'"{old}"', f'"{new}"').replace(f"{old},", f"{new},").replace(
-            f",{old}\n", f",{new}\n") if old == "TAZ" else text.replace(old, new), encoding="utf-8")
+        path.write_text(
+            text.replace(f'"{old}"', f'"{new}"').replace(f"{old},", f"{new},").replace(f",{old}\n", f",{new}\n")
+            if old == "TAZ"
+            else text.replace(old, new),
+            encoding="utf-8",
+        )
     with pytest.raises(TargetValidationError) as error:
         load_household_project(root)
     assert any(expected in str(p) for p in error.value.problems), [str(p) for p in error.value.problems]

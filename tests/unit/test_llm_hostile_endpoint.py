@@ -30,8 +30,13 @@ class HostileEndpoint:
     for plans, ``{"groups": []}`` for dependencies, ``k`` valid records for realization; ``/v1/models`` with
     ``models`` entries streamed lazily (or ``models_error`` as a 500 error message)."""
 
-    def __init__(self, plan_replies=('{"proposals": []}',), models: int = 1, models_error: str | None = None,
-                 retry_after: str | None = None):
+    def __init__(
+        self,
+        plan_replies=('{"proposals": []}',),
+        models: int = 1,
+        models_error: str | None = None,
+        retry_after: str | None = None,
+    ):
         self.plan_replies = list(plan_replies)
         self.models, self.models_error, self.retry_after = models, models_error, retry_after
         self.log: list[dict] = []
@@ -93,8 +98,12 @@ class HostileEndpoint:
         with self._lock:
             self.log.append({"task": task})
         if self.retry_after is not None:
-            return self.send(handler, 429, json.dumps({"error": {"message": "slow down"}}).encode(),
-                             {"retry-after": self.retry_after})
+            return self.send(
+                handler,
+                429,
+                json.dumps({"error": {"message": "slow down"}}).encode(),
+                {"retry-after": self.retry_after},
+            )
         with self._lock:
             if task == "plan_proposals":
                 content = self.plan_replies.pop(0) if len(self.plan_replies) > 1 else self.plan_replies[0]
@@ -103,13 +112,22 @@ class HostileEndpoint:
         elif task == "realize_records":
             k = int(re.search(r'"k": (\d+)', user).group(1))
             self.log[-1]["k"] = k
-            content = json.dumps({"records": [{"age": 20 + i % 60, "sex": ("Female", "Male")[i % 2],
-                                               "employed": ("no", "yes")[i % 3 == 0]} for i in range(k)]})
-        payload = {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
-                   "model": body.get("model", "hostile"),
-                   "choices": [{"index": 0, "finish_reason": "stop",
-                                "message": {"role": "assistant", "content": content}}],
-                   "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}
+            content = json.dumps(
+                {
+                    "records": [
+                        {"age": 20 + i % 60, "sex": ("Female", "Male")[i % 2], "employed": ("no", "yes")[i % 3 == 0]}
+                        for i in range(k)
+                    ]
+                }
+            )
+        payload = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "hostile"),
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+        }
         self.send(handler, 200, json.dumps(payload).encode("utf-8"))
 
     def answer_models(self, handler) -> None:
@@ -145,8 +163,16 @@ def _prior(project, url: str, **settings) -> LLMPrior:
 
 
 def _guidance(mode: str = "full") -> Guidance:
-    return Guidance(iteration=1, population_size=N, current_total=0, batch_size=N if mode == "paper" else 0,
-                    under=[], over=[], mode=mode, max_proposals=24)
+    return Guidance(
+        iteration=1,
+        population_size=N,
+        current_total=0,
+        batch_size=N if mode == "paper" else 0,
+        under=[],
+        over=[],
+        mode=mode,
+        max_proposals=24,
+    )
 
 
 def _plan(items) -> str:
@@ -154,9 +180,13 @@ def _plan(items) -> str:
 
 
 def test_a_plan_asking_for_10_to_the_30_persons_is_bounded_by_the_population_size(project):
-    huge = _plan([{"conditions": {}, "count": 10 ** 30, "action": "add", "reason": "everyone"},
-                  {"conditions": {"sex": "Male"}, "count": 10 ** 30, "action": "remove", "reason": "no one"},
-                  {"conditions": {}, "count": 1e30, "action": "add", "reason": "a float"}])
+    huge = _plan(
+        [
+            {"conditions": {}, "count": 10**30, "action": "add", "reason": "everyone"},
+            {"conditions": {"sex": "Male"}, "count": 10**30, "action": "remove", "reason": "no one"},
+            {"conditions": {}, "count": 1e30, "action": "add", "reason": "a float"},
+        ]
+    )
     with HostileEndpoint(plan_replies=[huge]) as endpoint:
         prior = _prior(project, endpoint.url, records_per_call=200, distinct_records=50)
         proposals = prior.plan(_guidance(), np.random.default_rng(0))
@@ -173,11 +203,14 @@ def test_a_plan_asking_for_10_to_the_30_persons_is_bounded_by_the_population_siz
     assert realized and max(realized) <= 50  # records asked per proposal: distinct_records, never 10**30
 
 
-@pytest.mark.parametrize("count", ["1e400", "NaN", "-Infinity", "-5", "0", "2.5", '"12"', "true", "null",
-                                   '"1e30"', "[100]"])
+@pytest.mark.parametrize(
+    "count", ["1e400", "NaN", "-Infinity", "-5", "0", "2.5", '"12"', "true", "null", '"1e30"', "[100]"]
+)
 def test_a_count_that_is_not_a_whole_number_of_at_least_one_is_rejected_as_invalid_count(project, count):
-    reply = ('{"proposals": [{"conditions": {}, "count": ' + count + ', "action": "add", "reason": "odd"}, '
-             '{"conditions": {}, "count": 7, "action": "add", "reason": "fine"}]}')
+    reply = (
+        '{"proposals": [{"conditions": {}, "count": ' + count + ', "action": "add", "reason": "odd"}, '
+        '{"conditions": {}, "count": 7, "action": "add", "reason": "fine"}]}'
+    )
     with HostileEndpoint(plan_replies=[reply]) as endpoint:
         prior = _prior(project, endpoint.url, infer_dependencies=False)
         proposals = prior.plan(_guidance(), np.random.default_rng(0))
@@ -190,15 +223,18 @@ def test_a_count_that_is_not_a_whole_number_of_at_least_one_is_rejected_as_inval
 DEEP = "[" * 200_000
 
 
-@pytest.mark.parametrize("structured_output, reply", [
-    ("json_schema", DEEP),
-    ("json_schema", '{"proposals": ' + DEEP),
-    ("json_object", "{" + '"a": {' * 100_000),
-    # the first {...} block of a plain-text reply is deep although the whole text is one string and a word
-    ("text", '" {"a": ' + DEEP + " }"),
-], ids=["bare", "in-object", "objects", "text-block"])
-def test_a_reply_nested_200000_levels_deep_is_a_failed_call_and_the_plan_goes_on(project, structured_output,
-                                                                                  reply):
+@pytest.mark.parametrize(
+    "structured_output, reply",
+    [
+        ("json_schema", DEEP),
+        ("json_schema", '{"proposals": ' + DEEP),
+        ("json_object", "{" + '"a": {' * 100_000),
+        # the first {...} block of a plain-text reply is deep although the whole text is one string and a word
+        ("text", '" {"a": ' + DEEP + " }"),
+    ],
+    ids=["bare", "in-object", "objects", "text-block"],
+)
+def test_a_reply_nested_200000_levels_deep_is_a_failed_call_and_the_plan_goes_on(project, structured_output, reply):
     good = _plan([{"conditions": {"sex": "Female"}, "count": 12, "action": "add", "reason": "fine"}])
     with HostileEndpoint(plan_replies=[reply, good]) as endpoint:
         prior = _prior(project, endpoint.url, infer_dependencies=False, structured_output=structured_output)
@@ -218,8 +254,14 @@ def test_a_reply_always_nested_too_deep_ends_the_plan_empty_without_an_exception
 
 def test_nesting_up_to_64_levels_is_parsed_and_brackets_inside_strings_do_not_count(project):
     # 64 levels in all: the object, "proposals", one proposal, and 61 levels of "pad"
-    deep_ok = ('{"proposals": [{"conditions": {}, "count": 3, "reason": "' + '[{\\"' * 10_000 + '", "pad": '
-               + "[" * 61 + "]" * 61 + "}]}")
+    deep_ok = (
+        '{"proposals": [{"conditions": {}, "count": 3, "reason": "'
+        + '[{\\"' * 10_000
+        + '", "pad": '
+        + "[" * 61
+        + "]" * 61
+        + "}]}"
+    )
     with HostileEndpoint(plan_replies=[deep_ok]) as endpoint:
         prior = _prior(project, endpoint.url, infer_dependencies=False)
         proposals = prior.plan(_guidance(), np.random.default_rng(0))
@@ -237,13 +279,16 @@ def test_65_levels_are_one_too_many():
 def test_a_fenced_reply_of_100000_spaces_is_parsed_in_linear_time():
     # the old pattern ^```(?:json)?\s*(.*?)\s*```$ took cubic time here (2,000 spaces: 3 s); run apart, so that a
     # regular expression that holds the interpreter cannot hang the test session
-    code = ("import time; from synthor_core.priors.llm import _extract_json\n"
-            "started = time.monotonic()\n"
-            "try:\n    _extract_json('```' + ' ' * 100_000 + 'x')\nexcept ValueError:\n    pass\n"
-            "print(time.monotonic() - started)")
+    code = (
+        "import time; from synthor_core.priors.llm import _extract_json\n"
+        "started = time.monotonic()\n"
+        "try:\n    _extract_json('```' + ' ' * 100_000 + 'x')\nexcept ValueError:\n    pass\n"
+        "print(time.monotonic() - started)"
+    )
     try:
-        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=8,
-                              check=False)
+        proc = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=8, check=False
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("parsing a fenced reply of 100,000 spaces took more than 8 s")
     assert proc.returncode == 0, proc.stderr
@@ -282,8 +327,9 @@ def test_a_long_listing_is_checked_up_to_max_listed_models(project, monkeypatch)
     with HostileEndpoint(models=5_000) as endpoint:
         answer = _prior(project, endpoint.url, model="model-000000050").test_connection()
         missed = _prior(project, endpoint.url, model="model-000004000").test_connection()
-    assert answer == (f"connected to {endpoint.url}: more than 100 model(s) listed, the first 100 checked; "
-                      f"'model-000000050' found")
+    assert answer == (
+        f"connected to {endpoint.url}: more than 100 model(s) listed, the first 100 checked; 'model-000000050' found"
+    )
     assert missed.endswith("the first 100 checked; 'model-000004000' not listed")
 
 

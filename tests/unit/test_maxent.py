@@ -40,8 +40,11 @@ def test_four_cycle_needs_a_fill_edge_and_matches_full_ipf():
     # p(x) = p(C1) p(C2) / p(S)
     letters = {v: chr(ord("i") + k) for k, v in enumerate(names)}
     p_sep = joint._project(joint.marginals[0], c1, sep)
-    full = np.einsum(f"{''.join(letters[v] for v in c1)},{''.join(letters[v] for v in c2)}->ijkl",
-                     joint.marginals[0], joint.marginals[1])
+    full = np.einsum(
+        f"{''.join(letters[v] for v in c1)},{''.join(letters[v] for v in c2)}->ijkl",
+        joint.marginals[0],
+        joint.marginals[1],
+    )
     full = full / _spread_sep(p_sep, sep, names)
     expected = _ipf_full((3, 3, 3, 3), ipf_tables)
     assert full.sum() == pytest.approx(1.0)
@@ -78,7 +81,8 @@ def test_joint_reproduces_every_target_table_and_samples_inside_conditions(small
 def test_numeric_bins_are_weighted_by_width(tmp_path):
     # one table with bins [0, 10), [10, 100]: inside [10, 100] the joint spreads uniformly over 91 whole years
     from synthor_testing import write_project
-    toml = '''
+
+    toml = """
 [population]
 size = 100
 [[variables]]
@@ -103,9 +107,15 @@ file = "age_fine.csv"
 variables = ["age"]
 [tables.bins]
 age = [0, 50, 100]
-'''
-    folder = write_project(tmp_path / "w", toml, {"age.csv": 'age,count\n"[0, 10)",50\n"[10, 100]",50\n',
-                                                  "age_fine.csv": 'age,count\n"[0, 50)",70\n"[50, 100]",30\n'})
+"""
+    folder = write_project(
+        tmp_path / "w",
+        toml,
+        {
+            "age.csv": 'age,count\n"[0, 10)",50\n"[10, 100]",50\n',
+            "age_fine.csv": 'age,count\n"[0, 50)",70\n"[50, 100]",30\n',
+        },
+    )
     project = load_project(folder)
     joint = MaxEntJoint(project.schema, project.tables)
     # fine bins [0,10) 10 years, [10,50) 40 years, [50,100] 51 years -> p = 0.5, 0.2, 0.3
@@ -115,16 +125,18 @@ age = [0, 50, 100]
 
 def test_rules_become_structural_zeros_and_samples_never_break_them(small_project_dir):
     from synthor_core.rules import compile_rule
+
     project = load_project(small_project_dir)
     rule = compile_rule("child worker", 'age < 16 and employed == "yes"', project.schema)
     joint = MaxEntJoint(project.schema, project.tables, [rule])
     share = joint.allowed_share(rule)  # fine age bins [0,18) [18,40) [40,65) [65,99] x employed (no, yes)
     assert share == pytest.approx(np.array([[1.0, 2 / 18], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]))
     rng = np.random.default_rng(1)
-    records = joint.values(joint.sample_cells(20_000, {}, rng), {}, rng)
+    joint.values(joint.sample_cells(20_000, {}, rng), {}, rng)  # the joint draws (as the prior will, below)
     # the targets have no employed person under 18 anyway; the rule still holds for every draw of the prior
-    from synthor_core.priors.maxent import MaxEntPrior
     from synthor_core.priors.base import Proposal
+    from synthor_core.priors.maxent import MaxEntPrior
+
     prior = MaxEntPrior(project, rules=[rule])
     drawn = prior.realize(Proposal(conditions={"employed": "yes"}, count=5000), 5000, rng)
     encoded, _ = project.schema.encode(drawn)

@@ -42,14 +42,19 @@ def test_attribution_ranks_cells_by_persons_missing(small_project_dir):
     under, over = attribute_gaps(project.tables, synthetic, project.schema, top_k=5)
     assert [(g.table, g.labels, g.count_gap) for g in under] == [
         ("age_by_sex", {"age": "[0, 18)", "sex": "Female"}, 40.0),
-        ("age_by_employed", {"age": "[65, 99]", "employed": "no"}, 10.0)]
+        ("age_by_employed", {"age": "[65, 99]", "employed": "no"}, 10.0),
+    ]
     assert [(g.table, g.labels, g.count_gap) for g in over] == [
-        ("age_by_sex", {"age": "[18, 65)", "sex": "Male"}, -25.0)]
-    assert under[0].describe() == "age_by_sex: age = [0, 18), sex = Female: target 11.00% (110), synthetic 7.11% (70)"  # 70 of 985
+        ("age_by_sex", {"age": "[18, 65)", "sex": "Male"}, -25.0)
+    ]
+    assert (
+        under[0].describe() == "age_by_sex: age = [0, 18), sex = Female: target 11.00% (110), synthetic 7.11% (70)"
+    )  # 70 of 985
 
 
 def test_wasserstein_by_hand():
     from synthor_core.metrics import wasserstein
+
     assert wasserstein([0, 1], [1, 2]) == pytest.approx(1.0)  # every unit of mass moves by 1
     # weights: (0: 3/4, 10: 1/4) vs (0: 1/4, 10: 3/4): half the mass moves 10 units -> 5
     assert wasserstein([0, 10], [0, 10], [3, 1], [1, 3]) == pytest.approx(5.0)
@@ -57,6 +62,7 @@ def test_wasserstein_by_hand():
 
 def test_cramers_v_by_hand():
     from synthor_core.metrics import cramers_v
+
     assert cramers_v([[10, 0], [0, 10]]) == pytest.approx(1.0)
     assert cramers_v([[5, 5], [5, 5]]) == pytest.approx(0.0)
     # n = 60, every expected count 15, chi2 = 4 * 5^2 / 15 = 20/3, V = sqrt((20/3) / 60) = 1/3

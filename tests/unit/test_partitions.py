@@ -49,20 +49,28 @@ def test_one_task_per_seed_zone_with_households_and_upper_controls_split_exactly
 
 def test_a_partition_level_below_the_seed_level_is_refused(candidates):
     project, config = candidates
-    with pytest.raises(TargetValidationError, match="the partition level must be the seed level PUMA or one "
-                                                    "above it, got 'TRACT'"):
+    with pytest.raises(
+        TargetValidationError, match="the partition level must be the seed level PUMA or one above it, got 'TRACT'"
+    ):
         partition_tasks(project, config, "TRACT")
-    assert [t.name for t in partition_tasks(project, config, "DISTRICT")] == ["DISTRICT=1", "DISTRICT=2",
-                                                                             "DISTRICT=3"]
+    assert [t.name for t in partition_tasks(project, config, "DISTRICT")] == ["DISTRICT=1", "DISTRICT=2", "DISTRICT=3"]
 
 
 def test_a_failing_partition_names_itself_and_the_others_are_kept(candidates):
     project, config = candidates
     tasks = partition_tasks(project, config)
     broken = tasks[2].project.controls[1]
-    tasks[2] = replace(tasks[2], project=replace(tasks[2].project, controls=[
-        *tasks[2].project.controls[:1], replace(broken, incidence=broken.incidence[:-1]),
-        *tasks[2].project.controls[2:]]))
+    tasks[2] = replace(
+        tasks[2],
+        project=replace(
+            tasks[2].project,
+            controls=[
+                *tasks[2].project.controls[:1],
+                replace(broken, incidence=broken.incidence[:-1]),
+                *tasks[2].project.controls[2:],
+            ],
+        ),
+    )
     outcomes = [run_partition(t) for t in tasks]
     assert outcomes[2].error is not None and outcomes[2].name == "PUMA=602"
     assert outcomes[2].error.startswith("ValueError")
@@ -78,9 +86,11 @@ def test_one_partition_is_the_whole_run_with_the_partition_generator(candidates)
     merged, _ = synthesize_partitioned(project, config, level="DISTRICT")
     assert merged.total_households == 1500
     task = partition_tasks(project, config, "DISTRICT")[0]
-    alone = [e for e in synthesize_households(task.project, config,
-                                              rng=np.random.default_rng([config.seed, 2, task.position]))
-             if isinstance(e, HouseholdResult)][0]
+    alone = [
+        e
+        for e in synthesize_households(task.project, config, rng=np.random.default_rng([config.seed, 2, task.position]))
+        if isinstance(e, HouseholdResult)
+    ][0]
     mine = merged.households[np.isin(merged.households["zone"], task.zones)]
     assert int(mine["count"].sum()) == alone.total_households
     assert mine["seed_row"].tolist() == task.seed_rows[alone.households["seed_row"]].tolist()
@@ -102,8 +112,7 @@ def test_upper_totals_are_split_into_whole_households_that_add_up(candidates):
         assert parts == {d: expected[d] for d in parts}
 
 
-def test_a_partition_without_candidates_fails_by_name_and_an_unreachable_scheduler_is_an_error(candidates,
-                                                                                              monkeypatch):
+def test_a_partition_without_candidates_fails_by_name_and_an_unreachable_scheduler_is_an_error(candidates, monkeypatch):
     from synthor_core import defaults
     from synthor_core.errors import SchedulerError
     from synthor_core.partitions import run_partitions
@@ -111,11 +120,17 @@ def test_a_partition_without_candidates_fails_by_name_and_an_unreachable_schedul
     project, config = candidates
     tasks = partition_tasks(project, config)
     empty = tasks[0].project.seed
-    hollow = replace(tasks[0], project=replace(tasks[0].project, seed=replace(
-        empty, households=empty.households.iloc[:0], persons=empty.persons.iloc[:0])))
+    hollow = replace(
+        tasks[0],
+        project=replace(
+            tasks[0].project, seed=replace(empty, households=empty.households.iloc[:0], persons=empty.persons.iloc[:0])
+        ),
+    )
     outcome = run_partition(hollow)
-    assert outcome.error == ("ValueError: no candidate household lies in this partition (its seed zones have no "
-                             "sample household and maxent could not fill them)")
+    assert outcome.error == (
+        "ValueError: no candidate household lies in this partition (its seed zones have no "
+        "sample household and maxent could not fill them)"
+    )
     merged, _ = merge_outcomes(project, [outcome])
     assert (merged.balance.converged, merged.balance.stop) == (False, "every partition failed")
     monkeypatch.setattr(defaults, "DASK_CONNECT_TIMEOUT_S", 2)

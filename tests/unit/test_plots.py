@@ -30,11 +30,29 @@ def test_the_convergence_chart_has_one_plain_tick_per_power_of_ten():
 
 def test_the_convergence_chart_names_the_worst_tables_groups_the_rest_and_marks_the_final_fit():
     from synthor_core.engine import IterationEvent
+
     tables = {f"t{i}": 0.01 * (i + 1) for i in range(8)}
-    events = [IterationEvent(iteration=k, mean_tvd=0.05 / k, max_tvd=0.1 / k, tvd_by_table=tables,
-                             srmse_by_table=tables, proposals=(), added=0, removed=0, rejected={},
-                             population_total=1, distinct_records=1, llm_calls=0, prompt_tokens=0,
-                             completion_tokens=0, seconds=0.0, aggregate_seconds=0.0) for k in (1, 2, 3)]
+    events = [
+        IterationEvent(
+            iteration=k,
+            mean_tvd=0.05 / k,
+            max_tvd=0.1 / k,
+            tvd_by_table=tables,
+            srmse_by_table=tables,
+            proposals=(),
+            added=0,
+            removed=0,
+            rejected={},
+            population_total=1,
+            distinct_records=1,
+            llm_calls=0,
+            prompt_tokens=0,
+            completion_tokens=0,
+            seconds=0.0,
+            aggregate_seconds=0.0,
+        )
+        for k in (1, 2, 3)
+    ]
     figure = tvd_by_iteration(events, tables_named=5, final=(0.001, 0.004))
     legend = [t.name for t in figure.data if t.showlegend is not False]
     assert legend == ["t7", "t6", "t5", "t4", "t3", "other tables (3)", "max TVD", "mean TVD", "final (calibrated)"]

@@ -42,10 +42,13 @@ def _problems_after_edit(tmp_path: Path, file: str, old: str, new: str) -> list[
 
 
 @needs_examples
-@pytest.mark.parametrize("configs, data, levels, zones", [
-    ("configs", "data", ("DISTRICT", "PUMA", "TRACT", "TAZ"), 37),
-    ("configs_flex", "data_flex", ("REGION", "PUMA", "DISTRICT", "TRACT", "TAZ"), 36),
-])
+@pytest.mark.parametrize(
+    "configs, data, levels, zones",
+    [
+        ("configs", "data", ("DISTRICT", "PUMA", "TRACT", "TAZ"), 37),
+        ("configs_flex", "data_flex", ("REGION", "PUMA", "DISTRICT", "TRACT", "TAZ"), 36),
+    ],
+)
 def test_example_test_reads_with_every_geography_level(configs, data, levels, zones):
     project = load_populationsim(EXAMPLE_TEST, configs=configs, data=data)
     assert project.geography.levels == levels
@@ -55,8 +58,9 @@ def test_example_test_reads_with_every_geography_level(configs, data, levels, zo
     occ = next(c for c in project.controls if c.name == "persons_occ_1")
     # person control: incidence = members of each household with OCCP == 1
     persons = project.seed.persons
-    expected = np.bincount(persons["_household"], weights=(persons["OCCP"] == 1).astype(float),
-                           minlength=len(project.seed.households))
+    expected = np.bincount(
+        persons["_household"], weights=(persons["OCCP"] == 1).astype(float), minlength=len(project.seed.households)
+    )
     np.testing.assert_array_equal(occ.incidence, expected)
 
 
@@ -69,39 +73,51 @@ def test_a_control_zone_missing_from_the_crosswalk_is_named(tmp_path):
 @needs_examples
 def test_a_crosswalk_zone_with_two_parents_is_named(tmp_path):
     problems = _problems_after_edit(tmp_path, "data/geo_cross_walk.csv", "\n102,1,600,1", "\n102,1,601,1")
-    assert any(re.fullmatch(r'data/geo_cross_walk\.csv row 4, column "PUMA": the TRACT zone 1 has two parents at '
-                            r"PUMA: 600 and 601 .*", m) for m in problems), problems
+    assert any(
+        re.fullmatch(
+            r'data/geo_cross_walk\.csv row 4, column "PUMA": the TRACT zone 1 has two parents at '
+            r"PUMA: 600 and 601 .*",
+            m,
+        )
+        for m in problems
+    ), problems
 
 
 @needs_examples
 def test_a_person_whose_household_is_not_in_the_sample_is_named(tmp_path):
     problems = _problems_after_edit(tmp_path, "data/seed_persons.csv", "\n2,1,600,", "\n77777,1,600,")
-    assert ('data/seed_persons.csv row 3, column "hh_id": the person\'s household 77777 is not in the seed '
-            "households") in problems
+    assert (
+        'data/seed_persons.csv row 3, column "hh_id": the person\'s household 77777 is not in the seed households'
+    ) in problems
 
 
 @needs_examples
 def test_a_control_expression_outside_the_whitelist_is_named(tmp_path):
-    problems = _problems_after_edit(tmp_path, "configs/controls.csv", "households.NP == 1",
-                                    "__import__('os').system('true') == 1")
-    assert ('configs/controls.csv row 3, column "expression": control "hh_size_1": a function call is not allowed '
-            "(use households.COLUMN, comparisons, &, |, ~, numbers, np.inf, .isin([...]), .isna(), .between(a, b))"
-            ) in problems
+    problems = _problems_after_edit(
+        tmp_path, "configs/controls.csv", "households.NP == 1", "__import__('os').system('true') == 1"
+    )
+    assert (
+        'configs/controls.csv row 3, column "expression": control "hh_size_1": a function call is not allowed '
+        "(use households.COLUMN, comparisons, &, |, ~, numbers, np.inf, .isin([...]), .isna(), .between(a, b))"
+    ) in problems
 
 
 @needs_examples
 def test_a_control_column_missing_from_its_table_is_named(tmp_path):
     problems = _problems_after_edit(tmp_path, "configs/controls.csv", ",HHSIZE2,", ",HHSIZE9,")
     message = next(m for m in problems if "HHSIZE9" in m)
-    assert message.startswith("configs/controls.csv row 4, column \"control_field\": the control column 'HHSIZE9' "
-                              "is not in data/taz_controls.csv")
+    assert message.startswith(
+        "configs/controls.csv row 4, column \"control_field\": the control column 'HHSIZE9' "
+        "is not in data/taz_controls.csv"
+    )
 
 
 @needs_examples
 def test_a_table_file_outside_the_project_is_refused(tmp_path):
     (tmp_path / "secret.csv").write_text("TAZ,HHBASE\n100,1\n", encoding="utf-8")
-    problems = _problems_after_edit(tmp_path, "configs/settings.yaml", "filename : taz_controls.csv",
-                                    "filename : ../../secret.csv")
+    problems = _problems_after_edit(
+        tmp_path, "configs/settings.yaml", "filename : taz_controls.csv", "filename : ../../secret.csv"
+    )
     assert any("the file '../../secret.csv' lies outside the folder data/" in m for m in problems)
 
 
@@ -114,28 +130,37 @@ def test_geography_with_a_duplicated_lowest_zone_and_an_empty_id():
     assert [str(p) for p in problems] == ['xwalk.csv row 4, column "TAZ": the TAZ zone 2 is listed twice']
 
 
-@pytest.mark.parametrize("expression, expected", [
-    ("(households.AGEHOH > 24) & (households.AGEHOH <= 54)", [False, True, False]),
-    ("(households.WGTP > 0) & (households.WGTP < np.inf)", [True, False, True]),
-    ("households.NP.isin([1, 2]) | ~(households.AGEHOH <= 65)", [True, True, True]),
-    ("households.AGEHOH.between(20, 30)", [True, True, False]),
-    ("households.NP.isna()", [False, False, False]),
-])
+@pytest.mark.parametrize(
+    "expression, expected",
+    [
+        ("(households.AGEHOH > 24) & (households.AGEHOH <= 54)", [False, True, False]),
+        ("(households.WGTP > 0) & (households.WGTP < np.inf)", [True, False, True]),
+        ("households.NP.isin([1, 2]) | ~(households.AGEHOH <= 65)", [True, True, True]),
+        ("households.AGEHOH.between(20, 30)", [True, True, False]),
+        ("households.NP.isna()", [False, False, False]),
+    ],
+)
 def test_seed_expressions_in_pandas_dialect(expression, expected):
     frame = pd.DataFrame({"NP": [1, 2, 4], "AGEHOH": [20, 30, 70], "WGTP": [1.0, 0.0, 3.0]})
     condition = compile_seed_expression(expression, "households", frame.columns, "c")
     assert condition(frame).tolist() == expected
 
 
-@pytest.mark.parametrize("expression, message", [
-    ("households.NP.__class__ == 1", 'control "c": the attribute ".__class__" is not allowed'),
-    ("households.NP + 1 > 2", 'control "c": arithmetic is not allowed'),
-    ("households.NP.apply(len)", 'control "c": the call ".apply(...)" is not allowed'),
-    ("persons.AGEP > 1", 'control "c": "persons.AGEP" refers to the table "persons", but this control counts '
-                         "households (seed_table)"),
-    ("households.XYZ > 1", 'control "c": the households seed has no column "XYZ"'),
-    ("lambda: 1", 'control "c": a Lambda expression is not allowed'),
-])
+@pytest.mark.parametrize(
+    "expression, message",
+    [
+        ("households.NP.__class__ == 1", 'control "c": the attribute ".__class__" is not allowed'),
+        ("households.NP + 1 > 2", 'control "c": arithmetic is not allowed'),
+        ("households.NP.apply(len)", 'control "c": the call ".apply(...)" is not allowed'),
+        (
+            "persons.AGEP > 1",
+            'control "c": "persons.AGEP" refers to the table "persons", but this control counts '
+            "households (seed_table)",
+        ),
+        ("households.XYZ > 1", 'control "c": the households seed has no column "XYZ"'),
+        ("lambda: 1", 'control "c": a Lambda expression is not allowed'),
+    ],
+)
 def test_seed_expressions_outside_the_whitelist(expression, message):
     with pytest.raises(RuleError, match=re.escape(message)):
         compile_seed_expression(expression, "households", ["NP", "AGEHOH"], "c")
@@ -150,6 +175,5 @@ def test_household_variables_derived_from_members_agree_with_the_calm_seed():
     np.testing.assert_array_equal(derive_from_members(persons, n, how="size"), households["NP"])
     head_age = derive_from_members(persons, n, how="first", column="AGEP", order="per_num")
     np.testing.assert_array_equal(head_age, households["AGEHOH"].astype(float))
-    workers = derive_from_members(persons, n, how="count",
-                                  condition=lambda p: p["ESR"].isin([1, 2, 4, 5]).to_numpy())
+    workers = derive_from_members(persons, n, how="count", condition=lambda p: p["ESR"].isin([1, 2, 4, 5]).to_numpy())
     np.testing.assert_array_equal(workers, households["NWESR"])  # employed: ESR 1, 2 (civilian), 4, 5 (armed forces)

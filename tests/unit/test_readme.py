@@ -14,7 +14,7 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 def test_readme_starts_the_app_on_the_bundled_example():
     readme = (ROOT / "README.md").read_text()
-    assert "```bash\npip install -r requirements.txt && streamlit run app.py\n```" in readme
+    assert "```bash\npip install -r requirements.txt -c constraints.txt && streamlit run app.py\n```" in readme
     assert (ROOT / "app.py").is_file()
 
 

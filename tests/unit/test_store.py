@@ -66,8 +66,9 @@ def test_a_store_from_a_newer_version_is_refused_with_a_reason(tmp_path):
     con = duckdb.connect(str(path))
     con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     con.close()
-    with pytest.raises(SynthorError, match="was written by a newer Synthor \\(store version 99, this version reads "
-                                           "up to 2\\)"):
+    with pytest.raises(
+        SynthorError, match="was written by a newer Synthor \\(store version 99, this version reads up to 2\\)"
+    ):
         RunStore(path)
     with RunStore(tmp_path / "other.duckdb") as store:  # a store from this version reopens
         assert store.runs().empty
