@@ -15,7 +15,7 @@ st.title("Evaluate & export")
 store = get_runner().store
 runs = store.runs(owner=owner_id())
 # every run that ended with a calibrated population (a failed prior keeps one); not an interrupted run's checkpoint
-done = runs[runs["mean_tvd"].notna() & (runs["status"] != "interrupted")]
+done = runs[runs["mean_tvd"].notna() & ~runs["stop_reason"].fillna("").str.startswith(("interrupted:", "failed:"))]
 if done.empty:
     st.info("No finished run yet: start one on the Synthesize page.")
     st.stop()

@@ -18,7 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import duckdb
+
 from .engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
+from .errors import SynthorError
 from .evaluate import rules_fit_cost, rules_report, run_report
 from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
@@ -256,12 +259,18 @@ class Runner:
         except Exception as exc:  # a failed run is reported on the page and in the store; the app stays usable
             error = f"{type(exc).__name__}: {exc}"
             ended = time.time()
-            if self.store is not None:
-                flush()
-                self.store.add_llm_calls(snap.run_id, getattr(prior, "calls", []))
-                self.store.finish_run(snap.run_id, "failed", ended, error=error)
             # the user reads the message; the traceback goes to the server's log, never to the page
             logging.getLogger("synthor").error("run %s failed\n%s", snap.run_id, traceback.format_exc())
+            if self.store is not None:
+                try:  # what was saved stays: the last checkpoint becomes the failed run's population
+                    flush()
+                    self.store.add_llm_calls(snap.run_id, getattr(prior, "calls", []))
+                    self.store.end_unfinished(snap.run_id, "failed", "an error stopped it", error=error)
+                except (OSError, SynthorError, duckdb.Error) as store_exc:  # a full disk: the store keeps its state
+                    logging.getLogger("synthor").error(
+                        "run %s: the store could not record the failure: %s", snap.run_id, store_exc
+                    )
+                    error += f" (and the run store could not record it: {store_exc})"
             self._update(run, status="failed", ended_at=ended, error=error)
 
     def stop(self, run_id: str) -> None:

@@ -298,8 +298,6 @@ class RunStore:
                     f"CREATE OR REPLACE TABLE {quote_ident('population_' + run_id)} AS SELECT * FROM final_population"
                 )
                 cur.unregister("final_population")
-            elif status == "failed":  # a failed run has no population, not even a checkpoint
-                cur.execute(f"DROP TABLE IF EXISTS {quote_ident('population_' + run_id)}")
             cur.execute(
                 "UPDATE runs SET status = ?, ended_at = ?, error = ?, report = ?, iterations = ?, "
                 "mean_tvd = ?, max_tvd = ?, stop_reason = ?, prior = coalesce(?, prior) WHERE run_id = ?",
@@ -333,32 +331,46 @@ class RunStore:
                 "FROM runs WHERE status = 'running'"
             ).fetchall()
         marked = []
-        for run_id, process, prior, mode, seed, size, settings, saved in rows:
+        for run_id, process, *_ in rows:
             if process_alive(process):
                 continue
-            events = self.iterations(run_id)
-            last = events[-1] if events else None
-            population = self.population(run_id)
-            records = int(population["count"].sum()) if population is not None else 0
-            reason = f"interrupted: the process ended after iteration {last.iteration if last else 0}; the " + (
-                f"population saved at iteration {saved} is kept, not calibrated"
-                if population is not None
-                else "run had saved no population yet"
-            )
-            report = {
-                "status": "interrupted",
-                "prior": prior or "unknown",
-                "iterations": saved or 0,
-                "records": records,
-                "distinct_records": 0 if population is None else len(population),
-                "mean_tvd": last.mean_tvd if last else None,
-                "max_tvd": last.max_tvd if last else None,
-                "stop_reason": reason,
-                "settings": json.loads(settings) if settings else {"mode": mode, "seed": seed, "size": size},
-            }
-            self.finish_run(run_id, "interrupted", time.time(), report, error=None)
+            self.end_unfinished(run_id, "interrupted", "the process ended")
             marked.append(run_id)
         return marked
+
+    def end_unfinished(self, run_id: str, status: str, why: str, error: str | None = None) -> None:
+        """End a run that could not finish (``status`` "interrupted" or "failed", ``why`` in words): its recorded
+        iterations stay, its last checkpoint stays as its population (uncalibrated), and a report says where it
+        stopped, so that what was computed can still be downloaded."""
+        with self._connect() as cur:
+            row = cur.execute(
+                "SELECT prior, mode, seed, size, settings, checkpoint_iteration FROM runs WHERE run_id = ?", [run_id]
+            ).fetchone()
+        if row is None:
+            return
+        prior, mode, seed, size, settings, saved = row
+        events = self.iterations(run_id)
+        last = events[-1] if events else None
+        population = self.population(run_id)
+        records = int(population["count"].sum()) if population is not None else 0
+        reason = f"{status}: {why} after iteration {last.iteration if last else 0}; the " + (
+            f"population saved at iteration {saved} is kept, not calibrated"
+            if population is not None
+            else "run had saved no population yet"
+        )
+        report = {
+            "status": status,
+            "prior": prior or "unknown",
+            "iterations": saved or 0,
+            "records": records,
+            "distinct_records": 0 if population is None else len(population),
+            "mean_tvd": last.mean_tvd if last else None,
+            "max_tvd": last.max_tvd if last else None,
+            "stop_reason": reason,
+            "error": error,
+            "settings": json.loads(settings) if settings else {"mode": mode, "seed": seed, "size": size},
+        }
+        self.finish_run(run_id, status, time.time(), report, error=error)
 
     def add_llm_calls(self, run_id: str, calls) -> None:
         """Record a run's LLM calls (kind, model, prompt, reply, tokens, latency, outcome); never a key."""

@@ -94,3 +94,34 @@ def test_a_killed_process_leaves_an_interrupted_run_that_downloads_resumes_and_d
         pass
     runner.store.delete_run(run_id, owner="alice")
     assert runner.store.runs()["run_id"].tolist() == [resumed]
+
+
+def test_a_full_disk_mid_run_keeps_the_last_checkpoint_and_a_readable_store(tmp_path, small_project_dir, monkeypatch):
+    """The disk fills after the first checkpoint: the run fails with the reason, the store stays readable, and the
+    population saved at iteration 1 is the failed run's population, complete and downloadable."""
+    import errno
+
+    from synthor_core.engine import SynthesisConfig
+    from synthor_core.targets import load_project
+
+    saves = []
+    real_save = RunStore.save_checkpoint
+
+    def full_disk(self, run_id, iteration, population):
+        saves.append(iteration)
+        if len(saves) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(self, run_id, iteration, population)
+
+    monkeypatch.setattr(RunStore, "save_checkpoint", full_disk)
+    monkeypatch.setattr("synthor_core.runner.CHECKPOINT_INTERVAL_S", 0.0)  # a checkpoint every iteration
+    runner = Runner(RunStore(tmp_path / "runs.duckdb"))
+    project = load_project(small_project_dir)
+    run_id = runner.start(project, SynthesisConfig(seed=2, tolerance_tvd=1e-9, max_iterations=50))
+    snap = runner.wait(run_id, timeout_s=60)
+    assert snap.status == "failed" and snap.error == "OSError: [Errno 28] No space left on device"
+    row = RunStore(tmp_path / "runs.duckdb").runs().iloc[0]  # another opening of the file: readable
+    assert row["status"] == "failed" and row["stop_reason"].startswith("failed: an error stopped it after iteration")
+    assert row["stop_reason"].endswith("the population saved at iteration 1 is kept, not calibrated")
+    people = pd.read_csv(io.BytesIO(runner.store.exports(run_id)["population.csv"]))
+    assert len(people) == runner.store.report(run_id)["records"] == snap.events[0].population_total
