@@ -142,8 +142,14 @@ if (
 ):
     import uuid
 
-    resumed = runner.resume(chosen, drafts_dir() / f"resume-{uuid.uuid4().hex[:12]}", owner=owner)
-    st.session_state["synth.run_id"] = resumed
+    folder = drafts_dir() / f"resume-{uuid.uuid4().hex[:12]}"
+    resumed = runner.resume(chosen, folder, owner=owner)
+    # the session follows the resumed run: its project (the run's own copy) and the run itself
+    st.session_state["data.project_dir"] = str(folder)
+    st.session_state["data.project_label"] = f"{row['project_label']} (resumed from {chosen})"
+    st.session_state["synth.run_id"] = st.session_state["synth.form_run"] = resumed
+    st.session_state["synth.run_project"] = str(folder.resolve())
+    st.query_params["run"] = resumed
     st.switch_page("app_pages/synthesize.py")
 if row["status"] != "running" and cols[1].button("Delete this run", key="runs.delete"):
     try:

@@ -103,7 +103,7 @@ def process_alive(identity: str | None) -> bool:
     try:
         pid = int(pid_text)
         os.kill(pid, 0)
-    except (ValueError, ProcessLookupError):
+    except (ValueError, OverflowError, ProcessLookupError):
         return False
     except PermissionError:  # it exists, under another user
         pass

@@ -320,3 +320,50 @@ def get_runner_report(run_id: str) -> dict:
     from app_session import get_runner
 
     return get_runner().store.report(run_id)
+
+
+def test_an_interrupted_run_is_listed_downloaded_and_resumed_from_the_runs_page(monkeypatch):
+    """A run whose process died (here: a run recorded by a process id that does not exist) shows as interrupted
+    with its saved population; Resume starts a new run from it, on the run's own copy of the project."""
+    import pandas as pd
+
+    from app_session import get_runner
+    from synthor_core import store as store_module
+    from synthor_core.engine import SynthesisConfig
+    from synthor_core.targets import load_project
+
+    at = _app()
+    owner = at.session_state["app.owner"]
+    store = get_runner().store
+    project = load_project(ROOT / "examples" / "adult")
+    import socket
+
+    gone = f"{socket.gethostname()}:4194300:0"  # this host, a process id no process has
+    monkeypatch.setattr(store_module, "process_identity", lambda: gone)
+    store.add_run("deadbeef0001", SynthesisConfig(size=3000, seed=4), "maxent", project, "crashed run", 1.0, owner)
+    monkeypatch.undo()
+    saved = pd.DataFrame(
+        {
+            name: [
+                project.schema[name].categories[0]
+                if project.schema[name].type == "categorical"
+                else project.schema[name].min
+            ]
+            for name in project.schema.names
+        }
+    )
+    store.save_checkpoint("deadbeef0001", 3, saved.assign(count=[1200]))
+    assert "deadbeef0001" in store.mark_interrupted()
+    at.switch_page("app_pages/runs.py").run()
+    at.selectbox(key="runs.chosen").set_value("deadbeef0001").run()
+    assert not at.exception
+    assert at.warning[-1].value.startswith(
+        as_text("interrupted: the process ended after iteration 0; the population saved at iteration 3 is kept")
+    )
+    assert [b.proto.label for b in at.get("download_button")][:1] == ["Population (CSV)"]
+    at.button(key="runs.resume").click().run()
+    assert not at.exception
+    resumed = at.session_state["synth.run_id"]
+    assert resumed != "deadbeef0001" and at.session_state["data.project_label"].startswith("crashed run (resumed")
+    snap = get_runner().wait(resumed, timeout_s=90)
+    assert snap.status == "finished" and int(snap.result.population["count"].sum()) == 3000
