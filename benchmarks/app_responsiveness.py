@@ -61,11 +61,12 @@ def chart_table() -> None:
 def _interaction_times(repeats: int = 8) -> list[float]:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.run()
-    names = [o for o in at.selectbox(key="data.preview").options]
+    key = f"data.preview.{at.session_state['data.project_no']}"  # the Data page keys its forms by project
+    names = [o for o in at.selectbox(key=key).options]
     times = []
     for i in range(repeats):
         t = time.perf_counter()
-        at.selectbox(key="data.preview").select(names[(i + 1) % len(names)]).run()
+        at.selectbox(key=key).select(names[(i + 1) % len(names)]).run()
         times.append(time.perf_counter() - t)
     return times
 
