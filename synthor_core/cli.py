@@ -83,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, required=True, help="output folder (created)")
     run.add_argument("--max-iterations", type=int, default=None)
     run.add_argument("--tolerance", type=float, default=None, help="mean TVD at which the loop stops")
+    run.add_argument(
+        "--within-bin",
+        choices=["smooth", "uniform"],
+        default="smooth",
+        help="numeric values inside a bin: a smooth density through the bins (monotone spline of the CDF; default) "
+        "or uniform (the paper's protocol; paper mode always uses it)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.add_argument(
         "--rules",
@@ -194,7 +201,7 @@ def command_run(args: argparse.Namespace) -> int:
         if prior is None:
             return 2
     else:
-        prior = MaxEntPrior(project, mode=config.mode, rules=rules)
+        prior = MaxEntPrior(project, mode=config.mode, rules=rules, within_bin=args.within_bin)
     saver = _CheckpointWriter(args.out, project.schema, config, prior.name)
     result = None
     with _StopOnSignal() as stop:

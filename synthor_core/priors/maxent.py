@@ -6,8 +6,9 @@ classical IPF reaches from a uniform seed over the full cross-product (Ireland &
 cross-product is never built here: the solution factorizes over the cliques of a triangulation of the graph
 whose edges join variables that share a table (Darroch, Lauritzen & Speed 1980), so it is fitted by IPF on a
 junction tree (Jiroušek 1991, "Solution of the marginal problem and decomposable distributions") whose clique
-arrays are small. Numeric variables are discretized on the union of all tables' bin edges; inside a bin the
-density is uniform (maximum entropy again), weighted by the bin's width.
+arrays are small. Numeric variables are discretized on the union of all tables' bin edges; a fine cell's prior
+weight is its width (the maximum-entropy density inside a bin is uniform). Values inside a cell are drawn from a
+smooth density through the cells' shares (:func:`within_bin_sampler`; uniform in paper mode).
 
 Sampling, conditional on a proposal's conditions, is exact: evidence is entered into the clique potentials,
 collected to the root, and records are drawn top-down (forward sampling on a junction tree).
@@ -31,6 +32,50 @@ from ..targets import Project, TargetTable
 from .base import Guidance, PriorUsage, Proposal, bin_condition, gap_conditions, sample_uniform_records
 
 _LETTERS = string.ascii_letters
+
+
+WITHIN_BIN = ("smooth", "uniform")  # how numeric values are drawn inside a bin (see within_bin_sampler)
+_GRID_POINTS = 32  # points per bin of the tabulated smooth CDF that values are drawn from
+
+
+def within_bin_sampler(knots: np.ndarray, masses: np.ndarray):
+    """A smooth, mass-preserving density inside bins, from grouped data.
+
+    The cumulative distribution through the bins' edges (``knots``, increasing, ``len(masses) + 1``; cumulative
+    shares ``0, m_0, m_0 + m_1, ..., 1``) is interpolated by a monotone cubic (PCHIP, Fritsch & Carlson 1980): the
+    CDF is monotone and passes through every knot, so every bin keeps its mass exactly, and its derivative (the
+    density) is continuous across bin edges: the monotone-spline estimate of the grouped-data literature (von Hippel,
+    Hunter & Drown 2017, "Better estimates from binned income data", binsmooth). A bin without mass stays empty.
+
+    Returns ``draw(lo, hi, u)``: for arrays of ranges ``[lo, hi)`` (inside one bin each) and uniforms ``u`` in
+    [0, 1), values distributed by the smooth density restricted to the range (the inverse CDF, tabulated at
+    ``_GRID_POINTS`` points per bin and interpolated linearly).
+    """
+    from scipy.interpolate import PchipInterpolator
+
+    knots = np.asarray(knots, dtype=np.float64)
+    cumulative = np.concatenate([[0.0], np.cumsum(np.asarray(masses, dtype=np.float64))])
+    cumulative /= cumulative[-1] if cumulative[-1] > 0 else 1.0
+    cdf = PchipInterpolator(knots, cumulative, extrapolate=False)
+    grid = np.unique(np.concatenate([np.linspace(a, b, _GRID_POINTS + 1) for a, b in zip(knots[:-1], knots[1:])]))
+    values = np.maximum.accumulate(np.clip(cdf(grid), 0.0, 1.0))
+
+    def draw(lo: np.ndarray, hi: np.ndarray, u: np.ndarray) -> np.ndarray:
+        f_lo = np.interp(lo, grid, values)
+        f_hi = np.interp(hi, grid, values)
+        target = f_lo + u * (f_hi - f_lo)
+        # first grid point reaching the target (np.interp would need strictly increasing values)
+        right = np.clip(np.searchsorted(values, target, side="left"), 1, len(grid) - 1)
+        left = right - 1
+        span = values[right] - values[left]
+        x = grid[left] + np.where(span > 0, (target - values[left]) / np.where(span > 0, span, 1.0), 0.0) * (
+            grid[right] - grid[left]
+        )
+        flat = ~(f_hi > f_lo)  # no smooth mass in the range: uniform there
+        x = np.where(flat, lo + u * (hi - lo), x)
+        return np.clip(x, lo, np.nextafter(hi, lo))
+
+    return draw
 
 
 @dataclass
@@ -118,8 +163,12 @@ class MaxEntJoint:
         IPF sweeps used; ``max_error`` the largest absolute share error left on any table.
     """
 
-    def __init__(self, schema: Schema, tables, rules=()):
+    def __init__(self, schema: Schema, tables, rules=(), within_bin: str = "smooth"):
+        if within_bin not in WITHIN_BIN:
+            raise ValueError(f"within_bin must be one of {', '.join(WITHIN_BIN)}, got {within_bin!r}")
         self.schema = schema
+        self.within_bin = within_bin
+        self._samplers: dict = {}
         self.axes = _build_axes(schema, tables)
         self.rules = tuple(rules)
         names = schema.names
@@ -412,9 +461,32 @@ class MaxEntJoint:
                 draws[v] = idx.astype(np.int64)
         return draws
 
+    def variable_shares(self, name: str) -> np.ndarray:
+        """The joint's share of every fine cell of one variable (float64, sums to 1)."""
+        c = next(i for i, clique in enumerate(self.cliques) if name in clique)
+        return self._project(self.marginals[c], self.cliques[c], (name,))
+
+    def _sampler(self, name: str):
+        """The smooth within-bin sampler of a numeric variable (on the continuous range of its fine bins; an integer
+        variable's bin of whole numbers lo..hi spans [lo, hi + 1))."""
+        if name not in self._samplers:
+            axis, var = self.axes[name], self.schema[name]
+            assert axis.lows is not None and axis.highs is not None
+            if var.integer:  # whole-number bins: lo_i .. hi_i, next bin starts at hi_i + 1
+                knots = np.append(axis.lows, axis.highs[-1] + 1.0)
+            else:
+                knots = np.append(axis.lows, axis.highs[-1])
+            # knots must increase (a fine bin of an integer variable may hold no whole number): else uniform
+            self._samplers[name] = (
+                within_bin_sampler(knots, self.variable_shares(name)) if np.all(np.diff(knots) > 0) else None
+            )
+        return self._samplers[name]
+
     def values(self, cells: dict[str, np.ndarray], conditions: dict, rng: np.random.Generator) -> pd.DataFrame:
-        """Records from fine cells: categories as labels, numerics uniform inside the cell (and the condition's
-        range), whole numbers for integer variables. Returns a DataFrame, one column per variable."""
+        """Records from fine cells: categories as labels; numerics inside the cell (and the condition's range),
+        whole numbers for integer variables, drawn from the smooth within-bin density (:func:`within_bin_sampler`,
+        fitted to the joint's shares of the variable's fine cells) or uniformly (``within_bin="uniform"``, the
+        paper's protocol). Returns a DataFrame, one column per variable."""
         cols = {}
         for var in self.schema:
             idx = cells[var.name]
@@ -429,7 +501,13 @@ class MaxEntJoint:
                 hi = np.minimum(hi, float(conditions[var.name][1]))
             if var.integer:
                 lo, hi = np.ceil(lo), np.floor(hi)
-                cols[var.name] = np.floor(lo + rng.random(len(idx)) * (hi - lo + 1)).astype(np.float64)
+                if self.within_bin == "smooth" and len(idx) and self._sampler(var.name) is not None:
+                    x = self._sampler(var.name)(lo, hi + 1.0, rng.random(len(idx)))
+                    cols[var.name] = np.clip(np.floor(x), lo, hi).astype(np.float64)
+                else:
+                    cols[var.name] = np.floor(lo + rng.random(len(idx)) * (hi - lo + 1)).astype(np.float64)
+            elif self.within_bin == "smooth" and len(idx) and self._sampler(var.name) is not None:
+                cols[var.name] = self._sampler(var.name)(lo, hi, rng.random(len(idx)))
             else:
                 cols[var.name] = lo + rng.random(len(idx)) * (hi - lo)
         return pd.DataFrame(cols)
@@ -452,13 +530,23 @@ class MaxEntPrior:
 
     name = "maxent"
 
-    def __init__(self, project: Project, mode: str = "full", step: float = defaults.FULL_STEP, rules=()):
+    def __init__(
+        self,
+        project: Project,
+        mode: str = "full",
+        step: float = defaults.FULL_STEP,
+        rules=(),
+        within_bin: str = "smooth",
+    ):
         self.project = project
         self.mode = mode
         self.step = step
         self.rules = tuple(rules)
         self.usage = PriorUsage()
-        self.joint = MaxEntJoint(project.schema, project.tables, self.rules)
+        # the paper draws numerics uniformly in their range; full mode uses the smooth density unless told
+        self.joint = MaxEntJoint(
+            project.schema, project.tables, self.rules, within_bin="uniform" if mode == "paper" else within_bin
+        )
         self._tables = {t.name: t for t in project.tables}
 
     @property
