@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 
 from .engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
-from .errors import SynthorError
+from .errors import PriorError, SynthorError
 from .evaluate import rules_fit_cost, rules_report, run_report
 from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
@@ -256,22 +256,38 @@ class Runner:
                         flush()
                     with self._lock:
                         run.snapshot = replace(run.snapshot, events=run.snapshot.events + (event,))
-        except Exception as exc:  # a failed run is reported on the page and in the store; the app stays usable
-            error = f"{type(exc).__name__}: {exc}"
+        except PriorError as exc:
+            if not (run.stop.is_set() and not run.snapshot.events):
+                self._fail(run, prior, exc, flush)
+                return
+            # stopped before its first iteration ended: nothing was built, and that is not a failure
             ended = time.time()
-            # the user reads the message; the traceback goes to the server's log, never to the page
-            logging.getLogger("synthor").error("run %s failed\n%s", snap.run_id, traceback.format_exc())
             if self.store is not None:
-                try:  # what was saved stays: the last checkpoint becomes the failed run's population
-                    flush()
-                    self.store.add_llm_calls(snap.run_id, getattr(prior, "calls", []))
-                    self.store.end_unfinished(snap.run_id, "failed", "an error stopped it", error=error)
-                except (OSError, SynthorError, duckdb.Error) as store_exc:  # a full disk: the store keeps its state
-                    logging.getLogger("synthor").error(
-                        "run %s: the store could not record the failure: %s", snap.run_id, store_exc
-                    )
-                    error += f" (and the run store could not record it: {store_exc})"
-            self._update(run, status="failed", ended_at=ended, error=error)
+                flush()
+                self.store.end_unfinished(snap.run_id, "stopped", "stopped on request")
+            self._update(run, status="stopped", ended_at=ended, error=None)
+        except Exception as exc:  # a failed run is reported on the page and in the store; the app stays usable
+            self._fail(run, prior, exc, flush)
+
+    def _fail(self, run: _Run, prior, exc: Exception, flush) -> None:
+        """Record a run that an error stopped: the message for the page, the traceback for the log, and what was
+        saved stays in the store."""
+        snap = run.snapshot
+        error = f"{type(exc).__name__}: {exc}"
+        ended = time.time()
+        # the user reads the message; the traceback goes to the server's log, never to the page
+        logging.getLogger("synthor").error("run %s failed\n%s", snap.run_id, traceback.format_exc())
+        if self.store is not None:
+            try:  # what was saved stays: the last checkpoint becomes the failed run's population
+                flush()
+                self.store.add_llm_calls(snap.run_id, getattr(prior, "calls", []))
+                self.store.end_unfinished(snap.run_id, "failed", "an error stopped it", error=error)
+            except (OSError, SynthorError, duckdb.Error) as store_exc:  # a full disk: the store keeps its state
+                logging.getLogger("synthor").error(
+                    "run %s: the store could not record the failure: %s", snap.run_id, store_exc
+                )
+                error += f" (and the run store could not record it: {store_exc})"
+        self._update(run, status="failed", ended_at=ended, error=error)
 
     def stop(self, run_id: str) -> None:
         """Ask a run to stop; it ends within one iteration and keeps what it built."""

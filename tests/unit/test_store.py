@@ -72,3 +72,28 @@ def test_a_store_from_a_newer_version_is_refused_with_a_reason(tmp_path):
         RunStore(path)
     with RunStore(tmp_path / "other.duckdb") as store:  # a store from this version reopens
         assert store.runs().empty
+
+
+def test_a_run_stopped_before_its_first_iteration_is_stopped_not_failed(tmp_path, small_project_dir):
+    import time
+
+    from synthor_core.priors.maxent import MaxEntPrior
+
+    class SlowPrior(MaxEntPrior):
+        def plan(self, guidance, rng):
+            time.sleep(1.0)
+            return super().plan(guidance, rng)
+
+    project = load_project(small_project_dir)
+    with RunStore(tmp_path / "runs.duckdb") as store:
+        runner = Runner(store)
+        run_id = runner.start(project, SynthesisConfig(), prior_factory=lambda p, c, r: SlowPrior(p))
+        runner.stop(run_id)
+        snap = runner.wait(run_id, timeout_s=30)
+        assert (snap.status, snap.error, snap.events) == ("stopped", None, ())
+        row = store.runs().iloc[0]
+        assert row["status"] == "stopped"
+        assert (
+            row["stop_reason"] == "stopped: stopped on request after iteration 0; the run had saved no population yet"
+        )
+        assert store.exports(run_id) == {}
