@@ -28,6 +28,19 @@ def shown_value(value) -> str:
     return repr(value)
 
 
+MAX_ROWS_SHOWN = 5  # rows listed per check of a file (the first that fail it)
+
+
+def flag_rows(problems: list[Problem], positions, shown: str, column: str, message, first_row: int = 2) -> None:
+    """Append one problem for each of the first :data:`MAX_ROWS_SHOWN` rows that fail a check.
+
+    ``positions``: 0-based row positions in the frame (array of int); ``message(position)`` says what is wrong in
+    that row; the problem names the file ``shown``, the file's row ``first_row + position`` and ``column``.
+    """
+    for i in np.asarray(positions)[:MAX_ROWS_SHOWN]:
+        problems.append(Problem(shown, message(int(i)), row=first_row + int(i), column=column))
+
+
 @dataclass(frozen=True)
 class Geography:
     """Nested geography levels and the crosswalk of their zones.
@@ -122,27 +135,23 @@ def build_geography(
     table = frame[list(levels)].copy()
     for level in levels:
         empty = np.flatnonzero(table[level].isna().to_numpy())
-        for i in empty[:5]:
-            problems.append(
-                Problem(shown, "expected a zone id, got an empty cell", row=first_row + int(i), column=level)
-            )
+        flag_rows(problems, empty, shown, level, lambda i: "expected a zone id, got an empty cell", first_row)
     if problems:
         return None, problems
     lowest = levels[-1]
     duplicated = np.flatnonzero(table[lowest].duplicated().to_numpy())
-    for i in duplicated[:5]:
-        problems.append(
-            Problem(
-                shown,
-                f"the {lowest} zone {shown_value(table[lowest].iloc[i])} is listed twice",
-                row=first_row + int(i),
-                column=lowest,
-            )
-        )
+    flag_rows(
+        problems,
+        duplicated,
+        shown,
+        lowest,
+        lambda i: f"the {lowest} zone {shown_value(table[lowest].iloc[i])} is listed twice",
+        first_row,
+    )
     for k, level in enumerate(levels[:-1]):
         for upper in levels[:k]:
             parents = table.groupby(level, sort=True)[upper].nunique()
-            for zone in parents[parents > 1].index[:5]:
+            for zone in parents[parents > 1].index[:MAX_ROWS_SHOWN]:
                 rows = np.flatnonzero((table[level] == zone).to_numpy())
                 values = table[upper].iloc[rows].unique()
                 second = rows[np.flatnonzero((table[upper].iloc[rows] != values[0]).to_numpy())[0]]

@@ -55,9 +55,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from . import defaults
 from .errors import Problem, TargetValidationError
-from .geography import Geography, build_geography, shown_value
+from .geography import Geography, build_geography
 from .populationsim import (
     SETTINGS_FILE,
+    check_zone_column,
     load_populationsim,
     number_column,
     read_csv_table,
@@ -322,30 +323,7 @@ def _control_table(
     frame = frames[path]
     if frame is None:
         return None
-    if level not in frame.columns:
-        problems.append(Problem(shown, f"expected a column {level!r} with the zone ids", row=1, column=level))
-        return None
-    known = frame[level].isin(geography.zones(level)).to_numpy()
-    for i in np.flatnonzero(~known)[:5]:
-        problems.append(
-            Problem(
-                shown,
-                f"the {level} zone {shown_value(frame[level].iloc[i])} is not in the crosswalk",
-                row=2 + int(i),
-                column=level,
-            )
-        )
-    duplicated = frame[level].duplicated().to_numpy()
-    for i in np.flatnonzero(duplicated)[:5]:
-        problems.append(
-            Problem(
-                shown,
-                f"the {level} zone {shown_value(frame[level].iloc[i])} is listed twice",
-                row=2 + int(i),
-                column=level,
-            )
-        )
-    return frame if known.all() and not duplicated.any() else None
+    return frame if check_zone_column(frame, level, geography, shown, problems) else None
 
 
 def _controls(

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import Problem, TargetValidationError
-from .geography import Geography, build_geography, shown_value
+from .geography import Geography, build_geography, flag_rows, shown_value
 from .rules import RuleError, compile_seed_expression
 from .targets import inside_folder
 from .units import HOUSEHOLDS, PERSONS, Control, HouseholdProject, SeedSample, infer_derivations, output_problems
@@ -124,15 +124,14 @@ def number_column(
     column) for each of the first cells that is not a number >= ``minimum``."""
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(values) | (values < minimum))
-    for i in bad[:5]:
-        problems.append(
-            Problem(
-                shown,
-                f"expected a number >= {minimum:g}, got {shown_value(frame[column].iloc[i])}",
-                row=first_row + int(i),
-                column=column,
-            )
-        )
+    flag_rows(
+        problems,
+        bad,
+        shown,
+        column,
+        lambda i: f"expected a number >= {minimum:g}, got {shown_value(frame[column].iloc[i])}",
+        first_row,
+    )
     return None if bad.size else values
 
 
@@ -294,41 +293,35 @@ def seed_sample_from_tables(
     if problems:
         return None, problems
     duplicated = np.flatnonzero(households[hh_id].duplicated().to_numpy())
-    for i in duplicated[:5]:
-        problems.append(
-            Problem(
-                hh_file,
-                f"the household id {shown_value(households[hh_id].iloc[i])} is listed twice",
-                row=2 + int(i),
-                column=hh_id,
-            )
-        )
+    flag_rows(
+        problems,
+        duplicated,
+        hh_file,
+        hh_id,
+        lambda i: f"the household id {shown_value(households[hh_id].iloc[i])} is listed twice",
+    )
     number_column(households, weight, hh_file, problems)
     zones = geography.zones(seed_level)
     unknown = np.flatnonzero(~households[seed_level].isin(zones).to_numpy())
-    for i in unknown[:5]:
-        problems.append(
-            Problem(
-                hh_file,
-                f"the {seed_level} zone {shown_value(households[seed_level].iloc[i])} is not in the crosswalk",
-                row=2 + int(i),
-                column=seed_level,
-            )
-        )
+    flag_rows(
+        problems,
+        unknown,
+        hh_file,
+        seed_level,
+        lambda i: f"the {seed_level} zone {shown_value(households[seed_level].iloc[i])} is not in the crosswalk",
+    )
     position = pd.Series(np.arange(len(households)), index=households[hh_id].to_numpy())
     if duplicated.size:
         return None, problems
     rows = position.reindex(persons[hh_id].to_numpy()).to_numpy()
     orphans = np.flatnonzero(np.isnan(rows))
-    for i in orphans[:5]:
-        problems.append(
-            Problem(
-                p_file,
-                f"the person's household {shown_value(persons[hh_id].iloc[i])} is not in the seed households",
-                row=2 + int(i),
-                column=hh_id,
-            )
-        )
+    flag_rows(
+        problems,
+        orphans,
+        p_file,
+        hh_id,
+        lambda i: f"the person's household {shown_value(persons[hh_id].iloc[i])} is not in the seed households",
+    )
     if problems:
         return None, problems
     persons = persons.assign(_household=rows.astype(np.int64))
@@ -454,29 +447,33 @@ def _level_table(level: str, tables, geography: Geography, problems: list[Proble
         )
         return None
     frame, shown, _ = tables[key]
+    return (frame, shown) if check_zone_column(frame, level, geography, shown, problems) else None
+
+
+def check_zone_column(
+    frame: pd.DataFrame, level: str, geography: Geography, shown: str, problems: list[Problem]
+) -> bool:
+    """Whether the control table ``frame`` has a column ``level`` naming zones of the crosswalk, each once;
+    otherwise False after adding problems (file ``shown``, row, column): the column missing, the first zones not
+    in the crosswalk, the first zones listed twice."""
     if level not in frame.columns:
         problems.append(Problem(shown, f"expected a column {level!r} with the zone ids", row=1, column=level))
-        return None
-    zones = geography.zones(level)
-    known = frame[level].isin(zones).to_numpy()
-    for i in np.flatnonzero(~known)[:5]:
-        problems.append(
-            Problem(
-                shown,
-                f"the {level} zone {shown_value(frame[level].iloc[i])} is not in the crosswalk",
-                row=2 + int(i),
-                column=level,
-            )
-        )
-    for i in np.flatnonzero(frame[level].duplicated().to_numpy())[:5]:
-        problems.append(
-            Problem(
-                shown,
-                f"the {level} zone {shown_value(frame[level].iloc[i])} is listed twice",
-                row=2 + int(i),
-                column=level,
-            )
-        )
-    if not known.all() or frame[level].duplicated().any():
-        return None
-    return frame, shown
+        return False
+    values = frame[level]
+    known = values.isin(geography.zones(level)).to_numpy()
+    flag_rows(
+        problems,
+        np.flatnonzero(~known),
+        shown,
+        level,
+        lambda i: f"the {level} zone {shown_value(values.iloc[i])} is not in the crosswalk",
+    )
+    duplicated = values.duplicated().to_numpy()
+    flag_rows(
+        problems,
+        np.flatnonzero(duplicated),
+        shown,
+        level,
+        lambda i: f"the {level} zone {shown_value(values.iloc[i])} is listed twice",
+    )
+    return bool(known.all() and not duplicated.any())

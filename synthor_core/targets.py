@@ -213,32 +213,19 @@ def read_table_bytes(
         if suffix == ".parquet":
             frame = pd.read_parquet(io.BytesIO(raw))
             return frame.astype("string").fillna(""), 1, []
-    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, pd.errors.ParserError) as exc:
-        return (
-            None,
-            2,
-            [
-                Problem(
-                    shown,
-                    f"could not be read as {suffix.lstrip('.')} ({type(exc).__name__}: {exc}); "
-                    f"the file is damaged or of another format",
-                )
-            ],
-        )
-    except Exception as exc:  # openpyxl's InvalidFileException and kin: reported by name, with the file
-        if type(exc).__module__.split(".")[0] not in ("openpyxl", "pyarrow", "zipfile"):
+    except Exception as exc:  # a damaged file: pandas' and zipfile's errors, openpyxl's InvalidFileException and kin
+        readers = (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, pd.errors.ParserError)
+        if not isinstance(exc, readers) and type(exc).__module__.split(".")[0] not in (
+            "openpyxl",
+            "pyarrow",
+            "zipfile",
+        ):
             raise
-        return (
-            None,
-            2,
-            [
-                Problem(
-                    shown,
-                    f"could not be read as {suffix.lstrip('.')} ({type(exc).__name__}: {exc}); "
-                    f"the file is damaged or of another format",
-                )
-            ],
+        message = (
+            f"could not be read as {suffix.lstrip('.')} ({type(exc).__name__}: {exc}); "
+            f"the file is damaged or of another format"
         )
+        return None, 2, [Problem(shown, message)]
     return None, 2, [Problem(shown, f"expected a .csv, .xlsx or .parquet file, got {suffix or 'no extension'}")]
 
 
