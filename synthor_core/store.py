@@ -349,23 +349,29 @@ class RunStore:
         if row is None:
             return
         prior, mode, seed, size, settings, saved = row
-        events = self.iterations(run_id)
-        last = events[-1] if events else None
-        population = self.population(run_id)
-        records = int(population["count"].sum()) if population is not None else 0
-        reason = f"{status}: {why} after iteration {last.iteration if last else 0}; the " + (
+        with self._connect() as cur:  # the last iteration and the saved population's size, not their contents
+            last = cur.execute(
+                "SELECT iteration, mean_tvd, max_tvd FROM iterations WHERE run_id = ? ORDER BY iteration DESC LIMIT 1",
+                [run_id],
+            ).fetchone()
+            saved_size = (
+                cur.execute(f"SELECT sum(count), count(*) FROM {quote_ident('population_' + run_id)}").fetchone()
+                if self._has_population(cur, run_id)
+                else None
+            )
+        reason = f"{status}: {why} after iteration {last[0] if last else 0}; the " + (
             f"population saved at iteration {saved} is kept, not calibrated"
-            if population is not None
+            if saved_size is not None
             else "run had saved no population yet"
         )
         report = {
             "status": status,
             "prior": prior or "unknown",
             "iterations": saved or 0,
-            "records": records,
-            "distinct_records": 0 if population is None else len(population),
-            "mean_tvd": last.mean_tvd if last else None,
-            "max_tvd": last.max_tvd if last else None,
+            "records": int(saved_size[0] or 0) if saved_size is not None else 0,
+            "distinct_records": int(saved_size[1]) if saved_size is not None else 0,
+            "mean_tvd": last[1] if last else None,
+            "max_tvd": last[2] if last else None,
             "stop_reason": reason,
             "error": error,
             "settings": json.loads(settings) if settings else {"mode": mode, "seed": seed, "size": size},
@@ -544,12 +550,17 @@ class RunStore:
         """The population of a run (labels + ``count``): the final one, or the last checkpoint of a running or
         interrupted run; None when it has none."""
         with self._connect() as cur:
-            exists = cur.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [f"population_{run_id}"]
-            ).fetchone()
-            if not exists or not exists[0]:
+            if not self._has_population(cur, run_id):
                 return None
             return cur.execute(f"SELECT * FROM {quote_ident('population_' + run_id)}").df()
+
+    @staticmethod
+    def _has_population(cur: duckdb.DuckDBPyConnection, run_id: str) -> bool:
+        """Whether the run has a population table (final or checkpoint)."""
+        found = cur.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [f"population_{run_id}"]
+        ).fetchone()
+        return bool(found and found[0])
 
     def exports(self, run_id: str) -> dict[str, bytes]:
         """Download files of a finished run.
@@ -563,10 +574,10 @@ class RunStore:
         Source: rows are expanded from the stored distinct records by DuckDB (``range(count)``), in stored order.
         """
         table = quote_ident("population_" + run_id)
-        if self.population(run_id) is None:
-            return {}
         out: dict[str, bytes] = {}
         with self._connect() as cur:
+            if not self._has_population(cur, run_id):  # checked, not loaded: COPY below reads the table itself
+                return {}
             with tempfile.TemporaryDirectory(prefix="synthor-export-") as folder:
                 columns = cur.execute(f"DESCRIBE {table}").fetchall()
                 # CSV cells never start a spreadsheet formula (as schema.spreadsheet_safe, in SQL); Parquet as stored
