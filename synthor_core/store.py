@@ -27,6 +27,7 @@ import pandas as pd
 from .aggregate import quote_ident
 from .engine import IterationEvent, SynthesisConfig
 from .errors import SynthorError
+from .schema import FORMULA_PREFIXES
 from .targets import Project
 
 SCHEMA_VERSION = 2  # 2: runs.owner, runs.process, runs.checkpoint_iteration; status "interrupted"
@@ -56,6 +57,10 @@ _MIGRATIONS = [  # from version 1
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS process VARCHAR",
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS checkpoint_iteration INTEGER",
 ]
+
+
+# a text cell a spreadsheet would run as a formula (schema.FORMULA_PREFIXES, as a regular expression; "-" first)
+_FORMULA_START = "^[" + "".join(sorted(FORMULA_PREFIXES, key=lambda ch: ch != "-")) + "]"
 
 
 def default_data_dir() -> Path:
@@ -580,9 +585,9 @@ class RunStore:
                 return {}
             with tempfile.TemporaryDirectory(prefix="synthor-export-") as folder:
                 columns = cur.execute(f"DESCRIBE {table}").fetchall()
-                # CSV cells never start a spreadsheet formula (as schema.spreadsheet_safe, in SQL); Parquet as stored
+                # CSV cells never start a spreadsheet formula (spreadsheet_safe's rule, in SQL); Parquet as stored
                 safe = ", ".join(
-                    f"CASE WHEN regexp_matches({quote_ident(c)}::VARCHAR, '^[-=+@\t\r]') THEN chr(39) || "
+                    f"CASE WHEN regexp_matches({quote_ident(c)}::VARCHAR, '{_FORMULA_START}') THEN chr(39) || "
                     f"{quote_ident(c)}::VARCHAR ELSE {quote_ident(c)}::VARCHAR END AS {quote_ident(c)}"
                     if kind == "VARCHAR" or kind.startswith("ENUM")
                     else quote_ident(c)
