@@ -23,8 +23,9 @@ except SynthorError as exc:  # an unwritable or foreign data folder: say which, 
 
 
 def run_status() -> None:
-    """The session's run in the sidebar: a fragment redrawn every 2 s while the run goes on (the page itself may
-    not be redrawn meanwhile), drawn once otherwise."""
+    """The session's run in the sidebar: a fragment redrawn every 2 s while the run was going on at the page's last
+    full redraw (the page itself may not be redrawn meanwhile), drawn once otherwise. It never reruns the page
+    itself: the Synthesize page does so when the run ends, and a second rerun there would delay the final view."""
     run_id = st.session_state["synth.run_id"]
     if run_id is None or run_id not in get_runner().run_ids():
         return
@@ -33,8 +34,6 @@ def run_status() -> None:
     def draw() -> None:
         snap = get_runner().snapshot(run_id)
         st.caption(f"Run {run_id}: {snap.status}, {len(snap.events)} iteration(s)")
-        if running and snap.status != "running":
-            st.rerun(scope="app")  # stop polling once the run ended
 
     st.fragment(draw, run_every=2.0 if running else None)()
 

@@ -131,7 +131,8 @@ if row["status"] == "interrupted":
 events = store.iterations(chosen)
 if events:
     final = (row["mean_tvd"], row["max_tvd"]) if row["status"] in ("finished", "stopped") else None
-    st.plotly_chart(tvd_by_iteration(events, final=final), key="runs.chart", width="stretch")
+    figure = tvd_by_iteration(events, final=final, calibrated=row["mode"] != "paper")
+    st.plotly_chart(figure, key="runs.chart", width="stretch")
 if row["status"] != "running":
     show_downloads(chosen, key="runs.downloads")
 cols = st.columns(4)

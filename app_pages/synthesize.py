@@ -240,7 +240,9 @@ def show_run() -> None:
             metrics[2].metric("persons", f"{int(snap.result.population['count'].sum()):,}")
             metrics[3].metric("distinct records", f"{len(snap.result.population):,}")
         final = (snap.result.fit.mean_tvd, snap.result.fit.max_tvd) if snap.result is not None else None
-        st.plotly_chart(tvd_by_iteration(snap.events, final=final), key="synth.chart", width="stretch")
+        calibrated = snap.result is not None and snap.result.calibration is not None
+        figure = tvd_by_iteration(snap.events, final=final, calibrated=calibrated)
+        st.plotly_chart(figure, key="synth.chart", width="stretch")
         names = [t.name for t in snap.project.tables]
         chosen = st.selectbox("Target vs synthetic for table", names, key="synth.live_table")
         table = snap.project.tables[names.index(chosen)]

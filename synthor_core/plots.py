@@ -12,7 +12,9 @@ from .schema import Schema
 from .targets import TargetTable
 
 
-def tvd_by_iteration(events, tables_named: int = 5, final: tuple[float, float] | None = None) -> go.Figure:
+def tvd_by_iteration(
+    events, tables_named: int = 5, final: tuple[float, float] | None = None, calibrated: bool = True
+) -> go.Figure:
     """Line chart of mean and max TVD per iteration (log y), with one thin line per target table.
 
     Parameters
@@ -20,8 +22,10 @@ def tvd_by_iteration(events, tables_named: int = 5, final: tuple[float, float] |
     events : sequence of IterationEvent
     tables_named : int, the tables worst at the last iteration get a legend entry each; the others are drawn as
         one legend group ("other tables (k)") that toggles together.
-    final : (mean TVD, max TVD) of the calibrated population, optional: marked at the last iteration as stars,
-        so the chart ends where the headline does.
+    final : (mean TVD, max TVD) of the final population, optional: marked at the last iteration as stars (values
+        on hover), so the chart ends where the headline does.
+    calibrated : bool, whether ``final`` is the fit after calibration (full mode) or as the loop left it (paper
+        mode); it names the stars in the legend.
     """
     x = [e.iteration for e in events]
     fig = go.Figure()
@@ -66,10 +70,10 @@ def tvd_by_iteration(events, tables_named: int = 5, final: tuple[float, float] |
             go.Scatter(
                 x=[x[-1], x[-1]],
                 y=[max(final[0], 1e-6), max(final[1], 1e-6)],
-                name="final (calibrated)",
-                mode="markers+text",
-                text=[f"mean {final[0]:.4f}", f"max {final[1]:.4f}"],
-                textposition="middle left",
+                name="final (calibrated)" if calibrated else "final (not calibrated)",
+                mode="markers",  # values on hover: a text label would lie on the lines it marks
+                text=[f"final mean TVD {final[0]:.4f}", f"final max TVD {final[1]:.4f}"],
+                hoverinfo="text",
                 marker={
                     "symbol": "star",
                     "size": 14,

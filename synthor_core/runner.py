@@ -118,6 +118,7 @@ class Runner:
         self.store = store
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
+        self._fit_costs: dict[tuple, tuple[Project, dict]] = {}  # (project id, rules) -> (project kept alive, cost)
         self.interrupted: list[str] = store.mark_interrupted() if store is not None else []
 
     def start(
@@ -248,7 +249,7 @@ class Runner:
                         run, result=event, status="failed" if event.error else status, ended_at=ended, error=event.error
                     )
                     if self.store is not None and rules:
-                        report["rules"]["fit_cost"] = rules_fit_cost(snap.project, rules)
+                        report["rules"]["fit_cost"] = self._rules_fit_cost(snap.project, rules)
                         self.store.update_report(snap.run_id, report)
                 else:
                     pending.append(event)
@@ -268,6 +269,21 @@ class Runner:
             self._update(run, status="stopped", ended_at=ended, error=None)
         except Exception as exc:  # a failed run is reported on the page and in the store; the app stays usable
             self._fail(run, prior, exc, flush)
+
+    def _rules_fit_cost(self, project: Project, rules) -> dict:
+        """What the rules cost in fit (:func:`~synthor_core.evaluate.rules_fit_cost`, seconds of work), computed
+        once per project object and rules: every run of the same project with the same rules shares it."""
+        key = (id(project), tuple((r.name, r.condition) for r in rules))
+        with self._lock:
+            cached = self._fit_costs.get(key)
+        if cached is not None and cached[0] is project:
+            return cached[1]
+        cost = rules_fit_cost(project, rules)
+        with self._lock:
+            if len(self._fit_costs) >= 8:  # a few projects at a time: the oldest goes
+                self._fit_costs.pop(next(iter(self._fit_costs)))
+            self._fit_costs[key] = (project, cost)
+        return cost
 
     def _fail(self, run: _Run, prior, exc: Exception, flush) -> None:
         """Record a run that an error stopped: the message for the page, the traceback for the log, and what was

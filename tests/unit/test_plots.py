@@ -59,3 +59,5 @@ def test_the_convergence_chart_names_the_worst_tables_groups_the_rest_and_marks_
     assert sum(t.legendgroup == "other-tables" for t in figure.data) == 3
     final = figure.data[-1]
     assert list(final.x) == [3, 3] and list(final.y) == [0.001, 0.004]
+    paper = tvd_by_iteration(events, final=(0.01, 0.04), calibrated=False)  # paper mode: the loop's own fit
+    assert paper.data[-1].name == "final (not calibrated)"

@@ -97,3 +97,26 @@ def test_a_run_stopped_before_its_first_iteration_is_stopped_not_failed(tmp_path
             row["stop_reason"] == "stopped: stopped on request after iteration 0; the run had saved no population yet"
         )
         assert store.exports(run_id) == {}
+
+
+def test_the_rules_fit_cost_is_computed_once_per_project_and_rules(tmp_path, small_project_dir):
+    import time
+
+    from synthor_core.rules import load_rules
+
+    project = load_project(small_project_dir)
+    (tmp_path / "rules.toml").write_text(
+        '[[rules]]\nname = "child worker"\ncondition = "age < 16 and employed == \'yes\'"\n'
+    )
+    rules = load_rules(tmp_path / "rules.toml", project.schema)
+    with RunStore(tmp_path / "runs.duckdb") as store:
+        runner = Runner(store)
+        ids = [runner.start(project, SynthesisConfig(seed=s), rules=rules) for s in (1, 2)]
+        for run_id in ids:
+            assert runner.wait(run_id, timeout_s=60).status == "finished"
+        deadline = time.monotonic() + 30  # the cost is added to the report after the run ends
+        while time.monotonic() < deadline and not all(store.report(r)["rules"]["fit_cost"] for r in ids):
+            time.sleep(0.1)
+        costs = [store.report(r)["rules"]["fit_cost"] for r in ids]
+    assert costs[0] == costs[1] and set(costs[0]) == {"without_rules", "with_rules"}
+    assert len(runner._fit_costs) == 1
