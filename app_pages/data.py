@@ -179,6 +179,24 @@ with overview:
             hide_index=True,
             width="stretch",
         )
+        if project.numeric_controls:
+            st.subheader("Numeric controls")
+            st.dataframe(
+                pd.DataFrame(
+                    [
+                        {
+                            "control": c.name,
+                            "gives": f"{c.statistic} of {c.of}",
+                            "per cell of": " x ".join(c.variables) or "(all persons)",
+                            "cells": c.values.size,
+                            "file": c.source,
+                        }
+                        for c in project.numeric_controls
+                    ]
+                ),
+                hide_index=True,
+                width="stretch",
+            )
         names = [t.name for t in project.tables]
         chosen = st.selectbox("Preview a table", names, key=f"data.preview.{P}")
         table = project.tables[names.index(chosen)]

@@ -20,7 +20,7 @@ from app_session import (
 from synthor_core.engine import SynthesisConfig
 from synthor_core.errors import TargetValidationError
 from synthor_core.evaluate import table_counts
-from synthor_core.plots import fit_frame, proposals_frame, table_comparison, tvd_by_iteration
+from synthor_core.plots import fit_frame, numeric_fit_frame, proposals_frame, table_comparison, tvd_by_iteration
 from synthor_core.priors.llm import LLMPrior, LLMSettings
 from synthor_core.rules import load_rules
 from synthor_core.runner import PRIORS, llm_prior_factory, prior_factory
@@ -296,5 +296,14 @@ if snap.result is not None:
             icon=":material/warning:",
         )
     st.dataframe(fit_frame(result.fit), hide_index=True, width="stretch", key="synth.fit")
+    if result.fit.numeric:
+        st.caption("Numeric controls: the total or mean of a numeric variable per cell, fitted by calibration.")
+        st.dataframe(
+            numeric_fit_frame(result.fit),
+            hide_index=True,
+            width="stretch",
+            key="synth.numeric_fit",
+            column_config={"relative error": st.column_config.NumberColumn(format="percent")},
+        )
     st.page_link("app_pages/evaluate.py", label="Evaluate this run in detail", icon=":material/fact_check:")
     show_downloads(snap.run_id, key="synth.downloads")

@@ -6,6 +6,9 @@ tables through 6 quantile bins (the paper's binning) and the marginals through t
 sub-bins each (the paper splits the worst bin into 8 sub-bins per iteration; here every bin is split up front).
 Every row synthesizes 2,000 persons and is compared with the reference records.
 
+A last table puts age and price in the 6 quantile bins everywhere (no sub-bins), where the values inside a bin
+come from the within-bin density alone, and compares W1 with uniform-within-bin IPF on the same targets.
+
 Rows: Synthor full / paper with maxent; Synthor full with maxent and the plausibility rules as constraints;
 Synthor full with the LLM prior against the local test endpoint (tests/llm_endpoint, an "LLM" that knows the
 network); classical IPF over the cross-product from a uniform seed; independent marginals; resampling the
@@ -78,8 +81,9 @@ PAPER_IPF = {
 }
 
 
-def write_targets(folder: Path, reference: pd.DataFrame, family: bool) -> Path:
-    """The benchmark's project folder: marginals (fine bins) and, with ``family``, the three family tables."""
+def write_targets(folder: Path, reference: pd.DataFrame, family: bool, sub_bins: bool = True) -> Path:
+    """The benchmark's project folder: marginals (fine bins, or the 6 quantile bins without ``sub_bins``) and,
+    with ``family``, the three family tables."""
     coarse = {
         "age": quantile_edges(reference["age"], 18, 90, integer=True),
         "price": quantile_edges(reference["price"], 0, 2000),
@@ -88,7 +92,7 @@ def write_targets(folder: Path, reference: pd.DataFrame, family: bool) -> Path:
     for var, edges in coarse.items():
         split = []
         for a, b in zip(edges, edges[1:]):
-            sub = np.linspace(a, b, 9)
+            sub = np.linspace(a, b, 9 if sub_bins else 2)
             split += list(np.round(sub[:-1]) if var == "age" else np.round(sub[:-1], 2))
         fine[var] = sorted(set(split)) + [edges[-1]]
     tables = [((v,), fine if v in fine else {}) for v in ("age", "gender", "location", "category", "price", "payment")]
@@ -130,6 +134,10 @@ def measure(project, family_project, records: pd.DataFrame, reference: pd.DataFr
         real_counts, synth_counts = aggregator.aggregate(ref), aggregator.aggregate(synth)
     for t, r, s in zip(groups, real_counts, synth_counts):
         out[f"JSD {t.name}"] = jsd(r, s)
+    with Aggregator(schema, project.tables) as aggregator:
+        out["mean TVD targets"] = float(
+            np.mean([tvd(t.counts, c) for t, c in zip(project.tables, aggregator.aggregate(synth))])
+        )
     c2 = classifier_two_sample(project, synth, ref, np.random.default_rng(seed))
     out["classifier gap"] = c2["gap"]
     out["rejection"] = float(violating(synth, rules).mean())
@@ -147,12 +155,16 @@ def synthor(project, mode: str, seed: int, prior=None, rules=()) -> tuple[pd.Dat
     return people, {"seconds": seconds, "LLM calls": prior.usage.calls}
 
 
-def rows_for(project, family_project, reference, seed, with_llm: bool, rules) -> dict[str, dict]:
+def rows_for(project, family_project, reference, seed, with_llm: bool, rules, paper: bool = True) -> dict[str, dict]:
     rng = np.random.default_rng(seed)
     rows: dict[str, tuple[pd.DataFrame, dict]] = {}
     rows["Synthor full, maxent"] = synthor(project, "full", seed)
     rows["Synthor full, maxent + rules"] = synthor(project, "full", seed, rules=rules)
-    rows["Synthor paper, maxent"] = synthor(project, "paper", seed)
+    if paper:
+        rows["Synthor paper, maxent"] = synthor(project, "paper", seed)
+    else:
+        uniform = MaxEntPrior(project, within_bin="uniform")
+        rows["Synthor full, maxent, uniform within bins"] = synthor(project, "full", seed, prior=uniform)
     if with_llm:
         with TestEndpoint(seed=seed) as endpoint:
             prior = LLMPrior(project, LLMSettings(base_url=endpoint.url, model="bn-oracle"))
@@ -200,16 +212,18 @@ def main() -> None:
     parser.add_argument("--no-llm", action="store_true", help="leave out the LLM row")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="synthor-ecommerce-"))
-    full, marginals, reference_rates = [], [], []
+    full, marginals, six_bins, reference_rates = [], [], [], []
     for seed in args.seeds:
         reference = sample_network(N, np.random.default_rng(seed))
         family = load_project(write_targets(workdir / f"family-{seed}", reference, family=True))
         only = load_project(write_targets(workdir / f"marginals-{seed}", reference, family=False))
+        coarse = load_project(write_targets(workdir / f"six-{seed}", reference, family=True, sub_bins=False))
         rules = [compile_rule(name, condition, family.schema) for name, condition in RULES.items()]
         ref, _ = family.schema.encode(reference)
         reference_rates.append(float(violating(ref, rules).mean()))
         full.append(rows_for(family, family, reference, seed, not args.no_llm, rules))
         marginals.append(rows_for(only, family, reference, seed, not args.no_llm, rules))
+        six_bins.append(rows_for(coarse, family, reference, seed, False, rules, paper=False))
     print(
         f"E-commerce network, N = {N:,}, seeds {args.seeds} (means); reference records' own rejection rate "
         f"{np.mean(reference_rates):.2%} (R1 price < 10 for Electronics/Furniture, R2 age < 22 Food > 1,000, "
@@ -242,6 +256,23 @@ def main() -> None:
         full,
         ["JSD age x category x payment", "JSD gender x price x location", "JSD age x price"],
     )
+    print_table(
+        "Targets: six marginals + three family tables, age and price in the paper's 6 quantile bins everywhere "
+        "(no sub-bins): values inside a bin come from the within-bin density alone",
+        six_bins,
+        ["mean TVD targets", *main_cols],
+        [("LLMSynthor, paper (GPT-4.1-nano, 100 iterations)", PAPER)],
+    )
+    ipf = "IPF, uniform seed (cross-product)"
+    print("\nW1 against uniform-within-bin IPF on the same targets (6 bins, no sub-bins; ratio of the means)\n")
+    print("| row | age W1 / IPF | price W1 / IPF |")
+    print("|---|---|---|")
+    for name in six_bins[0]:
+        ratios = [
+            np.mean([r[name][c] for r in six_bins]) / np.mean([r[ipf][c] for r in six_bins])
+            for c in ("age W1", "price W1")
+        ]
+        print(f"| {name} | {ratios[0]:.2f} | {ratios[1]:.2f} |")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def cell_expression(schema: Schema, table: TargetTable) -> str:
     """SQL expression giving a record's cell number in ``table`` (C order over ``table.counts``)."""
     strides = np.cumprod((1,) + table.counts.shape[::-1])[:-1][::-1]
     parts = [f"{_axis_expression(schema, table, v)} * {int(s)}" for v, s in zip(table.variables, strides)]
-    return " + ".join(parts)
+    return " + ".join(parts) or "0"  # a table without variables (a numeric control's grand total): one cell
 
 
 class Aggregator:

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import defaults
+from .metrics import numeric_statistic, relative_error
 
 
 @dataclass(frozen=True)
@@ -28,12 +29,75 @@ class CalibrationResult:
         Sweeps over all tables.
     max_abs_error : float
         Largest absolute share error over all cells of all tables at the end.
+    max_relative_error_numeric : float
+        Largest relative error of a numeric control's cell at the end (0 without numeric controls).
     """
 
     counts: npt.NDArray[np.float64]
     converged: bool
     iterations: int
     max_abs_error: float
+    max_relative_error_numeric: float = 0.0
+
+
+@dataclass(frozen=True)
+class NumericTarget:
+    """A numeric control as calibration sees it (see :class:`synthor_core.targets.NumericControl`).
+
+    Attributes
+    ----------
+    cell_ids : ndarray of int64, shape (n_records,)
+        Cell of each record.
+    values : ndarray of float64, shape (n_records,)
+        Each record's value of the controlled variable.
+    goals : ndarray of float64, shape (n_cells,)
+        Total of the variable per cell (in its unit), or its mean when ``mean``.
+    mean : bool
+    """
+
+    cell_ids: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
+    goals: npt.NDArray[np.float64]
+    mean: bool = False
+
+    def relative_errors(self, weights: np.ndarray) -> npt.NDArray[np.float64]:
+        """Relative error of each cell's total (or mean) under ``weights``, shape (n_cells,)
+        (:func:`synthor_core.metrics.relative_error`)."""
+        synthetic = numeric_statistic(self.cell_ids, self.values, weights, self.goals.size, self.mean)
+        return relative_error(synthetic, self.goals)
+
+
+def _tilt(weights: np.ndarray, target: NumericTarget, newton_steps: int = defaults.RAKE_NEWTON_STEPS) -> None:
+    """Multiply the weights of each cell's records by ``exp(b_c y)`` so that ``sum w y = g_c`` in every cell.
+
+    ``y`` is the value (``g_c`` the cell's total) or the value minus the cell's mean (``g_c = 0``): the exact
+    Kullback-Leibler projection of the weights on the control's constraint (the raking form of Deville & Särndal
+    1992), found by Newton's method per cell on the scaled ``z = y / max|y|`` with steps of ``|b z| <= 1`` (a weight
+    moves by at most a factor e per step). A cell that cannot reach its goal (every value on one side of the mean)
+    is tilted towards it as far as the steps allow, then reported by the error. In place.
+    """
+    ids, n = target.cell_ids, target.goals.size
+    y = target.values - target.goals[ids] if target.mean else target.values.astype(np.float64)
+    goal = np.zeros(n) if target.mean else target.goals
+    live = weights > 0
+    scale = np.zeros(n)
+    np.maximum.at(scale, ids[live], np.abs(y[live]))
+    scale = np.where(scale > 0, scale, 1.0)
+    z = y / scale[ids]
+    g = goal / scale
+    beta = np.zeros(n)
+    w0 = weights.copy()
+    for _ in range(newton_steps):
+        tilted = w0 * np.exp(beta[ids] * z)
+        f = np.bincount(ids, weights=tilted * z, minlength=n) - g
+        slope = np.bincount(ids, weights=tilted * z * z, minlength=n)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(slope > 0, -f / slope, 0.0)
+        step = np.clip(step, -1.0, 1.0)
+        beta += step
+        if np.abs(step).max(initial=0.0) < 1e-12:
+            break
+    weights *= np.exp(beta[ids] * z)
 
 
 def rake_counts(
@@ -42,8 +106,10 @@ def rake_counts(
     initial: npt.ArrayLike,
     max_iter: int = defaults.RAKE_MAX_ITER,
     tolerance: float = defaults.RAKE_TOLERANCE,
+    numeric=(),
 ) -> CalibrationResult:
-    """Rake (iterative proportional fitting over records) the records' counts to every target table.
+    """Rake (iterative proportional fitting over records) the records' counts to every target table, and to the
+    totals or means of numeric controls (generalized raking).
 
     Parameters
     ----------
@@ -56,22 +122,33 @@ def rake_counts(
     max_iter : int
         Sweeps at most.
     tolerance : float
-        Stop when the largest absolute share error over all cells is below it.
+        Stop when the largest absolute share error over all cells is below it, and every numeric control's
+        largest relative error too.
+    numeric : sequence of NumericTarget
+        Numeric controls: after each sweep over the tables, each control's cells are tilted onto their totals
+        (or means) by :func:`_tilt`.
 
     Returns
     -------
     CalibrationResult
-        Non-convergence (a target cell with no record, contradictory tables) is reported, not raised.
+        Non-convergence (a target cell with no record, contradictory tables, a mean outside its cell's values) is
+        reported, not raised.
 
     Source: Deming & Stephan (1940), "On a least squares adjustment of a sampled frequency table when the expected
-    marginal totals are known"; applied to record weights as in PopulationSim's list balancer.
+    marginal totals are known"; applied to record weights as in PopulationSim's list balancer. With numeric
+    controls: the raking method of Deville & Särndal (1992), "Calibration estimators in survey sampling", JASA 87
+    (weights ``d exp(x' lambda)`` meeting every total), solved one block of constraints at a time (cyclic
+    Kullback-Leibler projections, which converge to the same solution when it exists: Csiszár 1975).
     """
     w = np.asarray(initial, dtype=np.float64).copy()
     targets = [np.asarray(t, dtype=np.float64).reshape(-1) for t in target_counts]
     total = float(targets[0].sum()) if targets else 0.0
     error = np.inf
     iteration = 0
+    numeric_error = 0.0
     for iteration in range(1, max_iter + 1):
+        for control in numeric:
+            _tilt(w, control)
         for ids, target in zip(cell_ids, targets):
             current = np.bincount(ids, weights=w, minlength=target.size)
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -84,9 +161,10 @@ def rake_counts(
             )
             / total
         )
-        if error < tolerance:
-            return CalibrationResult(w, True, iteration, error)
-    return CalibrationResult(w, False, iteration, error)
+        numeric_error = max((float(c.relative_errors(w).max(initial=0.0)) for c in numeric), default=0.0)
+        if error < tolerance and numeric_error < tolerance:
+            return CalibrationResult(w, True, iteration, error, numeric_error)
+    return CalibrationResult(w, False, iteration, error, numeric_error)
 
 
 def integerize_trs(
@@ -132,6 +210,87 @@ def integerize_trs(
         chosen = rng.choice(candidates, size=missing, replace=False, p=frac[candidates] / frac[candidates].sum())
         whole[chosen] += 1
     return whole
+
+
+def repair_rounding(
+    counts: npt.ArrayLike,
+    cell_ids,
+    goals,
+    numeric=(),
+    max_moves: int = defaults.REPAIR_MAX_MOVES,
+) -> npt.NDArray[np.int64]:
+    """Move whole persons from one record to another while that lowers the tables' total absolute error.
+
+    Rounding fractional counts to integers (:func:`integerize_trs`) leaves each table's cells off by up to a few
+    persons (more on coarse tables: errors of the records of a cell add up). Each move takes one person from a
+    record and gives it to another (N unchanged): for each of the ``REPAIR_GIVERS`` records whose loss of a person
+    helps most (or hurts least), the record whose gain of it then lowers the total error most; the best such pair
+    moves. The total error is ``sum over tables and cells of |goal - rounded|`` plus, for each numeric control,
+    ``sum over cells of |goal - rounded| / s`` on its constraint ``sum w y = g`` (:class:`NumericTarget`), ``s``
+    the cell's mean ``|y|``: an error of one typical person's value weighs as one person. It stops when no pair
+    helps or after ``max_moves`` moves. A greedy form of controlled rounding (Cox 1987, "A constructive
+    procedure for unbiased controlled rounding", JASA 82), like the swaps that end :func:`integerize_zone`.
+
+    Parameters
+    ----------
+    counts : array-like of int64, shape (n_records,), >= 0
+    cell_ids : sequence of ndarray of int64, one per table, shape (n_records,)
+    goals : sequence of ndarray of float64, one per table, flat, length = cells of the table
+        What each cell should hold (the calibrated fractional counts summed per cell).
+    numeric : sequence of NumericTarget
+    max_moves : int
+
+    Returns
+    -------
+    ndarray of int64, shape (n_records,), same sum as ``counts``.
+    """
+    x = np.asarray(counts, dtype=np.int64).copy()
+    # every constraint as (cell of each record, what one person of each record adds to its cell, residual per cell)
+    ids = [np.asarray(i, dtype=np.int64) for i in cell_ids]
+    units = [np.ones(len(x)) for _ in ids]
+    residual = [
+        np.asarray(g, dtype=np.float64) - np.bincount(i, weights=x, minlength=len(g)) for i, g in zip(ids, goals)
+    ]
+    for control in numeric:
+        n = control.goals.size
+        y = control.values - control.goals[control.cell_ids] if control.mean else control.values
+        goal = np.zeros(n) if control.mean else control.goals
+        persons = np.bincount(control.cell_ids, weights=x, minlength=n)
+        spread = np.bincount(control.cell_ids, weights=x * np.abs(y), minlength=n)
+        scale = np.where(spread > 0, spread / np.maximum(persons, 1.0), 1.0)
+        ids.append(control.cell_ids)
+        units.append(y / scale[control.cell_ids])
+        residual.append(goal / scale - np.bincount(control.cell_ids, weights=x * units[-1], minlength=n))
+    k = defaults.REPAIR_GIVERS
+    for _ in range(max_moves):
+        # change of |residual| in each record's cell of each constraint when it gains or loses a person
+        gain = np.stack([np.abs(r[i] - u) - np.abs(r[i]) for i, u, r in zip(ids, units, residual)])
+        loss = np.stack([np.abs(r[i] + u) - np.abs(r[i]) for i, u, r in zip(ids, units, residual)])
+        drop = np.where(x > 0, loss.sum(axis=0), np.inf)
+        best, giver, taker = -1e-9, -1, -1
+        for g in np.argsort(drop, kind="stable")[:k]:
+            if not np.isfinite(drop[g]):
+                break
+            # a cell the giver and the taker share changes by the difference of their units
+            change = np.sum(
+                [
+                    np.where(i == i[g], np.abs(r[i] - u + u[g]) - np.abs(r[i]), gain[c] + loss[c, g])
+                    for c, (i, u, r) in enumerate(zip(ids, units, residual))
+                ],
+                axis=0,
+            )
+            change[g] = np.inf
+            j = int(np.argmin(change))
+            if change[j] < best:
+                best, giver, taker = float(change[j]), int(g), j
+        if giver < 0:
+            break
+        x[giver] -= 1
+        x[taker] += 1
+        for i, u, r in zip(ids, units, residual):
+            r[i[giver]] += u[giver]
+            r[i[taker]] -= u[taker]
+    return x
 
 
 # --- households: list balancing over zones, integerization per zone ----------------------------------------------

@@ -242,6 +242,12 @@ def command_run(args: argparse.Namespace) -> int:
         f"{report['mean_tvd']:.4f}, max TVD {report['max_tvd']:.4f}, {report['iterations']} iterations "
         f"({result.stop_reason}), {report['seconds']:.1f} s -> {args.out}"
     )
+    for name, numeric in report.get("numeric_controls", {}).items():
+        worst = numeric["max_relative_error"]
+        print(
+            f"numeric control {name} ({numeric['statistic']} of {numeric['of']}): largest relative error "
+            + ("none (a cell has no person)" if worst is None else f"{worst:.2%}")
+        )
     if result.error:
         print(
             f"error: the run stopped early: {result.error}; the population built so far and the report are "

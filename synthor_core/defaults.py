@@ -39,6 +39,7 @@ MAXENT_RECORDS_PER_PROPOSAL = 20_000  # distinct records one proposal may create
 # --- calibration ---------------------------------------------------------------------------------
 RAKE_MAX_ITER = 500  # sweeps over all tables
 RAKE_TOLERANCE = 1e-7  # max absolute share error over all cells at which raking stops
+RAKE_NEWTON_STEPS = 8  # Newton steps per sweep when a numeric control tilts its cells' weights (calibrate._tilt)
 
 # --- harmonization -------------------------------------------------------------------------------
 MARGINAL_DISAGREEMENT = 0.01  # relative difference of one category's count between two tables that is reported
@@ -65,6 +66,8 @@ INTEGERIZE_MIN_POOL = 300  # candidate households at least (when the zone's seed
 INTEGERIZE_MAX_IMPORTANCE = 1e4  # importances are scaled so the smallest is 1 and capped at this
 INTEGERIZE_MAX_SWAPS = 200  # swaps of one placed household for another that lower the zone's deviation
 INTEGERIZE_SWAP_SHORTLIST = 12  # best single removals and additions whose pairs are tried per swap
+REPAIR_GIVERS = 8  # records tried per move as the one giving a person (calibrate.repair_rounding)
+REPAIR_MAX_MOVES = 2000  # persons moved at most from one record to another after rounding (calibrate.repair_rounding)
 INTEGERIZE_LAST_ZONE_BOOST = 10.0  # importance factor of an upper-level control in the last zone of its group
 PCT_RMSE_WORST_ZONES = 5  # zones listed per control in the report (largest absolute difference first)
 PARTITION_MMAP_THRESHOLD = 32 * 1024 * 1024  # bytes: smaller arrays reuse freed heap memory (glibc mallopt)

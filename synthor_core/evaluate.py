@@ -22,6 +22,34 @@ PAPER_PROTOCOL = (
 )
 
 
+def numeric_report(numeric: dict) -> dict[str, Any]:
+    """The numeric controls' part of ``report.json``: control name -> ``of``, ``statistic``,
+    ``max_relative_error``, ``mean_relative_error`` and ``cells`` (one per cell, flat C order: ``cell`` (variable ->
+    label), ``goal``, ``synthetic``, ``relative_error``; NaN/inf written as null)."""
+
+    def number(x: float) -> float | None:
+        return float(x) if np.isfinite(x) else None
+
+    return {
+        name: {
+            "of": f.of,
+            "statistic": f.statistic,
+            "max_relative_error": number(f.max_relative_error),
+            "mean_relative_error": number(f.mean_relative_error),
+            "cells": [
+                {"cell": cell, "goal": number(g), "synthetic": number(v), "relative_error": number(e)}
+                for cell, g, v, e in zip(
+                    f.cells or [{}] * f.goals.size,
+                    f.goals.reshape(-1),
+                    f.synthetic.reshape(-1),
+                    f.relative_errors.reshape(-1),
+                )
+            ],
+        }
+        for name, f in numeric.items()
+    }
+
+
 def run_report(
     result: SynthesisResult, config: SynthesisConfig, prior_name: str, usage: PriorUsage, dollars: float | None = None
 ) -> dict[str, Any]:
@@ -29,7 +57,8 @@ def run_report(
 
     Returns
     -------
-    dict with keys ``mean_tvd``, ``max_tvd``, ``tables`` (name -> ``tvd``, ``srmse``), ``iterations``,
+    dict with keys ``mean_tvd``, ``max_tvd``, ``tables`` (name -> ``tvd``, ``srmse``), ``numeric_controls`` (when
+    the project has any: :func:`numeric_report`), ``iterations``,
     ``seconds``, ``records`` (N), ``distinct_records``, ``prior``, ``mode``, ``seed``, ``warnings``, ``llm``
     (``calls``, ``prompt_tokens``, ``completion_tokens``, ``cached_calls``, ``failures`` by kind, ``dollars`` when
     prices are configured, and ``calls_per_1000_records``), and ``stop_reason``, ``error`` (why the prior
@@ -43,11 +72,13 @@ def run_report(
             "converged": result.calibration.converged,
             "iterations": result.calibration.iterations,
             "max_abs_error": result.calibration.max_abs_error,
+            "max_relative_error_numeric": result.calibration.max_relative_error_numeric,
         }
     return {
         "mean_tvd": result.fit.mean_tvd,
         "max_tvd": result.fit.max_tvd,
         "tables": {name: {"tvd": f.tvd, "srmse": f.srmse} for name, f in result.fit.tables.items()},
+        **({"numeric_controls": numeric_report(result.fit.numeric)} if result.fit.numeric else {}),
         "iterations": result.iterations,
         "seconds": round(result.seconds, 3),
         "records": int(population["count"].sum()),

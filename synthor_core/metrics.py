@@ -5,7 +5,7 @@ All functions take counts or shares as numpy arrays of the same shape (one entry
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -102,6 +102,70 @@ class TableFit:
     srmse: float
 
 
+def numeric_statistic(cell_ids, values, weights, n_cells: int, mean: bool) -> npt.NDArray[np.float64]:
+    """Total (or mean) of a numeric variable per cell over weighted records.
+
+    Parameters
+    ----------
+    cell_ids : ndarray of int64, shape (n_records,)
+    values : ndarray of float64, shape (n_records,)
+    weights : ndarray of float64, shape (n_records,) (persons per record)
+    n_cells : int
+    mean : bool
+
+    Returns
+    -------
+    ndarray of float64, shape (n_cells,): the weighted total, or mean (NaN for a cell without persons).
+    """
+    total = np.bincount(cell_ids, weights=weights * values, minlength=n_cells).astype(np.float64)
+    if not mean:
+        return total
+    count = np.bincount(cell_ids, weights=weights, minlength=n_cells)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
+def relative_error(synthetic, goals) -> npt.NDArray[np.float64]:
+    """``|synthetic - goal| / |goal|`` elementwise (the absolute error where the goal is 0; inf where the
+    synthetic value is NaN: a mean over no person)."""
+    synthetic, goals = np.asarray(synthetic, dtype=np.float64), np.asarray(goals, dtype=np.float64)
+    scale = np.where(goals != 0, np.abs(goals), 1.0)
+    return np.where(np.isnan(synthetic), np.inf, np.abs(synthetic - goals) / scale)
+
+
+@dataclass(frozen=True)
+class NumericFit:
+    """Fit of one numeric control (a total or mean of a numeric variable per cell).
+
+    Attributes
+    ----------
+    of : str
+        The variable.
+    statistic : {"total", "mean"}
+    goals, synthetic : ndarray of float64, shaped like the control's cells
+        The control's values and the population's (in the variable's unit).
+    relative_errors : ndarray of float64, same shape, see :func:`relative_error`.
+    cells : tuple of dict of variable -> label, one per cell (flat C order); ``({},)`` without variables.
+    """
+
+    of: str
+    statistic: str
+    goals: npt.NDArray[np.float64]
+    synthetic: npt.NDArray[np.float64]
+    relative_errors: npt.NDArray[np.float64]
+    cells: tuple[dict[str, str], ...] = ()
+
+    @property
+    def max_relative_error(self) -> float:
+        """The largest relative error over the control's cells."""
+        return float(self.relative_errors.max(initial=0.0))
+
+    @property
+    def mean_relative_error(self) -> float:
+        """The mean relative error over the control's cells."""
+        return float(self.relative_errors.mean()) if self.relative_errors.size else 0.0
+
+
 @dataclass(frozen=True)
 class Fit:
     """Fit of a population to all target tables.
@@ -110,12 +174,15 @@ class Fit:
     ----------
     tables : dict of table name -> TableFit, in target order.
     mean_tvd, max_tvd : float
-        Mean and maximum of the per-table TVD.
+        Mean and maximum of the per-table TVD (numeric controls are not in them).
+    numeric : dict of control name -> NumericFit
+        Numeric controls, when the project has any.
     """
 
     tables: dict[str, TableFit]
     mean_tvd: float
     max_tvd: float
+    numeric: dict[str, NumericFit] = field(default_factory=dict)
 
 
 def measure_fit(tables, synthetic_counts) -> Fit:

@@ -103,6 +103,26 @@ def fit_frame(fit: Fit, threshold: float | None = None) -> pd.DataFrame:
     return frame
 
 
+def numeric_fit_frame(fit: Fit) -> pd.DataFrame:
+    """One row per cell of every numeric control: ``control``, ``cell`` (labels as text), ``statistic`` (e.g.
+    "mean of hours_per_week"), ``goal``, ``synthetic``, ``relative error``; empty (same columns) without any."""
+    rows = [
+        {
+            "control": name,
+            "cell": ", ".join(f"{k} = {v}" for k, v in cell.items()) or "(all persons)",
+            "statistic": f"{f.statistic} of {f.of}",
+            "goal": float(goal),
+            "synthetic": float(value),
+            "relative error": float(error),
+        }
+        for name, f in fit.numeric.items()
+        for cell, goal, value, error in zip(
+            f.cells or [{}] * f.goals.size, f.goals.reshape(-1), f.synthetic.reshape(-1), f.relative_errors.reshape(-1)
+        )
+    ]
+    return pd.DataFrame(rows, columns=["control", "cell", "statistic", "goal", "synthetic", "relative error"])
+
+
 def proposals_frame(event: IterationEvent) -> pd.DataFrame:
     """The proposals of one iteration: ``action``, ``count``, ``conditions`` (as text), ``reason``."""
 

@@ -46,6 +46,9 @@ class TableSpec(BaseModel):
 
     ``format = "long"`` needs ``variables`` (and ``count_column``); ``format = "crosstab"`` needs ``rows`` and
     ``columns``. ``bins`` maps each numeric variable of the table to its edges. ``sheet`` picks an Excel sheet.
+    ``total_of = "income"`` (or ``mean_of``) makes the table a **numeric control**: its values are the total (the
+    mean) of that numeric variable over the persons of each cell, not counts of persons; a long numeric control
+    may have ``variables = []`` (one row: the total over the whole population).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -58,6 +61,13 @@ class TableSpec(BaseModel):
     columns: str | None = None
     bins: dict[str, tuple[float, ...]] = Field(default_factory=dict)
     sheet: str | None = None
+    total_of: str | None = None
+    mean_of: str | None = None
+
+    @property
+    def numeric_of(self) -> str | None:
+        """The numeric variable whose total or mean the table gives per cell (a numeric control), or None."""
+        return self.total_of or self.mean_of
 
     @property
     def table_variables(self) -> tuple[str, ...]:
@@ -118,6 +128,44 @@ class TargetTable:
 
 
 @dataclass(frozen=True)
+class NumericControl:
+    """A numeric control: the total or the mean of a numeric variable over the persons of each cell.
+
+    Fitted by calibration (generalized raking, :func:`synthor_core.calibrate.rake_counts`), reported by the
+    relative error of each cell (:func:`synthor_core.metrics.measure_numeric`). Never scaled by harmonization:
+    a total is for the population of ``[population] size`` persons (a run of another size scales totals, not
+    means).
+
+    Attributes
+    ----------
+    name : str
+    variables : tuple of str
+        The cells' variables, in axis order of ``values`` (may be empty: one cell, the whole population).
+    bins : dict of str -> Bins
+        Bin edges of each numeric variable among ``variables``.
+    of : str
+        The numeric variable totalled or averaged (may also be one of ``variables``, binned: e.g. the mean
+        income of each income bracket).
+    statistic : {"total", "mean"}
+    values : ndarray of float64, shape (cells of variables[0], ...) (``()`` without variables)
+        Total (in the variable's unit) or mean of ``of`` per cell.
+    source : str
+    """
+
+    name: str
+    variables: tuple[str, ...]
+    bins: dict[str, Bins]
+    of: str
+    statistic: Literal["total", "mean"]
+    values: npt.NDArray[np.float64]
+    source: str = ""
+
+    def cells(self) -> TargetTable:
+        """A table over the same cells (counts all 1), for computing each record's cell."""
+        return TargetTable(self.name, self.variables, self.bins, np.ones(self.values.shape), self.source)
+
+
+@dataclass(frozen=True)
 class Project:
     """A validated, harmonized project: the schema, the population size and the target tables.
 
@@ -134,6 +182,8 @@ class Project:
         The ``synthor.toml`` content it was read from, to save it back.
     root : Path or None
         The project folder.
+    numeric_controls : tuple of NumericControl
+        Tables giving the total or mean of a numeric variable per cell (``total_of`` / ``mean_of``).
     """
 
     size: int
@@ -143,6 +193,7 @@ class Project:
     warnings: tuple[str, ...] = ()
     spec: ProjectSpec | None = None
     root: Path | None = field(default=None, compare=False)
+    numeric_controls: tuple[NumericControl, ...] = ()
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -301,7 +352,9 @@ def _parse_long(frame, spec, schema, bins, shown, first_row, problems) -> np.nda
                 )
                 ok = False
             idx.append(j)
-        count = _check_count(values[spec.count_column], shown, file_row, spec.count_column, problems)
+        count = _check_count(
+            values[spec.count_column], shown, file_row, spec.count_column, problems, _signed(spec, schema)
+        )
         if count is None or None in idx:
             ok = False
             continue
@@ -315,15 +368,26 @@ def _parse_long(frame, spec, schema, bins, shown, first_row, problems) -> np.nda
     return counts if ok else None
 
 
-def _check_count(text, shown, row, column, problems) -> float | None:
-    value = _parse_count(text)
+def _check_count(text, shown, row, column, problems, signed: bool = False) -> float | None:
+    """The number in a cell of a table file, or None and a problem naming file, row and column. Counts are
+    >= 0; ``signed`` (a numeric control of a variable that may be negative) also takes ``-12.5``."""
+    plain = str(text).strip()
+    negative = signed and plain.startswith("-")
+    value = _parse_count(plain[1:] if negative else plain)
     if value is None or math.isnan(value) or math.isinf(value) or value < 0:
         hint = (
             " (write decimals with a point: 110.5; commas may only group thousands: 1,105)" if "," in str(text) else ""
         )
-        problems.append(Problem(shown, f'expected a number >= 0, got "{text}"{hint}', row=row, column=column))
+        expected = "a number" if signed else "a number >= 0"
+        problems.append(Problem(shown, f'expected {expected}, got "{text}"{hint}', row=row, column=column))
         return None
-    return value
+    return -value if negative else value
+
+
+def _signed(spec: TableSpec, schema: Schema) -> bool:
+    """Whether the table's values may be negative: a numeric control of a variable whose range includes < 0."""
+    of = spec.numeric_of
+    return of is not None and of in schema and schema[of].type == "numeric" and float(schema[of].min) < 0
 
 
 def _parse_crosstab(frame, spec, schema, bins, shown, first_row, problems) -> np.ndarray | None:
@@ -385,7 +449,7 @@ def _parse_crosstab(frame, spec, schema, bins, shown, first_row, problems) -> np
         else:
             seen_rows[r] = file_row
         for name, j, text in zip(header[1:], col_index, row[1:]):
-            value = _check_count(text, shown, file_row, name, problems)
+            value = _check_count(text, shown, file_row, name, problems, _signed(spec, schema))
             if value is None:
                 ok = False
             elif r is not None and j is not None:
@@ -396,8 +460,24 @@ def _parse_crosstab(frame, spec, schema, bins, shown, first_row, problems) -> np
 def _check_table_spec(spec: TableSpec, schema: Schema, where: str) -> tuple[dict[str, Bins], list[Problem]]:
     problems: list[Problem] = []
     bins: dict[str, Bins] = {}
-    if spec.format == "long" and not spec.variables:
+    if spec.format == "long" and not spec.variables and not (spec.numeric_of and spec.variables is not None):
         problems.append(Problem(where, "a long table needs variables = [...]", column="variables"))
+    if spec.total_of and spec.mean_of:
+        problems.append(Problem(where, "give total_of or mean_of, not both", column="mean_of"))
+    if spec.numeric_of is not None:
+        key = "total_of" if spec.total_of else "mean_of"
+        if spec.numeric_of not in schema:
+            problems.append(
+                Problem(
+                    where,
+                    f'{key} = "{spec.numeric_of}" is not in [[variables]] (known: {", ".join(schema.names)})',
+                    column=key,
+                )
+            )
+        elif schema[spec.numeric_of].type != "numeric":
+            problems.append(
+                Problem(where, f'{key} needs a numeric variable; "{spec.numeric_of}" is categorical', column=key)
+            )
     if spec.format == "crosstab":
         for key in ("rows", "columns"):
             if not getattr(spec, key):
@@ -485,9 +565,9 @@ def inside_folder(root: Path, name: object, shown: str, key: str, problems: list
 
 
 def read_table(
-    spec: TableSpec, schema: Schema, root: Path, where: str = PROJECT_FILE
-) -> tuple[TargetTable | None, list[Problem]]:
-    """Read and check one target table file.
+    spec: TableSpec, schema: Schema, root: Path, where: str = PROJECT_FILE, size: int | None = None
+) -> tuple[TargetTable | NumericControl | None, list[Problem]]:
+    """Read and check one target table file (a :class:`NumericControl` when the spec has ``total_of``/``mean_of``).
 
     Parameters
     ----------
@@ -497,11 +577,14 @@ def read_table(
         Folder that ``spec.file`` is relative to.
     where : str
         Name of the config the spec came from, for problems in the spec itself.
+    size : int or None
+        The population size, to check that a numeric control's totals are reachable.
 
     Returns
     -------
-    table : TargetTable or None
-        None when any problem was found; counts are as in the file (not harmonized).
+    table : TargetTable, NumericControl or None
+        None when any problem was found; counts are as in the file (not harmonized). A numeric control's mean
+        must lie in its variable's range, its total be reachable by N persons (between N x min and N x max).
     problems : list of Problem
     """
     bins, problems = _check_table_spec(spec, schema, f'{where} [[tables]] "{spec.name}"')
@@ -520,9 +603,41 @@ def read_table(
     counts = parse(frame, spec, schema, bins, spec.file, first_row, problems)
     if counts is None:
         return None, problems
+    if spec.numeric_of is not None:
+        return _numeric_control(spec, schema, bins, counts, size)
     if counts.sum() <= 0:
         return None, [Problem(spec.file, "all counts are 0: expected a positive total")]
     return TargetTable(spec.name, spec.table_variables, bins, counts, spec.file), problems
+
+
+def _numeric_control(
+    spec: TableSpec, schema: Schema, bins: dict[str, Bins], values: np.ndarray, size: int | None
+) -> tuple[NumericControl | None, list[Problem]]:
+    """The :class:`NumericControl` of a parsed table, or None and a problem per value out of reach."""
+    assert spec.numeric_of is not None
+    of = schema[spec.numeric_of]
+    lo, hi = float(of.min), float(of.max)  # type: ignore[union-attr]  # a numeric variable (checked with the spec)
+    statistic: Literal["total", "mean"] = "total" if spec.total_of else "mean"
+    control = NumericControl(spec.name, spec.table_variables, bins, of.name, statistic, values, spec.file)
+    cells = control.cells()
+    problems: list[Problem] = []
+    for flat, value in enumerate(values.reshape(-1).tolist()):
+        cell = (
+            ", ".join(f"{v} {label}" for v, label in cells.cell_label(schema, flat).items()) or "the whole population"
+        )
+        if statistic == "mean" and not lo <= value <= hi:
+            problems.append(
+                Problem(spec.file, f"the mean of {of.name} for {cell} is {value:g}, outside its range [{lo:g}, {hi:g}]")
+            )
+        elif statistic == "total" and size is not None and not size * min(lo, 0.0) <= value <= size * max(hi, 0.0):
+            problems.append(
+                Problem(
+                    spec.file,
+                    f"the total of {of.name} for {cell} is {value:g}: {size:,} persons with {of.name} in "
+                    f"[{lo:g}, {hi:g}] cannot reach it",
+                )
+            )
+    return (None, problems) if problems else (control, [])
 
 
 def harmonize(tables: list[TargetTable], size: int, schema: Schema) -> tuple[list[TargetTable], list[str]]:
@@ -659,22 +774,38 @@ def _load(path: Path) -> tuple[Project | None, list[Problem]]:
     spec, schema, problems = parse_project_text(text)
     if spec is None or schema is None:
         return None, problems
-    tables = []
+    tables, numeric = [], []
     for tspec in spec.tables:
-        table, table_problems = read_table(tspec, schema, root)
+        table, table_problems = read_table(tspec, schema, root, size=spec.population.size)
         problems += table_problems
-        if table is not None:
+        if isinstance(table, NumericControl):
+            numeric.append(table)
+        elif table is not None:
             tables.append(table)
+    if not problems and not tables:
+        problems.append(
+            Problem(
+                PROJECT_FILE, "every table is a numeric control (total_of / mean_of): add at least one table of counts"
+            )
+        )
     if problems:
         return None, problems
     tables, warnings = harmonize(tables, spec.population.size, schema)
     return Project(
-        spec.population.size, spec.population.description, schema, tuple(tables), tuple(warnings), spec, root
+        spec.population.size,
+        spec.population.description,
+        schema,
+        tuple(tables),
+        tuple(warnings),
+        spec,
+        root,
+        tuple(numeric),
     ), []
 
 
 __all__ = [
     "CategoricalVariable",
+    "NumericControl",
     "NumericVariable",
     "PopulationSpec",
     "Project",

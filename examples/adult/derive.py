@@ -177,6 +177,8 @@ TABLES = [(v, (v,), "long") for v in VARIABLES] + [
     ("age_by_income", ("age", "income"), "long"),
     ("education_by_occupation", ("education", "occupation"), "crosstab"),
 ]
+# numeric controls (name, cell variables, variable, statistic): the mean of a numeric variable per cell
+NUMERIC_CONTROLS = [("mean_hours_by_sex_income", ("sex", "income"), "hours_per_week", "mean")]
 
 HEADER = """# Synthor project: adults aged 17-90 in the United States (1994 Current Population Survey).
 # Derived by examples/adult/derive.py from the UCI Adult data set (Becker & Kohavi 1996,
@@ -253,6 +255,19 @@ def write_project(records: pd.DataFrame, out: Path, split: str) -> None:
             lines.append("[tables.bins]")
             lines += [f"{v} = {_toml_list(bins[v])}" for v in used]
         lines.append("")
+    for name, variables, of, statistic in NUMERIC_CONTROLS:
+        values = records.groupby(list(variables), observed=True)[of].agg(statistic).round(2)
+        path = f"tables/{name}.csv"
+        values.rename(statistic).reset_index().to_csv(out / path, index=False)
+        lines += [
+            "[[tables]]",
+            f'name = "{name}"',
+            f'file = "{path}"',
+            f"variables = {_toml_list(variables)}",
+            f'{statistic}_of = "{of}"',
+            f'count_column = "{statistic}"',
+            "",
+        ]
     (out / "synthor.toml").write_text("\n".join(lines), encoding="utf-8")
 
 
@@ -263,7 +278,10 @@ def main() -> None:
     args = parser.parse_args()
     records = read_adult_records(args.split)
     write_project(records, args.out, args.split)
-    print(f"wrote {args.out / 'synthor.toml'} and {len(TABLES)} tables from {len(records):,} persons")
+    print(
+        f"wrote {args.out / 'synthor.toml'}, {len(TABLES)} tables and {len(NUMERIC_CONTROLS)} numeric control(s) "
+        f"from {len(records):,} persons"
+    )
 
 
 if __name__ == "__main__":

@@ -36,9 +36,10 @@ _LETTERS = string.ascii_letters
 
 WITHIN_BIN = ("smooth", "uniform")  # how numeric values are drawn inside a bin (see within_bin_sampler)
 _GRID_POINTS = 32  # points per bin of the tabulated smooth CDF that values are drawn from
+_TAIL_POINTS = 256  # quantiles of an exponential top bin (see within_bin_sampler)
 
 
-def within_bin_sampler(knots: np.ndarray, masses: np.ndarray):
+def within_bin_sampler(knots: np.ndarray, masses: np.ndarray, top_mean: float | None = None):
     """A smooth, mass-preserving density inside bins, from grouped data.
 
     The cumulative distribution through the bins' edges (``knots``, increasing, ``len(masses) + 1``; cumulative
@@ -47,18 +48,52 @@ def within_bin_sampler(knots: np.ndarray, masses: np.ndarray):
     density) is continuous across bin edges: the monotone-spline estimate of the grouped-data literature (von Hippel,
     Hunter & Drown 2017, "Better estimates from binned income data", binsmooth). A bin without mass stays empty.
 
+    The top bin has no right neighbour to shape a spline, and census tables make it the widest (``[65, 90]``,
+    ``[200000, ...)``): it gets a truncated exponential density ``f(x) ~ exp(-rate (x - a))`` on ``[a, b]`` holding
+    its mass exactly, whose rate either continues the density of the bins below at ``a`` (when that density is
+    above the top bin's average ``m / (b - a)``, i.e. when the distribution decays into the bin; otherwise the
+    spline is kept), or, with ``top_mean``, gives the bin that mean (``a < top_mean < b``; a rising density when the
+    mean is above the bin's middle). The Census Bureau fits a Pareto tail to the top brackets of grouped incomes
+    for the same reason; the exponential keeps a finite mean inside a bounded bin.
+
+    Parameters
+    ----------
+    knots : ndarray of float64, shape (m + 1,), strictly increasing (bin edges)
+    masses : ndarray of float64, shape (m,), >= 0 (shares or counts of the bins)
+    top_mean : float or None
+        A stated mean of the values in the top bin (e.g. from a numeric control); ignored unless inside it.
+
     Returns ``draw(lo, hi, u)``: for arrays of ranges ``[lo, hi)`` (inside one bin each) and uniforms ``u`` in
     [0, 1), values distributed by the smooth density restricted to the range (the inverse CDF, tabulated at
-    ``_GRID_POINTS`` points per bin and interpolated linearly).
+    ``_GRID_POINTS`` points per bin, ``_TAIL_POINTS`` quantiles in an exponential top bin, interpolated linearly).
     """
     from scipy.interpolate import PchipInterpolator
 
     knots = np.asarray(knots, dtype=np.float64)
     cumulative = np.concatenate([[0.0], np.cumsum(np.asarray(masses, dtype=np.float64))])
     cumulative /= cumulative[-1] if cumulative[-1] > 0 else 1.0
-    cdf = PchipInterpolator(knots, cumulative, extrapolate=False)
-    grid = np.unique(np.concatenate([np.linspace(a, b, _GRID_POINTS + 1) for a, b in zip(knots[:-1], knots[1:])]))
-    values = np.maximum.accumulate(np.clip(cdf(grid), 0.0, 1.0))
+    rate = _top_rate(knots, cumulative, top_mean)
+    if rate is not None and top_mean is None:  # the lighter of the two tails (see the docstring)
+        a, b = knots[-2], knots[-1]
+        x = np.linspace(a, b, _TAIL_POINTS + 1)
+        mass = cumulative[-1] - cumulative[-2]
+        spline_mean = np.trapezoid(cumulative[-1] - PchipInterpolator(knots, cumulative)(x), x) / mass
+        if _truncated_exponential_mean(rate, b - a) >= spline_mean:
+            rate = None
+    body = len(knots) if rate is None else len(knots) - 1  # knots of the bins the spline shapes
+    spline = PchipInterpolator(knots[:body], cumulative[:body]) if body >= 2 else None
+    grid = np.unique(
+        np.concatenate([np.linspace(a, b, _GRID_POINTS + 1) for a, b in zip(knots[: body - 1], knots[1:body])])
+    )
+    values = np.maximum.accumulate(np.clip(spline(grid), 0.0, 1.0)) if spline is not None else np.zeros(0)
+    if rate is not None:
+        a, b = knots[-2], knots[-1]
+        p = np.linspace(0.0, 1.0, _TAIL_POINTS + 1)
+        x = a + _truncated_exponential_quantile(p, rate, b - a)
+        keep = x > (grid[-1] if len(grid) else -np.inf)
+        grid = np.concatenate([grid, x[keep]])
+        values = np.concatenate([values, cumulative[-2] + p[keep] * (1.0 - cumulative[-2])])
+        values = np.maximum.accumulate(values)
 
     def draw(lo: np.ndarray, hi: np.ndarray, u: np.ndarray) -> np.ndarray:
         f_lo = np.interp(lo, grid, values)
@@ -76,6 +111,82 @@ def within_bin_sampler(knots: np.ndarray, masses: np.ndarray):
         return np.clip(x, lo, np.nextafter(hi, lo))
 
     return draw
+
+
+def stratified_uniforms(lo: np.ndarray, hi: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Uniforms in [0, 1), one per record, stratified within each group of records sharing a range ``[lo, hi)``.
+
+    The ``k`` records of a group get one uniform in each of ``[0, 1/k), [1/k, 2/k), ...``, in random order (Latin
+    hypercube sampling in one dimension, McKay, Beckman & Conover 1979): pushed through an inverse CDF, a group's
+    values follow the within-bin density as closely as ``k`` values can, instead of with the noise of ``k``
+    independent draws. Shape ``lo.shape``, float64.
+    """
+    n = len(lo)
+    if n == 0:
+        return np.zeros(0)
+    order = np.lexsort((rng.random(n), hi, lo))
+    key = np.column_stack([lo[order], hi[order]])
+    starts = np.flatnonzero(np.r_[True, np.any(key[1:] != key[:-1], axis=1)])
+    sizes = np.diff(np.r_[starts, n])
+    rank = np.arange(n) - np.repeat(starts, sizes)
+    u = np.empty(n)
+    u[order] = (rank + rng.random(n)) / np.repeat(sizes, sizes)
+    return u
+
+
+def _truncated_exponential_mean(rate: float, width: float) -> float:
+    """Mean of ``exp(-rate t)`` on ``[0, width]`` (``width / 2`` at rate 0; any sign of rate)."""
+    z = rate * width
+    if abs(z) < 1e-6:
+        return width / 2.0
+    return 1.0 / rate - width / np.expm1(z)
+
+
+def _truncated_exponential_quantile(p: np.ndarray, rate: float, width: float) -> np.ndarray:
+    """Inverse CDF of ``exp(-rate t)`` on ``[0, width]`` at probabilities ``p`` (uniform at rate 0)."""
+    if abs(rate * width) < 1e-9:
+        return p * width
+    return -np.log1p(p * np.expm1(-rate * width)) / rate
+
+
+def _top_rate(knots: np.ndarray, cumulative: np.ndarray, top_mean: float | None) -> float | None:
+    """The rate of the top bin's exponential density (see :func:`within_bin_sampler`), or None to keep the spline.
+
+    With ``top_mean`` inside the bin: the rate whose truncated exponential has that mean (bisection on the mean,
+    which falls monotonically with the rate). Else, with at least one bin below: the rate whose density at the
+    bin's floor equals that of the spline through the bins below (PCHIP's end slope there, shaped by the last two
+    bins below), ``m rate / (1 - exp(-rate w)) = d`` (rises with the rate from
+    ``m / w``), when ``d > m / w``.
+    """
+    from scipy.interpolate import PchipInterpolator
+    from scipy.optimize import brentq
+
+    a, b = knots[-2], knots[-1]
+    width, mass = b - a, cumulative[-1] - cumulative[-2]
+    if mass <= 0:
+        return None
+    if top_mean is not None and a < top_mean < b:
+        goal = top_mean - a
+        bound = 1.0
+        while _truncated_exponential_mean(bound / width, width) > goal and bound < 1e6:
+            bound *= 2.0
+        low = -1.0
+        while _truncated_exponential_mean(low / width, width) < goal and low > -1e6:
+            low *= 2.0
+        return float(brentq(lambda r: _truncated_exponential_mean(r / width, width) - goal, low, bound)) / width
+    if len(knots) < 3:
+        return None
+    density = float(PchipInterpolator(knots[:-1], cumulative[:-1]).derivative()(a))
+    if not density > mass / width * (1.0 + 1e-9):
+        return None
+
+    def gap(z: float) -> float:  # z = rate * width
+        return mass * z / width / -np.expm1(-z) - density
+
+    high = 1.0
+    while gap(high) < 0 and high < 1e6:
+        high *= 2.0
+    return float(brentq(gap, 1e-9, high)) / width
 
 
 @dataclass
@@ -150,6 +261,12 @@ class MaxEntJoint:
     ----------
     schema : Schema
     tables : sequence of TargetTable
+    rules : sequence of Rule (structural zeros)
+    within_bin : {"smooth", "uniform"}
+        How numeric values are drawn inside a fine cell (:meth:`values`).
+    numeric_controls : sequence of NumericControl
+        A control giving the mean (or total) of a numeric variable per bin of that same variable states the mean of
+        its top bin, which the smooth density's tail then has (:func:`within_bin_sampler`).
 
     Attributes
     ----------
@@ -163,11 +280,14 @@ class MaxEntJoint:
         IPF sweeps used; ``max_error`` the largest absolute share error left on any table.
     """
 
-    def __init__(self, schema: Schema, tables, rules=(), within_bin: str = "smooth"):
+    def __init__(self, schema: Schema, tables, rules=(), within_bin: str = "smooth", numeric_controls=()):
         if within_bin not in WITHIN_BIN:
             raise ValueError(f"within_bin must be one of {', '.join(WITHIN_BIN)}, got {within_bin!r}")
         self.schema = schema
         self.within_bin = within_bin
+        self.numeric_controls = tuple(numeric_controls)
+        tables = list(tables)
+        self.population_size = float(tables[0].counts.sum()) if tables else 0.0  # persons the tables count
         self._samplers: dict = {}
         self.axes = _build_axes(schema, tables)
         self.rules = tuple(rules)
@@ -478,9 +598,29 @@ class MaxEntJoint:
                 knots = np.append(axis.lows, axis.highs[-1])
             # knots must increase (a fine bin of an integer variable may hold no whole number): else uniform
             self._samplers[name] = (
-                within_bin_sampler(knots, self.variable_shares(name)) if np.all(np.diff(knots) > 0) else None
+                within_bin_sampler(knots, self.variable_shares(name), self.top_mean(name))
+                if np.all(np.diff(knots) > 0)
+                else None
             )
         return self._samplers[name]
+
+    def top_mean(self, name: str) -> float | None:
+        """The mean of ``name`` in its top fine bin as a numeric control of ``name`` by its own bins states it (a
+        mean, or a total divided by the joint's persons in that bin), on the continuous scale of the sampler (an
+        integer variable's whole numbers ``v`` are drawn from ``[v, v + 1)``: + 0.5); None when no control does."""
+        axis = self.axes[name]
+        assert axis.lows is not None
+        for control in self.numeric_controls:
+            if control.of != name or control.variables != (name,) or control.bins[name].edges[-2] != axis.lows[-1]:
+                continue
+            value = float(control.values[-1])
+            if control.statistic == "total":
+                persons = float(self.variable_shares(name)[-1]) * self.population_size
+                if persons <= 0:
+                    continue
+                value /= persons
+            return value + (0.5 if self.schema[name].integer else 0.0)
+        return None
 
     def values(self, cells: dict[str, np.ndarray], conditions: dict, rng: np.random.Generator) -> pd.DataFrame:
         """Records from fine cells: categories as labels; numerics inside the cell (and the condition's range),
@@ -502,12 +642,12 @@ class MaxEntJoint:
             if var.integer:
                 lo, hi = np.ceil(lo), np.floor(hi)
                 if self.within_bin == "smooth" and len(idx) and self._sampler(var.name) is not None:
-                    x = self._sampler(var.name)(lo, hi + 1.0, rng.random(len(idx)))
+                    x = self._sampler(var.name)(lo, hi + 1.0, stratified_uniforms(lo, hi, rng))
                     cols[var.name] = np.clip(np.floor(x), lo, hi).astype(np.float64)
                 else:
                     cols[var.name] = np.floor(lo + rng.random(len(idx)) * (hi - lo + 1)).astype(np.float64)
             elif self.within_bin == "smooth" and len(idx) and self._sampler(var.name) is not None:
-                cols[var.name] = self._sampler(var.name)(lo, hi, rng.random(len(idx)))
+                cols[var.name] = self._sampler(var.name)(lo, hi, stratified_uniforms(lo, hi, rng))
             else:
                 cols[var.name] = lo + rng.random(len(idx)) * (hi - lo)
         return pd.DataFrame(cols)
@@ -545,7 +685,11 @@ class MaxEntPrior:
         self.usage = PriorUsage()
         # the paper draws numerics uniformly in their range; full mode uses the smooth density unless told
         self.joint = MaxEntJoint(
-            project.schema, project.tables, self.rules, within_bin="uniform" if mode == "paper" else within_bin
+            project.schema,
+            project.tables,
+            self.rules,
+            within_bin="uniform" if mode == "paper" else within_bin,
+            numeric_controls=project.numeric_controls,
         )
         self._tables = {t.name: t for t in project.tables}
 

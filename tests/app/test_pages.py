@@ -42,7 +42,16 @@ def test_data_page_opens_on_the_bundled_example():
     variables = at.dataframe[0].value
     assert variables["variable"].tolist()[:3] == ["age", "sex", "race"]
     assert len(at.dataframe[1].value) == 19
-    assert at.dataframe[2].value["count"].sum() == 48842  # the previewed table
+    assert at.dataframe[2].value.to_dict("records") == [
+        {
+            "control": "mean_hours_by_sex_income",
+            "gives": "mean of hours_per_week",
+            "per cell of": "sex x income",
+            "cells": 4,
+            "file": "tables/mean_hours_by_sex_income.csv",
+        }
+    ]
+    assert at.dataframe[3].value["count"].sum() == 48842  # the previewed table
 
 
 def test_broken_project_lists_every_problem_and_blocks_synthesis(tmp_path):
@@ -83,6 +92,11 @@ def test_a_maxent_run_completes_and_shows_the_fit_table():
     (fit,) = [d.value for d in at.dataframe if "tvd" in d.value.columns]
     assert fit["table"].tolist()[:2] == ["age", "sex"] and len(fit) == 19
     assert fit["tvd"].max() < 0.02
+    (numeric,) = [d.value for d in at.dataframe if "relative error" in d.value.columns]
+    assert numeric["cell"].tolist() == [
+        f"sex = {s}, income = {i}" for s in ("Female", "Male") for i in ("<=50K", ">50K")
+    ]
+    assert numeric["goal"].tolist() == [35.88, 40.68, 40.72, 46.3] and numeric["relative error"].max() < 0.01
     assert at.get("progress")[0].proto.value == 100  # a finished run's bar is full, whatever iteration it ended at
     (summary,) = [m.value for m in at.markdown if m.value.startswith("Stopped:")]
     assert re.match(r"Stopped: (tolerance reached|no further improvement) after \d+ iterations", summary), summary
