@@ -124,6 +124,14 @@ if prior_name == "llm":
         scenario = st.text_area(
             "Scenario (optional)", key="synth.scenario", placeholder="e.g. a concert at the stadium from 20:00 to 24:00"
         )
+        st.checkbox(
+            "Fall back on maxent",
+            value=True,
+            key="synth.fallback",
+            help="Full mode: maxent realizes what the LLM cannot (records that break the schema, the proposal or "
+            "the rules; failed calls) and the target cells left without a record, so the fit does not depend on the "
+            "model's compliance. The result says how many persons came from each. Off: pure LLM output.",
+        )
         try:
             llm_settings = LLMSettings(
                 base_url=base_url,
@@ -189,7 +197,12 @@ with st.form("synth.settings"):
     )
 if start:
     config = SynthesisConfig(
-        size=int(size), mode=mode, seed=int(seed), max_iterations=int(max_iterations), tolerance_tvd=float(tolerance)
+        size=int(size),
+        mode=mode,
+        seed=int(seed),
+        max_iterations=int(max_iterations),
+        tolerance_tvd=float(tolerance),
+        fallback=bool(st.session_state.get("synth.fallback", True)),
     )
     factory = llm_prior_factory(llm_settings, api_key) if prior_name == "llm" else prior_factory(prior_name)
     run_id = runner.start(
@@ -295,6 +308,10 @@ if snap.result is not None:
             f"marginals on which they disagree), allow more iterations, or try another prior.",
             icon=":material/warning:",
         )
+    if result.sources:  # an LLM run with its maxent fallback: where the persons came from, which calls failed
+        summary = (get_runner().store.report(snap.run_id) or {}).get("source_summary", "")
+        if summary:
+            st.info(as_text(summary[:1].upper() + summary[1:] + "."), icon=":material/merge_type:")
     st.dataframe(fit_frame(result.fit), hide_index=True, width="stretch", key="synth.fit")
     if result.fit.numeric:
         st.caption("Numeric controls: the total or mean of a numeric variable per cell, fitted by calibration.")

@@ -11,9 +11,10 @@ come from the within-bin density alone, and compares W1 with uniform-within-bin 
 
 Rows: Synthor full / paper with maxent; Synthor full with maxent and the plausibility rules as constraints;
 Synthor full with the LLM prior against the local test endpoint (tests/llm_endpoint, an "LLM" that knows the
-network); classical IPF over the cross-product from a uniform seed; independent marginals; resampling the
-reference records (micro-data, which the others never see). A second table gives targets = six marginals only;
-a third, tables that were not targets.
+network), and against the same endpoint playing a careless model (random valid JSON, a quarter of the calls
+failing) with the maxent fallback; classical IPF over the cross-product from a uniform seed; independent
+marginals; resampling the reference records (micro-data, which the others never see). A second table gives
+targets = six marginals only; a third, tables that were not targets.
 
 Metrics (lower is better): Wasserstein-1 of age (years) and price; TVD of the categorical marginals; JSD (natural
 log) of the three family groups with age and price in the 6 quantile bins; the gap |accuracy - 0.5| of a
@@ -144,10 +145,12 @@ def measure(project, family_project, records: pd.DataFrame, reference: pd.DataFr
     return out
 
 
-def synthor(project, mode: str, seed: int, prior=None, rules=()) -> tuple[pd.DataFrame, dict]:
+def synthor(project, mode: str, seed: int, prior=None, rules=(), fallback=None) -> tuple[pd.DataFrame, dict]:
     prior = prior or MaxEntPrior(project, mode=mode, rules=rules)
     started = time.perf_counter()
-    result = list(run_synthesis(project, prior, SynthesisConfig(mode=mode, seed=seed), rules=rules))[-1]
+    result = list(run_synthesis(project, prior, SynthesisConfig(mode=mode, seed=seed), rules=rules, fallback=fallback))[
+        -1
+    ]
     assert isinstance(result, SynthesisResult)
     seconds = time.perf_counter() - started
     people = project.schema.decode(result.population)
@@ -169,6 +172,13 @@ def rows_for(project, family_project, reference, seed, with_llm: bool, rules, pa
         with TestEndpoint(seed=seed) as endpoint:
             prior = LLMPrior(project, LLMSettings(base_url=endpoint.url, model="bn-oracle"))
             rows["Synthor full, LLM (test endpoint)"] = synthor(project, "full", seed, prior=prior)
+        faults = ("rate_limit", "server_error", "connection", "malformed_json", "truncated", "empty", "refusal")
+        with TestEndpoint(seed=seed, careless=True, fault_rate=0.25, fault_kinds=faults) as endpoint:
+            settings = LLMSettings(base_url=endpoint.url, model="careless", max_retries=1, timeout_s=5.0)
+            prior = LLMPrior(project, settings)
+            rows["Synthor full, careless LLM (random valid JSON, 25 % failed calls) + maxent fallback"] = synthor(
+                project, "full", seed, prior=prior, fallback=MaxEntPrior(project)
+            )
     for name, build in (
         ("IPF, uniform seed (cross-product)", lambda: ipf_cross_product(project, N, rng)),
         ("independent marginals", lambda: independent_marginals(project, N, rng)),

@@ -3,7 +3,8 @@
 Source: the PopulationSim "example_calm" seed households (``seed_households.csv``), American Community Survey
 Public Use Microdata Sample (ACS PUMS) households of the Corvallis-Albany-Lebanon area, Oregon, as shipped with
 PopulationSim (https://github.com/ActivitySim/populationsim), licence BSD-3-Clause. Read from
-``/work/shared/data/populationsim/example_calm/data/seed_households.csv`` (``--data`` to change it).
+``../shared/data/populationsim/example_calm/data/seed_households.csv`` beside the repository (``--data`` to change
+it; the bundled examples/calm keeps only the columns its project reads, without HINCP).
 
 Records: one per household ("person" in Synthor's vocabulary), unweighted (WGTP ignored). Households with an
 empty or negative HINCP are dropped, as are those with an empty VEH or TEN (the header says how many). Variables:
@@ -52,7 +53,7 @@ from synthor_core.priors.maxent import MaxEntPrior  # noqa: E402
 from synthor_core.schema import Bins, expand_records  # noqa: E402
 from synthor_core.targets import load_project  # noqa: E402
 
-DATA = Path("/work/shared/data/populationsim/example_calm/data/seed_households.csv")
+DATA = ROOT.parent / "shared" / "data" / "populationsim" / "example_calm" / "data" / "seed_households.csv"
 # ACS table B19001 (household income in the past 12 months) brackets; the last edge is the data's maximum
 B19001 = [
     0,

@@ -17,6 +17,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     ("adult.py", "Adult: targets from the training split, fidelity on the held-out test split"),
     ("ecommerce_bn.py", "The paper's controlled e-commerce network"),
+    ("income.py", "Household income inside coarse brackets (ACS PUMS, CALM)"),
     ("scale.py", "Time and memory against N"),
     ("llm_scale.py", "LLM calls and tokens against N"),
     ("app_responsiveness.py", "App responsiveness"),

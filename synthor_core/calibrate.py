@@ -53,12 +53,16 @@ class NumericTarget:
     goals : ndarray of float64, shape (n_cells,)
         Total of the variable per cell (in its unit), or its mean when ``mean``.
     mean : bool
+    companion : int or None
+        Index (among the count tables raked with it) of a table fitted together with the control in each sweep:
+        the one over the same variable with the most cells (see :func:`_tilt`).
     """
 
     cell_ids: npt.NDArray[np.int64]
     values: npt.NDArray[np.float64]
     goals: npt.NDArray[np.float64]
     mean: bool = False
+    companion: int | None = None
 
     def relative_errors(self, weights: np.ndarray) -> npt.NDArray[np.float64]:
         """Relative error of each cell's total (or mean) under ``weights``, shape (n_cells,)
@@ -67,14 +71,30 @@ class NumericTarget:
         return relative_error(synthetic, self.goals)
 
 
-def _tilt(weights: np.ndarray, target: NumericTarget, newton_steps: int = defaults.RAKE_NEWTON_STEPS) -> None:
-    """Multiply the weights of each cell's records by ``exp(b_c y)`` so that ``sum w y = g_c`` in every cell.
+def _tilt(
+    weights: np.ndarray,
+    target: NumericTarget,
+    companion: tuple[np.ndarray, np.ndarray] | None = None,
+    newton_steps: int = defaults.RAKE_NEWTON_STEPS,
+) -> None:
+    """Multiply the weights by ``exp(b_c y + a_k)`` so that ``sum w y = g_c`` in every cell ``c`` of the control
+    and, with a ``companion`` table, every cell ``k`` of it holds its target count at the same time.
 
-    ``y`` is the value (``g_c`` the cell's total) or the value minus the cell's mean (``g_c = 0``): the exact
-    Kullback-Leibler projection of the weights on the control's constraint (the raking form of Deville & Särndal
-    1992), found by Newton's method per cell on the scaled ``z = y / max|y|`` with steps of ``|b z| <= 1`` (a weight
-    moves by at most a factor e per step). A cell that cannot reach its goal (every value on one side of the mean)
-    is tilted towards it as far as the steps allow, then reported by the error. In place.
+    ``y`` is the value (``g_c`` the cell's total) or the value minus the cell's mean (``g_c = 0``). The result is the
+    exact Kullback-Leibler projection of the weights on the control's constraints and the companion's together (the
+    raking form of Deville & Särndal 1992), found by Newton's method on the dual (``y`` scaled by the cell's
+    largest ``|y|``; steps damped so that no weight moves by more than a factor e). Fitting the companion (a
+    count table over the same variable, e.g. its bins) in the same step matters: tilted alone, a total of income is
+    mostly undone by the raking of the income brackets that follows, and the cycle crawls (income benchmark: 2e-5
+    relative error after 500 sweeps; with the companion, 1e-9 in a few). A cell that cannot reach its goal (every
+    value on one side of the mean) is moved towards it as far as the steps allow, then reported by the error.
+
+    Parameters
+    ----------
+    weights : ndarray of float64, shape (n_records,), changed in place
+    target : NumericTarget
+    companion : (cell_ids, counts) or None
+        A count table: cell of each record (int64, shape (n_records,)) and target counts (float64, flat).
     """
     ids, n = target.cell_ids, target.goals.size
     y = target.values - target.goals[ids] if target.mean else target.values.astype(np.float64)
@@ -84,20 +104,35 @@ def _tilt(weights: np.ndarray, target: NumericTarget, newton_steps: int = defaul
     np.maximum.at(scale, ids[live], np.abs(y[live]))
     scale = np.where(scale > 0, scale, 1.0)
     z = y / scale[ids]
-    g = goal / scale
-    beta = np.zeros(n)
+    k_ids, k_goal = companion if companion is not None else (np.zeros(len(weights), dtype=np.int64), np.zeros(0))
+    k = k_goal.size
+    size = k + n
+    lam = np.zeros(size)
     w0 = weights.copy()
+    goals = np.concatenate([k_goal, goal / scale])
     for _ in range(newton_steps):
-        tilted = w0 * np.exp(beta[ids] * z)
-        f = np.bincount(ids, weights=tilted * z, minlength=n) - g
-        slope = np.bincount(ids, weights=tilted * z * z, minlength=n)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            step = np.where(slope > 0, -f / slope, 0.0)
-        step = np.clip(step, -1.0, 1.0)
-        beta += step
-        if np.abs(step).max(initial=0.0) < 1e-12:
+        eta = lam[k + ids] * z + (lam[k_ids] if k else 0.0)
+        w = w0 * np.exp(eta)
+        gradient = (
+            np.concatenate(
+                [np.bincount(k_ids, weights=w, minlength=k)[:k], np.bincount(ids, weights=w * z, minlength=n)]
+            )
+            - goals
+        )
+        hessian = np.zeros((size, size))
+        hessian[k:, k:] = np.diag(np.bincount(ids, weights=w * z * z, minlength=n))
+        if k:
+            hessian[:k, :k] = np.diag(np.bincount(k_ids, weights=w, minlength=k))
+            cross = np.bincount(k_ids * n + ids, weights=w * z, minlength=k * n).reshape(k, n)
+            hessian[:k, k:], hessian[k:, :k] = cross, cross.T
+        delta = -np.linalg.lstsq(hessian, gradient, rcond=None)[0]
+        move = float(np.abs(delta[k + ids] * z + (delta[k_ids] if k else 0.0)).max(initial=0.0))
+        if move > 1.0:
+            delta /= move
+        lam += delta
+        if move < 1e-12:
             break
-    weights *= np.exp(beta[ids] * z)
+    weights[:] = w0 * np.exp(lam[k + ids] * z + (lam[k_ids] if k else 0.0))
 
 
 def rake_counts(
@@ -125,14 +160,15 @@ def rake_counts(
         Stop when the largest absolute share error over all cells is below it, and every numeric control's
         largest relative error too.
     numeric : sequence of NumericTarget
-        Numeric controls: after each sweep over the tables, each control's cells are tilted onto their totals
-        (or means) by :func:`_tilt`.
+        Numeric controls: before each sweep over the tables, each control's cells are tilted onto their totals
+        (or means), with its companion table, by :func:`_tilt`.
 
     Returns
     -------
     CalibrationResult
         Non-convergence (a target cell with no record, contradictory tables, a mean outside its cell's values) is
-        reported, not raised.
+        reported, not raised; raking then stops once its errors no longer fall (by ``RAKE_STATIONARY`` over
+        ``RAKE_STATIONARY_SWEEPS`` sweeps) or at ``max_iter``.
 
     Source: Deming & Stephan (1940), "On a least squares adjustment of a sampled frequency table when the expected
     marginal totals are known"; applied to record weights as in PopulationSim's list balancer. With numeric
@@ -146,9 +182,11 @@ def rake_counts(
     error = np.inf
     iteration = 0
     numeric_error = 0.0
+    history: list[tuple[float, float]] = []
     for iteration in range(1, max_iter + 1):
         for control in numeric:
-            _tilt(w, control)
+            c = control.companion
+            _tilt(w, control, None if c is None else (cell_ids[c], targets[c]))
         for ids, target in zip(cell_ids, targets):
             current = np.bincount(ids, weights=w, minlength=target.size)
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -164,6 +202,13 @@ def rake_counts(
         numeric_error = max((float(c.relative_errors(w).max(initial=0.0)) for c in numeric), default=0.0)
         if error < tolerance and numeric_error < tolerance:
             return CalibrationResult(w, True, iteration, error, numeric_error)
+        # stationary: neither error fell by RAKE_STATIONARY (relative) over the last RAKE_STATIONARY_SWEEPS sweeps
+        # (a target cell without record, contradictory tables: more sweeps would change nothing)
+        history.append((error, numeric_error))
+        if len(history) > defaults.RAKE_STATIONARY_SWEEPS:
+            before = history.pop(0)
+            if all(now >= then * (1.0 - defaults.RAKE_STATIONARY) for now, then in zip(history[-1], before)):
+                break
     return CalibrationResult(w, False, iteration, error, numeric_error)
 
 
@@ -228,8 +273,10 @@ def repair_rounding(
     moves. The total error is ``sum over tables and cells of |goal - rounded|`` plus, for each numeric control,
     ``sum over cells of |goal - rounded| / s`` on its constraint ``sum w y = g`` (:class:`NumericTarget`), ``s``
     the cell's mean ``|y|``: an error of one typical person's value weighs as one person. It stops when no pair
-    helps or after ``max_moves`` moves. A greedy form of controlled rounding (Cox 1987, "A constructive
-    procedure for unbiased controlled rounding", JASA 82), like the swaps that end :func:`integerize_zone`.
+    helps, when every constraint's summed absolute error is below ``2 N REPAIR_TVD`` (a TVD no one could see: with
+    millions of persons rounding never matters), or after ``max_moves`` moves. A greedy form of controlled rounding
+    (Cox 1987, "A constructive procedure for unbiased controlled rounding", JASA 82), like the swaps that end
+    :func:`integerize_zone`.
 
     Parameters
     ----------
@@ -262,7 +309,10 @@ def repair_rounding(
         units.append(y / scale[control.cell_ids])
         residual.append(goal / scale - np.bincount(control.cell_ids, weights=x * units[-1], minlength=n))
     k = defaults.REPAIR_GIVERS
+    enough = 2.0 * defaults.REPAIR_TVD * float(x.sum())  # |residual| summed over a table's cells that is fine
     for _ in range(max_moves):
+        if all(float(np.abs(r).sum()) <= enough for r in residual):
+            break
         # change of |residual| in each record's cell of each constraint when it gains or loses a person
         gain = np.stack([np.abs(r[i] - u) - np.abs(r[i]) for i, u, r in zip(ids, units, residual)])
         loss = np.stack([np.abs(r[i] + u) - np.abs(r[i]) for i, u, r in zip(ids, units, residual)])

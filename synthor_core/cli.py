@@ -123,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
     llm.add_argument("--scenario", default=None, help="free text added to every prompt")
     llm.add_argument("--price-prompt", type=float, default=None, help="USD per million prompt tokens")
     llm.add_argument("--price-completion", type=float, default=None, help="USD per million completion tokens")
+    llm.add_argument(
+        "--no-fallback",
+        action="store_true",
+        help="pure LLM output: no maxent for what the LLM cannot realize (its records break the schema, the "
+        "proposal or the rules, its calls fail) nor for target cells left without a record",
+    )
     conv = sub.add_parser("convert", help="write a PopulationSim working directory as a Synthor household project")
     conv.add_argument(
         "project",
@@ -183,6 +189,8 @@ def command_run(args: argparse.Namespace) -> int:
         settings["max_iterations"] = args.max_iterations
     if args.tolerance is not None:
         settings["tolerance_tvd"] = args.tolerance
+    if args.no_fallback:
+        settings["fallback"] = False
     try:
         config = SynthesisConfig(**settings)
     except ValidationError as exc:
@@ -196,8 +204,10 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     rules = load_rules(args.rules, project.schema) if args.rules else []
+    fallback = None
     if args.prior == "llm":
         prior = _llm_prior(args, project, config)
+        fallback = MaxEntPrior(project, mode=config.mode, rules=rules, within_bin=args.within_bin)
         if prior is None:
             return 2
     else:
@@ -205,13 +215,17 @@ def command_run(args: argparse.Namespace) -> int:
     saver = _CheckpointWriter(args.out, project.schema, config, prior.name)
     result = None
     with _StopOnSignal() as stop:
-        for event in run_synthesis(project, prior, config, should_stop=stop.requested, rules=rules, checkpoint=saver):
+        for event in run_synthesis(
+            project, prior, config, should_stop=stop.requested, rules=rules, checkpoint=saver, fallback=fallback
+        ):
             if isinstance(event, SynthesisResult):
                 result = event
             elif not args.quiet:
                 line = _progress(event)
                 if event.llm_calls:
                     line += f"  {event.llm_calls:,} LLM calls, {event.prompt_tokens + event.completion_tokens:,} tokens"
+                if event.sources.get("maxent"):
+                    line += f"  ({event.sources['maxent']:,} added persons from maxent)"
                 print(line, flush=True)
     assert result is not None  # run_synthesis always ends with its SynthesisResult (or raises)
     dollars = prior.dollars() if hasattr(prior, "dollars") else None
@@ -242,6 +256,8 @@ def command_run(args: argparse.Namespace) -> int:
         f"{report['mean_tvd']:.4f}, max TVD {report['max_tvd']:.4f}, {report['iterations']} iterations "
         f"({result.stop_reason}), {report['seconds']:.1f} s -> {args.out}"
     )
+    if report.get("source_summary"):
+        print(f"sources: {report['source_summary']}")
     for name, numeric in report.get("numeric_controls", {}).items():
         worst = numeric["max_relative_error"]
         print(
@@ -373,17 +389,15 @@ def command_run_households(args: argparse.Namespace) -> int:
     ``synthetic_persons.csv`` and ``summary_<GEOGRAPHY>.csv``, and ``report.json`` (per control: level, totals,
     %RMSE over zones, total absolute error, worst zones).
     """
-    if args.prior not in (None, "seed", "maxent"):
-        print(
-            f"error: --prior {args.prior} is not available for household projects yet; use --prior seed (the "
-            f"project's seed sample) or --prior maxent (built from the controls alone)",
-            file=sys.stderr,
-        )
-        return 2
+    llm_settings = None
+    if args.prior == "llm":
+        llm_settings = _llm_settings(args)
+        if llm_settings is None:
+            return 2
     if args.workers < 1:
         print(f"error: --workers must be 1 or more, got {args.workers}", file=sys.stderr)
         return 2
-    settings = {"seed": args.seed, "prior": args.prior or "seed"}
+    settings = {"seed": args.seed, "prior": args.prior or "seed", "fallback": not args.no_fallback}
     if args.max_sweeps is not None:
         settings["max_sweeps"] = args.max_sweeps
     try:
@@ -410,7 +424,7 @@ def command_run_households(args: argparse.Namespace) -> int:
             flush=True,
         )
     reference = project
-    project, prior_notes = candidate_households(reference, config)
+    project, prior_notes = candidate_households(reference, config, llm_settings)
     filled = prior_notes.get("filled_from_maxent")
     if filled:
         if filled.get("not_possible"):
@@ -442,6 +456,17 @@ def command_run_households(args: argparse.Namespace) -> int:
         print(
             f"maxent: {prior_notes['candidates']:,} candidate households with {prior_notes['candidate_persons']:,} "
             f"members built from the controls (no seed record used)",
+            flush=True,
+        )
+    if config.prior == "llm":
+        llm = prior_notes["llm"]
+        print(
+            f"llm: {llm['households_valid']:,} of {llm['households_written']:,} households written were valid "
+            f"({llm['households_asked']:,} asked in {llm['cells']:,} cells, {llm['calls']:,} calls"
+            + (f", {sum(llm['failures'].values()):,} failed: " if llm["failures"] else "")
+            + ", ".join(f"{k} {v:,}" for k, v in llm["failures"].items())
+            + "); candidates by prior: "
+            + ", ".join(f"{k} {v:,}" for k, v in prior_notes["candidates_by_prior"].items()),
             flush=True,
         )
 
@@ -507,7 +532,15 @@ def command_run_households(args: argparse.Namespace) -> int:
 
 def _llm_prior(args: argparse.Namespace, project, config: SynthesisConfig):
     """The LLM prior from the command line, or None after printing why the settings are wrong."""
-    from .priors.llm import LLMPrior, LLMSettings
+    from .priors.llm import LLMPrior
+
+    settings = _llm_settings(args)
+    return None if settings is None else LLMPrior(project, settings, mode=config.mode)
+
+
+def _llm_settings(args: argparse.Namespace):
+    """The LLM settings from the command line, or None after printing why they are wrong."""
+    from .priors.llm import LLMSettings
 
     if not args.base_url or not args.model:
         print("error: --prior llm needs --base-url and --model", file=sys.stderr)
@@ -537,7 +570,7 @@ def _llm_prior(args: argparse.Namespace, project, config: SynthesisConfig):
     except ValidationError as exc:
         _print_setting_errors(exc)
         return None
-    return LLMPrior(project, settings, mode=config.mode)
+    return settings
 
 
 def write_llm_calls(calls, path: Path) -> None:
@@ -598,8 +631,9 @@ def command_validate(args: argparse.Namespace) -> int:
         return 2
     person_project = load_project(args.project)
     print(
-        f"ok: {len(person_project.schema.names)} variables, {len(person_project.tables)} tables, population size "
-        f"{person_project.size:,}"
+        f"ok: {len(person_project.schema.names)} variables, {len(person_project.tables)} tables"
+        + (f", {len(person_project.numeric_controls)} numeric control(s)" if person_project.numeric_controls else "")
+        + f", population size {person_project.size:,}"
     )
     for warning in person_project.warnings:
         print(f"warning: {warning}")

@@ -39,7 +39,12 @@ MAXENT_RECORDS_PER_PROPOSAL = 20_000  # distinct records one proposal may create
 # --- calibration ---------------------------------------------------------------------------------
 RAKE_MAX_ITER = 500  # sweeps over all tables
 RAKE_TOLERANCE = 1e-7  # max absolute share error over all cells at which raking stops
+RAKE_STATIONARY = 1e-3  # raking that did not converge stops when its errors fell less than this (relative) ...
+RAKE_STATIONARY_SWEEPS = 20  # ... over this many sweeps
 RAKE_NEWTON_STEPS = 8  # Newton steps per sweep when a numeric control tilts its cells' weights (calibrate._tilt)
+RAKE_MAX_COMPANION_SYSTEM = (
+    1_000_000  # entries of _tilt's Newton matrix at most (companion table cells + control cells)^2
+)
 
 # --- harmonization -------------------------------------------------------------------------------
 MARGINAL_DISAGREEMENT = 0.01  # relative difference of one category's count between two tables that is reported
@@ -67,6 +72,7 @@ INTEGERIZE_MAX_IMPORTANCE = 1e4  # importances are scaled so the smallest is 1 a
 INTEGERIZE_MAX_SWAPS = 200  # swaps of one placed household for another that lower the zone's deviation
 INTEGERIZE_SWAP_SHORTLIST = 12  # best single removals and additions whose pairs are tried per swap
 REPAIR_GIVERS = 8  # records tried per move as the one giving a person (calibrate.repair_rounding)
+REPAIR_TVD = 1e-6  # the rounding repair stops once every table is this close (TVD) to its calibrated counts
 REPAIR_MAX_MOVES = 2000  # persons moved at most from one record to another after rounding (calibrate.repair_rounding)
 INTEGERIZE_LAST_ZONE_BOOST = 10.0  # importance factor of an upper-level control in the last zone of its group
 PCT_RMSE_WORST_ZONES = 5  # zones listed per control in the report (largest absolute difference first)

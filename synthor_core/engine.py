@@ -31,7 +31,7 @@ from .metrics import (
     relative_error,
     unsupported_cells,
 )
-from .priors.base import Guidance, Prior, Proposal, check_proposal, match_conditions
+from .priors.base import Guidance, Prior, Proposal, check_proposal, gap_conditions, match_conditions
 from .schema import COUNT, Schema
 from .targets import Project
 
@@ -62,6 +62,11 @@ class SynthesisConfig(BaseModel):
         Proposals used per iteration; None: 5 in paper mode, ``FULL_MAX_PROPOSALS`` in full mode.
     calibrate : bool or None
         Rake the counts to all tables after the loop; None: on in full mode, off in paper mode.
+    fallback : bool
+        Full mode, when the run is given a fallback prior (``maxent`` or the seed behind the LLM): realize from it
+        what the prior could not (its records broke the schema, the proposal's conditions or the rules, or its
+        calls failed), plan from it when the prior cannot plan, and give it the target cells with no record before
+        calibration. Off: pure output of the prior, however poor.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -74,6 +79,7 @@ class SynthesisConfig(BaseModel):
     top_k: int = Field(defaults.ATTRIBUTION_TOP_K, ge=1)
     max_proposals: int | None = Field(None, ge=1)
     calibrate: bool | None = None
+    fallback: bool = True
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,8 @@ class IterationEvent:
         Synthetic persons per cell after the update (for live target-vs-synthetic charts; not stored).
     cost_usd : float or None
         Estimated LLM cost so far, when the prior knows its prices.
+    sources : dict of prior name -> int
+        Persons added this iteration by each prior (the run's prior and its fallback).
     """
 
     iteration: int
@@ -122,6 +130,7 @@ class IterationEvent:
     aggregate_seconds: float
     table_counts: dict = field(default_factory=dict, repr=False, compare=False)
     cost_usd: float | None = None
+    sources: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,13 @@ class SynthesisResult:
     warnings : tuple of str
     error : str or None
         Why the prior failed, when it did (the population built until then is kept and calibrated).
+    sources : dict of prior name -> {"added": persons added over the run, "final": persons of the final
+        population whose record came from it}
+        Empty when the run had no fallback prior.
+    fallback : dict of str -> int
+        What the fallback did: ``plans`` (iterations planned by it), ``proposals`` (proposals it realized, wholly
+        or in part), ``records`` (its records), ``unsupported_cells`` (target cells without a record that it
+        filled before calibration).
     """
 
     population: pd.DataFrame
@@ -158,6 +174,8 @@ class SynthesisResult:
     rejected: dict[str, int] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     error: str | None = None
+    sources: dict[str, dict[str, int]] = field(default_factory=dict)
+    fallback: dict[str, int] = field(default_factory=dict)
 
 
 def merge_duplicates(population: pd.DataFrame, schema: Schema) -> pd.DataFrame:
@@ -226,6 +244,7 @@ def run_synthesis(
     rules=(),
     checkpoint: Callable[[int, pd.DataFrame], None] | None = None,
     initial: pd.DataFrame | None = None,
+    fallback: Prior | None = None,
 ) -> Iterator[IterationEvent | SynthesisResult]:
     """Run the loop; yield an :class:`IterationEvent` per iteration, then the :class:`SynthesisResult`.
 
@@ -247,6 +266,10 @@ def run_synthesis(
         then loses at most what came after its last save).
     initial : DataFrame, optional
         A coded population to start from (a saved checkpoint of an interrupted run) instead of an empty one.
+    fallback : Prior, optional
+        Used in full mode when ``config.fallback``: realizes what ``prior`` could not, plans when it cannot, and
+        fills target cells without a record before calibration (issue 13: the fit never depends on an LLM's
+        compliance). Its share is counted per iteration (``IterationEvent.sources``) and for the run.
 
     Raises
     ------
@@ -267,6 +290,24 @@ def run_synthesis(
     stop = should_stop or (lambda: False)
     warnings = list(project.warnings) + list(getattr(prior, "notes", []))
     rejected_total: Counter = Counter()
+    backup = fallback if (fallback is not None and config.fallback and not paper) else None
+    added_by: Counter = Counter()  # persons added per prior over the run
+    fallback_stats: Counter = Counter()
+    from_backup: set[tuple] = set()  # value tuples of the records the fallback realized
+
+    def valid_records(records: pd.DataFrame, proposal: Proposal, rejected: Counter, origin: str) -> pd.DataFrame:
+        """The records (coded) that pass the schema, the proposal's conditions and the rules; the rest counted."""
+        encoded, bad = schema.encode(records)
+        rejected.update({f"{origin}record: {r}": n for r, n in bad.items()})
+        inside = match_conditions(encoded, proposal.conditions, schema)
+        if (~inside).any():
+            rejected[f"{origin}record: does not satisfy the proposal's conditions"] += int((~inside).sum())
+        for rule in rules:
+            broken = rule.violates(encoded) & inside
+            if broken.any():
+                rejected[f"{origin}record: violates {rule.name}"] += int(broken.sum())
+                inside &= ~broken
+        return encoded.loc[inside]
 
     population = schema.empty_population() if initial is None else initial.reset_index(drop=True).copy()
     with Aggregator(schema, tables) as aggregator:
@@ -288,8 +329,15 @@ def run_synthesis(
             try:
                 proposals = prior.plan(guidance, rng)[: max_proposals + len(unsupported)]
             except PriorError as exc:
-                stop_reason, error, iteration = _prior_stop(exc), _prior_error(exc), iteration - 1
-                break
+                if backup is None or isinstance(exc, TokenBudgetExhausted):
+                    stop_reason, error, iteration = _prior_stop(exc), _prior_error(exc), iteration - 1
+                    break
+                if not fallback_stats["plans"]:
+                    warnings.append(f'the prior "{prior.name}" could not plan ({exc}); {backup.name} planned instead')
+                proposals = []
+            if backup is not None and not proposals:
+                proposals = backup.plan(guidance, rng)[: max_proposals + len(unsupported)]
+                fallback_stats["plans"] += 1
             rejected: Counter = Counter()
             requests: list[tuple[Proposal, int]] = []
             removed = 0
@@ -324,27 +372,37 @@ def run_synthesis(
                             break
                         realized.append(prior.realize(proposal, k, rng))
             except PriorError as exc:
-                stop_reason, error = _prior_stop(exc), _prior_error(exc)
                 realized = []
+                if backup is None or isinstance(exc, TokenBudgetExhausted):
+                    stop_reason, error = _prior_stop(exc), _prior_error(exc)
+                else:
+                    if not fallback_stats["realize_failures"]:
+                        warnings.append(f'the prior "{prior.name}" failed ({exc}); {backup.name} realized instead')
+                    fallback_stats["realize_failures"] += 1
             new_parts, added = [], 0
-            for (proposal, _), records in zip(requests, realized):
-                encoded, bad = schema.encode(records)
-                rejected.update({f"record: {r}": n for r, n in bad.items()})
-                inside = match_conditions(encoded, proposal.conditions, schema)
-                if (~inside).any():
-                    rejected["record: does not satisfy the proposal's conditions"] += int((~inside).sum())
-                for rule in rules:
-                    broken = rule.violates(encoded) & inside
-                    if broken.any():
-                        rejected[f"record: violates {rule.name}"] += int(broken.sum())
-                        inside &= ~broken
-                encoded = encoded.loc[inside]
+            sources: Counter = Counter()
+            if backup is not None and not stop():  # requests the prior gave nothing for (its calls failed)
+                realized = list(realized) + [pd.DataFrame(columns=schema.names)] * (len(requests) - len(realized))
+            for (proposal, k), records in zip(requests, realized):
+                encoded = valid_records(records, proposal, rejected, "")
+                own = len(encoded)
+                if backup is not None and own < k and not stop():
+                    extra = valid_records(backup.realize(proposal, k - own, rng), proposal, rejected, "fallback ")
+                    if len(extra):
+                        fallback_stats["proposals"] += 1
+                        fallback_stats["records"] += len(extra)
+                        from_backup.update(extra[schema.names].itertuples(index=False, name=None))
+                        encoded = pd.concat([encoded, extra], ignore_index=True) if own else extra
                 if len(encoded) == 0:
                     rejected["proposal: no valid record"] += 1
                     continue
                 encoded[COUNT] = _split_count(proposal.count, len(encoded))
                 new_parts.append(encoded)
                 added += proposal.count
+                if backup is not None:
+                    sources[prior.name] += int(encoded[COUNT].to_numpy()[:own].sum())
+                    sources[backup.name] += int(encoded[COUNT].to_numpy()[own:].sum())
+            added_by.update(sources)
             if new_parts:
                 population = pd.concat([population, *new_parts], ignore_index=True)
             population = merge_duplicates(population, schema)
@@ -375,6 +433,7 @@ def run_synthesis(
                 aggregate_seconds=aggregate_seconds,
                 table_counts={t.name: c for t, c in zip(tables, synthetic)},
                 cost_usd=prior.dollars() if hasattr(prior, "dollars") else None,
+                sources=dict(sources),
             )
             if error is not None or stop_reason == "token budget reached":
                 break
@@ -402,6 +461,10 @@ def run_synthesis(
                 f"rejected: {dict(rejected_total) or 'nothing'}"
                 + _failure_text(prior.usage)
                 + (f"; {error}" if error else "")
+            )
+        if backup is not None and calibrate:
+            population = _fill_unsupported(
+                population, tables, aggregator, backup, rng, valid_records, fallback_stats, from_backup
             )
         calibration = None
         weights = population[COUNT].to_numpy(dtype=np.float64)
@@ -437,6 +500,18 @@ def run_synthesis(
         population = population.assign(**{COUNT: rounded})
         population = population[population[COUNT] > 0].reset_index(drop=True)
         fit = measure_fit(tables, aggregator.aggregate(population))
+        sources_report: dict[str, dict[str, int]] = {}
+        if backup is not None:
+            mask = np.fromiter(
+                (r in from_backup for r in population[schema.names].itertuples(index=False, name=None)),
+                dtype=bool,
+                count=len(population),
+            )
+            final = population[COUNT].to_numpy()
+            sources_report = {
+                prior.name: {"added": int(added_by[prior.name]), "final": int(final[~mask].sum())},
+                backup.name: {"added": int(added_by[backup.name]), "final": int(final[mask].sum())},
+            }
         if project.numeric_controls:
             fit = replace(fit, numeric=measure_numeric(project, population, size))
     yield SynthesisResult(
@@ -450,7 +525,35 @@ def run_synthesis(
         dict(rejected_total),
         tuple(warnings),
         error,
+        sources_report,
+        dict(fallback_stats),
     )
+
+
+def _fill_unsupported(population, tables, aggregator, backup, rng, valid_records, stats, from_backup) -> pd.DataFrame:
+    """Records from the fallback prior for every target cell that has none (calibration can only reweight records
+    that exist): one proposal per cell, conditions = the cell, ``MIN_RECORDS_PER_PROPOSAL`` records sharing its
+    target count. Returns the population with them merged in; counts them in ``stats["unsupported_cells"]``."""
+    schema = aggregator.schema
+    tables_by_name = {t.name: t for t in tables}
+    parts = []
+    for gap in unsupported_cells(tables, aggregator.aggregate(population), schema):
+        proposal = Proposal(
+            conditions=gap_conditions(gap, schema, tables_by_name),
+            count=max(1, round(gap.target_count)),
+            reason="a target cell with no record, filled by the fallback before calibration",
+        )
+        records = valid_records(
+            backup.realize(proposal, defaults.MIN_RECORDS_PER_PROPOSAL, rng), proposal, Counter(), "fallback "
+        )
+        if len(records):
+            records[COUNT] = _split_count(proposal.count, len(records))
+            parts.append(records)
+            from_backup.update(records[schema.names].itertuples(index=False, name=None))
+            stats["unsupported_cells"] += 1
+    if not parts:
+        return population
+    return merge_duplicates(pd.concat([population, *parts], ignore_index=True), schema)
 
 
 def _numeric_cells(project: Project, population: pd.DataFrame) -> list[np.ndarray]:
@@ -471,9 +574,22 @@ def numeric_targets(project: Project, population: pd.DataFrame, size: int) -> li
             population[c.of].to_numpy(dtype=np.float64),
             c.values.reshape(-1) * (1.0 if c.statistic == "mean" else scale),
             c.statistic == "mean",
+            _companion(project, c),
         )
         for c, ids in zip(project.numeric_controls, _numeric_cells(project, population))
     ]
+
+
+def _companion(project: Project, control) -> int | None:
+    """Index of the count table raked together with a numeric control (:func:`synthor_core.calibrate._tilt`): the
+    table over the control's variable with the most cells, when the joint Newton system stays small."""
+    candidates = [
+        (t.counts.size, i)
+        for i, t in enumerate(project.tables)
+        if control.of in t.variables
+        and (t.counts.size + control.values.size) ** 2 <= defaults.RAKE_MAX_COMPANION_SYSTEM
+    ]
+    return max(candidates)[1] if candidates else None
 
 
 def measure_numeric(project: Project, population: pd.DataFrame, size: int | None = None) -> dict[str, NumericFit]:

@@ -50,6 +50,25 @@ def numeric_report(numeric: dict) -> dict[str, Any]:
     }
 
 
+def source_summary(result: SynthesisResult, usage: PriorUsage) -> str:
+    """One sentence on where the final population's persons came from and which calls failed, e.g. "62.0 % of
+    the persons came from llm, 38.0 % from maxent (its fallback); 41 of 300 calls failed: server_error 20, ...".
+    Empty when the run had no fallback prior."""
+    if not result.sources:
+        return ""
+    (main, first), (backup, second) = list(result.sources.items())[:2]
+    total = max(first["final"] + second["final"], 1)
+    text = (
+        f"{first['final'] / total:.1%} of the persons came from {main}, {second['final'] / total:.1%} from "
+        f"{backup} (its fallback)"
+    )
+    failures = dict(usage.failures)
+    if failures:
+        kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(failures.items(), key=lambda kv: -kv[1]))
+        text += f"; {sum(failures.values()):,} of {usage.calls:,} calls failed: {kinds}"
+    return text
+
+
 def run_report(
     result: SynthesisResult, config: SynthesisConfig, prior_name: str, usage: PriorUsage, dollars: float | None = None
 ) -> dict[str, Any]:
@@ -58,7 +77,8 @@ def run_report(
     Returns
     -------
     dict with keys ``mean_tvd``, ``max_tvd``, ``tables`` (name -> ``tvd``, ``srmse``), ``numeric_controls`` (when
-    the project has any: :func:`numeric_report`), ``iterations``,
+    the project has any: :func:`numeric_report`), ``sources``, ``fallback`` and ``source_summary`` (when the run had a
+    fallback prior: :attr:`SynthesisResult.sources`, :func:`source_summary`), ``iterations``,
     ``seconds``, ``records`` (N), ``distinct_records``, ``prior``, ``mode``, ``seed``, ``warnings``, ``llm``
     (``calls``, ``prompt_tokens``, ``completion_tokens``, ``cached_calls``, ``failures`` by kind, ``dollars`` when
     prices are configured, and ``calls_per_1000_records``), and ``stop_reason``, ``error`` (why the prior
@@ -79,6 +99,11 @@ def run_report(
         "max_tvd": result.fit.max_tvd,
         "tables": {name: {"tvd": f.tvd, "srmse": f.srmse} for name, f in result.fit.tables.items()},
         **({"numeric_controls": numeric_report(result.fit.numeric)} if result.fit.numeric else {}),
+        **(
+            {"sources": result.sources, "fallback": result.fallback, "source_summary": source_summary(result, usage)}
+            if result.sources
+            else {}
+        ),
         "iterations": result.iterations,
         "seconds": round(result.seconds, 3),
         "records": int(population["count"].sum()),

@@ -82,13 +82,14 @@ def expand_households(
         households[level] = geography.crosswalk[level].to_numpy()[zones]
     households[f"{prior}_{seed.household_id}"] = seed.households[seed.household_id].to_numpy()[seed_rows]
     origin = seed.households[PRIOR_COLUMN] if PRIOR_COLUMN in seed.households.columns else None
-    if origin is not None and origin.nunique() > 1:  # the seed prior filled from maxent: say which is which
+    if origin is not None and (origin.nunique() > 1 or set(origin.unique()) != {prior}):
+        # the seed prior filled from maxent, the llm prior's fallback: say which household came from which
         households["prior"] = origin.to_numpy()[seed_rows]
     for column in household_columns(project):
         households[column] = seed.households[column].to_numpy()[seed_rows]
     if origin is not None and seed.weight in households.columns:
-        # a maxent candidate has no sample weight (its balancing weight means nothing outside the run)
-        households.loc[(origin.to_numpy()[seed_rows] == "maxent"), seed.weight] = np.nan
+        # a maxent or llm candidate has no sample weight (its balancing weight means nothing outside the run)
+        households.loc[(origin.to_numpy()[seed_rows] != "seed"), seed.weight] = np.nan
     members = seed.members_per_household()
     starts = np.concatenate(([0], np.cumsum(members)[:-1]))
     sizes = members[seed_rows]

@@ -40,9 +40,12 @@ class HouseholdConfig(BaseModel):
     ----------
     seed : int
         Seed of the run's only random generator; same inputs and seed give the same households.
-    prior : {"seed", "maxent"}
-        Where candidate households come from: the seed sample's, or ``maxent`` built from the controls alone
-        (:func:`synthor_core.priors.households.maxent_households`).
+    prior : {"seed", "maxent", "llm"}
+        Where candidate households come from: the seed sample's, ``maxent`` built from the controls alone
+        (:func:`synthor_core.priors.households.maxent_households`), or an LLM writing whole households cell by cell
+        (:func:`synthor_core.priors.llm_households.llm_households`).
+    fallback : bool
+        ``llm``: keep the ``maxent`` candidates the LLM did not replace (default), else drop them.
     max_sweeps : int
         Balancing sweeps at most.
     tolerance : float
@@ -51,7 +54,8 @@ class HouseholdConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     seed: int = Field(0, ge=0)
-    prior: Literal["seed", "maxent"] = "seed"
+    prior: Literal["seed", "maxent", "llm"] = "seed"
+    fallback: bool = True
     max_sweeps: int = Field(defaults.BALANCE_MAX_SWEEPS, gt=0, le=100_000)
     tolerance: float = Field(defaults.BALANCE_TOLERANCE, gt=0, lt=1)
 
@@ -444,7 +448,9 @@ def _plain(value):
 PRIOR_COLUMN = "_prior"  # column of the candidates' households naming the prior each came from
 
 
-def candidate_households(project: HouseholdProject, config: HouseholdConfig) -> tuple[HouseholdProject, dict]:
+def candidate_households(
+    project: HouseholdProject, config: HouseholdConfig, llm_settings=None, api_key: str | None = None
+) -> tuple[HouseholdProject, dict]:
     """The project whose seed holds the prior's candidate households, and notes on them for the report.
 
     ``maxent``: candidates built from the controls alone (no sample record used), drawn with a generator derived
@@ -462,7 +468,9 @@ def candidate_households(project: HouseholdProject, config: HouseholdConfig) -> 
     project : HouseholdProject
         As loaded (its seed is the sample).
     config : HouseholdConfig
-        ``prior`` and ``seed`` are used.
+        ``prior``, ``seed`` and ``fallback`` are used.
+    llm_settings : LLMSettings, optional
+        Needed for ``prior = "llm"`` (with ``api_key``, see :class:`~synthor_core.priors.llm.LLMClient`).
 
     Returns
     -------
@@ -490,6 +498,13 @@ def candidate_households(project: HouseholdProject, config: HouseholdConfig) -> 
             ]
         )
     rng = np.random.default_rng([config.seed, 1])
+    if config.prior == "llm":
+        from .priors.llm_households import llm_households
+
+        if llm_settings is None:
+            raise ValueError("the llm prior needs LLM settings (base URL and model)")
+        candidates, notes, _ = llm_households(project, rng, llm_settings, api_key, fallback=config.fallback)
+        return candidates, notes
     if config.prior == "maxent":
         candidates, notes = maxent_households(project, rng)
         households = candidates.seed.households.assign(**{PRIOR_COLUMN: "maxent"})

@@ -91,7 +91,10 @@ def llm_prior_factory(settings, api_key: str | None = None) -> Callable[..., Pri
     from .priors.llm import LLMPrior
 
     def make(project: Project, config: SynthesisConfig, rules=()) -> Prior:
-        return LLMPrior(project, settings, mode=config.mode, api_key=api_key)  # the engine drops rule breakers
+        prior = LLMPrior(project, settings, mode=config.mode, api_key=api_key)  # the engine drops rule breakers
+        # what the LLM cannot realize comes from maxent (SynthesisConfig.fallback), built when the run starts
+        prior.fallback = MaxEntPrior(project, mode=config.mode, rules=rules)
+        return prior
 
     return make
 
@@ -227,7 +230,14 @@ class Runner:
             prior = prior_factory(snap.project, snap.config, rules)
             self._update(run, prior=prior.name)
             for event in run_synthesis(
-                snap.project, prior, snap.config, run.stop.is_set, rules, checkpoint=checkpoint, initial=initial
+                snap.project,
+                prior,
+                snap.config,
+                run.stop.is_set,
+                rules,
+                checkpoint=checkpoint,
+                initial=initial,
+                fallback=getattr(prior, "fallback", None),
             ):
                 if isinstance(event, SynthesisResult):
                     flush()

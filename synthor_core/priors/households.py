@@ -502,15 +502,7 @@ def maxent_households(
     households = pd.concat(households_parts, ignore_index=True)
     persons = pd.concat(persons_parts, ignore_index=True)
     persons["_household"] = (persons[POOL_ID] - 1).astype(np.int64)
-    for d in derived.values():
-        condition = (
-            compile_seed_expression(d.expression, PERSONS, persons.columns, d.column)
-            if d.how == "count" and d.expression
-            else None
-        )
-        households[d.column] = derive_from_members(
-            persons, len(households), how=d.how, condition=condition, column=d.source, order=POOL_PERSON_NUMBER
-        )
+    derive_household_columns(households, persons, derived.values())
     for frame in (households, persons):
         for col in frame.columns:
             if (
@@ -547,6 +539,21 @@ def maxent_households(
     return replace(
         project, seed=sample, controls=controls, derived=tuple(derived.values()), max_expansion_factor=None
     ), notes
+
+
+def derive_household_columns(households: pd.DataFrame, persons: pd.DataFrame, derived) -> None:
+    """Set every derived household column (:class:`~synthor_core.units.Derivation`: size, count of members meeting
+    a condition, the head's value) from the members, in place. ``persons`` has ``_household`` (int64, the row of
+    its household) and ``POOL_PERSON_NUMBER`` (1 for the head)."""
+    for d in derived:
+        condition = (
+            compile_seed_expression(d.expression, PERSONS, persons.columns, d.column)
+            if d.how == "count" and d.expression
+            else None
+        )
+        households[d.column] = derive_from_members(
+            persons, len(households), how=d.how, condition=condition, column=d.source, order=POOL_PERSON_NUMBER
+        )
 
 
 def _cells_of_candidates(shares: npt.NDArray[np.float64], n: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:

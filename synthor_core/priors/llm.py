@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import PriorError, TokenBudgetExhausted
 from ..targets import Project
 from . import prompts
-from .base import Guidance, PriorUsage, Proposal, sample_uniform_records
+from .base import Guidance, Prior, PriorUsage, Proposal, sample_uniform_records
 
 FAILURE_KINDS = (
     "timeout",
@@ -256,39 +256,31 @@ def _read_completion(response) -> tuple[Any, Any, Any, Any]:
     )
 
 
-class LLMPrior:
-    """The LLM prior (see the module docstring).
+class LLMClient:
+    """Calls to an OpenAI-compatible endpoint through the ``openai`` client: JSON replies under a schema, retries
+    with backoff, failures counted by kind, every call recorded, a reply cache, a token budget, hostile-reply
+    bounds (:meth:`call_json`). The LLM priors of persons (:class:`LLMPrior`) and of households
+    (:mod:`synthor_core.priors.llm_households`) build on it.
 
     Parameters
     ----------
-    project : Project
     settings : LLMSettings
-    mode : {"full", "paper"}
-        In paper mode realization is plain code (uniform numerics in the proposal's ranges), as in the paper.
     api_key : str, optional
         The key to send; when given (even empty) the environment is not read. The app always passes it (the
         operator's key for an allowed endpoint, or the user's own); the CLI leaves it None and the key comes
         from the variable ``settings.api_key_env``. Never stored.
     """
 
-    name = "llm"
-
-    def __init__(self, project: Project, settings: LLMSettings, mode: str = "full", api_key: str | None = None):
-        self.project = project
+    def __init__(self, settings: LLMSettings, api_key: str | None = None):
         self.settings = settings
-        self.mode = mode
         self.usage = PriorUsage()
         self.calls: list[LLMCall] = []
-        self.groups: list[list[str]] | None = None
-        self.distinct_records = settings.distinct_records
         self._lock = threading.Lock()
         self._unreachable_since: float | None = None
         self._seen: Counter = Counter()  # identical requests so far, so that the n-th one replays the n-th reply
         self._abort = threading.Event()  # set once the endpoint is declared unreachable: every worker stops
         self._abort_reason = ""
-        self._pending: PriorError | None = None  # raised by the next plan(): a batch keeps what it got first
         self._should_stop = lambda: False  # the run's stop request, polled between requests
-        self._count_limit = max(1, int(project.size))  # record requests are cut to the largest N seen so far
         # the caller's key when given (the app: never an environment variable a user names); else the CLI's variable
         key = (api_key if api_key is not None else os.environ.get(settings.api_key_env)) or "not-needed"
         self._client = openai.OpenAI(base_url=settings.base_url, api_key=key, timeout=settings.timeout_s, max_retries=0)
@@ -484,6 +476,68 @@ class LLMPrior:
         return None
 
     # ----------------------------------------------------------------------------------------- the prior
+    def test_connection(self) -> str:
+        """List the endpoint's models (one cheap request); returns a one-line answer, never raises.
+
+        At most ``MAX_LISTING_BYTES`` of the listing are read (a longer one is refused) and its first
+        ``MAX_LISTED_MODELS`` models are checked; endpoint text in the answer is cut to ``MAX_ERROR_CHARS``.
+        """
+        url, model = self.settings.base_url, self.settings.model
+        body = bytearray()
+        try:
+            with self._client.models.with_streaming_response.list() as response:
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_LISTING_BYTES:
+                        return f"cannot use {url}: the model listing is larger than {MAX_LISTING_BYTES:,} bytes"
+        except Exception as exc:  # noqa: BLE001 - an API error, or a transport error while the body streams
+            return f"cannot reach {url}: {type(exc).__name__}: {clip_text(str(exc))}"
+        try:
+            text = body.decode("utf-8")
+            check_reply_size(text, max_chars=MAX_LISTING_BYTES)
+            listing = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # ReplyRefused, JSONDecodeError, UnicodeDecodeError
+            return f"cannot use {url}: the model listing is not readable JSON ({clip_text(str(exc))})"
+        data = listing.get("data") if isinstance(listing, dict) else None
+        if not isinstance(data, list):
+            return f'cannot use {url}: the model listing has no list of models ("data")'
+        ids = [m.get("id") for m in data[:MAX_LISTED_MODELS] if isinstance(m, dict)]
+        found = "found" if model in ids else "not listed"
+        if len(data) > MAX_LISTED_MODELS:
+            return (
+                f"connected to {url}: more than {MAX_LISTED_MODELS:,} model(s) listed, the first "
+                f"{MAX_LISTED_MODELS:,} checked; {model!r} {found}"
+            )
+        return f"connected to {url}: {len(data)} model(s); {model!r} {found}"
+
+
+class LLMPrior(LLMClient):
+    """The LLM prior (see the module docstring).
+
+    Parameters
+    ----------
+    project : Project
+    settings : LLMSettings
+    mode : {"full", "paper"}
+        In paper mode realization is plain code (uniform numerics in the proposal's ranges), as in the paper.
+    api_key : str, optional
+        The key to send; when given (even empty) the environment is not read. The app always passes it (the
+        operator's key for an allowed endpoint, or the user's own); the CLI leaves it None and the key comes
+        from the variable ``settings.api_key_env``. Never stored.
+    """
+
+    name = "llm"
+
+    def __init__(self, project: Project, settings: LLMSettings, mode: str = "full", api_key: str | None = None):
+        super().__init__(settings, api_key)
+        self.project = project
+        self.mode = mode
+        self.groups: list[list[str]] | None = None
+        self.distinct_records = settings.distinct_records
+        self._pending: PriorError | None = None  # raised by the next plan(): a batch keeps what it got first
+        self._count_limit = max(1, int(project.size))  # record requests are cut to the largest N seen so far
+        self.fallback: Prior | None = None  # what a runner gives the engine to realize what this prior cannot
+
     def infer_dependencies(self) -> list[list[str]]:
         """Groups of dependent variables (at most 3, each of at least 2 known variables); [] when the call
         fails."""
@@ -640,40 +694,6 @@ class LLMPrior:
                 pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=self.project.schema.names)
             )
         return out
-
-    def test_connection(self) -> str:
-        """List the endpoint's models (one cheap request); returns a one-line answer, never raises.
-
-        At most ``MAX_LISTING_BYTES`` of the listing are read (a longer one is refused) and its first
-        ``MAX_LISTED_MODELS`` models are checked; endpoint text in the answer is cut to ``MAX_ERROR_CHARS``.
-        """
-        url, model = self.settings.base_url, self.settings.model
-        body = bytearray()
-        try:
-            with self._client.models.with_streaming_response.list() as response:
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_LISTING_BYTES:
-                        return f"cannot use {url}: the model listing is larger than {MAX_LISTING_BYTES:,} bytes"
-        except Exception as exc:  # noqa: BLE001 - an API error, or a transport error while the body streams
-            return f"cannot reach {url}: {type(exc).__name__}: {clip_text(str(exc))}"
-        try:
-            text = body.decode("utf-8")
-            check_reply_size(text, max_chars=MAX_LISTING_BYTES)
-            listing = json.loads(text)
-        except (ValueError, RecursionError) as exc:  # ReplyRefused, JSONDecodeError, UnicodeDecodeError
-            return f"cannot use {url}: the model listing is not readable JSON ({clip_text(str(exc))})"
-        data = listing.get("data") if isinstance(listing, dict) else None
-        if not isinstance(data, list):
-            return f'cannot use {url}: the model listing has no list of models ("data")'
-        ids = [m.get("id") for m in data[:MAX_LISTED_MODELS] if isinstance(m, dict)]
-        found = "found" if model in ids else "not listed"
-        if len(data) > MAX_LISTED_MODELS:
-            return (
-                f"connected to {url}: more than {MAX_LISTED_MODELS:,} model(s) listed, the first "
-                f"{MAX_LISTED_MODELS:,} checked; {model!r} {found}"
-            )
-        return f"connected to {url}: {len(data)} model(s); {model!r} {found}"
 
 
 def failure_summary(prior: LLMPrior) -> dict[str, int]:

@@ -51,10 +51,15 @@ def within_bin_sampler(knots: np.ndarray, masses: np.ndarray, top_mean: float | 
     The top bin has no right neighbour to shape a spline, and census tables make it the widest (``[65, 90]``,
     ``[200000, ...)``): it gets a truncated exponential density ``f(x) ~ exp(-rate (x - a))`` on ``[a, b]`` holding
     its mass exactly, whose rate either continues the density of the bins below at ``a`` (when that density is
-    above the top bin's average ``m / (b - a)``, i.e. when the distribution decays into the bin; otherwise the
-    spline is kept), or, with ``top_mean``, gives the bin that mean (``a < top_mean < b``; a rising density when the
-    mean is above the bin's middle). The Census Bureau fits a Pareto tail to the top brackets of grouped incomes
-    for the same reason; the exponential keeps a finite mean inside a bounded bin.
+    above the top bin's average ``m / (b - a)``, i.e. when the distribution decays into the bin), or, with
+    ``top_mean``, gives the bin that mean (``a < top_mean < b``; a rising density when the mean is above the bin's
+    middle). Without a stated mean the exponential is used only when its mean is below the spline's own in that bin
+    (the lighter tail): measured against held-out real values, the spline's end shape overshoots real tails (Adult
+    age in [65, 90]: real mean excess over 65 5.8 years, exponential 6.7, spline 8.8; hours in [60, 99]: 6.8, 6.3,
+    13.3; CALM household income over 200,000: 58,700, exponential none (no decay), spline 81,500) but on the
+    e-commerce network's truncated-normal prices the spline was as close or closer. The Census Bureau fits a
+    Pareto tail to the top brackets of grouped incomes for the same reason; the exponential keeps a finite mean
+    inside a bounded bin.
 
     Parameters
     ----------

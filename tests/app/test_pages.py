@@ -229,7 +229,12 @@ def test_llm_prior_from_the_page_against_the_local_endpoint(tmp_path):
     run_id = at.session_state["synth.run_id"]
     calls = get_runner().store.llm_calls(run_id)
     assert len(calls) == len(endpoint.log) and set(calls["outcome"]) == {"ok"}
-    assert get_runner().store.report(run_id)["llm"]["dollars"] > 0
+    report = get_runner().store.report(run_id)
+    assert report["llm"]["dollars"] > 0
+    # the fallback is on by default and the page says where the persons came from (a knowing endpoint: the LLM)
+    assert report["settings"]["fallback"] is True and report["sources"]["llm"]["final"] > 900
+    (shares,) = [i.value for i in at.info if "of the persons came from llm" in i.value]
+    assert shares == as_text(report["source_summary"][:1].upper() + report["source_summary"][1:] + ".")
 
 
 def test_the_server_key_goes_only_to_endpoints_the_operator_allows(tmp_path, monkeypatch):

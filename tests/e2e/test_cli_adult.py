@@ -152,7 +152,9 @@ def test_validate_prints_every_problem_and_exits_2(tmp_path):
     run = _cli("run", str(folder), "--out", str(tmp_path / "o"))
     assert run.returncode == 2 and "2 problem(s) in the project" in run.stderr
     ok = _cli("validate", "examples/adult")
-    assert ok.returncode == 0 and ok.stdout.startswith("ok: 9 variables, 19 tables, population size 48,842")
+    assert ok.returncode == 0 and ok.stdout.startswith(
+        "ok: 9 variables, 19 tables, 1 numeric control(s), population size 48,842"
+    )
 
 
 def test_bad_setting_is_named(tmp_path):

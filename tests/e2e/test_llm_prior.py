@@ -106,8 +106,7 @@ def test_thirty_percent_of_calls_failing_in_mixed_ways(ecommerce, tmp_path):
     assert waits_after_429  # retries happened and then succeeded
 
 
-def test_endpoint_killed_mid_run_stops_with_a_message_and_keeps_the_population(ecommerce, tmp_path):
-    folder, _, _ = ecommerce
+def _run_against_dying_endpoint(folder, out, *extra):
     unreachable_after = 3.0
     with TestEndpoint(seed=1, die_after=60) as endpoint:
         started = time.monotonic()
@@ -123,25 +122,47 @@ def test_endpoint_killed_mid_run_stops_with_a_message_and_keeps_the_population(e
                 "--seed",
                 "1",
                 "--out",
-                str(tmp_path),
+                str(out),
                 "--quiet",
-                *_llm_args(endpoint.url, "--timeout", "1", "--unreachable-after", str(unreachable_after)),
+                *_llm_args(endpoint.url, "--timeout", "1", "--unreachable-after", str(unreachable_after), *extra),
             ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        _, stderr = proc.communicate(timeout=120)
+        stdout, stderr = proc.communicate(timeout=120)
         ended = time.monotonic()
     assert endpoint.died_at is not None and endpoint.died_at > started
+    assert ended - endpoint.died_at < 2 * unreachable_after + 10  # maxent finishes the run within seconds
+    return endpoint, proc, stdout, stderr
+
+
+def test_endpoint_killed_mid_run_stops_with_a_message_and_keeps_the_population(ecommerce, tmp_path):
+    """Without the fallback (pure LLM output), an endpoint that goes away ends the run with a message."""
+    folder, _, _ = ecommerce
+    endpoint, proc, _, stderr = _run_against_dying_endpoint(folder, tmp_path, "--no-fallback")
     assert proc.returncode == 1
-    assert ended - endpoint.died_at < 2 * unreachable_after
     assert f"the LLM endpoint {endpoint.url} has been unreachable for" in stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["stop_reason"].startswith("prior failed: the LLM endpoint")
     assert report["error"].startswith(f"the LLM endpoint {endpoint.url}")
     assert len(pd.read_csv(tmp_path / "population.csv")) == 2000
+
+
+def test_endpoint_killed_mid_run_is_replaced_by_maxent_with_the_fallback(ecommerce, tmp_path):
+    """Issue 13: with the fallback (the default), maxent plans and realizes once the endpoint is gone; the run
+    completes, fits, and says what happened and how many persons came from each prior."""
+    folder, _, _ = ecommerce
+    endpoint, proc, stdout, stderr = _run_against_dying_endpoint(folder, tmp_path)
+    assert proc.returncode == 0, stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["error"] is None and report["mean_tvd"] <= 0.005
+    assert any(w.startswith('the prior "llm" could not plan (the LLM endpoint') for w in report["warnings"])
+    assert report["fallback"]["plans"] >= 1
+    assert report["sources"]["llm"]["final"] > 0 and report["sources"]["maxent"]["final"] > 0
+    assert report["sources"]["llm"]["final"] + report["sources"]["maxent"]["final"] == 2000
+    assert "sources: " in stdout
 
 
 def test_token_budget_stops_the_run_cleanly(ecommerce, tmp_path):

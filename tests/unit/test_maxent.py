@@ -192,6 +192,21 @@ def test_a_wide_top_bin_gets_a_decaying_tail_continuous_with_the_bins_below_or_a
         assert top.mean() == pytest.approx(stated, abs=0.05)
 
 
+def test_uniforms_are_stratified_within_each_range():
+    """Records sharing a range [lo, hi) get one uniform in each of k equal strata (Latin hypercube in one
+    dimension), so a cell's values follow the within-bin density as closely as k values can; ranges mix freely."""
+    from synthor_core.priors.maxent import stratified_uniforms
+
+    rng = np.random.default_rng(8)
+    lo = np.repeat([0.0, 10.0, 0.0], [7, 5, 7])  # the first and last groups share a range: 14 records
+    hi = np.repeat([10.0, 20.0, 10.0], [7, 5, 7])
+    u = stratified_uniforms(lo, hi, rng)
+    for members in (np.flatnonzero(lo == 0.0), np.flatnonzero(lo == 10.0)):
+        k = len(members)
+        assert sorted(np.floor(u[members] * k).astype(int)) == list(range(k))
+    assert not np.all(np.diff(u[lo == 0.0]) > 0)  # in random order, not sorted
+
+
 def test_smooth_values_inside_six_coarse_bins_are_closer_to_real_ones_than_uniform(tmp_path):
     """Issue 11: the e-commerce network with the paper's 6 quantile bins and no sub-bins: Wasserstein-1 of age and
     price against the reference records, smooth density vs uniform inside the bins (same targets, same seed);

@@ -1,0 +1,120 @@
+"""Issue 13: the LLM prior writes whole households with their members, and a careless model cannot spoil a run.
+The endpoint (tests/llm_endpoint, on 127.0.0.1) answers household requests from CALM's seed sample (a stand-in
+for a model's knowledge) or, careless, with random instances of the request's JSON schema and a quarter of its
+calls failing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llm_endpoint.server import TestEndpoint
+from synthor_core.household_project import load_household_project
+from synthor_core.households import PRIOR_COLUMN
+from synthor_core.priors.llm import LLMSettings
+from synthor_core.priors.llm_households import llm_households
+from synthor_testing import ROOT
+
+CALM = ROOT / "examples" / "calm"
+FAULTS = ("rate_limit", "server_error", "connection", "malformed_json", "truncated", "empty", "refusal")
+# PopulationSim 0.10.0's worst %RMSE per control group on CALM (shared/data/populationsim/README.md)
+POPULATIONSIM = {
+    "household size": (["hh_size_1", "hh_size_2", "hh_size_3", "hh_size_4_plus"], 2.20),
+    "head age": (["hh_age_15_24", "hh_age_25_54", "hh_age_55_64", "hh_age_65_plus"], 31.84),
+    "income": (["hh_inc_15", "hh_inc_15_30", "hh_inc_30_60", "hh_inc_60_plus"], 3.93),
+    "students": (["students_by_family_housing_type", "students_by_nonfamily_housing_type"], 26.73),
+    "workers": (["hh_wrks_0", "hh_wrks_1", "hh_wrks_2", "hh_wrks_3_plus"], 2.10),
+    "dwelling type": (["hh_by_type_sf", "hh_by_type_mf", "hh_by_type_mh", "hh_by_type_dup"], 1.17),
+    "occupation": ([f"persons_occ_{i}" for i in range(1, 9)], 0.38),
+}
+
+
+@pytest.fixture(scope="module")
+def calm():
+    return load_household_project(CALM)
+
+
+def test_households_from_a_knowing_endpoint_replace_maxent_candidates_in_their_cells(calm):
+    seed = calm.seed
+    with TestEndpoint(seed=1, households=(seed.households, seed.persons)) as endpoint:
+        settings = LLMSettings(base_url=endpoint.url, model="calm", max_retries=1)
+        candidates, notes, client = llm_households(calm, np.random.default_rng(2), settings, api_key="")
+        requests = [e for e in endpoint.log if e["task"] == "realize_households"]
+    llm = notes["llm"]
+    assert llm["calls"] == len(requests) == client.usage.calls and llm["calls"] <= llm["cells"]
+    assert llm["households_asked"] <= settings.distinct_records + llm["cells"]
+    # the endpoint answers with sample households meeting the cell's conditions as the sample records them; the
+    # prior recomputes size, head's age and workers from the members, and keeps those still in their cell
+    assert llm["households_valid"] >= 0.6 * llm["households_written"] > 0
+    assert set(llm["rejected"]) <= {"household: does not meet its cell's conditions"}
+    households, persons = candidates.seed.households, candidates.seed.persons
+    by_prior = households[PRIOR_COLUMN].value_counts().to_dict()
+    assert by_prior["llm"] == llm["households_valid"] and by_prior == notes["candidates_by_prior"]
+    assert len(households) == notes["candidates"] == by_prior["llm"] + by_prior["maxent"]
+    written = households[households[PRIOR_COLUMN] == "llm"]
+    members = persons.groupby("_household").size()
+    assert (members.loc[written.index].to_numpy() == written["NP"].to_numpy()).all()
+    heads = persons[persons["per_num"] == 1].set_index("_household")["AGEP"]
+    assert (heads.loc[written.index].to_numpy() == written["AGEHOH"].to_numpy()).all()
+    # the schema sent: household columns the controls read (derived ones left out) and an array of members
+    schema = requests[0]["json_schema"]["schema"]["properties"]["households"]["items"]
+    assert set(schema["required"]) == {"HHINCADJ", "HTYPE", "members"}
+    assert set(schema["properties"]["members"]["items"]["required"]) == {"AGEP", "ESR", "OSUTAG", "OCCP"}
+
+
+def test_a_careless_endpoint_cannot_spoil_the_calm_run(tmp_path):
+    """Random households (valid JSON, wrong everything) and 25 % failed calls: every one is rejected or lost and
+    maxent's candidates carry the run: 62,041 households agreeing with their members, every control group at or
+    below PopulationSim's worst %RMSE, and the report says where the households came from."""
+    out = tmp_path / "out"
+    with TestEndpoint(seed=5, careless=True, fault_rate=0.25, fault_kinds=FAULTS) as endpoint:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "synthor_core",
+                "run",
+                str(CALM),
+                "--prior",
+                "llm",
+                "--base-url",
+                endpoint.url,
+                "--model",
+                "careless",
+                "--api-key-env",
+                "SYNTHOR_TEST_NO_KEY",
+                "--max-retries",
+                "1",
+                "--seed",
+                "1",
+                "--out",
+                str(out),
+                "--quiet",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    households = pd.read_csv(out / "households.csv")
+    persons = pd.read_csv(out / "persons.csv")
+    assert report["households"] == len(households) == 62_041
+    members = persons.groupby("household_id").size().reindex(households["household_id"], fill_value=0)
+    assert (members.to_numpy() == households["NP"].to_numpy()).all()
+    assert all(v == 1.0 for v in report["member_consistency"].values())
+    fit = {c["control"]: c["pct_rmse"] for c in report["controls"]}
+    for group, (controls, bar) in POPULATIONSIM.items():
+        assert max(fit[c] for c in controls) <= bar, group
+    llm = report["prior_notes"]["llm"]
+    assert llm["households_valid"] == 0 and llm["households_written"] > 0
+    assert sum(llm["failures"].values()) > 0.15 * llm["calls"] and len(llm["failures"]) >= 5
+    assert report["households_by_prior"] == {"maxent": 62_041}
+    assert set(households["prior"]) == {"maxent"}
+    assert "llm: 0 of " in done.stdout
