@@ -16,20 +16,23 @@ from app_session import (
     HOUSEHOLD_EXAMPLE_DIR,
     HOUSEHOLD_EXAMPLE_LABEL,
     UploadError,
+    allowed_endpoints,
     as_text,
     current_household_project,
     get_runner,
     household_draft_from_zip,
     household_runs_dir,
     init_state,
+    llm_api_key,
     owner_id,
     problems_frame,
 )
-from synthor_core.errors import TargetValidationError
+from synthor_core.errors import PriorError, TargetValidationError
 from synthor_core.export import write_household_outputs
 from synthor_core.households import HouseholdConfig, candidate_households
 from synthor_core.partitions import synthesize_partitioned
 from synthor_core.plots import household_fit_figure
+from synthor_core.priors.llm import LLMSettings
 from synthor_core.schema import spreadsheet_safe, spreadsheet_unescape
 
 
@@ -160,32 +163,79 @@ def _zone_fit(path: str, stamp: float) -> pd.DataFrame:
     return spreadsheet_unescape(frame)
 
 
+prior = st.radio(
+    "Prior",
+    ["seed", "maxent", "llm"],
+    horizontal=True,
+    key="hh.prior",
+    captions=[
+        "the seed sample's households (maxent fills what it cannot reach)",
+        "built from the controls alone; no sample record used",
+        "an LLM writes whole households with their members, cell by cell (maxent keeps what it cannot write)",
+    ],
+)
+llm_settings, api_key, fallback = None, None, True
+if prior == "llm":
+    with st.container(border=True):
+        cols = st.columns([3, 2, 2])
+        endpoints = allowed_endpoints()
+        if endpoints:
+            base_url = cols[0].selectbox("Endpoint", endpoints, key="hh.endpoint", help="The endpoints allowed here")
+        else:
+            base_url = cols[0].text_input("Base URL", value="http://localhost:11434/v1", key="hh.base_url")
+        model = cols[1].text_input("Model", value="llama3.1", key="hh.model")
+        typed_key = cols[2].text_input(
+            "API key (optional, this session only)", type="password", key="hh.api_key", help="Never written or shown"
+        )
+        api_key, key_source = llm_api_key(base_url, typed_key)
+        st.caption(
+            {
+                "typed": "API key: yours, for this session only; never stored or shown.",
+                "server": "API key: the server's, for this endpoint the operator allows.",
+                "none": "API key: none (fine for local endpoints such as Ollama or vLLM).",
+            }[key_source]
+        )
+        cols = st.columns([2, 2, 3])
+        distinct = cols[0].number_input("Households the LLM writes", 1, 100_000, 1000, 100, key="hh.distinct")
+        concurrency = cols[1].number_input("Parallel calls", 1, 64, 4, key="hh.concurrency")
+        fallback = cols[2].checkbox(
+            "Fall back on maxent",
+            value=True,
+            key="hh.fallback",
+            help="Keep maxent's candidate households where the LLM wrote none that is valid (off: LLM households only)",
+        )
+        try:
+            llm_settings = LLMSettings(
+                base_url=base_url,
+                model=model,
+                api_key_env="",
+                distinct_records=int(distinct),
+                concurrency=int(concurrency),
+            )
+        except ValueError as exc:
+            st.error(f"LLM settings: {as_text(exc)}")
+
 with st.form("hh.form"):
-    cols = st.columns([2, 1])
-    prior = cols[0].radio(
-        "Prior",
-        ["seed", "maxent"],
-        horizontal=True,
-        key="hh.prior",
-        captions=[
-            "the seed sample's households (maxent fills what it cannot reach)",
-            "built from the controls alone; no sample record used",
-        ],
+    run_seed = st.number_input("Random seed", min_value=0, max_value=2**31 - 1, value=1, step=1, key="hh.seed")
+    start = st.form_submit_button(
+        "Synthesize households", type="primary", disabled=prior == "llm" and llm_settings is None
     )
-    run_seed = cols[1].number_input("Random seed", min_value=0, max_value=2**31 - 1, value=1, step=1, key="hh.seed")
-    start = st.form_submit_button("Synthesize households", type="primary")
 
 if start:
-    config = HouseholdConfig(seed=int(run_seed), prior=prior)
+    config = HouseholdConfig(seed=int(run_seed), prior=prior, fallback=fallback)
     out = household_runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     started = time.perf_counter()
     bar = st.progress(0.0, text="Preparing candidate households")
     try:
-        candidates, notes = candidate_households(project, config)
-    except TargetValidationError as exc:
+        candidates, notes = candidate_households(project, config, llm_settings, api_key)
+    except (TargetValidationError, PriorError) as exc:
         bar.empty()
-        st.error(f"This run cannot start ({as_text(prior)} prior):")
-        st.dataframe(problems_frame(exc.problems), hide_index=True, width="stretch")
+        st.error(
+            f"This run cannot start ({as_text(prior)} prior):"
+            + ("" if isinstance(exc, TargetValidationError) else f" {as_text(exc)}")
+        )
+        if isinstance(exc, TargetValidationError):
+            st.dataframe(problems_frame(exc.problems), hide_index=True, width="stretch")
         st.stop()
 
     def zone_progress(name, event):
@@ -243,8 +293,18 @@ if balance:
         f"{balance.get('max_relative_change', float('nan')):.2g})."
     )
 by_prior = report.get("households_by_prior", {})
-if len(by_prior) > 1:
+if len(by_prior) > 1 or report["prior"] == "llm":
     st.caption("Households by prior: " + ", ".join(f"{as_text(k)} {v:,}" for k, v in by_prior.items()) + ".")
+llm_notes = report.get("prior_notes", {}).get("llm")
+if llm_notes:
+    failures = ", ".join(f"{as_text(k)} {v:,}" for k, v in llm_notes["failures"].items())
+    rejected = ", ".join(f"{as_text(k)} {v:,}" for k, v in llm_notes["rejected"].items())
+    st.caption(
+        f"LLM: {llm_notes['households_valid']:,} of {llm_notes['households_written']:,} households it wrote were "
+        f"valid ({llm_notes['households_asked']:,} asked, {llm_notes['calls']:,} calls"
+        + (f"; failed calls: {failures}" if failures else "")
+        + f"). Rejected: {rejected or 'none'}."
+    )
 
 fit_tab, zone_tab, realism_tab, download_tab = st.tabs(["Fit per control", "Zones", "Realism and rules", "Download"])
 with fit_tab:

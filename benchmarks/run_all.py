@@ -20,6 +20,7 @@ BENCHMARKS = [
     ("income.py", "Household income inside coarse brackets (ACS PUMS, CALM)"),
     ("scale.py", "Time and memory against N"),
     ("llm_scale.py", "LLM calls and tokens against N"),
+    ("llm_households.py", "The LLM prior of households on CALM"),
     ("app_responsiveness.py", "App responsiveness"),
 ]
 

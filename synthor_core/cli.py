@@ -119,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds of continuous connection failures after which the run stops",
     )
     llm.add_argument("--records-per-call", type=int, default=None)
+    llm.add_argument(
+        "--distinct-records",
+        type=int,
+        default=None,
+        help="distinct records (households, for a household project) the LLM writes in all, whatever N",
+    )
     llm.add_argument("--cache", default=None, help="folder of the reply cache (replays identical requests)")
     llm.add_argument("--scenario", default=None, help="free text added to every prompt")
     llm.add_argument("--price-prompt", type=float, default=None, help="USD per million prompt tokens")
@@ -555,6 +561,7 @@ def _llm_settings(args: argparse.Namespace):
         "max_retries": args.max_retries,
         "unreachable_after_s": args.unreachable_after,
         "records_per_call": args.records_per_call,
+        "distinct_records": args.distinct_records,
         "cache_dir": args.cache,
         "scenario": args.scenario,
         "price_prompt_per_million": args.price_prompt,

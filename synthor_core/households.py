@@ -28,7 +28,7 @@ from . import defaults
 from .calibrate import BalanceResult, balance_zones, integerize_zone
 from .errors import Problem, TargetValidationError
 from .priors.households import POOL_PERSON_NUMBER as POOL_PERSON
-from .priors.households import maxent_households
+from .priors.households import PRIOR_COLUMN, maxent_households
 from .rules import compile_seed_expression
 from .units import HOUSEHOLDS, PERSONS, HouseholdProject, SeedSample, derive_from_members
 
@@ -443,9 +443,6 @@ def zone_fit_table(project: HouseholdProject, result: HouseholdResult) -> pd.Dat
 def _plain(value):
     """A zone id as a JSON-friendly Python value."""
     return value.item() if hasattr(value, "item") else value
-
-
-PRIOR_COLUMN = "_prior"  # column of the candidates' households naming the prior each came from
 
 
 def candidate_households(

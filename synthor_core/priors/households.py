@@ -39,6 +39,7 @@ from ..units import HOUSEHOLDS, PERSONS, Control, HouseholdProject, SeedSample, 
 
 POOL_ID = "hh_id"
 POOL_PERSON_NUMBER = "per_num"
+PRIOR_COLUMN = "_prior"  # column of the candidates' households naming the prior each came from
 
 
 @dataclass(frozen=True)

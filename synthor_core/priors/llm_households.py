@@ -12,11 +12,18 @@ is written; here:
    ``records_per_call``. The reply's JSON schema is generated from the project: the household columns the
    controls read (derived ones left out), and an array ``members`` of person records. Derived columns (size,
    workers, the head's age) are computed from the members, never asked for.
-3. Every household is validated: numbers where numbers belong, 1 to ``HOUSEHOLD_MAX_SIZE`` members, and the
-   cell's conditions recomputed on the household and its derived columns. A valid household replaces one
-   ``maxent`` candidate of its cell (same seed zone, same weight); what the LLM could not write stays ``maxent``
-   (the fallback), so balancing sees a pool that reaches every cell whatever the model does. Without the fallback
-   the candidates the LLM did not replace are dropped.
+   Half of ``distinct_records`` is asked with no condition at all: the region's typical households, as common as
+   the model thinks they are. They join every seed zone's candidates, so that the joint of the columns no control
+   crosses (size with the head's age, income with workers) can come from the model, not from maxent's
+   independence (CALM, 1,000 households: realism mean TVD 0.175 against the sample, maxent 0.211; cells only
+   0.204).
+3. Every household is validated: numbers where numbers belong, 1 to ``HOUSEHOLD_MAX_SIZE`` members, the
+   cell's conditions recomputed on the household and its derived columns (a typical household must fall in some
+   cell the controls define: one category of each), and the project's ``[[rules]]`` (a
+   household breaking one, or with a member breaking one, is rejected; an unknown value breaks nothing). A valid
+   household replaces one ``maxent`` candidate of its cell (same seed zone, same weight); what the LLM could not
+   write stays ``maxent`` (the fallback), so balancing sees a pool that reaches every cell whatever the model does.
+   Without the fallback the candidates the LLM did not replace are dropped.
 
 Counts for the report: households written, valid, rejected by reason, candidates by prior, and the calls'
 failures by kind (:class:`~synthor_core.priors.llm.LLMClient`).
@@ -40,6 +47,7 @@ from ..units import HOUSEHOLDS, HouseholdProject, SeedSample
 from .households import (
     POOL_ID,
     POOL_PERSON_NUMBER,
+    PRIOR_COLUMN,
     _is_integer,
     _with_incidence,
     derive_household_columns,
@@ -203,8 +211,6 @@ def llm_households(
     TargetValidationError
         When ``maxent`` cannot serve the project (see :func:`maxent_households`).
     """
-    from ..households import PRIOR_COLUMN
-
     candidates, notes = maxent_households(project, rng)
     sample = candidates.seed
     households, persons = sample.households.copy(), sample.persons.copy()
@@ -238,7 +244,8 @@ def llm_households(
     sizes = np.bincount(cell_of, minlength=len(cells))
     # households asked per cell: the cell's share of distinct_records (a cell expecting less than half a household
     # is not asked: its maxent candidates stay), so calls do not grow with N or with rare cells
-    wanted = np.round(sizes * min(1.0, settings.distinct_records / max(len(households), 1)))
+    typical = settings.distinct_records // 2  # households asked with no condition: the region's typical ones
+    wanted = np.round(sizes * min(1.0, (settings.distinct_records - typical) / max(len(households), 1)))
     derived_text = [
         {"column": d.column, "is": d.how}
         | ({"of_members_meeting": d.expression} if d.expression else {})
@@ -247,11 +254,13 @@ def llm_households(
     ]
     client = LLMClient(settings, api_key)
     schema = household_schema(household_columns, person_columns, nullable)
-    chunks = []  # (cell, messages, cache key, k)
-    for cell, k in enumerate(wanted.astype(int).tolist()):
-        conditions = [
-            {"condition": c.expression, "must_hold": bool(held)} for c, held in zip(cell_controls, cells[cell])
-        ]
+    chunks = []  # (cell or -1 for typical households, messages, cache key, k)
+    for cell, k in [(-1, typical), *enumerate(wanted.astype(int).tolist())]:
+        conditions = (
+            [{"condition": c.expression, "must_hold": bool(held)} for c, held in zip(cell_controls, cells[cell])]
+            if cell >= 0
+            else []
+        )
         for start in range(0, k, settings.records_per_call):  # k = 0: no call
             n = min(settings.records_per_call, k - start)
             messages = household_messages(
@@ -272,6 +281,7 @@ def llm_households(
     rejected: Counter = Counter()
     written = valid = 0
     new_households, new_persons = [], []
+    typical_households: list[tuple[pd.DataFrame, pd.DataFrame]] = []
     taken: set[int] = set()
     order = rng.permutation(len(households))  # which candidates of a cell the LLM's households replace
     free = {cell: [int(i) for i in order if cell_of[i] == cell] for cell in range(len(cells))}
@@ -282,11 +292,40 @@ def llm_households(
         if not len(got):
             continue
         derive_household_columns(got, members, derived)
-        meets = np.ones(len(got), dtype=bool)
-        for control, held in zip(cell_controls, cells[cell]):
-            test = compile_seed_expression(control.expression, HOUSEHOLDS, got.columns, control.name)
-            meets &= np.asarray(test(got), dtype=bool) == bool(held)
-        rejected["household: does not meet its cell's conditions"] += int((~meets).sum())
+        held_here = (
+            np.column_stack(
+                [
+                    np.asarray(compile_seed_expression(c.expression, HOUSEHOLDS, got.columns, c.name)(got), dtype=bool)
+                    for c in cell_controls
+                ]
+            )
+            if cell_controls
+            else np.zeros((len(got), 0), dtype=bool)
+        )
+        if cell >= 0:
+            meets = (held_here == cells[cell][None, :]).all(axis=1)
+            reason = "household: does not meet its cell's conditions"
+        else:  # a typical household must fall in a cell the controls define (one category of each)
+            meets = (held_here[:, None, :] == cells[None, :, :]).all(axis=2).any(axis=1)
+            reason = "household: falls in no cell the controls define"
+        if (~meets).any():
+            rejected[reason] += int((~meets).sum())
+        for rule in project.rules:  # a household breaking a rule, or with a member breaking one, is rejected
+            frame = got if rule.unit == HOUSEHOLDS else members
+            test = compile_seed_expression(rule.expression, rule.unit, frame.columns, rule.name)
+            known = frame[list(test.columns)].notna().all(axis=1).to_numpy()
+            broken = ~np.asarray(test(frame), dtype=bool) & known
+            if rule.unit != HOUSEHOLDS:
+                broken = np.bincount(members["_household"].to_numpy()[broken], minlength=len(got)) > 0
+            broken &= meets
+            if broken.any():
+                rejected[f"household: breaks {rule.name}"] += int(broken.sum())
+                meets &= ~broken
+        if cell < 0:
+            for row in np.flatnonzero(meets):
+                typical_households.append((got.iloc[[row]].copy(), members[members["_household"] == row].copy()))
+            valid += int(meets.sum())
+            continue
         for row in np.flatnonzero(meets):
             if not free[cell]:
                 rejected["household: more than the cell's candidates"] += 1
@@ -307,6 +346,16 @@ def llm_households(
             f"the LLM wrote no valid household ({written:,} written; rejected: {dict(rejected) or 'nothing'}; "
             f"failed calls: {dict(client.usage.failures) or 'none'})"
         )
+    # typical households join every seed zone's candidates, weighted as that zone's candidates are
+    next_id = int(households[POOL_ID].max()) + 1
+    for zone, weight in households.groupby(sample.seed_level, sort=True)[sample.weight].mean().items():
+        for household, mates in typical_households:
+            household = household.assign(
+                **{POOL_ID: next_id, sample.weight: weight, sample.seed_level: zone, PRIOR_COLUMN: "llm"}
+            )
+            new_households.append(household)
+            new_persons.append(mates.assign(**{POOL_ID: next_id}))
+            next_id += 1
     keep = np.array([i not in taken for i in range(len(households))]) if fallback else np.zeros(len(households), bool)
     kept = households[keep].assign(**{PRIOR_COLUMN: "maxent"})
     kept_persons = persons[persons[POOL_ID].isin(kept[POOL_ID])]
@@ -332,7 +381,7 @@ def llm_households(
         "candidate_persons": int(len(all_persons)),
         "llm": {
             "cells": int(len(cells)),
-            "households_asked": int(wanted.sum()),
+            "households_asked": int(wanted.sum()) + typical,
             "households_written": int(written),
             "households_valid": int(valid),
             "rejected": dict(rejected),

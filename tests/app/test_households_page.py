@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -201,3 +202,29 @@ def test_names_from_project_files_are_shown_literally_in_the_fit_chart():
     )
     assert [t.name for t in figure.data] == ["%&#123;x}", "TAZ"]
     assert list(figure.data[1].y) == ["&lt;a href=&#x27;https://example.invalid&#x27;&gt;c&lt;/a&gt;"]
+
+
+def test_the_llm_prior_writes_households_from_the_page_and_says_how_many_it_kept():
+    """Issue 13 in the app: the LLM prior (the local endpoint answering from CALM's sample) writes households cell
+    by cell; the page says how many were valid and how many households of each prior the run placed."""
+    from llm_endpoint.server import TestEndpoint
+    from synthor_core.household_project import load_household_project
+
+    sample = load_household_project(ROOT / "examples" / "calm").seed
+    with TestEndpoint(seed=1, households=(sample.households, sample.persons)) as endpoint:
+        at = _page()
+        at.radio(key="hh.prior").set_value("llm").run()
+        at.text_input(key="hh.base_url").set_value(endpoint.url)
+        at.text_input(key="hh.model").set_value("calm")
+        at.number_input(key="hh.distinct").set_value(400)
+        at.run()
+        next(b for b in at.button if b.label == "Synthesize households").click().run(timeout=300)
+        asked = sum(1 for e in endpoint.log if e["task"] == "realize_households")
+    assert not at.exception
+    assert [m.value for m in at.metric][4] == "62,041"
+    (by_prior,) = [c.value for c in at.caption if c.value.startswith("Households by prior: ")]
+    llm = int(re.search(r"llm ([\d,]+)", by_prior).group(1).replace(",", ""))
+    maxent = int(re.search(r"maxent ([\d,]+)", by_prior).group(1).replace(",", ""))
+    assert llm + maxent == 62_041 and llm > 0 and maxent > 0
+    (line,) = [c.value for c in at.caption if c.value.startswith("LLM: ")]
+    assert re.match(rf"LLM: [\d,]+ of [\d,]+ households it wrote were valid \([\d,]+ asked, {asked:,} calls\)", line)

@@ -109,10 +109,10 @@ def test_example_test_runs_at_every_level_and_repeats_byte_for_byte(tmp_path, co
 
 
 @needs_examples
-def test_household_projects_refuse_priors_they_do_not_have_yet(tmp_path):
+def test_the_llm_prior_of_households_needs_an_endpoint_before_anything_is_written(tmp_path):
     done = _run(str(EXAMPLES / "example_test"), "--prior", "llm", "--out", str(tmp_path / "o"))
     assert done.returncode == 2
-    assert "error: --prior llm is not available for household projects yet; use --prior seed" in done.stderr
+    assert done.stderr == "error: --prior llm needs --base-url and --model\n"
     assert not (tmp_path / "o").exists()
 
 

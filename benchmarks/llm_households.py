@@ -1,0 +1,169 @@
+"""The LLM prior of households on CALM: calls against N, rejection rates, fit and realism next to seed and maxent.
+
+Data: examples/calm (PopulationSim's CALM example, ACS PUMS seed households and persons, BSD-3-Clause). The "LLM"
+is the local test endpoint (tests/llm_endpoint): it answers household requests with seed households meeting the
+request's conditions, with their members (a stand-in for a model that knows the region), or, careless, with
+random instances of the JSON schema and a quarter of its calls failing in seven ways.
+
+Part 1, cost against N: every control total scaled so that about 10^4, 10^5 and 10^6 households are placed; the
+LLM's candidate households are written once per run (``LLMSettings.distinct_records`` households, cell by cell),
+so calls and tokens do not follow N.
+
+Part 2, CALM as it is (62,041 households), one full run per prior (``python -m synthor_core run``): worst %RMSE
+per control group next to PopulationSim 0.10.0's own (shared/data/populationsim/README.md), the households the
+LLM wrote and how many were rejected (the paper's household rejection rate, 13.3 % for GPT-4.1-nano, §5.5
+Table 6; its person rejection rate, 6.3 %, is the share of written members breaking a person rule: here "a worker
+is 16 or older"), the final population's rule breaches, and realism (mean TVD of every pair and triple of control
+groups against the seed sample; lower = closer to the real joint).
+
+Run: ``python benchmarks/llm_households.py``; prints markdown tables (about 4 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from llm_endpoint.server import TestEndpoint  # noqa: E402
+from synthor_core.household_project import load_household_project  # noqa: E402
+from synthor_core.priors.llm import LLMSettings  # noqa: E402
+from synthor_core.priors.llm_households import llm_households  # noqa: E402
+
+CALM = ROOT / "examples" / "calm"
+FAULTS = ("rate_limit", "server_error", "connection", "malformed_json", "truncated", "empty", "refusal")
+GROUPS = {
+    "household size": ["hh_size_1", "hh_size_2", "hh_size_3", "hh_size_4_plus"],
+    "head age": ["hh_age_15_24", "hh_age_25_54", "hh_age_55_64", "hh_age_65_plus"],
+    "income": ["hh_inc_15", "hh_inc_15_30", "hh_inc_30_60", "hh_inc_60_plus"],
+    "students": ["students_by_family_housing_type", "students_by_nonfamily_housing_type"],
+    "workers": ["hh_wrks_0", "hh_wrks_1", "hh_wrks_2", "hh_wrks_3_plus"],
+    "dwelling type": ["hh_by_type_sf", "hh_by_type_mf", "hh_by_type_mh", "hh_by_type_dup"],
+    "occupation": [f"persons_occ_{i}" for i in range(1, 9)],
+}
+POPULATIONSIM = {
+    "household size": 2.20,
+    "head age": 31.84,
+    "income": 3.93,
+    "students": 26.73,
+    "workers": 2.10,
+    "dwelling type": 1.17,
+    "occupation": 0.38,
+}
+
+
+def scaled(project, households: float):
+    """The project with every control total scaled so that about ``households`` households are placed."""
+    factor = households / float(project.households_per_zone().sum())
+    return replace(project, controls=[replace(c, totals=np.round(c.totals * factor)) for c in project.controls])
+
+
+def cost_against_n(project) -> None:
+    seed = project.seed
+    print("\nPart 1: LLM calls and tokens against N (distinct_records = 1,000; knowing endpoint)\n")
+    print("| households N | asked | written | valid | calls | prompt tokens | completion tokens | calls per 1,000 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in (1e4, 1e5, 1e6):
+        target = scaled(project, n)
+        placed = int(target.households_per_zone().sum())
+        with TestEndpoint(seed=1, households=(seed.households, seed.persons)) as endpoint:
+            settings = LLMSettings(base_url=endpoint.url, model="calm", max_retries=1)
+            _, notes, _ = llm_households(target, np.random.default_rng(1), settings, api_key="")
+        llm = notes["llm"]
+        print(
+            f"| {placed:,} | {llm['households_asked']:,} | {llm['households_written']:,} | "
+            f"{llm['households_valid']:,} | {llm['calls']:,} | {llm['prompt_tokens']:,} | "
+            f"{llm['completion_tokens']:,} | {llm['calls'] * 1000 / placed:.3f} |"
+        )
+
+
+def run(prior: str, out: Path, *extra: str) -> tuple[dict, float]:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "synthor_core", "run", str(CALM), "--prior", prior, "--seed", "1", "--out", str(out)]
+        + ["--quiet", *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr)
+    return json.loads((out / "report.json").read_text(encoding="utf-8")), time.perf_counter() - started
+
+
+def rows(project, folder: Path) -> list[tuple[str, dict, float]]:
+    seed = project.seed
+    out = [("Synthor, seed", *run("seed", folder / "seed")), ("Synthor, maxent", *run("maxent", folder / "maxent"))]
+    llm_args = ["--model", "calm", "--api-key-env", "SYNTHOR_BENCHMARK_NO_KEY", "--max-retries", "1"]
+    for name, records, careless in (
+        ("Synthor, LLM (knowing endpoint, 1,000 households)", "1000", False),
+        ("Synthor, LLM (knowing endpoint, 3,000 households)", "3000", False),
+        ("Synthor, LLM (careless endpoint, 25 % failed calls) + maxent", "1000", True),
+    ):
+        with TestEndpoint(
+            seed=1,
+            households=(seed.households, seed.persons),
+            careless=careless,
+            fault_rate=0.25 if careless else 0.0,
+            fault_kinds=FAULTS,
+        ) as endpoint:
+            target = folder / f"llm-{records}-{careless}"
+            args = ["--base-url", endpoint.url, *llm_args, "--distinct-records", records]
+            out.append((name, *run("llm", target, *args)))
+    return out
+
+
+def person_rejection(report: dict) -> str:
+    llm = report.get("prior_notes", {}).get("llm")
+    if not llm or not llm["households_written"]:
+        return ""
+    broken = sum(v for k, v in llm["rejected"].items() if k.startswith("household: breaks"))
+    return f"{broken / llm['households_written']:.1%}"
+
+
+def main() -> None:
+    project = load_household_project(CALM)
+    cost_against_n(project)
+    with tempfile.TemporaryDirectory(prefix="synthor-llm-households-") as tmp:
+        results = rows(project, Path(tmp))
+    print("\nPart 2: CALM (62,041 households), worst %RMSE per control group (PopulationSim 0.10.0 in brackets)\n")
+    groups = list(GROUPS)
+    print("| row | " + " | ".join(f"{g} ({POPULATIONSIM[g]})" for g in groups) + " | households | seconds |")
+    print("|---|" + "---|" * (len(groups) + 2))
+    for name, report, seconds in results:
+        fit = {c["control"]: c["pct_rmse"] for c in report["controls"]}
+        cells = [f"{max(fit[c] for c in GROUPS[g]):.2f}" for g in groups]
+        print(f"| {name} | " + " | ".join(cells) + f" | {report['households']:,} | {seconds:.1f} |")
+    print(
+        "\nRejection, rule breaches, consistency and realism (paper, GPT-4.1-nano: households 13.3 %, persons 6.3 %)\n"
+    )
+    print(
+        "| row | LLM households written | rejected (household rejection rate) | rejected for a member's rule "
+        "| final households from LLM | rule breaches (final) | households agreeing with members | realism mean TVD |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, report, _ in results:
+        llm = report.get("prior_notes", {}).get("llm")
+        written = llm["households_written"] if llm else 0
+        rejected = (written - llm["households_valid"]) if llm else 0
+        breaches = sum(r.get("broken", 0) for r in report.get("rules", []))
+        from_llm = report["households_by_prior"].get("llm", 0) if llm else 0
+        print(
+            f"| {name} | {written:,} | "
+            + (f"{rejected:,} ({rejected / written:.1%})" if written else "")
+            + f" | {person_rejection(report)} | {from_llm / report['households']:.1%} | {breaches:,} | "
+            f"{report['member_consistency'].get('with_members', 0):.1%} | {report['realism']['mean_tvd']:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
