@@ -102,6 +102,13 @@ def allowed_endpoints() -> list[str]:
     return [str(u).strip().rstrip("/") for u in listed if str(u).strip()]
 
 
+KEY_SOURCE_CAPTIONS = {
+    "typed": "API key: yours, for this session only; never stored or shown.",
+    "server": "API key: the server's, for this endpoint the operator allows.",
+    "none": "API key: none (fine for local endpoints such as Ollama or vLLM).",
+}  # what the pages say about the key :func:`llm_api_key` chose
+
+
 def llm_api_key(base_url: str, typed_key: str) -> tuple[str, str]:
     """(key to send, where it came from) for a call to ``base_url``.
 

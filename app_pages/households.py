@@ -15,6 +15,7 @@ import streamlit as st
 from app_session import (
     HOUSEHOLD_EXAMPLE_DIR,
     HOUSEHOLD_EXAMPLE_LABEL,
+    KEY_SOURCE_CAPTIONS,
     UploadError,
     allowed_endpoints,
     as_text,
@@ -188,13 +189,7 @@ if prior == "llm":
             "API key (optional, this session only)", type="password", key="hh.api_key", help="Never written or shown"
         )
         api_key, key_source = llm_api_key(base_url, typed_key)
-        st.caption(
-            {
-                "typed": "API key: yours, for this session only; never stored or shown.",
-                "server": "API key: the server's, for this endpoint the operator allows.",
-                "none": "API key: none (fine for local endpoints such as Ollama or vLLM).",
-            }[key_source]
-        )
+        st.caption(KEY_SOURCE_CAPTIONS[key_source])
         cols = st.columns([2, 2, 3])
         distinct = cols[0].number_input("Households the LLM writes", 1, 100_000, 1000, 100, key="hh.distinct")
         concurrency = cols[1].number_input("Parallel calls", 1, 64, 4, key="hh.concurrency")

@@ -5,6 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from app_session import (
+    KEY_SOURCE_CAPTIONS,
     adopt_run_from_url,
     allowed_endpoints,
     as_text,
@@ -91,11 +92,7 @@ if prior_name == "llm":
         )
         api_key, key_source = llm_api_key(base_url, typed_key)
         st.caption(
-            {
-                "typed": "API key: yours, for this session only; never stored or shown.",
-                "server": "API key: the server's, for this endpoint the operator allows.",
-                "none": "API key: none (fine for local endpoints such as Ollama or vLLM).",
-            }[key_source]
+            KEY_SOURCE_CAPTIONS[key_source]
             + (
                 " Endpoints: only those the operator lists."
                 if endpoints

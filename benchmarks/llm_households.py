@@ -38,27 +38,10 @@ from llm_endpoint.server import TestEndpoint  # noqa: E402
 from synthor_core.household_project import load_household_project  # noqa: E402
 from synthor_core.priors.llm import LLMSettings  # noqa: E402
 from synthor_core.priors.llm_households import llm_households  # noqa: E402
+from synthor_testing import POPULATIONSIM_CALM_WORST_PCT_RMSE as POPULATIONSIM  # noqa: E402
 
 CALM = ROOT / "examples" / "calm"
 FAULTS = ("rate_limit", "server_error", "connection", "malformed_json", "truncated", "empty", "refusal")
-GROUPS = {
-    "household size": ["hh_size_1", "hh_size_2", "hh_size_3", "hh_size_4_plus"],
-    "head age": ["hh_age_15_24", "hh_age_25_54", "hh_age_55_64", "hh_age_65_plus"],
-    "income": ["hh_inc_15", "hh_inc_15_30", "hh_inc_30_60", "hh_inc_60_plus"],
-    "students": ["students_by_family_housing_type", "students_by_nonfamily_housing_type"],
-    "workers": ["hh_wrks_0", "hh_wrks_1", "hh_wrks_2", "hh_wrks_3_plus"],
-    "dwelling type": ["hh_by_type_sf", "hh_by_type_mf", "hh_by_type_mh", "hh_by_type_dup"],
-    "occupation": [f"persons_occ_{i}" for i in range(1, 9)],
-}
-POPULATIONSIM = {
-    "household size": 2.20,
-    "head age": 31.84,
-    "income": 3.93,
-    "students": 26.73,
-    "workers": 2.10,
-    "dwelling type": 1.17,
-    "occupation": 0.38,
-}
 
 
 def scaled(project, households: float):
@@ -136,12 +119,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="synthor-llm-households-") as tmp:
         results = rows(project, Path(tmp))
     print("\nPart 2: CALM (62,041 households), worst %RMSE per control group (PopulationSim 0.10.0 in brackets)\n")
-    groups = list(GROUPS)
-    print("| row | " + " | ".join(f"{g} ({POPULATIONSIM[g]})" for g in groups) + " | households | seconds |")
+    groups = list(POPULATIONSIM)
+    print("| row | " + " | ".join(f"{g} ({POPULATIONSIM[g][1]})" for g in groups) + " | households | seconds |")
     print("|---|" + "---|" * (len(groups) + 2))
     for name, report, seconds in results:
         fit = {c["control"]: c["pct_rmse"] for c in report["controls"]}
-        cells = [f"{max(fit[c] for c in GROUPS[g]):.2f}" for g in groups]
+        cells = [f"{max(fit[c] for c in POPULATIONSIM[g][0]):.2f}" for g in groups]
         print(f"| {name} | " + " | ".join(cells) + f" | {report['households']:,} | {seconds:.1f} |")
     print(
         "\nRejection, rule breaches, consistency and realism (paper, GPT-4.1-nano: households 13.3 %, persons 6.3 %)\n"

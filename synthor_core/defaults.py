@@ -39,7 +39,7 @@ MAXENT_RECORDS_PER_PROPOSAL = 20_000  # distinct records one proposal may create
 # --- calibration ---------------------------------------------------------------------------------
 RAKE_MAX_ITER = 500  # sweeps over all tables
 RAKE_TOLERANCE = 1e-7  # max absolute share error over all cells at which raking stops
-RAKE_STATIONARY = 1e-3  # raking that did not converge stops when its errors fell less than this (relative) ...
+RAKE_STATIONARY = 1e-6  # raking that did not converge stops when its errors fell less than this (relative) ...
 RAKE_STATIONARY_SWEEPS = 20  # ... over this many sweeps
 RAKE_NEWTON_STEPS = 8  # Newton steps per sweep when a numeric control tilts its cells' weights (calibrate._tilt)
 RAKE_MAX_COMPANION_SYSTEM = (

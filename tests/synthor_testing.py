@@ -75,3 +75,16 @@ def write_project(folder: Path, toml: str = SMALL_TOML, files: dict | None = Non
         else:
             path.write_text(content, encoding="utf-8")
     return folder
+
+
+# PopulationSim 0.10.0's own worst %RMSE per control group on example_calm (shared/data/populationsim/README.md):
+# the bar each of Synthor's control groups must meet or beat on CALM.
+POPULATIONSIM_CALM_WORST_PCT_RMSE = {
+    "household size": (["hh_size_1", "hh_size_2", "hh_size_3", "hh_size_4_plus"], 2.20),
+    "head age": (["hh_age_15_24", "hh_age_25_54", "hh_age_55_64", "hh_age_65_plus"], 31.84),
+    "income": (["hh_inc_15", "hh_inc_15_30", "hh_inc_30_60", "hh_inc_60_plus"], 3.93),
+    "students": (["students_by_family_housing_type", "students_by_nonfamily_housing_type"], 26.73),
+    "workers": (["hh_wrks_0", "hh_wrks_1", "hh_wrks_2", "hh_wrks_3_plus"], 2.10),
+    "dwelling type": (["hh_by_type_sf", "hh_by_type_mf", "hh_by_type_mh", "hh_by_type_dup"], 1.17),
+    "occupation": ([f"persons_occ_{i}" for i in range(1, 9)], 0.38),
+}

@@ -15,8 +15,10 @@ is written; here:
    Half of ``distinct_records`` is asked with no condition at all: the region's typical households, as common as
    the model thinks they are. They join every seed zone's candidates, so that the joint of the columns no control
    crosses (size with the head's age, income with workers) can come from the model, not from maxent's
-   independence (CALM, 1,000 households: realism mean TVD 0.175 against the sample, maxent 0.211; cells only
-   0.204).
+   independence. Households with at least one member in each person control's category (a quarter of
+   ``distinct_records`` at most, shared among them, at most 5 % each: a student, an occupation) are asked too and
+   join every seed zone, as maxent's concentrated candidates, so that balancing can reach zones far from the
+   average mix of persons; the cells get the rest.
 3. Every household is validated: numbers where numbers belong, 1 to ``HOUSEHOLD_MAX_SIZE`` members, the
    cell's conditions recomputed on the household and its derived columns (a typical household must fall in some
    cell the controls define: one category of each), and the project's ``[[rules]]`` (a
@@ -103,12 +105,14 @@ def household_messages(
     person_columns: dict[str, bool],
     k: int,
     scenario: str,
+    member_condition: str | None = None,
 ) -> list[dict]:
     """Messages asking for ``k`` distinct realistic households with their members meeting ``conditions``.
 
     ``conditions``: ``{"condition": expression, "must_hold": bool}`` (the household controls of one cell, in the
-    control dialect, ``households.NP == 3``); ``derived``: how derived columns follow from the members. Every
-    user-supplied string is JSON data inside the ``<data>`` block.
+    control dialect, ``households.NP == 3``); ``member_condition``: a person condition at least one member must meet
+    (``persons.OSUTAG == 2``); ``derived``: how derived columns follow from the members. The project's rules are
+    listed. Every user-supplied string is JSON data inside the ``<data>`` block.
     """
     payload = {
         "task": TASK,
@@ -116,6 +120,8 @@ def household_messages(
         "population": project.name,
         "scenario": scenario,
         "conditions": conditions,
+        "member_condition": member_condition,
+        "rules": [{"name": r.name, "unit": r.unit, "condition": r.expression} for r in project.rules],
         "derived_columns": derived,
         "household_columns": [{"name": c, "integer": i} for c, i in household_columns.items()],
         "person_columns": [{"name": c, "integer": i} for c, i in person_columns.items()],
@@ -124,8 +130,9 @@ def household_messages(
     user = (
         f"Task: write exactly {k} distinct, realistic households of this population, each with all its members "
         "(the head first). Every household, with the derived columns computed from its members as described, "
-        "must meet each condition whose must_hold is true and fail each whose must_hold is false (conditions are "
-        "written over households.<column> and persons.<column>). Give the household columns that are not derived, "
+        "must meet each condition whose must_hold is true and fail each whose must_hold is false, have at least one "
+        "member meeting member_condition when one is given, and break none of the rules (conditions are written "
+        "over households.<column> and persons.<column>). Give the household columns that are not derived, "
         "and every person column for each member; numbers are JSON numbers (whole numbers where integer is true)."
         + (f"\nScenario: {json.dumps(scenario, ensure_ascii=False)}" if scenario else "")
         + '\n\nOutput: {"households": [{"<household column>": value, ..., "members": [{"<person column>": value, '
@@ -244,8 +251,17 @@ def llm_households(
     sizes = np.bincount(cell_of, minlength=len(cells))
     # households asked per cell: the cell's share of distinct_records (a cell expecting less than half a household
     # is not asked: its maxent candidates stay), so calls do not grow with N or with rare cells
-    typical = settings.distinct_records // 2  # households asked with no condition: the region's typical ones
-    wanted = np.round(sizes * min(1.0, (settings.distinct_records - typical) / max(len(households), 1)))
+    # distinct_records shared: half for the region's typical households (no condition); a quarter at most for
+    # households with a member in each person control's category (at most HOUSEHOLD_CONCENTRATED_SHARE each); the
+    # rest for the cells, by their candidates
+    typical = settings.distinct_records // 2
+    person_controls = [c for c in candidates.controls if c.unit != HOUSEHOLDS]
+    per_person_control = min(
+        int(round(settings.distinct_records * defaults.HOUSEHOLD_CONCENTRATED_SHARE)),
+        (settings.distinct_records // 4) // max(len(person_controls), 1),
+    )
+    for_cells = max(settings.distinct_records - typical - per_person_control * len(person_controls), 0)
+    wanted = np.round(sizes * min(1.0, for_cells / max(len(households), 1)))
     derived_text = [
         {"column": d.column, "is": d.how}
         | ({"of_members_meeting": d.expression} if d.expression else {})
@@ -254,7 +270,16 @@ def llm_households(
     ]
     client = LLMClient(settings, api_key)
     schema = household_schema(household_columns, person_columns, nullable)
-    chunks = []  # (cell or -1 for typical households, messages, cache key, k)
+    # households with a member in each person control's category (a student, an occupation): what balancing needs
+    # to reach zones far from the average mix of persons, as maxent's concentrated candidates
+    chunks = []  # (cell; -1: typical households; -2 - j: a member meets person control j), messages, key, k)
+    for j, control in enumerate(person_controls):
+        for start in range(0, per_person_control, settings.records_per_call):
+            n = min(settings.records_per_call, per_person_control - start)
+            messages = household_messages(
+                project, [], derived_text, household_columns, person_columns, n, settings.scenario, control.expression
+            )
+            chunks.append((-2 - j, messages, client._occurrence(TASK, messages, schema), n))
     for cell, k in [(-1, typical), *enumerate(wanted.astype(int).tolist())]:
         conditions = (
             [{"condition": c.expression, "must_hold": bool(held)} for c, held in zip(cell_controls, cells[cell])]
@@ -308,6 +333,14 @@ def llm_households(
         else:  # a typical household must fall in a cell the controls define (one category of each)
             meets = (held_here[:, None, :] == cells[None, :, :]).all(axis=2).any(axis=1)
             reason = "household: falls in no cell the controls define"
+            if cell <= -2:  # ... and have a member meeting its person control
+                control = person_controls[-2 - cell]
+                test = compile_seed_expression(control.expression, control.unit, members.columns, control.name)
+                hit = np.asarray(test(members), dtype=bool)
+                has = np.bincount(members["_household"].to_numpy()[hit], minlength=len(got)) > 0
+                if (meets & ~has).any():
+                    rejected["household: no member meets the person condition"] += int((meets & ~has).sum())
+                meets &= has
         if (~meets).any():
             rejected[reason] += int((~meets).sum())
         for rule in project.rules:  # a household breaking a rule, or with a member breaking one, is rejected
@@ -321,7 +354,7 @@ def llm_households(
             if broken.any():
                 rejected[f"household: breaks {rule.name}"] += int(broken.sum())
                 meets &= ~broken
-        if cell < 0:
+        if cell < 0:  # typical households and those with a member in a person category: added to every seed zone
             for row in np.flatnonzero(meets):
                 typical_households.append((got.iloc[[row]].copy(), members[members["_household"] == row].copy()))
             valid += int(meets.sum())
@@ -381,7 +414,7 @@ def llm_households(
         "candidate_persons": int(len(all_persons)),
         "llm": {
             "cells": int(len(cells)),
-            "households_asked": int(wanted.sum()) + typical,
+            "households_asked": int(wanted.sum()) + typical + per_person_control * len(person_controls),
             "households_written": int(written),
             "households_valid": int(valid),
             "rejected": dict(rejected),

@@ -12,23 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from synthor_testing import POPULATIONSIM_CALM_WORST_PCT_RMSE
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT.parent / "shared" / "data" / "populationsim"
 needs_examples = pytest.mark.skipif(
     not (EXAMPLES / "example_calm").is_dir(), reason="shared/data/populationsim not present"
 )
-
-# PopulationSim 0.10.0's own fit on example_calm (%RMSE over zones), from shared/data/populationsim/README.md:
-# the bar each control group must meet or beat.
-POPULATIONSIM_WORST_PCT_RMSE = {
-    "household size": (["hh_size_1", "hh_size_2", "hh_size_3", "hh_size_4_plus"], 2.20),
-    "head age": (["hh_age_15_24", "hh_age_25_54", "hh_age_55_64", "hh_age_65_plus"], 31.84),
-    "income": (["hh_inc_15", "hh_inc_15_30", "hh_inc_30_60", "hh_inc_60_plus"], 3.93),
-    "students": (["students_by_family_housing_type", "students_by_nonfamily_housing_type"], 26.73),
-    "workers": (["hh_wrks_0", "hh_wrks_1", "hh_wrks_2", "hh_wrks_3_plus"], 2.10),
-    "dwelling type": (["hh_by_type_sf", "hh_by_type_mf", "hh_by_type_mh", "hh_by_type_dup"], 1.17),
-    "occupation": ([f"persons_occ_{i}" for i in range(1, 9)], 0.38),
-}
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -58,7 +48,7 @@ def test_calm_with_the_seed_prior_meets_populationsim_on_every_control_group(tmp
     assert persons.groupby("household_id")["per_num"].agg(lambda s: list(s) == list(range(1, len(s) + 1))).all()
     fit = {c["control"]: c["pct_rmse"] for c in report["controls"]}
     assert fit["num_hh"] == 0.0
-    for group, (controls, bar) in POPULATIONSIM_WORST_PCT_RMSE.items():
+    for group, (controls, bar) in POPULATIONSIM_CALM_WORST_PCT_RMSE.items():
         worst = max(fit[c] for c in controls)
         assert worst <= bar, f"{group}: worst %RMSE {worst:.2f} above PopulationSim's {bar}"
     # PopulationSim's own output files, with the columns its settings list
@@ -139,7 +129,7 @@ def test_calm_with_the_maxent_prior_meets_populationsim_with_households_that_agr
     assert (head == households["AGEHOH"].to_numpy()).all() and (head > 15).all()
     assert report["member_consistency"] == {"with_members": 1.0, "NP": 1.0, "AGEHOH": 1.0, "NWESR": 1.0}
     fit = {c["control"]: c["pct_rmse"] for c in report["controls"]}
-    for group, (controls, bar) in POPULATIONSIM_WORST_PCT_RMSE.items():
+    for group, (controls, bar) in POPULATIONSIM_CALM_WORST_PCT_RMSE.items():
         worst = max(fit[c] for c in controls)
         assert worst <= bar, f"{group}: worst %RMSE {worst:.2f} above PopulationSim's {bar}"
     # realism on the tables no control fixes, against the sample (measured 0.21; the seed prior's 0.12)

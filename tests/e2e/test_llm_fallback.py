@@ -113,7 +113,7 @@ def test_the_cli_reports_the_share_of_each_source_and_the_failures_by_kind(ecomm
         )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "report.json").read_text())
-    assert report["mean_tvd"] <= 0.01
+    assert report["mean_tvd"] <= 0.01, {k: report[k] for k in ("stop_reason", "calibration", "fallback", "warnings")}
     shares = report["sources"]
     assert shares["llm"]["final"] + shares["maxent"]["final"] == 2000
     assert report["source_summary"].startswith(f"{shares['llm']['final'] / 2000:.1%} of the persons came from llm")

@@ -18,20 +18,10 @@ from synthor_core.household_project import load_household_project
 from synthor_core.households import PRIOR_COLUMN
 from synthor_core.priors.llm import LLMSettings
 from synthor_core.priors.llm_households import llm_households
-from synthor_testing import ROOT
+from synthor_testing import POPULATIONSIM_CALM_WORST_PCT_RMSE, ROOT
 
 CALM = ROOT / "examples" / "calm"
 FAULTS = ("rate_limit", "server_error", "connection", "malformed_json", "truncated", "empty", "refusal")
-# PopulationSim 0.10.0's worst %RMSE per control group on CALM (shared/data/populationsim/README.md)
-POPULATIONSIM = {
-    "household size": (["hh_size_1", "hh_size_2", "hh_size_3", "hh_size_4_plus"], 2.20),
-    "head age": (["hh_age_15_24", "hh_age_25_54", "hh_age_55_64", "hh_age_65_plus"], 31.84),
-    "income": (["hh_inc_15", "hh_inc_15_30", "hh_inc_30_60", "hh_inc_60_plus"], 3.93),
-    "students": (["students_by_family_housing_type", "students_by_nonfamily_housing_type"], 26.73),
-    "workers": (["hh_wrks_0", "hh_wrks_1", "hh_wrks_2", "hh_wrks_3_plus"], 2.10),
-    "dwelling type": (["hh_by_type_sf", "hh_by_type_mf", "hh_by_type_mh", "hh_by_type_dup"], 1.17),
-    "occupation": ([f"persons_occ_{i}" for i in range(1, 9)], 0.38),
-}
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +103,7 @@ def test_a_careless_endpoint_cannot_spoil_the_calm_run(tmp_path):
     assert (members.to_numpy() == households["NP"].to_numpy()).all()
     assert all(v == 1.0 for v in report["member_consistency"].values())
     fit = {c["control"]: c["pct_rmse"] for c in report["controls"]}
-    for group, (controls, bar) in POPULATIONSIM.items():
+    for group, (controls, bar) in POPULATIONSIM_CALM_WORST_PCT_RMSE.items():
         assert max(fit[c] for c in controls) <= bar, group
     llm = report["prior_notes"]["llm"]
     # random households almost never meet a cell (a random one may, by chance: it is then a valid candidate)

@@ -421,6 +421,10 @@ class TestEndpoint:
         for condition in data.get("conditions", []):
             test = compile_seed_expression(condition["condition"], "households", households.columns, "condition")
             meets &= np.asarray(test(households), dtype=bool) == bool(condition["must_hold"])
+        if data.get("member_condition"):
+            test = compile_seed_expression(data["member_condition"], "persons", persons.columns, "member condition")
+            hit = np.asarray(test(persons), dtype=bool)
+            meets &= np.bincount(persons["_household"].to_numpy()[hit], minlength=len(households)) > 0
         match = np.flatnonzero(meets)
         if not match.size:
             return []
