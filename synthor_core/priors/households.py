@@ -300,7 +300,9 @@ def _single_column(project: HouseholdProject) -> tuple[dict[tuple[str, str], lis
     return by_column, problems
 
 
-def _is_integer(frame: pd.DataFrame, column: str) -> bool:
+def is_integer_column(frame: pd.DataFrame, column: str) -> bool:
+    """Whether a sample column holds whole numbers only (True for a column the frame lacks); only this fact about
+    the sample's values is used by the priors that build households without copying them."""
     if column not in frame.columns:
         return True
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
@@ -368,7 +370,7 @@ def maxent_households(
     for (unit, col), idx in by_column.items():
         frame = seed.households if unit == HOUSEHOLDS else seed.persons
         expressions = [project.controls[i].expression for i in idx]
-        categories = column_categories(col, unit, expressions, _is_integer(frame, col))
+        categories = column_categories(col, unit, expressions, is_integer_column(frame, col))
         if col == size_column:
             categories = [c for c in categories if c.high >= 1]
         columns[(unit, col)] = _Column(col, unit, categories, idx)
@@ -389,7 +391,7 @@ def maxent_households(
             derivation_categories[d.column] = (
                 person_column[0],
                 column_categories(
-                    person_column[0], PERSONS, [d.expression], _is_integer(seed.persons, person_column[0])
+                    person_column[0], PERSONS, [d.expression], is_integer_column(seed.persons, person_column[0])
                 ),
             )
 
@@ -511,12 +513,12 @@ def maxent_households(
                 and frame[col].dtype == np.float64
                 and frame[col].notna().all()
                 and (frame[col] == np.floor(frame[col])).all()
-                and _is_integer(seed.households if frame is households else seed.persons, col)
+                and is_integer_column(seed.households if frame is households else seed.persons, col)
                 and col != seed.weight
             ):
                 frame[col] = frame[col].astype(np.int64)
     sample = SeedSample(households, persons, POOL_ID, POOL_PERSON_NUMBER, seed.weight, seed.seed_level)
-    controls = [_with_incidence(c, sample) for c in project.controls]
+    controls = [with_incidence(c, sample) for c in project.controls]
     warnings = []
     if size_column is None and any(unit == HOUSEHOLDS for unit, _ in by_column):
         warnings.append(
@@ -663,7 +665,7 @@ def _members(
     return persons
 
 
-def _with_incidence(control: Control, sample: SeedSample) -> Control:
+def with_incidence(control: Control, sample: SeedSample) -> Control:
     """The control with its incidence evaluated on the candidate households."""
     frame = sample.households if control.unit == HOUSEHOLDS else sample.persons
     try:

@@ -50,13 +50,13 @@ from .households import (
     POOL_ID,
     POOL_PERSON_NUMBER,
     PRIOR_COLUMN,
-    _is_integer,
-    _with_incidence,
     derive_household_columns,
+    is_integer_column,
     maxent_households,
+    with_incidence,
 )
 from .llm import LLMClient, LLMSettings
-from .prompts import SYSTEM, _data
+from .prompts import SYSTEM, data_block
 
 TASK = "realize_households"
 
@@ -136,7 +136,7 @@ def household_messages(
         "and every person column for each member; numbers are JSON numbers (whole numbers where integer is true)."
         + (f"\nScenario: {json.dumps(scenario, ensure_ascii=False)}" if scenario else "")
         + '\n\nOutput: {"households": [{"<household column>": value, ..., "members": [{"<person column>": value, '
-        "...}, ...]}, ...]}\n" + _data(payload)
+        "...}, ...]}, ...]}\n" + data_block(payload)
     )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
@@ -225,10 +225,10 @@ def llm_households(
     derived_names = {d.column for d in derived}
     fixed = {POOL_ID, sample.weight, sample.seed_level, PRIOR_COLUMN}
     household_columns = {
-        c: _is_integer(project.seed.households, c) for c in households.columns if c not in fixed | derived_names
+        c: is_integer_column(project.seed.households, c) for c in households.columns if c not in fixed | derived_names
     }
     person_columns = {
-        c: _is_integer(project.seed.persons, c)
+        c: is_integer_column(project.seed.persons, c)
         for c in persons.columns
         if c not in {POOL_ID, POOL_PERSON_NUMBER, "_household"}
     }
@@ -402,11 +402,11 @@ def llm_households(
     all_persons["_household"] = row_of.loc[all_persons[POOL_ID].to_numpy()].to_numpy().astype(np.int64)
     for frame, source in ((all_households, project.seed.households), (all_persons, project.seed.persons)):
         for column in frame.columns:
-            if column in source.columns and _is_integer(source, column) and column != sample.weight:
+            if column in source.columns and is_integer_column(source, column) and column != sample.weight:
                 if frame[column].notna().all():
                     frame[column] = frame[column].astype(np.int64)
     result = SeedSample(all_households, all_persons, POOL_ID, POOL_PERSON_NUMBER, sample.weight, sample.seed_level)
-    controls = [_with_incidence(c, result) for c in candidates.controls]
+    controls = [with_incidence(c, result) for c in candidates.controls]
     by_prior = all_households[PRIOR_COLUMN].value_counts().to_dict()
     notes = {
         **notes,

@@ -42,7 +42,8 @@ def variables_block(schema: Schema) -> list[dict]:
     return out
 
 
-def _data(payload: dict) -> str:
+def data_block(payload: dict) -> str:
+    """The ``<data>`` block of a prompt: the payload as indented JSON (every user-supplied string quoted in it)."""
     return "<data>\n" + json.dumps(payload, ensure_ascii=False, indent=1) + "\n</data>"
 
 
@@ -79,7 +80,7 @@ def dependency_messages(project: Project, max_groups: int = 3) -> list[dict]:
         f"Task: from the variable descriptions and the available tables, list at most {max_groups} groups of "
         f"variables that depend on each other in this population, each with at least two variables, the "
         f"strongest dependence first. Use variable names exactly as given.\n"
-        f'Output: {{"groups": [["variable_a", "variable_b"], ...]}}\n{_data(payload)}'
+        f'Output: {{"groups": [["variable_a", "variable_b"], ...]}}\n{data_block(payload)}'
     )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
@@ -140,7 +141,7 @@ def plan_messages(project: Project, guidance: Guidance, groups: list[list[str]],
         + f"Guidance:\n{guidance_text or '(none)'}\nRules:\n"
         + "\n".join(f"{i}. {r}" for i, r in enumerate(rules, start=1))
         + '\nOutput: {"proposals": [{"conditions": {...}, "count": 100, "action": "add", "reason": "..."}]}\n'
-        + _data(payload)
+        + data_block(payload)
     )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
@@ -165,7 +166,7 @@ def realize_messages(project: Project, proposal: Proposal, k: int, scenario: str
         "(whole numbers for integer variables).\n"
         + (f"Scenario: {_q(scenario)}\n" if scenario else "")
         + '\nOutput: {"records": [{"variable": value, ...}, ...]}\n'
-        + _data(payload)
+        + data_block(payload)
     )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
