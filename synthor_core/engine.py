@@ -161,7 +161,8 @@ class SynthesisResult:
     fallback : dict of str -> int
         What the fallback did: ``plans`` (iterations planned by it), ``proposals`` (proposals it realized, wholly
         or in part), ``records`` (its records), ``unsupported_cells`` (target cells without a record that it
-        filled before calibration).
+        filled before calibration), ``support_records`` (records of every kind it added for calibration when the
+        loop ended above the tolerance).
     """
 
     population: pd.DataFrame
@@ -466,6 +467,16 @@ def run_synthesis(
             population = _fill_unsupported(
                 population, tables, aggregator, backup, rng, valid_records, fallback_stats, from_backup
             )
+            if loop_fit is not None and loop_fit.mean_tvd > config.tolerance_tvd:
+                # the prior left the fit far off (a careless model's proposals): records of every kind from the
+                # fallback, a tenth of N, give calibration the support it needs to fit every table
+                proposal = Proposal(conditions={}, count=max(1, size // 10), reason="support for calibration")
+                support = valid_records(backup.realize(proposal, distinct, rng), proposal, Counter(), "fallback ")
+                if len(support):
+                    support[COUNT] = _split_count(proposal.count, len(support))
+                    from_backup.update(support[schema.names].itertuples(index=False, name=None))
+                    fallback_stats["support_records"] += len(support)
+                    population = merge_duplicates(pd.concat([population, support], ignore_index=True), schema)
         calibration = None
         weights = population[COUNT].to_numpy(dtype=np.float64)
         cell_ids = aggregator.cell_ids(population)
