@@ -464,19 +464,26 @@ def run_synthesis(
                 + (f"; {error}" if error else "")
             )
         if backup is not None and calibrate:
-            population = _fill_unsupported(
-                population, tables, aggregator, backup, rng, valid_records, fallback_stats, from_backup
-            )
+
+            def from_fallback(proposal: Proposal, k: int) -> pd.DataFrame:
+                """``k`` valid records of the fallback for ``proposal``, sharing its count; marked as the fallback's."""
+                records = valid_records(backup.realize(proposal, k, rng), proposal, Counter(), "fallback ")
+                if len(records):
+                    records[COUNT] = _split_count(proposal.count, len(records))
+                    from_backup.update(records[schema.names].itertuples(index=False, name=None))
+                return records
+
+            parts = _fill_unsupported(population, tables, aggregator, from_fallback, fallback_stats)
             if loop_fit is not None and loop_fit.mean_tvd > config.tolerance_tvd:
                 # the prior left the fit far off (a careless model's proposals): records of every kind from the
                 # fallback, a tenth of N, give calibration the support it needs to fit every table
-                proposal = Proposal(conditions={}, count=max(1, size // 10), reason="support for calibration")
-                support = valid_records(backup.realize(proposal, distinct, rng), proposal, Counter(), "fallback ")
-                if len(support):
-                    support[COUNT] = _split_count(proposal.count, len(support))
-                    from_backup.update(support[schema.names].itertuples(index=False, name=None))
-                    fallback_stats["support_records"] += len(support)
-                    population = merge_duplicates(pd.concat([population, support], ignore_index=True), schema)
+                support = from_fallback(
+                    Proposal(conditions={}, count=max(1, size // 10), reason="support for calibration"), distinct
+                )
+                fallback_stats["support_records"] += len(support)
+                parts.append(support)
+            if any(len(part) for part in parts):
+                population = merge_duplicates(pd.concat([population, *parts], ignore_index=True), schema)
         calibration = None
         weights = population[COUNT].to_numpy(dtype=np.float64)
         cell_ids = aggregator.cell_ids(population)
@@ -541,10 +548,11 @@ def run_synthesis(
     )
 
 
-def _fill_unsupported(population, tables, aggregator, backup, rng, valid_records, stats, from_backup) -> pd.DataFrame:
+def _fill_unsupported(population, tables, aggregator, from_fallback, stats) -> list[pd.DataFrame]:
     """Records from the fallback prior for every target cell that has none (calibration can only reweight records
     that exist): one proposal per cell, conditions = the cell, ``MIN_RECORDS_PER_PROPOSAL`` records sharing its
-    target count. Returns the population with them merged in; counts them in ``stats["unsupported_cells"]``."""
+    target count (``from_fallback(proposal, k)``). Returns the frames to merge into the population; counts the cells
+    filled in ``stats["unsupported_cells"]``."""
     schema = aggregator.schema
     tables_by_name = {t.name: t for t in tables}
     parts = []
@@ -554,17 +562,11 @@ def _fill_unsupported(population, tables, aggregator, backup, rng, valid_records
             count=max(1, round(gap.target_count)),
             reason="a target cell with no record, filled by the fallback before calibration",
         )
-        records = valid_records(
-            backup.realize(proposal, defaults.MIN_RECORDS_PER_PROPOSAL, rng), proposal, Counter(), "fallback "
-        )
+        records = from_fallback(proposal, defaults.MIN_RECORDS_PER_PROPOSAL)
         if len(records):
-            records[COUNT] = _split_count(proposal.count, len(records))
             parts.append(records)
-            from_backup.update(records[schema.names].itertuples(index=False, name=None))
             stats["unsupported_cells"] += 1
-    if not parts:
-        return population
-    return merge_duplicates(pd.concat([population, *parts], ignore_index=True), schema)
+    return parts
 
 
 def _numeric_cells(project: Project, population: pd.DataFrame) -> list[np.ndarray]:
