@@ -47,10 +47,11 @@ from llm_endpoint.server import TestEndpoint  # noqa: E402
 from synthor_core.aggregate import Aggregator  # noqa: E402
 from synthor_core.engine import SynthesisConfig, SynthesisResult, run_synthesis  # noqa: E402
 from synthor_core.evaluate import classifier_two_sample, combination_templates  # noqa: E402
+from synthor_core.expressions import compile_rule  # noqa: E402
 from synthor_core.metrics import jsd, tvd, wasserstein  # noqa: E402
 from synthor_core.priors.llm import LLMPrior, LLMSettings  # noqa: E402
 from synthor_core.priors.maxent import MaxEntPrior  # noqa: E402
-from synthor_core.rules import compile_rule, violating  # noqa: E402
+from synthor_core.rules import violating  # noqa: E402
 from synthor_core.targets import load_project  # noqa: E402
 
 N = 2000

@@ -69,6 +69,15 @@ class TargetValidationError(SynthorError):
         super().__init__(f"{len(self.problems)} problem(s) in the project:\n{lines}")
 
 
+class RuleError(SynthorError, ValueError):
+    """A condition (a plausibility rule, a control expression) uses something its language does not allow, or names
+    an unknown variable, column or category; the message names the rule or control and what is wrong."""
+
+
+class StoreBusyError(SynthorError):
+    """The run store file is held by another process for longer than the store waits for it."""
+
+
 class ConfigError(SynthorError):
     """A run setting is not allowed (names the setting, what is allowed and what was given)."""
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import defaults
+from .expressions import compile_condition
 from .households import (
     PRIOR_COLUMN,
     HouseholdConfig,
@@ -25,7 +26,6 @@ from .households import (
     worst_zones,
     zone_fit_table,
 )
-from .rules import compile_seed_expression
 from .schema import spreadsheet_safe
 from .units import HouseholdProject
 
@@ -51,7 +51,7 @@ def person_columns(project: HouseholdProject) -> list[str]:
         col
         for d in project.derived
         if d.expression
-        for col in compile_seed_expression(d.expression, "persons", seed.persons.columns, d.column).columns
+        for col in compile_condition(d.expression, "persons", seed.persons.columns, d.column).columns
     ]
     skip = {PERSON_NUMBER, seed.household_id, "_household", *project.geography.levels}
     return [c for c in dict.fromkeys(wanted) if c in seed.persons.columns and c not in skip]

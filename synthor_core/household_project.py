@@ -27,7 +27,7 @@ its ``[geography]`` table or ``[[controls]]`` entries::
     level = "TAZ"
     table = "data/control_totals_taz.csv"   # one row per zone of level, a column named as the level
     column = "HHSIZE1"
-    expression = "households.NP == 1"   # the control dialect of rules.compile_seed_expression
+    expression = "households.NP == 1"   # the control dialect of expressions.compile_condition
     importance = 5000
     [output]                            # optional: PopulationSim's output_synthetic_population
     household_id = "household_id"
@@ -54,7 +54,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from . import defaults
-from .errors import Problem, TargetValidationError
+from .errors import Problem, RuleError, TargetValidationError
+from .expressions import compile_condition
 from .geography import Geography, build_geography
 from .populationsim import (
     SETTINGS_FILE,
@@ -65,7 +66,6 @@ from .populationsim import (
     read_settings,
     seed_sample_from_tables,
 )
-from .rules import RuleError, compile_seed_expression
 from .targets import PROJECT_FILE, inside_folder, pydantic_problems, read_project_toml
 from .toml_files import parse_toml
 from .units import (
@@ -278,7 +278,7 @@ def _derivations(spec: HouseholdProjectSpec, persons: pd.DataFrame, problems: li
     for i, entry in enumerate(spec.derived, start=1):
         if entry.how == "count" and entry.expression:  # DerivedSpec: how = "count" always has its expression
             try:
-                compile_seed_expression(entry.expression, PERSONS, persons.columns, f"derived {entry.column}")
+                compile_condition(entry.expression, PERSONS, persons.columns, f"derived {entry.column}")
             except RuleError as exc:
                 problems.append(Problem(PROJECT_FILE, str(exc), column=f"derived[{i}].expression"))
                 continue
@@ -301,7 +301,7 @@ def _rules(spec: HouseholdProjectSpec, seed: SeedSample, problems: list[Problem]
     for i, entry in enumerate(spec.rules, start=1):
         frame = seed.households if entry.unit == HOUSEHOLDS else seed.persons
         try:
-            compile_seed_expression(entry.expression, entry.unit, frame.columns, entry.name)
+            compile_condition(entry.expression, entry.unit, frame.columns, entry.name)
         except RuleError as exc:
             problems.append(Problem(PROJECT_FILE, str(exc), column=f"rules[{i}].expression"))
             continue
@@ -338,7 +338,7 @@ def _controls(
     for i, entry in enumerate(spec.controls, start=1):
         key = f"controls[{i}]"
         try:
-            condition = compile_seed_expression(entry.expression, entry.unit, seeds[entry.unit].columns, entry.name)
+            condition = compile_condition(entry.expression, entry.unit, seeds[entry.unit].columns, entry.name)
             mask = np.asarray(condition(seeds[entry.unit]), dtype=bool)
         except RuleError as exc:
             problems.append(Problem(PROJECT_FILE, str(exc), column=f"{key}.expression"))

@@ -27,9 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import defaults
 from .calibrate import BalanceResult, balance_zones, integerize_zone
 from .errors import Problem, TargetValidationError
+from .expressions import compile_condition
 from .priors.households import POOL_PERSON_NUMBER as POOL_PERSON
 from .priors.households import PRIOR_COLUMN, maxent_households
-from .rules import compile_seed_expression
 from .units import HOUSEHOLDS, PERSONS, HouseholdProject, SeedSample, derive_from_members
 
 
@@ -602,9 +602,7 @@ def _categories(project: HouseholdProject, frame: pd.DataFrame, unit: str, group
     """Category of every row: the first control of the group it meets, or len(group) when none."""
     masks = np.column_stack(
         [
-            compile_seed_expression(project.controls[i].expression, unit, frame.columns, project.controls[i].name)(
-                frame
-            )
+            compile_condition(project.controls[i].expression, unit, frame.columns, project.controls[i].name)(frame)
             for i in group
         ]
     )
@@ -706,7 +704,7 @@ def member_consistency(
         if d.column not in households.columns or (d.source and d.source not in persons.columns):
             continue
         condition = (
-            compile_seed_expression(d.expression, PERSONS, members.columns, d.column)
+            compile_condition(d.expression, PERSONS, members.columns, d.column)
             if d.how == "count" and d.expression
             else None
         )
@@ -743,7 +741,7 @@ def check_rules(project: HouseholdProject, households: pd.DataFrame, persons: pd
         frame = households if rule.unit == HOUSEHOLDS else persons
         entry = {"rule": rule.name, "unit": rule.unit, "expression": rule.expression}
         reference = seed.households if rule.unit == HOUSEHOLDS else seed.persons
-        condition = compile_seed_expression(rule.expression, rule.unit, reference.columns, rule.name)
+        condition = compile_condition(rule.expression, rule.unit, reference.columns, rule.name)
         missing = [c for c in condition.columns if c not in frame.columns]
         if missing:
             out.append({**entry, "not_checked": f"the output has no column {', '.join(missing)}"})

@@ -5,7 +5,7 @@ column names, output specification), ``configs/controls.csv`` (one control per r
 seed_table, importance, control_field, expression``) and the files of ``data/`` (seed households and persons,
 the geography crosswalk, one control table per geography level, lines starting with ``#`` being comments).
 
-Control expressions are parsed by the rules' whitelist (:func:`synthor_core.rules.compile_seed_expression`),
+Control expressions are parsed by the rules' whitelist (:func:`synthor_core.expressions.compile_condition`),
 never evaluated. File names from the settings must stay inside the data folder. Every problem is collected and
 raised once (:class:`TargetValidationError`) with its file, row and column.
 """
@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import Problem, TargetValidationError
+from .errors import Problem, RuleError, TargetValidationError
+from .expressions import compile_condition
 from .geography import Geography, build_geography, flag_rows, shown_value
-from .rules import RuleError, compile_seed_expression
 from .targets import inside_folder
 from .units import HOUSEHOLDS, PERSONS, Control, HouseholdProject, SeedSample, infer_derivations, output_problems
 
@@ -385,7 +385,7 @@ def _controls(
             )
             continue
         try:
-            condition = compile_seed_expression(str(row["expression"]), unit, seeds[unit].columns, name)
+            condition = compile_condition(str(row["expression"]), unit, seeds[unit].columns, name)
             mask = np.asarray(condition(seeds[unit]), dtype=bool)
         except RuleError as exc:
             problems.append(Problem(shown, str(exc), row=line, column="expression"))

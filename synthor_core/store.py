@@ -26,7 +26,7 @@ import pandas as pd
 
 from .aggregate import quote_ident
 from .engine import IterationEvent, SynthesisConfig
-from .errors import SynthorError
+from .errors import StoreBusyError, SynthorError
 from .schema import FORMULA_PREFIXES
 from .targets import Project
 
@@ -113,10 +113,6 @@ def process_alive(identity: str | None) -> bool:
     except PermissionError:  # it exists, under another user
         pass
     return not start or _process_start(pid) == start
-
-
-class StoreBusyError(SynthorError):
-    """The run store file is held by another process for longer than :data:`LOCK_WAIT_S`."""
 
 
 LOCK_WAIT_S = 20.0  # how long an operation waits for another process to release the store file

@@ -33,8 +33,8 @@ import numpy.typing as npt
 import pandas as pd
 
 from .. import defaults
-from ..errors import Problem, TargetValidationError
-from ..rules import RuleError, compile_seed_expression
+from ..errors import Problem, RuleError, TargetValidationError
+from ..expressions import compile_condition
 from ..units import HOUSEHOLDS, PERSONS, Control, HouseholdProject, SeedSample, derive_from_members
 
 POOL_ID = "hh_id"
@@ -150,7 +150,7 @@ def column_categories(column: str, table: str, expressions: list[str], integer: 
         probes.append(probe)
         kept.append((lo, hi, closed_lo, closed_hi))
     frame = pd.DataFrame({column: np.asarray(probes, dtype=np.float64)})
-    tests = [compile_seed_expression(e, table, [column], column) for e in expressions]
+    tests = [compile_condition(e, table, [column], column) for e in expressions]
     signatures = (
         [tuple(bool(v) for v in row) for row in np.column_stack([t(frame) for t in tests])]
         if tests
@@ -377,7 +377,7 @@ def maxent_households(
     derivation_categories = {}
     for d in derived.values():
         if d.how == "count" and d.expression:
-            person_column = compile_seed_expression(d.expression, PERSONS, seed.persons.columns, d.column).columns
+            person_column = compile_condition(d.expression, PERSONS, seed.persons.columns, d.column).columns
             if len(person_column) != 1:
                 raise TargetValidationError(
                     [
@@ -550,7 +550,7 @@ def derive_household_columns(households: pd.DataFrame, persons: pd.DataFrame, de
     its household) and ``POOL_PERSON_NUMBER`` (1 for the head)."""
     for d in derived:
         condition = (
-            compile_seed_expression(d.expression, PERSONS, persons.columns, d.column)
+            compile_condition(d.expression, PERSONS, persons.columns, d.column)
             if d.how == "count" and d.expression
             else None
         )
@@ -669,7 +669,7 @@ def with_incidence(control: Control, sample: SeedSample) -> Control:
     """The control with its incidence evaluated on the candidate households."""
     frame = sample.households if control.unit == HOUSEHOLDS else sample.persons
     try:
-        mask = compile_seed_expression(control.expression, control.unit, frame.columns, control.name)(frame)
+        mask = compile_condition(control.expression, control.unit, frame.columns, control.name)(frame)
     except RuleError as exc:
         raise TargetValidationError([Problem("controls", str(exc), column="expression")]) from exc
     return replace(control, incidence=sample.incidence(control.unit, mask))

@@ -44,7 +44,7 @@ import pandas as pd
 
 from .. import defaults
 from ..errors import PriorError
-from ..rules import compile_seed_expression
+from ..expressions import compile_condition
 from ..units import HOUSEHOLDS, HouseholdProject, SeedSample
 from .households import (
     POOL_ID,
@@ -320,7 +320,7 @@ def llm_households(
         held_here = (
             np.column_stack(
                 [
-                    np.asarray(compile_seed_expression(c.expression, HOUSEHOLDS, got.columns, c.name)(got), dtype=bool)
+                    np.asarray(compile_condition(c.expression, HOUSEHOLDS, got.columns, c.name)(got), dtype=bool)
                     for c in cell_controls
                 ]
             )
@@ -335,7 +335,7 @@ def llm_households(
             reason = "household: falls in no cell the controls define"
             if cell <= -2:  # ... and have a member meeting its person control
                 control = person_controls[-2 - cell]
-                test = compile_seed_expression(control.expression, control.unit, members.columns, control.name)
+                test = compile_condition(control.expression, control.unit, members.columns, control.name)
                 hit = np.asarray(test(members), dtype=bool)
                 has = np.bincount(members["_household"].to_numpy()[hit], minlength=len(got)) > 0
                 if (meets & ~has).any():
@@ -345,7 +345,7 @@ def llm_households(
             rejected[reason] += int((~meets).sum())
         for rule in project.rules:  # a household breaking a rule, or with a member breaking one, is rejected
             frame = got if rule.unit == HOUSEHOLDS else members
-            test = compile_seed_expression(rule.expression, rule.unit, frame.columns, rule.name)
+            test = compile_condition(rule.expression, rule.unit, frame.columns, rule.name)
             known = frame[list(test.columns)].notna().all(axis=1).to_numpy()
             broken = ~np.asarray(test(frame), dtype=bool) & known
             if rule.unit != HOUSEHOLDS:

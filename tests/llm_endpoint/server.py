@@ -412,17 +412,17 @@ class TestEndpoint:
     def _realize_households(self, data: dict) -> list[dict]:
         """Households of the known sample meeting the request's conditions (each evaluated in the control
         dialect, held or not as asked), with their members, in the requested columns."""
-        from synthor_core.rules import compile_seed_expression
+        from synthor_core.expressions import compile_condition
 
         if self.households is None:
             return []
         households, persons = self.households
         meets = np.ones(len(households), dtype=bool)
         for condition in data.get("conditions", []):
-            test = compile_seed_expression(condition["condition"], "households", households.columns, "condition")
+            test = compile_condition(condition["condition"], "households", households.columns, "condition")
             meets &= np.asarray(test(households), dtype=bool) == bool(condition["must_hold"])
         if data.get("member_condition"):
-            test = compile_seed_expression(data["member_condition"], "persons", persons.columns, "member condition")
+            test = compile_condition(data["member_condition"], "persons", persons.columns, "member condition")
             hit = np.asarray(test(persons), dtype=bool)
             meets &= np.bincount(persons["_household"].to_numpy()[hit], minlength=len(households)) > 0
         match = np.flatnonzero(meets)

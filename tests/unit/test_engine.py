@@ -132,7 +132,7 @@ def test_config_rejects_misspelt_and_out_of_range_settings():
 
 
 def test_records_breaking_a_rule_are_dropped_and_counted_whatever_the_prior(small_project_dir):
-    from synthor_core.rules import compile_rule
+    from synthor_core.expressions import compile_rule
 
     project = load_project(small_project_dir)
     rule = compile_rule("old worker", 'age >= 65 and employed == "yes"', project.schema)

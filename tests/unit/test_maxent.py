@@ -124,7 +124,7 @@ age = [0, 50, 100]
 
 
 def test_rules_become_structural_zeros_and_samples_never_break_them(small_project_dir):
-    from synthor_core.rules import compile_rule
+    from synthor_core.expressions import compile_rule
 
     project = load_project(small_project_dir)
     rule = compile_rule("child worker", 'age < 16 and employed == "yes"', project.schema)

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthor_core.errors import TargetValidationError
+from synthor_core.errors import RuleError, TargetValidationError
+from synthor_core.expressions import compile_condition
 from synthor_core.geography import build_geography
 from synthor_core.populationsim import load_populationsim
-from synthor_core.rules import RuleError, compile_seed_expression
 from synthor_core.units import derive_from_members
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "populationsim"
@@ -142,7 +142,7 @@ def test_geography_with_a_duplicated_lowest_zone_and_an_empty_id():
 )
 def test_seed_expressions_in_pandas_dialect(expression, expected):
     frame = pd.DataFrame({"NP": [1, 2, 4], "AGEHOH": [20, 30, 70], "WGTP": [1.0, 0.0, 3.0]})
-    condition = compile_seed_expression(expression, "households", frame.columns, "c")
+    condition = compile_condition(expression, "households", frame.columns, "c")
     assert condition(frame).tolist() == expected
 
 
@@ -163,7 +163,7 @@ def test_seed_expressions_in_pandas_dialect(expression, expected):
 )
 def test_seed_expressions_outside_the_whitelist(expression, message):
     with pytest.raises(RuleError, match=re.escape(message)):
-        compile_seed_expression(expression, "households", ["NP", "AGEHOH"], "c")
+        compile_condition(expression, "households", ["NP", "AGEHOH"], "c")
 
 
 @needs_examples

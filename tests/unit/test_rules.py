@@ -7,8 +7,9 @@ import re
 import pandas as pd
 import pytest
 
-from synthor_core.errors import TargetValidationError
-from synthor_core.rules import RuleError, compile_rule, load_rules, violation_counts
+from synthor_core.errors import RuleError, TargetValidationError
+from synthor_core.expressions import compile_rule
+from synthor_core.rules import load_rules, violation_counts
 from synthor_core.targets import load_project
 
 
