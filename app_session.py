@@ -15,9 +15,10 @@ from pathlib import Path
 import streamlit as st
 
 from synthor_core.errors import Problem
+from synthor_core.readers.project import load_project, validate_project, write_project_toml
 from synthor_core.runner import Runner
 from synthor_core.store import RunStore, default_data_dir
-from synthor_core.targets import Project, load_project, validate_project, write_project_toml
+from synthor_core.targets.model import Project
 
 EXAMPLE_DIR = Path(__file__).resolve().parent / "examples" / "adult"
 EXAMPLE_LABEL = "UCI Adult, 1994 Current Population Survey (bundled example)"
@@ -279,8 +280,8 @@ def household_draft_from_zip(content: bytes, label: str) -> Path:
 
     Raises UploadError when the zip holds neither.
     """
-    from synthor_core.household_project import is_household_project
-    from synthor_core.populationsim import is_populationsim_project
+    from synthor_core.readers.households import is_household_project
+    from synthor_core.readers.populationsim import is_populationsim_project
 
     folder = drafts_dir() / uuid.uuid4().hex[:12]
     extract_zip(content, folder)
@@ -305,8 +306,8 @@ def household_draft_from_zip(content: bytes, label: str) -> Path:
 @st.cache_resource(max_entries=4, show_spinner="Reading the household project")
 def _load_households(path: str, stamp: float):
     from synthor_core.errors import TargetValidationError
-    from synthor_core.household_project import is_household_project, load_household_project
-    from synthor_core.populationsim import load_populationsim
+    from synthor_core.readers.households import is_household_project, load_household_project
+    from synthor_core.readers.populationsim import load_populationsim
 
     try:
         project = load_household_project(path) if is_household_project(path) else load_populationsim(path)
@@ -364,7 +365,7 @@ def rules_from_upload(name: str, content: bytes, schema):
     """Rules from an uploaded TOML (written to the drafts folder, then read like a file on disk).
 
     Raises TargetValidationError with every problem."""
-    from synthor_core.rules import load_rules
+    from synthor_core.readers.rules import load_rules
 
     folder = drafts_dir() / "rules"
     folder.mkdir(parents=True, exist_ok=True)

@@ -19,21 +19,19 @@ from app_session import (
     new_draft,
     problems_frame,
 )
+from synthor_core.readers.project import parse_project_text, read_project_toml, write_project_toml
 from synthor_core.schema import variables_frame, variables_from_frame
 from synthor_core.store import zip_project_folder
-from synthor_core.targets import (
+from synthor_core.targets.authoring import (
     edges_from_labels,
     infer_variables,
     marginal_template,
-    parse_project_text,
-    read_project_toml,
-    read_table_bytes,
     suggest_table_spec,
     table_file_name,
     table_labels,
     table_total,
-    write_project_toml,
 )
+from synthor_core.targets.tables import read_table_bytes
 
 VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TABLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app_session import as_text, get_runner, init_state, owner_id, run_population, show_downloads
-from synthor_core.evaluate import holdout_comparison, worst_cells
+from synthor_core.evaluate.holdout import holdout_comparison, worst_cells
 
 init_state()  # on a fresh server Streamlit may run a page of pages/ before app.py has set the state
 st.title("Evaluate & export")

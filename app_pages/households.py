@@ -30,11 +30,11 @@ from app_session import (
 )
 from synthor_core.errors import PriorError, TargetValidationError
 from synthor_core.export import write_household_outputs
-from synthor_core.households import HouseholdConfig, candidate_households
-from synthor_core.partitions import synthesize_partitioned
 from synthor_core.plots import household_fit_figure
 from synthor_core.priors.llm import LLMSettings
 from synthor_core.schema import spreadsheet_safe, spreadsheet_unescape
+from synthor_core.synthesis.households import HouseholdConfig, candidate_households
+from synthor_core.synthesis.partitions import synthesize_partitioned
 
 
 @st.cache_data(max_entries=2, show_spinner="Preparing the zip")

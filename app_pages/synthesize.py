@@ -18,13 +18,13 @@ from app_session import (
     rules_from_upload,
     show_downloads,
 )
-from synthor_core.engine import SynthesisConfig
 from synthor_core.errors import TargetValidationError
-from synthor_core.evaluate import table_counts
+from synthor_core.evaluate.holdout import table_counts
 from synthor_core.plots import fit_frame, numeric_fit_frame, proposals_frame, table_comparison, tvd_by_iteration
 from synthor_core.priors.llm import LLMPrior, LLMSettings
-from synthor_core.rules import load_rules
+from synthor_core.readers.rules import load_rules
 from synthor_core.runner import PRIORS, llm_prior_factory, prior_factory
+from synthor_core.synthesis.loop import SynthesisConfig
 
 init_state()  # on a fresh server Streamlit may run a page of pages/ before app.py has set the state
 st.title("Synthesize")

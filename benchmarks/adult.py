@@ -37,12 +37,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).parent)]
 from baselines import IPFCrossProduct, independent_marginals, resample_records  # noqa: E402
 
 from llm_endpoint.server import TestEndpoint  # noqa: E402
-from synthor_core.engine import SynthesisConfig, SynthesisResult, run_synthesis  # noqa: E402
-from synthor_core.evaluate import evaluate_population  # noqa: E402
+from synthor_core.evaluate.holdout import evaluate_population  # noqa: E402
+from synthor_core.expressions import violating  # noqa: E402
 from synthor_core.priors.llm import LLMPrior, LLMSettings  # noqa: E402
 from synthor_core.priors.maxent import MaxEntPrior  # noqa: E402
-from synthor_core.rules import load_rules, violating  # noqa: E402
-from synthor_core.targets import load_project  # noqa: E402
+from synthor_core.readers.project import load_project  # noqa: E402
+from synthor_core.readers.rules import load_rules
+from synthor_core.synthesis.loop import SynthesisConfig, SynthesisResult, run_synthesis  # noqa: E402
 
 ADULT_GROUPS = [
     ["age", "marital_status", "income"],

@@ -24,11 +24,11 @@ os.environ.setdefault("SYNTHOR_DATA_DIR", tempfile.mkdtemp(prefix="synthor-bench
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from synthor_core.engine import IterationEvent, SynthesisConfig, run_synthesis  # noqa: E402
 from synthor_core.plots import tvd_by_iteration  # noqa: E402
 from synthor_core.priors.maxent import MaxEntPrior  # noqa: E402
+from synthor_core.readers.project import load_project  # noqa: E402
 from synthor_core.runner import Runner  # noqa: E402
-from synthor_core.targets import load_project  # noqa: E402
+from synthor_core.synthesis.loop import IterationEvent, SynthesisConfig, run_synthesis  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "adult"
 

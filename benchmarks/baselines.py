@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from synthor_core.schema import Bins, Schema
-from synthor_core.targets import Project
+from synthor_core.targets.model import Project
 
 
 def _fine_axes(project: Project):

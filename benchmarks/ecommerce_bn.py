@@ -45,14 +45,16 @@ from baselines import independent_marginals, ipf_cross_product, resample_records
 from llm_endpoint.network import quantile_edges, sample_network, write_ecommerce_project  # noqa: E402
 from llm_endpoint.server import TestEndpoint  # noqa: E402
 from synthor_core.aggregate import Aggregator  # noqa: E402
-from synthor_core.engine import SynthesisConfig, SynthesisResult, run_synthesis  # noqa: E402
-from synthor_core.evaluate import classifier_two_sample, combination_templates  # noqa: E402
-from synthor_core.expressions import compile_rule  # noqa: E402
+from synthor_core.evaluate.holdout import classifier_two_sample, combination_templates  # noqa: E402
+from synthor_core.expressions import (
+    compile_rule,  # noqa: E402
+    violating,  # noqa: E402
+)
 from synthor_core.metrics import jsd, tvd, wasserstein  # noqa: E402
 from synthor_core.priors.llm import LLMPrior, LLMSettings  # noqa: E402
 from synthor_core.priors.maxent import MaxEntPrior  # noqa: E402
-from synthor_core.rules import violating  # noqa: E402
-from synthor_core.targets import load_project  # noqa: E402
+from synthor_core.readers.project import load_project  # noqa: E402
+from synthor_core.synthesis.loop import SynthesisConfig, SynthesisResult, run_synthesis  # noqa: E402
 
 N = 2000
 GROUPS = [("age", "gender", "category"), ("category", "price"), ("location", "payment")]

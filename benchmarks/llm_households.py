@@ -35,9 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from llm_endpoint.server import TestEndpoint  # noqa: E402
-from synthor_core.household_project import load_household_project  # noqa: E402
 from synthor_core.priors.llm import LLMSettings  # noqa: E402
 from synthor_core.priors.llm_households import llm_households  # noqa: E402
+from synthor_core.readers.households import load_household_project  # noqa: E402
 from synthor_testing import POPULATIONSIM_CALM_WORST_PCT_RMSE as POPULATIONSIM  # noqa: E402
 
 CALM = ROOT / "examples" / "calm"

@@ -21,9 +21,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from llm_endpoint.network import sample_network, write_ecommerce_project  # noqa: E402
 from llm_endpoint.server import TestEndpoint  # noqa: E402
-from synthor_core.engine import SynthesisConfig, SynthesisResult, run_synthesis  # noqa: E402
 from synthor_core.priors.llm import LLMPrior, LLMSettings  # noqa: E402
-from synthor_core.targets import load_project  # noqa: E402
+from synthor_core.readers.project import load_project  # noqa: E402
+from synthor_core.synthesis.loop import SynthesisConfig, SynthesisResult, run_synthesis  # noqa: E402
 
 TABLES = [
     ("age",),

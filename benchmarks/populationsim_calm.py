@@ -5,8 +5,8 @@ sample record used); PopulationSim 0.10.0, when an environment
 holding it is given (``--populationsim-python V/bin/python``; install: ``python -m venv V && V/bin/pip install
 populationsim==0.10.0 "pyarrow>=20,<22"``), runs ``run_populationsim.py`` on a copy of the example. Both are
 scored by the same code: PopulationSim's expanded household ids are mapped back to its seed households and
-measured with :func:`synthor_core.households.measure_controls`, so each control's %RMSE over zones (100 x RMSE /
-mean control, PopulationSim's validation measure) is computed identically for both tools.
+measured with :func:`synthor_core.synthesis.households.measure_controls`, so each control's %RMSE over zones
+(100 x RMSE / mean control, PopulationSim's validation measure) is computed identically for both tools.
 
 Each run is its own subprocess, one after the other; wall seconds and peak memory (max RSS of that child, from
 ``os.wait4``) are measured here. Prints a markdown table per control group (worst %RMSE of the group) with the
@@ -34,8 +34,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from synthor_core.households import measure_controls  # noqa: E402
-from synthor_core.populationsim import load_populationsim  # noqa: E402
+from synthor_core.readers.populationsim import load_populationsim  # noqa: E402
+from synthor_core.synthesis.households import measure_controls  # noqa: E402
 
 EXAMPLE = ROOT.parent / "shared" / "data" / "populationsim" / "example_calm"
 GROUPS = {

@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from synthor_core.aggregate import Aggregator  # noqa: E402
-from synthor_core.engine import IterationEvent, SynthesisConfig, run_synthesis  # noqa: E402
 from synthor_core.priors.maxent import MaxEntPrior  # noqa: E402
-from synthor_core.targets import load_project  # noqa: E402
+from synthor_core.readers.project import load_project  # noqa: E402
+from synthor_core.synthesis.loop import IterationEvent, SynthesisConfig, run_synthesis  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "adult"
 

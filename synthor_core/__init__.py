@@ -8,11 +8,12 @@ The library never imports Streamlit. Typical use::
         ...
 """
 
-from .engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
 from .errors import SynthorError, TargetValidationError
 from .priors import MaxEntPrior, Prior, Proposal
+from .readers.project import load_project
 from .schema import Schema, expand_records
-from .targets import Project, load_project
+from .synthesis.loop import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
+from .targets.model import Project
 
 __all__ = [
     "IterationEvent",

@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from .schema import COUNT, Schema
-from .targets import TargetTable
+from .targets.model import TargetTable
 
 
 def quote_ident(name: str) -> str:

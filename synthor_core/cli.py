@@ -1,9 +1,9 @@
 """Headless runs: ``python -m synthor_core run|convert|validate ...``.
 
 ``run`` writes ``OUT/population.csv`` (one row per person, one column per variable, exactly N rows) and
-``OUT/report.json`` (see :func:`synthor_core.evaluate.run_report`); ``validate`` prints every problem of a
+``OUT/report.json`` (see :func:`synthor_core.evaluate.report.run_report`); ``validate`` prints every problem of a
 project folder at once; ``convert`` writes a PopulationSim working directory as a Synthor household project
-folder (:func:`synthor_core.household_project.convert_populationsim`). Exit codes: 0 success, 1 the run failed, 2
+folder (:func:`synthor_core.readers.convert.convert_populationsim`). Exit codes: 0 success, 1 the run failed, 2
 bad input or settings.
 """
 
@@ -21,19 +21,22 @@ from pathlib import Path
 import pandas as pd
 from pydantic import ValidationError
 
-from .engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
 from .errors import Problem, SynthorError, TargetValidationError
-from .evaluate import evaluate_population, format_evaluation, rules_report, run_report
+from .evaluate.holdout import evaluate_population, format_evaluation
+from .evaluate.report import run_report
+from .evaluate.rules import rules_report
 from .export import write_atomic, write_household_outputs
-from .household_project import convert_populationsim, is_household_project, load_household_project
-from .households import HouseholdConfig, candidate_households
-from .partitions import synthesize_partitioned
-from .populationsim import is_populationsim_project, load_populationsim
 from .priors.maxent import MaxEntPrior
-from .rules import load_rules
+from .readers.convert import convert_populationsim
+from .readers.households import is_household_project, load_household_project
+from .readers.populationsim import is_populationsim_project, load_populationsim
+from .readers.project import load_project, validate_project
+from .readers.rules import load_rules
 from .schema import COUNT, expand_records, spreadsheet_safe, spreadsheet_unescape
 from .store import CHECKPOINT_INTERVAL_S
-from .targets import load_project, validate_project
+from .synthesis.households import HouseholdConfig, candidate_households
+from .synthesis.loop import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
+from .synthesis.partitions import synthesize_partitioned
 
 
 def _parser() -> argparse.ArgumentParser:

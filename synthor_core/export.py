@@ -16,7 +16,8 @@ import pandas as pd
 
 from . import defaults
 from .expressions import compile_condition
-from .households import (
+from .schema import spreadsheet_safe
+from .synthesis.households import (
     PRIOR_COLUMN,
     HouseholdConfig,
     HouseholdResult,
@@ -26,7 +27,6 @@ from .households import (
     worst_zones,
     zone_fit_table,
 )
-from .schema import spreadsheet_safe
 from .units import HouseholdProject
 
 HOUSEHOLD_ID = "household_id"
@@ -222,7 +222,7 @@ def write_household_outputs(
     partitions=None,
 ) -> dict[str, Any]:
     """Write ``households.csv``, ``persons.csv`` (and both as Parquet), ``zone_fit.csv`` (every control in every
-    zone: :func:`~synthor_core.households.zone_fit_table`), ``report.json``, and PopulationSim's files for its
+    zone: :func:`~synthor_core.synthesis.households.zone_fit_table`), ``report.json``, and PopulationSim's files for its
     projects.
 
     Parameters
@@ -231,7 +231,7 @@ def write_household_outputs(
         The project the households were placed from (its seed holds the prior's candidates).
     reference : HouseholdProject, optional
         The project with its real seed sample: the report then gains ``realism`` (TVD of the tables no control
-        fixes, :func:`synthor_core.households.realism_tables`).
+        fixes, :func:`synthor_core.synthesis.households.realism_tables`).
     prior_notes : dict, optional
         What the prior says about its candidates (``candidate_households``), reported under ``prior_notes``.
     partitions : list of PartitionOutcome, optional

@@ -400,6 +400,20 @@ def compile_condition(expression: str, table: str, columns, name: str) -> Condit
     return Condition(expression, tuple(compiler.used), test)
 
 
+def violation_counts(population: pd.DataFrame, rules) -> dict[str, int]:
+    """Persons violating each rule in a coded population with ``count`` (all records count 1 without it)."""
+    weights = population["count"].to_numpy() if "count" in population else np.ones(len(population))
+    return {r.name: int(weights[r.violates(population)].sum()) for r in rules}
+
+
+def violating(population: pd.DataFrame, rules) -> np.ndarray:
+    """Boolean mask of records violating at least one rule."""
+    mask = np.zeros(len(population), dtype=bool)
+    for r in rules:
+        mask |= r.violates(population)
+    return mask
+
+
 def expression_constants(expression: str) -> list[float]:
     """Every number written in a table-dialect condition (``np.inf`` as inf, ``-5`` as -5): the points where a
     column's conditions may change (:func:`synthor_core.priors.households.column_categories`)."""

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .schema import Schema
-from .targets import TargetTable
+from .targets.model import TargetTable
 
 
 def _shares(counts: npt.ArrayLike) -> npt.NDArray[np.float64]:

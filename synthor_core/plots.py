@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .engine import IterationEvent
 from .metrics import Fit
 from .schema import Schema
-from .targets import TargetTable
+from .synthesis.loop import IterationEvent
+from .targets.model import TargetTable
 
 
 def tvd_by_iteration(

@@ -20,13 +20,14 @@ from pathlib import Path
 
 import duckdb
 
-from .engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
 from .errors import PriorError, SynthorError
-from .evaluate import rules_fit_cost, rules_report, run_report
+from .evaluate.report import run_report
+from .evaluate.rules import rules_fit_cost, rules_report
 from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
 from .store import CHECKPOINT_INTERVAL_S, RunStore
-from .targets import Project
+from .synthesis.loop import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
+from .targets.model import Project
 
 STORE_INTERVAL_S = 1.0  # a run's iterations reach the store at most this often (each write opens the file)
 
@@ -169,7 +170,7 @@ class Runner:
         PermissionError
             When ``owner`` is given and the run belongs to someone else.
         """
-        from .targets import load_project
+        from .readers.project import load_project
 
         if self.store is None:
             raise KeyError("this runner has no run store")
@@ -281,7 +282,7 @@ class Runner:
             self._fail(run, prior, exc, flush)
 
     def _rules_fit_cost(self, project: Project, rules) -> dict:
-        """What the rules cost in fit (:func:`~synthor_core.evaluate.rules_fit_cost`, seconds of work), computed
+        """What the rules cost in fit (:func:`~synthor_core.evaluate.rules.rules_fit_cost`, seconds of work), computed
         once per project object and rules: every run of the same project with the same rules shares it."""
         key = (id(project), tuple((r.name, r.condition) for r in rules))
         with self._lock:

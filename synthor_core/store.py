@@ -25,10 +25,10 @@ import duckdb
 import pandas as pd
 
 from .aggregate import quote_ident
-from .engine import IterationEvent, SynthesisConfig
 from .errors import StoreBusyError, SynthorError
 from .schema import FORMULA_PREFIXES
-from .targets import Project
+from .synthesis.loop import IterationEvent, SynthesisConfig
+from .targets.model import Project
 
 SCHEMA_VERSION = 2  # 2: runs.owner, runs.process, runs.checkpoint_iteration; status "interrupted"
 _DDL = [

@@ -2,7 +2,7 @@
 
 Converts ``../shared/data/populationsim/example_calm`` (PopulationSim v0.10.0, BSD-3-Clause; seed records from the
 US Census Bureau's ACS PUMS, public domain) into a Synthor household project with
-:func:`synthor_core.household_project.convert_populationsim`, then keeps only the seed columns the project uses
+:func:`synthor_core.readers.convert.convert_populationsim`, then keeps only the seed columns the project uses
 (ids, weight, seed zone, every column a control, a derivation or the output settings read): 8.6 MB of seed files
 become about 0.4 MB, every kept cell unchanged; then adds two household rules (``RULES``). Run from the repository root:
 ``python examples/calm/derive.py [--source DIR] [--out examples/calm]``.
@@ -22,7 +22,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from synthor_core.household_project import convert_populationsim, load_household_project  # noqa: E402
+from synthor_core.readers.convert import convert_populationsim
+from synthor_core.readers.households import load_household_project  # noqa: E402
 
 SOURCE = ROOT.parent / "shared" / "data" / "populationsim" / "example_calm"
 # Household rules in the spirit of the paper's population protocol (PAPER.md §5.5), checked on every run

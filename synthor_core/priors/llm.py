@@ -36,7 +36,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import PriorError, TokenBudgetExhausted
-from ..targets import Project
+from ..targets.model import Project
 from . import prompts
 from .base import Guidance, Prior, PriorUsage, Proposal, sample_uniform_records
 

@@ -25,10 +25,10 @@ import pandas as pd
 
 from .. import defaults
 from ..errors import ConfigError
+from ..expressions import violating
 from ..metrics import CellGap
-from ..rules import violating
 from ..schema import Bins, Schema
-from ..targets import Project, TargetTable
+from ..targets.model import Project, TargetTable
 from .base import Guidance, PriorUsage, Proposal, bin_condition, gap_conditions, sample_uniform_records
 
 _LETTERS = string.ascii_letters

@@ -13,7 +13,7 @@ import json
 
 from ..metrics import CellGap
 from ..schema import Schema
-from ..targets import Project
+from ..targets.model import Project
 from .base import Guidance, Proposal
 
 SYSTEM = (

@@ -6,8 +6,8 @@ from __future__ import annotations
 from streamlit.testing.v1 import AppTest
 
 from app_session import as_text
+from synthor_core.readers.project import read_project_toml
 from synthor_core.store import zip_project_folder
-from synthor_core.targets import read_project_toml
 from synthor_testing import ROOT, write_project
 
 APP = str(ROOT / "app.py")

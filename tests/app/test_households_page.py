@@ -208,7 +208,7 @@ def test_the_llm_prior_writes_households_from_the_page_and_says_how_many_it_kept
     """Issue 13 in the app: the LLM prior (the local endpoint answering from CALM's sample) writes households cell
     by cell; the page says how many were valid and how many households of each prior the run placed."""
     from llm_endpoint.server import TestEndpoint
-    from synthor_core.household_project import load_household_project
+    from synthor_core.readers.households import load_household_project
 
     sample = load_household_project(ROOT / "examples" / "calm").seed
     with TestEndpoint(seed=1, households=(sample.households, sample.persons)) as endpoint:

@@ -349,8 +349,8 @@ def test_an_interrupted_run_is_listed_downloaded_and_resumed_from_the_runs_page(
 
     from app_session import get_runner
     from synthor_core import store as store_module
-    from synthor_core.engine import SynthesisConfig
-    from synthor_core.targets import load_project
+    from synthor_core.readers.project import load_project
+    from synthor_core.synthesis.loop import SynthesisConfig
 
     at = _app()
     owner = at.session_state["app.owner"]

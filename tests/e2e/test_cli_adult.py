@@ -12,9 +12,9 @@ import sys
 import pandas as pd
 import pytest
 
-from synthor_core.engine import SynthesisConfig, SynthesisResult, run_synthesis
-from synthor_core.evaluate import compare_tables
+from synthor_core.evaluate.holdout import compare_tables
 from synthor_core.priors.maxent import MaxEntPrior
+from synthor_core.synthesis.loop import SynthesisConfig, SynthesisResult, run_synthesis
 from synthor_testing import ROOT
 
 EXAMPLE = ROOT / "examples" / "adult"
@@ -97,7 +97,7 @@ def test_the_numeric_control_of_mean_hours_is_fitted_and_reported(full_run):
 
 
 def test_full_mode_beats_independent_marginals_on_tables_that_were_not_targets(full_run):
-    from synthor_core.targets import load_project
+    from synthor_core.readers.project import load_project
 
     out, _ = full_run
     project = load_project(EXAMPLE)

@@ -13,10 +13,10 @@ import pytest
 
 from llm_endpoint.network import GROUPS, sample_network, write_ecommerce_project
 from llm_endpoint.server import TestEndpoint
-from synthor_core.engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
 from synthor_core.priors.llm import LLMPrior, LLMSettings
 from synthor_core.priors.maxent import MaxEntPrior
-from synthor_core.targets import load_project
+from synthor_core.readers.project import load_project
+from synthor_core.synthesis.loop import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
 from synthor_testing import ROOT
 
 FAULTS = ("rate_limit", "server_error", "connection", "malformed_json", "truncated", "empty", "refusal")

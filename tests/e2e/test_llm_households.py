@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 from llm_endpoint.server import TestEndpoint
-from synthor_core.household_project import load_household_project
-from synthor_core.households import PRIOR_COLUMN
 from synthor_core.priors.llm import LLMSettings
 from synthor_core.priors.llm_households import llm_households
+from synthor_core.readers.households import load_household_project
+from synthor_core.synthesis.households import PRIOR_COLUMN
 from synthor_testing import POPULATIONSIM_CALM_WORST_PCT_RMSE, ROOT
 
 CALM = ROOT / "examples" / "calm"

@@ -17,11 +17,11 @@ import pytest
 
 from llm_endpoint.network import sample_network, write_ecommerce_project
 from llm_endpoint.server import INJECTION, TestEndpoint
-from synthor_core.engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
-from synthor_core.evaluate import compare_tables
+from synthor_core.evaluate.holdout import compare_tables
 from synthor_core.priors.llm import LLMPrior, LLMSettings
 from synthor_core.priors.maxent import MaxEntPrior
-from synthor_core.targets import load_project
+from synthor_core.readers.project import load_project
+from synthor_core.synthesis.loop import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
 from synthor_testing import ROOT
 
 MARGINALS = [("age",), ("gender",), ("location",), ("category",), ("price",), ("payment",)]

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SLOW_RUN = textwrap.dedent("""
     import sys, time
-    from synthor_core.engine import SynthesisConfig
+    from synthor_core.synthesis.loop import SynthesisConfig
     from synthor_core.priors.maxent import MaxEntPrior
     from synthor_core.runner import Runner
     from synthor_core.store import RunStore
@@ -101,8 +101,8 @@ def test_a_full_disk_mid_run_keeps_the_last_checkpoint_and_a_readable_store(tmp_
     population saved at iteration 1 is the failed run's population, complete and downloadable."""
     import errno
 
-    from synthor_core.engine import SynthesisConfig
-    from synthor_core.targets import load_project
+    from synthor_core.readers.project import load_project
+    from synthor_core.synthesis.loop import SynthesisConfig
 
     saves = []
     real_save = RunStore.save_checkpoint

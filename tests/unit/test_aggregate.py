@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from synthor_core.aggregate import Aggregator
-from synthor_core.targets import load_project
+from synthor_core.readers.project import load_project
 
 
 def test_aggregate_matches_pandas_and_puts_edges_in_the_right_bins(small_project_dir):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthor_core.calibrate import integerize_trs, rake_counts
+from synthor_core.calibrate.integerizing import integerize_trs
+from synthor_core.calibrate.raking import rake_counts
 
 
 def test_raking_a_2x2_table_preserves_the_seed_cross_product_ratio():
@@ -56,7 +57,7 @@ def test_rounding_repair_brings_every_table_within_one_person_of_its_goal():
     a cell's records add up); moving persons between records brings every cell of every table within one person of
     the calibrated (fractional) counts, N unchanged. Records: the 4 x 3 x 5 cross of three variables, two records
     per combination with weights near 1 (as after raking a population of single persons)."""
-    from synthor_core.calibrate import repair_rounding
+    from synthor_core.calibrate.integerizing import repair_rounding
 
     rng = np.random.default_rng(11)
     a, b, c = (g.reshape(-1).repeat(2) for g in np.meshgrid(np.arange(4), np.arange(3), np.arange(5), indexing="ij"))
@@ -77,7 +78,7 @@ def test_a_total_income_per_cell_pins_the_weights_with_the_counts():
     20 and 50 (size 2). Counts 100 and 50 with total incomes 2,400 and 1,600 leave one solution:
     w1 + w2 = 100, 10 w1 + 30 w2 = 2,400 -> (30, 70); w3 + w4 = 50, 20 w3 + 50 w4 = 1,600 -> (30, 20).
     A mean of 24 and 32 per size is the same control. Raking the counts alone would leave (50, 50, 25, 25)."""
-    from synthor_core.calibrate import NumericTarget
+    from synthor_core.calibrate.raking import NumericTarget
 
     size_cell = np.array([0, 0, 1, 1])
     income = np.array([10.0, 30.0, 20.0, 50.0])
@@ -97,7 +98,7 @@ def test_generalized_raking_keeps_the_exponential_form_and_meets_counts_and_tota
     """Deville & Särndal (1992) raking: the calibrated weight of each record is its starting weight times
     exp(a_cell + b x) for the cells of the count tables it is in and its value x, so log(w / d) is linear in x
     inside a cell of a single table. Five records of one cell, a total income, a two-cell second table."""
-    from synthor_core.calibrate import NumericTarget
+    from synthor_core.calibrate.raking import NumericTarget
 
     rng = np.random.default_rng(2)
     x = np.array([5.0, 12.0, 20.0, 33.0, 41.0])
@@ -112,7 +113,7 @@ def test_generalized_raking_keeps_the_exponential_form_and_meets_counts_and_tota
 
 
 def test_a_mean_outside_its_cell_s_values_is_reported_not_met():
-    from synthor_core.calibrate import NumericTarget
+    from synthor_core.calibrate.raking import NumericTarget
 
     cell = np.zeros(3, dtype=np.int64)
     target = NumericTarget(cell, np.array([1.0, 2.0, 3.0]), np.array([5.0]), mean=True)

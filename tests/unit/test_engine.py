@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthor_core.engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
 from synthor_core.errors import PriorError
 from synthor_core.priors.base import PriorUsage, Proposal
 from synthor_core.priors.maxent import MaxEntPrior
+from synthor_core.readers.project import load_project
 from synthor_core.schema import expand_records
-from synthor_core.targets import load_project
+from synthor_core.synthesis.loop import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
 
 
 def _run(project, prior, config, should_stop=None, rules=()):
@@ -149,7 +149,7 @@ def test_removals_do_not_depend_on_the_records_sort_order():
     import numpy as np
     import pandas as pd
 
-    from synthor_core.engine import _remove
+    from synthor_core.synthesis.loop import _remove
 
     population = pd.DataFrame({"age": [18.0, 19.0, 20.0, 21.0, 22.0], "count": [1, 1, 1, 1, 1]})
     rng = np.random.default_rng(0)

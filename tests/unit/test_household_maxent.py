@@ -9,9 +9,14 @@ import numpy as np
 import pytest
 
 from synthor_core.errors import TargetValidationError
-from synthor_core.households import HouseholdConfig, HouseholdResult, candidate_households, synthesize_households
-from synthor_core.populationsim import load_populationsim
 from synthor_core.priors.households import _category_masses, _draw_in, column_categories
+from synthor_core.readers.populationsim import load_populationsim
+from synthor_core.synthesis.households import (
+    HouseholdConfig,
+    HouseholdResult,
+    candidate_households,
+    synthesize_households,
+)
 from synthor_core.units import Derivation, infer_derivations
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "populationsim"

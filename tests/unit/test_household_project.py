@@ -12,9 +12,11 @@ import pandas as pd
 import pytest
 
 from synthor_core.errors import TargetValidationError
-from synthor_core.household_project import convert_populationsim, is_household_project, load_household_project
-from synthor_core.populationsim import load_populationsim
-from synthor_core.targets import PROJECT_FILE, load_project
+from synthor_core.readers.convert import convert_populationsim
+from synthor_core.readers.households import is_household_project, load_household_project
+from synthor_core.readers.populationsim import load_populationsim
+from synthor_core.readers.project import load_project
+from synthor_core.targets.model import PROJECT_FILE
 from synthor_core.units import Derivation
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -300,7 +302,7 @@ def test_the_bundled_calm_example_is_what_its_script_derives(tmp_path):
 
 
 def test_rules_are_read_checked_and_counted_on_the_output(tmp_path):
-    from synthor_core.households import check_rules
+    from synthor_core.synthesis.households import check_rules
 
     project = load_household_project(ROOT / "examples" / "calm")
     assert [(r.name, r.unit) for r in project.rules] == [

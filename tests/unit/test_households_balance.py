@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthor_core.calibrate import balance_zones, integerize_zone
+from synthor_core.calibrate.balancing import balance_zones
+from synthor_core.calibrate.integerizing import integerize_zone
 
 KONDURI_INCIDENCE = np.array(
     [

@@ -6,35 +6,31 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "synthor_core"
-# rank of each module: a module imports only modules of a lower rank (errors and defaults are the base)
-# household_project reads PopulationSim folders (convert), so it sits one rank above populationsim
+# rank of each module or package (DESIGN §5): a module imports only modules of a lower rank (errors and defaults are
+# the base); inside a package, files may import each other
 RANK = {
     "errors": 0,
     "defaults": 0,
     "toml_files": 1,
     "schema": 1,
     "geography": 1,
-    "targets": 2,
-    "rules": 3,
-    "expressions": 2,
     "units": 2,
-    "populationsim": 3,
-    "aggregate": 3,
-    "metrics": 3,
-    "calibrate": 4,
-    "priors": 4,
-    "household_project": 4,
-    "engine": 5,
-    "households": 5,
-    "evaluate": 6,
-    "plots": 6,
-    "store": 6,
-    "export": 6,
-    "partitions": 6,
-    "runner": 7,
-    "cli": 8,
-    "__main__": 9,
-    "__init__": 9,
+    "expressions": 2,
+    "targets": 3,
+    "readers": 4,
+    "aggregate": 5,
+    "metrics": 5,
+    "calibrate": 6,
+    "priors": 7,
+    "synthesis": 8,
+    "evaluate": 9,
+    "plots": 9,
+    "export": 10,
+    "store": 11,
+    "runner": 12,
+    "cli": 13,
+    "__main__": 14,
+    "__init__": 14,
 }
 
 

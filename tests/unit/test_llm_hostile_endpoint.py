@@ -15,11 +15,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from synthor_core.engine import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
 from synthor_core.priors import llm
 from synthor_core.priors.base import Guidance
 from synthor_core.priors.llm import LLMPrior, LLMSettings
-from synthor_core.targets import load_project
+from synthor_core.readers.project import load_project
+from synthor_core.synthesis.loop import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
 from synthor_testing import ROOT
 
 N = 1000  # the small project's population size

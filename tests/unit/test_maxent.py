@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from synthor_core.priors.maxent import MaxEntJoint
+from synthor_core.readers.project import load_project
 from synthor_core.schema import CategoricalVariable, Schema
-from synthor_core.targets import TargetTable, load_project
+from synthor_core.targets.model import TargetTable
 
 
 def _ipf_full(shape, tables, sweeps=3000):
@@ -214,9 +215,9 @@ def test_smooth_values_inside_six_coarse_bins_are_closer_to_real_ones_than_unifo
     from scipy.stats import wasserstein_distance
 
     from llm_endpoint.network import GROUPS, quantile_edges, sample_network, write_ecommerce_project
-    from synthor_core.engine import SynthesisConfig, SynthesisResult, run_synthesis
     from synthor_core.priors.maxent import MaxEntPrior
     from synthor_core.schema import expand_records
+    from synthor_core.synthesis.loop import SynthesisConfig, SynthesisResult, run_synthesis
 
     smooth_w1 = []
     for seed in (1, 2, 3):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from synthor_core.metrics import attribute_gaps, jsd, srmse, tvd
-from synthor_core.targets import load_project
+from synthor_core.readers.project import load_project
 
 
 def test_tvd_by_hand():

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthor_core.engine import SynthesisConfig, SynthesisResult, run_synthesis
 from synthor_core.errors import TargetValidationError
 from synthor_core.priors.base import Proposal
 from synthor_core.priors.maxent import MaxEntPrior
+from synthor_core.readers.project import load_project
 from synthor_core.schema import expand_records
-from synthor_core.targets import load_project
+from synthor_core.synthesis.loop import SynthesisConfig, SynthesisResult, run_synthesis
 from synthor_testing import SMALL_FILES, SMALL_TOML, write_project
 
 MEAN_AGE = """

@@ -9,9 +9,14 @@ import numpy as np
 import pytest
 
 from synthor_core.errors import TargetValidationError
-from synthor_core.households import HouseholdConfig, HouseholdResult, candidate_households, synthesize_households
-from synthor_core.partitions import merge_outcomes, partition_tasks, run_partition, synthesize_partitioned
-from synthor_core.populationsim import load_populationsim
+from synthor_core.readers.populationsim import load_populationsim
+from synthor_core.synthesis.households import (
+    HouseholdConfig,
+    HouseholdResult,
+    candidate_households,
+    synthesize_households,
+)
+from synthor_core.synthesis.partitions import merge_outcomes, partition_tasks, run_partition, synthesize_partitioned
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "populationsim"
 pytestmark = pytest.mark.skipif(not (EXAMPLES / "example_test").is_dir(), reason="shared/data/populationsim absent")
@@ -115,7 +120,7 @@ def test_upper_totals_are_split_into_whole_households_that_add_up(candidates):
 def test_a_partition_without_candidates_fails_by_name_and_an_unreachable_scheduler_is_an_error(candidates, monkeypatch):
     from synthor_core import defaults
     from synthor_core.errors import SchedulerError
-    from synthor_core.partitions import run_partitions
+    from synthor_core.synthesis.partitions import run_partitions
 
     project, config = candidates
     tasks = partition_tasks(project, config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from synthor_core.plots import table_comparison, tvd_by_iteration
-from synthor_core.targets import load_project
+from synthor_core.readers.project import load_project
 
 
 def test_the_difference_heatmap_has_its_own_symmetric_scale(small_project_dir):
@@ -29,7 +29,7 @@ def test_the_convergence_chart_has_one_plain_tick_per_power_of_ten():
 
 
 def test_the_convergence_chart_names_the_worst_tables_groups_the_rest_and_marks_the_final_fit():
-    from synthor_core.engine import IterationEvent
+    from synthor_core.synthesis.loop import IterationEvent
 
     tables = {f"t{i}": 0.01 * (i + 1) for i in range(8)}
     events = [

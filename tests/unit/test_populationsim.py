@@ -13,7 +13,7 @@ import pytest
 from synthor_core.errors import RuleError, TargetValidationError
 from synthor_core.expressions import compile_condition
 from synthor_core.geography import build_geography
-from synthor_core.populationsim import load_populationsim
+from synthor_core.readers.populationsim import load_populationsim
 from synthor_core.units import derive_from_members
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "populationsim"

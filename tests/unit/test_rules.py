@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from synthor_core.errors import RuleError, TargetValidationError
-from synthor_core.expressions import compile_rule
-from synthor_core.rules import load_rules, violation_counts
-from synthor_core.targets import load_project
+from synthor_core.expressions import compile_rule, violation_counts
+from synthor_core.readers.project import load_project
+from synthor_core.readers.rules import load_rules
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ import duckdb
 import pandas as pd
 import pytest
 
-from synthor_core.engine import SynthesisConfig
 from synthor_core.errors import SynthorError
+from synthor_core.readers.project import load_project
 from synthor_core.runner import Runner
 from synthor_core.store import RunStore
-from synthor_core.targets import load_project
+from synthor_core.synthesis.loop import SynthesisConfig
 
 
 def test_a_run_is_recorded_and_exported(tmp_path, small_project_dir):
@@ -102,7 +102,7 @@ def test_a_run_stopped_before_its_first_iteration_is_stopped_not_failed(tmp_path
 def test_the_rules_fit_cost_is_computed_once_per_project_and_rules(tmp_path, small_project_dir):
     import time
 
-    from synthor_core.rules import load_rules
+    from synthor_core.readers.rules import load_rules
 
     project = load_project(small_project_dir)
     (tmp_path / "rules.toml").write_text(

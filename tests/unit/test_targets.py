@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from synthor_core.errors import TargetValidationError
-from synthor_core.targets import load_project, validate_project
+from synthor_core.readers.project import load_project, validate_project
 from synthor_testing import SMALL_FILES, SMALL_TOML, write_project
 
 
@@ -268,8 +268,8 @@ def test_a_damaged_workbook_is_named(tmp_path):
 
 def test_a_variable_may_be_named_like_the_aggregation_s_own_columns(tmp_path):
     """A variable named ``cell`` (or t, n) once failed in DuckDB's binder."""
-    from synthor_core.engine import SynthesisConfig, SynthesisResult, run_synthesis
     from synthor_core.priors.maxent import MaxEntPrior
+    from synthor_core.synthesis.loop import SynthesisConfig, SynthesisResult, run_synthesis
 
     toml = SMALL_TOML.replace("employed", "cell")
     files = {k.replace("employed", "cell"): v.replace("employed", "cell") for k, v in SMALL_FILES.items()}
@@ -285,7 +285,7 @@ def test_a_variable_may_be_named_like_the_aggregation_s_own_columns(tmp_path):
 def test_rules_that_forbid_every_record_say_so(tmp_path, small_project_dir):
     from synthor_core.errors import ConfigError
     from synthor_core.priors.maxent import MaxEntPrior
-    from synthor_core.rules import load_rules
+    from synthor_core.readers.rules import load_rules
 
     project = load_project(small_project_dir)
     (tmp_path / "rules.toml").write_text('[[rules]]\nname = "nobody"\ncondition = "age >= 0"\n', encoding="utf-8")

@@ -1,140 +1,19 @@
-"""Evaluation: the fit report of a run (``report.json``); holdout comparisons and plausibility rules build on it."""
+"""Evaluation against what was not a target: held-out real records (tables that were not targets, association,
+Wasserstein, a classifier two-sample test, train-on-synthetic test-on-real) and the worst cells of a table.
+"""
 
 from __future__ import annotations
 
-import platform
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .aggregate import Aggregator
-from .engine import SynthesisConfig, SynthesisResult
-from .metrics import attribute_gaps, srmse, tvd, wasserstein
-from .priors.base import PriorUsage
-from .schema import COUNT, Bins
-from .targets import Project, TargetTable
-
-PAPER_PROTOCOL = (
-    "LLMSynthor paper protocol: add-only, at most 5 proposals per iteration, each fixing one category "
-    "per categorical variable and one [min, max] range per numeric variable, numeric values drawn "
-    "uniformly in the range, no calibration (counts scaled to N and integerized)"
-)
-
-
-def numeric_report(numeric: dict) -> dict[str, Any]:
-    """The numeric controls' part of ``report.json``: control name -> ``of``, ``statistic``,
-    ``max_relative_error``, ``mean_relative_error`` and ``cells`` (one per cell, flat C order: ``cell`` (variable ->
-    label), ``goal``, ``synthetic``, ``relative_error``; NaN/inf written as null)."""
-
-    def number(x: float) -> float | None:
-        return float(x) if np.isfinite(x) else None
-
-    return {
-        name: {
-            "of": f.of,
-            "statistic": f.statistic,
-            "max_relative_error": number(f.max_relative_error),
-            "mean_relative_error": number(f.mean_relative_error),
-            "cells": [
-                {"cell": cell, "goal": number(g), "synthetic": number(v), "relative_error": number(e)}
-                for cell, g, v, e in zip(
-                    f.cells or [{}] * f.goals.size,
-                    f.goals.reshape(-1),
-                    f.synthetic.reshape(-1),
-                    f.relative_errors.reshape(-1),
-                )
-            ],
-        }
-        for name, f in numeric.items()
-    }
-
-
-def source_summary(result: SynthesisResult, usage: PriorUsage) -> str:
-    """One sentence on where the final population's persons came from and which calls failed, e.g. "62.0 % of
-    the persons came from llm, 38.0 % from maxent (its fallback); 41 of 300 calls failed: server_error 20, ...".
-    Empty when the run had no fallback prior."""
-    if not result.sources:
-        return ""
-    (main, first), (backup, second) = list(result.sources.items())[:2]
-    total = max(first["final"] + second["final"], 1)
-    text = (
-        f"{first['final'] / total:.1%} of the persons came from {main}, {second['final'] / total:.1%} from "
-        f"{backup} (its fallback)"
-    )
-    failures = dict(usage.failures)
-    if failures:
-        kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(failures.items(), key=lambda kv: -kv[1]))
-        text += f"; {sum(failures.values()):,} of {usage.calls:,} calls failed: {kinds}"
-    return text
-
-
-def run_report(
-    result: SynthesisResult, config: SynthesisConfig, prior_name: str, usage: PriorUsage, dollars: float | None = None
-) -> dict[str, Any]:
-    """The ``report.json`` of a run: fit, cost and settings.
-
-    Returns
-    -------
-    dict with keys ``mean_tvd``, ``max_tvd``, ``tables`` (name -> ``tvd``, ``srmse``), ``numeric_controls`` (when
-    the project has any: :func:`numeric_report`), ``sources``, ``fallback`` and ``source_summary`` (when the run had a
-    fallback prior: :attr:`SynthesisResult.sources`, :func:`source_summary`), ``iterations``,
-    ``seconds``, ``records`` (N), ``distinct_records``, ``prior``, ``mode``, ``seed``, ``warnings``, ``llm``
-    (``calls``, ``prompt_tokens``, ``completion_tokens``, ``cached_calls``, ``failures`` by kind, ``dollars`` when
-    prices are configured, and ``calls_per_1000_records``), and ``stop_reason``, ``error`` (why the prior
-    failed, or null), ``loop`` (fit before calibration), ``calibration``, ``rejected``, ``settings``,
-    ``protocol``, ``python``.
-    """
-    population = result.population
-    calibration = None
-    if result.calibration is not None:
-        calibration = {
-            "converged": result.calibration.converged,
-            "iterations": result.calibration.iterations,
-            "max_abs_error": result.calibration.max_abs_error,
-            "max_relative_error_numeric": result.calibration.max_relative_error_numeric,
-        }
-    return {
-        "mean_tvd": result.fit.mean_tvd,
-        "max_tvd": result.fit.max_tvd,
-        "tables": {name: {"tvd": f.tvd, "srmse": f.srmse} for name, f in result.fit.tables.items()},
-        **({"numeric_controls": numeric_report(result.fit.numeric)} if result.fit.numeric else {}),
-        **(
-            {"sources": result.sources, "fallback": result.fallback, "source_summary": source_summary(result, usage)}
-            if result.sources
-            else {}
-        ),
-        "iterations": result.iterations,
-        "seconds": round(result.seconds, 3),
-        "records": int(population["count"].sum()),
-        "distinct_records": int(len(population)),
-        "prior": prior_name,
-        "mode": config.mode,
-        "seed": config.seed,
-        "warnings": list(result.warnings),
-        "llm": {
-            "calls": usage.calls,
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "cached_calls": usage.cached_calls,
-            "failures": dict(usage.failures),
-            **({"dollars": round(dollars, 6)} if dollars is not None else {}),
-            "calls_per_1000_records": round(usage.calls * 1000 / max(int(population["count"].sum()), 1), 4),
-        },
-        "stop_reason": result.stop_reason,
-        "error": result.error,
-        "loop": None
-        if result.loop_fit is None
-        else {"mean_tvd": result.loop_fit.mean_tvd, "max_tvd": result.loop_fit.max_tvd},
-        "calibration": calibration,
-        "rejected": result.rejected,
-        "settings": config.model_dump(),
-        "protocol": PAPER_PROTOCOL
-        if config.mode == "paper"
-        else "Synthor full mode: add and remove, realistic "
-        "fill from the prior, raking to every target table, controlled-rounding integerization",
-        "python": platform.python_version(),
-    }
+from ..aggregate import Aggregator
+from ..metrics import attribute_gaps, srmse, tvd, wasserstein
+from ..schema import COUNT, Bins
+from ..targets.model import Project, TargetTable
+from .rules import rules_report
 
 
 def combination_templates(project: Project, combinations) -> list[TargetTable]:
@@ -284,59 +163,6 @@ def holdout_comparison(
     return frame.sort_values("tvd", ascending=False, kind="stable").reset_index(drop=True), dropped
 
 
-def rules_fit_cost(project: Project, rules) -> dict[str, dict[str, float]]:
-    """Mean and max TVD between the targets and the maximum-entropy joint without and with the rules as
-    structural zeros: ``{"without_rules": {...}, "with_rules": {...}}`` (a few seconds on the Adult example: the
-    runner computes it beside the run)."""
-    from .priors.maxent import MaxEntJoint
-
-    cost = {}
-    for label, joint_rules in (("without_rules", ()), ("with_rules", rules)):
-        joint = MaxEntJoint(project.schema, project.tables, joint_rules)
-        tvds = [tvd(t.shares, joint.table_shares(i)) for i, t in enumerate(joint.tables)]
-        cost[label] = {"mean_tvd": float(np.mean(tvds)), "max_tvd": float(np.max(tvds))}
-    return cost
-
-
-def rules_report(
-    project: Project,
-    population: pd.DataFrame,
-    rules,
-    real_records: pd.DataFrame | None = None,
-    fit_cost: dict | None = None,
-) -> dict[str, Any]:
-    """Violation rates of plausibility rules, and what enforcing them costs in fit.
-
-    Returns
-    -------
-    dict with ``rules`` (name -> ``condition``, ``violations`` (persons), ``rate``, and ``real_rate`` when real
-    records are given), ``any_rate`` (share of persons breaking at least one rule, ``real_any_rate``), and
-    ``fit_cost``: the mean and max TVD between the targets and the maximum-entropy joint with and without the
-    rules as structural zeros (``with_rules`` - ``without_rules`` is what the rules cost; 0 when they agree with
-    the tables; :func:`rules_fit_cost`, unless ``fit_cost`` gives it already).
-    """
-    from .rules import violating, violation_counts
-
-    total = max(int(population[COUNT].sum()), 1)
-    counts = violation_counts(population, rules)
-    weights = population[COUNT].to_numpy()
-    out: dict[str, Any] = {
-        "rules": {
-            r.name: {"condition": r.condition, "violations": counts[r.name], "rate": counts[r.name] / total}
-            for r in rules
-        },
-        "any_rate": float(weights[violating(population, rules)].sum() / total),
-    }
-    if real_records is not None:
-        real, _ = project.schema.encode(real_records[project.schema.names])
-        real_counts = violation_counts(real, rules)
-        for r in rules:
-            out["rules"][r.name]["real_rate"] = real_counts[r.name] / max(len(real), 1)
-        out["real_any_rate"] = float(violating(real, rules).mean()) if len(real) else 0.0
-    out["fit_cost"] = fit_cost if fit_cost is not None else rules_fit_cost(project, rules)
-    return out
-
-
 def _sample_records(population: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.DataFrame:
     """``n`` persons drawn from a coded population in proportion to the records' counts (schema columns)."""
     weights = population[COUNT].to_numpy(dtype=np.float64)
@@ -424,7 +250,7 @@ def cramers_v_error(project: Project, population: pd.DataFrame, real: pd.DataFra
     targets), real (coded records, one per person) vs synthetic; with the worst pair."""
     from itertools import combinations
 
-    from .metrics import cramers_v
+    from ..metrics import cramers_v
 
     templates, real_counts, synthetic = _aggregate_combinations(
         project, list(combinations(project.schema.names, 2)), real, population

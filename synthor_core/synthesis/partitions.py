@@ -22,12 +22,12 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from . import defaults
-from .calibrate import BalanceResult
-from .errors import Problem, SchedulerError, TargetValidationError
-from .geography import Geography
+from .. import defaults
+from ..calibrate.balancing import BalanceResult
+from ..errors import Problem, SchedulerError, TargetValidationError
+from ..geography import Geography
+from ..units import HouseholdProject
 from .households import HouseholdConfig, HouseholdEvent, HouseholdResult, measure_controls, synthesize_households
-from .units import HouseholdProject
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def partition_tasks(
     Parameters
     ----------
     project : HouseholdProject
-        After :func:`synthor_core.households.candidate_households`.
+        After :func:`synthor_core.synthesis.households.candidate_households`.
     config : HouseholdConfig
     level : str, optional
         The partition level (default: the seed level).
@@ -241,7 +241,7 @@ def run_partition(
     the maxent candidates). BLAS runs on one thread while a partition runs (threadpoolctl), and partitions of one
     process run one at a time (a lock), so the arithmetic, hence the bytes, are the same in any process and with
     any number of threads per Dask worker. ``progress(name, event)`` is called with each
-    :class:`~synthor_core.households.HouseholdEvent` (in-process runs only).
+    :class:`~synthor_core.synthesis.households.HouseholdEvent` (in-process runs only).
     """
     started = time.perf_counter()
     try:
@@ -436,7 +436,7 @@ def synthesize_partitioned(
     Parameters
     ----------
     project : HouseholdProject
-        After :func:`synthor_core.households.candidate_households`.
+        After :func:`synthor_core.synthesis.households.candidate_households`.
     config : HouseholdConfig
     level, workers, scheduler
         See :func:`partition_tasks` and :func:`run_partitions`.

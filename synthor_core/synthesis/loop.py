@@ -18,22 +18,15 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import defaults
-from .aggregate import Aggregator
-from .calibrate import CalibrationResult, NumericTarget, integerize_trs, rake_counts, repair_rounding
-from .errors import PriorError, TokenBudgetExhausted
-from .metrics import (
-    Fit,
-    NumericFit,
-    attribute_gaps,
-    measure_fit,
-    numeric_statistic,
-    relative_error,
-    unsupported_cells,
-)
-from .priors.base import Guidance, Prior, Proposal, check_proposal, gap_conditions, match_conditions
-from .schema import COUNT, Schema
-from .targets import Project
+from .. import defaults
+from ..aggregate import Aggregator
+from ..calibrate.integerizing import integerize_trs, repair_rounding
+from ..calibrate.raking import CalibrationResult, NumericTarget, rake_counts
+from ..errors import PriorError, TokenBudgetExhausted
+from ..metrics import Fit, NumericFit, attribute_gaps, measure_fit, numeric_statistic, relative_error, unsupported_cells
+from ..priors.base import Guidance, Prior, Proposal, check_proposal, gap_conditions, match_conditions
+from ..schema import COUNT, Schema
+from ..targets.model import Project
 
 
 class SynthesisConfig(BaseModel):
@@ -594,7 +587,7 @@ def numeric_targets(project: Project, population: pd.DataFrame, size: int) -> li
 
 
 def _companion(project: Project, control) -> int | None:
-    """Index of the count table raked together with a numeric control (:func:`synthor_core.calibrate._tilt`): the
+    """Index of the count table raked together with a numeric control (:func:`synthor_core.calibrate.raking._tilt`): the
     table over the control's variable with the most cells, when the joint Newton system stays small."""
     candidates = [
         (t.counts.size, i)

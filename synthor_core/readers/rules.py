@@ -14,13 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from .errors import Problem, RuleError, TargetValidationError
-from .expressions import Rule, compile_rule
-from .schema import Schema
-from .toml_files import parse_toml
+from ..errors import Problem, RuleError, TargetValidationError
+from ..expressions import Rule, compile_rule
+from ..schema import Schema
+from ..toml_files import parse_toml
 
 
 def load_rules(path: str | Path, schema: Schema) -> list[Rule]:
@@ -56,17 +53,3 @@ def load_rules(path: str | Path, schema: Schema) -> list[Rule]:
     if problems:
         raise TargetValidationError(problems)
     return rules
-
-
-def violation_counts(population: pd.DataFrame, rules) -> dict[str, int]:
-    """Persons violating each rule in a coded population with ``count`` (all records count 1 without it)."""
-    weights = population["count"].to_numpy() if "count" in population else np.ones(len(population))
-    return {r.name: int(weights[r.violates(population)].sum()) for r in rules}
-
-
-def violating(population: pd.DataFrame, rules) -> np.ndarray:
-    """Boolean mask of records violating at least one rule."""
-    mask = np.zeros(len(population), dtype=bool)
-    for r in rules:
-        mask |= r.violates(population)
-    return mask

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import Problem, RuleError, TargetValidationError
-from .expressions import compile_condition
-from .geography import Geography, build_geography, flag_rows, shown_value
-from .targets import inside_folder
-from .units import HOUSEHOLDS, PERSONS, Control, HouseholdProject, SeedSample, infer_derivations, output_problems
+from ..errors import Problem, RuleError, TargetValidationError
+from ..expressions import compile_condition
+from ..geography import Geography, build_geography, flag_rows, shown_value
+from ..targets.tables import inside_folder
+from ..units import HOUSEHOLDS, PERSONS, Control, HouseholdProject, SeedSample, infer_derivations, output_problems
 
 SETTINGS_FILE = "settings.yaml"
 MAX_SETTINGS_BYTES = 1_000_000  # a settings.yaml larger than this is refused

@@ -3,9 +3,9 @@
 The seed prior realizes households from a real micro-sample: every sample household of a seed zone (PUMA) is a
 candidate profile in each lowest-level zone (TAZ) of that seed zone. Balancing decides how many of each profile
 every zone gets, against household and person controls at every level at once
-(:func:`synthor_core.calibrate.balance_zones`); integerization then places whole households zone by zone
-(:func:`synthor_core.calibrate.integerize_zone`), carrying the rounding of upper-level controls (TRACT, REGION)
-from one zone to the next so that their totals stay met. Members come with their household, so person
+(:func:`synthor_core.calibrate.balancing.balance_zones`); integerization then places whole households zone by zone
+(:func:`synthor_core.calibrate.integerizing.integerize_zone`), carrying the rounding of upper-level controls
+(TRACT, REGION) from one zone to the next so that their totals stay met. Members come with their household, so person
 variables always agree with household ones.
 
 Pure like the engine: no threads, no I/O; ``synthesize_households`` yields :class:`HouseholdEvent` progress
@@ -24,13 +24,14 @@ import numpy.typing as npt
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import defaults
-from .calibrate import BalanceResult, balance_zones, integerize_zone
-from .errors import Problem, TargetValidationError
-from .expressions import compile_condition
-from .priors.households import POOL_PERSON_NUMBER as POOL_PERSON
-from .priors.households import PRIOR_COLUMN, maxent_households
-from .units import HOUSEHOLDS, PERSONS, HouseholdProject, SeedSample, derive_from_members
+from .. import defaults
+from ..calibrate.balancing import BalanceResult, balance_zones
+from ..calibrate.integerizing import integerize_zone
+from ..errors import Problem, TargetValidationError
+from ..expressions import compile_condition
+from ..priors.households import POOL_PERSON_NUMBER as POOL_PERSON
+from ..priors.households import PRIOR_COLUMN, maxent_households
+from ..units import HOUSEHOLDS, PERSONS, HouseholdProject, SeedSample, derive_from_members
 
 
 class HouseholdConfig(BaseModel):
@@ -496,7 +497,7 @@ def candidate_households(
         )
     rng = np.random.default_rng([config.seed, 1])
     if config.prior == "llm":
-        from .priors.llm_households import llm_households
+        from ..priors.llm_households import llm_households
 
         if llm_settings is None:
             raise ValueError("the llm prior needs LLM settings (base URL and model)")

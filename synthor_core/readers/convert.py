@@ -1,0 +1,256 @@
+"""Converting a PopulationSim working directory into a Synthor household project folder (``synthor.toml`` and copies
+of its data files).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .. import defaults
+from ..errors import Problem, TargetValidationError
+from ..targets.model import PROJECT_FILE
+from ..units import (
+    HOUSEHOLDS,
+    PERSONS,
+    infer_derivations,
+)
+from .households import OutputSpec
+from .populationsim import (
+    SETTINGS_FILE,
+    load_populationsim,
+    read_settings,
+)
+
+DATA_FOLDER = "data"  # where convert_populationsim puts the copied data files
+
+
+LICENCE_NAMES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "LICENCE.txt", "COPYING")
+
+
+def _copy_table(source: Path, target: Path, renames: dict[str, str], drops: list[str]) -> None:
+    """Copy a data file, renaming and dropping columns as PopulationSim's ``input_table_list`` does.
+
+    Cells are copied as text (never through a number), so the copy reads back to the same values. A file with
+    nothing to rename or drop is copied byte for byte; otherwise its ``#`` comment lines go to the top.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lines = source.read_text(encoding="utf-8").splitlines()
+    comments = [line for line in lines if line.lstrip().startswith("#")]
+    rows = [
+        row
+        for row in csv.reader(io.StringIO("\n".join(line for line in lines if not line.lstrip().startswith("#"))))
+        if row
+    ]
+    header = [renames.get(c.strip(), c.strip()) for c in rows[0]] if rows else []
+    keep = [i for i, c in enumerate(header) if c not in drops]
+    if not rows or (len(keep) == len(header) and header == [c.strip() for c in rows[0]]):
+        shutil.copyfile(source, target)
+        return
+    changed = [f"{old} -> {new}" for old, new in renames.items() if old in {c.strip() for c in rows[0]}]
+    note = (
+        "# copied by synthor convert; columns renamed: "
+        + (", ".join(changed) or "none")
+        + "; dropped: "
+        + (", ".join(c for c in header if c in drops) or "none")
+    )
+    with open(target, "w", encoding="utf-8", newline="") as handle:
+        handle.writelines(line + "\n" for line in [note, *comments])
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow([header[i] for i in keep])
+        for row in rows[1:]:
+            writer.writerow([row[i] for i in keep if i < len(row)])
+
+
+def _licence(folder: Path) -> Path | None:
+    """The licence file of a PopulationSim folder: in it, else beside it (as the shared examples keep theirs)."""
+    for place in (folder, folder.parent):
+        for name in LICENCE_NAMES:
+            if (place / name).is_file():
+                return place / name
+    return None
+
+
+def _toml_number(value: float) -> float | int:
+    """``5000`` rather than ``5000.0`` in ``synthor.toml`` (the same float when read back)."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def convert_populationsim(
+    folder: str | Path, out: str | Path, configs: str = "configs", data: str | None = None
+) -> Path:
+    """Write a PopulationSim working directory as a Synthor household project folder.
+
+    The PopulationSim project is read and checked first (:func:`load_populationsim`, same errors). The data files
+    it needs (seed households and persons, crosswalk, the control table of every level with controls) are copied
+    to ``out/data/`` with the columns renamed and dropped as its ``input_table_list`` says; its licence file
+    (``LICENSE.txt`` in the folder or beside it) is copied to ``out/``; ``out/synthor.toml`` is written last,
+    through a temporary file and a rename. ``[[derived]]`` lists the household columns the controls read that
+    equal their members' size, count or first member's value on every seed household
+    (:func:`~synthor_core.units.infer_derivations`). :func:`load_household_project` on ``out`` then returns the
+    same project as :func:`load_populationsim` on ``folder`` (plus ``derived``).
+
+    Parameters
+    ----------
+    folder : path
+        The PopulationSim working directory (``configs/settings.yaml``, ``configs/controls.csv``, ``data/``).
+    out : path
+        The project folder to write; created, or empty.
+    configs, data : str
+        As for :func:`load_populationsim`.
+
+    Returns
+    -------
+    Path
+        ``out/synthor.toml``.
+
+    Raises
+    ------
+    TargetValidationError
+        The problems of the PopulationSim project, or ``out`` existing and not an empty folder.
+    """
+    root, out = Path(folder), Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TargetValidationError(
+            [Problem(str(out), "expected a new or empty folder for the project (it is not overwritten)")]
+        )
+    project = load_populationsim(root, configs=configs, data=data)
+    settings = read_settings(root / configs, f"{configs}/{SETTINGS_FILE}")
+    data_dir = root / (data or str(settings.get("data_dir") or "data"))
+    entries = {str(e["tablename"]): e for e in settings["input_table_list"]}
+    needed = [HOUSEHOLDS, PERSONS, "geo_cross_walk"]
+    needed += list(dict.fromkeys(f"{c.level}_control_data" for c in project.controls))
+    written: dict[str, tuple] = {}
+    files: dict[str, str] = {}
+    for table in needed:
+        entry = entries[table]
+        renames = {str(k): str(v) for k, v in (entry.get("rename_columns") or {}).items()}
+        drops = [str(c) for c in entry.get("drop_columns") or []]
+        source = (data_dir / str(entry["filename"])).resolve()
+        name = Path(DATA_FOLDER, Path(str(entry["filename"])).as_posix()).as_posix()
+        if name in written and written[name] != (source, renames, drops):
+            name = Path(name).with_stem(f"{Path(name).stem}.{table}").as_posix()
+        if name not in written:
+            _copy_table(source, out / name, renames, drops)
+            written[name] = (source, renames, drops)
+        files[table] = name
+    licence = _licence(root.resolve())
+    if licence is not None:
+        shutil.copyfile(licence, out / licence.name)
+    seed = project.seed
+    household_columns = [col for c in project.controls if c.unit == HOUSEHOLDS for col in c.columns]
+    raw: dict = {
+        "project": {
+            "name": project.name,
+            "description": f"PopulationSim working directory {project.name}, converted",
+            "total_control": project.total_control,
+        },
+        "geography": {
+            "file": files["geo_cross_walk"],
+            "levels": list(project.geography.levels),
+            "seed_level": seed.seed_level,
+        },
+        "seed": {
+            "households": files[HOUSEHOLDS],
+            "persons": files[PERSONS],
+            "household_id": seed.household_id,
+            "person_number": seed.person_number,
+            "weight": seed.weight,
+        },
+    }
+    if project.max_expansion_factor is not None:
+        raw["project"]["max_expansion_factor"] = _toml_number(project.max_expansion_factor)
+    if seed.person_number is None:
+        del raw["seed"]["person_number"]
+    derived = [
+        {
+            k: v
+            for k, v in (("column", d.column), ("how", d.how), ("expression", d.expression), ("source", d.source))
+            if v is not None
+        }
+        for d in infer_derivations(seed, list(dict.fromkeys(household_columns)))
+    ]
+    raw["controls"] = [
+        {
+            "name": c.name,
+            "unit": c.unit,
+            "level": c.level,
+            "table": files[f"{c.level}_control_data"],
+            "column": c.column,
+            "expression": c.expression,
+            "importance": _toml_number(c.importance),
+        }
+        for c in project.controls
+    ]
+    if project.output:
+        raw["output"] = OutputSpec.model_validate(_output_entries(project.output)).model_dump(exclude_none=True)
+    control_file = f"{configs}/{settings.get('control_file_name') or 'controls.csv'}"
+    return _write_toml(out, raw, derived, root, f"{configs}/{SETTINGS_FILE}, {control_file}, {data_dir.name}/", licence)
+
+
+def _output_entries(output: dict) -> dict:
+    """PopulationSim's ``output_synthetic_population``, keeping the keys Synthor writes (ids, files, columns)."""
+    kept: dict = {}
+    if output.get("household_id") is not None:
+        kept["household_id"] = str(output["household_id"])
+    for unit in (HOUSEHOLDS, PERSONS):
+        spec = output.get(unit)
+        if isinstance(spec, dict):
+            kept[unit] = {
+                k: v
+                for k, v in (
+                    ("filename", spec.get("filename")),
+                    ("columns", [str(c) for c in spec.get("columns") or []] or None),
+                )
+                if v is not None
+            }
+    return kept
+
+
+def _write_toml(out: Path, raw: dict, derived: list[dict], root: Path, sources: str, licence: Path | None) -> Path:
+    """``out/synthor.toml``: a comment header (source, licence), ``raw``, ``[[derived]]`` after ``[seed]``."""
+    import tomli_w
+
+    header = [
+        '# Synthor household project: households with their members in zones (README, "Households in zones").',
+        "# Converted by `python -m synthor_core convert` from the PopulationSim working directory "
+        f"{root.resolve().name}",
+        f"# ({sources}).",
+        f"# The files in {DATA_FOLDER}/ are copies of its data files, columns renamed and dropped as its "
+        "input_table_list says.",
+    ]
+    if licence is not None:
+        title = next(
+            (
+                line.strip()
+                for line in licence.read_text(encoding="utf-8", errors="replace").splitlines()
+                if line.strip()
+            ),
+            licence.name,
+        )
+        where = licence.name if licence.parent == root.resolve() else f"../{licence.name}"
+        header.append(f"# Licence found with the source ({where}): {title}; copied beside this file as {licence.name}.")
+    else:
+        header.append(
+            "# No licence file was found in or beside the source folder: check the data's terms before sharing."
+        )
+    first = {k: raw[k] for k in ("project", "geography", "seed")}
+    rest = {k: v for k, v in raw.items() if k not in first}
+    blocks = [tomli_w.dumps(first)] + ["[[derived]]\n" + tomli_w.dumps(entry) for entry in derived]
+    text = "\n".join(header) + "\n\n" + "\n".join(blocks + [tomli_w.dumps(rest)])
+    path = out / PROJECT_FILE
+    out.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{PROJECT_FILE}.", dir=out)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.chmod(temporary, defaults.FILE_MODE)  # mkstemp makes it private; the final file gets the usual umask mode
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

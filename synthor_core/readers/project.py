@@ -1,0 +1,142 @@
+"""Synthor person projects: a folder with ``synthor.toml`` (population, variables, tables) and the table files it
+names, read, validated and harmonized into a :class:`~synthor_core.targets.model.Project`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from ..errors import Problem, TargetValidationError
+from ..schema import Schema
+from ..targets.model import PROJECT_FILE, NumericControl, Project, ProjectSpec
+from ..targets.tables import harmonize, pydantic_problems, read_table
+from ..toml_files import parse_toml
+
+
+def load_project(path: str | Path) -> Project:
+    """Read, validate and harmonize a project folder.
+
+    Parameters
+    ----------
+    path : str or Path
+        The folder holding ``synthor.toml`` (or the ``synthor.toml`` file itself).
+
+    Returns
+    -------
+    Project
+
+    Raises
+    ------
+    TargetValidationError
+        With every problem found, each naming the file, row and column.
+    """
+    project, problems = _load(Path(path))
+    if problems or project is None:
+        raise TargetValidationError(problems)
+    return project
+
+
+def validate_project(path: str | Path) -> list[Problem]:
+    """Every problem of a project folder (empty list when it is valid); never raises for bad input."""
+    return _load(Path(path))[1]
+
+
+def parse_project_text(text: str, where: str = PROJECT_FILE) -> tuple[ProjectSpec | None, Schema | None, list[Problem]]:
+    """Parse and check the text of a ``synthor.toml``: (spec, schema, problems)."""
+    raw, problems = parse_toml(text, where)
+    if raw is None:
+        return None, None, problems
+    try:
+        spec = ProjectSpec.model_validate(raw)
+    except ValidationError as exc:
+        return None, None, pydantic_problems(where, exc)
+    try:
+        schema = Schema(spec.variables)
+    except ValueError as exc:
+        return None, None, [Problem(where, str(exc), column="variables")]
+    names = [t.name for t in spec.tables]
+    problems = [
+        Problem(where, f'table name "{n}" is used twice', column="tables")
+        for n in sorted({n for n in names if names.count(n) > 1})
+    ]
+    return spec, schema, problems
+
+
+def _load(path: Path) -> tuple[Project | None, list[Problem]]:
+    toml_path = path if path.is_file() else path / PROJECT_FILE
+    root = toml_path.parent
+    if not toml_path.is_file():
+        return None, [
+            Problem(
+                PROJECT_FILE,
+                "not found: a project folder needs a synthor.toml at its top (or in one folder inside the zip)",
+            )
+        ]
+    raw = toml_path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [
+            Problem(
+                PROJECT_FILE,
+                f"expected UTF-8 text, found byte 0x{raw[exc.start]:02x}",
+                row=raw[: exc.start].count(b"\n") + 1,
+            )
+        ]
+    spec, schema, problems = parse_project_text(text)
+    if spec is None or schema is None:
+        return None, problems
+    tables, numeric = [], []
+    for tspec in spec.tables:
+        table, table_problems = read_table(tspec, schema, root, size=spec.population.size)
+        problems += table_problems
+        if isinstance(table, NumericControl):
+            numeric.append(table)
+        elif table is not None:
+            tables.append(table)
+    if not problems and not tables:
+        problems.append(
+            Problem(
+                PROJECT_FILE, "every table is a numeric control (total_of / mean_of): add at least one table of counts"
+            )
+        )
+    if problems:
+        return None, problems
+    tables, warnings = harmonize(tables, spec.population.size, schema)
+    return Project(
+        spec.population.size,
+        spec.population.description,
+        schema,
+        tuple(tables),
+        tuple(warnings),
+        spec,
+        root,
+        tuple(numeric),
+    ), []
+
+
+def read_project_toml(folder: str | Path) -> dict:
+    """The raw content of ``folder/synthor.toml`` (an empty dict when missing or not valid TOML)."""
+    path = Path(folder) / PROJECT_FILE
+    try:
+        raw, _ = parse_toml(path.read_text(encoding="utf-8"), PROJECT_FILE)
+    except (OSError, UnicodeDecodeError):
+        return {}
+    return raw or {}
+
+
+def write_project_toml(folder: str | Path, raw: dict) -> None:
+    """Write a raw project dict as ``folder/synthor.toml`` (None values and empty bins are left out)."""
+    import tomli_w
+
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v is not None and not (k == "bins" and not v)}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    text = "# Synthor project (written by the Synthor app)\n" + tomli_w.dumps(clean(raw))
+    (Path(folder) / PROJECT_FILE).write_text(text, encoding="utf-8")
