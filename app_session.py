@@ -31,7 +31,7 @@ def init_state() -> None:
     st.session_state.setdefault("synth.run_id", None)
     st.session_state.setdefault("hh.project_dir", str(HOUSEHOLD_EXAMPLE_DIR))
     st.session_state.setdefault("hh.project_label", HOUSEHOLD_EXAMPLE_LABEL)
-    st.session_state.setdefault("hh.run_dir", None)
+    st.session_state.setdefault("hh.run_id", None)
 
 
 WORKSPACE_VARIABLE = "SYNTHOR_WORKSPACE"  # "private" (default): each browser sees its own runs; "shared": all runs
@@ -299,7 +299,8 @@ def household_draft_from_zip(content: bytes, label: str) -> Path:
         )
     st.session_state["hh.project_dir"] = str(root)
     st.session_state["hh.project_label"] = label
-    st.session_state["hh.run_dir"] = None
+    st.session_state["hh.run_id"] = None
+    st.query_params.pop("hhrun", None)
     return root
 
 
@@ -321,11 +322,6 @@ def current_household_project():
     path = Path(st.session_state["hh.project_dir"])
     stamp = max((p.stat().st_mtime for p in path.rglob("*") if p.is_file()), default=0.0)
     return _load_households(str(path), stamp)
-
-
-def household_runs_dir() -> Path:
-    """Where household runs write their outputs (under the data directory, one folder per run)."""
-    return default_data_dir() / "household_runs"
 
 
 @st.cache_resource(max_entries=8, show_spinner="Opening the run")

@@ -1,11 +1,10 @@
 """Households: households with their members in many zones (a Synthor household project or a PopulationSim
-working folder). Open one, see its units, geography levels and controls, synthesize with the seed or the maxent
-prior, read the fit per control at its level, and download households.csv, persons.csv and the report."""
+working folder). Open one, see its units, geography levels and controls; synthesize in the background with the seed,
+maxent or LLM prior and watch the gap shrink (Stop keeps what was built); read the fit per control at its level, and
+download households.csv, persons.csv and the report."""
 
 import io
 import json
-import time
-import uuid
 import zipfile
 from pathlib import Path
 
@@ -22,19 +21,18 @@ from app_session import (
     current_household_project,
     get_runner,
     household_draft_from_zip,
-    household_runs_dir,
     init_state,
     llm_api_key,
     owner_id,
     problems_frame,
+    visible_run,
 )
-from synthor_core.errors import PriorError, TargetValidationError
-from synthor_core.export import write_household_outputs
-from synthor_core.plots import household_fit_figure
+from synthor_core.plots import household_convergence, household_fit_figure, sources_by_iteration
 from synthor_core.priors.llm import LLMSettings
+from synthor_core.runner import HOUSEHOLD_PRIORS, household_prior_factory
 from synthor_core.schema import spreadsheet_safe, spreadsheet_unescape
-from synthor_core.synthesis.households import HouseholdConfig, candidate_households
-from synthor_core.synthesis.partitions import synthesize_partitioned
+from synthor_core.synthesis.config import SynthesisConfig
+from synthor_core.synthesis.partitions import prior_problems
 
 
 @st.cache_data(max_entries=2, show_spinner="Preparing the zip")
@@ -58,7 +56,8 @@ with left:
     if st.button("Open the bundled CALM example", key="hh.open_example"):
         st.session_state["hh.project_dir"] = str(HOUSEHOLD_EXAMPLE_DIR)
         st.session_state["hh.project_label"] = HOUSEHOLD_EXAMPLE_LABEL
-        st.session_state["hh.run_dir"] = None
+        st.session_state["hh.run_id"] = None
+        st.query_params.pop("hhrun", None)
         st.rerun()
 with right:
     uploaded = st.file_uploader(
@@ -82,11 +81,11 @@ if problems:
     st.dataframe(problems_frame(problems), hide_index=True, width="stretch", key="hh.problems")
     st.stop()
 
-geography, seed = project.geography, project.seed
+geography, sample = project.geography, project.sample
 to_place = int(project.households_per_zone().sum())
 metrics = st.columns(4)
-metrics[0].metric("Seed households", f"{len(seed.households):,}")
-metrics[1].metric("Seed persons", f"{len(seed.persons):,}")
+metrics[0].metric("Seed households", f"{len(sample.households):,}")
+metrics[1].metric("Seed persons", f"{len(sample.persons):,}")
 metrics[2].metric("Controls", f"{len(project.controls)}")
 metrics[3].metric("Households to place", f"{to_place:,}")
 
@@ -99,7 +98,7 @@ with overview:
                     "level": level,
                     "zones": len(geography.zones(level)),
                     "controls": sum(c.level == level for c in project.controls),
-                    "seed level": "yes" if level == seed.seed_level else "",
+                    "seed level": "yes" if level == sample.seed_level else "",
                 }
                 for level in geography.levels
             ]
@@ -156,6 +155,10 @@ if project.warnings:
         st.dataframe(pd.DataFrame({"warning": project.warnings}), hide_index=True, width="stretch")
 
 st.subheader("Synthesize")
+runner = get_runner()
+wanted = st.query_params.get("hhrun")
+if st.session_state.get("hh.run_id") is None and wanted and visible_run(wanted):
+    st.session_state["hh.run_id"] = wanted  # a reload, or a second tab with this address: the run shows again
 
 
 @st.cache_data(max_entries=4)
@@ -166,16 +169,12 @@ def _zone_fit(path: str, stamp: float) -> pd.DataFrame:
 
 prior = st.radio(
     "Prior",
-    ["seed", "maxent", "llm"],
+    list(HOUSEHOLD_PRIORS),
     horizontal=True,
     key="hh.prior",
-    captions=[
-        "the seed sample's households (maxent fills what it cannot reach)",
-        "built from the controls alone; no sample record used",
-        "an LLM writes whole households with their members, cell by cell (maxent keeps what it cannot write)",
-    ],
+    captions=list(HOUSEHOLD_PRIORS.values()),
 )
-llm_settings, api_key, fallback = None, None, True
+llm_settings, api_key = None, None
 if prior == "llm":
     with st.container(border=True):
         cols = st.columns([3, 2, 2])
@@ -193,11 +192,12 @@ if prior == "llm":
         cols = st.columns([2, 2, 3])
         distinct = cols[0].number_input("Households the LLM writes", 1, 100_000, 1000, 100, key="hh.distinct")
         concurrency = cols[1].number_input("Parallel calls", 1, 64, 4, key="hh.concurrency")
-        fallback = cols[2].checkbox(
+        cols[2].checkbox(
             "Fall back on maxent",
             value=True,
             key="hh.fallback",
-            help="Keep maxent's candidate households where the LLM wrote none that is valid (off: LLM households only)",
+            help="maxent writes the households the LLM does not (off: LLM households only, with maxent's first "
+            "candidates)",
         )
         try:
             llm_settings = LLMSettings(
@@ -210,64 +210,101 @@ if prior == "llm":
         except ValueError as exc:
             st.error(f"LLM settings: {as_text(exc)}")
 
+run_id = st.session_state.get("hh.run_id")
+running = run_id is not None and run_id in runner.run_ids() and runner.snapshot(run_id).status == "running"
 with st.form("hh.form"):
     run_seed = st.number_input("Random seed", min_value=0, max_value=2**31 - 1, value=1, step=1, key="hh.seed")
     start = st.form_submit_button(
-        "Synthesize households", type="primary", disabled=prior == "llm" and llm_settings is None
+        "Synthesize households", type="primary", disabled=running or (prior == "llm" and llm_settings is None)
     )
 
 if start:
-    config = HouseholdConfig(seed=int(run_seed), prior=prior, fallback=fallback)
-    out = household_runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    started = time.perf_counter()
-    bar = st.progress(0.0, text="Preparing candidate households")
-    try:
-        candidates, notes = candidate_households(project, config, llm_settings, api_key)
-    except (TargetValidationError, PriorError) as exc:
-        bar.empty()
-        st.error(
-            f"This run cannot start ({as_text(prior)} prior):"
-            + ("" if isinstance(exc, TargetValidationError) else f" {as_text(exc)}")
-        )
-        if isinstance(exc, TargetValidationError):
-            st.dataframe(problems_frame(exc.problems), hide_index=True, width="stretch")
+    problems = prior_problems(project, prior)
+    if problems:
+        st.error(f"This run cannot start ({as_text(prior)} prior):")
+        st.dataframe(problems_frame(problems), hide_index=True, width="stretch")
         st.stop()
+    config = SynthesisConfig(seed=int(run_seed), fallback=bool(st.session_state.get("hh.fallback", True)))
+    factory = household_prior_factory(prior, llm_settings, api_key)
+    run_id = runner.start(project, config, factory, label=st.session_state["hh.project_label"], owner=owner_id())
+    st.session_state["hh.run_id"] = run_id
+    st.query_params["hhrun"] = run_id  # a reload or a second tab with this address shows the run again
+    st.rerun()
 
-    def zone_progress(name, event):
-        share = 0.5 if event.stage == "balance" else 0.5 + 0.5 * event.done / max(event.total, 1)
-        bar.progress(min(share, 1.0), text=f"{as_text(name)}: {as_text(event.message)}")
-
-    result, outcomes = synthesize_partitioned(candidates, config, progress=zone_progress)
-    for failed in (o for o in outcomes if o.error):
-        st.error(
-            f"Partition {as_text(failed.name)} failed: {as_text(failed.error)}. The other partitions' "
-            f"households are kept."
-        )
-    bar.progress(1.0, text="Writing households.csv, persons.csv and report.json")
-    written = write_household_outputs(
-        candidates,
-        result,
-        config,
-        out,
-        time.perf_counter() - started,
-        reference=project,
-        prior_notes=notes,
-        partitions=outcomes,
-    )
-    get_runner().store.add_household_run(
-        out.name, out, written, st.session_state["hh.project_label"], time.time() - written["seconds"], owner=owner_id()
-    )
-    bar.empty()
-    st.session_state["hh.run_dir"] = str(out)
-
-run_dir = st.session_state.get("hh.run_dir")
-if not run_dir or not (Path(run_dir) / "report.json").is_file():
+if run_id is None:
     st.info("No household run yet for this project: choose a prior and press Synthesize households.")
     st.stop()
 
-report = json.loads((Path(run_dir) / "report.json").read_text(encoding="utf-8"))
+
+@st.fragment(run_every=1.0)
+def show_run() -> None:
+    """Progress, Stop and the gap shrinking per control group, redrawn from the runner's snapshot."""
+    live = run_id in runner.run_ids()
+    if not live:
+        return
+    snap = runner.snapshot(run_id)
+    top = st.columns([4, 1])
+    sweeps = snap.events[-1].sweeps if snap.events else 0
+    top[0].progress(
+        min(sweeps / snap.config.max_sweeps, 1.0) if snap.status == "running" else 1.0,
+        text=f"Run {snap.run_id}: {snap.status}, {as_text(snap.stage)}, iteration {len(snap.events)}, {sweeps} of at "
+        f"most {snap.config.max_sweeps} balancing sweeps, {snap.partitions} partition(s) written, "
+        f"{snap.elapsed_s:.1f} s",
+    )
+    if snap.status == "running" and top[1].button("Stop", key="hh.stop"):
+        runner.stop(snap.run_id)
+    if snap.status == "failed":
+        st.error(f"The run failed: {as_text(snap.error)}")
+    final = None
+    if snap.result is not None:
+        fit = snap.result.fit[snap.result.fit["control"] != snap.project.total_control]
+        final = {str(g): float(v) for g, v in fit.groupby("group", sort=False)["pct_rmse"].max().items()}
+    # drawn from the start (empty until the first slice of sweeps is measured), so the page shows what it will show
+    st.plotly_chart(household_convergence(snap.events, final), key="hh.chart", width="stretch")
+    if not snap.events:
+        st.caption(
+            f"{as_text(snap.stage.capitalize())}: the first point comes after {snap.config.sweeps_per_iteration} "
+            f"balancing sweeps."
+        )
+    else:
+        last = snap.events[-1]
+        st.caption(
+            f"Balanced (fractional) fit after each slice of sweeps; the stars are the fit of the whole households "
+            f"placed. Last iteration: worst %RMSE {last.worst_pct_rmse:.2f}, {last.candidates:,} candidate "
+            f"households" + (f", {last.llm_calls:,} LLM calls" if last.llm_calls else "") + "."
+        )
+        if len({s for e in snap.events for s in e.households_by_source}) > 1:
+            st.plotly_chart(sources_by_iteration(snap.events), key="hh.sources_chart", width="stretch")
+        if last.proposals:
+            with st.expander(f"Proposals of iteration {last.iteration} ({len(last.proposals)})", expanded=False):
+                st.dataframe(
+                    pd.DataFrame(
+                        [
+                            {"households meeting": p.control, "in": f"{p.level} {p.zone}", "count": p.count}
+                            for p in last.proposals
+                        ]
+                    ),
+                    hide_index=True,
+                    width="stretch",
+                )
+    if snap.status != "running" and st.session_state.get("hh.shown_final") != snap.run_id:
+        st.session_state["hh.shown_final"] = snap.run_id  # draw the final sections once, below
+        st.rerun(scope="app")
+
+
+show_run()
+
+folder = runner.store.folder(run_id) if visible_run(run_id) else None
+if folder is None or not (folder / "report.json").is_file():
+    if run_id not in runner.run_ids():
+        st.info("This run has no results to show (it was stopped before its first partition, or failed).")
+    st.stop()
+
+report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
 fit = pd.DataFrame(report["controls"])
 st.subheader(f"Result: {as_text(report['prior'])} prior, seed {report['seed']}")
+if report.get("status") == "stopped":
+    st.warning("Stopped on request: the households placed so far are below; zones not yet integerized were rounded.")
 cols = st.columns(4)
 cols[0].metric("Households", f"{report['households']:,}")
 cols[1].metric("Persons", f"{report['persons']:,}")
@@ -283,13 +320,16 @@ if consistency:
 balance = report.get("balance", {})
 if balance:
     st.caption(
-        f"Balancing: {balance.get('stop', '')} after {balance['sweeps']} sweeps (largest relative gap to a "
-        f"relaxed control {balance['max_relative_gap']:.2g}, largest relative move in the last sweep "
+        f"Balancing: {as_text(balance.get('stop', ''))} after {balance['sweeps']} sweeps in "
+        f"{len(report.get('iterations', []))} iterations (largest relative gap to a relaxed control "
+        f"{balance['max_relative_gap']:.2g}, largest relative move in the last sweep "
         f"{balance.get('max_relative_change', float('nan')):.2g})."
     )
 by_prior = report.get("households_by_prior", {})
 if len(by_prior) > 1 or report["prior"] == "llm":
     st.caption("Households by prior: " + ", ".join(f"{as_text(k)} {v:,}" for k, v in by_prior.items()) + ".")
+for warning in report.get("warnings", []):
+    st.caption(f"Warning: {as_text(warning)}")
 llm_notes = report.get("prior_notes", {}).get("llm")
 if llm_notes:
     failures = ", ".join(f"{as_text(k)} {v:,}" for k, v in llm_notes["failures"].items())
@@ -330,7 +370,7 @@ with fit_tab:
             st.caption(f"Zones worst off for {as_text(row.control)} ({as_text(row.level)})")
             st.dataframe(zones, hide_index=True, width="stretch", key=f"hh.worst.{row.control}")
 with zone_tab:
-    zone_file = Path(run_dir) / "zone_fit.csv"
+    zone_file = folder / "zone_fit.csv"
     if not zone_file.is_file():
         st.info("This run has no per-zone table (it was written by an older version).")
     else:
@@ -388,7 +428,6 @@ with realism_tab:
         st.caption("Rules: units breaking each rule among those whose columns are known, next to the seed sample")
         st.dataframe(pd.DataFrame(report["rules"]), hide_index=True, width="stretch", key="hh.rules")
 with download_tab:
-    folder = Path(run_dir)
     buttons = st.columns(4)
     for col, name, mime in (
         (buttons[0], "households.csv", "text/csv"),
@@ -405,7 +444,7 @@ with download_tab:
             )
     buttons[3].download_button(
         "All outputs (zip)",
-        data=_zipped(run_dir),
+        data=_zipped(str(folder)),
         file_name=f"{folder.name}.zip",
         mime="application/zip",
         key="hh.dl.zip",

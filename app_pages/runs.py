@@ -11,14 +11,13 @@ from app_session import (
     as_text,
     drafts_dir,
     get_runner,
-    household_runs_dir,
     init_state,
     owner_id,
     shared_workspace,
     show_downloads,
 )
 from synthor_core.errors import SynthorError
-from synthor_core.plots import tvd_by_iteration
+from synthor_core.plots import household_convergence, tvd_by_iteration
 
 init_state()  # on a fresh server Streamlit may run a page of pages/ before app.py has set the state
 st.title("Runs")
@@ -33,66 +32,27 @@ st.caption(
     "users of this server do not see them."
 )
 runs = store.runs(owner=owner)
-household_runs = store.household_runs(owner=owner)
-if not household_runs.empty:
-    with st.expander(f"Household runs ({len(household_runs)})", expanded=runs.empty, icon=":material/holiday_village:"):
-        shown = household_runs.assign(started_at=pd.to_datetime(household_runs["started_at"], unit="s"))
-        st.dataframe(
-            shown[
-                [
-                    "run_id",
-                    "project_label",
-                    "prior",
-                    "seed",
-                    "started_at",
-                    "households",
-                    "persons",
-                    "worst_pct_rmse",
-                    "seconds",
-                ]
-            ],
-            hide_index=True,
-            width="stretch",
-            key="runs.households",
-            column_config={
-                "run_id": "run",
-                "project_label": "project",
-                "started_at": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm:ss"),
-                "worst_pct_rmse": st.column_config.NumberColumn("worst %RMSE", format="%.2f"),
-            },
-        )
-        chosen_hh = st.selectbox("Household run", household_runs["run_id"].tolist(), key="runs.household_chosen")
-        cols = st.columns(4)
-        folder = Path(household_runs.set_index("run_id").loc[chosen_hh, "folder"])
-        if cols[0].button("Open on the Households page", key="runs.household_open"):
-            st.session_state["hh.run_dir"] = str(folder)
-            st.switch_page("app_pages/households.py")
-        if cols[1].button("Delete this household run", key="runs.household_delete"):
-            removed = store.delete_household_run(chosen_hh, owner=owner)
-            if removed and Path(removed).resolve().parent == household_runs_dir().resolve():  # only our own folders
-                shutil.rmtree(removed, ignore_errors=True)
-            st.rerun()
 if runs.empty:
-    st.info(
-        "No run yet: start one on the Synthesize page."
-        if household_runs.empty
-        else "No person run yet: start one on the Synthesize page."
-    )
+    st.info("No run yet: start one on the Synthesize page (persons) or the Households page.")
     st.stop()
 
 # started_at is seconds since the epoch (a number would be read as milliseconds: 1970-01-21)
-shown = runs.assign(started_at=pd.to_datetime(runs["started_at"], unit="s"))
+shown = runs.assign(
+    started_at=pd.to_datetime(runs["started_at"], unit="s"),
+    kind=runs["kind"].map({"persons": "persons", "households": "households in zones"}),
+)
 shown = shown[
     [
         "run_id",
+        "kind",
         "project_label",
         "status",
         "started_at",
         "iterations",
         "mean_tvd",
         "max_tvd",
+        "worst_pct_rmse",
         "prior",
-        "mode",
         "size",
         "seed",
         "stop_reason",
@@ -109,6 +69,8 @@ st.dataframe(
         "started_at": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm:ss"),
         "mean_tvd": st.column_config.NumberColumn("mean TVD", format="%.4f"),
         "max_tvd": st.column_config.NumberColumn("max TVD", format="%.4f"),
+        "worst_pct_rmse": st.column_config.NumberColumn("worst %RMSE", format="%.2f"),
+        "size": st.column_config.NumberColumn("persons or households", format="%d"),
         "stop_reason": "stop reason",
     },
 )
@@ -124,20 +86,29 @@ chosen = st.selectbox(
     format_func=lambda r: f"{r} ({runs.set_index('run_id').loc[r, 'status']})",
 )
 row = runs.set_index("run_id").loc[chosen]
+households = row["kind"] == "households"
 if row["status"] == "failed":
     st.error(f"This run failed: {as_text(row['error'])}")
 if row["status"] == "interrupted":
     st.warning(as_text(row["stop_reason"]))
 events = store.iterations(chosen)
-if events:
+if events and households:
+    st.plotly_chart(household_convergence(events), key="runs.chart", width="stretch")
+    st.caption(f"{len(events)} iterations: the worst %RMSE of each control group after each slice of sweeps.")
+elif events:
     final = (row["mean_tvd"], row["max_tvd"]) if row["status"] in ("finished", "stopped") else None
     figure = tvd_by_iteration(events, final=final, calibrated=row["mode"] != "paper")
     st.plotly_chart(figure, key="runs.chart", width="stretch")
-if row["status"] != "running":
+if row["status"] != "running" and not households:
     show_downloads(chosen, key="runs.downloads")
 cols = st.columns(4)
+if households and cols[0].button("Open on the Households page", key="runs.household_open"):
+    st.session_state["hh.run_id"] = chosen
+    st.query_params["hhrun"] = chosen
+    st.switch_page("app_pages/households.py")
 if (
     row["status"] == "interrupted"
+    and not households
     and store.population(chosen) is not None
     and cols[0].button("Resume (maxent prior)", key="runs.resume", help="A new run goes on from the saved population")
 ):
@@ -154,8 +125,13 @@ if (
     st.switch_page("app_pages/synthesize.py")
 if row["status"] != "running" and cols[1].button("Delete this run", key="runs.delete"):
     try:
-        store.delete_run(chosen, owner=owner)
+        removed = store.delete_run(chosen, owner=owner)
     except (PermissionError, ValueError, SynthorError) as exc:
         st.error(as_text(exc))
     else:
+        if removed and runner.folder is not None and Path(removed).resolve().parent == runner.folder.resolve():
+            shutil.rmtree(removed, ignore_errors=True)  # only the runner's own folders
+        if st.session_state.get("hh.run_id") == chosen:
+            st.session_state["hh.run_id"] = None
+            st.query_params.pop("hhrun", None)
         st.rerun()

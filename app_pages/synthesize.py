@@ -24,7 +24,7 @@ from synthor_core.plots import fit_frame, numeric_fit_frame, proposals_frame, ta
 from synthor_core.priors.llm import LLMPrior, LLMSettings
 from synthor_core.readers.rules import load_rules
 from synthor_core.runner import PRIORS, llm_prior_factory, prior_factory
-from synthor_core.synthesis.loop import SynthesisConfig
+from synthor_core.synthesis.config import SynthesisConfig
 
 init_state()  # on a fresh server Streamlit may run a page of pages/ before app.py has set the state
 st.title("Synthesize")

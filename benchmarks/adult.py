@@ -43,7 +43,9 @@ from synthor_core.priors.llm import LLMPrior, LLMSettings  # noqa: E402
 from synthor_core.priors.maxent import MaxEntPrior  # noqa: E402
 from synthor_core.readers.project import load_project  # noqa: E402
 from synthor_core.readers.rules import load_rules
-from synthor_core.synthesis.loop import SynthesisConfig, SynthesisResult, run_synthesis  # noqa: E402
+from synthor_core.synthesis.config import SynthesisConfig
+from synthor_core.synthesis.events import SynthesisResult
+from synthor_core.synthesis.loop import run_synthesis  # noqa: E402
 
 ADULT_GROUPS = [
     ["age", "marital_status", "income"],

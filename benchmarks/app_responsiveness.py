@@ -28,7 +28,9 @@ from synthor_core.plots import tvd_by_iteration  # noqa: E402
 from synthor_core.priors.maxent import MaxEntPrior  # noqa: E402
 from synthor_core.readers.project import load_project  # noqa: E402
 from synthor_core.runner import Runner  # noqa: E402
-from synthor_core.synthesis.loop import IterationEvent, SynthesisConfig, run_synthesis  # noqa: E402
+from synthor_core.synthesis.config import SynthesisConfig
+from synthor_core.synthesis.events import IterationEvent
+from synthor_core.synthesis.loop import run_synthesis  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "adult"
 

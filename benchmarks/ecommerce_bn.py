@@ -54,7 +54,9 @@ from synthor_core.metrics import jsd, tvd, wasserstein  # noqa: E402
 from synthor_core.priors.llm import LLMPrior, LLMSettings  # noqa: E402
 from synthor_core.priors.maxent import MaxEntPrior  # noqa: E402
 from synthor_core.readers.project import load_project  # noqa: E402
-from synthor_core.synthesis.loop import SynthesisConfig, SynthesisResult, run_synthesis  # noqa: E402
+from synthor_core.synthesis.config import SynthesisConfig
+from synthor_core.synthesis.events import SynthesisResult
+from synthor_core.synthesis.loop import run_synthesis  # noqa: E402
 
 N = 2000
 GROUPS = [("age", "gender", "category"), ("category", "price"), ("location", "payment")]

@@ -51,7 +51,9 @@ from baselines import ipf_cross_product, resample_records  # noqa: E402
 from synthor_core.priors.maxent import MaxEntPrior  # noqa: E402
 from synthor_core.readers.project import load_project  # noqa: E402
 from synthor_core.schema import Bins, expand_records  # noqa: E402
-from synthor_core.synthesis.loop import SynthesisConfig, SynthesisResult, run_synthesis  # noqa: E402
+from synthor_core.synthesis.config import SynthesisConfig
+from synthor_core.synthesis.events import SynthesisResult
+from synthor_core.synthesis.loop import run_synthesis  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "populationsim" / "example_calm" / "data" / "seed_households.csv"
 # ACS table B19001 (household income in the past 12 months) brackets; the last edge is the data's maximum

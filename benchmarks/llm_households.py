@@ -51,7 +51,7 @@ def scaled(project, households: float):
 
 
 def cost_against_n(project) -> None:
-    seed = project.seed
+    seed = project.sample
     print("\nPart 1: LLM calls and tokens against N (distinct_records = 1,000; knowing endpoint)\n")
     print("| households N | asked | written | valid | calls | prompt tokens | completion tokens | calls per 1,000 |")
     print("|---|---|---|---|---|---|---|---|")
@@ -84,7 +84,7 @@ def run(prior: str, out: Path, *extra: str) -> tuple[dict, float]:
 
 
 def rows(project, folder: Path) -> list[tuple[str, dict, float]]:
-    seed = project.seed
+    seed = project.sample
     out = [("Synthor, seed", *run("seed", folder / "seed")), ("Synthor, maxent", *run("maxent", folder / "maxent"))]
     llm_args = ["--model", "calm", "--api-key-env", "SYNTHOR_BENCHMARK_NO_KEY", "--max-retries", "1"]
     for name, records, careless in (

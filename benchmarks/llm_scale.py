@@ -23,7 +23,9 @@ from llm_endpoint.network import sample_network, write_ecommerce_project  # noqa
 from llm_endpoint.server import TestEndpoint  # noqa: E402
 from synthor_core.priors.llm import LLMPrior, LLMSettings  # noqa: E402
 from synthor_core.readers.project import load_project  # noqa: E402
-from synthor_core.synthesis.loop import SynthesisConfig, SynthesisResult, run_synthesis  # noqa: E402
+from synthor_core.synthesis.config import SynthesisConfig
+from synthor_core.synthesis.events import SynthesisResult
+from synthor_core.synthesis.loop import run_synthesis  # noqa: E402
 
 TABLES = [
     ("age",),

@@ -5,7 +5,7 @@ sample record used); PopulationSim 0.10.0, when an environment
 holding it is given (``--populationsim-python V/bin/python``; install: ``python -m venv V && V/bin/pip install
 populationsim==0.10.0 "pyarrow>=20,<22"``), runs ``run_populationsim.py`` on a copy of the example. Both are
 scored by the same code: PopulationSim's expanded household ids are mapped back to its seed households and
-measured with :func:`synthor_core.synthesis.households.measure_controls`, so each control's %RMSE over zones
+measured with :func:`synthor_core.metrics.control_totals`, so each control's %RMSE over zones
 (100 x RMSE / mean control, PopulationSim's validation measure) is computed identically for both tools.
 
 Each run is its own subprocess, one after the other; wall seconds and peak memory (max RSS of that child, from
@@ -34,8 +34,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from synthor_core.metrics import control_fit, control_totals  # noqa: E402
 from synthor_core.readers.populationsim import load_populationsim  # noqa: E402
-from synthor_core.synthesis.households import measure_controls  # noqa: E402
+from synthor_core.targets.model import incidence_matrix  # noqa: E402
+from synthor_core.units import Candidates  # noqa: E402
 
 EXAMPLE = ROOT.parent / "shared" / "data" / "populationsim" / "example_calm"
 GROUPS = {
@@ -70,12 +72,22 @@ def _fit_from_synthor(out: Path) -> dict[str, float]:
 
 def _fit_from_populationsim(project, output: Path) -> dict[str, float]:
     expanded = pd.read_csv(output / "final_expanded_household_ids.csv")
-    seed = project.seed
+    seed = project.sample
     seed_row = pd.Series(np.arange(len(seed.households)), index=seed.households[seed.household_id].to_numpy())
     zone = project.geography.zones(project.geography.lowest).get_indexer(expanded["TAZ"])
     frame = pd.DataFrame({"zone": zone, "seed_row": seed_row.reindex(expanded["hh_id"]).to_numpy()})
     households = frame.groupby(["zone", "seed_row"]).size().rename("count").reset_index()
-    fit, _ = measure_controls(project, households)
+    sample = Candidates(
+        seed.households,
+        seed.persons,
+        np.zeros(len(seed.households), np.int64),
+        np.ones(len(seed.households)),
+        np.full(len(seed.households), "seed", dtype=object),
+        seed.household_id,
+    )
+    incidence = incidence_matrix(project.controls, sample)[households["seed_row"].to_numpy()]
+    synthetic = control_totals(project.controls, project.geography, households["zone"], households["count"], incidence)
+    fit = control_fit(project.controls, synthetic)
     return dict(zip(fit["control"], fit["pct_rmse"]))
 
 
@@ -132,7 +144,7 @@ def main() -> None:
 
     print(
         f"CALM (example_calm): {project.geography.n_zones} TAZ, {len(project.controls)} controls, "
-        f"{len(project.seed.households):,} seed households; worst %RMSE over zones per control group\n"
+        f"{len(project.sample.households):,} seed households; worst %RMSE over zones per control group\n"
     )
     print("| control group | " + " | ".join(names + ratio_names) + " |")
     print("|---" * (len(names) + len(ratio_names) + 1) + "|")

@@ -12,7 +12,9 @@ from .errors import SynthorError, TargetValidationError
 from .priors import MaxEntPrior, Prior, Proposal
 from .readers.project import load_project
 from .schema import Schema, expand_records
-from .synthesis.loop import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
+from .synthesis.config import SynthesisConfig
+from .synthesis.events import IterationEvent, SynthesisResult
+from .synthesis.loop import run_synthesis
 from .targets.model import Project
 
 __all__ = [

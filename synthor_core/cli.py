@@ -1,7 +1,9 @@
 """Headless runs: ``python -m synthor_core run|convert|validate ...``.
 
-``run`` writes ``OUT/population.csv`` (one row per person, one column per variable, exactly N rows) and
-``OUT/report.json`` (see :func:`synthor_core.evaluate.report.run_report`); ``validate`` prints every problem of a
+``run`` writes, for a person project, ``OUT/population.csv`` (one row per person, one column per variable, exactly N
+rows), ``population.parquet`` and ``OUT/report.json`` (see :func:`synthor_core.evaluate.report.run_report`); for a
+household project ``households.csv``, ``persons.csv`` and the rest (:class:`synthor_core.export.HouseholdWriter`).
+Both go through :func:`synthor_core.runner.execute`, the run the app starts. ``validate`` prints every problem of a
 project folder at once; ``convert`` writes a PopulationSim working directory as a Synthor household project
 folder (:func:`synthor_core.readers.convert.convert_populationsim`). Exit codes: 0 success, 1 the run failed, 2
 bad input or settings.
@@ -23,20 +25,22 @@ from pydantic import ValidationError
 
 from .errors import Problem, SynthorError, TargetValidationError
 from .evaluate.holdout import evaluate_population, format_evaluation
-from .evaluate.report import run_report
-from .evaluate.rules import rules_report
-from .export import write_atomic, write_household_outputs
+from .export import write_json, write_population
+from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
 from .readers.convert import convert_populationsim
 from .readers.households import is_household_project, load_household_project
 from .readers.populationsim import is_populationsim_project, load_populationsim
 from .readers.project import load_project, validate_project
 from .readers.rules import load_rules
-from .schema import COUNT, expand_records, spreadsheet_safe, spreadsheet_unescape
+from .runner import RunHooks, execute
+from .schema import COUNT, spreadsheet_unescape
 from .store import CHECKPOINT_INTERVAL_S
-from .synthesis.households import HouseholdConfig, candidate_households
-from .synthesis.loop import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
-from .synthesis.partitions import synthesize_partitioned
+from .synthesis.config import SynthesisConfig
+from .synthesis.events import HouseholdIteration, HouseholdResult, IterationEvent, PartitionOutcome, SynthesisResult
+from .synthesis.loop import Partitioning
+from .synthesis.partitions import PriorSpec, prior_problems
+from .targets.model import HouseholdProject
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -183,83 +187,100 @@ def _progress(event: IterationEvent) -> str:
     )
 
 
+def _config(args: argparse.Namespace, households: bool) -> SynthesisConfig | None:
+    """The run's settings from the command line, or None after printing why they are wrong."""
+    settings: dict = {"seed": args.seed, "fallback": not args.no_fallback}
+    if households:
+        if args.max_sweeps is not None:
+            settings["max_sweeps"] = args.max_sweeps
+    else:
+        settings.update({"mode": args.mode, "size": args.n})
+        if args.max_iterations is not None:
+            settings["max_iterations"] = args.max_iterations
+        if args.tolerance is not None:
+            settings["tolerance_tvd"] = args.tolerance
+    try:
+        return SynthesisConfig(**settings)
+    except ValidationError as exc:
+        _print_setting_errors(exc)
+        return None
+
+
 def command_run(args: argparse.Namespace) -> int:
-    """Run a synthesis and write ``population.csv`` and ``report.json``; returns the exit code."""
-    if is_populationsim_project(args.project, args.configs) or is_household_project(args.project):
-        return command_run_households(args)
-    if args.prior == "seed":
+    """Run a synthesis of a person or a household project and write its outputs and ``report.json`` into ``--out``
+    (:func:`synthor_core.runner.execute`, the same run the app starts); returns the exit code."""
+    households = is_populationsim_project(args.project, args.configs) or is_household_project(args.project)
+    if not households and args.prior == "seed":
         print(
             "error: --prior seed needs a seed sample of households (a PopulationSim working directory)", file=sys.stderr
         )
         return 2
-    args.prior = args.prior or "maxent"
-    settings = {"mode": args.mode, "seed": args.seed, "size": args.n}
-    if args.max_iterations is not None:
-        settings["max_iterations"] = args.max_iterations
-    if args.tolerance is not None:
-        settings["tolerance_tvd"] = args.tolerance
-    if args.no_fallback:
-        settings["fallback"] = False
-    try:
-        config = SynthesisConfig(**settings)
-    except ValidationError as exc:
-        _print_setting_errors(exc)
+    if households and args.workers < 1:
+        print(f"error: --workers must be 1 or more, got {args.workers}", file=sys.stderr)
         return 2
-    project = load_project(args.project)
+    llm_settings = None
+    if args.prior == "llm":
+        llm_settings = _llm_settings(args)
+        if llm_settings is None:
+            return 2
+    config = _config(args, households)
+    if config is None:
+        return 2
+    started = time.perf_counter()
+    project = (
+        load_household_project(args.project)
+        if is_household_project(args.project)
+        else load_populationsim(args.project, configs=args.configs, data=args.data)
+        if households
+        else load_project(args.project)
+    )
     for warning in project.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     problem = output_folder_problem(args.out)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    if isinstance(project, HouseholdProject):
+        return _run_households(args, project, config, llm_settings, started)
+    return _run_persons(args, project, config, llm_settings)
+
+
+def _run_persons(args: argparse.Namespace, project, config: SynthesisConfig, llm_settings) -> int:
     rules = load_rules(args.rules, project.schema) if args.rules else []
-    fallback = None
-    if args.prior == "llm":
-        prior = _llm_prior(args, project, config)
-        fallback = MaxEntPrior(project, mode=config.mode, rules=rules, within_bin=args.within_bin)
-        if prior is None:
-            return 2
+    maxent = MaxEntPrior(project, mode=config.mode, rules=rules, within_bin=args.within_bin)
+    prior: Prior
+    if llm_settings is not None:
+        from .priors.llm import LLMPrior
+
+        prior = LLMPrior(project, llm_settings, mode=config.mode)
+        prior.fallback = maxent
     else:
-        prior = MaxEntPrior(project, mode=config.mode, rules=rules, within_bin=args.within_bin)
+        prior = maxent
     saver = _CheckpointWriter(args.out, project.schema, config, prior.name)
-    result = None
+
+    def line(event) -> None:
+        if args.quiet:
+            return
+        text = _progress(event)
+        if event.llm_calls:
+            text += f"  {event.llm_calls:,} LLM calls, {event.prompt_tokens + event.completion_tokens:,} tokens"
+        if event.sources.get("maxent"):
+            text += f"  ({event.sources['maxent']:,} added persons from maxent)"
+        print(text, flush=True)
+
     with _StopOnSignal() as stop:
-        for event in run_synthesis(
-            project, prior, config, should_stop=stop.requested, rules=rules, checkpoint=saver, fallback=fallback
-        ):
-            if isinstance(event, SynthesisResult):
-                result = event
-            elif not args.quiet:
-                line = _progress(event)
-                if event.llm_calls:
-                    line += f"  {event.llm_calls:,} LLM calls, {event.prompt_tokens + event.completion_tokens:,} tokens"
-                if event.sources.get("maxent"):
-                    line += f"  ({event.sources['maxent']:,} added persons from maxent)"
-                print(line, flush=True)
-    assert result is not None  # run_synthesis always ends with its SynthesisResult (or raises)
-    dollars = prior.dollars() if hasattr(prior, "dollars") else None
-    report = run_report(result, config, prior.name, prior.usage, dollars)
-    report["status"] = "failed" if result.error else "stopped" if result.stop_reason == "stop requested" else "finished"
-    if rules:
-        report["rules"] = rules_report(project, result.population, rules)
-    try:
-        write_atomic(
-            args.out / "population.csv",
-            lambda path: spreadsheet_safe(expand_records(result.population, project.schema)).to_csv(path, index=False),
-        )
-        write_atomic(
-            args.out / "report.json", lambda path: Path(path).write_text(json.dumps(report, indent=2), encoding="utf-8")
-        )
-        if hasattr(prior, "calls"):
-            write_atomic(args.out / "llm_calls.jsonl", lambda path: write_llm_calls(prior.calls, Path(path)))
-    except OSError as exc:
-        kept = (
-            f"the population saved at iteration {saver.saved_iteration} (not calibrated) is still there"
-            if saver.saved_iteration
-            else "nothing was saved"
-        )
-        print(f"error: could not write the results to {args.out} ({exc.strerror or exc}); {kept}", file=sys.stderr)
-        return 1
+        try:
+            output = execute(project, prior, config, args.out, stop.requested, rules, RunHooks(line, None, saver))
+        except OSError as exc:
+            kept = (
+                f"the population saved at iteration {saver.saved_iteration} (not calibrated) is still there"
+                if saver.saved_iteration
+                else "nothing was saved"
+            )
+            print(f"error: could not write the results to {args.out} ({exc.strerror or exc}); {kept}", file=sys.stderr)
+            return 1
+    result, report = output.result, output.report
+    assert isinstance(result, SynthesisResult)  # a person project's run ends with its SynthesisResult
     print(
         f"done: {report['records']:,} persons ({report['distinct_records']:,} distinct records), mean TVD "
         f"{report['mean_tvd']:.4f}, max TVD {report['max_tvd']:.4f}, {report['iterations']} iterations "
@@ -299,6 +320,97 @@ def command_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 3 if far else 0
+    return 0
+
+
+def _run_households(args: argparse.Namespace, project: HouseholdProject, config, llm_settings, started) -> int:
+    """Households with their members in every zone: ``households.csv``, ``persons.csv``, PopulationSim's
+    ``synthetic_households.csv``, ``synthetic_persons.csv`` and ``summary_<GEOGRAPHY>.csv``, ``zone_fit.csv`` and
+    ``report.json`` (per control: level, totals, %RMSE over zones, worst zones; the per-iteration history)."""
+    prior = PriorSpec(args.prior or "seed", llm_settings)
+    problems = prior_problems(project, prior.name)
+    if problems:
+        raise TargetValidationError(problems)
+    if not args.quiet:
+        print(
+            f"{project.name}: {len(project.sample.households):,} sample households, {len(project.controls)} controls, "
+            f"{project.geography.n_zones:,} {project.geography.lowest} zones, "
+            f"{int(project.households_per_zone().sum()):,} households to place",
+            flush=True,
+        )
+        if args.workers > 1 or args.scheduler:
+            print(f"running partitions on {args.scheduler or f'{args.workers} local processes'}", flush=True)
+
+    def iteration_line(event) -> None:
+        if not args.quiet and isinstance(event, HouseholdIteration):
+            added = ", ".join(f"+{v:,} {k}" for k, v in event.added.items() if v)
+            print(
+                f"{event.partition} iteration {event.iteration:3d}  {event.sweeps:4d} sweeps  worst %RMSE "
+                f"{event.worst_pct_rmse:.2f}  {event.candidates:,} candidates"
+                + (f" ({added})" if added else "")
+                + f"  {event.seconds:.1f} s",
+                flush=True,
+            )
+
+    def partition_line(outcome: PartitionOutcome, done: int) -> None:
+        if outcome.error:
+            print(
+                f"error: partition {outcome.name} failed ({outcome.error}); the other partitions go on",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif not args.quiet:
+            print(
+                f"partition {outcome.name} ({done}): {outcome.placed:,} households in {outcome.seconds:.1f} s",
+                flush=True,
+            )
+
+    how = Partitioning(args.partition, args.workers, args.scheduler)
+    with _StopOnSignal() as stop:
+        output = execute(
+            project,
+            prior,
+            config,
+            args.out,
+            stop.requested,
+            hooks=RunHooks(iteration_line, partition_line),
+            partitioning=how,
+        )
+    result, report = output.result, output.report
+    assert isinstance(result, HouseholdResult)  # a household project's run ends with its HouseholdResult
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    notes = report.get("prior_notes", {}).get("llm")
+    if notes:
+        print(
+            f"llm: {notes['households_valid']:,} of {notes['households_written']:,} households written were valid "
+            f"({notes['households_asked']:,} asked, {notes['calls']:,} calls"
+            + (f", {sum(notes['failures'].values()):,} failed: " if notes["failures"] else "")
+            + ", ".join(f"{k} {v:,}" for k, v in notes["failures"].items())
+            + ")",
+            flush=True,
+        )
+    worst = result.fit[result.fit["control"] != project.total_control].sort_values("pct_rmse", ascending=False)
+    print(
+        f"done: {report['households']:,} households, {report['persons']:,} persons "
+        f"({report['distinct_households']:,} distinct households; by prior: "
+        + ", ".join(f"{k} {v:,}" for k, v in report["households_by_prior"].items())
+        + f"); {len(result.iterations)} iterations ({result.stop_reason}); worst %RMSE: "
+        + ", ".join(f"{r.control} ({r.level}) {r.pct_rmse:.2f}" for r in worst.head(3).itertuples())
+        + f"; {time.perf_counter() - started:.1f} s -> {args.out}"
+    )
+    failed = [o for o in result.partitions if o.error]
+    if failed:
+        print(
+            f"error: {len(failed)} of {len(result.partitions)} partitions failed: "
+            + "; ".join(f"{o.name}: {o.error}" for o in failed)
+            + ". The other partitions' households are written.",
+            file=sys.stderr,
+        )
+        return 1
+    if stop.requested():
+        print(f"stopped on request: the households placed so far are written to {args.out}", file=sys.stderr)
+        return STOPPED_EXIT
     return 0
 
 
@@ -369,10 +481,7 @@ class _CheckpointWriter:
             return
         began = time.monotonic()
         records = int(population[COUNT].sum())
-        write_atomic(
-            self.out / "population.csv",
-            lambda path: spreadsheet_safe(expand_records(population, self.schema)).to_csv(path, index=False),
-        )
+        write_population(self.schema.decode(population), self.out, parquet=False)
         report = {
             "status": "checkpoint",
             "iterations": iteration,
@@ -383,168 +492,10 @@ class _CheckpointWriter:
             "stop_reason": f"not finished: population.csv holds the population saved at iteration {iteration} "
             f"(not calibrated); the process was stopped before the end",
         }
-        write_atomic(
-            self.out / "report.json", lambda path: Path(path).write_text(json.dumps(report, indent=2), encoding="utf-8")
-        )
+        write_json(self.out / "report.json", report)
         self.saved_iteration = iteration
         took = time.monotonic() - began
         self._next = time.monotonic() + max(CHECKPOINT_INTERVAL_S, 10 * took)
-
-
-def command_run_households(args: argparse.Namespace) -> int:
-    """Households with their members in every zone of a PopulationSim project; returns the exit code.
-
-    Writes ``households.csv``, ``persons.csv``, PopulationSim's ``synthetic_households.csv``,
-    ``synthetic_persons.csv`` and ``summary_<GEOGRAPHY>.csv``, and ``report.json`` (per control: level, totals,
-    %RMSE over zones, total absolute error, worst zones).
-    """
-    llm_settings = None
-    if args.prior == "llm":
-        llm_settings = _llm_settings(args)
-        if llm_settings is None:
-            return 2
-    if args.workers < 1:
-        print(f"error: --workers must be 1 or more, got {args.workers}", file=sys.stderr)
-        return 2
-    settings = {"seed": args.seed, "prior": args.prior or "seed", "fallback": not args.no_fallback}
-    if args.max_sweeps is not None:
-        settings["max_sweeps"] = args.max_sweeps
-    try:
-        config = HouseholdConfig(**settings)
-    except ValidationError as exc:
-        _print_setting_errors(exc)
-        return 2
-    started = time.perf_counter()
-    if is_household_project(args.project):
-        project = load_household_project(args.project)
-    else:
-        project = load_populationsim(args.project, configs=args.configs, data=args.data)
-    for warning in project.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    problem = output_folder_problem(args.out)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
-    if not args.quiet:
-        print(
-            f"{project.name}: {len(project.seed.households):,} seed households, {len(project.controls)} controls, "
-            f"{project.geography.n_zones:,} {project.geography.lowest} zones, "
-            f"{int(project.households_per_zone().sum()):,} households to place",
-            flush=True,
-        )
-    reference = project
-    project, prior_notes = candidate_households(reference, config, llm_settings)
-    filled = prior_notes.get("filled_from_maxent")
-    if filled:
-        if filled.get("not_possible"):
-            print(
-                f"warning: the sample cannot reach every control and maxent cannot fill in: {filled['not_possible']}",
-                file=sys.stderr,
-            )
-        else:
-            print(
-                f"filled from maxent: {filled['candidates']:,} candidate households for "
-                + "; ".join(
-                    filter(
-                        None,
-                        [
-                            "seed zones without sample " + ", ".join(map(str, filled["seed_zones_without_sample"]))
-                            if filled["seed_zones_without_sample"]
-                            else "",
-                            "controls no sample household meets " + ", ".join(filled["unreached_controls"])
-                            if filled["unreached_controls"]
-                            else "",
-                        ],
-                    )
-                ),
-                file=sys.stderr,
-            )
-    for warning in prior_notes.get("warnings", []):
-        print(f"warning: {warning}", file=sys.stderr)
-    if config.prior == "maxent" and not args.quiet:
-        print(
-            f"maxent: {prior_notes['candidates']:,} candidate households with {prior_notes['candidate_persons']:,} "
-            f"members built from the controls (no seed record used)",
-            flush=True,
-        )
-    if config.prior == "llm":
-        llm = prior_notes["llm"]
-        print(
-            f"llm: {llm['households_valid']:,} of {llm['households_written']:,} households written were valid "
-            f"({llm['households_asked']:,} asked in {llm['cells']:,} cells, {llm['calls']:,} calls"
-            + (f", {sum(llm['failures'].values()):,} failed: " if llm["failures"] else "")
-            + ", ".join(f"{k} {v:,}" for k, v in llm["failures"].items())
-            + "); candidates by prior: "
-            + ", ".join(f"{k} {v:,}" for k, v in prior_notes["candidates_by_prior"].items()),
-            flush=True,
-        )
-
-    def partition_line(outcome, done, total):
-        if outcome.error:
-            print(
-                f"error: partition {outcome.name} failed ({outcome.error}); the other partitions go on",
-                file=sys.stderr,
-                flush=True,
-            )
-        elif not args.quiet:
-            print(
-                f"partition {outcome.name} ({done} of {total}): {int(outcome.households['count'].sum()):,} "
-                f"households in {outcome.seconds:.1f} s",
-                flush=True,
-            )
-
-    def zone_line(name, event):
-        if not args.quiet:
-            print(f"{name} {event.stage:10s} {event.message}  {event.seconds:.1f} s", flush=True)
-
-    if (args.workers > 1 or args.scheduler) and not args.quiet:
-        print(f"running partitions on {args.scheduler or f'{args.workers} local processes'}", flush=True)
-    result, outcomes = synthesize_partitioned(
-        project,
-        config,
-        level=args.partition,
-        workers=args.workers,
-        scheduler=args.scheduler,
-        on_partition=partition_line,
-        progress=zone_line,
-    )
-    failed = [o for o in outcomes if o.error]
-    report = write_household_outputs(
-        project,
-        result,
-        config,
-        args.out,
-        time.perf_counter() - started,
-        reference=reference,
-        prior_notes=prior_notes,
-        partitions=outcomes,
-    )
-    worst = result.fit.sort_values("pct_rmse", ascending=False).head(3)
-    print(
-        f"done: {report['households']:,} households, {report['persons']:,} persons "
-        f"({report['distinct_households']:,} distinct {config.prior} households"
-        + (f"; {report['households_by_prior'].get('maxent', 0):,} from maxent" if filled else "")
-        + "); worst %RMSE: "
-        + ", ".join(f"{r.control} ({r.level}) {r.pct_rmse:.2f}" for r in worst.itertuples())
-        + f"; {report['seconds']:.1f} s -> {args.out}"
-    )
-    if failed:
-        print(
-            f"error: {len(failed)} of {len(outcomes)} partitions failed: "
-            + "; ".join(f"{o.name}: {o.error}" for o in failed)
-            + ". The other partitions' households are written.",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
-
-
-def _llm_prior(args: argparse.Namespace, project, config: SynthesisConfig):
-    """The LLM prior from the command line, or None after printing why the settings are wrong."""
-    from .priors.llm import LLMPrior
-
-    settings = _llm_settings(args)
-    return None if settings is None else LLMPrior(project, settings, mode=config.mode)
 
 
 def _llm_settings(args: argparse.Namespace):
@@ -583,15 +534,6 @@ def _llm_settings(args: argparse.Namespace):
     return settings
 
 
-def write_llm_calls(calls, path: Path) -> None:
-    """Every LLM call of the run as JSON lines (kind, model, prompt, reply, tokens, latency, outcome); no key."""
-    from dataclasses import asdict
-
-    with open(path, "w", encoding="utf-8") as handle:
-        for call in calls:
-            handle.write(json.dumps(asdict(call), ensure_ascii=False) + "\n")
-
-
 def command_convert(args: argparse.Namespace) -> int:
     """Write a PopulationSim working directory as a Synthor household project folder; returns the exit code."""
     path = convert_populationsim(args.project, args.out, configs=args.configs, data=args.data)
@@ -599,7 +541,7 @@ def command_convert(args: argparse.Namespace) -> int:
     files = sorted(p.relative_to(path.parent).as_posix() for p in path.parent.rglob("*") if p.is_file())
     print(
         f"wrote {path.parent}: {len(project.controls)} controls at {', '.join(project.geography.levels)}, "
-        f"{len(project.derived)} derived household columns, {len(project.seed.households):,} seed households; "
+        f"{len(project.derived)} derived household columns, {len(project.sample.households):,} seed households; "
         f"files: {', '.join(files)}"
     )
     print(f"run it with: python -m synthor_core run {path.parent} --out OUT")
@@ -625,7 +567,7 @@ def command_validate(args: argparse.Namespace) -> int:
                 print(f"  - {p}")
             return 2
         print(
-            f"ok: {len(project.seed.households):,} seed households, {len(project.seed.persons):,} seed persons, "
+            f"ok: {len(project.sample.households):,} seed households, {len(project.sample.persons):,} seed persons, "
             f"{len(project.controls)} controls, geography "
             + " > ".join(f"{level} ({len(project.geography.zones(level)):,})" for level in project.geography.levels)
             + f", {int(project.households_per_zone().sum()):,} households to place"

@@ -65,6 +65,13 @@ BALANCE_MAX_RELAXATION = 1e6  # largest factor by which a soft control may be re
 BALANCE_MIN_CONTROL = 0.1  # a zero control is balanced towards this value (avoids zero weights forever)
 BALANCE_MIN_GAMMA = 1e-10  # smallest balancing factor in one step
 BALANCE_STATIONARY_SHARE = 0.01  # stationary: no weighted count moves more than this x tolerance (relative) a sweep
+BALANCE_SWEEPS_PER_ITERATION = 25  # sweeps between two measurements of the gap (one iteration of the household loop)
+HOUSEHOLD_PROPOSAL_CANDIDATES = 20  # distinct households one proposal adds at most (households in zones)
+HOUSEHOLD_PROPOSAL_MIN_GAP = 0.5  # a control-zone pair missing fewer units than this is not proposed for
+HOUSEHOLD_PROPOSAL_START = (
+    0.1  # share of a control-zone gap a proposal's new candidates start with (balancing grows it)
+)
+HOUSEHOLD_PROPOSAL_SWEEPS = 0.5  # share of the balancing sweeps during which proposals add candidates (then it settles)
 # --- households: integerization per zone ----------------------------------------------------------
 INTEGERIZE_POOL_FACTOR = 8  # candidate households per household still to place (drawn by fractional weight)
 INTEGERIZE_MIN_POOL = 300  # candidate households at least (when the zone's seed has that many)

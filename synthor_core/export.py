@@ -1,6 +1,10 @@
-"""Writing a household synthesis: one row per household and per person, PopulationSim's files, the report.
+"""The one way results are written (DESIGN §5, §8, §12): a person population as ``population.csv`` and
+``population.parquet``; households with their members as ``households.csv``, ``persons.csv`` (and Parquet),
+``zone_fit.csv``, PopulationSim's files for its projects, and ``report.json``.
 
-Files are written to a temporary name in the output folder and renamed, so a reader never sees half a file.
+Files are written to a temporary name in the output folder and renamed, so a reader never sees half a file. CSV cells
+never start a spreadsheet formula (:func:`~synthor_core.schema.spreadsheet_safe`). Households are written partition by
+partition (:class:`HouseholdWriter`), so a run's memory does not grow with its region.
 """
 
 from __future__ import annotations
@@ -11,111 +15,22 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 
 from . import defaults
-from .expressions import compile_condition
-from .schema import spreadsheet_safe
-from .synthesis.households import (
-    PRIOR_COLUMN,
-    HouseholdConfig,
-    HouseholdResult,
-    check_rules,
-    member_consistency,
-    realism_tables,
-    worst_zones,
-    zone_fit_table,
-)
-from .units import HouseholdProject
+from .aggregate import quote_ident
+from .evaluate.households import HOUSEHOLD_ID, PERSON_NUMBER, HouseholdEvaluation, worst_zones, zone_fit_table
+from .evaluate.report import household_report
+from .schema import FORMULA_PREFIXES, spreadsheet_safe
+from .synthesis.config import SynthesisConfig
+from .synthesis.events import HouseholdResult, PartitionOutcome
+from .targets.model import HouseholdProject
+from .units import HOUSEHOLD_ROW, HOUSEHOLDS, PERSONS
 
-HOUSEHOLD_ID = "household_id"
-PERSON_NUMBER = "per_num"
-
-
-def household_columns(project: HouseholdProject) -> list[str]:
-    """Seed household columns written out: every column a household control reads, then the output settings'."""
-    seed = project.seed
-    wanted = [col for c in project.controls if c.unit == "households" for col in c.columns]
-    wanted += [str(c) for c in (project.output.get("households") or {}).get("columns", []) or []]
-    return [c for c in dict.fromkeys(wanted) if c in seed.households.columns and c not in project.geography.levels]
-
-
-def person_columns(project: HouseholdProject) -> list[str]:
-    """Seed person columns written out: every column a person control reads, then the output settings'."""
-    seed = project.seed
-    wanted = [col for c in project.controls if c.unit == "persons" for col in c.columns]
-    wanted += [str(c) for c in (project.output.get("persons") or {}).get("columns", []) or []]
-    wanted += [d.source for d in project.derived if d.source]  # the members' columns derived ones come from
-    wanted += [
-        col
-        for d in project.derived
-        if d.expression
-        for col in compile_condition(d.expression, "persons", seed.persons.columns, d.column).columns
-    ]
-    skip = {PERSON_NUMBER, seed.household_id, "_household", *project.geography.levels}
-    return [c for c in dict.fromkeys(wanted) if c in seed.persons.columns and c not in skip]
-
-
-def expand_households(
-    project: HouseholdProject, result: HouseholdResult, prior: str = "seed"
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per synthetic household and one per synthetic person.
-
-    Returns
-    -------
-    (households, persons)
-        ``households``: ``household_id`` (int64 from 1), one column per geography level (zone ids), the seed
-        household id as ``seed_<id column>`` (``maxent_<id column>`` for the maxent prior's candidates), ``prior``
-        ("seed" or "maxent") when the seed prior was filled from maxent, then :func:`household_columns`.
-        ``persons``: ``household_id``, ``per_num`` (int64 from 1 within the household), then
-        :func:`person_columns`. Ordered by zone, then seed household, so the same inputs and seed give the same
-        rows.
-    """
-    seed, geography = project.seed, project.geography
-    counts = result.households["count"].to_numpy()
-    seed_rows = np.repeat(result.households["seed_row"].to_numpy(), counts)
-    zones = np.repeat(result.households["zone"].to_numpy(), counts)
-    n = seed_rows.size
-    households = pd.DataFrame({HOUSEHOLD_ID: np.arange(1, n + 1, dtype=np.int64)})
-    for level in geography.levels:
-        households[level] = geography.crosswalk[level].to_numpy()[zones]
-    households[f"{prior}_{seed.household_id}"] = seed.households[seed.household_id].to_numpy()[seed_rows]
-    origin = seed.households[PRIOR_COLUMN] if PRIOR_COLUMN in seed.households.columns else None
-    if origin is not None and (origin.nunique() > 1 or set(origin.unique()) != {prior}):
-        # the seed prior filled from maxent, the llm prior's fallback: say which household came from which
-        households["prior"] = origin.to_numpy()[seed_rows]
-    for column in household_columns(project):
-        households[column] = seed.households[column].to_numpy()[seed_rows]
-    if origin is not None and seed.weight in households.columns:
-        # a maxent or llm candidate has no sample weight (its balancing weight means nothing outside the run)
-        households.loc[(origin.to_numpy()[seed_rows] != "seed"), seed.weight] = np.nan
-    members = seed.members_per_household()
-    starts = np.concatenate(([0], np.cumsum(members)[:-1]))
-    sizes = members[seed_rows]
-    owner = np.repeat(np.arange(n), sizes)
-    within = np.arange(owner.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    person_rows = starts[seed_rows][owner] + within
-    persons = pd.DataFrame({HOUSEHOLD_ID: owner.astype(np.int64) + 1, PERSON_NUMBER: within.astype(np.int64) + 1})
-    for column in person_columns(project):
-        persons[column] = seed.persons[column].to_numpy()[person_rows]
-    return _whole_numbers(households), _whole_numbers(persons)
-
-
-def _whole_numbers(frame: pd.DataFrame) -> pd.DataFrame:
-    """Float columns holding only whole numbers (and blanks) as nullable integers, so ``30`` is not ``30.0``."""
-    for column in frame.columns:
-        values = frame[column]
-        if values.dtype.kind == "f":
-            known = values.dropna().to_numpy()
-            if (
-                known.size
-                and np.all(np.isfinite(known))
-                and np.all(known == np.floor(known))
-                and np.all(np.abs(known) < 2**53)
-            ):
-                frame[column] = values.astype("Int64")
-    return frame
+# a text cell a spreadsheet would run as a formula (schema.FORMULA_PREFIXES, as a regular expression; "-" first)
+_FORMULA_START = "^[" + "".join(sorted(FORMULA_PREFIXES, key=lambda ch: ch != "-")) + "]"
 
 
 def write_atomic(path: Path, write, folder: Path | None = None) -> None:
@@ -138,63 +53,313 @@ def write_atomic(path: Path, write, folder: Path | None = None) -> None:
         raise
 
 
-def household_report(
-    project: HouseholdProject,
-    result: HouseholdResult,
-    config: HouseholdConfig,
-    n_persons: int,
-    seconds: float,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """``report.json`` of a household run: per control its level, totals, %RMSE over zones, errors, worst zones.
+def write_json(path: Path, content: dict) -> None:
+    """``content`` as indented JSON, written atomically."""
+    write_atomic(path, lambda p: Path(p).write_text(json.dumps(content, indent=2), encoding="utf-8"))
 
-    ``extra`` (the prior's notes, realism tables, member consistency) is added as it is.
+
+def write_llm_calls(calls, path: Path) -> None:
+    """Every LLM call of the run as JSON lines (kind, model, prompt, reply, tokens, latency, outcome); no key."""
+    from dataclasses import asdict
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            for call in calls:
+                handle.write(json.dumps(asdict(call), ensure_ascii=False) + "\n")
+
+    write_atomic(path, write)
+
+
+# --- persons ---------------------------------------------------------------------------------------------------------
+
+
+def write_population(population: pd.DataFrame, folder: Path, parquet: bool = True) -> list[Path]:
+    """A person population as ``population.csv`` (UTF-8, one row per person, one column per variable) and
+    ``population.parquet`` in ``folder``.
+
+    Parameters
+    ----------
+    population : DataFrame
+        Distinct records as labels (``Schema.decode``) with ``count`` (int64 >= 0).
+    folder : Path
+    parquet : bool
+
+    Returns
+    -------
+    The paths written.
+
+    Source: rows are expanded from the distinct records by DuckDB (``range(count)``, one thread: in their order,
+    the same bytes for the same population), so ten million persons never sit in memory as a frame.
     """
-    controls = []
-    for row in result.fit.itertuples(index=False):
-        controls.append(
-            {
-                "control": row.control,
-                "level": row.level,
-                "unit": row.unit,
-                "importance": row.importance,
-                "control_total": row.control_total,
-                "synthetic_total": row.synthetic_total,
-                "pct_rmse": round(float(row.pct_rmse), 4),
-                "total_abs_error": row.total_abs_error,
-                "max_abs_error": row.max_abs_error,
-                "zones": row.zones,
-                "worst_zones": worst_zones(project, result, row.control),
-            }
+    written = []
+    columns = [c for c in population.columns if c != "count"]
+    kinds = {c: not pd.api.types.is_numeric_dtype(population[c]) for c in columns}
+    safe = ", ".join(
+        f"CASE WHEN regexp_matches({quote_ident(c)}::VARCHAR, '{_FORMULA_START}') THEN chr(39) || "
+        f"{quote_ident(c)}::VARCHAR ELSE {quote_ident(c)}::VARCHAR END AS {quote_ident(c)}"
+        if kinds[c]
+        else quote_ident(c)
+        for c in columns
+    )
+    plain = ", ".join(quote_ident(c) for c in columns)
+    con = duckdb.connect()
+    try:
+        con.execute("SET python_enable_replacements = false")
+        con.execute("SET threads TO 1")  # rows in the order of the records, whatever the machine: the same bytes
+        con.register("distinct_records", population)
+        for name, select, options in (
+            ("population.csv", safe, "FORMAT csv, HEADER true"),
+            *((("population.parquet", plain, "FORMAT parquet"),) if parquet else ()),
+        ):
+            expand = f'SELECT {select} FROM distinct_records p, range(p."count")'
+
+            def copy(path: str, expand: str = expand, options: str = options) -> None:
+                target = path.replace("'", "''")
+                con.execute(f"COPY ({expand}) TO '{target}' ({options})")
+
+            write_atomic(folder / name, copy)
+            written.append(folder / name)
+    finally:
+        con.close()
+    return written
+
+
+# --- households ------------------------------------------------------------------------------------------------------
+
+
+def household_columns(project: HouseholdProject) -> list[str]:
+    """Sample household columns written out: every column a household control reads, then the output settings'."""
+    sample = project.sample
+    wanted = [col for c in project.controls if c.unit == HOUSEHOLDS for col in c.columns]
+    wanted += list(project.output.household_columns) if project.output is not None else []
+    return [c for c in dict.fromkeys(wanted) if c in sample.households.columns and c not in project.geography.levels]
+
+
+def person_columns(project: HouseholdProject) -> list[str]:
+    """Sample person columns written out: every column a person control reads, then the output settings', then the
+    members' columns derived ones come from."""
+    sample = project.sample
+    wanted = [col for c in project.controls if c.unit == PERSONS for col in c.columns]
+    wanted += list(project.output.person_columns) if project.output is not None else []
+    wanted += [d.source for d in project.derived if d.source]
+    wanted += [col for d in project.derived if d.condition is not None for col in d.condition.columns]
+    skip = {PERSON_NUMBER, sample.household_id, HOUSEHOLD_ROW, *project.geography.levels}
+    return [c for c in dict.fromkeys(wanted) if c in sample.persons.columns and c not in skip]
+
+
+def _typed(frame: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Each column typed as the sample's: whole numbers as nullable integers (``30``, not ``30.0``), other numbers
+    as float64, text as text; the same types in every partition (one header, one Parquet schema)."""
+    for column in frame.columns:
+        values = frame[column]
+        source = reference[column] if column in reference.columns else values
+        if pd.api.types.is_numeric_dtype(source) or pd.api.types.is_numeric_dtype(values):
+            numbers = pd.to_numeric(values, errors="coerce").astype(np.float64)
+            known = pd.to_numeric(source, errors="coerce").dropna().to_numpy(dtype=np.float64)
+            whole = (not known.size or np.all(known == np.floor(known))) and np.all(
+                numbers.dropna().to_numpy() == np.floor(numbers.dropna().to_numpy())
+            )
+            frame[column] = numbers.astype("Int64") if whole and numbers.abs().max(skipna=True) < 2**53 else numbers
+        else:
+            frame[column] = values.astype(object)
+    return frame
+
+
+def expand_households(
+    project: HouseholdProject, outcome: PartitionOutcome, prior: str, first_id: int = 1, origin: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per household and one per person of a partition.
+
+    Returns
+    -------
+    (households, persons)
+        ``households``: ``household_id`` (int64 from ``first_id``), one column per geography level (zone ids), the
+        candidate's id as ``<prior>_<id column>`` (the sample's id for sample households), ``prior`` (the prior each
+        came from; when ``origin``), then :func:`household_columns` (the sample weight blank for households the
+        sample did not give). ``persons``: ``household_id``, ``per_num`` (int64 from 1 within the household), then
+        :func:`person_columns`. Ordered by zone, then candidate, so the same inputs and seed give the same rows.
+    """
+    sample, geography = project.sample, project.geography
+    candidates = outcome.candidates
+    assert candidates is not None  # a failed partition has no households to expand
+    counts = outcome.households["count"].to_numpy()
+    rows = np.repeat(outcome.households["row"].to_numpy(), counts)
+    zones = np.repeat(outcome.households["zone"].to_numpy(), counts)
+    n = rows.size
+    households = pd.DataFrame({HOUSEHOLD_ID: np.arange(first_id, first_id + n, dtype=np.int64)})
+    for level in geography.levels:
+        households[level] = geography.crosswalk[level].to_numpy()[zones]
+    households[f"{prior}_{sample.household_id}"] = candidates.households[sample.household_id].to_numpy()[rows]
+    if origin:
+        households["prior"] = candidates.source[rows]
+    for column in household_columns(project):
+        values = candidates.households[column] if column in candidates.households else None
+        households[column] = values.to_numpy()[rows] if values is not None else np.nan
+    if sample.weight in households.columns:
+        # a maxent or llm candidate has no sample weight (its balancing weight means nothing outside the run)
+        households.loc[~candidates._sample()[rows], sample.weight] = np.nan
+    members = candidates.members_per_household()
+    starts = np.concatenate(([0], np.cumsum(members)[:-1]))
+    sizes = members[rows]
+    owner = np.repeat(np.arange(n), sizes)
+    within = np.arange(owner.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    person_rows = starts[rows][owner] + within
+    persons = pd.DataFrame(
+        {HOUSEHOLD_ID: owner.astype(np.int64) + first_id, PERSON_NUMBER: within.astype(np.int64) + 1}
+    )
+    for column in person_columns(project):
+        values = candidates.persons[column] if column in candidates.persons else None
+        persons[column] = values.to_numpy()[person_rows] if values is not None else np.nan
+    return _typed(households, sample.households), _typed(persons, sample.persons)
+
+
+class _Appender:
+    """One output table written partition by partition: a CSV and (optionally) a Parquet file under temporary names,
+    renamed when done."""
+
+    def __init__(self, folder: Path, name: str, parquet: bool = True):
+        self.folder, self.name, self.parquet = folder, name, parquet
+        self.csv_path = folder / f".{name}.csv.partial"
+        self.parquet_path = folder / f".{name}.parquet.partial"
+        self.writer: Any = None
+        self.started = False
+
+    def add(self, frame: pd.DataFrame) -> None:
+        spreadsheet_safe(frame).to_csv(
+            self.csv_path, mode="a" if self.started else "w", header=not self.started, index=False
         )
-    return {
-        "project": project.name,
-        "source": project.source,
-        "prior": config.prior,
-        "seed": config.seed,
-        "households": result.total_households,
-        "persons": n_persons,
-        "distinct_households": int(result.households["seed_row"].nunique()),
-        "geographies": {level: len(project.geography.zones(level)) for level in project.geography.levels},
-        "balance": {
-            "converged": result.balance.converged,
-            "stop": result.balance.stop,
-            "sweeps": result.balance.iterations,
-            "max_relative_gap": result.balance.max_relative_gap,
-            "max_relative_change": result.balance.max_relative_change,
-        },
-        "integerize": dict(result.integerize),
-        "seconds": round(seconds, 3),
-        "stage_seconds": result.seconds,
-        "worst_pct_rmse": round(float(result.fit["pct_rmse"].max()), 4) if len(result.fit) else 0.0,
-        "controls": controls,
-        "warnings": list(project.warnings),
-        "settings": config.model_dump(),
-        **(extra or {}),
-    }
+        if self.parquet:
+            import pyarrow as pa  # type: ignore[import-untyped]
+            import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self.writer is None:
+                self.writer = pq.ParquetWriter(self.parquet_path, table.schema)
+            writer = self.writer
+            writer.write_table(table.cast(writer.schema))
+        self.started = True
+
+    def close(self, columns: list[str]) -> None:
+        """Rename to the final names (an empty table gets its header)."""
+        if not self.started:
+            pd.DataFrame(columns=columns).to_csv(self.csv_path, index=False)
+        os.chmod(self.csv_path, defaults.FILE_MODE)
+        os.replace(self.csv_path, self.folder / f"{self.name}.csv")
+        if self.parquet:
+            if self.writer is None:
+                pd.DataFrame(columns=columns).to_parquet(self.parquet_path, index=False)
+            else:
+                self.writer.close()
+            os.chmod(self.parquet_path, defaults.FILE_MODE)
+            os.replace(self.parquet_path, self.folder / f"{self.name}.parquet")
+
+    def abandon(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.csv_path.unlink(missing_ok=True)
+        self.parquet_path.unlink(missing_ok=True)
 
 
-def summary_tables(project: HouseholdProject, result: HouseholdResult) -> dict[str, pd.DataFrame]:
+class HouseholdWriter:
+    """Writes a household run's outputs as its partitions end (:meth:`add`), then the fit and the report
+    (:meth:`finish`).
+
+    ``households.csv``, ``persons.csv`` (and both as Parquet), for PopulationSim projects its
+    ``synthetic_households.csv`` / ``synthetic_persons.csv`` (file names and columns from its settings); at the end
+    ``zone_fit.csv`` (every control in every zone), PopulationSim's ``summary_<GEOGRAPHY>.csv`` and ``report.json``.
+
+    Parameters
+    ----------
+    project : HouseholdProject
+    folder : Path
+        The output folder (created).
+    prior : str
+        The run's prior (the name of the candidate id column).
+    origin : bool
+        Write the ``prior`` column (the prior each household came from): runs whose candidates may come from
+        several priors.
+    """
+
+    def __init__(self, project: HouseholdProject, folder: Path, prior: str, origin: bool = True):
+        self.project, self.folder, self.prior, self.origin = project, Path(folder), prior, origin
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.tables = {"households": _Appender(self.folder, "households"), "persons": _Appender(self.folder, "persons")}
+        output = project.output
+        if output is not None:
+            self.tables["synthetic_households"] = _Appender(self.folder, Path(output.households_file).stem, False)
+            self.tables["synthetic_persons"] = _Appender(self.folder, Path(output.persons_file).stem, False)
+        self.evaluation = HouseholdEvaluation(project)
+        self.next_id = 1
+        self.columns: dict[str, list[str]] = {}
+
+    def add(self, outcome: PartitionOutcome) -> None:
+        """Write one partition's households and persons (after the partitions before it)."""
+        if outcome.error is not None or outcome.candidates is None:
+            return
+        households, persons = expand_households(self.project, outcome, self.prior, self.next_id, self.origin)
+        self.next_id += len(households)
+        self.evaluation.add(households, persons)
+        parts = {"households": households, "persons": persons}
+        output = self.project.output
+        if output is not None:
+            id_name = output.household_id
+            hh_cols = [c for c in output.household_columns if c in households.columns]
+            parts["synthetic_households"] = households[[HOUSEHOLD_ID, *self.project.geography.levels, *hh_cols]].rename(
+                columns={HOUSEHOLD_ID: id_name}
+            )
+            p_cols = [c for c in output.person_columns if c in persons.columns and c != PERSON_NUMBER]
+            parts["synthetic_persons"] = persons[[HOUSEHOLD_ID, PERSON_NUMBER, *p_cols]].rename(
+                columns={HOUSEHOLD_ID: id_name}
+            )
+        for key, frame in parts.items():
+            self.columns.setdefault(key, list(frame.columns))
+            self.tables[key].add(frame)
+
+    def abandon(self) -> None:
+        """Remove what was started (a failed write)."""
+        for table in self.tables.values():
+            table.abandon()
+
+    def finish(
+        self, result: HouseholdResult, config: SynthesisConfig, seconds: float, extra: dict | None = None
+    ) -> dict[str, Any]:
+        """Rename the tables to their final names, write ``zone_fit.csv``, PopulationSim's summaries and
+        ``report.json`` (:func:`~synthor_core.evaluate.report.household_report`, with ``extra``); returns the report."""
+        for key, table in self.tables.items():
+            table.close(self.columns.get(key, [HOUSEHOLD_ID]))
+        zone_fit = zone_fit_table(self.project, result.synthetic)
+        write_atomic(self.folder / "zone_fit.csv", lambda p: spreadsheet_safe(zone_fit).to_csv(p, index=False))
+        if self.project.output is not None:
+            for level, table in summary_tables(self.project, result.synthetic).items():
+                write_atomic(
+                    self.folder / f"summary_{level}.csv",
+                    lambda p, t=table: spreadsheet_safe(t).to_csv(p, index=False),
+                    self.folder,
+                )
+        evaluation = self.evaluation
+        realism = evaluation.realism()
+        report = household_report(
+            self.project,
+            result,
+            config,
+            self.prior,
+            seconds,
+            {
+                "member_consistency": evaluation.member_consistency(),
+                **({"rules": evaluation.rules()} if self.project.rules else {}),
+                "realism": {
+                    "mean_tvd": round(float(realism["tvd"].mean()), 4) if len(realism) else 0.0,
+                    "tables": [{**r, "tvd": round(float(r["tvd"]), 4)} for r in realism.to_dict("records")],
+                },
+                **(extra or {}),
+            },
+            worst={c.name: worst_zones(self.project, result.synthetic, c.name) for c in self.project.controls},
+        )
+        write_json(self.folder / "report.json", report)
+        return report
+
+
+def summary_tables(project: HouseholdProject, synthetic: dict) -> dict[str, pd.DataFrame]:
     """PopulationSim's ``summary_<GEOGRAPHY>``: per zone of each level with controls, control, result, difference."""
     tables = {}
     for level in project.geography.levels:
@@ -205,93 +370,7 @@ def summary_tables(project: HouseholdProject, result: HouseholdResult) -> dict[s
         frame = pd.DataFrame({"geography": level, "id": zones.to_numpy()})
         for c in controls:
             frame[f"{c.name}_control"] = c.totals
-            frame[f"{c.name}_result"] = result.synthetic[c.name]
-            frame[f"{c.name}_diff"] = result.synthetic[c.name] - c.totals
+            frame[f"{c.name}_result"] = synthetic[c.name]
+            frame[f"{c.name}_diff"] = synthetic[c.name] - c.totals
         tables[level] = frame
     return tables
-
-
-def write_household_outputs(
-    project: HouseholdProject,
-    result: HouseholdResult,
-    config: HouseholdConfig,
-    out: Path,
-    seconds: float,
-    reference: HouseholdProject | None = None,
-    prior_notes: dict | None = None,
-    partitions=None,
-) -> dict[str, Any]:
-    """Write ``households.csv``, ``persons.csv`` (and both as Parquet), ``zone_fit.csv`` (every control in every
-    zone: :func:`~synthor_core.synthesis.households.zone_fit_table`), ``report.json``, and PopulationSim's files for its
-    projects.
-
-    Parameters
-    ----------
-    project : HouseholdProject
-        The project the households were placed from (its seed holds the prior's candidates).
-    reference : HouseholdProject, optional
-        The project with its real seed sample: the report then gains ``realism`` (TVD of the tables no control
-        fixes, :func:`synthor_core.synthesis.households.realism_tables`).
-    prior_notes : dict, optional
-        What the prior says about its candidates (``candidate_households``), reported under ``prior_notes``.
-    partitions : list of PartitionOutcome, optional
-        Reported under ``partitions`` (name, households, seconds, error of each).
-
-    Returns the report (as written).
-    """
-    households, persons = expand_households(project, result, config.prior)
-    write_atomic(out / "households.csv", lambda p: spreadsheet_safe(households).to_csv(p, index=False))
-    write_atomic(out / "persons.csv", lambda p: spreadsheet_safe(persons).to_csv(p, index=False))
-    write_atomic(out / "households.parquet", lambda p: households.to_parquet(p, index=False))
-    write_atomic(out / "persons.parquet", lambda p: persons.to_parquet(p, index=False))
-    zone_fit = zone_fit_table(project, result)
-    write_atomic(out / "zone_fit.csv", lambda p: spreadsheet_safe(zone_fit).to_csv(p, index=False))
-    if project.output:  # PopulationSim's output settings (an imported or converted PopulationSim project)
-        spec = project.output
-        id_name = str(spec.get("household_id") or HOUSEHOLD_ID)
-        hh_spec, p_spec = spec.get("households") or {}, spec.get("persons") or {}
-        hh_cols = [c for c in hh_spec.get("columns", []) or [] if c in households.columns]
-        synthetic_hh = households[[HOUSEHOLD_ID, *project.geography.levels, *hh_cols]].rename(
-            columns={HOUSEHOLD_ID: id_name}
-        )
-        p_cols = [c for c in p_spec.get("columns", []) or [] if c in persons.columns and c != PERSON_NUMBER]
-        synthetic_p = persons[[HOUSEHOLD_ID, PERSON_NUMBER, *p_cols]].rename(columns={HOUSEHOLD_ID: id_name})
-        hh_file = Path(str(hh_spec.get("filename") or "synthetic_households.csv")).name
-        p_file = Path(str(p_spec.get("filename") or "synthetic_persons.csv")).name
-        write_atomic(out / hh_file, lambda p: spreadsheet_safe(synthetic_hh).to_csv(p, index=False), out)
-        write_atomic(out / p_file, lambda p: spreadsheet_safe(synthetic_p).to_csv(p, index=False), out)
-        for level, table in summary_tables(project, result).items():
-            write_atomic(
-                out / f"summary_{level}.csv", lambda p, t=table: spreadsheet_safe(t).to_csv(p, index=False), out
-            )
-    by_prior = (
-        households["prior"].value_counts().sort_index().to_dict()
-        if "prior" in households.columns
-        else {config.prior: len(households)}
-    )
-    extra: dict[str, Any] = {
-        "prior_notes": prior_notes or {},
-        "households_by_prior": {k: int(v) for k, v in by_prior.items()},
-        "member_consistency": member_consistency(project, households, persons),
-    }
-    if partitions is not None:
-        extra["partitions"] = [
-            {
-                "partition": o.name,
-                "households": int(o.households["count"].sum()),
-                "seconds": round(o.seconds, 3),
-                "error": o.error,
-            }
-            for o in partitions
-        ]
-    if project.rules:
-        extra["rules"] = check_rules(reference if reference is not None else project, households, persons)
-    if reference is not None and len(reference.seed.households):
-        realism = realism_tables(reference, project, result)
-        extra["realism"] = {
-            "mean_tvd": round(float(realism["tvd"].mean()), 4) if len(realism) else 0.0,
-            "tables": [{**r, "tvd": round(float(r["tvd"]), 4)} for r in realism.to_dict("records")],
-        }
-    report = household_report(project, result, config, len(persons), seconds, extra)
-    write_atomic(out / "report.json", lambda p: Path(p).write_text(json.dumps(report, indent=2), encoding="utf-8"))
-    return report

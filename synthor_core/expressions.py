@@ -28,7 +28,7 @@ from __future__ import annotations
 import ast
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -62,14 +62,21 @@ class Condition:
     columns : tuple of str
         The columns (schema variables, or the table's columns) it reads, in order of first use.
     test : callable, frame -> ndarray of bool, shape (len(frame),)
+
+    Two conditions are equal when they are written alike (same expression, same columns).
     """
 
     expression: str
     columns: tuple[str, ...]
-    test: Mask
+    test: Mask = field(compare=False)
+    source: tuple = field(default=(), compare=False, repr=False)  # (table, allowed columns, name) to compile again
 
     def __call__(self, frame: pd.DataFrame) -> np.ndarray:
         return np.asarray(self.test(frame), dtype=bool)
+
+    def __reduce__(self):
+        """Pickled as its text, compiled again where it is loaded (a partition run in another process)."""
+        return (compile_condition, (self.expression, *self.source))
 
 
 @dataclass(frozen=True)
@@ -395,9 +402,10 @@ def compile_condition(expression: str, table: str, columns, name: str) -> Condit
     """
     owner = f'control "{name}"'
     tree = _parse(expression, owner, "expression")
-    compiler = _Compiler("table", owner, table=table, columns=columns)
+    allowed = tuple(str(c) for c in columns)
+    compiler = _Compiler("table", owner, table=table, columns=allowed)
     test = compiler.compile(tree.body)
-    return Condition(expression, tuple(compiler.used), test)
+    return Condition(expression, tuple(compiler.used), test, (table, allowed, name))
 
 
 def violation_counts(population: pd.DataFrame, rules) -> dict[str, int]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from .schema import Schema
 from .targets.model import TargetTable
@@ -312,3 +313,199 @@ def attribute_gaps(
         [_cell_gap(tables[ti], synthetic_counts[ti], cell, schema) for _, ti, cell in under],
         [_cell_gap(tables[ti], synthetic_counts[ti], cell, schema) for _, ti, cell in over],
     )
+
+
+# --- households in zones (DESIGN §9) ---------------------------------------------------------------------------------
+
+
+def pct_rmse(synthetic: npt.ArrayLike, control: npt.ArrayLike) -> float:
+    """PopulationSim's validation measure: 100 x RMSE(synthetic - control) / mean control, over zones.
+
+    Parameters
+    ----------
+    synthetic, control : array-like of float64, shape (n_zones,)
+
+    Returns
+    -------
+    float (0 when the mean control is 0 and the synthetic totals are all 0; inf when only the control is 0).
+
+    Source: PopulationSim's validation summary (ActivitySim/populationsim, ``scripts/validation``): %RMSE of a
+    control over the zones of its geography.
+    """
+    s = np.asarray(synthetic, dtype=np.float64)
+    c = np.asarray(control, dtype=np.float64)
+    if s.size == 0:
+        return 0.0
+    rmse = float(np.sqrt(np.mean((s - c) ** 2)))
+    mean = float(c.mean())
+    if mean == 0:
+        return 0.0 if rmse == 0 else float("inf")
+    return 100.0 * rmse / mean
+
+
+def control_totals(
+    controls, geography, zone: npt.ArrayLike, counts: npt.ArrayLike, incidence: npt.ArrayLike
+) -> dict[str, npt.NDArray[np.float64]]:
+    """Synthetic total of every control in every zone of its level.
+
+    Parameters
+    ----------
+    controls : sequence of Control
+    geography : Geography
+    zone : array-like of int64, shape (n,)
+        Lowest-level zone of each placed household (or household-zone weight).
+    counts : array-like of float64, shape (n,)
+        Households (whole, or balanced weights).
+    incidence : array-like of float64, shape (n, len(controls))
+        What each of them counts for each control.
+
+    Returns
+    -------
+    dict of control name -> ndarray of float64, shape (n zones of its level,)
+    """
+    zone = np.asarray(zone, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.float64)
+    incidence = np.asarray(incidence, dtype=np.float64).reshape(zone.size, len(controls))
+    out = {}
+    for i, c in enumerate(controls):
+        groups = geography.parent_index(c.level)[zone]
+        # weighted: float64 (numpy's stubs type every bincount as integer)
+        out[c.name] = np.bincount(groups, weights=counts * incidence[:, i], minlength=c.totals.size).astype(
+            np.float64, copy=False
+        )
+    return out
+
+
+def control_fit(controls, synthetic: dict) -> pd.DataFrame:
+    """The fit of every control over the zones of its level.
+
+    Returns
+    -------
+    DataFrame, one row per control: ``control, group, level, unit, importance, control_total, synthetic_total,
+    pct_rmse, total_abs_error, max_abs_error, zones``.
+    """
+    rows = []
+    for c in controls:
+        values = np.asarray(synthetic[c.name], dtype=np.float64)
+        diff = values - c.totals
+        rows.append(
+            {
+                "control": c.name,
+                "group": c.group,
+                "level": c.level,
+                "unit": c.unit,
+                "importance": c.importance,
+                "control_total": float(c.totals.sum()),
+                "synthetic_total": float(values.sum()),
+                "pct_rmse": pct_rmse(values, c.totals),
+                "total_abs_error": float(np.abs(diff).sum()),
+                "max_abs_error": float(np.abs(diff).max()) if diff.size else 0.0,
+                "zones": int(c.totals.size),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "control",
+            "group",
+            "level",
+            "unit",
+            "importance",
+            "control_total",
+            "synthetic_total",
+            "pct_rmse",
+            "total_abs_error",
+            "max_abs_error",
+            "zones",
+        ],
+    )
+
+
+def worst_by_group(fit: pd.DataFrame) -> dict[str, float]:
+    """The worst %RMSE of each control group (:attr:`Control.group`), groups in the order of the controls."""
+    return {str(g): float(v) for g, v in fit.groupby("group", sort=False)["pct_rmse"].max().items()}
+
+
+@dataclass(frozen=True)
+class ZoneGap:
+    """A control in one zone of its level and how far the households are from it (DESIGN §10: the loop's guidance for
+    households in zones).
+
+    Attributes
+    ----------
+    control : str
+    level : str
+    zone : str
+        The zone id as written in the crosswalk (text).
+    index : int
+        Position of the zone in ``Geography.zones(level)``.
+    target, synthetic : float
+        Households or persons the control asks for in the zone, and what the weights give now.
+    mean_target : float
+        The control's mean over the zones of its level (the scale of its %RMSE).
+    """
+
+    control: str
+    level: str
+    zone: str
+    index: int
+    target: float
+    synthetic: float
+    mean_target: float
+
+    @property
+    def count_gap(self) -> float:
+        """Units missing in the zone, ``target - synthetic`` (negative: too many)."""
+        return self.target - self.synthetic
+
+    @property
+    def score(self) -> float:
+        """The gap on the scale of the control's %RMSE (gap / mean control): how much it weighs in the fit."""
+        return self.count_gap / max(self.mean_target, 1e-9)
+
+    def describe(self) -> str:
+        """``hh_size_1 in TAZ 301: target 120, synthetic 98``."""
+        return f"{self.control} in {self.level} {self.zone}: target {self.target:,.0f}, synthetic {self.synthetic:,.1f}"
+
+
+def zone_gaps(controls, geography, synthetic: dict, top_k: int, skip=()) -> tuple[list[ZoneGap], list[ZoneGap]]:
+    """The control-zone pairs most under- and over-reached, weighed as in %RMSE (gap / mean control).
+
+    Parameters
+    ----------
+    controls : sequence of Control
+    geography : Geography
+    synthetic : dict of control name -> ndarray (totals per zone of its level)
+    top_k : int
+        Pairs per direction.
+    skip : collection of str
+        Controls left out (the total of households, which balancing holds).
+
+    Returns
+    -------
+    under, over : list of ZoneGap, most off first.
+    """
+    found: list[tuple[float, int, int]] = []
+    for ci, c in enumerate(controls):
+        if c.name in skip:
+            continue
+        mean = float(c.totals.mean()) if c.totals.size else 0.0
+        gaps = (c.totals - synthetic[c.name]) / max(mean, 1e-9)
+        found += [(float(g), ci, int(z)) for z, g in enumerate(gaps) if abs(g) > 1e-9]
+
+    def gap(ci: int, z: int) -> ZoneGap:
+        c = controls[ci]
+        zone = geography.zones(c.level)[z]
+        return ZoneGap(
+            c.name,
+            c.level,
+            str(zone.item() if hasattr(zone, "item") else zone),
+            z,
+            float(c.totals[z]),
+            float(synthetic[c.name][z]),
+            float(c.totals.mean()),
+        )
+
+    under = sorted((f for f in found if f[0] > 0), key=lambda f: (-f[0], f[1], f[2]))[:top_k]
+    over = sorted((f for f in found if f[0] < 0), key=lambda f: (f[0], f[1], f[2]))[:top_k]
+    return [gap(ci, z) for _, ci, z in under], [gap(ci, z) for _, ci, z in over]

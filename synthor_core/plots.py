@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 
 from .metrics import Fit
 from .schema import Schema
-from .synthesis.loop import IterationEvent
+from .synthesis.events import IterationEvent
 from .targets.model import TargetTable
 
 
@@ -228,6 +228,81 @@ def household_fit_figure(fit: pd.DataFrame, bars: dict[str, float] | None = None
         legend_title_text="level",
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
         yaxis={"categoryorder": "array", "categoryarray": list(frame["control"])},
+    )
+    return fig
+
+
+def household_convergence(events, final: dict[str, float] | None = None) -> go.Figure:
+    """The gap shrinking in a household run: the worst %RMSE of each control group per iteration (one line per
+    group, log y), the iterations numbered over the partitions (a partition's start marked), and, when given, the
+    final worst %RMSE per group after integerization as stars at the last iteration.
+
+    Parameters
+    ----------
+    events : sequence of HouseholdIteration
+    final : dict of group -> float, optional
+    """
+    x = list(range(1, len(events) + 1))
+    fig = go.Figure()
+    groups = list(dict.fromkeys(g for e in events for g in e.fit_by_group))
+    for g in groups:
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[max(e.fit_by_group.get(g, 0.0), 1e-3) for e in events],
+                name=_label(g),
+                mode="lines+markers",
+                line={"width": 2},
+                marker={"size": 5},
+            )
+        )
+    if final and events:
+        fig.add_trace(
+            go.Scatter(
+                x=[x[-1]] * len(final),
+                y=[max(v, 1e-3) for v in final.values()],
+                name="final (integerized)",
+                mode="markers",
+                text=[f"{_label(g)}: final %RMSE {v:.2f}" for g, v in final.items()],
+                hoverinfo="text",
+                marker={"symbol": "star", "size": 12, "color": "black"},
+            )
+        )
+    starts = [i + 1 for i, e in enumerate(events) if i == 0 or e.partition != events[i - 1].partition]
+    if len(starts) > 1:
+        for i in starts[1:]:
+            fig.add_vline(x=i - 0.5, line={"width": 1, "dash": "dot", "color": "grey"})
+    fig.update_yaxes(dtick=1, tickformat="~g", minor={"showgrid": True})
+    fig.update_layout(
+        xaxis_title="iteration (a slice of balancing sweeps"
+        + (", partitions one after the other)" if len(starts) > 1 else ")"),
+        yaxis_title="worst %RMSE of the group (log scale)",
+        yaxis_type="log",
+        height=420,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"font": {"size": 10}},
+    )
+    fig.update_xaxes(dtick=1 if len(x) <= 30 else None)
+    return fig
+
+
+def sources_by_iteration(events) -> go.Figure:
+    """Share of the balanced households whose candidate came from each prior, per iteration (stacked areas)."""
+    x = list(range(1, len(events) + 1))
+    sources = list(dict.fromkeys(s for e in events for s in e.households_by_source))
+    fig = go.Figure()
+    for source in sources:
+        shares = []
+        for e in events:
+            total = sum(e.households_by_source.values()) or 1.0
+            shares.append(e.households_by_source.get(source, 0.0) / total)
+        fig.add_trace(go.Scatter(x=x, y=shares, name=_label(source), mode="lines", stackgroup="one"))
+    fig.update_layout(
+        xaxis_title="iteration",
+        yaxis_title="share of households",
+        yaxis_tickformat=".0%",
+        height=260,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
     )
     return fig
 

@@ -1,7 +1,10 @@
-"""Runs the engine in background threads: start, stop, progress (DESIGN §6; STYLE.md rule 10).
+"""Runs: the one orchestration of a run shared by the CLI and the app (:func:`execute`), and the background runs of
+the app (:class:`Runner`; DESIGN §6; STYLE.md rule 10).
 
-Only this module has threads. A thread never calls Streamlit: it appends the engine's events to its run under a
-lock, and pages read a copy with :meth:`Runner.snapshot`.
+:func:`execute` builds the priors, drives the loop, writes the outputs (:mod:`synthor_core.export`) and the report,
+for a person project or a household project alike. Only this module has threads: the :class:`Runner` runs
+:func:`execute` in a daemon thread per run and appends its events to the run under a lock; pages read a copy with
+:meth:`Runner.snapshot`. A thread never calls Streamlit.
 """
 
 from __future__ import annotations
@@ -17,61 +20,35 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from .errors import PriorError, SynthorError
 from .evaluate.report import run_report
 from .evaluate.rules import rules_fit_cost, rules_report
+from .export import HouseholdWriter, write_json, write_llm_calls, write_population
 from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
 from .store import CHECKPOINT_INTERVAL_S, RunStore
-from .synthesis.loop import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
-from .targets.model import Project
+from .synthesis.config import SynthesisConfig
+from .synthesis.events import HouseholdIteration, HouseholdResult, IterationEvent, PartitionOutcome, SynthesisResult
+from .synthesis.loop import Partitioning, run_synthesis
+from .synthesis.partitions import PriorSpec
+from .targets.model import HouseholdProject, Project
 
 STORE_INTERVAL_S = 1.0  # a run's iterations reach the store at most this often (each write opens the file)
 
-
-@dataclass(frozen=True)
-class RunSnapshot:
-    """A copy of one run's state, safe to read from any thread.
-
-    Attributes
-    ----------
-    run_id : str
-    status : {"running", "finished", "stopped", "failed"} (the store also knows "interrupted": a run whose
-        process ended without finishing it)
-    events : tuple of IterationEvent, one per finished iteration
-    result : SynthesisResult or None (set when the run ended without error)
-    error : str or None (the message of a failed run)
-    config : SynthesisConfig
-    prior : str
-    started_at, ended_at : float (seconds since the epoch), ended_at None while running
-    project : Project
-    """
-
-    run_id: str
-    status: str
-    events: tuple[IterationEvent, ...]
-    result: SynthesisResult | None
-    error: str | None
-    config: SynthesisConfig
-    prior: str
-    started_at: float
-    ended_at: float | None
-    project: Project
-
-    @property
-    def elapsed_s(self) -> float:
-        """Seconds since the start (to the end once ended)."""
-        return (self.ended_at or time.time()) - self.started_at
-
-
-@dataclass
-class _Run:
-    snapshot: RunSnapshot
-    stop: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
+PRIORS = {
+    "maxent": "maxent: embedded maximum-entropy model (offline, no API key)",
+    "llm": "llm: a large language model at any OpenAI-compatible endpoint",
+}
+HOUSEHOLD_PRIORS = {
+    "seed": "the sample's households (maxent fills what it cannot reach)",
+    "maxent": "built from the controls alone; no sample record used",
+    "llm": "an LLM writes whole households with their members, aimed at the zones worst off (maxent writes what it "
+    "cannot)",
+}
 
 
 def maxent_prior(project: Project, config: SynthesisConfig, rules=()) -> Prior:
@@ -79,10 +56,6 @@ def maxent_prior(project: Project, config: SynthesisConfig, rules=()) -> Prior:
     return MaxEntPrior(project, mode=config.mode, rules=rules)
 
 
-PRIORS = {
-    "maxent": "maxent: embedded maximum-entropy model (offline, no API key)",
-    "llm": "llm: a large language model at any OpenAI-compatible endpoint",
-}
 _FACTORIES = {"maxent": maxent_prior}
 
 
@@ -100,11 +73,216 @@ def llm_prior_factory(settings, api_key: str | None = None) -> Callable[..., Pri
     return make
 
 
+def household_prior_factory(name: str, settings=None, api_key: str | None = None) -> Callable[..., PriorSpec]:
+    """A factory of a household project's prior (``seed``, ``maxent``, ``llm`` with its settings and key), built in
+    each partition for its own zones."""
+    if name not in HOUSEHOLD_PRIORS:
+        raise KeyError(f"unknown prior {name!r}; known: {', '.join(HOUSEHOLD_PRIORS)}")
+
+    def make(project: HouseholdProject, config: SynthesisConfig, rules=()) -> PriorSpec:
+        return PriorSpec(name, settings, api_key)
+
+    return make
+
+
 def prior_factory(name: str) -> Callable[..., Prior]:
     """The factory of a prior listed in ``PRIORS``. Raises KeyError naming the known priors."""
     if name not in _FACTORIES:
         raise KeyError(f"unknown prior {name!r}; known: {', '.join(_FACTORIES)}")
     return _FACTORIES[name]
+
+
+# --- one run ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunHooks:
+    """What a caller of :func:`execute` hears: each iteration's event, each partition written, and checkpoints of a
+    person population (every hook optional)."""
+
+    on_event: Callable[[IterationEvent | HouseholdIteration], None] | None = None
+    on_partition: Callable[[PartitionOutcome, int], None] | None = None
+    checkpoint: Callable[[int, Any], None] | None = None
+
+
+@dataclass
+class RunOutput:
+    """What :func:`execute` leaves: the result, the report written, the prior it ran with and the files written."""
+
+    result: SynthesisResult | HouseholdResult
+    report: dict
+    prior: Any
+    files: list[Path] = field(default_factory=list)
+
+
+def execute(
+    project: Project | HouseholdProject,
+    prior,
+    config: SynthesisConfig,
+    out: Path | None,
+    should_stop: Callable[[], bool] | None = None,
+    rules=(),
+    hooks: RunHooks | None = None,
+    initial=None,
+    partitioning: Partitioning | None = None,
+    rules_fit_cost_now: bool = True,
+) -> RunOutput:
+    """Run the loop on a project and write its outputs into ``out`` (the CLI and the app's runs alike).
+
+    Parameters
+    ----------
+    project : Project or HouseholdProject
+    prior : Prior (persons; its ``fallback`` used when ``config.fallback``) or PriorSpec (households)
+    config : SynthesisConfig
+    out : Path or None
+        Persons: ``population.csv``, ``population.parquet``, ``report.json`` and ``llm_calls.jsonl`` (LLM prior);
+        None: nothing written (the app keeps a person population in its run store). Households (required):
+        ``households.csv``, ``persons.csv`` (and Parquet, written partition by partition), ``zone_fit.csv``,
+        PopulationSim's files for its projects, ``report.json``.
+    should_stop, rules, initial, partitioning
+        See :func:`~synthor_core.synthesis.loop.run_synthesis`.
+    hooks : RunHooks, optional
+    rules_fit_cost_now : bool
+        Persons with rules: compute what the rules cost in fit (seconds) into the report now; False leaves it empty
+        for the caller to add once the run shows as ended.
+
+    Returns
+    -------
+    RunOutput
+
+    Raises
+    ------
+    PriorError
+        When the prior produced nothing (persons).
+    OSError
+        When an output cannot be written (a full disk): what was written before stays.
+    """
+    hooks = hooks or RunHooks()
+    if isinstance(project, HouseholdProject):
+        if out is None:
+            raise ValueError("a household run needs an output folder")
+        return _execute_households(project, prior, config, out, should_stop, hooks, partitioning)
+    return _execute_persons(project, prior, config, out, should_stop, rules, hooks, initial, rules_fit_cost_now)
+
+
+def _execute_persons(
+    project, prior, config, out, should_stop, rules, hooks: RunHooks, initial, fit_cost_now: bool
+) -> RunOutput:
+    result = None
+    for event in run_synthesis(
+        project,
+        prior,
+        config,
+        should_stop,
+        rules,
+        checkpoint=hooks.checkpoint,
+        initial=initial,
+        fallback=prior.fallback,
+    ):
+        if isinstance(event, SynthesisResult):
+            result = event
+        elif isinstance(event, IterationEvent) and hooks.on_event is not None:
+            hooks.on_event(event)
+    assert result is not None  # the person loop always ends with its SynthesisResult (or raises)
+    report = run_report(result, config, prior.name, prior.usage, prior.dollars())
+    report["status"] = "failed" if result.error else "stopped" if result.stop_reason == "stop requested" else "finished"
+    if rules:
+        report["rules"] = rules_report(project, result.population, rules, fit_cost=None if fit_cost_now else {})
+    output = RunOutput(result, report, prior)
+    if out is None:
+        return output
+    output.files = write_population(project.schema.decode(result.population), out)
+    write_json(out / "report.json", report)
+    output.files.append(out / "report.json")
+    if prior.calls:
+        write_llm_calls(prior.calls, out / "llm_calls.jsonl")
+        output.files.append(out / "llm_calls.jsonl")
+    return output
+
+
+def _execute_households(project, spec, config, out, should_stop, hooks: RunHooks, partitioning) -> RunOutput:
+    started = time.perf_counter()
+    writer = HouseholdWriter(project, out, spec.name, origin=spec.name != "maxent")
+    result = None
+    written = 0
+    try:
+        for event in run_synthesis(project, spec, config, should_stop, partitioning=partitioning):
+            if isinstance(event, HouseholdIteration):
+                if hooks.on_event is not None:
+                    hooks.on_event(event)
+            elif isinstance(event, PartitionOutcome):
+                writer.add(event)
+                written += 1
+                if hooks.on_partition is not None:
+                    hooks.on_partition(event, written)
+            elif isinstance(event, HouseholdResult):
+                result = event
+    except BaseException:
+        writer.abandon()
+        raise
+    assert result is not None  # the household loop always ends with its HouseholdResult
+    report = writer.finish(result, config, time.perf_counter() - started)
+    files = sorted(p for p in Path(out).iterdir() if p.is_file() and not p.name.startswith("."))
+    return RunOutput(result, report, spec, files)
+
+
+# --- background runs -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """A copy of one run's state, safe to read from any thread.
+
+    Attributes
+    ----------
+    run_id : str
+    status : {"running", "finished", "stopped", "failed"} (the store also knows "interrupted": a run whose
+        process ended without finishing it)
+    events : tuple of IterationEvent (persons) or HouseholdIteration (households), one per finished iteration
+    result : SynthesisResult, HouseholdResult or None (set when the run ended without error)
+    error : str or None (the message of a failed run)
+    config : SynthesisConfig
+    prior : str
+    started_at, ended_at : float (seconds since the epoch), ended_at None while running
+    project : Project or HouseholdProject
+    folder : Path or None
+        Where a household run writes its outputs.
+    partitions : int
+        Partitions of a household run written so far.
+    stage : str
+        What the run is doing now (``"preparing candidates"``, ``"balancing"``, ``"integerizing"``, ...).
+    """
+
+    run_id: str
+    status: str
+    events: tuple[Any, ...]
+    result: Any
+    error: str | None
+    config: SynthesisConfig
+    prior: str
+    started_at: float
+    ended_at: float | None
+    project: Any
+    folder: Path | None = None
+    partitions: int = 0
+    stage: str = ""
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since the start (to the end once ended)."""
+        return (self.ended_at or time.time()) - self.started_at
+
+    @property
+    def households(self) -> bool:
+        """Whether this is a household run."""
+        return isinstance(self.project, HouseholdProject)
+
+
+@dataclass
+class _Run:
+    snapshot: RunSnapshot
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
 
 
 class Runner:
@@ -116,10 +294,14 @@ class Runner:
         When given, every run, iteration, proposal, checkpoint and final population is recorded there, and runs
         the store lists as running whose process is gone are marked "interrupted" at once
         (:meth:`RunStore.mark_interrupted`).
+    folder : Path or None
+        Where household runs write their outputs (one folder per run); default: ``runs/`` beside the store, or a
+        temporary folder without a store.
     """
 
-    def __init__(self, store: RunStore | None = None):
+    def __init__(self, store: RunStore | None = None, folder: Path | None = None):
         self.store = store
+        self.folder = folder or (store.path.parent / "runs" if store is not None else None)
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
         self._fit_costs: dict[tuple, tuple[Project, dict]] = {}  # (project id, rules) -> (project kept alive, cost)
@@ -127,9 +309,9 @@ class Runner:
 
     def start(
         self,
-        project: Project,
+        project: Project | HouseholdProject,
         config: SynthesisConfig,
-        prior_factory: Callable[..., Prior] = maxent_prior,
+        prior_factory: Callable[..., Any] | None = None,
         label: str = "",
         rules=(),
         owner: str | None = None,
@@ -137,31 +319,52 @@ class Runner:
     ) -> str:
         """Start a run in a background thread; returns its id at once.
 
-        ``prior_factory(project, config, rules)`` builds the prior in the run's thread; ``label`` names the
-        project in the run store (e.g. "bundled example"); ``rules`` are plausibility rules enforced as hard
-        constraints; ``owner`` is recorded with the run (a browser's identity in a private workspace);
-        ``initial`` is a coded population to start from (see :meth:`resume`). The population so far is saved in
-        the store after the first iteration and then at most every ``CHECKPOINT_INTERVAL_S`` seconds.
+        ``prior_factory(project, config, rules)`` builds the prior in the run's thread (default: ``maxent`` for a
+        person project, the seed prior for a household project: :func:`household_prior_factory`); ``label`` names
+        the project in the run store (e.g. "bundled example"); ``rules`` are plausibility rules enforced as hard
+        constraints (persons); ``owner`` is recorded with the run (a browser's identity in a private workspace);
+        ``initial`` is a coded population to start from (see :meth:`resume`). A person run's population so far is
+        saved in the store after the first iteration and then at most every ``CHECKPOINT_INTERVAL_S`` seconds; a
+        household run's outputs are written partition by partition into its folder.
         """
+        households = isinstance(project, HouseholdProject)
+        factory = prior_factory or (household_prior_factory("seed") if households else maxent_prior)
         run_id = uuid.uuid4().hex[:12]
-        snapshot = RunSnapshot(run_id, "running", (), None, None, config, "", time.time(), None, project)
+        folder = self._folder(run_id) if households else None
+        snapshot = RunSnapshot(
+            run_id, "running", (), None, None, config, "", time.time(), None, project, folder, 0, "starting"
+        )
         run = _Run(snapshot)
         if self.store is not None:
             self.store.add_run(
-                run_id, config, "", project, label or project.description, snapshot.started_at, owner=owner
+                run_id,
+                config,
+                "",
+                project,
+                label or getattr(project, "description", "") or getattr(project, "name", ""),
+                snapshot.started_at,
+                owner=owner,
+                folder=folder,
             )
         with self._lock:
             self._runs[run_id] = run
         run.thread = threading.Thread(
-            target=self._work, args=(run, prior_factory, tuple(rules), initial), name=f"synthor-{run_id}", daemon=True
+            target=self._work, args=(run, factory, tuple(rules), initial), name=f"synthor-{run_id}", daemon=True
         )
         run.thread.start()
         return run_id
 
+    def _folder(self, run_id: str) -> Path:
+        if self.folder is None:
+            import tempfile
+
+            self.folder = Path(tempfile.mkdtemp(prefix="synthor-runs-"))
+        return self.folder / run_id
+
     def resume(self, run_id: str, folder: Path, owner: str | None = None) -> str:
-        """Start a new run that goes on from an interrupted run's saved population, with its project and settings
-        and the ``maxent`` prior; returns the new run's id. ``folder`` receives the run's project (it must not
-        exist yet).
+        """Start a new run that goes on from an interrupted person run's saved population, with its project and
+        settings and the ``maxent`` prior; returns the new run's id. ``folder`` receives the run's project (it must
+        not exist yet).
 
         Raises
         ------
@@ -209,7 +412,6 @@ class Runner:
         snap = run.snapshot
         prior = None
         saved_at = -math.inf
-
         pending: list = []  # iterations not yet in the store: written with the next checkpoint or every second
         written_at = time.monotonic()
 
@@ -220,6 +422,20 @@ class Runner:
                 pending.clear()
             written_at = time.monotonic()
 
+        def on_event(event) -> None:
+            pending.append(event)
+            if time.monotonic() - written_at >= STORE_INTERVAL_S:
+                flush()
+            stage = "balancing" if isinstance(event, HouseholdIteration) else "iterating"
+            with self._lock:
+                run.snapshot = replace(run.snapshot, events=run.snapshot.events + (event,), stage=stage)
+
+        def on_partition(outcome: PartitionOutcome, done: int) -> None:
+            flush()
+            if self.store is not None:
+                self.store.save_partitions(snap.run_id, done)
+            self._update(run, partitions=done)
+
         def checkpoint(iteration: int, population) -> None:
             nonlocal saved_at
             if self.store is not None and time.monotonic() - saved_at >= CHECKPOINT_INTERVAL_S:
@@ -228,46 +444,21 @@ class Runner:
                 saved_at = time.monotonic()
 
         try:
+            self._update(run, stage="preparing the prior")
             prior = prior_factory(snap.project, snap.config, rules)
-            self._update(run, prior=prior.name)
-            for event in run_synthesis(
+            self._update(run, prior=prior.name, stage="preparing candidates" if snap.households else "iterating")
+            output = execute(
                 snap.project,
                 prior,
                 snap.config,
+                snap.folder,
                 run.stop.is_set,
                 rules,
-                checkpoint=checkpoint,
-                initial=initial,
-                fallback=getattr(prior, "fallback", None),
-            ):
-                if isinstance(event, SynthesisResult):
-                    flush()
-                    status = "stopped" if event.stop_reason == "stop requested" else "finished"
-                    ended = time.time()
-                    if self.store is not None:
-                        dollars = prior.dollars() if hasattr(prior, "dollars") else None
-                        report = run_report(event, snap.config, prior.name, prior.usage, dollars)
-                        if rules:
-                            # what the rules cost in fit takes seconds: added to the report once the run shows
-                            # as ended (below)
-                            report["rules"] = rules_report(snap.project, event.population, rules, fit_cost={})
-                        decoded = snap.project.schema.decode(event.population)
-                        self.store.add_llm_calls(snap.run_id, getattr(prior, "calls", []))
-                        self.store.finish_run(
-                            snap.run_id, "failed" if event.error else status, ended, report, decoded, event.error
-                        )
-                    self._update(
-                        run, result=event, status="failed" if event.error else status, ended_at=ended, error=event.error
-                    )
-                    if self.store is not None and rules:
-                        report["rules"]["fit_cost"] = self._rules_fit_cost(snap.project, rules)
-                        self.store.update_report(snap.run_id, report)
-                else:
-                    pending.append(event)
-                    if time.monotonic() - written_at >= STORE_INTERVAL_S:
-                        flush()
-                    with self._lock:
-                        run.snapshot = replace(run.snapshot, events=run.snapshot.events + (event,))
+                RunHooks(on_event, on_partition, checkpoint),
+                initial,
+                rules_fit_cost_now=False,
+            )
+            self._finish(run, output, rules, flush)
         except PriorError as exc:
             if not (run.stop.is_set() and not run.snapshot.events):
                 self._fail(run, prior, exc, flush)
@@ -280,6 +471,28 @@ class Runner:
             self._update(run, status="stopped", ended_at=ended, error=None)
         except Exception as exc:  # a failed run is reported on the page and in the store; the app stays usable
             self._fail(run, prior, exc, flush)
+
+    def _finish(self, run: _Run, output: RunOutput, rules, flush) -> None:
+        """Record a run that ended: its report, its population (persons) in the store, its status."""
+        snap = run.snapshot
+        result, report, prior = output.result, output.report, output.prior
+        flush()
+        error = result.error
+        status = "failed" if error else "stopped" if result.stop_reason == "stop requested" else "finished"
+        ended = time.time()
+        if self.store is not None:
+            population = None
+            if isinstance(result, SynthesisResult):
+                population = snap.project.schema.decode(result.population)
+                self.store.add_llm_calls(snap.run_id, list(prior.calls))
+            else:
+                self.store.add_llm_calls(snap.run_id, [])
+            self.store.finish_run(snap.run_id, status, ended, report, population, error)
+        self._update(run, result=result, status=status, ended_at=ended, error=error, stage="ended")
+        if self.store is not None and rules and isinstance(result, SynthesisResult):
+            # what the rules cost in fit takes seconds: added to the report once the run shows as ended
+            report["rules"]["fit_cost"] = self._rules_fit_cost(snap.project, rules)
+            self.store.update_report(snap.run_id, report)
 
     def _rules_fit_cost(self, project: Project, rules) -> dict:
         """What the rules cost in fit (:func:`~synthor_core.evaluate.rules.rules_fit_cost`, seconds of work), computed
@@ -307,14 +520,14 @@ class Runner:
         if self.store is not None:
             try:  # what was saved stays: the last checkpoint becomes the failed run's population
                 flush()
-                self.store.add_llm_calls(snap.run_id, getattr(prior, "calls", []))
+                self.store.add_llm_calls(snap.run_id, list(getattr(prior, "calls", []) or []))
                 self.store.end_unfinished(snap.run_id, "failed", "an error stopped it", error=error)
             except (OSError, SynthorError, duckdb.Error) as store_exc:  # a full disk: the store keeps its state
                 logging.getLogger("synthor").error(
                     "run %s: the store could not record the failure: %s", snap.run_id, store_exc
                 )
                 error += f" (and the run store could not record it: {store_exc})"
-        self._update(run, status="failed", ended_at=ended, error=error)
+        self._update(run, status="failed", ended_at=ended, error=error, stage="ended")
 
     def stop(self, run_id: str) -> None:
         """Ask a run to stop; it ends within one iteration and keeps what it built."""

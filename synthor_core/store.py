@@ -2,9 +2,11 @@
 the project each run used, and final populations (DESIGN §5; STYLE.md rule 13).
 
 Tables: ``meta`` (schema version), ``runs``, ``iterations``, ``proposals``, ``llm_calls``, and one
-``population_<run_id>`` table per run (schema columns as labels + ``count``): the final population, or the
-last checkpoint of a running or interrupted run. Runs have an owner (a browser's identity in a private
-workspace) and the process that runs them, so that runs of a process that died are marked "interrupted".
+``population_<run_id>`` table per person run (schema columns as labels + ``count``): the final population, or the
+last checkpoint of a running or interrupted run. A household run (``kind`` "households") keeps its households and
+persons as files in its ``folder``, written partition by partition; its iterations carry the fit per control group.
+Runs have an owner (a browser's identity in a private workspace) and the process that runs them, so that runs of a
+process that died are marked "interrupted".
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ import pandas as pd
 
 from .aggregate import quote_ident
 from .errors import StoreBusyError, SynthorError
-from .schema import FORMULA_PREFIXES
-from .synthesis.loop import IterationEvent, SynthesisConfig
-from .targets.model import Project
+from .export import write_population
+from .synthesis.config import SynthesisConfig
+from .synthesis.events import HouseholdIteration, IterationEvent
+from .targets.model import HouseholdProject, Project
 
-SCHEMA_VERSION = 2  # 2: runs.owner, runs.process, runs.checkpoint_iteration; status "interrupted"
+SCHEMA_VERSION = 3  # 2: runs.owner, process, checkpoint_iteration; status "interrupted". 3: household runs in runs
 _DDL = [
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
     """CREATE TABLE IF NOT EXISTS runs (run_id VARCHAR PRIMARY KEY, status VARCHAR, prior VARCHAR, mode VARCHAR,
@@ -46,9 +49,6 @@ _DDL = [
     """CREATE TABLE IF NOT EXISTS llm_calls (run_id VARCHAR, call INTEGER, kind VARCHAR, model VARCHAR,
        prompt VARCHAR, reply VARCHAR, prompt_tokens BIGINT, completion_tokens BIGINT, latency_s DOUBLE,
        outcome VARCHAR)""",
-    """CREATE TABLE IF NOT EXISTS household_runs (run_id VARCHAR PRIMARY KEY, owner VARCHAR, project_label VARCHAR,
-       prior VARCHAR, seed BIGINT, started_at DOUBLE, seconds DOUBLE, households BIGINT, persons BIGINT,
-       worst_pct_rmse DOUBLE, folder VARCHAR)""",
 ]
 
 
@@ -56,11 +56,23 @@ _MIGRATIONS = [  # from version 1
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS owner VARCHAR",
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS process VARCHAR",
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS checkpoint_iteration INTEGER",
+    # from version 2: household runs are runs (kind, folder, worst %RMSE); their iterations carry the fit by group
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS kind VARCHAR DEFAULT 'persons'",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS folder VARCHAR",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS worst_pct_rmse DOUBLE",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS partitions INTEGER",
+    "ALTER TABLE iterations ADD COLUMN IF NOT EXISTS partition_name VARCHAR",
+    "ALTER TABLE iterations ADD COLUMN IF NOT EXISTS fit VARCHAR",
+    "ALTER TABLE iterations ADD COLUMN IF NOT EXISTS sources VARCHAR",
 ]
-
-
-# a text cell a spreadsheet would run as a formula (schema.FORMULA_PREFIXES, as a regular expression; "-" first)
-_FORMULA_START = "^[" + "".join(sorted(FORMULA_PREFIXES, key=lambda ch: ch != "-")) + "]"
+_OLD_HOUSEHOLD_RUNS = [  # version 2 kept household runs apart: they move into runs
+    """INSERT INTO runs (run_id, status, prior, seed, project_label, started_at, ended_at, owner, kind, folder,
+       worst_pct_rmse)
+       SELECT h.run_id, 'finished', h.prior, h.seed, h.project_label, h.started_at, h.started_at + h.seconds, h.owner,
+              'households', h.folder, h.worst_pct_rmse
+       FROM household_runs h WHERE h.run_id NOT IN (SELECT run_id FROM runs)""",
+    "DROP TABLE household_runs",
+]
 
 
 def default_data_dir() -> Path:
@@ -158,6 +170,9 @@ class RunStore:
                 )
             for statement in _MIGRATIONS:
                 con.execute(statement)
+            if self._has_table(con, "household_runs"):
+                for statement in _OLD_HOUSEHOLD_RUNS:
+                    con.execute(statement)
             con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
     def close(self) -> None:
@@ -200,30 +215,40 @@ class RunStore:
         run_id: str,
         config: SynthesisConfig,
         prior: str,
-        project: Project,
+        project: Project | HouseholdProject,
         label: str,
         started_at: float,
         owner: str | None = None,
+        folder: Path | None = None,
     ) -> None:
         """Record a started run with its settings, its project folder, its owner (a browser's identity in a
-        private workspace, else None) and this process (so that a run whose process died is found)."""
+        private workspace, else None) and this process (so that a run whose process died is found); a household run
+        (``kind`` "households") with the ``folder`` its outputs go to."""
+        households = isinstance(project, HouseholdProject)
         project_zip = zip_project_folder(project.root) if project.root is not None else None
+        if isinstance(project, HouseholdProject):
+            size = int(project.households_per_zone().sum())
+        else:
+            size = config.size or project.size
         with self._connect() as cur:
             cur.execute(
                 "INSERT INTO runs (run_id, status, prior, mode, seed, size, settings, project_label, "
-                "project_zip, started_at, owner, process) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "project_zip, started_at, owner, process, kind, folder) "
+                "VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     run_id,
                     prior,
                     config.mode,
                     config.seed,
-                    config.size or project.size,
+                    size,
                     json.dumps(config.model_dump()),
                     label,
                     project_zip,
                     started_at,
                     owner,
                     process_identity(),
+                    "households" if households else "persons",
+                    str(folder) if folder is not None else None,
                 ],
             )
 
@@ -232,41 +257,42 @@ class RunStore:
         self.add_iterations(run_id, [event])
 
     def add_iterations(self, run_id: str, events) -> None:
-        """Record several iterations' metrics and proposals at once (one opening of the file)."""
+        """Record several iterations' metrics and proposals at once (one opening of the file): a person run's
+        :class:`IterationEvent` or a household run's :class:`HouseholdIteration` (numbered in the order recorded,
+        over its partitions)."""
         if not events:
             return
         with self._connect() as cur:
-            cur.executemany(
-                "INSERT INTO iterations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    [
-                        run_id,
-                        e.iteration,
-                        e.mean_tvd,
-                        e.max_tvd,
-                        json.dumps(e.tvd_by_table),
-                        json.dumps(e.srmse_by_table),
-                        e.added,
-                        e.removed,
-                        json.dumps(e.rejected),
-                        e.population_total,
-                        e.distinct_records,
-                        e.llm_calls,
-                        e.prompt_tokens,
-                        e.completion_tokens,
-                        e.seconds,
-                        e.aggregate_seconds,
+            row = cur.execute("SELECT count(*) FROM iterations WHERE run_id = ?", [run_id]).fetchone()
+            done = int(row[0]) if row else 0
+            rows, proposals = [], []
+            for k, e in enumerate(events, start=done + 1):
+                if isinstance(e, HouseholdIteration):
+                    rows.append(_household_row(run_id, k, e))
+                    proposals += [
+                        [run_id, k, i, "add", p.count, json.dumps(p.conditions), p.reason]
+                        for i, p in enumerate(e.proposals)
                     ]
-                    for e in events
-                ],
+                else:
+                    rows.append(_person_row(run_id, e))
+                    proposals += [
+                        [run_id, e.iteration, i, p.action, p.count, json.dumps(p.conditions), p.reason]
+                        for i, p in enumerate(e.proposals)
+                    ]
+            cur.executemany(
+                "INSERT INTO iterations (run_id, iteration, mean_tvd, max_tvd, tvd_by_table, srmse_by_table, added, "
+                "removed, rejected, population_total, distinct_records, llm_calls, prompt_tokens, completion_tokens, "
+                "seconds, aggregate_seconds, partition_name, fit, sources) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
             )
-            proposals = [
-                [run_id, e.iteration, i, p.action, p.count, json.dumps(p.conditions), p.reason]
-                for e in events
-                for i, p in enumerate(e.proposals)
-            ]
             if proposals:
                 cur.executemany("INSERT INTO proposals VALUES (?, ?, ?, ?, ?, ?, ?)", proposals)
+
+    def save_partitions(self, run_id: str, done: int) -> None:
+        """A household run has written ``done`` partitions' households to its folder."""
+        with self._connect() as cur:
+            cur.execute("UPDATE runs SET partitions = ? WHERE run_id = ?", [done, run_id])
 
     def save_checkpoint(self, run_id: str, iteration: int, population: pd.DataFrame) -> None:
         """Save a running run's population so far (labels + ``count``, not calibrated) as its population; an
@@ -299,19 +325,22 @@ class RunStore:
                     f"CREATE OR REPLACE TABLE {quote_ident('population_' + run_id)} AS SELECT * FROM final_population"
                 )
                 cur.unregister("final_population")
+            iterations = report.get("iterations") if report else None
             cur.execute(
                 "UPDATE runs SET status = ?, ended_at = ?, error = ?, report = ?, iterations = ?, "
-                "mean_tvd = ?, max_tvd = ?, stop_reason = ?, prior = coalesce(?, prior) WHERE run_id = ?",
+                "mean_tvd = ?, max_tvd = ?, stop_reason = ?, prior = coalesce(?, prior), "
+                "worst_pct_rmse = ? WHERE run_id = ?",
                 [
                     status,
                     ended_at,
                     error,
                     json.dumps(report) if report else None,
-                    report and report["iterations"],
-                    report and report["mean_tvd"],
-                    report and report["max_tvd"],
-                    report and report["stop_reason"],
-                    report and report["prior"],
+                    len(iterations) if isinstance(iterations, list) else iterations,
+                    report.get("mean_tvd") if report else None,
+                    report.get("max_tvd") if report else None,
+                    report.get("stop_reason") if report else None,
+                    report.get("prior") if report else None,
+                    report.get("worst_pct_rmse") if report else None,
                     run_id,
                 ],
             )
@@ -408,13 +437,14 @@ class RunStore:
         with self._connect() as cur:
             return cur.execute("SELECT * FROM llm_calls WHERE run_id = ? ORDER BY call", [run_id]).df()
 
-    def delete_run(self, run_id: str, owner: str | None = None) -> None:
-        """Remove a run and everything recorded for it. With ``owner`` given, only a run of that owner is removed
-        (PermissionError otherwise); a running run whose process lives is never removed (ValueError)."""
+    def delete_run(self, run_id: str, owner: str | None = None) -> str | None:
+        """Remove a run and everything recorded for it; returns a household run's output folder for the caller to
+        remove (None otherwise). With ``owner`` given, only a run of that owner is removed (PermissionError
+        otherwise); a running run whose process lives is never removed (ValueError)."""
         with self._connect() as cur:
-            row = cur.execute("SELECT owner, status, process FROM runs WHERE run_id = ?", [run_id]).fetchone()
+            row = cur.execute("SELECT owner, status, process, folder FROM runs WHERE run_id = ?", [run_id]).fetchone()
             if row is None:
-                return
+                return None
             if owner is not None and row[0] != owner:
                 raise PermissionError(f"run {run_id} belongs to another user of this server")
             if row[1] == "running" and process_alive(row[2]):
@@ -424,66 +454,33 @@ class RunStore:
                 cur.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
             cur.execute(f"DROP TABLE IF EXISTS {quote_ident('population_' + run_id)}")
             cur.execute("COMMIT")
-
-    def add_household_run(
-        self, run_id: str, folder: Path, report: dict, label: str, started_at: float, owner: str | None = None
-    ) -> None:
-        """Record a finished household run whose files (``households.csv``, ``persons.csv``, ``report.json``, ...)
-        are in ``folder``."""
-        with self._connect() as cur:
-            cur.execute(
-                "INSERT INTO household_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    run_id,
-                    owner,
-                    label,
-                    report.get("prior"),
-                    report.get("seed"),
-                    started_at,
-                    report.get("seconds"),
-                    report.get("households"),
-                    report.get("persons"),
-                    report.get("worst_pct_rmse"),
-                    str(folder),
-                ],
-            )
-
-    def household_runs(self, owner: str | None = None) -> pd.DataFrame:
-        """Household runs (only ``owner``'s when given), newest first: run_id, project_label, prior, seed,
-        started_at, seconds, households, persons, worst_pct_rmse, folder, owner."""
-        where, params = ("WHERE owner = ?", [owner]) if owner is not None else ("", [])
-        with self._connect() as cur:
-            return cur.execute(
-                "SELECT run_id, project_label, prior, seed, started_at, seconds, households, persons, "
-                f"worst_pct_rmse, folder, owner FROM household_runs {where} "
-                "ORDER BY started_at DESC",
-                params,
-            ).df()
-
-    def delete_household_run(self, run_id: str, owner: str | None = None) -> str | None:
-        """Forget a household run; returns its folder (for the caller to remove), None when unknown. With
-        ``owner`` given, only that owner's run (PermissionError otherwise)."""
-        with self._connect() as cur:
-            row = cur.execute("SELECT owner, folder FROM household_runs WHERE run_id = ?", [run_id]).fetchone()
-            if row is None:
-                return None
-            if owner is not None and row[0] != owner:
-                raise PermissionError(f"run {run_id} belongs to another user of this server")
-            cur.execute("DELETE FROM household_runs WHERE run_id = ?", [run_id])
-        return row[1]
+        return row[3]
 
     # -------------------------------------------------------------------------------------------- reads
     def runs(self, owner: str | None = None) -> pd.DataFrame:
-        """Every run (only ``owner``'s when given), newest first: run_id, status, prior, mode, seed, size,
-        project_label, started_at, ended_at, iterations, mean_tvd, max_tvd, stop_reason, error, owner."""
+        """Every run (only ``owner``'s when given), newest first: run_id, kind ("persons" or "households"), status,
+        prior, mode, seed, size (persons or households), project_label, started_at, ended_at, iterations, mean_tvd,
+        max_tvd (persons), worst_pct_rmse (households), stop_reason, error, owner, folder."""
         where, params = ("WHERE owner = ?", [owner]) if owner is not None else ("", [])
         with self._connect() as cur:
             return cur.execute(
-                "SELECT run_id, status, prior, mode, seed, size, project_label, started_at, ended_at, "
-                f"iterations, mean_tvd, max_tvd, stop_reason, error, owner FROM runs {where} "
-                "ORDER BY started_at DESC",
+                "SELECT run_id, coalesce(kind, 'persons') AS kind, status, prior, mode, seed, size, project_label, "
+                "started_at, ended_at, iterations, mean_tvd, max_tvd, worst_pct_rmse, stop_reason, error, owner, "
+                f"folder FROM runs {where} ORDER BY started_at DESC",
                 params,
             ).df()
+
+    def kind(self, run_id: str) -> str | None:
+        """``"persons"`` or ``"households"``; None for an unknown run."""
+        with self._connect() as cur:
+            row = cur.execute("SELECT coalesce(kind, 'persons') FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        return row[0] if row else None
+
+    def folder(self, run_id: str) -> Path | None:
+        """A household run's output folder."""
+        with self._connect() as cur:
+            row = cur.execute("SELECT folder FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        return Path(row[0]) if row and row[0] else None
 
     def owner(self, run_id: str) -> str | None:
         """The owner recorded for a run (None for runs of a shared workspace or the CLI)."""
@@ -491,8 +488,10 @@ class RunStore:
             row = cur.execute("SELECT owner FROM runs WHERE run_id = ?", [run_id]).fetchone()
         return row[0] if row else None
 
-    def iterations(self, run_id: str) -> list[IterationEvent]:
-        """The recorded iteration events of a run (proposals included), in order."""
+    def iterations(self, run_id: str) -> list:
+        """The recorded iteration events of a run (proposals included), in order: :class:`IterationEvent` for a
+        person run, :class:`HouseholdIteration` for a household run (its ``iteration`` numbered over its
+        partitions)."""
         with self._connect() as cur:
             rows = cur.execute("SELECT * FROM iterations WHERE run_id = ? ORDER BY iteration", [run_id]).df()
             props = cur.execute(
@@ -500,13 +499,51 @@ class RunStore:
                 "ORDER BY iteration, position",
                 [run_id],
             ).df()
-        from .priors.base import Proposal
+        from .priors.base import HouseholdProposal, Proposal
 
+        households = self.kind(run_id) == "households"
         by_iteration: dict[int, list] = {}
         for p in props.itertuples(index=False):
-            by_iteration.setdefault(int(p.iteration), []).append(
-                Proposal(conditions=json.loads(p.conditions), count=int(p.count), action=p.action, reason=p.reason)
-            )
+            conditions = json.loads(p.conditions)
+            proposal: HouseholdProposal | Proposal
+            if households:
+                level, _, zone = str(conditions.get("zone", "")).partition(" ")
+                proposal = HouseholdProposal(
+                    control=conditions.get("meets", ""),
+                    level=level,
+                    zone=zone,
+                    block=0,
+                    zones=(),
+                    count=int(p.count),
+                    reason=p.reason,
+                )
+            else:
+                proposal = Proposal(conditions=conditions, count=int(p.count), action=p.action, reason=p.reason)
+            by_iteration.setdefault(int(p.iteration), []).append(proposal)
+        if households:
+            out = []
+            for r in rows.itertuples(index=False):
+                fit = json.loads(r.fit or "{}")
+                out.append(
+                    HouseholdIteration(
+                        iteration=int(r.iteration),
+                        partition=r.partition_name or "",
+                        sweeps=int(fit.get("sweeps", 0)),
+                        max_relative_gap=float(fit.get("max_relative_gap", 0.0)),
+                        pct_rmse=fit.get("pct_rmse", {}),
+                        fit_by_group=fit.get("fit_by_group", {}),
+                        households_by_source=json.loads(r.sources or "{}"),
+                        candidates=int(fit.get("candidates", 0)),
+                        added=fit.get("added", {}),
+                        proposals=tuple(by_iteration.get(int(r.iteration), [])),
+                        rejected=json.loads(r.rejected),
+                        llm_calls=int(r.llm_calls),
+                        prompt_tokens=int(r.prompt_tokens),
+                        completion_tokens=int(r.completion_tokens),
+                        seconds=r.seconds,
+                    )
+                )
+            return out
         return [
             IterationEvent(
                 iteration=int(r.iteration),
@@ -555,50 +592,40 @@ class RunStore:
                 return None
             return cur.execute(f"SELECT * FROM {quote_ident('population_' + run_id)}").df()
 
-    @staticmethod
-    def _has_population(cur: duckdb.DuckDBPyConnection, run_id: str) -> bool:
+    @classmethod
+    def _has_population(cls, cur: duckdb.DuckDBPyConnection, run_id: str) -> bool:
         """Whether the run has a population table (final or checkpoint)."""
-        found = cur.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [f"population_{run_id}"]
-        ).fetchone()
+        return cls._has_table(cur, f"population_{run_id}")
+
+    @staticmethod
+    def _has_table(cur: duckdb.DuckDBPyConnection, name: str) -> bool:
+        found = cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()
         return bool(found and found[0])
 
     def exports(self, run_id: str) -> dict[str, bytes]:
-        """Download files of a finished run.
+        """Download files of a run.
 
         Returns
         -------
-        dict of file name -> bytes: ``population.csv`` (UTF-8, one row per person, one column per variable),
-        ``population.parquet``, ``report.json``, and ``project.zip`` (the project folder plus ``RUN.md`` with the
-        command that repeats the run from the CLI). Empty when the run has no population.
-
-        Source: rows are expanded from the stored distinct records by DuckDB (``range(count)``), in stored order.
+        dict of file name -> bytes. A person run: ``population.csv`` (UTF-8, one row per person, one column per
+        variable), ``population.parquet`` (:func:`synthor_core.export.write_population`, the same files as the CLI
+        writes), ``report.json``, and ``project.zip`` (the project folder plus ``RUN.md`` with the command that
+        repeats the run from the CLI). A household run: the files of its folder (``households.csv``,
+        ``persons.csv``, both as Parquet, ``zone_fit.csv``, PopulationSim's files, ``report.json``). Empty when the
+        run has no population.
         """
-        table = quote_ident("population_" + run_id)
-        out: dict[str, bytes] = {}
-        with self._connect() as cur:
-            if not self._has_population(cur, run_id):  # checked, not loaded: COPY below reads the table itself
+        if self.kind(run_id) == "households":
+            folder = self.folder(run_id)
+            if folder is None or not folder.is_dir():
                 return {}
-            with tempfile.TemporaryDirectory(prefix="synthor-export-") as folder:
-                columns = cur.execute(f"DESCRIBE {table}").fetchall()
-                # CSV cells never start a spreadsheet formula (spreadsheet_safe's rule, in SQL); Parquet as stored
-                safe = ", ".join(
-                    f"CASE WHEN regexp_matches({quote_ident(c)}::VARCHAR, '{_FORMULA_START}') THEN chr(39) || "
-                    f"{quote_ident(c)}::VARCHAR ELSE {quote_ident(c)}::VARCHAR END AS {quote_ident(c)}"
-                    if kind == "VARCHAR" or kind.startswith("ENUM")
-                    else quote_ident(c)
-                    for c, kind, *_ in columns
-                    if c != "count"
-                )
-                plain = ", ".join(quote_ident(c) for c, *_ in columns if c != "count")
-                for name, select, options in (
-                    ("population.csv", safe, "FORMAT csv, HEADER true"),
-                    ("population.parquet", plain, "FORMAT parquet"),
-                ):
-                    expand = f'SELECT {select} FROM {table} p, range(p."count")'
-                    target = str(Path(folder) / name).replace("'", "''")
-                    cur.execute(f"COPY ({expand}) TO '{target}' ({options})")
-                    out[name] = (Path(folder) / name).read_bytes()
+            return {
+                p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")
+            }
+        population = self.population(run_id)
+        if population is None:
+            return {}
+        with tempfile.TemporaryDirectory(prefix="synthor-export-") as scratch:
+            out = {p.name: p.read_bytes() for p in write_population(population, Path(scratch))}
         report = self.report(run_id)
         out["report.json"] = json.dumps(report, indent=2).encode("utf-8")
         project = self.project_zip(run_id)
@@ -618,3 +645,62 @@ class RunStore:
                 )
             out["project.zip"] = buffer.getvalue()
         return out
+
+
+def _person_row(run_id: str, e: IterationEvent) -> list:
+    return [
+        run_id,
+        e.iteration,
+        e.mean_tvd,
+        e.max_tvd,
+        json.dumps(e.tvd_by_table),
+        json.dumps(e.srmse_by_table),
+        e.added,
+        e.removed,
+        json.dumps(e.rejected),
+        e.population_total,
+        e.distinct_records,
+        e.llm_calls,
+        e.prompt_tokens,
+        e.completion_tokens,
+        e.seconds,
+        e.aggregate_seconds,
+        None,
+        None,
+        None,
+    ]
+
+
+def _household_row(run_id: str, k: int, e: HouseholdIteration) -> list:
+    """A household iteration in the iterations table: its fit (per control and per group, sweeps, largest gap,
+    candidates and what was added) in ``fit``, its households by source in ``sources``; the person columns empty."""
+    fit = {
+        "pct_rmse": e.pct_rmse,
+        "fit_by_group": e.fit_by_group,
+        "sweeps": e.sweeps,
+        "max_relative_gap": e.max_relative_gap,
+        "candidates": e.candidates,
+        "added": e.added,
+        "iteration": e.iteration,
+    }
+    return [
+        run_id,
+        k,
+        None,
+        None,
+        "{}",
+        "{}",
+        sum(e.added.values()),
+        0,
+        json.dumps(e.rejected),
+        0,
+        e.candidates,
+        e.llm_calls,
+        e.prompt_tokens,
+        e.completion_tokens,
+        e.seconds,
+        0.0,
+        e.partition,
+        json.dumps(fit),
+        json.dumps(e.households_by_source),
+    ]

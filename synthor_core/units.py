@@ -1,35 +1,39 @@
-"""Units: households and their members (DESIGN §8), controls per zone, and the seed sample.
+"""Units: households and their members (DESIGN §8), the sample, and candidate households.
 
-A project with units declares a chain ``households ⊃ persons``; every control counts one unit. A household is
-one row of the seed's household table; its members are the rows of the person table with its id. Person
-controls reach households through the **incidence**: the number of a household's members meeting the control's
-condition (PopulationSim's list balancer). The chain is a tuple of unit names, so a third unit under persons
-(trips) is one more link, not a new code path.
+A household project declares a chain ``households ⊃ persons``; every control counts one unit. A household is one row
+of a household table; its members are the rows of the person table pointing to it. Person controls reach households
+through the **incidence**: the number of a household's members meeting the control's condition (PopulationSim's list
+balancer). The chain is a tuple of unit names, so a third unit under persons (trips) is one more link, not a new code
+path.
 
-Derived household variables are computed from the members (:func:`derive_from_members`), never drawn on their
-own, so a household always agrees with its members.
+Two collections of households share that shape: the :class:`Sample` (the micro-data a project may bring: ACS PUMS, a
+travel survey) and the :class:`Candidates` (the distinct profiles a synthesis weighs and places: the sample's
+households, or households a prior built). Derived household variables are computed from the members
+(:func:`derive_from_members`), never drawn on their own, so a household always agrees with its members.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from .geography import Geography
+from .expressions import Condition, compile_condition
 
 HOUSEHOLDS = "households"
 PERSONS = "persons"
 UNIT_CHAIN = (HOUSEHOLDS, PERSONS)  # top unit first; each unit's rows name their parent's id
+HOUSEHOLD_ROW = "_household"  # column of a person table: the row of the person's household (int64)
+MEMBER = "per_num"  # column of a candidate person: the member's number in the household, 1 for the head
 
 
 @dataclass(frozen=True)
-class SeedSample:
-    """A micro-sample of households with their members (ACS PUMS, a travel survey): the seed prior's records.
+class Sample:
+    """A micro-sample of households with their members (ACS PUMS, a travel survey): PopulationSim's seed.
 
     Attributes
     ----------
@@ -45,7 +49,8 @@ class SeedSample:
     weight : str
         Column of ``households`` holding the sample weight (float64 > 0).
     seed_level : str
-        Geography level whose zone id ``households`` carry (households are placed only in zones of that zone).
+        Geography level whose zone id ``households`` carry (PopulationSim's seed geography, a PUMA): a sample
+        household is placed only in zones of its zone.
     """
 
     households: pd.DataFrame
@@ -72,43 +77,6 @@ class SeedSample:
 
 
 @dataclass(frozen=True)
-class Control:
-    """One control: the number of units meeting a condition, given for every zone of one geography level.
-
-    Attributes
-    ----------
-    name : str
-        The control's name (``hh_size_1``).
-    unit : {"households", "persons"}
-        What it counts.
-    level : str
-        Geography level of its totals.
-    importance : float > 0
-        Weight against other controls when they cannot all be met (PopulationSim's ``importance``).
-    column : str
-        Column of the level's control table holding the totals (``HHSIZE1``).
-    expression : str
-        The condition as written.
-    columns : tuple of str
-        Seed columns the condition reads.
-    incidence : ndarray of float64, shape (n_households,)
-        Units of each seed household counted (1/0 for households, members meeting the condition for persons).
-    totals : ndarray of float64, shape (n_zones of ``level``,)
-        Control total of each zone, in the order of ``Geography.zones(level)``.
-    """
-
-    name: str
-    unit: str
-    level: str
-    importance: float
-    column: str
-    expression: str
-    columns: tuple[str, ...]
-    incidence: npt.NDArray[np.float64]
-    totals: npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True)
 class Derivation:
     """A household column computed from its members (DESIGN §8), as :func:`derive_from_members` computes it.
 
@@ -119,16 +87,37 @@ class Derivation:
     how : {"size", "count", "first"}
         ``size``: number of members; ``count``: members meeting ``expression``; ``first``: the value of the
         person column ``source`` of the member numbered first (the head).
-    expression : str or None
-        For ``count``: a condition over persons in the control dialect (``persons.ESR.isin([1, 2, 4, 5])``).
+    condition : Condition or None
+        For ``count``: a condition over persons in the table dialect (``persons.ESR.isin([1, 2, 4, 5])``), compiled
+        once.
     source : str or None
         For ``first``: the person column (``AGEP``).
     """
 
     column: str
     how: Literal["size", "count", "first"]
-    expression: str | None = None
+    condition: Condition | None = None
     source: str | None = None
+
+    @property
+    def expression(self) -> str | None:
+        """The ``count`` condition as written."""
+        return self.condition.expression if self.condition is not None else None
+
+    def values(self, persons: pd.DataFrame, n_households: int) -> npt.NDArray:
+        """The column for ``n_households`` households from their members (``persons`` with ``_household`` and
+        ``per_num``); see :func:`derive_from_members`."""
+        return derive_from_members(
+            persons, n_households, how=self.how, condition=self.condition, column=self.source, order=MEMBER
+        )
+
+    def describe(self) -> str:
+        """``NWESR = count of persons.ESR.isin([1, 2, 4])`` in words."""
+        if self.how == "size":
+            return "number of members"
+        if self.how == "count":
+            return f"members meeting {self.expression}"
+        return f"the head's {self.source}"
 
 
 @dataclass(frozen=True)
@@ -139,65 +128,126 @@ class HouseholdRule:
     ----------
     name : str
     unit : {"households", "persons"}
-    expression : str
-        In the control dialect (``households.AGEHOH >= 15``); a unit whose columns it reads are unknown (empty) is
-        not checked.
+    condition : Condition
+        In the table dialect (``households.AGEHOH >= 15``), compiled once; a unit whose columns it reads are unknown
+        (empty) is not checked.
     """
 
     name: str
     unit: str
-    expression: str
+    condition: Condition
+
+    @property
+    def expression(self) -> str:
+        """The condition as written."""
+        return self.condition.expression
+
+    def broken(self, frame: pd.DataFrame) -> npt.NDArray[np.bool_]:
+        """Where a unit of ``frame`` (households or persons, as ``unit``) breaks the rule; a unit whose columns the
+        rule reads are unknown (empty) breaks nothing. A frame without one of those columns breaks nothing either."""
+        columns = list(self.condition.columns)
+        if any(c not in frame.columns for c in columns):
+            return np.zeros(len(frame), dtype=bool)
+        known = frame[columns].notna().all(axis=1).to_numpy()
+        return ~self.condition(frame) & known
 
 
 @dataclass(frozen=True)
-class HouseholdProject:
-    """Everything a household synthesis needs: zones, controls per zone, and (optionally) a seed sample.
+class Candidates:
+    """Candidate households with their members: the distinct profiles a synthesis weighs and places (DESIGN §8, §10).
+
+    The sample's households are the seed prior's candidates; ``maxent`` and the LLM build others. A candidate is
+    placed only in zones of its **block** (its zone at the sample's level, PopulationSim's seed geography).
 
     Attributes
     ----------
-    name : str
-        Shown in reports.
-    geography : Geography
-    seed : SeedSample
-    controls : list of Control
-        In the order of the control file.
-    total_control : str
-        Name of the control giving households per zone (PopulationSim's ``total_hh_control``).
-    max_expansion_factor : float or None
-        Upper bound of a household's weight as a multiple of its seed weight share, if given.
-    output : dict
-        PopulationSim's ``output_synthetic_population`` (file names and columns), empty for other projects.
-    source : {"populationsim", "synthor"}
-    warnings : list of str
-    derived : tuple of Derivation
-        Household columns computed from the members, when the project declares them (a Synthor project's
-        ``[[derived]]``); empty otherwise (then :func:`infer_derivations` finds them in the seed).
-    rules : tuple of HouseholdRule
-        Conditions the synthetic households and persons are checked against (a Synthor project's ``[[rules]]``).
+    households : DataFrame
+        One row per candidate, index 0..n-1: the household id column (the sample's id, or an id given by the prior)
+        and the household columns.
+    persons : DataFrame
+        One row per member, sorted by household then member: person columns, ``_household`` (int64, the row of its
+        household) and ``per_num`` (int64, 1 for the head).
+    block : ndarray of int64, shape (n,)
+        Position of each candidate's zone at the sample level (``Geography.zones(level)``).
+    weight : ndarray of float64, shape (n,)
+        Starting weight: the sample weight, or the households a model candidate stands for (> 0).
+    source : ndarray of object (str), shape (n,)
+        The prior each candidate came from (``"seed"``, ``"maxent"``, ``"llm"``).
+    household_id : str
+        The id column of ``households``.
+    sample : bool, shape (n,)
+        Whether each candidate is a real sample household (its weight bounded by ``max_expansion_factor``).
     """
 
-    name: str
-    geography: Geography
-    seed: SeedSample
-    controls: list[Control]
-    total_control: str
-    max_expansion_factor: float | None = None
-    output: dict = field(default_factory=dict)
-    source: Literal["populationsim", "synthor"] = "synthor"
-    warnings: list[str] = field(default_factory=list)
-    derived: tuple[Derivation, ...] = ()
-    rules: tuple[HouseholdRule, ...] = ()
+    households: pd.DataFrame
+    persons: pd.DataFrame
+    block: npt.NDArray[np.int64]
+    weight: npt.NDArray[np.float64]
+    source: npt.NDArray[np.object_]
+    household_id: str
+    sample: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
-    @property
-    def total(self) -> Control:
-        """The control of households per zone."""
-        return next(c for c in self.controls if c.name == self.total_control)
+    def __len__(self) -> int:
+        return len(self.households)
 
-    def households_per_zone(self) -> npt.NDArray[np.int64]:
-        """Households of every lowest-level zone (rounded total control), shape (n_zones,)."""
-        total = self.total
-        per_zone = total.totals[self.geography.parent_index(total.level)]
-        return np.rint(per_zone).astype(np.int64)
+    def frame(self, unit: str) -> pd.DataFrame:
+        """The households or the persons."""
+        return self.households if unit == HOUSEHOLDS else self.persons
+
+    def members_per_household(self) -> npt.NDArray[np.int64]:
+        """Number of members of each candidate, shape (n,)."""
+        return np.bincount(self.persons[HOUSEHOLD_ROW].to_numpy(), minlength=len(self)).astype(np.int64)
+
+    def take(self, rows: npt.ArrayLike) -> Candidates:
+        """The candidates at ``rows`` (int64 positions, ascending) with their members, renumbered 0..k-1."""
+        rows = np.asarray(rows, dtype=np.int64)
+        position = np.full(len(self), -1, dtype=np.int64)
+        position[rows] = np.arange(rows.size)
+        owner = position[self.persons[HOUSEHOLD_ROW].to_numpy()]
+        persons = self.persons[owner >= 0].assign(**{HOUSEHOLD_ROW: owner[owner >= 0]})
+        return replace(
+            self,
+            households=self.households.iloc[rows].reset_index(drop=True),
+            persons=persons.reset_index(drop=True),
+            block=self.block[rows],
+            weight=self.weight[rows],
+            source=self.source[rows],
+            sample=self._sample()[rows],
+        )
+
+    def _sample(self) -> npt.NDArray[np.bool_]:
+        return self.sample if self.sample.size == len(self) else np.zeros(len(self), dtype=bool)
+
+    def concat(self, other: Candidates) -> Candidates:
+        """These candidates, then ``other``'s (members renumbered; columns missing on one side left empty)."""
+        if not len(other):
+            return self
+        if not len(self):
+            return other
+        n = len(self)
+        persons = other.persons.assign(**{HOUSEHOLD_ROW: other.persons[HOUSEHOLD_ROW].to_numpy() + n})
+        return replace(
+            self,
+            households=pd.concat([self.households, other.households], ignore_index=True),
+            persons=pd.concat([self.persons, persons], ignore_index=True),
+            block=np.concatenate([self.block, other.block]),
+            weight=np.concatenate([self.weight, other.weight]),
+            source=np.concatenate([self.source, other.source]),
+            sample=np.concatenate([self._sample(), other._sample()]),
+        )
+
+
+def empty_candidates(household_id: str) -> Candidates:
+    """No candidate (a prior that wrote nothing valid)."""
+    return Candidates(
+        pd.DataFrame({household_id: pd.Series(dtype=np.int64)}),
+        pd.DataFrame({HOUSEHOLD_ROW: pd.Series(dtype=np.int64), MEMBER: pd.Series(dtype=np.int64)}),
+        np.zeros(0, np.int64),
+        np.zeros(0),
+        np.zeros(0, dtype=object),
+        household_id,
+        np.zeros(0, dtype=bool),
+    )
 
 
 def derive_from_members(
@@ -253,7 +303,7 @@ def _value_text(value) -> str:
     return repr(value.item() if hasattr(value, "item") else value)
 
 
-def infer_derivations(seed: SeedSample, columns, max_values: int = 40) -> list[Derivation]:
+def infer_derivations(seed: Sample, columns, max_values: int = 40) -> list[Derivation]:
     """Find which household columns are computed from the members, by checking every sample household.
 
     A column is ``size`` when it equals the number of members of every household; ``first`` when it equals a
@@ -264,7 +314,7 @@ def infer_derivations(seed: SeedSample, columns, max_values: int = 40) -> list[D
 
     Parameters
     ----------
-    seed : SeedSample
+    seed : Sample
     columns : iterable of str
         Household columns to examine (those the controls read); missing or non-numeric ones are skipped.
     max_values : int
@@ -317,47 +367,7 @@ def infer_derivations(seed: SeedSample, columns, max_values: int = 40) -> list[D
             if not chosen.any() or chosen.all() or not np.array_equal(counts[:, chosen].sum(axis=1), target):
                 continue
             values = ", ".join(_value_text(v) for v in distinct[chosen])
-            found.append(Derivation(column, "count", expression=f"persons.{c}.isin([{values}])"))
+            condition = compile_condition(f"persons.{c}.isin([{values}])", PERSONS, persons.columns, column)
+            found.append(Derivation(column, "count", condition=condition))
             break
     return found
-
-
-RESERVED_OUTPUTS = ("households.csv", "persons.csv", "report.json")  # Synthor's own output files
-
-
-def output_problems(output: dict, shown: str, key: str) -> list:
-    """Problems of PopulationSim's output settings: each file name must be a plain ``name.csv`` (no folder, not
-    one of Synthor's own outputs nor a ``summary_`` file), since outputs are written beside each other.
-
-    Parameters
-    ----------
-    output : dict
-        ``output_synthetic_population`` (``households``/``persons`` each with ``filename`` and ``columns``).
-    shown, key : str
-        The file and the key named in the problems.
-    """
-    import re
-
-    from .errors import Problem
-
-    problems = []
-    for unit in ("households", "persons"):
-        spec = output.get(unit) if isinstance(output, dict) else None
-        name = spec.get("filename") if isinstance(spec, dict) else None
-        if name is None:
-            continue
-        text = str(name)
-        if (
-            not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\.csv", text)
-            or text.lower() in RESERVED_OUTPUTS
-            or text.lower().startswith("summary_")
-        ):  # case-blind: Households.csv is households.csv elsewhere
-            problems.append(
-                Problem(
-                    shown,
-                    f"expected a plain file name ending in .csv, not "
-                    f"{', '.join(RESERVED_OUTPUTS)} nor summary_*.csv, got {text[:80]!r}",
-                    column=f"{key}.{unit}.filename",
-                )
-            )
-    return problems

@@ -88,3 +88,21 @@ POPULATIONSIM_CALM_WORST_PCT_RMSE = {
     "dwelling type": (["hh_by_type_sf", "hh_by_type_mf", "hh_by_type_mh", "hh_by_type_dup"], 1.17),
     "occupation": ([f"persons_occ_{i}" for i in range(1, 9)], 0.38),
 }
+
+
+def run_households(project, prior: str, seed: int, out, **settings):
+    """Run a household project through :func:`synthor_core.runner.execute` into ``out``; returns (report, result,
+    households, persons) with the two written CSVs read back."""
+    import pandas as pd
+
+    from synthor_core.runner import execute
+    from synthor_core.synthesis.config import SynthesisConfig
+    from synthor_core.synthesis.partitions import PriorSpec
+
+    output = execute(project, PriorSpec(prior, settings.pop("llm", None)), SynthesisConfig(seed=seed, **settings), out)
+    return (
+        output.report,
+        output.result,
+        pd.read_csv(out / "households.csv"),
+        pd.read_csv(out / "persons.csv"),
+    )

@@ -43,7 +43,7 @@ expression = "~persons.ESR.isin([1, 2, 4]) | (persons.AGEP >= 16)"
 
 def _used_columns(project) -> tuple[set[str], set[str]]:
     """Seed household and person columns the project reads."""
-    seed = project.seed
+    seed = project.sample
     households = {seed.household_id, seed.weight, seed.seed_level}
     persons = {seed.household_id, "_household"} | ({seed.person_number} if seed.person_number else set())
     for control in project.controls:
@@ -54,8 +54,9 @@ def _used_columns(project) -> tuple[set[str], set[str]]:
             persons.add(d.source)
         if d.expression:
             persons.update(re.findall(r"persons\.(\w+)", d.expression))
-    for unit, target in (("households", households), ("persons", persons)):
-        target.update(str(c) for c in (project.output.get(unit) or {}).get("columns", []) or [])
+    if project.output is not None:
+        households.update(project.output.household_columns)
+        persons.update(project.output.person_columns)
     return households, persons
 
 
@@ -84,7 +85,7 @@ def main() -> None:
                 shutil.copytree(item, target)
             else:
                 shutil.copy2(item, target)
-    print(f"wrote {args.out}: {len(before.seed.households):,} seed households, {len(before.controls)} controls")
+    print(f"wrote {args.out}: {len(before.sample.households):,} seed households, {len(before.controls)} controls")
 
 
 if __name__ == "__main__":

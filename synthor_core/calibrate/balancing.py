@@ -4,7 +4,7 @@ geography level at once (PopulationSim's list balancer, extended to many zones a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -103,101 +103,179 @@ def balance_zones(
     household and person attributes in the generation of synthetic populations", TRB 88th Annual Meeting;
     Konduri et al. (2016), TRR 2563. Extended here to many zones and levels at once.
     """
-    groups = np.asarray(zone_groups, dtype=np.int64)
-    totals = [np.asarray(t, dtype=np.float64).reshape(-1) for t in control_totals]
-    imp = np.asarray(importance, dtype=np.float64)
-    n_controls = len(totals)
-    # float32 weights (as PopulationSim's NUMBA_PRECISION) halve the memory traffic of the sweeps; sums are float64
-    weights = [np.array(w, dtype=np.float32, copy=True) for w in initial_weights]
-    initial = [w.copy() for w in weights] if max_ratio else None
-    zones = [np.asarray(z, dtype=np.int64) for z in block_zones]
-    # per block and control: rows with non-zero incidence, their incidence, and whether it is 0/1
-    rows, values, binary = [], [], []
-    for inc in incidence:
-        inc = np.asarray(inc, dtype=np.float64)
-        nonzero = [np.flatnonzero(inc[:, c]) for c in range(n_controls)]
-        rows.append(nonzero)
-        values.append([inc[nonzero[c], c].astype(np.float32) for c in range(n_controls)])
-        binary.append([bool(np.all(inc[nonzero[c], c] == 1.0)) for c in range(n_controls)])
-    relaxation = [np.ones_like(t) for t in totals]
-    order = [c for c in range(n_controls) if c != master] + ([master] if master is not None else [])
-    adjustment = 1.0
-    deviation = np.inf
-    change = np.inf
-    previous: list[np.ndarray | None] = [None] * n_controls
-    iteration = 0
-    for iteration in range(1, max_iter + 1):
-        if iteration > 1 and (iteration - 1) % defaults.BALANCE_IMPORTANCE_HALVING_SWEEPS == 0:
-            adjustment /= 2.0
-        deviation = 0.0
-        change = 0.0
-        for c in order:
-            strength = imp[c] if c == master else max(imp[c] * adjustment, defaults.BALANCE_MIN_IMPORTANCE)
-            n_groups = totals[c].size
-            x = np.zeros(n_groups)
-            y = np.zeros(n_groups)
-            picked = []
-            for b, w in enumerate(weights):
-                r = rows[b][c]
-                block = w[r]
-                picked.append(block)
-                if not r.size:
-                    continue
-                g = groups[c, zones[b]]
-                v = values[b][c]
-                counted = np.bincount(g, weights=v @ block, minlength=n_groups)
-                x += counted
-                y += counted if binary[b][c] else np.bincount(g, weights=(v * v) @ block, minlength=n_groups)
-            before = previous[c]
-            if before is not None:
-                change = max(change, float((np.abs(x - before) / np.maximum(before, 1.0)).max(initial=0)))
-            else:
-                change = np.inf
-            previous[c] = x
-            target = np.maximum(totals[c] * relaxation[c], defaults.BALANCE_MIN_CONTROL)
+    caps = None if not max_ratio else [np.asarray(w, dtype=np.float64) * max_ratio for w in initial_weights]
+    balancer = ListBalancer(
+        incidence, initial_weights, block_zones, zone_groups, control_totals, importance, master, caps=caps
+    )
+    return balancer.run(max_iter, tolerance)
+
+
+@dataclass
+class BalanceState:
+    """Where a :class:`ListBalancer` stands between calls, to go on after its candidates change.
+
+    Attributes
+    ----------
+    relaxation : list of ndarray of float64, one per control, shape (n_groups,)
+    sweeps : int
+        Sweeps done so far (the importance of soft controls halves every ``BALANCE_IMPORTANCE_HALVING_SWEEPS``).
+    previous : list of ndarray of float64 or None, one per control
+        Weighted counts of the last sweep.
+    """
+
+    relaxation: list[npt.NDArray[np.float64]]
+    sweeps: int = 0
+    previous: list[npt.NDArray[np.float64] | None] = field(default_factory=list)
+
+
+class ListBalancer:
+    """The list balancer of :func:`balance_zones`, run a slice of sweeps at a time (:meth:`run`), so that a
+    synthesis can measure the gap, add candidate households and go on from where it stood (``state``).
+
+    Parameters
+    ----------
+    incidence, initial_weights, block_zones, zone_groups, control_totals, importance, master
+        As :func:`balance_zones`; ``initial_weights`` are the weights to start from (a warm start).
+    caps : sequence of ndarray of float64 or None, shaped as the weights
+        Upper bound of each weight (``max_expansion_factor`` x its sample weight; inf: no bound); None: no bound.
+    state : BalanceState, optional
+        Relaxation factors, sweeps done and last weighted counts of an earlier balancer to go on from.
+    """
+
+    def __init__(
+        self,
+        incidence,
+        initial_weights,
+        block_zones,
+        zone_groups: npt.ArrayLike,
+        control_totals,
+        importance: npt.ArrayLike,
+        master: int | None = None,
+        caps=None,
+        state: BalanceState | None = None,
+    ):
+        self.groups = np.asarray(zone_groups, dtype=np.int64)
+        self.totals = [np.asarray(t, dtype=np.float64).reshape(-1) for t in control_totals]
+        self.importance = np.asarray(importance, dtype=np.float64)
+        self.master = master
+        n_controls = len(self.totals)
+        # float32 weights (as PopulationSim's NUMBA_PRECISION) halve the memory traffic of the sweeps; sums float64
+        self.weights = [np.array(w, dtype=np.float32, copy=True) for w in initial_weights]
+        self.caps = None if caps is None else [np.asarray(c, dtype=np.float32) for c in caps]
+        self.zones = [np.asarray(z, dtype=np.int64) for z in block_zones]
+        # per block and control: rows with non-zero incidence, their incidence, and whether it is 0/1
+        self.rows, self.values, self.binary = [], [], []
+        for inc in incidence:
+            inc = np.asarray(inc, dtype=np.float64)
+            nonzero = [np.flatnonzero(inc[:, c]) for c in range(n_controls)]
+            self.rows.append(nonzero)
+            self.values.append([inc[nonzero[c], c].astype(np.float32) for c in range(n_controls)])
+            self.binary.append([bool(np.all(inc[nonzero[c], c] == 1.0)) for c in range(n_controls)])
+        self.state = state or BalanceState([np.ones_like(t) for t in self.totals], 0, [None] * n_controls)
+        self.order = [c for c in range(n_controls) if c != master] + ([master] if master is not None else [])
+
+    def weighted_counts(self, c: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], list]:
+        """Control ``c``'s weighted count ``x`` and weighted squared incidence ``y`` per group, and each block's
+        weights of the rows it counts."""
+        n_groups = self.totals[c].size
+        x = np.zeros(n_groups)
+        y = np.zeros(n_groups)
+        picked = []
+        for b, w in enumerate(self.weights):
+            r = self.rows[b][c]
+            block = w[r]
+            picked.append(block)
+            if not r.size:
+                continue
+            g = self.groups[c, self.zones[b]]
+            v = self.values[b][c]
+            counted = np.bincount(g, weights=v @ block, minlength=n_groups)
+            x += counted
+            y += counted if self.binary[b][c] else np.bincount(g, weights=(v * v) @ block, minlength=n_groups)
+        return x, y, picked
+
+    def _sweep(self, adjustment: float) -> tuple[float, float]:
+        """One sweep over the controls; returns (largest relative gap, largest relative change)."""
+        state = self.state
+        deviation, change = 0.0, 0.0
+        for c in self.order:
+            strength = (
+                self.importance[c]
+                if c == self.master
+                else max(self.importance[c] * adjustment, defaults.BALANCE_MIN_IMPORTANCE)
+            )
+            x, y, picked = self.weighted_counts(c)
+            before = state.previous[c]
+            change = (
+                max(change, float((np.abs(x - before) / np.maximum(before, 1.0)).max(initial=0)))
+                if (before is not None)
+                else np.inf
+            )
+            state.previous[c] = x
+            target = np.maximum(self.totals[c] * state.relaxation[c], defaults.BALANCE_MIN_CONTROL)
             with np.errstate(divide="ignore", invalid="ignore"):
                 gamma = np.where(x > 0, 1.0 - (x - target) / (y + target / strength), 1.0)
             gamma = np.maximum(gamma, defaults.BALANCE_MIN_GAMMA)
-            for b, w in enumerate(weights):
-                r = rows[b][c]
+            for b, w in enumerate(self.weights):
+                r = self.rows[b][c]
                 if not r.size:
                     continue
-                factor = gamma[groups[c, zones[b]]].astype(np.float32)
-                if binary[b][c]:
+                factor = gamma[self.groups[c, self.zones[b]]].astype(np.float32)
+                if self.binary[b][c]:
                     w[r] = picked[b] * factor[None, :]
                 else:
-                    w[r] = picked[b] * factor[None, :] ** values[b][c][:, None]
-            if c != master:
-                relaxation[c] = np.minimum(relaxation[c] * gamma ** (-1.0 / strength), defaults.BALANCE_MAX_RELAXATION)
+                    w[r] = picked[b] * factor[None, :] ** self.values[b][c][:, None]
+            if c != self.master:
+                state.relaxation[c] = np.minimum(
+                    state.relaxation[c] * gamma ** (-1.0 / strength), defaults.BALANCE_MAX_RELAXATION
+                )
             reached = x > 0
             if reached.any():
                 off = np.abs(x[reached] - target[reached]) / np.maximum(target[reached], 1.0)
                 deviation = max(deviation, float(off.max()))
-        if initial is not None and max_ratio:
-            for w, w0 in zip(weights, initial):
-                np.minimum(w, w0 * max_ratio, out=w)
-        if deviation < tolerance or change < tolerance * defaults.BALANCE_STATIONARY_SHARE:
-            relaxed = any(
-                np.abs(relaxation[c][totals[c] > 0] - 1.0).max(initial=0.0) > tolerance
-                for c in range(n_controls)
-                if c != master
-            )
-            stop = "stationary" if deviation >= tolerance else ("soft controls relaxed" if relaxed else "controls met")
-            return BalanceResult(
-                tuple(w.astype(np.float64) for w in weights),
-                stop != "stationary",
-                iteration,
-                deviation,
-                tuple(relaxation),
-                stop,
-                change,
-            )
-    return BalanceResult(
-        tuple(w.astype(np.float64) for w in weights),
-        False,
-        iteration,
-        deviation,
-        tuple(relaxation),
-        "sweep limit",
-        change,
-    )
+        if self.caps is not None:
+            for w, cap in zip(self.weights, self.caps):
+                np.minimum(w, cap, out=w)
+        return deviation, change
+
+    def run(
+        self, max_sweeps: int, tolerance: float = defaults.BALANCE_TOLERANCE, slice_sweeps: int | None = None
+    ) -> BalanceResult:
+        """Sweep until the controls are met, the counts are stationary or ``max_sweeps`` sweeps are done in all
+        (counted since the first balancer of the run); at most ``slice_sweeps`` sweeps in this call.
+
+        Returns
+        -------
+        BalanceResult
+            ``stop`` is ``"slice"`` when the call ended only because its slice was done (call again to go on).
+        """
+        state = self.state
+        deviation, change = np.inf, np.inf
+        limit = max_sweeps if slice_sweeps is None else min(max_sweeps, state.sweeps + slice_sweeps)
+        while state.sweeps < limit:
+            state.sweeps += 1
+            halvings = (state.sweeps - 1) // defaults.BALANCE_IMPORTANCE_HALVING_SWEEPS
+            deviation, change = self._sweep(0.5**halvings)
+            if deviation < tolerance or change < tolerance * defaults.BALANCE_STATIONARY_SHARE:
+                relaxed = any(
+                    np.abs(state.relaxation[c][self.totals[c] > 0] - 1.0).max(initial=0.0) > tolerance
+                    for c in range(len(self.totals))
+                    if c != self.master
+                )
+                stop = (
+                    "stationary" if deviation >= tolerance else ("soft controls relaxed" if relaxed else "controls met")
+                )
+                return self._result(stop != "stationary", deviation, stop, change)
+        stop = "sweep limit" if state.sweeps >= max_sweeps else "slice"
+        return self._result(False, deviation, stop, change)
+
+    def _result(self, converged: bool, deviation: float, stop: str, change: float) -> BalanceResult:
+        return BalanceResult(
+            tuple(w.astype(np.float64) for w in self.weights),
+            converged,
+            self.state.sweeps,
+            deviation,
+            tuple(self.state.relaxation),
+            stop,
+            change,
+        )

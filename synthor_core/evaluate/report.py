@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from ..priors.base import PriorUsage
-from ..synthesis.loop import SynthesisConfig, SynthesisResult
+from ..synthesis.config import SynthesisConfig
+from ..synthesis.events import SynthesisResult
 
 PAPER_PROTOCOL = (
     "LLMSynthor paper protocol: add-only, at most 5 proposals per iteration, each fixing one category "
@@ -129,4 +130,102 @@ def run_report(
         else "Synthor full mode: add and remove, realistic "
         "fill from the prior, raking to every target table, controlled-rounding integerization",
         "python": platform.python_version(),
+    }
+
+
+def household_iterations(iterations) -> list[dict[str, Any]]:
+    """The per-iteration history of a household run, as the live chart draws it: per iteration of each partition,
+    its sweeps, the worst %RMSE of each control group, the balanced households per source, the candidates added by
+    source and the control-zone pairs its proposals targeted."""
+    return [
+        {
+            "partition": e.partition,
+            "iteration": e.iteration,
+            "sweeps": e.sweeps,
+            "seconds": round(e.seconds, 3),
+            "max_relative_gap": e.max_relative_gap,
+            "worst_pct_rmse": round(e.worst_pct_rmse, 4),
+            "fit_by_group": {g: round(v, 4) for g, v in e.fit_by_group.items()},
+            "households_by_source": {k: round(v, 1) for k, v in e.households_by_source.items()},
+            "candidates": e.candidates,
+            "added": dict(e.added),
+            "targeted": [f"{p.control} in {p.level} {p.zone}" for p in e.proposals],
+            "rejected": dict(e.rejected),
+            "llm_calls": e.llm_calls,
+        }
+        for e in iterations
+    ]
+
+
+def household_report(
+    project, result, config, prior: str, seconds: float, extra: dict | None = None, worst: dict | None = None
+) -> dict[str, Any]:
+    """``report.json`` of a household run: per control its level, totals, %RMSE over zones, errors and worst zones;
+    the worst %RMSE per control group; the per-iteration history (``iterations``); households per prior; balancing,
+    integerization, partitions, the prior's notes and warnings. ``extra`` (member consistency, rules, realism) is
+    added as it is; ``worst``: control name -> its worst zones."""
+    controls = []
+    for row in result.fit.itertuples(index=False):
+        controls.append(
+            {
+                "control": row.control,
+                "group": row.group,
+                "level": row.level,
+                "unit": row.unit,
+                "importance": row.importance,
+                "control_total": row.control_total,
+                "synthetic_total": row.synthetic_total,
+                "pct_rmse": round(float(row.pct_rmse), 4),
+                "total_abs_error": row.total_abs_error,
+                "max_abs_error": row.max_abs_error,
+                "zones": row.zones,
+                "worst_zones": (worst or {}).get(row.control, []),
+            }
+        )
+    soft = result.fit[result.fit["control"] != project.total_control]
+    by_group = {str(g): round(float(v), 4) for g, v in soft.groupby("group", sort=False)["pct_rmse"].max().items()}
+    total = max(result.households, 1)
+    return {
+        "status": "failed" if result.error else "stopped" if result.stop_reason == "stop requested" else "finished",
+        "project": project.name,
+        "source": project.source,
+        "prior": prior,
+        "seed": config.seed,
+        "households": result.households,
+        "persons": result.persons,
+        "distinct_households": result.distinct_households,
+        "geographies": {level: len(project.geography.zones(level)) for level in project.geography.levels},
+        "iterations": household_iterations(result.iterations),
+        "stop_reason": result.stop_reason,
+        "balance": {
+            "converged": result.balance.converged,
+            "stop": result.balance.stop,
+            "sweeps": result.balance.iterations,
+            "max_relative_gap": result.balance.max_relative_gap,
+            "max_relative_change": result.balance.max_relative_change,
+        },
+        "integerize": dict(result.integerize),
+        "seconds": round(seconds, 3),
+        "worst_pct_rmse": round(float(soft["pct_rmse"].max()), 4) if len(soft) else 0.0,
+        "worst_pct_rmse_by_group": by_group,
+        "controls": controls,
+        "households_by_prior": dict(result.households_by_prior),
+        "source_summary": ", ".join(f"{v / total:.1%} {k}" for k, v in result.households_by_prior.items()),
+        "fallback": dict(result.fallback),
+        "prior_notes": result.prior,
+        "partitions": [
+            {
+                "partition": o.name,
+                "households": o.placed,
+                "iterations": len(o.iterations),
+                "stop_reason": o.stop_reason,
+                "seconds": round(o.seconds, 3),
+                "error": o.error,
+            }
+            for o in result.partitions
+        ],
+        "warnings": list(dict.fromkeys(list(project.warnings) + list(result.warnings))),
+        "error": result.error,
+        "settings": config.model_dump(),
+        **(extra or {}),
     }

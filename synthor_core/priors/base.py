@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..metrics import CellGap
+from ..defaults import MAXENT_RECORDS_PER_PROPOSAL
+from ..metrics import CellGap, ZoneGap
 from ..schema import Bins, Schema
+from ..units import Candidates
 
 Condition = str | list[str] | tuple[float, float]
 
@@ -94,14 +96,205 @@ class Prior(Protocol):
     ``plan(guidance, rng) -> list[Proposal]`` and ``realize(proposal, k, rng) -> DataFrame`` with at most ``k``
     records as labels (one column per schema variable). The engine checks every record against the schema
     and the proposal's conditions and counts rejects; a prior never patches values into range.
+
+    Every member below is part of the contract (:class:`PriorBase` gives the defaults): ``distinct_records`` (the
+    distinct records it aims at, whatever N), ``notes`` (what the report should say about it), ``calls`` (its LLM
+    calls, for the run's log), ``fallback`` (the prior that realizes what it cannot, or None), ``dollars()`` (cost so
+    far, None when unknown) and ``realize_batch`` (several realizations at once, in parallel where it can).
     """
 
     name: str
     usage: PriorUsage
 
+    @property
+    def distinct_records(self) -> int: ...
+
+    @property
+    def notes(self) -> list[str]: ...
+
+    @property
+    def calls(self) -> list: ...
+
+    @property
+    def fallback(self) -> Prior | None: ...
+
     def plan(self, guidance: Guidance, rng: np.random.Generator) -> list[Proposal]: ...
 
     def realize(self, proposal: Proposal, k: int, rng: np.random.Generator) -> pd.DataFrame: ...
+
+    def realize_batch(self, requests, rng: np.random.Generator, should_stop) -> list[pd.DataFrame]: ...
+
+    def dollars(self) -> float | None: ...
+
+
+class PriorBase:
+    """Defaults of the optional parts of the :class:`Prior` and :class:`HouseholdPrior` contracts: no notes, no
+    LLM call, no cost, realizations one after the other."""
+
+    name = "prior"
+    distinct_records = MAXENT_RECORDS_PER_PROPOSAL
+    fallback = None
+
+    def __init__(self) -> None:
+        self.usage = PriorUsage()
+
+    @property
+    def notes(self) -> list[str]:
+        """What the run's warnings should say about the prior (nothing by default)."""
+        return []
+
+    @property
+    def calls(self) -> list:
+        """The prior's LLM calls (none by default)."""
+        return []
+
+    def realize(self, proposal, k: int, rng: np.random.Generator):
+        raise NotImplementedError
+
+    def realize_batch(self, requests, rng: np.random.Generator, should_stop) -> list:
+        """``realize(proposal, k, rng)`` for each ``(proposal, k)`` in order, until ``should_stop()``."""
+        out = []
+        for proposal, k in requests:
+            if should_stop():
+                break
+            out.append(self.realize(proposal, k, rng))
+        return out
+
+    def dollars(self) -> float | None:
+        """Cost so far in USD; None when the prior has no prices (every prior but a priced LLM)."""
+        return None
+
+
+# --- households in zones (DESIGN §8-§10) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ZoneTarget:
+    """A control-zone pair the loop asks the prior about: the gap, and where households for it may go.
+
+    Attributes
+    ----------
+    gap : ZoneGap
+        The control in one zone of its level, target vs synthetic.
+    block : int
+        The zone at the sample level (PopulationSim's seed geography) where new households would go.
+    zones : tuple of int
+        The lowest-level zones of ``gap``'s zone inside ``block`` (positions in ``Geography.zones(lowest)``).
+    """
+
+    gap: ZoneGap
+    block: int
+    zones: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class HouseholdGuidance:
+    """What a household prior is told at one iteration.
+
+    Attributes
+    ----------
+    iteration : int (1-based)
+    households : int
+        Households the partition places.
+    under : list of ZoneTarget
+        The control-zone pairs most under-reached (weighed as their %RMSE), most off first.
+    max_proposals : int
+    """
+
+    iteration: int
+    households: int
+    under: list[ZoneTarget]
+    max_proposals: int
+
+
+class HouseholdProposal(BaseModel):
+    """Households to add: ``count`` households (or, for a person control, persons) meeting ``control`` in ``zone``.
+
+    Attributes
+    ----------
+    control : str
+        The control whose condition the new households meet (a household control: the household meets it; a
+        person control: members of it meet it).
+    level, zone : str
+        The control's level and the zone id there (``TAZ``, ``"301"``).
+    block : int
+        The sample-level zone the households go to.
+    zones : tuple of int
+        The lowest-level zones they may be placed in.
+    count : int > 0
+        Households (household control) or persons (person control) missing.
+    reason : str
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    control: str
+    level: str
+    zone: str
+    block: int = Field(ge=0)
+    zones: tuple[int, ...]
+    count: int = Field(gt=0)
+    reason: str = ""
+
+    @property
+    def conditions(self) -> dict:
+        """The proposal as stored with the run (``{"meets": control, "zone": "TAZ 301"}``)."""
+        return {"meets": self.control, "zone": f"{self.level} {self.zone}"}
+
+
+def plan_from_gaps(guidance: HouseholdGuidance) -> list[HouseholdProposal]:
+    """The deterministic plan: one proposal per under-reached control-zone pair, as many units as are missing.
+
+    Source: LLMSynthor §3 (discrepancy-guided proposals), with the cells of the paper as control-zone pairs.
+    """
+    return [
+        HouseholdProposal(
+            control=t.gap.control,
+            level=t.gap.level,
+            zone=t.gap.zone,
+            block=t.block,
+            zones=t.zones,
+            count=max(1, int(round(t.gap.count_gap))),
+            reason=f"under-reached: {t.gap.describe()}",
+        )
+        for t in guidance.under[: guidance.max_proposals]
+        if t.gap.count_gap > 0
+    ]
+
+
+@runtime_checkable
+class HouseholdPrior(Protocol):
+    """Where candidate households come from (DESIGN §10): the sample, ``maxent``, an LLM.
+
+    ``support(rng)`` gives the first candidates (before any gap is known); ``plan(guidance, rng)`` turns the most
+    under-reached control-zone pairs into proposals; ``realize(proposal, k, rng)`` writes at most ``k`` distinct
+    households for one (:class:`~synthor_core.units.Candidates` in the proposal's block; none when it cannot). The
+    loop checks each household against the proposal and the project's rules and counts rejects. Optional parts as
+    :class:`Prior`'s (:class:`PriorBase`).
+    """
+
+    name: str
+    usage: PriorUsage
+
+    @property
+    def distinct_records(self) -> int: ...
+
+    @property
+    def notes(self) -> list[str]: ...
+
+    @property
+    def calls(self) -> list: ...
+
+    def support(self, rng: np.random.Generator) -> Candidates: ...
+
+    def plan(self, guidance: HouseholdGuidance, rng: np.random.Generator) -> list[HouseholdProposal]: ...
+
+    def realize(self, proposal: HouseholdProposal, k: int, rng: np.random.Generator) -> Candidates: ...
+
+    def realize_batch(self, requests, rng: np.random.Generator, should_stop) -> list[Candidates]: ...
+
+    def dollars(self) -> float | None: ...
+
+    def report(self) -> dict: ...
 
 
 def bin_condition(var, bins: Bins, index: int) -> tuple[float, float]:

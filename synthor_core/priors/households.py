@@ -1,7 +1,6 @@
-"""Household priors without records: the ``maxent`` candidate households (DESIGN §8, §10).
+"""The ``maxent`` prior of households: candidate households built from the controls alone (DESIGN §8, §10).
 
-The seed prior's candidate households are the sample's own. Without using any sample record, ``maxent``
-builds candidates from the controls alone:
+Without using any sample record, ``maxent`` builds candidates from the controls:
 
 1. Every column a control reads is cut into **categories** where the controls on it agree (``NP == 1``,
    ``NP >= 4``, ...; values no control counts form one more category). A category's mass is the maximum-entropy
@@ -18,6 +17,10 @@ builds candidates from the controls alone:
 Balancing and integerization then treat these candidates exactly as sample households. What the sample gives
 ``maxent``: its column names, which values are integers, and the derivations; never a record's values.
 
+In the loop (:class:`HouseholdMaxEnt`), the first candidates come from each block's joint (``support``); a proposal
+for households meeting a control in a zone is realized from the joint of that zone's own margins, the control's
+category fixed (``realize``): candidates made for the zones the first ones cannot reach.
+
 Values inside a category: uniform over its whole numbers (or reals); an open or very wide top category gets an
 exponential tail whose mean is the width of the category below it, a very wide bottom category the width of the
 category above it (a placeholder until the smooth densities of issue 11).
@@ -25,21 +28,18 @@ category above it (a placeholder until the smooth densities of issue 11).
 
 from __future__ import annotations
 
-import ast
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from .. import defaults
-from ..errors import Problem, RuleError, TargetValidationError
-from ..expressions import compile_condition
-from ..units import HOUSEHOLDS, PERSONS, Control, HouseholdProject, SeedSample, derive_from_members
-
-POOL_ID = "hh_id"
-POOL_PERSON_NUMBER = "per_num"
-PRIOR_COLUMN = "_prior"  # column of the candidates' households naming the prior each came from
+from ..errors import Problem, TargetValidationError
+from ..expressions import compile_condition, expression_constants
+from ..targets.model import HouseholdProject
+from ..units import HOUSEHOLD_ROW, HOUSEHOLDS, MEMBER, PERSONS, Candidates, Derivation, infer_derivations
+from .base import HouseholdGuidance, HouseholdProposal, PriorBase, plan_from_gaps
 
 
 @dataclass(frozen=True)
@@ -84,23 +84,6 @@ class Category:
         )
 
 
-def _constants(expression: str) -> list[float]:
-    """Every number written in a control expression (``np.inf`` as inf, ``-5`` as -5)."""
-    found = []
-    tree = ast.parse(expression, mode="eval")
-    for node in ast.walk(tree):
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
-            if isinstance(node.operand.value, (int, float)) and not isinstance(node.operand.value, bool):
-                found.append(-float(node.operand.value))
-        elif (
-            isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
-        ):
-            found.append(float(node.value))
-        elif isinstance(node, ast.Attribute) and node.attr == "inf":
-            found.append(np.inf)
-    return found
-
-
 def column_categories(column: str, table: str, expressions: list[str], integer: bool) -> list[Category]:
     """Cut a column into categories on which every given condition is constant.
 
@@ -121,7 +104,9 @@ def column_categories(column: str, table: str, expressions: list[str], integer: 
     RuleError
         When an expression is outside the whitelist.
     """
-    points = sorted({abs(v) if v == -0.0 else v for e in expressions for v in _constants(e) if np.isfinite(v)})
+    points = sorted(
+        {abs(v) if v == -0.0 else v for e in expressions for v in expression_constants(e) if np.isfinite(v)}
+    )
     pieces = []
     bounds = [-np.inf] + points + [np.inf]
     for i in range(len(bounds) - 1):
@@ -282,93 +267,59 @@ class _Column:
     controls: list[int]  # indices of project.controls on this column, in signature order
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What ``maxent`` reads from a project once: the columns the controls cut into categories, the household axes of
+    the joint, the derivations, and the person categories that get concentrated candidates."""
+
+    columns: dict[tuple[str, str], _Column]
+    household_axes: list[tuple[str, str]]
+    derived: dict[str, Derivation]
+    size_column: str | None
+    derivation_categories: dict[str, tuple[str, list[Category]]]
+    concentrated: list[tuple[tuple[str, str], int]]
+    integer: dict[str, bool]  # per household and person column of the candidates: whole numbers in the sample
+
+
 def _single_column(project: HouseholdProject) -> tuple[dict[tuple[str, str], list[int]], list[Problem]]:
     by_column: dict[tuple[str, str], list[int]] = {}
     problems = []
     for i, c in enumerate(project.controls):
-        if len(c.columns) != 1:
+        columns = c.columns
+        if len(columns) != 1:
             problems.append(
                 Problem(
                     "controls",
                     f"the maxent prior needs controls on one column each; control "
-                    f'"{c.name}" reads {", ".join(c.columns) or "no column"}',
+                    f'"{c.name}" reads {", ".join(columns) or "no column"}',
                     column="expression",
                 )
             )
             continue
-        by_column.setdefault((c.unit, c.columns[0]), []).append(i)
+        by_column.setdefault((c.unit, columns[0]), []).append(i)
     return by_column, problems
 
 
-def is_integer_column(frame: pd.DataFrame, column: str) -> bool:
-    """Whether a sample column holds whole numbers only (True for a column the frame lacks); only this fact about
-    the sample's values is used by the priors that build households without copying them."""
-    if column not in frame.columns:
-        return True
-    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
-    values = values[np.isfinite(values)]
-    return bool(np.all(values == np.floor(values)))
+def _layout(project: HouseholdProject) -> _Layout:
+    """The columns, categories, axes and derivations of ``maxent`` for a project (see the module docstring).
 
-
-def _zone_totals(
-    project: HouseholdProject,
-    control: Control,
-    per_zone: npt.NDArray[np.int64],
-    seed_zone_of_zone: npt.NDArray[np.int64],
-    n_seed_zones: int,
-) -> npt.NDArray[np.float64]:
-    """A control's totals summed per seed zone (upper-level totals shared by households per zone)."""
-    parent = project.geography.parent_index(control.level)
-    households_of_group = np.bincount(parent, weights=per_zone.astype(np.float64), minlength=control.totals.size)
-    share = np.divide(
-        per_zone, households_of_group[parent], out=np.zeros(per_zone.size), where=households_of_group[parent] > 0
-    )
-    # weighted: float64 (numpy's stubs type every bincount as integer)
-    return np.bincount(seed_zone_of_zone, weights=control.totals[parent] * share, minlength=n_seed_zones).astype(
-        np.float64, copy=False
-    )
-
-
-def maxent_households(
-    project: HouseholdProject, rng: np.random.Generator, pool: int = defaults.HOUSEHOLD_MAXENT_POOL
-) -> tuple[HouseholdProject, dict]:
-    """The project with its seed sample replaced by ``maxent`` candidate households (see the module docstring).
-
-    Parameters
-    ----------
-    project : HouseholdProject
-        Its seed sample gives column names, whole-number columns and the derivations (``project.derived``, else
-        :func:`synthor_core.units.infer_derivations`); no sample value is copied.
-    rng : numpy Generator
-    pool : int
-        Candidate households per seed zone.
-
-    Returns
-    -------
-    (HouseholdProject, dict)
-        The project whose ``seed`` holds the candidates (``hh_id`` from 1, weight column = households they stand
-        for, seed zone, every household column a control or derivation reads; persons with ``per_num`` from 1
-        and every person column a control or derivation reads) and whose controls' incidence is recomputed on
-        them; and notes for the report (categories per column, derivations, candidates).
-
-    Raises
-    ------
-    TargetValidationError
-        When a control reads several columns, or a joint of household columns would exceed
-        ``defaults.HOUSEHOLD_MAXENT_MAX_CELLS`` cells.
-    """
-    from ..units import infer_derivations
-
-    seed, geography = project.seed, project.geography
+    Raises TargetValidationError when a control reads several columns (or a numeric control's total), a derivation
+    counts over several person columns, or the household joint would exceed ``HOUSEHOLD_MAXENT_MAX_CELLS``."""
+    sample = project.sample
     by_column, problems = _single_column(project)
+    problems += [
+        Problem("controls", f'the maxent prior cannot build households for the numeric control "{c.name}"')
+        for c in project.controls
+        if c.total_of is not None
+    ]
     if problems:
         raise TargetValidationError(problems)
     household_columns = [col for (unit, col) in by_column if unit == HOUSEHOLDS]
-    derived = {d.column: d for d in (project.derived or infer_derivations(seed, household_columns))}
+    derived = {d.column: d for d in (project.derived or infer_derivations(sample, household_columns))}
     size_column = next((d.column for d in derived.values() if d.how == "size"), None)
     columns: dict[tuple[str, str], _Column] = {}
     for (unit, col), idx in by_column.items():
-        frame = seed.households if unit == HOUSEHOLDS else seed.persons
+        frame = sample.households if unit == HOUSEHOLDS else sample.persons
         expressions = [project.controls[i].expression for i in idx]
         categories = column_categories(col, unit, expressions, is_integer_column(frame, col))
         if col == size_column:
@@ -376,8 +327,8 @@ def maxent_households(
         columns[(unit, col)] = _Column(col, unit, categories, idx)
     derivation_categories = {}
     for d in derived.values():
-        if d.how == "count" and d.expression:
-            person_column = compile_condition(d.expression, PERSONS, seed.persons.columns, d.column).columns
+        if d.how == "count" and d.condition is not None:
+            person_column = d.condition.columns
             if len(person_column) != 1:
                 raise TargetValidationError(
                     [
@@ -391,17 +342,12 @@ def maxent_households(
             derivation_categories[d.column] = (
                 person_column[0],
                 column_categories(
-                    person_column[0], PERSONS, [d.expression], is_integer_column(seed.persons, person_column[0])
+                    person_column[0], PERSONS, [d.expression or ""], is_integer_column(sample.persons, person_column[0])
                 ),
             )
-
-    per_zone = project.households_per_zone()
-    seed_zones = geography.zones(seed.seed_level)
-    seed_zone_of_zone = geography.parent_index(seed.seed_level)
-    total_index = next(i for i, c in enumerate(project.controls) if c.name == project.total_control)
-    # every household column a control reads is an axis of the joint (the total control's too: its one
-    # category takes every household), except the weight column, which the candidates' weights fill
-    household_axes = [key for key in columns if key[0] == HOUSEHOLDS and key[1] != seed.weight]
+    # every household column a control reads is an axis of the joint (the total control's too: its one category
+    # takes every household), except the weight column, which the candidates' weights fill
+    household_axes = [key for key in columns if key[0] == HOUSEHOLDS and key[1] != sample.weight]
     cells = int(np.prod([len(columns[k].categories) for k in household_axes])) if household_axes else 1
     if cells > defaults.HOUSEHOLD_MAXENT_MAX_CELLS:
         raise TargetValidationError(
@@ -413,218 +359,306 @@ def maxent_households(
                 )
             ]
         )
-    zone_totals = [_zone_totals(project, c, per_zone, seed_zone_of_zone, len(seed_zones)) for c in project.controls]
+    concentrated = [
+        (key, k)
+        for key, spec in columns.items()
+        if key[0] == PERSONS
+        for k, c in enumerate(spec.categories)
+        if any(c.signature)
+    ]
+    integer = {c: is_integer_column(frame, c) for frame in (sample.households, sample.persons) for c in frame.columns}
+    return _Layout(columns, household_axes, derived, size_column, derivation_categories, concentrated, integer)
 
-    households_parts, persons_parts = [], []
-    next_id = 1
-    for s, zone_id in enumerate(seed_zones):
-        households_here = float(zone_totals[total_index][s])
-        if households_here <= 0:
-            continue
-        margins, axes_categories = [], []
-        for key in household_axes:
-            axis_column = columns[key]
-            totals = np.array([zone_totals[i][s] for i in axis_column.controls])
-            margin = _category_masses(axis_column.categories, totals, households_here)
-            margins.append(margin if margin.sum() > 0 else None)  # controls all 0 here: no information
-            axes_categories.append(axis_column.categories)
-        joint = np.ones([len(c) for c in axes_categories]) if axes_categories else np.ones(())
-        joint = _structural_zeros(joint, household_axes, axes_categories, derived, size_column)
-        joint = _rake_joint(joint, margins, households_here) if margins else joint
-        if joint.sum() <= 0:  # margins that no cell can meet together: fall back to the structure alone
-            joint = _structural_zeros(np.ones_like(joint), household_axes, axes_categories, derived, size_column)
-        cell = _cells_of_candidates(joint.reshape(-1) / joint.sum(), pool, rng)
-        concentrated = [
-            (key, k)
-            for key, spec in columns.items()
-            if key[0] == PERSONS
-            for k, c in enumerate(spec.categories)
-            if any(c.signature)
-        ]
-        extra = int(round(pool * defaults.HOUSEHOLD_CONCENTRATED_SHARE))
-        if concentrated and extra:
-            # households whose members all fall in one person category (a hall of students, a family of
-            # nurses): without them no zone far from the average mix of persons could be reached
-            cell = np.concatenate(
-                [cell] + [_cells_of_candidates(joint.reshape(-1) / joint.sum(), extra, rng) for _ in concentrated]
+
+def _share_totals(project: HouseholdProject, control, per_zone: np.ndarray, zones: np.ndarray) -> float:
+    """A control's total over a set of lowest-level zones: each zone gets its group's total in proportion to its
+    households (an upper-level total is shared by households per zone)."""
+    parent = project.geography.parent_index(control.level)
+    households_of_group = np.bincount(parent, weights=per_zone.astype(np.float64), minlength=control.totals.size)
+    share = np.divide(
+        per_zone[zones],
+        households_of_group[parent[zones]],
+        out=np.zeros(zones.size),
+        where=households_of_group[parent[zones]] > 0,
+    )
+    return float((control.totals[parent[zones]] * share).sum())
+
+
+@dataclass(frozen=True)
+class _Draw:
+    """Households drawn from one joint: cells, how many, and which person category (if any) every member of each
+    takes (-1: none forced; j: ``concentrated[j]``)."""
+
+    cells: npt.NDArray[np.int64]
+    focus: npt.NDArray[np.int64]
+
+
+class HouseholdMaxEnt(PriorBase):
+    """The ``maxent`` prior of households (a :class:`~synthor_core.priors.base.HouseholdPrior`).
+
+    Parameters
+    ----------
+    project : HouseholdProject
+        Its sample gives column names, whole-number columns and the derivations (``project.derived``, else
+        :func:`synthor_core.units.infer_derivations`); no sample value is copied.
+    pool : int
+        First candidates per block (sample-level zone), before the concentrated ones.
+
+    Raises
+    ------
+    TargetValidationError
+        When a control reads several columns, or a joint of household columns would exceed
+        ``defaults.HOUSEHOLD_MAXENT_MAX_CELLS`` cells.
+    """
+
+    name = "maxent"
+
+    def __init__(self, project: HouseholdProject, pool: int = defaults.HOUSEHOLD_MAXENT_POOL):
+        super().__init__()
+        self.project = project
+        self.layout = _layout(project)
+        self.pool = pool
+        self.per_zone = project.households_per_zone()
+        self.block_of_zone = project.geography.parent_index(project.sample.seed_level)
+        self.total_index = next(i for i, c in enumerate(project.controls) if c.name == project.total_control)
+        self.written = 0  # candidate households built so far
+
+    # ------------------------------------------------------------------------------------------------- contract
+    @property
+    def notes(self) -> list[str]:
+        if self.layout.size_column is None and any(unit == HOUSEHOLDS for unit, _ in self.layout.columns):
+            return [
+                "no household column of the sample equals its number of members, so the candidates' numbers of "
+                "members are drawn apart from their household columns (a size control is not met through the members)"
+            ]
+        return []
+
+    def report(self) -> dict:
+        """What the report says about the prior: candidates built, derivations, categories, joint cells."""
+        layout = self.layout
+        return {
+            "candidates": self.written,
+            "warnings": self.notes,
+            "derived": {d.column: d.describe() for d in layout.derived.values()},
+            "categories": {f"{unit}.{col}": len(c.categories) for (unit, col), c in layout.columns.items()},
+            "joint_cells": int(np.prod([len(layout.columns[k].categories) for k in layout.household_axes]))
+            if layout.household_axes
+            else 1,
+        }
+
+    def support(self, rng: np.random.Generator) -> Candidates:
+        """``pool`` candidates per block with households to place, drawn from the block's joint, plus the
+        concentrated ones (every member in one person category: a hall of students)."""
+        sample = self.project.sample
+        parts = []
+        blocks = self.project.geography.zones(sample.seed_level)
+        for b in range(len(blocks)):
+            zones = np.flatnonzero(self.block_of_zone == b)
+            totals = self._totals(zones)
+            households_here = totals[self.total_index]
+            if households_here <= 0:
+                continue
+            joint = self._joint(totals, households_here)
+            shares = joint.reshape(-1) / joint.sum()
+            cells = [_cells_of_candidates(shares, self.pool, rng)]
+            extra = int(round(self.pool * defaults.HOUSEHOLD_CONCENTRATED_SHARE))
+            focus = [np.full(self.pool, -1)]
+            if self.layout.concentrated and extra:
+                # households whose members all fall in one person category (a hall of students, a family of
+                # nurses): without them no zone far from the average mix of persons could be reached
+                cells += [_cells_of_candidates(shares, extra, rng) for _ in self.layout.concentrated]
+                focus += [np.full(extra, j) for j in range(len(self.layout.concentrated))]
+            draw = _Draw(np.concatenate(cells), np.concatenate(focus))
+            parts.append(self._candidates(b, joint.shape, draw, totals, households_here, rng, households_here))
+        if not parts:
+            raise TargetValidationError([Problem("controls", "no zone has households: nothing to synthesize")])
+        out = parts[0]
+        for part in parts[1:]:
+            out = out.concat(part)
+        return out
+
+    def plan(self, guidance: HouseholdGuidance, rng: np.random.Generator) -> list[HouseholdProposal]:
+        """One proposal per under-reached control-zone pair (:func:`~synthor_core.priors.base.plan_from_gaps`)."""
+        return plan_from_gaps(guidance)
+
+    def realize(self, proposal: HouseholdProposal, k: int, rng: np.random.Generator) -> Candidates:
+        """``k`` households for the proposal's zones, drawn from the joint of those zones' own margins with the
+        control's category fixed: a household control's category on its axis, a person control's category for
+        every member."""
+        control = next(i for i, c in enumerate(self.project.controls) if c.name == proposal.control)
+        zones = np.asarray(proposal.zones, dtype=np.int64)
+        totals = self._totals(zones)
+        households_here = max(totals[self.total_index], 1.0)
+        joint = self._joint(totals, households_here)
+        c = self.project.controls[control]
+        key = (c.unit, c.columns[0])
+        spec = self.layout.columns[key]
+        held = [k for k, cat in enumerate(spec.categories) if cat.signature[spec.controls.index(control)]]
+        focus = np.full(k, -1)
+        if c.unit == HOUSEHOLDS and key in self.layout.household_axes:
+            axis = self.layout.household_axes.index(key)
+            allowed = np.zeros(joint.shape[axis], dtype=bool)
+            allowed[held] = True
+            shape = [1] * joint.ndim
+            shape[axis] = -1
+            joint = joint * allowed.reshape(shape)
+        elif c.unit == PERSONS:
+            concentrated = [j for j, (kk, cat) in enumerate(self.layout.concentrated) if kk == key and cat in held]
+            if concentrated:
+                focus = np.full(k, concentrated[0])
+        if joint.sum() <= 0:
+            return self._candidates(
+                proposal.block, joint.shape, _Draw(np.zeros(0, np.int64), focus[:0]), totals, 1.0, rng, 0.0
             )
-        n = cell.size
-        focus = (
-            np.concatenate([np.full(pool, -1)] + [np.full(extra, j) for j in range(len(concentrated))])
-            if (concentrated and extra)
-            else np.full(n, -1)
+        draw = _Draw(_cells_of_candidates(joint.reshape(-1) / joint.sum(), k, rng), focus)
+        return self._candidates(proposal.block, joint.shape, draw, totals, households_here, rng, proposal.count)
+
+    # ------------------------------------------------------------------------------------------------- drawing
+    def _totals(self, zones: np.ndarray) -> list[float]:
+        """Every control's total over the lowest-level ``zones``."""
+        return [_share_totals(self.project, c, self.per_zone, zones) for c in self.project.controls]
+
+    def _joint(self, totals: list[float], households: float) -> np.ndarray:
+        """The maximum-entropy household joint with these controls' totals as one-way margins."""
+        layout = self.layout
+        margins, axes_categories = [], []
+        for key in layout.household_axes:
+            spec = layout.columns[key]
+            margin = _category_masses(spec.categories, np.array([totals[i] for i in spec.controls]), households)
+            margins.append(margin if margin.sum() > 0 else None)  # controls all 0 here: no information
+            axes_categories.append(spec.categories)
+        structure = _structural_zeros(
+            np.ones([len(c) for c in axes_categories]) if axes_categories else np.ones(()),
+            layout.household_axes,
+            axes_categories,
+            layout.derived,
+            layout.size_column,
         )
-        which = np.unravel_index(cell, joint.shape) if axes_categories else ()
-        households = pd.DataFrame({POOL_ID: np.arange(next_id, next_id + n, dtype=np.int64)})
-        households[seed.seed_level] = zone_id
-        households[seed.weight] = households_here / n
-        values = {}
-        if size_column is not None and (HOUSEHOLDS, size_column) in household_axes:
-            a = household_axes.index((HOUSEHOLDS, size_column))
+        joint = _rake_joint(structure, margins, households) if margins else structure
+        return joint if joint.sum() > 0 else structure  # margins no cell can meet together: the structure alone
+
+    def _candidates(
+        self,
+        block: int,
+        shape: tuple[int, ...],
+        draw: _Draw,
+        totals: list[float],
+        households_here: float,
+        rng: np.random.Generator,
+        stands_for: float,
+    ) -> Candidates:
+        """Households of the drawn cells with their members, as candidates of ``block`` (each standing for
+        ``stands_for / n`` households)."""
+        layout, sample = self.layout, self.project.sample
+        n = draw.cells.size
+        which = np.unravel_index(draw.cells, shape) if layout.household_axes else ()
+        households = pd.DataFrame(index=range(n))
+        households[sample.seed_level] = self.project.geography.zones(sample.seed_level)[block]
+        households[sample.weight] = stands_for / max(n, 1)
+        values = self._household_values(which, n, rng)
+        size = values.get(layout.size_column) if layout.size_column is not None else None
+        if size is None:
+            mean_persons = _persons_per_household(self.project, totals, households_here)
+            size = 1 + rng.poisson(max(mean_persons - 1, 0.0), n)
+        persons = _Members(layout, self.project, totals, households_here).draw(
+            size.astype(np.int64), values, draw.focus, rng
+        )
+        for col, v in values.items():
+            if col not in layout.derived:
+                households[col] = v
+        for d in layout.derived.values():
+            households[d.column] = d.values(persons, n)
+        for frame in (households, persons):
+            for col in frame.columns:
+                if (
+                    col not in (HOUSEHOLD_ROW, sample.weight)
+                    and frame[col].dtype == np.float64
+                    and frame[col].notna().all()
+                    and layout.integer.get(col, True)
+                    and (frame[col] == np.floor(frame[col])).all()
+                ):
+                    frame[col] = frame[col].astype(np.int64)
+        self.written += n
+        return Candidates(
+            households,
+            persons,
+            np.full(n, block, dtype=np.int64),
+            np.full(n, stands_for / max(n, 1)),
+            np.full(n, self.name, dtype=object),
+            sample.household_id,
+            np.zeros(n, dtype=bool),
+        )
+
+    def _household_values(self, which, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """A value of every household axis inside its drawn category (the size first: counts stay within it)."""
+        layout = self.layout
+        values: dict[str, np.ndarray] = {}
+        axes_categories = [layout.columns[k].categories for k in layout.household_axes]
+        size_column = layout.size_column
+        if size_column is not None and (HOUSEHOLDS, size_column) in layout.household_axes:
+            a = layout.household_axes.index((HOUSEHOLDS, size_column))
             values[size_column] = _draw_in(
                 axes_categories[a], which[a], rng, low=np.ones(n), high=np.full(n, defaults.HOUSEHOLD_MAX_SIZE)
             )
-        for a, key in enumerate(household_axes):
+        for a, key in enumerate(layout.household_axes):
             col = key[1]
             if col == size_column:
                 continue
             high = (
                 values[size_column]
-                if (size_column in values and col in derived and derived[col].how == "count")
+                if (size_column in values and col in layout.derived and layout.derived[col].how == "count")
                 else None
             )
             values[col] = _draw_in(axes_categories[a], which[a], rng, high=high)
-        size: np.ndarray | None = values.get(size_column) if size_column is not None else None
-        if size is None:
-            mean_persons = _persons_per_household(project, zone_totals, s, households_here)
-            size = 1 + rng.poisson(max(mean_persons - 1, 0.0), n)
-        size = size.astype(np.int64)
-        persons = _members(
-            project,
-            size,
-            values,
-            derived,
-            derivation_categories,
-            columns,
-            zone_totals,
-            s,
-            households_here,
-            rng,
-            focus,
-            concentrated,
-        )
-        persons[POOL_ID] += next_id - 1
-        for col, v in values.items():
-            if col not in derived:
-                households[col] = v
-        persons_parts.append(persons)
-        households_parts.append(households)
-        next_id += n
-    if not households_parts:
-        raise TargetValidationError([Problem("controls", "no zone has households: nothing to synthesize")])
-    households = pd.concat(households_parts, ignore_index=True)
-    persons = pd.concat(persons_parts, ignore_index=True)
-    persons["_household"] = (persons[POOL_ID] - 1).astype(np.int64)
-    derive_household_columns(households, persons, derived.values())
-    for frame in (households, persons):
-        for col in frame.columns:
-            if (
-                col != "_household"
-                and frame[col].dtype == np.float64
-                and frame[col].notna().all()
-                and (frame[col] == np.floor(frame[col])).all()
-                and is_integer_column(seed.households if frame is households else seed.persons, col)
-                and col != seed.weight
-            ):
-                frame[col] = frame[col].astype(np.int64)
-    sample = SeedSample(households, persons, POOL_ID, POOL_PERSON_NUMBER, seed.weight, seed.seed_level)
-    controls = [with_incidence(c, sample) for c in project.controls]
-    warnings = []
-    if size_column is None and any(unit == HOUSEHOLDS for unit, _ in by_column):
-        warnings.append(
-            "no household column of the sample equals its number of members, so the candidates' "
-            "numbers of members are drawn apart from their household columns (a size control is not "
-            "met through the members)"
-        )
-    notes = {
-        "candidates": int(len(households)),
-        "candidate_persons": int(len(persons)),
-        "warnings": warnings,
-        "derived": {
-            d.column: d.how + (f" {d.expression}" if d.expression else "") + (f" of {d.source}" if d.source else "")
-            for d in derived.values()
-        },
-        "categories": {f"{unit}.{col}": len(c.categories) for (unit, col), c in columns.items()},
-        "joint_cells": cells,
-    }
-    # max_expansion_factor guards against leaning on one real sample household; a candidate is already a draw
-    # of the model, so it does not apply
-    return replace(
-        project, seed=sample, controls=controls, derived=tuple(derived.values()), max_expansion_factor=None
-    ), notes
+        return values
 
 
-def derive_household_columns(households: pd.DataFrame, persons: pd.DataFrame, derived) -> None:
-    """Set every derived household column (:class:`~synthor_core.units.Derivation`: size, count of members meeting
-    a condition, the head's value) from the members, in place. ``persons`` has ``_household`` (int64, the row of
-    its household) and ``POOL_PERSON_NUMBER`` (1 for the head)."""
-    for d in derived:
-        condition = (
-            compile_condition(d.expression, PERSONS, persons.columns, d.column)
-            if d.how == "count" and d.expression
-            else None
-        )
-        households[d.column] = derive_from_members(
-            persons, len(households), how=d.how, condition=condition, column=d.source, order=POOL_PERSON_NUMBER
-        )
-
-
-def _cells_of_candidates(shares: npt.NDArray[np.float64], n: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:
-    """``n`` cells of the joint by systematic sampling (random start, random order of cells): every cell with
-    share s gets floor(s n) or ceil(s n) candidates, so no likely cell is left out by chance."""
-    order = rng.permutation(shares.size)
-    cumulative = np.cumsum(shares[order])
-    points = (rng.random() + np.arange(n)) / n * cumulative[-1]
-    return order[np.minimum(np.searchsorted(cumulative, points, side="right"), shares.size - 1)]
-
-
-def _persons_per_household(project, zone_totals, s, households_here) -> float:
+def _persons_per_household(project: HouseholdProject, totals: list[float], households_here: float) -> float:
     """Persons per household implied by the person controls (largest sum over one column), at least 1."""
     by_column: dict[str, float] = {}
     for i, c in enumerate(project.controls):
         if c.unit == PERSONS and len(c.columns) == 1:
-            by_column[c.columns[0]] = by_column.get(c.columns[0], 0.0) + float(zone_totals[i][s])
-    return max([1.0] + [v / households_here for v in by_column.values()])
+            by_column[c.columns[0]] = by_column.get(c.columns[0], 0.0) + float(totals[i])
+    return max([1.0] + [v / max(households_here, 1e-9) for v in by_column.values()])
 
 
-def _structural_zeros(joint, axes, categories, derived, size_column) -> np.ndarray:
-    """Zero the cells where a count of members exceeds the household size."""
-    if size_column is None or (HOUSEHOLDS, size_column) not in axes:
-        return joint
-    a = axes.index((HOUSEHOLDS, size_column))
-    largest = np.array([c.high for c in categories[a]], dtype=np.float64)
-    for b, (_, col) in enumerate(axes):
-        if col in derived and derived[col].how == "count":
-            smallest = np.array([c.low for c in categories[b]], dtype=np.float64)
-            possible = smallest[None, :] <= largest[:, None]
-            shape = [1] * joint.ndim
-            shape[a], shape[b] = possible.shape
-            joint = joint * possible.reshape(shape)
-    return joint
+class _Members:
+    """Members of candidate households: the head first, the members counted by a count column (workers) chosen at
+    random, each person column drawn from its categories' shares among the persons of the zones drawn for."""
 
+    def __init__(self, layout: _Layout, project: HouseholdProject, totals: list[float], households_here: float):
+        self.layout, self.project, self.totals, self.households_here = layout, project, totals, households_here
 
-def _members(
-    project,
-    size,
-    values,
-    derived,
-    derivation_categories,
-    columns,
-    zone_totals,
-    s,
-    households_here,
-    rng,
-    focus,
-    concentrated,
-) -> pd.DataFrame:
-    """Members of the candidate households: head first, counted members at random, person columns drawn.
+    def draw(
+        self, size: np.ndarray, values: dict[str, np.ndarray], focus: np.ndarray, rng: np.random.Generator
+    ) -> pd.DataFrame:
+        """One row per member (``_household``, ``per_num`` and the person columns); ``focus[i] = j >= 0``: every
+        member of household ``i`` takes category ``concentrated[j]`` of its column."""
+        layout = self.layout
+        n = size.size
+        owner = np.repeat(np.arange(n), size)
+        number = np.arange(owner.size) - np.repeat(np.cumsum(size) - size, size) + 1
+        persons = pd.DataFrame({HOUSEHOLD_ROW: owner.astype(np.int64), MEMBER: number.astype(np.int64)})
+        assigned: dict[str, np.ndarray] = {}
+        for d in layout.derived.values():
+            if d.how == "first" and d.source and d.column in values:
+                column = np.full(owner.size, np.nan)
+                column[number == 1] = values[d.column]
+                assigned[d.source] = column
+        for d in layout.derived.values():
+            if d.how == "count" and d.column in values and d.column in layout.derivation_categories:
+                self._counted(d, size, owner, values, assigned, rng)
+        for (unit, col), spec in layout.columns.items():
+            if unit == PERSONS:
+                assigned[col] = self._person_column((unit, col), spec, owner, n, focus, assigned.get(col), rng)
+        for col, column in assigned.items():
+            persons[col] = column
+        return persons
 
-    ``focus[i] = j >= 0``: every member of household ``i`` takes category ``concentrated[j]`` of its column.
-    """
-    n = size.size
-    owner = np.repeat(np.arange(n), size)
-    number = np.arange(owner.size) - np.repeat(np.cumsum(size) - size, size) + 1
-    persons = pd.DataFrame({POOL_ID: owner.astype(np.int64) + 1, POOL_PERSON_NUMBER: number.astype(np.int64)})
-    assigned: dict[str, np.ndarray] = {}
-    for d in derived.values():
-        if d.how == "first" and d.source and d.column in values:
-            column = np.full(owner.size, np.nan)
-            column[number == 1] = values[d.column]
-            assigned[d.source] = column
-    for d in derived.values():
-        if d.how != "count" or d.column not in values or d.column not in derivation_categories:
-            continue
-        source, categories = derivation_categories[d.column]
+    def _counted(self, d: Derivation, size, owner, values, assigned, rng: np.random.Generator) -> None:
+        """The members a count column counts (the first ``NWESR`` of a random order) in a counted category, the
+        others in another."""
+        source, categories = self.layout.derivation_categories[d.column]
         counted = [k for k, c in enumerate(categories) if c.signature and c.signature[0]]
         other = [k for k, c in enumerate(categories) if not (c.signature and c.signature[0])]
         wanted = np.minimum(values[d.column].astype(np.int64), size)
@@ -642,34 +676,55 @@ def _members(
             pick = rng.choice(other, size=owner.size)
             column[free & ~chosen] = _draw_in(categories, pick, rng)[free & ~chosen]
         assigned[source] = column
-    for (unit, col), spec in columns.items():
-        if unit != PERSONS:
-            continue
-        totals = np.array([zone_totals[i][s] for i in spec.controls])
-        share = _category_masses(spec.categories, totals, owner.size * households_here / n)
-        # controls all 0 in this seed zone: every person in the category no control counts, else equal shares
+
+    def _person_column(self, key, spec: _Column, owner, n: int, focus, given, rng: np.random.Generator) -> np.ndarray:
+        """A person column drawn from its categories' masses (every member of a focused household in its category);
+        values already given (a head's age) stay."""
+        totals = np.array([self.totals[i] for i in spec.controls])
+        share = _category_masses(spec.categories, totals, owner.size * self.households_here / max(n, 1))
+        # controls all 0 here: every person in the category no control counts, else equal shares
         if share.sum() <= 0:
             share = np.array([0.0 if any(c.signature) else 1.0 for c in spec.categories])
             share = share if share.sum() > 0 else np.ones(len(spec.categories))
         share = share / share.sum()
         which = rng.choice(len(spec.categories), size=owner.size, p=share)
-        for j, (key, k) in enumerate(concentrated):
-            if key == (unit, col):
+        for j, (focused, k) in enumerate(self.layout.concentrated):
+            if focused == key:
                 which[focus[owner] == j] = k
         drawn = _draw_in(spec.categories, which, rng)
-        if col in assigned:
-            drawn = np.where(np.isnan(assigned[col]), drawn, assigned[col])
-        assigned[col] = drawn
-    for col, column in assigned.items():
-        persons[col] = column
-    return persons
+        return drawn if given is None else np.where(np.isnan(given), drawn, given)
 
 
-def with_incidence(control: Control, sample: SeedSample) -> Control:
-    """The control with its incidence evaluated on the candidate households."""
-    frame = sample.households if control.unit == HOUSEHOLDS else sample.persons
-    try:
-        mask = compile_condition(control.expression, control.unit, frame.columns, control.name)(frame)
-    except RuleError as exc:
-        raise TargetValidationError([Problem("controls", str(exc), column="expression")]) from exc
-    return replace(control, incidence=sample.incidence(control.unit, mask))
+def is_integer_column(frame: pd.DataFrame, column: str) -> bool:
+    """Whether a sample column holds whole numbers only (True for a column the frame lacks); only this fact about
+    the sample's values is used by the priors that build households without copying them."""
+    if column not in frame.columns:
+        return True
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return bool(np.all(values == np.floor(values)))
+
+
+def _cells_of_candidates(shares: npt.NDArray[np.float64], n: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+    """``n`` cells of the joint by systematic sampling (random start, random order of cells): every cell with
+    share s gets floor(s n) or ceil(s n) candidates, so no likely cell is left out by chance."""
+    order = rng.permutation(shares.size)
+    cumulative = np.cumsum(shares[order])
+    points = (rng.random() + np.arange(n)) / n * cumulative[-1]
+    return order[np.minimum(np.searchsorted(cumulative, points, side="right"), shares.size - 1)]
+
+
+def _structural_zeros(joint, axes, categories, derived, size_column) -> np.ndarray:
+    """Zero the cells where a count of members exceeds the household size."""
+    if size_column is None or (HOUSEHOLDS, size_column) not in axes:
+        return joint
+    a = axes.index((HOUSEHOLDS, size_column))
+    largest = np.array([c.high for c in categories[a]], dtype=np.float64)
+    for b, (_, col) in enumerate(axes):
+        if col in derived and derived[col].how == "count":
+            smallest = np.array([c.low for c in categories[b]], dtype=np.float64)
+            possible = smallest[None, :] <= largest[:, None]
+            shape = [1] * joint.ndim
+            shape[a], shape[b] = possible.shape
+            joint = joint * possible.reshape(shape)
+    return joint

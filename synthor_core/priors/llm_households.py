@@ -1,34 +1,28 @@
-"""The LLM prior of households: whole households with their members, written by an LLM cell by cell (issue 13).
+"""The LLM prior of households: whole households with their members, written by an LLM (issue 13, issue 20).
 
 The paper (§5.5) synthesizes households of 2-5 persons but never says how a proposal for a multi-person household
-is written; here:
+is written; here, in the loop (:class:`LLMHouseholdPrior`, a :class:`~synthor_core.priors.base.HouseholdPrior`):
 
-1. ``maxent`` builds its candidate households as usual (:func:`~synthor_core.priors.households.maxent_households`):
-   they fix the **cells** (which household controls each candidate meets: a size, an income bracket, a number of
-   workers, a head's age group) and how many candidates each cell gets in each seed zone.
-2. For every cell, one realize request asks the LLM for households meeting exactly that cell's conditions (the
-   controls' expressions, quoted as data, with whether each must hold), their number proportional to the cell's
-   candidates (``LLMSettings.distinct_records`` households in all, so calls do not grow with N), in chunks of
-   ``records_per_call``. The reply's JSON schema is generated from the project: the household columns the
-   controls read (derived ones left out), and an array ``members`` of person records. Derived columns (size,
-   workers, the head's age) are computed from the members, never asked for.
-   Half of ``distinct_records`` is asked with no condition at all: the region's typical households, as common as
-   the model thinks they are. They join every seed zone's candidates, so that the joint of the columns no control
-   crosses (size with the head's age, income with workers) can come from the model, not from maxent's
-   independence. Households with at least one member in each person control's category (a quarter of
-   ``distinct_records`` at most, shared among them, at most 5 % each: a student, an occupation) are asked too and
-   join every seed zone, as maxent's concentrated candidates, so that balancing can reach zones far from the
-   average mix of persons; the cells get the rest.
-3. Every household is validated: numbers where numbers belong, 1 to ``HOUSEHOLD_MAX_SIZE`` members, the
-   cell's conditions recomputed on the household and its derived columns (a typical household must fall in some
-   cell the controls define: one category of each), and the project's ``[[rules]]`` (a
-   household breaking one, or with a member breaking one, is rejected; an unknown value breaks nothing). A valid
-   household replaces one ``maxent`` candidate of its cell (same seed zone, same weight); what the LLM could not
-   write stays ``maxent`` (the fallback), so balancing sees a pool that reaches every cell whatever the model does.
-   Without the fallback the candidates the LLM did not replace are dropped.
+1. **Support.** ``maxent`` builds its candidate households (:class:`~synthor_core.priors.households.HouseholdMaxEnt`);
+   they fix the cells (which household controls each candidate meets). Half of ``LLMSettings.distinct_records`` is
+   asked with no condition: the region's typical households, as common as the model thinks they are; each valid one
+   replaces a ``maxent`` candidate of its cell in every block, so that the joint of the columns no control crosses
+   (size with the head's age, income with workers) comes from the model, not from maxent's independence. Households
+   with a member in each person control's category (a student, an occupation; at most a quarter of
+   ``distinct_records``, at most 5 % each) join every block, as maxent's concentrated candidates.
+2. **Proposals** come from the loop's largest residuals (control-zone pairs worst off after balancing): each asks the
+   LLM for households meeting that control (the condition quoted as data, with ``must_hold``) in that zone; the rest
+   of ``distinct_records`` is spent this way, in chunks of ``records_per_call``, so calls do not grow with N.
+   What the LLM does not write is realized by the run's fallback (``maxent``).
+3. The reply's JSON schema is generated from the project: the household columns the controls read (derived ones
+   left out), and an array ``members`` of person records. Derived columns (size, workers, the head's age) are
+   computed from the members, never asked for. Every household is validated: numbers where numbers belong, 1 to
+   ``HOUSEHOLD_MAX_SIZE`` members, the conditions recomputed on the household and its derived columns (a typical
+   household must fall in some cell the controls define), the member condition, and the project's ``[[rules]]`` (a
+   household breaking one, or with a member breaking one, is rejected; an unknown value breaks nothing).
 
-Counts for the report: households written, valid, rejected by reason, candidates by prior, and the calls'
-failures by kind (:class:`~synthor_core.priors.llm.LLMClient`).
+Counts for the report: households asked, written, valid, rejected by reason, the control-zone pairs targeted, and
+the calls' failures by kind (:class:`~synthor_core.priors.llm.LLMClient`).
 """
 
 from __future__ import annotations
@@ -37,24 +31,16 @@ import json
 import math
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from .. import defaults
 from ..errors import PriorError
-from ..expressions import compile_condition
-from ..units import HOUSEHOLDS, HouseholdProject, SeedSample
-from .households import (
-    POOL_ID,
-    POOL_PERSON_NUMBER,
-    PRIOR_COLUMN,
-    derive_household_columns,
-    is_integer_column,
-    maxent_households,
-    with_incidence,
-)
+from ..targets.model import HouseholdProject
+from ..units import HOUSEHOLD_ROW, HOUSEHOLDS, MEMBER, Candidates, empty_candidates
+from .base import HouseholdGuidance, HouseholdProposal, PriorBase, plan_from_gaps
+from .households import HouseholdMaxEnt, is_integer_column
 from .llm import LLMClient, LLMSettings
 from .prompts import SYSTEM, data_block
 
@@ -164,11 +150,11 @@ def _read_households(
             rejected["household: a column missing or not a number"] += 1
             continue
         for number, mate in enumerate(mates, start=1):
-            mate.update({"_household": len(rows), POOL_PERSON_NUMBER: number})
+            mate.update({HOUSEHOLD_ROW: len(rows), MEMBER: number})
         rows.append(row)
         members += mates
     households = pd.DataFrame(rows, columns=list(household_columns))
-    persons = pd.DataFrame(members, columns=[*person_columns, "_household", POOL_PERSON_NUMBER])
+    persons = pd.DataFrame(members, columns=[*person_columns, HOUSEHOLD_ROW, MEMBER])
     return households, persons
 
 
@@ -184,246 +170,350 @@ def _number(value, integer: bool, nullable: bool = False) -> float:
     return float(value)
 
 
-def llm_households(
-    project: HouseholdProject,
-    rng: np.random.Generator,
-    settings: LLMSettings,
-    api_key: str | None = None,
-    fallback: bool = True,
-) -> tuple[HouseholdProject, dict, LLMClient]:
-    """The project whose seed holds candidate households written by an LLM (see the module docstring).
+class LLMHouseholdPrior(PriorBase):
+    """The LLM prior of households (see the module docstring).
 
     Parameters
     ----------
     project : HouseholdProject
-        As loaded; its seed sample gives column names, whole-number columns and derivations (as for ``maxent``).
-    rng : numpy Generator
+        Its sample gives column names, whole-number columns, empty-value columns and derivations (as for
+        ``maxent``); no sample record is sent.
     settings : LLMSettings
         ``distinct_records``: households asked for in all; ``records_per_call``: per call.
     api_key : str, optional
-    fallback : bool
-        Keep the ``maxent`` candidates the LLM did not replace (default); else drop them.
-
-    Returns
-    -------
-    (HouseholdProject, dict, LLMClient)
-        The project with the candidates (households carry ``_prior``: "llm" or "maxent"), notes for the report
-        (``llm``: households asked, written, valid, rejected by reason, calls and failures; ``candidates`` by prior),
-        and the client (its ``calls`` and ``usage``).
+    maxent : HouseholdMaxEnt, optional
+        The candidates the support starts from (built from the project when not given).
 
     Raises
     ------
-    PriorError
-        Without the fallback, when the LLM wrote no valid household at all.
     TargetValidationError
-        When ``maxent`` cannot serve the project (see :func:`maxent_households`).
+        When ``maxent`` cannot serve the project.
     """
-    candidates, notes = maxent_households(project, rng)
-    sample = candidates.seed
-    households, persons = sample.households.copy(), sample.persons.copy()
-    derived = list(candidates.derived)
-    derived_names = {d.column for d in derived}
-    fixed = {POOL_ID, sample.weight, sample.seed_level, PRIOR_COLUMN}
-    household_columns = {
-        c: is_integer_column(project.seed.households, c) for c in households.columns if c not in fixed | derived_names
-    }
-    person_columns = {
-        c: is_integer_column(project.seed.persons, c)
-        for c in persons.columns
-        if c not in {POOL_ID, POOL_PERSON_NUMBER, "_household"}
-    }
-    nullable = frozenset(
-        c
-        for frame in (project.seed.households, project.seed.persons)
-        for c in frame.columns
-        if c in household_columns or c in person_columns
-        if frame[c].isna().any()
-    )
-    total = project.total_control
-    cell_controls = [c for c in candidates.controls if c.unit == HOUSEHOLDS and c.name != total]
-    signature = (
-        np.column_stack([c.incidence > 0 for c in cell_controls])
-        if cell_controls
-        else np.zeros((len(households), 0), dtype=bool)
-    )
-    cells, cell_of = np.unique(signature, axis=0, return_inverse=True)
-    cell_of = cell_of.reshape(-1)
-    sizes = np.bincount(cell_of, minlength=len(cells))
-    # households asked per cell: the cell's share of distinct_records (a cell expecting less than half a household
-    # is not asked: its maxent candidates stay), so calls do not grow with N or with rare cells
-    # distinct_records shared: half for the region's typical households (no condition); a quarter at most for
-    # households with a member in each person control's category (at most HOUSEHOLD_CONCENTRATED_SHARE each); the
-    # rest for the cells, by their candidates
-    typical = settings.distinct_records // 2
-    person_controls = [c for c in candidates.controls if c.unit != HOUSEHOLDS]
-    per_person_control = min(
-        int(round(settings.distinct_records * defaults.HOUSEHOLD_CONCENTRATED_SHARE)),
-        (settings.distinct_records // 4) // max(len(person_controls), 1),
-    )
-    for_cells = max(settings.distinct_records - typical - per_person_control * len(person_controls), 0)
-    wanted = np.round(sizes * min(1.0, for_cells / max(len(households), 1)))
-    derived_text = [
-        {"column": d.column, "is": d.how}
-        | ({"of_members_meeting": d.expression} if d.expression else {})
-        | ({"of_head_column": d.source} if d.source else {})
-        for d in derived
-    ]
-    client = LLMClient(settings, api_key)
-    schema = household_schema(household_columns, person_columns, nullable)
-    # households with a member in each person control's category (a student, an occupation): what balancing needs
-    # to reach zones far from the average mix of persons, as maxent's concentrated candidates
-    chunks = []  # (cell; -1: typical households; -2 - j: a member meets person control j), messages, key, k)
-    for j, control in enumerate(person_controls):
-        for start in range(0, per_person_control, settings.records_per_call):
-            n = min(settings.records_per_call, per_person_control - start)
-            messages = household_messages(
-                project, [], derived_text, household_columns, person_columns, n, settings.scenario, control.expression
-            )
-            chunks.append((-2 - j, messages, client._occurrence(TASK, messages, schema), n))
-    for cell, k in [(-1, typical), *enumerate(wanted.astype(int).tolist())]:
-        conditions = (
-            [{"condition": c.expression, "must_hold": bool(held)} for c, held in zip(cell_controls, cells[cell])]
-            if cell >= 0
-            else []
+
+    name = "llm"
+
+    def __init__(
+        self,
+        project: HouseholdProject,
+        settings: LLMSettings,
+        api_key: str | None = None,
+        maxent: HouseholdMaxEnt | None = None,
+    ):
+        super().__init__()
+        self.project, self.settings = project, settings
+        self.client = LLMClient(settings, api_key)
+        self.usage = self.client.usage
+        self.maxent = maxent or HouseholdMaxEnt(project)
+        sample, derived = project.sample, self.maxent.layout.derived
+        layout_columns = self.maxent.layout.columns
+        fixed = {sample.household_id, sample.weight, sample.seed_level}
+        self.household_columns = {
+            col: is_integer_column(sample.households, col)
+            for (unit, col) in layout_columns
+            if unit == HOUSEHOLDS and col not in fixed and col not in derived
+        }
+        person_columns = [col for (unit, col) in layout_columns if unit != HOUSEHOLDS]
+        person_columns += [d.source for d in derived.values() if d.source]
+        person_columns += [c for d in derived.values() if d.condition is not None for c in d.condition.columns]
+        self.person_columns = {c: is_integer_column(sample.persons, c) for c in dict.fromkeys(person_columns)}
+        self.nullable = frozenset(
+            c
+            for frame in (sample.households, sample.persons)
+            for c in frame.columns
+            if (c in self.household_columns or c in self.person_columns) and frame[c].isna().any()
         )
-        for start in range(0, k, settings.records_per_call):  # k = 0: no call
-            n = min(settings.records_per_call, k - start)
-            messages = household_messages(
-                project, conditions, derived_text, household_columns, person_columns, n, settings.scenario
-            )
-            chunks.append((cell, messages, client._occurrence(TASK, messages, schema), n))
+        self.schema = household_schema(self.household_columns, self.person_columns, self.nullable)
+        self.derived_text = [
+            {"column": d.column, "is": d.how}
+            | ({"of_members_meeting": d.expression} if d.expression else {})
+            | ({"of_head_column": d.source} if d.source else {})
+            for d in derived.values()
+        ]
+        self.cell_controls = [c for c in project.controls if c.unit == HOUSEHOLDS and c.name != project.total_control]
+        self.person_controls = [c for c in project.controls if c.unit != HOUSEHOLDS]
+        self.asked = self.written = self.valid = self.unplaced = 0
+        self.rejected: Counter = Counter()
+        self.targeted: list[str] = []
 
-    def ask(chunk):
-        cell, messages, key, n = chunk
-        try:
-            return client.call_json(TASK, messages, schema, "households", key)
-        except PriorError:  # budget spent or endpoint gone: this chunk gets nothing, the fallback stays
-            return None
+    # ------------------------------------------------------------------------------------------------- contract
+    @property
+    def calls(self) -> list:
+        return self.client.calls
 
-    with ThreadPoolExecutor(max_workers=settings.concurrency) as pool:
-        replies = list(pool.map(ask, chunks))
+    @property
+    def notes(self) -> list[str]:
+        return self.client.notes + self.maxent.notes
 
-    rejected: Counter = Counter()
-    written = valid = 0
-    new_households, new_persons = [], []
-    typical_households: list[tuple[pd.DataFrame, pd.DataFrame]] = []
-    taken: set[int] = set()
-    order = rng.permutation(len(households))  # which candidates of a cell the LLM's households replace
-    free = {cell: [int(i) for i in order if cell_of[i] == cell] for cell in range(len(cells))}
-    for (cell, _, _, _), reply in zip(chunks, replies):
+    def dollars(self) -> float | None:
+        return self.client.dollars()
+
+    def report(self) -> dict:
+        """``llm``: households asked, written, valid, unplaced (typical households whose cell had no ``maxent``
+        candidate left to replace in a block), rejected by reason, calls, failures and tokens, and the control-zone
+        pairs its proposals targeted; ``maxent``: the candidates it started from."""
+        usage = self.client.usage
+        return {
+            "maxent": self.maxent.report(),
+            "llm": {
+                "households_asked": self.asked,
+                "households_written": self.written,
+                "households_valid": self.valid,
+                "households_unplaced": self.unplaced,
+                "rejected": dict(self.rejected),
+                "targeted": list(self.targeted),
+                "calls": usage.calls,
+                "failures": dict(usage.failures),
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+            },
+        }
+
+    def support(self, rng: np.random.Generator) -> Candidates:
+        """``maxent``'s candidates, the typical households the LLM writes replacing ``maxent`` candidates of their cell
+        in every block, and households with a member in each person control's category joining every block."""
+        pool = self.maxent.support(rng)
+        distinct = self.settings.distinct_records
+        typical = distinct // 2
+        per_person_control = min(
+            int(round(distinct * defaults.HOUSEHOLD_CONCENTRATED_SHARE)),
+            (distinct // 4) // max(len(self.person_controls), 1),
+        )
+        requests: list[tuple[list[dict], str | None, int]] = [([], None, typical)]
+        requests += [([], c.expression, per_person_control) for c in self.person_controls]
+        written = self._ask(requests, must_fall_in_a_cell=True)
+        typical_households, person_households = written[0], written[1:]
+        pool = self._replace_in_cells(pool, typical_households, rng)
+        for part in person_households:
+            pool = pool.concat(self._in_every_block(part, pool))
+        return pool
+
+    def plan(self, guidance: HouseholdGuidance, rng: np.random.Generator) -> list[HouseholdProposal]:
+        """One proposal per under-reached control-zone pair (:func:`~synthor_core.priors.base.plan_from_gaps`)."""
+        return plan_from_gaps(guidance)
+
+    def realize(self, proposal: HouseholdProposal, k: int, rng: np.random.Generator) -> Candidates:
+        return self.realize_batch([(proposal, k)], rng, lambda: False)[0]
+
+    def realize_batch(self, requests, rng: np.random.Generator, should_stop) -> list[Candidates]:
+        """Households meeting each proposal's control, at most ``k`` each and what is left of ``distinct_records``
+        in all, asked in parallel; each list item holds the valid ones, in the proposal's block."""
+        self.client._should_stop = should_stop
+        asks: list[tuple[list[dict], str | None, int]] = []
+        owners = []
+        left = max(self.settings.distinct_records - self.asked, 0)
+        for i, (proposal, k) in enumerate(requests):
+            n = min(k, left)
+            if n <= 0:
+                continue
+            left -= n
+            control = next(c for c in self.project.controls if c.name == proposal.control)
+            self.targeted.append(f"{proposal.control} in {proposal.level} {proposal.zone}")
+            if control.unit == HOUSEHOLDS:
+                asks.append(([{"condition": control.expression, "must_hold": True}], None, n))
+            else:
+                asks.append(([], control.expression, n))
+            owners.append(i)
+        answers = self._ask(asks, must_fall_in_a_cell=False) if asks else []
+        out = [empty_candidates(self.project.sample.household_id) for _ in requests]
+        for i, got in zip(owners, answers):
+            proposal = requests[i][0]
+            if len(got):
+                out[i] = _placed(got, proposal.block, proposal.count / len(got), self.project)
+        return out
+
+    # ------------------------------------------------------------------------------------------------- asking
+    def _ask(self, requests: list[tuple[list[dict], str | None, int]], must_fall_in_a_cell: bool) -> list[Candidates]:
+        """Ask for ``(conditions, member condition, k)`` households each (chunks of ``records_per_call`` calls, in
+        parallel); the valid households of each request (block 0, weight 1: placed by the caller)."""
+        chunks = []
+        for r, (conditions, member, k) in enumerate(requests):
+            self.asked += k
+            for start in range(0, k, self.settings.records_per_call):
+                n = min(self.settings.records_per_call, k - start)
+                messages = household_messages(
+                    self.project,
+                    conditions,
+                    self.derived_text,
+                    self.household_columns,
+                    self.person_columns,
+                    n,
+                    self.settings.scenario,
+                    member,
+                )
+                chunks.append((r, messages, self.client._occurrence(TASK, messages, self.schema)))
+
+        def ask(chunk):
+            _, messages, key = chunk
+            try:
+                return self.client.call_json(TASK, messages, self.schema, "households", key)
+            except PriorError:  # budget spent or endpoint gone: this chunk gets nothing, the fallback realizes
+                return None
+
+        with ThreadPoolExecutor(max_workers=self.settings.concurrency) as threads:
+            replies = list(threads.map(ask, chunks))
+        parts: list[list[Candidates]] = [[] for _ in requests]
+        for (r, _, _), reply in zip(chunks, replies):
+            conditions, member, _ = requests[r]
+            parts[r].append(self._valid(reply, conditions, member, must_fall_in_a_cell))
+        out = []
+        for found in parts:
+            merged = empty_candidates(self.project.sample.household_id)
+            for part in found:
+                merged = merged.concat(part)
+            out.append(merged)
+        return out
+
+    def _valid(self, reply, conditions: list[dict], member: str | None, must_fall_in_a_cell: bool) -> Candidates:
+        """The households of one reply that meet the request and break no rule (the rest counted by reason)."""
         items = reply.get("households") if isinstance(reply, dict) else None
-        written += len(items) if isinstance(items, list) else 0
-        got, members = _read_households(reply, household_columns, person_columns, nullable, rejected)
+        self.written += len(items) if isinstance(items, list) else 0
+        got, members = _read_households(
+            reply, self.household_columns, self.person_columns, self.nullable, self.rejected
+        )
         if not len(got):
-            continue
-        derive_household_columns(got, members, derived)
-        held_here = (
-            np.column_stack(
-                [
-                    np.asarray(compile_condition(c.expression, HOUSEHOLDS, got.columns, c.name)(got), dtype=bool)
-                    for c in cell_controls
-                ]
-            )
-            if cell_controls
+            return empty_candidates(self.project.sample.household_id)
+        for d in self.maxent.layout.derived.values():
+            got[d.column] = d.values(members, len(got))
+        meets = np.ones(len(got), dtype=bool)
+        held = (
+            np.column_stack([c.condition(got) for c in self.cell_controls])
+            if self.cell_controls
             else np.zeros((len(got), 0), dtype=bool)
         )
-        if cell >= 0:
-            meets = (held_here == cells[cell][None, :]).all(axis=1)
-            reason = "household: does not meet its cell's conditions"
-        else:  # a typical household must fall in a cell the controls define (one category of each)
-            meets = (held_here[:, None, :] == cells[None, :, :]).all(axis=2).any(axis=1)
-            reason = "household: falls in no cell the controls define"
-            if cell <= -2:  # ... and have a member meeting its person control
-                control = person_controls[-2 - cell]
-                test = compile_condition(control.expression, control.unit, members.columns, control.name)
-                hit = np.asarray(test(members), dtype=bool)
-                has = np.bincount(members["_household"].to_numpy()[hit], minlength=len(got)) > 0
-                if (meets & ~has).any():
-                    rejected["household: no member meets the person condition"] += int((meets & ~has).sum())
-                meets &= has
-        if (~meets).any():
-            rejected[reason] += int((~meets).sum())
-        for rule in project.rules:  # a household breaking a rule, or with a member breaking one, is rejected
+        if conditions:
+            wanted = {x["condition"] for x in conditions}
+            columns = [i for i, c in enumerate(self.cell_controls) if c.expression in wanted]
+            meets &= held[:, columns].all(axis=1) if columns else meets
+            self._reject(meets, np.ones(len(got), dtype=bool), "household: does not meet its conditions")
+        if must_fall_in_a_cell:  # one category of each household column the controls cut
+            before = meets.copy()
+            for column in dict.fromkeys(c.columns[0] for c in self.cell_controls if len(c.columns) == 1):
+                on_it = [i for i, c in enumerate(self.cell_controls) if c.columns == (column,)]
+                meets &= held[:, on_it].sum(axis=1) >= 1
+            self._reject(meets, before, "household: falls in no cell the controls define")
+        if member is not None:
+            control = next(c for c in self.person_controls if c.expression == member)
+            hit = control.condition(members)
+            has = np.bincount(members[HOUSEHOLD_ROW].to_numpy()[hit], minlength=len(got)) > 0
+            before = meets.copy()
+            meets &= has
+            self._reject(meets, before, "household: no member meets the person condition")
+        for rule in self.project.rules:  # a household breaking a rule, or with a member breaking one, is rejected
             frame = got if rule.unit == HOUSEHOLDS else members
-            test = compile_condition(rule.expression, rule.unit, frame.columns, rule.name)
-            known = frame[list(test.columns)].notna().all(axis=1).to_numpy()
-            broken = ~np.asarray(test(frame), dtype=bool) & known
+            broken = rule.broken(frame)
             if rule.unit != HOUSEHOLDS:
-                broken = np.bincount(members["_household"].to_numpy()[broken], minlength=len(got)) > 0
-            broken &= meets
-            if broken.any():
-                rejected[f"household: breaks {rule.name}"] += int(broken.sum())
-                meets &= ~broken
-        if cell < 0:  # typical households and those with a member in a person category: added to every seed zone
-            for row in np.flatnonzero(meets):
-                typical_households.append((got.iloc[[row]].copy(), members[members["_household"] == row].copy()))
-            valid += int(meets.sum())
-            continue
-        for row in np.flatnonzero(meets):
-            if not free[cell]:
-                rejected["household: more than the cell's candidates"] += 1
-                continue
-            target = free[cell].pop()
-            taken.add(target)
-            household = got.iloc[[row]].copy()
-            for column in (POOL_ID, sample.weight, sample.seed_level):
-                household[column] = households.at[target, column]
-            household[PRIOR_COLUMN] = "llm"
-            mates = members[members["_household"] == row].copy()
-            mates[POOL_ID] = households.at[target, POOL_ID]
-            new_households.append(household)
-            new_persons.append(mates)
-            valid += 1
-    if not valid and not fallback:
-        raise PriorError(
-            f"the LLM wrote no valid household ({written:,} written; rejected: {dict(rejected) or 'nothing'}; "
-            f"failed calls: {dict(client.usage.failures) or 'none'})"
+                broken = np.bincount(members[HOUSEHOLD_ROW].to_numpy()[broken], minlength=len(got)) > 0
+            before = meets.copy()
+            meets &= ~broken
+            self._reject(meets, before, f"household: breaks {rule.name}")
+        self.valid += int(meets.sum())
+        rows = np.flatnonzero(meets)
+        candidates = Candidates(
+            got,
+            members,
+            np.zeros(len(got), dtype=np.int64),
+            np.ones(len(got)),
+            np.full(len(got), self.name, dtype=object),
+            self.project.sample.household_id,
+            np.zeros(len(got), dtype=bool),
         )
-    # typical households join every seed zone's candidates, weighted as that zone's candidates are
-    next_id = int(households[POOL_ID].max()) + 1
-    for zone, weight in households.groupby(sample.seed_level, sort=True)[sample.weight].mean().items():
-        for household, mates in typical_households:
-            household = household.assign(
-                **{POOL_ID: next_id, sample.weight: weight, sample.seed_level: zone, PRIOR_COLUMN: "llm"}
-            )
-            new_households.append(household)
-            new_persons.append(mates.assign(**{POOL_ID: next_id}))
-            next_id += 1
-    keep = np.array([i not in taken for i in range(len(households))]) if fallback else np.zeros(len(households), bool)
-    kept = households[keep].assign(**{PRIOR_COLUMN: "maxent"})
-    kept_persons = persons[persons[POOL_ID].isin(kept[POOL_ID])]
-    all_households = pd.concat([kept, *new_households], ignore_index=True).sort_values(POOL_ID, kind="stable")
-    all_households = all_households.reset_index(drop=True)
-    all_persons = pd.concat(
-        [kept_persons.drop(columns="_household"), *[m.drop(columns="_household") for m in new_persons]]
+        return candidates.take(rows)
+
+    def _reject(self, meets: np.ndarray, before: np.ndarray, reason: str) -> None:
+        lost = int((before & ~meets).sum())
+        if lost:
+            self.rejected[reason] += lost
+
+    # ------------------------------------------------------------------------------------------------- placing
+    def _cells(self, candidates: Candidates) -> np.ndarray:
+        """Each candidate's cell: which household controls it meets (rows of bool)."""
+        if not self.cell_controls:
+            return np.zeros((len(candidates), 0), dtype=bool)
+        return np.column_stack([c.condition(candidates.households) for c in self.cell_controls])
+
+    def _replace_in_cells(self, pool: Candidates, typical: Candidates, rng: np.random.Generator) -> Candidates:
+        """Each typical household replaces one ``maxent`` candidate of its cell in every block (same weight)."""
+        if not len(typical):
+            return pool
+        pool_cells, typical_cells = self._cells(pool), self._cells(typical)
+        order = rng.permutation(len(pool))  # which candidates of a cell the LLM's households replace
+        taken = np.zeros(len(pool), dtype=bool)
+        added = []
+        for block in np.unique(pool.block):
+            free: dict[bytes, list[int]] = {}
+            for i in order[pool.block[order] == block]:
+                free.setdefault(pool_cells[i].tobytes(), []).append(int(i))
+            for t in range(len(typical)):
+                slots = free.get(typical_cells[t].tobytes())
+                if not slots:
+                    self.unplaced += 1  # its cell has no maxent candidate left in this block
+                    continue
+                target = slots.pop()
+                taken[target] = True
+                added.append((t, int(block), float(pool.weight[target])))
+        kept = pool.take(np.flatnonzero(~taken))
+        if not added:
+            return kept
+        rows = np.array([t for t, _, _ in added], dtype=np.int64)
+        copies = _copies(typical, rows, self.project)
+        copies = _with_blocks(copies, np.array([b for _, b, _ in added]), np.array([w for _, _, w in added]))
+        return kept.concat(copies)
+
+    def _in_every_block(self, households: Candidates, pool: Candidates) -> Candidates:
+        """The households in every block of the pool, each weighted as that block's candidates on average."""
+        if not len(households) or not len(pool):
+            return empty_candidates(self.project.sample.household_id)
+        blocks = np.unique(pool.block)
+        mean = {int(b): float(pool.weight[pool.block == b].mean()) for b in blocks}
+        rows = np.tile(np.arange(len(households)), blocks.size)
+        copies = _copies(households, rows, self.project)
+        which = np.repeat(blocks, len(households))
+        return _with_blocks(copies, which, np.array([mean[int(b)] for b in which]))
+
+
+def _copies(households: Candidates, rows: np.ndarray, project: HouseholdProject) -> Candidates:
+    """``households`` at ``rows`` (repeats allowed), with their members."""
+    members = households.persons
+    owner = members[HOUSEHOLD_ROW].to_numpy()
+    by_owner = [np.flatnonzero(owner == i) for i in range(len(households))]
+    picked = np.concatenate([by_owner[r] for r in rows]) if rows.size else np.zeros(0, np.int64)
+    new_owner = np.repeat(np.arange(rows.size), [by_owner[r].size for r in rows])
+    persons = members.iloc[picked].assign(**{HOUSEHOLD_ROW: new_owner}).reset_index(drop=True)
+    return Candidates(
+        households.households.iloc[rows].reset_index(drop=True),
+        persons,
+        households.block[rows],
+        households.weight[rows],
+        households.source[rows],
+        households.household_id,
+        households._sample()[rows],
     )
-    row_of = pd.Series(np.arange(len(all_households)), index=all_households[POOL_ID].to_numpy())
-    all_persons = all_persons.sort_values([POOL_ID, POOL_PERSON_NUMBER], kind="stable").reset_index(drop=True)
-    all_persons["_household"] = row_of.loc[all_persons[POOL_ID].to_numpy()].to_numpy().astype(np.int64)
-    for frame, source in ((all_households, project.seed.households), (all_persons, project.seed.persons)):
-        for column in frame.columns:
-            if column in source.columns and is_integer_column(source, column) and column != sample.weight:
-                if frame[column].notna().all():
-                    frame[column] = frame[column].astype(np.int64)
-    result = SeedSample(all_households, all_persons, POOL_ID, POOL_PERSON_NUMBER, sample.weight, sample.seed_level)
-    controls = [with_incidence(c, result) for c in candidates.controls]
-    by_prior = all_households[PRIOR_COLUMN].value_counts().to_dict()
-    notes = {
-        **notes,
-        "candidates": int(len(all_households)),
-        "candidate_persons": int(len(all_persons)),
-        "llm": {
-            "cells": int(len(cells)),
-            "households_asked": int(wanted.sum()) + typical + per_person_control * len(person_controls),
-            "households_written": int(written),
-            "households_valid": int(valid),
-            "rejected": dict(rejected),
-            "calls": client.usage.calls,
-            "failures": dict(client.usage.failures),
-            "prompt_tokens": client.usage.prompt_tokens,
-            "completion_tokens": client.usage.completion_tokens,
-            "fallback": fallback,
-        },
-        "candidates_by_prior": {k: int(v) for k, v in by_prior.items()},
-    }
-    return replace(candidates, seed=result, controls=controls), notes, client
+
+
+def _with_blocks(candidates: Candidates, blocks: np.ndarray, weights: np.ndarray) -> Candidates:
+    return Candidates(
+        candidates.households,
+        candidates.persons,
+        blocks.astype(np.int64),
+        weights.astype(np.float64),
+        candidates.source,
+        candidates.household_id,
+        candidates._sample(),
+    )
+
+
+def _placed(candidates: Candidates, block: int, weight: float, project: HouseholdProject) -> Candidates:
+    """Candidates in ``block`` with the sample-level zone and weight columns set."""
+    sample = project.sample
+    households = candidates.households.assign(
+        **{sample.seed_level: project.geography.zones(sample.seed_level)[block], sample.weight: weight}
+    )
+    return Candidates(
+        households,
+        candidates.persons,
+        np.full(len(candidates), block, dtype=np.int64),
+        np.full(len(candidates), weight),
+        candidates.source,
+        candidates.household_id,
+        candidates._sample(),
+    )

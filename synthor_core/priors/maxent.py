@@ -29,7 +29,7 @@ from ..expressions import violating
 from ..metrics import CellGap
 from ..schema import Bins, Schema
 from ..targets.model import Project, TargetTable
-from .base import Guidance, PriorUsage, Proposal, bin_condition, gap_conditions, sample_uniform_records
+from .base import Guidance, PriorBase, Proposal, bin_condition, gap_conditions, sample_uniform_records
 
 _LETTERS = string.ascii_letters
 
@@ -658,7 +658,7 @@ class MaxEntJoint:
         return pd.DataFrame(cols)
 
 
-class MaxEntPrior:
+class MaxEntPrior(PriorBase):
     """The offline prior: plans from the residuals, realizes from the maximum-entropy joint.
 
     Parameters
@@ -683,11 +683,11 @@ class MaxEntPrior:
         rules=(),
         within_bin: str = "smooth",
     ):
+        super().__init__()
         self.project = project
         self.mode = mode
         self.step = step
         self.rules = tuple(rules)
-        self.usage = PriorUsage()
         # the paper draws numerics uniformly in their range; full mode uses the smooth density unless told
         self.joint = MaxEntJoint(
             project.schema,

@@ -13,13 +13,12 @@ from pathlib import Path
 
 from .. import defaults
 from ..errors import Problem, TargetValidationError
-from ..targets.model import PROJECT_FILE
+from ..targets.model import PROJECT_FILE, OutputFiles
 from ..units import (
     HOUSEHOLDS,
     PERSONS,
     infer_derivations,
 )
-from .households import OutputSpec
 from .populationsim import (
     SETTINGS_FILE,
     load_populationsim,
@@ -141,7 +140,7 @@ def convert_populationsim(
     licence = _licence(root.resolve())
     if licence is not None:
         shutil.copyfile(licence, out / licence.name)
-    seed = project.seed
+    seed = project.sample
     household_columns = [col for c in project.controls if c.unit == HOUSEHOLDS for col in c.columns]
     raw: dict = {
         "project": {
@@ -186,29 +185,21 @@ def convert_populationsim(
         }
         for c in project.controls
     ]
-    if project.output:
-        raw["output"] = OutputSpec.model_validate(_output_entries(project.output)).model_dump(exclude_none=True)
+    if project.output is not None:
+        raw["output"] = _output_entries(project.output)
     control_file = f"{configs}/{settings.get('control_file_name') or 'controls.csv'}"
     return _write_toml(out, raw, derived, root, f"{configs}/{SETTINGS_FILE}, {control_file}, {data_dir.name}/", licence)
 
 
-def _output_entries(output: dict) -> dict:
-    """PopulationSim's ``output_synthetic_population``, keeping the keys Synthor writes (ids, files, columns)."""
-    kept: dict = {}
-    if output.get("household_id") is not None:
-        kept["household_id"] = str(output["household_id"])
-    for unit in (HOUSEHOLDS, PERSONS):
-        spec = output.get(unit)
-        if isinstance(spec, dict):
-            kept[unit] = {
-                k: v
-                for k, v in (
-                    ("filename", spec.get("filename")),
-                    ("columns", [str(c) for c in spec.get("columns") or []] or None),
-                )
-                if v is not None
-            }
-    return kept
+def _output_entries(output: OutputFiles) -> dict:
+    """PopulationSim's ``output_synthetic_population`` as ``[output]`` of ``synthor.toml``."""
+    households: dict = {"filename": output.households_file}
+    persons: dict = {"filename": output.persons_file}
+    if output.household_columns:
+        households["columns"] = list(output.household_columns)
+    if output.person_columns:
+        persons["columns"] = list(output.person_columns)
+    return {"household_id": output.household_id, "households": households, "persons": persons}
 
 
 def _write_toml(out: Path, raw: dict, derived: list[dict], root: Path, sources: str, licence: Path | None) -> Path:

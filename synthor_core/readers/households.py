@@ -44,32 +44,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import Problem, RuleError, TargetValidationError
 from ..expressions import compile_condition
 from ..geography import Geography, build_geography
-from ..targets.model import PROJECT_FILE
+from ..targets.model import PROJECT_FILE, Control, HouseholdProject
 from ..targets.tables import inside_folder, pydantic_problems
 from ..toml_files import parse_toml
-from ..units import (
-    HOUSEHOLDS,
-    PERSONS,
-    Control,
-    Derivation,
-    HouseholdProject,
-    HouseholdRule,
-    SeedSample,
-    output_problems,
-)
-from .populationsim import (
-    check_zone_column,
-    number_column,
-    read_csv_table,
-    seed_sample_from_tables,
-)
+from ..units import HOUSEHOLDS, PERSONS, Derivation, HouseholdRule, Sample
+from .controls import ControlEntry, check_zone_column, output_files, read_control
+from .populationsim import read_csv_table, seed_sample_from_tables
 from .project import read_project_toml
 
 
@@ -126,15 +112,31 @@ class DerivedSpec(_Section):
 
 
 class ControlSpec(_Section):
-    """One ``[[controls]]`` entry: units meeting ``expression``, totals in ``table``'s ``column`` per zone."""
+    """One ``[[controls]]`` entry: units meeting ``expression``, totals in ``table``'s ``column`` per zone.
+
+    ``total_of`` makes it a numeric control: the total of that column over the units meeting ``expression`` (all
+    units with a value of it when there is no expression), e.g. the households' total income per TRACT.
+    """
 
     name: str = Field(min_length=1)
     unit: Literal["households", "persons"]
     level: str = Field(min_length=1)
     table: str = Field(min_length=1)
     column: str = Field(min_length=1)
-    expression: str = Field(min_length=1)
+    expression: str | None = Field(None, min_length=1)
+    total_of: str | None = Field(None, min_length=1)
     importance: float = Field(gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _needs_a_condition(self) -> ControlSpec:
+        if self.expression is None and self.total_of is None:
+            raise ValueError("a control needs expression (which units count), or total_of (a numeric control)")
+        return self
+
+    @property
+    def condition(self) -> str:
+        """The condition as written, or, for a numeric control without one, every unit with a value."""
+        return self.expression or f"{self.unit}.{self.total_of}.notna()"
 
 
 class RuleSpec(_Section):
@@ -262,9 +264,10 @@ def _shown(name: str) -> str:
 def _derivations(spec: HouseholdProjectSpec, persons: pd.DataFrame, problems: list[Problem]) -> tuple[Derivation, ...]:
     found = []
     for i, entry in enumerate(spec.derived, start=1):
+        condition = None
         if entry.how == "count" and entry.expression:  # DerivedSpec: how = "count" always has its expression
             try:
-                compile_condition(entry.expression, PERSONS, persons.columns, f"derived {entry.column}")
+                condition = compile_condition(entry.expression, PERSONS, persons.columns, f"derived {entry.column}")
             except RuleError as exc:
                 problems.append(Problem(PROJECT_FILE, str(exc), column=f"derived[{i}].expression"))
                 continue
@@ -277,21 +280,21 @@ def _derivations(spec: HouseholdProjectSpec, persons: pd.DataFrame, problems: li
                 )
             )
             continue
-        found.append(Derivation(entry.column, entry.how, entry.expression, entry.source))
+        found.append(Derivation(entry.column, entry.how, condition, entry.source))
     return tuple(found)
 
 
-def _rules(spec: HouseholdProjectSpec, seed: SeedSample, problems: list[Problem]) -> tuple[HouseholdRule, ...]:
-    """The ``[[rules]]``, each expression parsed against its seed table's columns (a problem per bad one)."""
+def _rules(spec: HouseholdProjectSpec, sample: Sample, problems: list[Problem]) -> tuple[HouseholdRule, ...]:
+    """The ``[[rules]]``, each compiled against its sample table's columns (a problem per bad one)."""
     found = []
     for i, entry in enumerate(spec.rules, start=1):
-        frame = seed.households if entry.unit == HOUSEHOLDS else seed.persons
+        frame = sample.households if entry.unit == HOUSEHOLDS else sample.persons
         try:
-            compile_condition(entry.expression, entry.unit, frame.columns, entry.name)
+            condition = compile_condition(entry.expression, entry.unit, frame.columns, entry.name)
         except RuleError as exc:
             problems.append(Problem(PROJECT_FILE, str(exc), column=f"rules[{i}].expression"))
             continue
-        found.append(HouseholdRule(entry.name, entry.unit, entry.expression))
+        found.append(HouseholdRule(entry.name, entry.unit, condition))
     return tuple(found)
 
 
@@ -313,66 +316,33 @@ def _control_table(
 
 
 def _controls(
-    spec: HouseholdProjectSpec, root: Path, geography: Geography, seed: SeedSample, problems: list[Problem]
+    spec: HouseholdProjectSpec, root: Path, geography: Geography, sample: Sample, problems: list[Problem]
 ) -> tuple[list[Control], list[str]]:
-    """Every ``[[controls]]`` entry with its incidence over the seed and its totals per zone (as populationsim)."""
-    seeds = {HOUSEHOLDS: seed.households, PERSONS: seed.persons}
-    weights = seed.households[seed.weight].to_numpy()
+    """Every ``[[controls]]`` entry as a :class:`Control` (:func:`~synthor_core.readers.controls.read_control`)."""
     frames: dict[Path, pd.DataFrame | None] = {}
     checked: dict[tuple[Path, str], pd.DataFrame | None] = {}
-    controls, warnings = [], []
+    controls: list[Control] = []
+    warnings: list[str] = []
     for i, entry in enumerate(spec.controls, start=1):
         key = f"controls[{i}]"
-        try:
-            condition = compile_condition(entry.expression, entry.unit, seeds[entry.unit].columns, entry.name)
-            mask = np.asarray(condition(seeds[entry.unit]), dtype=bool)
-        except RuleError as exc:
-            problems.append(Problem(PROJECT_FILE, str(exc), column=f"{key}.expression"))
-            continue
-        incidence = seed.incidence(entry.unit, mask)
+
+        def locate(field: str, message: str, key: str = key) -> Problem:
+            return Problem(PROJECT_FILE, message, column=f"{key}.{field}")
+
         path = inside_folder(root, entry.table, PROJECT_FILE, f"{key}.table", problems)
-        if path is None:
-            continue
-        shown = _shown(entry.table)
-        if (path, entry.level) not in checked:
-            checked[(path, entry.level)] = _control_table(path, shown, entry.level, geography, frames, problems)
-        table = checked[(path, entry.level)]
-        if table is None:
-            continue
-        if entry.column not in table.columns:
-            problems.append(
-                Problem(
-                    PROJECT_FILE,
-                    f"the control column {entry.column!r} is not in {shown} (columns: "
-                    f"{', '.join(c for c in table.columns if c != entry.level)})",
-                    column=f"{key}.column",
-                )
-            )
-            continue
-        values = number_column(table, entry.column, shown, problems)
-        if values is None:
-            continue
-        zones = geography.zones(entry.level)
-        totals = np.zeros(len(zones))
-        totals[zones.get_indexer(table[entry.level])] = values
-        if int(((incidence > 0) & (weights > 0)).sum()) == 0 and totals.sum() > 0:
-            warnings.append(
-                f'control "{entry.name}": no seed household meets "{entry.expression}", so its total '
-                f"{totals.sum():,.0f} cannot be reached"
-            )
-        controls.append(
-            Control(
-                entry.name,
-                entry.unit,
-                entry.level,
-                float(entry.importance),
-                entry.column,
-                entry.expression,
-                condition.columns,
-                incidence,
-                totals,
-            )
+        table = None
+        if path is not None:
+            shown = _shown(entry.table)
+            if (path, entry.level) not in checked:
+                checked[(path, entry.level)] = _control_table(path, shown, entry.level, geography, frames, problems)
+            frame = checked[(path, entry.level)]
+            table = (frame, shown) if frame is not None else None
+        written = ControlEntry(
+            entry.name, entry.unit, entry.level, entry.importance, entry.column, entry.condition, entry.total_of
         )
+        control = read_control(written, table, geography, sample, locate, problems, warnings)
+        if control is not None:
+            controls.append(control)
     return controls, warnings
 
 
@@ -387,11 +357,10 @@ def load_household_project(folder: str | Path) -> HouseholdProject:
     Returns
     -------
     HouseholdProject
-        ``controls`` in the order of ``[[controls]]``, each with ``incidence`` (float64, shape (n seed
-        households,)) and ``totals`` (float64, shape (n zones of its level,), zones missing from its table 0);
-        ``derived`` from ``[[derived]]``; ``rules`` from ``[[rules]]``; ``output`` from ``[output]`` (``{}``
-        when absent; when given, PopulationSim's files are written beside ``households.csv``); ``source``
-        ``"synthor"``.
+        ``controls`` in the order of ``[[controls]]``, each with its condition compiled and ``totals`` (float64,
+        shape (n zones of its level,), zones missing from its table 0); ``derived`` from ``[[derived]]``; ``rules``
+        from ``[[rules]]``; ``output`` from ``[output]`` (None when absent; when given, PopulationSim's files are
+        written beside ``households.csv``); ``source`` ``"synthor"``.
 
     Raises
     ------
@@ -450,25 +419,28 @@ def load_household_project(folder: str | Path) -> HouseholdProject:
         PERSONS: (persons, _shown(spec.seed.persons), {}),
     }
     reserved = {"household_id_col": spec.seed.household_id, "household_weight_col": spec.seed.weight}
-    seed, seed_problems = seed_sample_from_tables(tables, reserved, spec.geography.seed_level, geography)
-    if seed_problems or seed is None:
-        raise TargetValidationError(seed_problems)
-    if number is not None and number != seed.person_number:
-        ordered = seed.persons.sort_values(["_household", number], kind="stable").reset_index(drop=True)
-        seed = SeedSample(seed.households, ordered, seed.household_id, number, seed.weight, seed.seed_level)
-    derived = _derivations(spec, seed.persons, problems)
-    rules = _rules(spec, seed, problems)
-    controls, warnings = _controls(spec, root, geography, seed, problems)
+    sample, sample_problems = seed_sample_from_tables(tables, reserved, spec.geography.seed_level, geography)
+    if sample_problems or sample is None:
+        raise TargetValidationError(sample_problems)
+    if number is not None and number != sample.person_number:
+        ordered = sample.persons.sort_values(["_household", number], kind="stable").reset_index(drop=True)
+        sample = Sample(sample.households, ordered, sample.household_id, number, sample.weight, sample.seed_level)
+    derived = _derivations(spec, sample.persons, problems)
+    rules = _rules(spec, sample, problems)
+    controls, warnings = _controls(spec, root, geography, sample, problems)
     if problems:
         raise TargetValidationError(problems)
-    output = spec.output.model_dump(exclude_none=True) if spec.output is not None else {}
-    problems = output_problems(output, PROJECT_FILE, "output")
+    output = (
+        output_files(spec.output.model_dump(exclude_none=True), PROJECT_FILE, "output", problems)
+        if spec.output is not None
+        else None
+    )
     if problems:
         raise TargetValidationError(problems)
     return HouseholdProject(
         name=spec.project.name,
         geography=geography,
-        seed=seed,
+        sample=sample,
         controls=controls,
         total_control=spec.project.total_control,
         max_expansion_factor=spec.project.max_expansion_factor,
@@ -477,4 +449,5 @@ def load_household_project(folder: str | Path) -> HouseholdProject:
         warnings=warnings,
         derived=derived,
         rules=rules,
+        root=root,
     )

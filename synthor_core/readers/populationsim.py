@@ -5,7 +5,7 @@ column names, output specification), ``configs/controls.csv`` (one control per r
 seed_table, importance, control_field, expression``) and the files of ``data/`` (seed households and persons,
 the geography crosswalk, one control table per geography level, lines starting with ``#`` being comments).
 
-Control expressions are parsed by the rules' whitelist (:func:`synthor_core.expressions.compile_condition`),
+Control expressions are compiled once by :func:`synthor_core.expressions.compile_condition` (a whitelist),
 never evaluated. File names from the settings must stay inside the data folder. Every problem is collected and
 raised once (:class:`TargetValidationError`) with its file, row and column.
 """
@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import Problem, RuleError, TargetValidationError
-from ..expressions import compile_condition
+from ..errors import Problem, TargetValidationError
 from ..geography import Geography, build_geography, flag_rows, shown_value
+from ..targets.model import Control, HouseholdProject
 from ..targets.tables import inside_folder
-from ..units import HOUSEHOLDS, PERSONS, Control, HouseholdProject, SeedSample, infer_derivations, output_problems
+from ..units import HOUSEHOLDS, PERSONS, Sample, infer_derivations
+from .controls import ControlEntry, check_zone_column, number_column, output_files, read_control
 
 SETTINGS_FILE = "settings.yaml"
 MAX_SETTINGS_BYTES = 1_000_000  # a settings.yaml larger than this is refused
@@ -117,24 +118,6 @@ def _input_tables(
     return tables
 
 
-def number_column(
-    frame: pd.DataFrame, column: str, shown: str, problems: list[Problem], minimum: float = 0.0, first_row: int = 2
-) -> np.ndarray | None:
-    """``frame[column]`` as float64, shape (len(frame),), or None after adding a problem (file ``shown``, row,
-    column) for each of the first cells that is not a number >= ``minimum``."""
-    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(values) | (values < minimum))
-    flag_rows(
-        problems,
-        bad,
-        shown,
-        column,
-        lambda i: f"expected a number >= {minimum:g}, got {shown_value(frame[column].iloc[i])}",
-        first_row,
-    )
-    return None if bad.size else values
-
-
 def load_populationsim(folder: str | Path, configs: str = "configs", data: str | None = None) -> HouseholdProject:
     """Read a PopulationSim working directory as a :class:`HouseholdProject`.
 
@@ -220,15 +203,15 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
     geography, geo_problems = build_geography(crosswalk, levels, crosswalk_file)
     if geo_problems or geography is None:
         raise TargetValidationError(geo_problems)
-    seed, seed_problems = seed_sample_from_tables(tables, reserved, seed_level, geography)
-    problems += seed_problems
-    if problems or seed is None:
+    sample, sample_problems = seed_sample_from_tables(tables, reserved, seed_level, geography)
+    problems += sample_problems
+    if problems or sample is None:
         raise TargetValidationError(problems)
     control_file = str(settings.get("control_file_name") or "controls.csv")
     control_path = inside_folder(configs_dir, control_file, settings_shown, "control_file_name", problems)
     if control_path is None:
         raise TargetValidationError(problems)
-    controls, warnings = _controls(control_path, f"{configs}/{control_file}", tables, geography, seed, problems)
+    controls, warnings = _controls(control_path, f"{configs}/{control_file}", tables, geography, sample, problems)
     if problems:
         raise TargetValidationError(problems)
     if reserved["total_hh_control"] not in {c.name for c in controls}:
@@ -243,29 +226,29 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
             ]
         )
     factor = settings.get("max_expansion_factor")
-    output = settings.get("output_synthetic_population") or {}
-    problems = output_problems(output, settings_shown, "output_synthetic_population")
+    output = output_files(
+        settings.get("output_synthetic_population"), settings_shown, "output_synthetic_population", problems
+    )
     if problems:
         raise TargetValidationError(problems)
     return HouseholdProject(
         name=root.resolve().name,
         geography=geography,
-        seed=seed,
+        sample=sample,
         controls=controls,
         total_control=reserved["total_hh_control"],
         max_expansion_factor=float(factor) if isinstance(factor, (int, float)) else None,
-        output=output if isinstance(output, dict) else {},
+        output=output,
         source="populationsim",
         warnings=warnings,
+        root=root,
         derived=tuple(
-            infer_derivations(seed, dict.fromkeys(col for c in controls if c.unit == HOUSEHOLDS for col in c.columns))
+            infer_derivations(sample, dict.fromkeys(col for c in controls if c.unit == HOUSEHOLDS for col in c.columns))
         ),
     )
 
 
-def seed_sample_from_tables(
-    tables, reserved, seed_level, geography: Geography
-) -> tuple[SeedSample | None, list[Problem]]:
+def seed_sample_from_tables(tables, reserved, seed_level, geography: Geography) -> tuple[Sample | None, list[Problem]]:
     """The seed sample from the read ``households`` and ``persons`` tables (frame, file shown, spec).
 
     ``reserved`` names the id and weight columns (``household_id_col``, ``household_weight_col``). Returns the
@@ -329,12 +312,13 @@ def seed_sample_from_tables(
     persons = persons.sort_values(["_household"] + ([number] if number else []), kind="stable")
     households = households.reset_index(drop=True)
     households[weight] = pd.to_numeric(households[weight])
-    return SeedSample(households, persons.reset_index(drop=True), hh_id, number, weight, seed_level), []
+    return Sample(households, persons.reset_index(drop=True), hh_id, number, weight, seed_level), []
 
 
 def _controls(
-    path: Path, shown: str, tables, geography: Geography, seed: SeedSample, problems: list[Problem]
+    path: Path, shown: str, tables, geography: Geography, sample: Sample, problems: list[Problem]
 ) -> tuple[list[Control], list[str]]:
+    """Every row of ``controls.csv`` as a :class:`Control` (:func:`~synthor_core.readers.controls.read_control`)."""
     frame = read_csv_table(path, shown, problems)
     warnings: list[str] = []
     if frame is None:
@@ -345,12 +329,16 @@ def _controls(
             Problem(shown, f"expected the columns {', '.join(CONTROL_COLUMNS)}; missing {', '.join(missing)}", row=1)
         )
         return [], warnings
-    seeds = {HOUSEHOLDS: seed.households, PERSONS: seed.persons}
     controls = []
     level_tables: dict[str, tuple[pd.DataFrame, str] | None] = {}
     names = set()
+    keys = {"expression": "expression", "column": "control_field"}
     for i, row in frame.iterrows():
         line = int(i) + 2
+
+        def locate(key: str, message: str, line: int = line) -> Problem:
+            return Problem(shown, message, row=line, column=keys.get(key, key))
+
         name = str(row["target"]).strip()
         if name in names:
             problems.append(Problem(shown, f"the control {name!r} is listed twice", row=line, column="target"))
@@ -371,7 +359,7 @@ def _controls(
                 )
             )
             continue
-        if unit not in seeds:
+        if unit not in (HOUSEHOLDS, PERSONS):
             problems.append(
                 Problem(
                     shown, f"expected seed_table households or persons, got {unit!r}", row=line, column="seed_table"
@@ -384,54 +372,12 @@ def _controls(
                 Problem(shown, f"expected an importance > 0, got {row['importance']!r}", row=line, column="importance")
             )
             continue
-        try:
-            condition = compile_condition(str(row["expression"]), unit, seeds[unit].columns, name)
-            mask = np.asarray(condition(seeds[unit]), dtype=bool)
-        except RuleError as exc:
-            problems.append(Problem(shown, str(exc), row=line, column="expression"))
-            continue
-        incidence = seed.incidence(unit, mask)
         if level not in level_tables:
             level_tables[level] = _level_table(level, tables, geography, problems)
-        table = level_tables[level]
-        if table is None:
-            continue
-        totals_frame, table_file = table
-        if column not in totals_frame.columns:
-            problems.append(
-                Problem(
-                    shown,
-                    f"the control column {column!r} is not in {table_file} (columns: "
-                    f"{', '.join(c for c in totals_frame.columns if c != level)})",
-                    row=line,
-                    column="control_field",
-                )
-            )
-            continue
-        values = number_column(totals_frame, column, table_file, problems)
-        if values is None:
-            continue
-        totals = np.zeros(len(geography.zones(level)))
-        totals[geography.zones(level).get_indexer(totals_frame[level])] = values
-        unreached = int(((incidence > 0) & (seed.households[seed.weight].to_numpy() > 0)).sum())
-        if unreached == 0 and totals.sum() > 0:
-            warnings.append(
-                f'control "{name}": no seed household meets "{row["expression"]}", so its total '
-                f"{totals.sum():,.0f} cannot be reached"
-            )
-        controls.append(
-            Control(
-                name,
-                unit,
-                level,
-                float(importance),
-                column,
-                str(row["expression"]),
-                condition.columns,
-                incidence,
-                totals,
-            )
-        )
+        entry = ControlEntry(name, unit, level, float(importance), column, str(row["expression"]))
+        control = read_control(entry, level_tables[level], geography, sample, locate, problems, warnings)
+        if control is not None:
+            controls.append(control)
     return controls, warnings
 
 
@@ -448,32 +394,3 @@ def _level_table(level: str, tables, geography: Geography, problems: list[Proble
         return None
     frame, shown, _ = tables[key]
     return (frame, shown) if check_zone_column(frame, level, geography, shown, problems) else None
-
-
-def check_zone_column(
-    frame: pd.DataFrame, level: str, geography: Geography, shown: str, problems: list[Problem]
-) -> bool:
-    """Whether the control table ``frame`` has a column ``level`` naming zones of the crosswalk, each once;
-    otherwise False after adding problems (file ``shown``, row, column): the column missing, the first zones not
-    in the crosswalk, the first zones listed twice."""
-    if level not in frame.columns:
-        problems.append(Problem(shown, f"expected a column {level!r} with the zone ids", row=1, column=level))
-        return False
-    values = frame[level]
-    known = values.isin(geography.zones(level)).to_numpy()
-    flag_rows(
-        problems,
-        np.flatnonzero(~known),
-        shown,
-        level,
-        lambda i: f"the {level} zone {shown_value(values.iloc[i])} is not in the crosswalk",
-    )
-    duplicated = values.duplicated().to_numpy()
-    flag_rows(
-        problems,
-        np.flatnonzero(duplicated),
-        shown,
-        level,
-        lambda i: f"the {level} zone {shown_value(values.iloc[i])} is listed twice",
-    )
-    return bool(known.all() and not duplicated.any())

@@ -1,4 +1,6 @@
-"""The target model of a person project: its settings (``synthor.toml``), target tables and numeric controls."""
+"""The target model (DESIGN §2, §8, §9): a person project's target tables and numeric controls, and a household
+project's controls per zone; each condition compiled once, each incidence computed on the candidates of the moment.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +10,14 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import defaults
+from ..expressions import Condition
+from ..geography import Geography
 from ..schema import Bins, Schema, Variable
+from ..units import HOUSEHOLD_ROW, HOUSEHOLDS, Candidates, Derivation, HouseholdRule, Sample
 
 PROJECT_FILE = "synthor.toml"
 
@@ -177,3 +183,169 @@ class Project:
     spec: ProjectSpec | None = None
     root: Path | None = field(default=None, compare=False)
     numeric_controls: tuple[NumericControl, ...] = ()
+
+
+@dataclass(frozen=True)
+class Control:
+    """One control: the units meeting a condition (or the total of a column over them), for every zone of one level.
+
+    Attributes
+    ----------
+    name : str
+        The control's name (``hh_size_1``).
+    unit : {"households", "persons"}
+        What it counts.
+    level : str
+        Geography level of its totals.
+    importance : float > 0
+        Weight against other controls when they cannot all be met (PopulationSim's ``importance``).
+    column : str
+        Column of the level's control table holding the totals (``HHSIZE1``).
+    condition : Condition
+        Which units count, compiled once (table dialect: ``households.NP == 1``).
+    totals : ndarray of float64, shape (n_zones of ``level``,)
+        Control total of each zone, in the order of ``Geography.zones(level)``.
+    total_of : str or None
+        A numeric control: the total of this column of ``unit`` (household income) over the units meeting the
+        condition, instead of their number.
+    """
+
+    name: str
+    unit: str
+    level: str
+    importance: float
+    column: str
+    condition: Condition
+    totals: npt.NDArray[np.float64]
+    total_of: str | None = None
+
+    @property
+    def expression(self) -> str:
+        """The condition as written."""
+        return self.condition.expression
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The unit columns the control reads: the condition's, then ``total_of``."""
+        extra = (self.total_of,) if self.total_of and self.total_of not in self.condition.columns else ()
+        return self.condition.columns + extra
+
+    @property
+    def group(self) -> str:
+        """The control's group in reports: the unit and the columns it reads (``households.NP``); the controls of
+        one group split one variable into categories (the four household sizes)."""
+        return f"{self.unit}.{'+'.join(self.condition.columns) or '(all)'}" + (
+            f" total of {self.total_of}" if self.total_of else ""
+        )
+
+    def incidence(self, candidates: Candidates) -> npt.NDArray[np.float64]:
+        """What each candidate household counts for this control: 1/0 (a household control), its members meeting
+        the condition (a person control, PopulationSim's incidence), or the total of ``total_of`` over those.
+
+        Returns
+        -------
+        ndarray of float64, shape (len(candidates),); NaN values of ``total_of`` count 0.
+        """
+        frame = candidates.frame(self.unit)
+        counted = self.condition(frame).astype(np.float64)
+        if self.total_of is not None:
+            values = pd.to_numeric(frame[self.total_of], errors="coerce").to_numpy(dtype=np.float64)
+            counted = counted * np.nan_to_num(values, nan=0.0)
+        if self.unit == HOUSEHOLDS:
+            return counted
+        # weighted: float64 (numpy's stubs type every bincount as integer)
+        return np.bincount(
+            candidates.persons[HOUSEHOLD_ROW].to_numpy(), weights=counted, minlength=len(candidates)
+        ).astype(np.float64, copy=False)
+
+
+def incidence_matrix(controls, candidates: Candidates) -> npt.NDArray[np.float64]:
+    """Every control's incidence on the candidates: float64, shape (len(candidates), len(controls))."""
+    if not controls:
+        return np.zeros((len(candidates), 0))
+    return np.column_stack([c.incidence(candidates) for c in controls]).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class OutputFiles:
+    """PopulationSim's ``output_synthetic_population``: its households and persons files and their columns.
+
+    Attributes
+    ----------
+    household_id : str
+        Name of the household id column in both files.
+    households_file, persons_file : str
+        Plain ``name.csv`` file names.
+    household_columns, person_columns : tuple of str
+        Columns written after the id (and the geography levels for households, the member number for persons).
+    """
+
+    household_id: str = "household_id"
+    households_file: str = "synthetic_households.csv"
+    persons_file: str = "synthetic_persons.csv"
+    household_columns: tuple[str, ...] = ()
+    person_columns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HouseholdProject:
+    """Everything a household synthesis needs: zones, controls per zone, and a sample (DESIGN §8, §9).
+
+    Attributes
+    ----------
+    name : str
+        Shown in reports.
+    geography : Geography
+    sample : Sample
+        The micro-sample: the seed prior's candidates; for the other priors its column names, codebook and
+        derivations (never its records).
+    controls : list of Control
+        In the order of the control file.
+    total_control : str
+        Name of the control giving households per zone (PopulationSim's ``total_hh_control``).
+    max_expansion_factor : float or None
+        Upper bound of a sample household's weight as a multiple of its sample weight, if given.
+    output : OutputFiles or None
+        PopulationSim's output files (an imported or converted PopulationSim project), None for other projects.
+    source : {"populationsim", "synthor"}
+    warnings : list of str
+    derived : tuple of Derivation
+        Household columns computed from the members (declared, or found in the sample by
+        :func:`~synthor_core.units.infer_derivations`).
+    rules : tuple of HouseholdRule
+        Conditions the synthetic households and persons are checked against (a Synthor project's ``[[rules]]``).
+    root : Path or None
+        The project folder.
+    """
+
+    name: str
+    geography: Geography
+    sample: Sample
+    controls: list[Control]
+    total_control: str
+    max_expansion_factor: float | None = None
+    output: OutputFiles | None = None
+    source: Literal["populationsim", "synthor"] = "synthor"
+    warnings: list[str] = field(default_factory=list)
+    derived: tuple[Derivation, ...] = ()
+    rules: tuple[HouseholdRule, ...] = ()
+    root: Path | None = field(default=None, compare=False)
+
+    @property
+    def total(self) -> Control:
+        """The control of households per zone."""
+        return next(c for c in self.controls if c.name == self.total_control)
+
+    def households_per_zone(self) -> npt.NDArray[np.int64]:
+        """Households of every lowest-level zone (rounded total control), shape (n_zones,)."""
+        total = self.total
+        per_zone = total.totals[self.geography.parent_index(total.level)]
+        return np.rint(per_zone).astype(np.int64)
+
+    def control_groups(self) -> dict[str, list[int]]:
+        """Controls by group (:attr:`Control.group`), in the order of the controls; the total control left out."""
+        groups: dict[str, list[int]] = {}
+        for i, c in enumerate(self.controls):
+            if c.name != self.total_control:
+                groups.setdefault(c.group, []).append(i)
+        return groups

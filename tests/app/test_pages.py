@@ -110,8 +110,17 @@ def test_a_maxent_run_completes_and_shows_the_fit_table():
     assert not at.exception
     runs = at.dataframe[0].value
     assert runs.iloc[0]["status"] in ("finished", "stopped") and runs.iloc[0]["size"] == 5000
-    # the project, status, start and fit come first; the start is a date of this century, not 1970
-    assert runs.columns.tolist()[:6] == ["run_id", "project_label", "status", "started_at", "iterations", "mean_tvd"]
+    # the kind, project, status, start and fit come first; the start is a date of this century, not 1970
+    assert runs.columns.tolist()[:7] == [
+        "run_id",
+        "kind",
+        "project_label",
+        "status",
+        "started_at",
+        "iterations",
+        "mean_tvd",
+    ]
+    assert runs.iloc[0]["kind"] == "persons"
     assert runs.iloc[0]["project_label"].startswith("UCI Adult") and runs.iloc[0]["started_at"].year >= 2026
 
 
@@ -350,7 +359,7 @@ def test_an_interrupted_run_is_listed_downloaded_and_resumed_from_the_runs_page(
     from app_session import get_runner
     from synthor_core import store as store_module
     from synthor_core.readers.project import load_project
-    from synthor_core.synthesis.loop import SynthesisConfig
+    from synthor_core.synthesis.config import SynthesisConfig
 
     at = _app()
     owner = at.session_state["app.owner"]

@@ -180,10 +180,56 @@ def test_run_the_example_download_it_and_stop_a_longer_run(page, tmp_path):
 CALM = ROOT.parent / "shared" / "data" / "populationsim" / "example_calm"
 
 
+def _household_points(page) -> int:
+    """Points of the household run's live chart (-1 while there is none)."""
+    return page.evaluate("""() => {
+        for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+            const title = (((plot.layout || {}).yaxis || {}).title || {}).text || '';
+            if (title.startsWith('worst %RMSE')) {
+                const trace = (plot.data || [])[0];
+                return trace ? trace.x.length : 0;
+            }
+        }
+        return -1;
+    }""")
+
+
+def test_households_run_in_the_background_with_a_live_chart_stop_and_reload(page):
+    """Issue 20: the Households page on the bundled CALM: within 3 s of Synthesize a Stop button and a live chart
+    that gains points; Stop ends the run and keeps what was built; a reload shows the run again."""
+    page.get_by_role("link", name="Households in zones").click()
+    page.get_by_text("Households to place").wait_for()
+    page.get_by_role("button", name="Synthesize households").click()
+    clicked = time.monotonic()
+    page.get_by_role("button", name="Stop").wait_for(timeout=3_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => "
+        "((((p.layout || {}).yaxis || {}).title || {}).text || '').startsWith('worst %RMSE'))",
+        timeout=3_000,
+    )
+    assert time.monotonic() - clicked < 6.0  # both within 3 s each, one after the other
+    first = _household_points(page)
+    deadline = time.monotonic() + 20
+    while _household_points(page) <= max(first, 0) and time.monotonic() < deadline:
+        page.wait_for_timeout(300)
+    assert _household_points(page) > max(first, 0)  # the chart gains points while the run goes on
+    page.screenshot(path=str(ARTIFACTS / "7-households-running.png"), full_page=True)
+    page.get_by_role("button", name="Stop").click()
+    page.get_by_text(re.compile(r"^Run \w+: stopped")).wait_for(timeout=10_000)
+    page.get_by_text("Stopped on request").wait_for(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "8-households-stopped.png"), full_page=True)
+    # the address holds the run: a reload shows it again
+    assert "hhrun=" in page.url
+    page.reload()
+    page.get_by_text(re.compile(r"^Run \w+: stopped")).wait_for(timeout=30_000)
+    page.get_by_text("Result: seed prior, seed 1").wait_for()
+
+
 @pytest.mark.skipif(not CALM.is_dir(), reason="shared/data/populationsim not present")
 def test_households_in_zones_on_calm_run_and_download(page, tmp_path):
-    """Issue 14: PopulationSim's example_calm opened as a zip, run with the seed prior, the fit per control with
-    the failing zones, and households.csv and persons.csv whose row counts match the report."""
+    """Issue 14, 20: PopulationSim's example_calm opened as a zip, run with the seed prior to the end, the fit per
+    control with the failing zones, households.csv and persons.csv whose row counts match the report, and the run on
+    the Runs page with its iterations."""
     import json
     import zipfile
 
@@ -198,18 +244,20 @@ def test_households_in_zones_on_calm_run_and_download(page, tmp_path):
     # the project's label (not the uploader's file chip) says the zip was opened
     page.locator('[data-testid="stText"]', has_text="example_calm.zip").wait_for(timeout=60_000)
     page.get_by_text("62,041").first.wait_for()
-    page.screenshot(path=str(ARTIFACTS / "7-households.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "9-households.png"), full_page=True)
     page.get_by_role("button", name="Synthesize households").click()
     page.get_by_text("Result: seed prior, seed 1").wait_for(timeout=180_000)
     page.get_by_text(re.compile(r"^100\.0 % of households agree with their members")).wait_for()
     page.wait_for_function(
         "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => (p.data || []).some(t => t.name === 'TAZ'))"
     )
-    page.screenshot(path=str(ARTIFACTS / "8-households-result.png"), full_page=True)
+    iterations = _household_points(page)
+    assert iterations > 1
+    page.screenshot(path=str(ARTIFACTS / "10-households-result.png"), full_page=True)
     page.get_by_role("tab", name="Zones").click()
     page.get_by_text(re.compile(r"^[\d,]+ of 14,2\d\d control-zone pairs fail")).wait_for()
     page.get_by_role("button", name="Failing zones (CSV)").wait_for()
-    page.screenshot(path=str(ARTIFACTS / "9-households-zones.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "11-households-zones.png"), full_page=True)
     page.get_by_role("tab", name="Download").click()
     files = {}
     for name in ("report.json", "households.csv", "persons.csv"):
@@ -218,12 +266,24 @@ def test_households_in_zones_on_calm_run_and_download(page, tmp_path):
         files[name] = tmp_path / name
         info.value.save_as(files[name])
     report = json.loads(files["report.json"].read_text())
+    assert len(report["iterations"]) == iterations
     with open(files["households.csv"], newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     assert rows[0][:6] == ["household_id", "REGION", "PUMA", "TRACT", "TAZ", "seed_hh_id"]
     assert len(rows) - 1 == report["households"] == 62_041
     with open(files["persons.csv"], newline="", encoding="utf-8") as handle:
         assert sum(1 for _ in handle) - 1 == report["persons"]
+    # the finished run is on the Runs page with its iterations
+    run_id = re.search(r"hhrun=(\w+)", page.url).group(1)
+    page.get_by_role("link", name="Runs").click()
+    page.get_by_text("Open a run").wait_for()
+    chosen = page.get_by_role("combobox", name="Open a run")
+    chosen.click()
+    chosen.fill(run_id)
+    chosen.press("Enter")
+    page.get_by_text(f"{iterations} iterations: the worst %RMSE of each control group").wait_for(timeout=30_000)
+    assert _household_points(page) == iterations
+    page.screenshot(path=str(ARTIFACTS / "12-runs-households.png"), full_page=True)
 
 
 def _idle(page) -> None:

@@ -14,7 +14,9 @@ import pytest
 
 from synthor_core.evaluate.holdout import compare_tables
 from synthor_core.priors.maxent import MaxEntPrior
-from synthor_core.synthesis.loop import SynthesisConfig, SynthesisResult, run_synthesis
+from synthor_core.synthesis.config import SynthesisConfig
+from synthor_core.synthesis.events import SynthesisResult
+from synthor_core.synthesis.loop import run_synthesis
 from synthor_testing import ROOT
 
 EXAMPLE = ROOT / "examples" / "adult"

@@ -92,8 +92,10 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_says_so(tmp_path, monkeypatch
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_write(path, write, folder)
 
-    real_write = cli.write_atomic
-    monkeypatch.setattr(cli, "write_atomic", full_after_the_checkpoint)
+    from synthor_core import export
+
+    real_write = export.write_atomic
+    monkeypatch.setattr(export, "write_atomic", full_after_the_checkpoint)
     code = cli.main(["run", str(ROOT / "examples/adult"), "--n", "5000", "--seed", "1", "--quiet", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 1

@@ -15,7 +15,7 @@ from synthor_core.readers.project import load_project
 from synthor_core.runner import Runner
 from synthor_core.schema import FORMULA_PREFIXES, spreadsheet_safe, spreadsheet_unescape
 from synthor_core.store import RunStore
-from synthor_core.synthesis.loop import SynthesisConfig
+from synthor_core.synthesis.config import SynthesisConfig
 from synthor_testing import SMALL_FILES, SMALL_TOML, write_project
 
 LABELS = {"Female": '=HYPERLINK("http://attacker.example/x","click")', "Male": "None", "no": "@SUM(A1)", "yes": "-yes"}

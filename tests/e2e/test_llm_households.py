@@ -15,10 +15,9 @@ import pytest
 
 from llm_endpoint.server import TestEndpoint
 from synthor_core.priors.llm import LLMSettings
-from synthor_core.priors.llm_households import llm_households
+from synthor_core.priors.llm_households import LLMHouseholdPrior
 from synthor_core.readers.households import load_household_project
-from synthor_core.synthesis.households import PRIOR_COLUMN
-from synthor_testing import POPULATIONSIM_CALM_WORST_PCT_RMSE, ROOT
+from synthor_testing import POPULATIONSIM_CALM_WORST_PCT_RMSE, ROOT, run_households
 
 CALM = ROOT / "examples" / "calm"
 FAULTS = ("rate_limit", "server_error", "connection", "malformed_json", "truncated", "empty", "refusal")
@@ -29,35 +28,34 @@ def calm():
     return load_household_project(CALM)
 
 
-def test_households_from_a_knowing_endpoint_replace_maxent_candidates_in_their_cells(calm):
-    seed = calm.seed
-    with TestEndpoint(seed=1, households=(seed.households, seed.persons)) as endpoint:
-        settings = LLMSettings(base_url=endpoint.url, model="calm", max_retries=1)
-        candidates, notes, client = llm_households(calm, np.random.default_rng(2), settings, api_key="")
+def test_households_from_a_knowing_endpoint_aim_at_the_zones_worst_off(calm, tmp_path):
+    sample = calm.sample
+    with TestEndpoint(seed=1, households=(sample.households, sample.persons)) as endpoint:
+        settings = LLMSettings(base_url=endpoint.url, model="calm", max_retries=1, distinct_records=400)
+        report, result, households, persons = run_households(calm, "llm", 1, tmp_path / "out", llm=settings)
         requests = [e for e in endpoint.log if e["task"] == "realize_households"]
-    llm = notes["llm"]
-    assert llm["calls"] == len(requests) == client.usage.calls and llm["calls"] <= llm["cells"] + 25
-    assert llm["households_asked"] <= settings.distinct_records + llm["cells"]
-    # the endpoint answers with sample households meeting the cell's conditions as the sample records them; the
-    # prior recomputes size, head's age and workers from the members, and keeps those still in their cell
-    # sample households meet their cells and the rules; a few typical ones (asked with no condition) fall in a
-    # combination of categories maxent's candidates never reach
-    outside = llm["rejected"].pop("household: falls in no cell the controls define", 0)
-    assert llm["rejected"] == {} and outside < 0.05 * llm["households_written"]
-    assert llm["households_valid"] + outside == llm["households_written"] > 0.6 * llm["households_asked"]
-    households, persons = candidates.seed.households, candidates.seed.persons
-    by_prior = households[PRIOR_COLUMN].value_counts().to_dict()
-    assert by_prior["llm"] == llm["households_valid"] and by_prior == notes["candidates_by_prior"]
-    assert len(households) == notes["candidates"] == by_prior["llm"] + by_prior["maxent"]
-    written = households[households[PRIOR_COLUMN] == "llm"]
-    members = persons.groupby("_household").size()
-    assert (members.loc[written.index].to_numpy() == written["NP"].to_numpy()).all()
-    heads = persons[persons["per_num"] == 1].set_index("_household")["AGEP"]
-    assert (heads.loc[written.index].to_numpy() == written["AGEHOH"].to_numpy()).all()
+    llm = report["prior_notes"]["llm"]
+    assert llm["calls"] == len(requests) and llm["households_asked"] <= settings.distinct_records
+    # the first iterations' proposals name the control-zone pairs worst off after balancing; the LLM was asked for
+    # households meeting those controls, in those zones
+    targeted = [t for entry in report["iterations"] for t in entry["targeted"]]
+    assert targeted and set(llm["targeted"]) <= set(targeted)
+    asked = [r for r in requests if r["conditions"] or r["member_condition"]]
+    assert asked, "no request carried a proposal's condition"
+    # the endpoint answers with sample households meeting the request as the sample records them; the prior
+    # recomputes size, head's age and workers from the members, and keeps those that meet the request
+    assert llm["households_valid"] + sum(llm["rejected"].values()) == llm["households_written"]
+    assert llm["households_valid"] > 0.5 * llm["households_written"]
+    assert report["households_by_prior"]["llm"] > 0 and sum(report["households_by_prior"].values()) == 62_041
+    from_llm = households[households["prior"] == "llm"]
+    members = persons.groupby("household_id").size()
+    assert (members.loc[from_llm["household_id"]].to_numpy() == from_llm["NP"].to_numpy()).all()
     # the schema sent: household columns the controls read (derived ones left out) and an array of members
     schema = requests[0]["json_schema"]["schema"]["properties"]["households"]["items"]
     assert set(schema["required"]) == {"HHINCADJ", "HTYPE", "members"}
     assert set(schema["properties"]["members"]["items"]["required"]) == {"AGEP", "ESR", "OSUTAG", "OCCP"}
+    # the chart's history: households per source in every iteration, the LLM's among them
+    assert all("llm" in entry["households_by_source"] for entry in report["iterations"])
 
 
 def test_a_careless_endpoint_cannot_spoil_the_calm_run(tmp_path):
@@ -107,7 +105,7 @@ def test_a_careless_endpoint_cannot_spoil_the_calm_run(tmp_path):
         assert max(fit[c] for c in controls) <= bar, group
     llm = report["prior_notes"]["llm"]
     # random households almost never meet a cell (a random one may, by chance: it is then a valid candidate)
-    assert llm["households_valid"] <= 0.01 * llm["households_written"] and llm["households_written"] > 500
+    assert llm["households_valid"] <= 0.01 * llm["households_written"] and llm["households_written"] > 200
     assert sum(llm["failures"].values()) > 0.15 * llm["calls"] and len(llm["failures"]) >= 5
     assert report["households_by_prior"]["maxent"] >= 0.95 * 62_041
     assert sum(report["households_by_prior"].values()) == 62_041
@@ -119,17 +117,18 @@ def test_a_careless_endpoint_cannot_spoil_the_calm_run(tmp_path):
 
 def test_households_breaking_a_rule_or_their_cell_are_rejected_and_counted(calm):
     """The endpoint's "knowledge" made wrong: every worker aged 10 (the rule: a worker is 16 or older). Those
-    households are rejected by reason, their cells keep maxent candidates, and no kept member breaks the rule."""
-    households, persons = calm.seed.households, calm.seed.persons.copy()
+    households are rejected by reason, and no kept member breaks the rule."""
+    households, persons = calm.sample.households, calm.sample.persons.copy()
     persons.loc[persons["ESR"].isin([1, 2, 4]) & (persons["per_num"] > 1), "AGEP"] = 10
     spoiled = set(persons.loc[(persons["AGEP"] == 10) & persons["ESR"].isin([1, 2, 4]), "_household"])
     with TestEndpoint(seed=1, households=(households, persons)) as endpoint:
         settings = LLMSettings(base_url=endpoint.url, model="calm", max_retries=1, distinct_records=300)
-        candidates, notes, _ = llm_households(calm, np.random.default_rng(2), settings, api_key="")
-    llm = notes["llm"]
+        prior = LLMHouseholdPrior(calm, settings, api_key="")
+        candidates = prior.support(np.random.default_rng(2))
+    llm = prior.report()["llm"]
     broken = llm["rejected"].get("household: breaks a worker is 16 or older", 0)
     assert broken > 0 and llm["households_valid"] + sum(llm["rejected"].values()) == llm["households_written"]
     assert len(spoiled) > 0.2 * len(households)  # a fair share of the sample was spoiled
-    kept = candidates.seed.persons
+    kept = candidates.persons
     workers = kept["ESR"].isin([1, 2, 4])
     assert not (workers & (kept["AGEP"] < 16)).any()

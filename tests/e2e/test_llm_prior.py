@@ -21,7 +21,9 @@ from synthor_core.evaluate.holdout import compare_tables
 from synthor_core.priors.llm import LLMPrior, LLMSettings
 from synthor_core.priors.maxent import MaxEntPrior
 from synthor_core.readers.project import load_project
-from synthor_core.synthesis.loop import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
+from synthor_core.synthesis.config import SynthesisConfig
+from synthor_core.synthesis.events import IterationEvent, SynthesisResult
+from synthor_core.synthesis.loop import run_synthesis
 from synthor_testing import ROOT
 
 MARGINALS = [("age",), ("gender",), ("location",), ("category",), ("price",), ("payment",)]

@@ -26,7 +26,7 @@ SLOW_RUN = textwrap.dedent("""
     from synthor_core.priors.maxent import MaxEntPrior
     from synthor_core.runner import Runner
     from synthor_core.store import RunStore
-    from synthor_core.targets import load_project
+    from synthor_core.readers.project import load_project
 
     class SlowPrior(MaxEntPrior):  # an LLM-like prior: each plan takes a while
         def plan(self, guidance, rng):
@@ -102,7 +102,7 @@ def test_a_full_disk_mid_run_keeps_the_last_checkpoint_and_a_readable_store(tmp_
     import errno
 
     from synthor_core.readers.project import load_project
-    from synthor_core.synthesis.loop import SynthesisConfig
+    from synthor_core.synthesis.config import SynthesisConfig
 
     saves = []
     real_save = RunStore.save_checkpoint

@@ -244,6 +244,8 @@ class TestEndpoint:
                 "injection_obeyed": False,
                 "response_format": (body.get("response_format") or {}).get("type"),
                 "json_schema": (body.get("response_format") or {}).get("json_schema"),
+                "conditions": data.get("conditions"),
+                "member_condition": data.get("member_condition"),
             }
             self.log.append(entry)
             die = self.die_after is not None and number + 1 >= self.die_after

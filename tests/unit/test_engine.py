@@ -7,11 +7,13 @@ import pandas as pd
 import pytest
 
 from synthor_core.errors import PriorError
-from synthor_core.priors.base import PriorUsage, Proposal
+from synthor_core.priors.base import PriorBase, Proposal
 from synthor_core.priors.maxent import MaxEntPrior
 from synthor_core.readers.project import load_project
 from synthor_core.schema import expand_records
-from synthor_core.synthesis.loop import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
+from synthor_core.synthesis.config import SynthesisConfig
+from synthor_core.synthesis.events import IterationEvent, SynthesisResult
+from synthor_core.synthesis.loop import run_synthesis
 
 
 def _run(project, prior, config, should_stop=None, rules=()):
@@ -53,14 +55,14 @@ def test_paper_mode_follows_the_paper_protocol(small_project_dir):
     assert result.fit.mean_tvd < 0.1
 
 
-class _HalfBrokenPrior:
+class _HalfBrokenPrior(PriorBase):
     """A real prior whose realize returns, for every second record, an age outside the schema."""
 
     name = "half-broken"
 
     def __init__(self, project):
+        super().__init__()
         self.inner = MaxEntPrior(project)
-        self.usage = PriorUsage()
 
     def plan(self, guidance, rng):
         return self.inner.plan(guidance, rng) + [Proposal(conditions={"sex": "Unknown"}, count=5)]
@@ -96,9 +98,8 @@ def test_stop_request_ends_the_loop_and_keeps_what_was_built(small_project_dir):
     assert result.population["count"].sum() == 1000
 
 
-class _EmptyPrior:
+class _EmptyPrior(PriorBase):
     name = "empty"
-    usage = PriorUsage()
 
     def plan(self, guidance, rng):
         return [Proposal(conditions={}, count=10)]
@@ -149,7 +150,7 @@ def test_removals_do_not_depend_on_the_records_sort_order():
     import numpy as np
     import pandas as pd
 
-    from synthor_core.synthesis.loop import _remove
+    from synthor_core.synthesis.persons import _remove
 
     population = pd.DataFrame({"age": [18.0, 19.0, 20.0, 21.0, 22.0], "count": [1, 1, 1, 1, 1]})
     rng = np.random.default_rng(0)

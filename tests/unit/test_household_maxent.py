@@ -9,15 +9,13 @@ import numpy as np
 import pytest
 
 from synthor_core.errors import TargetValidationError
-from synthor_core.priors.households import _category_masses, _draw_in, column_categories
+from synthor_core.expressions import compile_condition
+from synthor_core.priors.households import HouseholdMaxEnt, _category_masses, _draw_in, column_categories
 from synthor_core.readers.populationsim import load_populationsim
-from synthor_core.synthesis.households import (
-    HouseholdConfig,
-    HouseholdResult,
-    candidate_households,
-    synthesize_households,
-)
-from synthor_core.units import Derivation, infer_derivations
+from synthor_core.synthesis.config import SynthesisConfig
+from synthor_core.synthesis.partitions import PriorSpec, synthesize_households
+from synthor_core.units import HOUSEHOLD_ROW, Derivation, infer_derivations
+from synthor_testing import run_households
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "populationsim"
 needs_examples = pytest.mark.skipif(
@@ -74,46 +72,49 @@ def test_category_masses_meet_partitioning_controls_and_leave_the_rest_to_the_ot
 @needs_examples
 def test_derivations_of_calm_are_found_in_its_sample():
     project = load_populationsim(EXAMPLES / "example_calm")
-    assert project.derived == (
-        Derivation("NP", "size"),
-        Derivation("AGEHOH", "first", source="AGEP"),
-        Derivation("NWESR", "count", expression="persons.ESR.isin([1, 2, 4])"),
-    )
+    workers = compile_condition("persons.ESR.isin([1, 2, 4])", "persons", project.sample.persons.columns, "NWESR")
+    assert [(d.column, d.how, d.expression, d.source) for d in project.derived] == [
+        ("NP", "size", None, None),
+        ("AGEHOH", "first", None, "AGEP"),
+        ("NWESR", "count", workers.expression, None),
+    ]
+    assert project.derived[0] == Derivation("NP", "size")
     # example_test's persons were made up: its NP is not the number of listed members
-    assert infer_derivations(load_populationsim(EXAMPLES / "example_test").seed, ["NP", "HTYPE"]) == []
+    assert infer_derivations(load_populationsim(EXAMPLES / "example_test").sample, ["NP", "HTYPE"]) == []
 
 
 @needs_examples
 def test_maxent_candidates_agree_with_their_members_and_copy_no_sample_value():
     project = load_populationsim(EXAMPLES / "example_calm")
-    candidates, notes = candidate_households(project, HouseholdConfig(seed=2, prior="maxent"))
-    hh, persons = candidates.seed.households, candidates.seed.persons
-    assert notes["candidates"] == len(hh) == 3000  # 2,000 from the joint + 5 % for each of 10 person categories
-    members = np.bincount(persons["_household"], minlength=len(hh))
+    candidates = HouseholdMaxEnt(project).support(np.random.default_rng(2))
+    hh, persons = candidates.households, candidates.persons
+    assert len(hh) == 3000  # 2,000 from the joint + 5 % for each of 10 person categories
+    members = np.bincount(persons[HOUSEHOLD_ROW], minlength=len(hh))
     assert (members == hh["NP"].to_numpy()).all() and members.min() >= 1
-    head = persons[persons["per_num"] == 1].set_index("_household")["AGEP"]
+    head = persons[persons["per_num"] == 1].set_index(HOUSEHOLD_ROW)["AGEP"]
     assert (head.reindex(range(len(hh))).to_numpy() == hh["AGEHOH"].to_numpy()).all()
-    workers = np.bincount(persons["_household"], weights=persons["ESR"].isin([1, 2, 4]), minlength=len(hh))
+    workers = np.bincount(persons[HOUSEHOLD_ROW], weights=persons["ESR"].isin([1, 2, 4]), minlength=len(hh))
     assert (workers == hh["NWESR"].to_numpy()).all()
     assert (hh["NWESR"] <= hh["NP"]).all()
-    assert not np.isin(hh["HHINCADJ"].to_numpy(), project.seed.households["HHINCADJ"].to_numpy()).any()
+    assert not np.isin(hh["HHINCADJ"].to_numpy(), project.sample.households["HHINCADJ"].to_numpy()).any()
     # the same seed gives the same candidates
-    again, _ = candidate_households(project, HouseholdConfig(seed=2, prior="maxent"))
-    assert again.seed.households.equals(hh) and again.seed.persons.equals(persons)
+    again = HouseholdMaxEnt(project).support(np.random.default_rng(2))
+    assert again.households.equals(hh) and again.persons.equals(persons)
 
 
 @needs_examples
-def test_maxent_fits_example_test_and_refuses_a_control_on_two_columns():
+def test_maxent_fits_example_test_and_refuses_a_control_on_two_columns(tmp_path):
     project = load_populationsim(EXAMPLES / "example_test")
-    config = HouseholdConfig(seed=1, prior="maxent")
-    candidates, _ = candidate_households(project, config)
-    result = [e for e in synthesize_households(candidates, config) if isinstance(e, HouseholdResult)][0]
-    assert result.total_households == 1500
+    report, result, _, _ = run_households(project, "maxent", 1, tmp_path / "out")
+    assert result.households == 1500
     assert result.fit["pct_rmse"].max() < 1.0
-    two = replace(project.controls[1], columns=("NP", "HTYPE"))
+    two_columns = compile_condition(
+        "(households.NP == 1) & (households.HTYPE == 1)", "households", project.sample.households.columns, "hh_size_1"
+    )
+    two = replace(project.controls[1], condition=two_columns)
     broken = replace(project, controls=[project.controls[0], two, *project.controls[2:]])
     with pytest.raises(TargetValidationError, match='control "hh_size_1" reads NP, HTYPE'):
-        candidate_households(broken, config)
+        HouseholdMaxEnt(broken)
 
 
 def _example_without(tmp_path, example: str, id_column: str, drop) -> Path:
@@ -136,14 +137,9 @@ def _example_without(tmp_path, example: str, id_column: str, drop) -> Path:
 
 
 def _run_seed(root):
-    from synthor_core.export import expand_households
-
     project = load_populationsim(root)
-    config = HouseholdConfig(seed=1, prior="seed")
-    candidates, notes = candidate_households(project, config)
-    result = [e for e in synthesize_households(candidates, config) if isinstance(e, HouseholdResult)][0]
-    households, _ = expand_households(candidates, result)
-    return project, notes, result, households
+    report, result, households, _ = run_households(project, "seed", 1, root / "out")
+    return project, report, result, households
 
 
 @needs_examples
@@ -151,27 +147,31 @@ def test_the_seed_prior_fills_a_household_size_its_sample_lacks_from_maxent(tmp_
     # CALM's sample without its 4+ person households: PopulationSim could not place any of the 12,660 such
     # households its controls ask for
     root = _example_without(tmp_path, "example_calm", "hhnum", lambda h: h["NP"].astype(float) >= 4)
-    project, notes, result, households = _run_seed(root)
+    project, report, result, households = _run_seed(root)
     assert any("hh_size_4_plus" in w for w in project.warnings)  # the sample alone cannot reach it
-    filled = notes["filled_from_maxent"]
-    assert filled["unreached_controls"] == ["hh_size_4_plus"] and filled["seed_zones_without_sample"] == []
+    assert report["fallback"]["support"] > 0  # maxent candidates for the control no sample household meets
     fit = result.fit.set_index("control")
     assert fit.loc["hh_size_4_plus", "synthetic_total"] == fit.loc["hh_size_4_plus", "control_total"] == 12_660
     assert fit.loc[[f"hh_size_{k}" for k in ("1", "2", "3", "4_plus")], "pct_rmse"].max() < 0.5
     big = households["NP"] >= 4
     assert big.sum() == 12_660
-    assert (households.loc[big, "prior"] == "maxent").all() and (households.loc[~big, "prior"] == "seed").all()
+    assert (households.loc[big, "prior"] == "maxent").all()
+    # the loop's proposals add maxent households where zones are worst off; the sample's stay the great majority
+    assert (households.loc[~big, "prior"] == "seed").mean() > 0.95
+    assert report["households_by_prior"] == households["prior"].value_counts().sort_index().to_dict()
 
 
 @needs_examples
 def test_the_seed_prior_fills_a_seed_zone_without_sample_from_maxent(tmp_path):
     root = _example_without(tmp_path, "example_test", "SERIALNO", lambda h: h["PUMA"] == "601")
-    project, notes, result, households = _run_seed(root)
-    assert notes["filled_from_maxent"]["seed_zones_without_sample"] == [601]
+    project, report, result, households = _run_seed(root)
+    assert report["fallback"]["support"] >= 1000  # a whole block of maxent candidates for PUMA 601
     assert result.total_households == 1500
     in_601 = households["PUMA"] == 601
     assert in_601.any() and (households.loc[in_601, "prior"] == "maxent").all()
-    assert (households.loc[~in_601, "prior"] == "seed").all()
+    # example_test's sample is ten households a PUMA: maxent's candidates made for the zones worst off take a share
+    # elsewhere too, counted in the report
+    assert report["households_by_prior"] == households["prior"].value_counts().sort_index().to_dict()
     assert result.fit.set_index("control")["pct_rmse"]["num_hh"] == 0.0
 
 
@@ -184,24 +184,25 @@ def test_fractional_cut_points_on_a_whole_number_column_still_give_categories():
 
 
 @needs_examples
-def test_maxent_serves_a_total_control_on_a_household_column_and_person_controls_that_are_all_zero():
+def test_maxent_serves_a_total_control_on_a_household_column_and_person_controls_that_are_all_zero(tmp_path):
     project = load_populationsim(EXAMPLES / "example_test")
-    config = HouseholdConfig(seed=1, prior="maxent")
+    households, persons = project.sample.households.columns, project.sample.persons.columns
     controls = list(project.controls)
     total = next(i for i, c in enumerate(controls) if c.name == project.total_control)
-    controls[total] = replace(controls[total], expression="households.NP > 0", columns=("NP",))
+    controls[total] = replace(
+        controls[total], condition=compile_condition("households.NP > 0", "households", households, "t")
+    )
     # two person controls covering every occupation code, both 0: no category is left for the persons
     occupations = [i for i, c in enumerate(controls) if c.name.startswith("persons_occ")]
-    controls[occupations[0]] = replace(
-        controls[occupations[0]], expression="persons.OCCP < 2", totals=np.zeros_like(controls[occupations[0]].totals)
-    )
-    controls[occupations[1]] = replace(
-        controls[occupations[1]], expression="persons.OCCP >= 2", totals=np.zeros_like(controls[occupations[1]].totals)
-    )
+    for k, text in ((0, "persons.OCCP < 2"), (1, "persons.OCCP >= 2")):
+        c = controls[occupations[k]]
+        controls[occupations[k]] = replace(
+            c, condition=compile_condition(text, "persons", persons, c.name), totals=np.zeros_like(c.totals)
+        )
     controls = [c for i, c in enumerate(controls) if i != occupations[2]]
-    candidates, _ = candidate_households(replace(project, controls=controls), config)
-    assert (candidates.seed.households["NP"] >= 1).all()
-    result = [e for e in synthesize_households(candidates, config) if isinstance(e, HouseholdResult)][0]
+    changed = replace(project, controls=controls)
+    assert (HouseholdMaxEnt(changed).support(np.random.default_rng(1)).households["NP"] >= 1).all()
+    _, result, _, _ = run_households(changed, "maxent", 1, tmp_path / "out")
     assert result.total_households == 1500
     assert result.fit.set_index("control").loc["num_hh", "pct_rmse"] == 0.0
 
@@ -217,12 +218,11 @@ def test_the_fill_looks_at_each_seed_zone_own_sample(tmp_path):
         "SERIALNO",
         lambda h: (h["PUMA"] == "600") & (pd.to_numeric(h["NP"], errors="coerce") >= 4),
     )
-    project, notes, result, households = _run_seed(root)
-    assert notes["filled_from_maxent"]["unreached_in"] == {"hh_size_4_plus": [600]}
+    project, report, result, households = _run_seed(root)
     in_600 = households[households["PUMA"] == 600]
     big = in_600["NP"] >= 4
     assert big.sum() > 0 and (in_600.loc[big, "prior"] == "maxent").all()
-    assert (households.loc[households["PUMA"] != 600, "prior"] == "seed").all()
+    assert report["fallback"]["support"] > 0
 
 
 @needs_examples
@@ -236,16 +236,17 @@ def test_a_control_file_asking_for_too_many_households_is_refused():
         match="the control of households per zone asks for 15,000,000,000 "
         "households; one run places at most 50,000,000",
     ):
-        candidate_households(replace(project, controls=huge), HouseholdConfig(seed=1))
+        next(synthesize_households(replace(project, controls=huge), PriorSpec("seed"), SynthesisConfig(seed=1)))
 
 
 @needs_examples
-def test_an_upper_level_control_no_sample_household_meets_is_filled_in_every_seed_zone():
+def test_an_upper_level_control_no_sample_household_meets_is_filled_in_every_seed_zone(tmp_path):
     project = load_populationsim(EXAMPLES / "example_test")
     i = next(k for k, c in enumerate(project.controls) if c.name == "persons_occ_2")  # DISTRICT level
     unmet = list(project.controls)
-    unmet[i] = replace(unmet[i], incidence=np.zeros_like(unmet[i].incidence))
-    _, notes = candidate_households(replace(project, controls=unmet), HouseholdConfig(seed=1))
-    filled = notes["filled_from_maxent"]
-    assert filled["unreached_controls"] == ["persons_occ_2"]
-    assert filled["unreached_in"]["persons_occ_2"] == [600, 601, 602, 603, 604, 605] and filled["candidates"] > 0
+    never = compile_condition("persons.OCCP == -7", "persons", project.sample.persons.columns, "persons_occ_2")
+    unmet[i] = replace(unmet[i], condition=never)
+    report, result, households, persons = run_households(replace(project, controls=unmet), "seed", 1, tmp_path / "o")
+    per_partition = report["fallback"]["support"]
+    assert per_partition >= 6  # maxent candidates meeting it in each of the six PUMAs with households
+    assert set(households.loc[households["prior"] == "maxent", "PUMA"]) <= {600, 601, 602, 603, 604, 605}

@@ -19,7 +19,9 @@ from synthor_core.priors import llm
 from synthor_core.priors.base import Guidance
 from synthor_core.priors.llm import LLMPrior, LLMSettings
 from synthor_core.readers.project import load_project
-from synthor_core.synthesis.loop import IterationEvent, SynthesisConfig, SynthesisResult, run_synthesis
+from synthor_core.synthesis.config import SynthesisConfig
+from synthor_core.synthesis.events import IterationEvent, SynthesisResult
+from synthor_core.synthesis.loop import run_synthesis
 from synthor_testing import ROOT
 
 N = 1000  # the small project's population size

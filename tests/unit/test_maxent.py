@@ -217,7 +217,9 @@ def test_smooth_values_inside_six_coarse_bins_are_closer_to_real_ones_than_unifo
     from llm_endpoint.network import GROUPS, quantile_edges, sample_network, write_ecommerce_project
     from synthor_core.priors.maxent import MaxEntPrior
     from synthor_core.schema import expand_records
-    from synthor_core.synthesis.loop import SynthesisConfig, SynthesisResult, run_synthesis
+    from synthor_core.synthesis.config import SynthesisConfig
+    from synthor_core.synthesis.events import SynthesisResult
+    from synthor_core.synthesis.loop import run_synthesis
 
     smooth_w1 = []
     for seed in (1, 2, 3):

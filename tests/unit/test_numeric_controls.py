@@ -10,7 +10,9 @@ from synthor_core.priors.base import Proposal
 from synthor_core.priors.maxent import MaxEntPrior
 from synthor_core.readers.project import load_project
 from synthor_core.schema import expand_records
-from synthor_core.synthesis.loop import SynthesisConfig, SynthesisResult, run_synthesis
+from synthor_core.synthesis.config import SynthesisConfig
+from synthor_core.synthesis.events import SynthesisResult
+from synthor_core.synthesis.loop import run_synthesis
 from synthor_testing import SMALL_FILES, SMALL_TOML, write_project
 
 MEAN_AGE = """

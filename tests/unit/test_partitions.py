@@ -1,4 +1,5 @@
-"""Partitioned household runs (issue #12): split controls over partitions, same bytes for any way of running."""
+"""Partitioned household runs (issue #12, #20): split controls over partitions, each partition's loop, outcomes in
+partition order, the same outcome whichever way partitions run."""
 
 from __future__ import annotations
 
@@ -10,28 +11,35 @@ import pytest
 
 from synthor_core.errors import TargetValidationError
 from synthor_core.readers.populationsim import load_populationsim
-from synthor_core.synthesis.households import (
-    HouseholdConfig,
-    HouseholdResult,
-    candidate_households,
+from synthor_core.synthesis.config import SynthesisConfig
+from synthor_core.synthesis.events import HouseholdIteration, HouseholdResult, PartitionOutcome
+from synthor_core.synthesis.partitions import (
+    PriorSpec,
+    in_order,
+    partition_tasks,
+    run_partition,
     synthesize_households,
 )
-from synthor_core.synthesis.partitions import merge_outcomes, partition_tasks, run_partition, synthesize_partitioned
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "populationsim"
 pytestmark = pytest.mark.skipif(not (EXAMPLES / "example_test").is_dir(), reason="shared/data/populationsim absent")
 
 
 @pytest.fixture(scope="module")
-def candidates():
-    project = load_populationsim(EXAMPLES / "example_test")  # DISTRICT 3 > PUMA 7 > TRACT 13 > TAZ 37
-    config = HouseholdConfig(seed=3)
-    return candidate_households(project, config)[0], config
+def project():
+    return load_populationsim(EXAMPLES / "example_test")  # DISTRICT 3 > PUMA 7 > TRACT 13 > TAZ 37
 
 
-def test_one_task_per_seed_zone_with_households_and_upper_controls_split_exactly(candidates):
-    project, config = candidates
-    tasks = partition_tasks(project, config)
+CONFIG = SynthesisConfig(seed=3)
+SEED = PriorSpec("seed")
+
+
+def _outcome(task) -> PartitionOutcome:
+    return [e for e in run_partition(task) if isinstance(e, PartitionOutcome)][0]
+
+
+def test_one_task_per_seed_zone_with_households_and_upper_controls_split_exactly(project):
+    tasks = partition_tasks(project, CONFIG, SEED)
     assert [t.name for t in tasks] == [f"PUMA={p}" for p in (600, 601, 602, 603, 604, 605)]  # 606 has no zone
     assert np.concatenate([t.zones for t in tasks]).tolist() == sorted(np.concatenate([t.zones for t in tasks]))
     covered = np.concatenate([t.zones for t in tasks])
@@ -52,58 +60,56 @@ def test_one_task_per_seed_zone_with_households_and_upper_controls_split_exactly
                 np.testing.assert_array_equal(t.project.controls[i].totals, control.totals[groups])
 
 
-def test_a_partition_level_below_the_seed_level_is_refused(candidates):
-    project, config = candidates
+def test_a_partition_level_below_the_seed_level_is_refused(project):
     with pytest.raises(
         TargetValidationError, match="the partition level must be the seed level PUMA or one above it, got 'TRACT'"
     ):
-        partition_tasks(project, config, "TRACT")
-    assert [t.name for t in partition_tasks(project, config, "DISTRICT")] == ["DISTRICT=1", "DISTRICT=2", "DISTRICT=3"]
+        partition_tasks(project, CONFIG, SEED, "TRACT")
+    assert [t.name for t in partition_tasks(project, CONFIG, SEED, "DISTRICT")] == [
+        "DISTRICT=1",
+        "DISTRICT=2",
+        "DISTRICT=3",
+    ]
 
 
-def test_a_failing_partition_names_itself_and_the_others_are_kept(candidates):
-    project, config = candidates
-    tasks = partition_tasks(project, config)
-    broken = tasks[2].project.controls[1]
+def test_a_failing_partition_names_itself_and_the_others_are_kept(project):
+    tasks = partition_tasks(project, CONFIG, SEED)
+    broken = replace(tasks[2].project.controls[1], totals=np.zeros(1))  # a TAZ control with one total for many TAZ
     tasks[2] = replace(
         tasks[2],
         project=replace(
             tasks[2].project,
-            controls=[
-                *tasks[2].project.controls[:1],
-                replace(broken, incidence=broken.incidence[:-1]),
-                *tasks[2].project.controls[2:],
-            ],
+            controls=[*tasks[2].project.controls[:1], broken, *tasks[2].project.controls[2:]],
         ),
     )
-    outcomes = [run_partition(t) for t in tasks]
+    outcomes = [_outcome(t) for t in tasks]
     assert outcomes[2].error is not None and outcomes[2].name == "PUMA=602"
-    assert outcomes[2].error.startswith("ValueError")
-    result, ordered = merge_outcomes(project, reversed(outcomes))
+    assert outcomes[2].error.startswith("IndexError")
+    ordered = [e for e in in_order(reversed(outcomes))]
     assert [o.name for o in ordered] == [t.name for t in tasks]
-    placed = result.households.groupby("zone")["count"].sum()
-    assert not set(tasks[2].zones) & set(placed.index)
-    assert placed.sum() == sum(int(o.households["count"].sum()) for o in outcomes if o.error is None) > 0
+    placed = np.concatenate([o.households["zone"].to_numpy() for o in outcomes if o.error is None])
+    assert not set(tasks[2].zones) & set(placed)
+    assert sum(o.placed for o in outcomes) > 0
 
 
-def test_one_partition_is_the_whole_run_with_the_partition_generator(candidates):
-    project, config = candidates
-    merged, _ = synthesize_partitioned(project, config, level="DISTRICT")
-    assert merged.total_households == 1500
-    task = partition_tasks(project, config, "DISTRICT")[0]
-    alone = [
-        e
-        for e in synthesize_households(task.project, config, rng=np.random.default_rng([config.seed, 2, task.position]))
-        if isinstance(e, HouseholdResult)
-    ][0]
-    mine = merged.households[np.isin(merged.households["zone"], task.zones)]
-    assert int(mine["count"].sum()) == alone.total_households
-    assert mine["seed_row"].tolist() == task.seed_rows[alone.households["seed_row"]].tolist()
+def test_one_partition_is_the_whole_run_and_its_iterations_come_as_they_go(project):
+    events = list(synthesize_households(project, SEED, CONFIG, level="DISTRICT"))
+    result = events[-1]
+    assert isinstance(result, HouseholdResult) and result.households == 1500
+    iterations = [e for e in events if isinstance(e, HouseholdIteration)]
+    outcomes = [e for e in events if isinstance(e, PartitionOutcome)]
+    assert [o.name for o in outcomes] == ["DISTRICT=1", "DISTRICT=2", "DISTRICT=3"]
+    # each partition's iterations come before its outcome, in this process
+    first = events.index(outcomes[0])
+    assert all(e.partition == "DISTRICT=1" for e in events[:first] if isinstance(e, HouseholdIteration))
+    assert len(result.iterations) == len(iterations) and iterations[0].sweeps == CONFIG.sweeps_per_iteration
+    task = partition_tasks(project, CONFIG, SEED, "DISTRICT")[0]
+    alone = _outcome(task)
+    assert alone.households.equals(outcomes[0].households)
 
 
-def test_upper_totals_are_split_into_whole_households_that_add_up(candidates):
-    project, config = candidates
-    tasks = partition_tasks(project, config)
+def test_upper_totals_are_split_into_whole_households_that_add_up(project):
+    tasks = partition_tasks(project, CONFIG, SEED)
     for i, control in enumerate(project.controls):
         if control.level != "DISTRICT":
             continue
@@ -117,27 +123,22 @@ def test_upper_totals_are_split_into_whole_households_that_add_up(candidates):
         assert parts == {d: expected[d] for d in parts}
 
 
-def test_a_partition_without_candidates_fails_by_name_and_an_unreachable_scheduler_is_an_error(candidates, monkeypatch):
+def test_a_partition_without_candidates_fails_by_name_and_an_unreachable_scheduler_is_an_error(project, monkeypatch):
     from synthor_core import defaults
     from synthor_core.errors import SchedulerError
     from synthor_core.synthesis.partitions import run_partitions
 
-    project, config = candidates
-    tasks = partition_tasks(project, config)
-    empty = tasks[0].project.seed
+    tasks = partition_tasks(project, SynthesisConfig(seed=3, fallback=False), SEED)
+    empty = tasks[0].project.sample
     hollow = replace(
         tasks[0],
         project=replace(
-            tasks[0].project, seed=replace(empty, households=empty.households.iloc[:0], persons=empty.persons.iloc[:0])
+            tasks[0].project,
+            sample=replace(empty, households=empty.households.iloc[:0], persons=empty.persons.iloc[:0]),
         ),
     )
-    outcome = run_partition(hollow)
-    assert outcome.error == (
-        "ValueError: no candidate household lies in this partition (its seed zones have no "
-        "sample household and maxent could not fill them)"
-    )
-    merged, _ = merge_outcomes(project, [outcome])
-    assert (merged.balance.converged, merged.balance.stop) == (False, "every partition failed")
+    outcome = _outcome(hollow)
+    assert outcome.error == 'PriorError: the prior "seed" gave no candidate household for PUMA=600'
     monkeypatch.setattr(defaults, "DASK_CONNECT_TIMEOUT_S", 2)
     with pytest.raises(SchedulerError, match="the Dask scheduler tcp://127.0.0.1:9 cannot be reached"):
         list(run_partitions(tasks[:1], scheduler="tcp://127.0.0.1:9"))

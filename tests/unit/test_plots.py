@@ -29,7 +29,7 @@ def test_the_convergence_chart_has_one_plain_tick_per_power_of_ten():
 
 
 def test_the_convergence_chart_names_the_worst_tables_groups_the_rest_and_marks_the_final_fit():
-    from synthor_core.synthesis.loop import IterationEvent
+    from synthor_core.synthesis.events import IterationEvent
 
     tables = {f"t{i}": 0.01 * (i + 1) for i in range(8)}
     events = [

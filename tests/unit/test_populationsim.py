@@ -13,6 +13,7 @@ import pytest
 from synthor_core.errors import RuleError, TargetValidationError
 from synthor_core.expressions import compile_condition
 from synthor_core.geography import build_geography
+from synthor_core.priors.sample import sample_candidates
 from synthor_core.readers.populationsim import load_populationsim
 from synthor_core.units import derive_from_members
 
@@ -57,11 +58,11 @@ def test_example_test_reads_with_every_geography_level(configs, data, levels, zo
     assert project.households_per_zone().sum() == 1500
     occ = next(c for c in project.controls if c.name == "persons_occ_1")
     # person control: incidence = members of each household with OCCP == 1
-    persons = project.seed.persons
+    persons = project.sample.persons
     expected = np.bincount(
-        persons["_household"], weights=(persons["OCCP"] == 1).astype(float), minlength=len(project.seed.households)
+        persons["_household"], weights=(persons["OCCP"] == 1).astype(float), minlength=len(project.sample.households)
     )
-    np.testing.assert_array_equal(occ.incidence, expected)
+    np.testing.assert_array_equal(occ.incidence(sample_candidates(project)), expected)
 
 
 @needs_examples
@@ -170,7 +171,7 @@ def test_seed_expressions_outside_the_whitelist(expression, message):
 def test_household_variables_derived_from_members_agree_with_the_calm_seed():
     """Size, workers and the head's age computed from the members equal PUMS's own NP, NWESR and AGEHOH."""
     project = load_populationsim(EXAMPLES / "example_calm")
-    households, persons = project.seed.households, project.seed.persons
+    households, persons = project.sample.households, project.sample.persons
     n = len(households)
     np.testing.assert_array_equal(derive_from_members(persons, n, how="size"), households["NP"])
     head_age = derive_from_members(persons, n, how="first", column="AGEP", order="per_num")

@@ -14,7 +14,7 @@ from synthor_core.errors import SynthorError
 from synthor_core.readers.project import load_project
 from synthor_core.runner import Runner
 from synthor_core.store import RunStore
-from synthor_core.synthesis.loop import SynthesisConfig
+from synthor_core.synthesis.config import SynthesisConfig
 
 
 def test_a_run_is_recorded_and_exported(tmp_path, small_project_dir):
@@ -67,7 +67,7 @@ def test_a_store_from_a_newer_version_is_refused_with_a_reason(tmp_path):
     con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     con.close()
     with pytest.raises(
-        SynthorError, match="was written by a newer Synthor \\(store version 99, this version reads up to 2\\)"
+        SynthorError, match="was written by a newer Synthor \\(store version 99, this version reads up to 3\\)"
     ):
         RunStore(path)
     with RunStore(tmp_path / "other.duckdb") as store:  # a store from this version reopens

@@ -269,7 +269,9 @@ def test_a_damaged_workbook_is_named(tmp_path):
 def test_a_variable_may_be_named_like_the_aggregation_s_own_columns(tmp_path):
     """A variable named ``cell`` (or t, n) once failed in DuckDB's binder."""
     from synthor_core.priors.maxent import MaxEntPrior
-    from synthor_core.synthesis.loop import SynthesisConfig, SynthesisResult, run_synthesis
+    from synthor_core.synthesis.config import SynthesisConfig
+    from synthor_core.synthesis.events import SynthesisResult
+    from synthor_core.synthesis.loop import run_synthesis
 
     toml = SMALL_TOML.replace("employed", "cell")
     files = {k.replace("employed", "cell"): v.replace("employed", "cell") for k, v in SMALL_FILES.items()}
