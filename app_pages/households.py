@@ -236,7 +236,8 @@ if run_id is None:
     st.stop()
 
 
-@st.fragment(run_every=1.0)
+# polled while the run goes on; a finished run is drawn once (a fragment rerun would drop the downloads' files)
+@st.fragment(run_every=1.0 if running else None)
 def show_run() -> None:
     """Progress, Stop and the gap shrinking per control group, redrawn from the runner's snapshot."""
     live = run_id in runner.run_ids()

@@ -285,6 +285,8 @@ def _single_column(project: HouseholdProject) -> tuple[dict[tuple[str, str], lis
     by_column: dict[tuple[str, str], list[int]] = {}
     problems = []
     for i, c in enumerate(project.controls):
+        if c.total_of is not None:
+            continue  # a numeric control cuts no category: calibration fits it on the candidates' values
         columns = c.columns
         if len(columns) != 1:
             problems.append(
@@ -307,11 +309,6 @@ def _layout(project: HouseholdProject) -> _Layout:
     counts over several person columns, or the household joint would exceed ``HOUSEHOLD_MAXENT_MAX_CELLS``."""
     sample = project.sample
     by_column, problems = _single_column(project)
-    problems += [
-        Problem("controls", f'the maxent prior cannot build households for the numeric control "{c.name}"')
-        for c in project.controls
-        if c.total_of is not None
-    ]
     if problems:
         raise TargetValidationError(problems)
     household_columns = [col for (unit, col) in by_column if unit == HOUSEHOLDS]
@@ -617,7 +614,7 @@ def _persons_per_household(project: HouseholdProject, totals: list[float], house
     """Persons per household implied by the person controls (largest sum over one column), at least 1."""
     by_column: dict[str, float] = {}
     for i, c in enumerate(project.controls):
-        if c.unit == PERSONS and len(c.columns) == 1:
+        if c.unit == PERSONS and len(c.columns) == 1 and c.total_of is None:
             by_column[c.columns[0]] = by_column.get(c.columns[0], 0.0) + float(totals[i])
     return max([1.0] + [v / max(households_here, 1e-9) for v in by_column.values()])
 

@@ -121,13 +121,13 @@ def read_control(
     Control, or None after adding its problems.
     """
     frame = sample.households if entry.unit == HOUSEHOLDS else sample.persons
+    if entry.total_of is not None and entry.total_of not in frame.columns:
+        problems.append(locate("total_of", f"expected a column of the {entry.unit} sample, got {entry.total_of!r}"))
+        return None
     try:
         condition = compile_condition(entry.expression, entry.unit, frame.columns, entry.name)
     except RuleError as exc:
         problems.append(locate("expression", str(exc)))
-        return None
-    if entry.total_of is not None and entry.total_of not in frame.columns:
-        problems.append(locate("total_of", f"expected a column of the {entry.unit} sample, got {entry.total_of!r}"))
         return None
     if table is None:
         return None

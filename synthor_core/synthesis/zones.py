@@ -70,6 +70,9 @@ class _Pool:
         self.master = next(i for i, c in enumerate(self.controls) if c.name == project.total_control)
         self.candidates = empty_candidates(project.sample.household_id)
         self.incidence = np.zeros((0, len(self.controls)))
+        # a numeric control (total income) is balanced in units of its mean counted value, so that its incidence is
+        # about 1 as a count's is (gamma ** 60,000 would underflow); totals and synthetic in its own unit outside
+        self.scale = np.ones(len(self.controls))
         self.targeted: list[npt.NDArray[np.int64] | None] = []  # per candidate: the zones it was made for, or None
         self.blocks: dict[int, _Block] = {}
         self.next_id = 1
@@ -99,7 +102,13 @@ class _Pool:
         candidates = replace(candidates, households=households)
         first = len(self.candidates)
         self.candidates = self.candidates.concat(candidates)
-        self.incidence = np.vstack([self.incidence, incidence_matrix(self.controls, candidates)])
+        new = incidence_matrix(self.controls, candidates)
+        if first == 0:
+            for i, c in enumerate(self.controls):
+                counted = new[:, i][new[:, i] > 0]
+                if c.total_of is not None and counted.size:
+                    self.scale[i] = float(counted.mean())
+        self.incidence = np.vstack([self.incidence, new])
         self.targeted += targeted
         for b in np.unique(candidates.block):
             self._regroup(int(b), np.arange(first, len(self.candidates))[candidates.block == b])
@@ -128,7 +137,7 @@ class _Pool:
         zones = np.flatnonzero((self.block_of_zone == b) & (self.per_zone > 0))
         old = self.blocks.get(b)
         rows = new_rows if old is None else np.concatenate([old.rows, new_rows])
-        signatures, group = np.unique(self.incidence[rows], axis=0, return_inverse=True)
+        signatures, group = np.unique(self.incidence[rows] / self.scale, axis=0, return_inverse=True)
         group = group.reshape(-1)
         initial = self._initial(rows, group, len(signatures), zones)
         weights = initial.copy()
@@ -177,12 +186,16 @@ class _Pool:
             [blk.weights for blk in blocks],
             [blk.zones for blk in blocks],
             self.zone_groups,
-            [c.totals for c in self.controls],
+            self.totals(),
             [c.importance for c in self.controls],
             master=self.master,
             caps=caps,
             state=state,
         )
+
+    def totals(self) -> list[npt.NDArray[np.float64]]:
+        """Every control's totals in balancing units (a numeric control's divided by its scale)."""
+        return [c.totals / s for c, s in zip(self.controls, self.scale)]
 
     def take_weights(self, balance: BalanceResult) -> None:
         """Keep the balanced weights (one array per block, in block order)."""
@@ -193,7 +206,7 @@ class _Pool:
         """Every control's weighted total in every zone of its level."""
         out = {c.name: np.zeros(c.totals.size) for c in self.controls}
         for blk in self.blocks.values():
-            contribution = blk.signatures.T @ blk.weights  # (controls, zones of block)
+            contribution = (blk.signatures.T @ blk.weights) * self.scale[:, None]  # (controls, zones of block)
             for i, c in enumerate(self.controls):
                 out[c.name] += np.bincount(
                     self.zone_groups[i, blk.zones], weights=contribution[i], minlength=c.totals.size
@@ -472,7 +485,9 @@ def synthesize_zones(
             # a control over the whole partition (a REGION total) is balancing's to meet, not a zone's to reach
             levels = project.geography.levels
             depth = levels.index(project.sample.seed_level)
-            skip = {project.total_control} | {c.name for c in pool.controls if levels.index(c.level) < depth}
+            skip = {project.total_control} | {
+                c.name for c in pool.controls if levels.index(c.level) < depth or c.total_of is not None
+            }
             under, _ = zone_gaps(pool.controls, project.geography, synthetic, config.top_k, skip=skip)
             targets = [pool.target(g) for g in under if g.count_gap >= defaults.HOUSEHOLD_PROPOSAL_MIN_GAP]
             guidance = HouseholdGuidance(iteration, int(pool.per_zone.sum()), targets, max_proposals)
@@ -502,7 +517,8 @@ def _integerize(pool: _Pool, rng: np.random.Generator, stop: Callable[[], bool])
     lowest = geography.lowest
     importance = np.array([c.importance for c in controls])
     upper = [i for i, c in enumerate(controls) if c.level != lowest]
-    remaining_target = {i: controls[i].totals.astype(np.float64).copy() for i in upper}
+    totals = pool.totals()  # balancing units, as the signatures
+    remaining_target = {i: totals[i].astype(np.float64).copy() for i in upper}
     remaining_relaxed = {i: np.zeros(controls[i].totals.size) for i in upper}
     blocks = [pool.blocks[b] for b in sorted(pool.blocks)]
     contributions = []
@@ -525,7 +541,7 @@ def _integerize(pool: _Pool, rng: np.random.Generator, stop: Callable[[], bool])
             for i, c in enumerate(controls):
                 g = pool.zone_groups[i, zone]
                 if c.level == lowest:
-                    targets[i] = c.totals[g]
+                    targets[i] = totals[i][g]
                 else:
                     left = remaining_relaxed[i][g]
                     targets[i] = remaining_target[i][g] * (contribution[i, k] / left) if left > 1e-12 else 0.0
