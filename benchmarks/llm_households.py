@@ -6,8 +6,8 @@ request's conditions, with their members (a stand-in for a model that knows the 
 random instances of the JSON schema and a quarter of its calls failing in seven ways.
 
 Part 1, cost against N: every control total scaled so that about 10^4, 10^5 and 10^6 households are placed; the
-LLM's candidate households are written once per run (``LLMSettings.distinct_records`` households, cell by cell),
-so calls and tokens do not follow N.
+LLM writes at most ``LLMSettings.distinct_records`` households in a run (typical households first, then households
+for the control-zone pairs worst off, iteration by iteration), so calls and tokens do not follow N.
 
 Part 2, CALM as it is (62,041 households), one full run per prior (``python -m synthor_core run``): worst %RMSE
 per control group next to PopulationSim 0.10.0's own (shared/data/populationsim/README.md), the households the
@@ -36,9 +36,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from llm_endpoint.server import TestEndpoint  # noqa: E402
 from synthor_core.priors.llm import LLMSettings  # noqa: E402
-from synthor_core.priors.llm_households import llm_households  # noqa: E402
 from synthor_core.readers.households import load_household_project  # noqa: E402
 from synthor_testing import POPULATIONSIM_CALM_WORST_PCT_RMSE as POPULATIONSIM  # noqa: E402
+from synthor_testing import run_households  # noqa: E402
 
 CALM = ROOT / "examples" / "calm"
 FAULTS = ("rate_limit", "server_error", "connection", "malformed_json", "truncated", "empty", "refusal")
@@ -60,8 +60,9 @@ def cost_against_n(project) -> None:
         placed = int(target.households_per_zone().sum())
         with TestEndpoint(seed=1, households=(seed.households, seed.persons)) as endpoint:
             settings = LLMSettings(base_url=endpoint.url, model="calm", max_retries=1)
-            _, notes, _ = llm_households(target, np.random.default_rng(1), settings, api_key="")
-        llm = notes["llm"]
+            with tempfile.TemporaryDirectory(prefix="synthor-llm-cost-") as tmp:
+                report, _, _, _ = run_households(target, "llm", 1, Path(tmp), llm=settings)
+        llm = report["prior_notes"]["llm"]
         print(
             f"| {placed:,} | {llm['households_asked']:,} | {llm['households_written']:,} | "
             f"{llm['households_valid']:,} | {llm['calls']:,} | {llm['prompt_tokens']:,} | "

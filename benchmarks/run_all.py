@@ -21,6 +21,7 @@ BENCHMARKS = [
     ("scale.py", "Time and memory against N"),
     ("llm_scale.py", "LLM calls and tokens against N"),
     ("llm_households.py", "The LLM prior of households on CALM"),
+    ("one_engine.py", "One engine against two: CALM through the household loop and through the version it replaced"),
     ("app_responsiveness.py", "App responsiveness"),
 ]
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from pydantic import ValidationError
 
 from ..errors import Problem, TargetValidationError
-from ..schema import Schema
+from ..geography import flag_rows
+from ..schema import CategoricalVariable, Schema
 from ..targets.model import PROJECT_FILE, NumericControl, Project, ProjectSpec
-from ..targets.tables import harmonize, pydantic_problems, read_table
+from ..targets.tables import harmonize, inside_folder, pydantic_problems, read_table, read_table_bytes
 from ..toml_files import parse_toml
 
 
@@ -88,6 +90,10 @@ def _load(path: Path) -> tuple[Project | None, list[Problem]]:
     spec, schema, problems = parse_project_text(text)
     if spec is None or schema is None:
         return None, problems
+    if spec.zones is not None:
+        schema = _with_zones(spec, schema, root, problems)
+        if schema is None:
+            return None, problems
     tables, numeric = [], []
     for tspec in spec.tables:
         table, table_problems = read_table(tspec, schema, root, size=spec.population.size)
@@ -114,7 +120,56 @@ def _load(path: Path) -> tuple[Project | None, list[Problem]]:
         spec,
         root,
         tuple(numeric),
+        spec.zones.level if spec.zones is not None else None,
     ), []
+
+
+def _with_zones(spec: ProjectSpec, schema: Schema, root: Path, problems: list[Problem]) -> Schema | None:
+    """The schema with the zone level as one more categorical variable (categories: the zone ids of the zones file,
+    in its order), or None after adding the problems (file outside the folder or unreadable, the level's column
+    missing, a zone listed twice or empty, a variable of the same name)."""
+    zones = spec.zones
+    assert zones is not None  # called for projects with [zones] only
+    if zones.level in schema:
+        problems.append(
+            Problem(PROJECT_FILE, f"the zone level {zones.level!r} is also a variable's name", column="zones.level")
+        )
+        return None
+    path = inside_folder(root, zones.file, PROJECT_FILE, "zones.file", problems)
+    if path is None:
+        return None
+    frame, _, read_problems = read_table_bytes(path.read_bytes(), zones.file) if path.is_file() else (None, 2, [])
+    if frame is None:
+        problems += read_problems or [Problem(zones.file, "file not found")]
+        return None
+    if zones.level not in frame.columns:
+        problems.append(Problem(zones.file, f"expected a column {zones.level!r} with the zone ids", row=1))
+        return None
+    ids = frame[zones.level].astype(str).str.strip()
+    flag_rows(
+        problems,
+        np.flatnonzero(ids.duplicated().to_numpy()),
+        zones.file,
+        zones.level,
+        lambda i: f"the zone {ids.iloc[i]!r} is listed twice",
+    )
+    flag_rows(
+        problems,
+        np.flatnonzero((ids == "").to_numpy() | frame[zones.level].isna().to_numpy()),
+        zones.file,
+        zones.level,
+        lambda i: "expected a zone id, got an empty cell",
+    )
+    if problems:
+        return None
+    variable = CategoricalVariable(
+        name=zones.level, categories=tuple(ids), description=zones.description or f"the person's zone ({zones.level})"
+    )
+    try:
+        return Schema([*schema, variable])
+    except ValueError as exc:
+        problems.append(Problem(zones.file, str(exc), column=zones.level))
+        return None
 
 
 def read_project_toml(folder: str | Path) -> dict:

@@ -504,6 +504,8 @@ class _Tally:
         ordered = sorted(self.outcomes, key=lambda o: o.index)
         balances = [o.balance for o in ordered if o.balance is not None]
         stops = sorted({o.stop_reason for o in ordered if o.error is None})
+        if "stop requested" in stops:  # a stop ends the run, whatever the partitions done before said
+            stops = ["stop requested"]
         balance = BalanceResult(
             (),
             bool(balances) and all(b.converged for b in balances),

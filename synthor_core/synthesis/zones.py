@@ -475,7 +475,6 @@ def synthesize_zones(
         state = balancer.state
         pool.take_weights(balance)
         done = balance.stop != "slice"
-        stop_reason = "stop requested" if stop() else balance.stop
         synthetic = pool.synthetic()
         measured = _measured(pool, balance, iteration, name, prior, synthetic)
         proposals: list[HouseholdProposal] = []
@@ -504,6 +503,7 @@ def synthesize_zones(
         iterations.append(event)
         yield event
         if done or stop():
+            stop_reason = "stop requested" if stop() else balance.stop
             break
     placed, stats = _integerize(pool, rng, stop)
     yield _outcome(pool, placed, stats, balance, tuple(iterations), stop_reason, prior, accounts, name, started)

@@ -66,6 +66,17 @@ class TableSpec(BaseModel):
         return tuple(self.variables or ())
 
 
+class ZonesSpec(BaseModel):
+    """``[zones]``: the zones of a person project (DESIGN §9): a file listing them, one row each, in a column named
+    ``level``. The level becomes a categorical variable of every person (its categories the zone ids), so a table
+    per zone is a table with the level among its variables (``variables = ["region", "age", "sex"]``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    file: str = Field(min_length=1)
+    level: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    description: str = ""
+
+
 class ProjectSpec(BaseModel):
     """The whole ``synthor.toml``."""
 
@@ -73,6 +84,7 @@ class ProjectSpec(BaseModel):
     population: PopulationSpec
     variables: list[Variable] = Field(min_length=1)
     tables: list[TableSpec] = Field(min_length=1)
+    zones: ZonesSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -173,6 +185,8 @@ class Project:
         The project folder.
     numeric_controls : tuple of NumericControl
         Tables giving the total or mean of a numeric variable per cell (``total_of`` / ``mean_of``).
+    zone_level : str or None
+        With ``[zones]``: the categorical variable holding each person's zone.
     """
 
     size: int
@@ -183,6 +197,7 @@ class Project:
     spec: ProjectSpec | None = None
     root: Path | None = field(default=None, compare=False)
     numeric_controls: tuple[NumericControl, ...] = ()
+    zone_level: str | None = None
 
 
 @dataclass(frozen=True)

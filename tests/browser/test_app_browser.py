@@ -180,9 +180,7 @@ def test_run_the_example_download_it_and_stop_a_longer_run(page, tmp_path):
 CALM = ROOT.parent / "shared" / "data" / "populationsim" / "example_calm"
 
 
-def _household_points(page) -> int:
-    """Points of the household run's live chart (-1 while there is none)."""
-    return page.evaluate("""() => {
+_HOUSEHOLD_POINTS = """(() => {
         for (const plot of document.querySelectorAll('.js-plotly-plot')) {
             const title = (((plot.layout || {}).yaxis || {}).title || {}).text || '';
             if (title.startsWith('worst %RMSE')) {
@@ -191,7 +189,12 @@ def _household_points(page) -> int:
             }
         }
         return -1;
-    }""")
+    })"""
+
+
+def _household_points(page) -> int:
+    """Points of the household run's live chart (-1 while there is none)."""
+    return page.evaluate(_HOUSEHOLD_POINTS + "()")
 
 
 def test_households_run_in_the_background_with_a_live_chart_stop_and_reload(page):
@@ -251,8 +254,8 @@ def test_households_in_zones_on_calm_run_and_download(page, tmp_path):
     page.wait_for_function(
         "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => (p.data || []).some(t => t.name === 'TAZ'))"
     )
+    page.wait_for_function(_HOUSEHOLD_POINTS + ".call() > 1", timeout=30_000)
     iterations = _household_points(page)
-    assert iterations > 1
     page.screenshot(path=str(ARTIFACTS / "10-households-result.png"), full_page=True)
     page.get_by_role("tab", name="Zones").click()
     page.get_by_text(re.compile(r"^[\d,]+ of 14,2\d\d control-zone pairs fail")).wait_for()
@@ -274,7 +277,9 @@ def test_households_in_zones_on_calm_run_and_download(page, tmp_path):
     with open(files["persons.csv"], newline="", encoding="utf-8") as handle:
         assert sum(1 for _ in handle) - 1 == report["persons"]
     # the finished run is on the Runs page with its iterations
-    run_id = re.search(r"hhrun=(\w+)", page.url).group(1)
+    run_id = re.search(r"Run (\w+): finished", page.get_by_text(re.compile(r"^Run \w+: finished")).inner_text()).group(
+        1
+    )
     page.get_by_role("link", name="Runs").click()
     page.get_by_text("Open a run").wait_for()
     chosen = page.get_by_role("combobox", name="Open a run")
@@ -282,7 +287,7 @@ def test_households_in_zones_on_calm_run_and_download(page, tmp_path):
     chosen.fill(run_id)
     chosen.press("Enter")
     page.get_by_text(f"{iterations} iterations: the worst %RMSE of each control group").wait_for(timeout=30_000)
-    assert _household_points(page) == iterations
+    page.wait_for_function(_HOUSEHOLD_POINTS + f".call() == {iterations}", timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "12-runs-households.png"), full_page=True)
 
 
