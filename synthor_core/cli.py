@@ -29,8 +29,8 @@ from .export import write_json, write_population
 from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
 from .readers.convert import convert_populationsim
-from .readers.households import is_household_project, load_household_project
-from .readers.populationsim import is_populationsim_project, load_populationsim
+from .readers.households import load_household_project
+from .readers.open import is_zoned_project, open_project
 from .readers.project import load_project, validate_project
 from .readers.rules import load_rules
 from .runner import RunHooks, execute
@@ -39,7 +39,7 @@ from .store import CHECKPOINT_INTERVAL_S
 from .synthesis.config import SynthesisConfig
 from .synthesis.events import HouseholdIteration, HouseholdResult, IterationEvent, PartitionOutcome, SynthesisResult
 from .synthesis.loop import Partitioning
-from .synthesis.partitions import PriorSpec, prior_problems
+from .synthesis.partitions import PriorSpec
 from .targets.model import HouseholdProject
 
 
@@ -209,7 +209,7 @@ def _config(args: argparse.Namespace, households: bool) -> SynthesisConfig | Non
 def command_run(args: argparse.Namespace) -> int:
     """Run a synthesis of a person or a household project and write its outputs and ``report.json`` into ``--out``
     (:func:`synthor_core.runner.execute`, the same run the app starts); returns the exit code."""
-    households = is_populationsim_project(args.project, args.configs) or is_household_project(args.project)
+    households = is_zoned_project(args.project, args.configs)
     if not households and args.prior == "seed":
         print(
             "error: --prior seed needs a seed sample of households (a PopulationSim working directory)", file=sys.stderr
@@ -227,13 +227,7 @@ def command_run(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     started = time.perf_counter()
-    project = (
-        load_household_project(args.project)
-        if is_household_project(args.project)
-        else load_populationsim(args.project, configs=args.configs, data=args.data)
-        if households
-        else load_project(args.project)
-    )
+    project = open_project(args.project, args.configs, args.data)
     for warning in project.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     problem = output_folder_problem(args.out)
@@ -328,9 +322,6 @@ def _run_households(args: argparse.Namespace, project: HouseholdProject, config,
     ``synthetic_households.csv``, ``synthetic_persons.csv`` and ``summary_<GEOGRAPHY>.csv``, ``zone_fit.csv`` and
     ``report.json`` (per control: level, totals, %RMSE over zones, worst zones; the per-iteration history)."""
     prior = PriorSpec(args.prior or "seed", llm_settings)
-    problems = prior_problems(project, prior.name)
-    if problems:
-        raise TargetValidationError(problems)
     if not args.quiet:
         print(
             f"{project.name}: {len(project.sample.households):,} sample households, {len(project.controls)} controls, "
@@ -554,18 +545,15 @@ def command_validate(args: argparse.Namespace) -> int:
     Household projects (a Synthor household project or a PopulationSim folder) are loaded whole: every problem
     found is printed with its file, row and column.
     """
-    if is_household_project(args.project) or is_populationsim_project(args.project, args.configs):
+    if is_zoned_project(args.project, args.configs):
         try:
-            project = (
-                load_household_project(args.project)
-                if is_household_project(args.project)
-                else load_populationsim(args.project, configs=args.configs, data=args.data)
-            )
+            project = open_project(args.project, args.configs, args.data)
         except TargetValidationError as exc:
             print(f"{len(exc.problems)} problem(s) in {args.project}:")
             for p in exc.problems:
                 print(f"  - {p}")
             return 2
+        assert isinstance(project, HouseholdProject)  # a zoned folder reads as a household project
         print(
             f"ok: {len(project.sample.households):,} seed households, {len(project.sample.persons):,} seed persons, "
             f"{len(project.controls)} controls, geography "

@@ -154,6 +154,8 @@ def execute(
     ------
     PriorError
         When the prior produced nothing (persons).
+    TargetValidationError
+        When the prior cannot serve the household project (checked before any work).
     OSError
         When an output cannot be written (a full disk): what was written before stays.
     """
@@ -202,7 +204,7 @@ def _execute_persons(
 
 def _execute_households(project, spec, config, out, should_stop, hooks: RunHooks, partitioning) -> RunOutput:
     started = time.perf_counter()
-    writer = HouseholdWriter(project, out, spec.name, origin=spec.name != "maxent")
+    writer: HouseholdWriter | None = None
     result = None
     written = 0
     try:
@@ -211,6 +213,7 @@ def _execute_households(project, spec, config, out, should_stop, hooks: RunHooks
                 if hooks.on_event is not None:
                     hooks.on_event(event)
             elif isinstance(event, PartitionOutcome):
+                writer = writer or HouseholdWriter(project, out, spec.name, origin=spec.name != "maxent")
                 writer.add(event)
                 written += 1
                 if hooks.on_partition is not None:
@@ -218,9 +221,11 @@ def _execute_households(project, spec, config, out, should_stop, hooks: RunHooks
             elif isinstance(event, HouseholdResult):
                 result = event
     except BaseException:
-        writer.abandon()
+        if writer is not None:
+            writer.abandon()
         raise
     assert result is not None  # the household loop always ends with its HouseholdResult
+    writer = writer or HouseholdWriter(project, out, spec.name, origin=spec.name != "maxent")
     report = writer.finish(result, config, time.perf_counter() - started)
     files = sorted(p for p in Path(out).iterdir() if p.is_file() and not p.name.startswith("."))
     return RunOutput(result, report, spec, files)

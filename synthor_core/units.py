@@ -218,6 +218,29 @@ class Candidates:
     def _sample(self) -> npt.NDArray[np.bool_]:
         return self.sample if self.sample.size == len(self) else np.zeros(len(self), dtype=bool)
 
+    @staticmethod
+    def join(parts: list[Candidates]) -> Candidates:
+        """Several collections of candidates as one, in order (one concatenation; members renumbered)."""
+        parts = [p for p in parts if len(p)]
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            raise ValueError("join needs at least one candidate")
+        offsets = np.cumsum([0] + [len(p) for p in parts[:-1]])
+        persons = [
+            p.persons.assign(**{HOUSEHOLD_ROW: p.persons[HOUSEHOLD_ROW].to_numpy() + k}) for p, k in zip(parts, offsets)
+        ]
+        first = parts[0]
+        return replace(
+            first,
+            households=pd.concat([p.households for p in parts], ignore_index=True),
+            persons=pd.concat(persons, ignore_index=True),
+            block=np.concatenate([p.block for p in parts]),
+            weight=np.concatenate([p.weight for p in parts]),
+            source=np.concatenate([p.source for p in parts]),
+            sample=np.concatenate([p._sample() for p in parts]),
+        )
+
     def concat(self, other: Candidates) -> Candidates:
         """These candidates, then ``other``'s (members renumbered; columns missing on one side left empty)."""
         if not len(other):

@@ -573,8 +573,16 @@ def synthesize_households(
 
     The same inputs and seed give the same outcomes for any ``workers`` and on Dask. The LLM prior runs its
     partitions in this process (its client, key and budget stay here).
+
+    Raises
+    ------
+    TargetValidationError
+        When the prior cannot serve the project (:func:`prior_problems`), or the partition level is not one.
     """
     started = time.perf_counter()
+    problems = prior_problems(project, prior.name)
+    if problems:  # before any work
+        raise TargetValidationError(problems)
     tasks = partition_tasks(project, config, prior, level)
     if prior.name == "llm":
         workers, scheduler = 1, None

@@ -85,21 +85,11 @@ class _Pool:
         """Append candidates, each part made for its zones (None: the whole block): ids, the sample level's zone and
         the weight column set, incidence computed, their blocks' groups rebuilt once (the weights of groups already
         there kept)."""
-        parts = [(c, z) for c, z in parts if len(c)]
+        parts = [(self._labelled(c), z) for c, z in parts if len(c)]
         if not parts:
             return
-        candidates = parts[0][0]
-        for more, _ in parts[1:]:
-            candidates = candidates.concat(more)
+        candidates = Candidates.join([c for c, _ in parts])
         targeted = [z for c, z in parts for _ in range(len(c))]
-        sample = self.project.sample
-        households = candidates.households.copy()
-        ids = self._ids(candidates)
-        households[sample.household_id] = ids
-        households[sample.seed_level] = self.project.geography.zones(sample.seed_level)[candidates.block]
-        given = households[sample.weight].to_numpy() if sample.weight in households else candidates.weight
-        households[sample.weight] = np.where(candidates.source == "seed", given, candidates.weight)
-        candidates = replace(candidates, households=households)
         first = len(self.candidates)
         self.candidates = self.candidates.concat(candidates)
         new = incidence_matrix(self.controls, candidates)
@@ -112,6 +102,16 @@ class _Pool:
         self.targeted += targeted
         for b in np.unique(candidates.block):
             self._regroup(int(b), np.arange(first, len(self.candidates))[candidates.block == b])
+
+    def _labelled(self, candidates: Candidates) -> Candidates:
+        """The candidates with their ids, the sample level's zone and the weight column set."""
+        sample = self.project.sample
+        households = candidates.households.copy()
+        households[sample.household_id] = self._ids(candidates)
+        households[sample.seed_level] = self.project.geography.zones(sample.seed_level)[candidates.block]
+        given = households[sample.weight].to_numpy() if sample.weight in households else candidates.weight
+        households[sample.weight] = np.where(candidates.source == "seed", given, candidates.weight)
+        return replace(candidates, households=households)
 
     def _ids(self, candidates: Candidates) -> np.ndarray:
         """The sample's ids for its households; the next whole numbers (or ``source-n``) for the others."""

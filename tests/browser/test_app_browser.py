@@ -249,7 +249,11 @@ def test_households_in_zones_on_calm_run_and_download(page, tmp_path):
     page.get_by_text("62,041").first.wait_for()
     page.screenshot(path=str(ARTIFACTS / "9-households.png"), full_page=True)
     page.get_by_role("button", name="Synthesize households").click()
-    page.get_by_text("Result: seed prior, seed 1").wait_for(timeout=180_000)
+    # this run's own status line (the stopped run before it left its result on the page until the rerun)
+    finished = page.get_by_text(re.compile(r"^Run \w+: finished"))
+    finished.wait_for(timeout=180_000)
+    run_id = re.search(r"Run (\w+): finished", finished.inner_text()).group(1)
+    page.get_by_text("Result: seed prior, seed 1").wait_for(timeout=30_000)
     page.get_by_text(re.compile(r"^100\.0 % of households agree with their members")).wait_for()
     page.wait_for_function(
         "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => (p.data || []).some(t => t.name === 'TAZ'))"
@@ -277,9 +281,6 @@ def test_households_in_zones_on_calm_run_and_download(page, tmp_path):
     with open(files["persons.csv"], newline="", encoding="utf-8") as handle:
         assert sum(1 for _ in handle) - 1 == report["persons"]
     # the finished run is on the Runs page with its iterations
-    run_id = re.search(r"Run (\w+): finished", page.get_by_text(re.compile(r"^Run \w+: finished")).inner_text()).group(
-        1
-    )
     page.get_by_role("link", name="Runs").click()
     page.get_by_text("Open a run").wait_for()
     chosen = page.get_by_role("combobox", name="Open a run")

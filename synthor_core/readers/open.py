@@ -1,0 +1,42 @@
+"""The one place that tells a project folder's format and reads it: a Synthor person project, a Synthor household
+project, or a PopulationSim working directory (DESIGN §12)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..targets.model import HouseholdProject, Project
+from .households import is_household_project, load_household_project
+from .populationsim import is_populationsim_project, load_populationsim
+from .project import load_project
+
+
+def is_zoned_project(folder: str | Path, configs: str = "configs") -> bool:
+    """Whether ``folder`` holds households in zones: a Synthor household project (``synthor.toml`` with
+    ``[geography]``) or a PopulationSim working directory (``configs/settings.yaml``)."""
+    return is_household_project(folder) or is_populationsim_project(folder, configs)
+
+
+def open_project(folder: str | Path, configs: str = "configs", data: str | None = None) -> Project | HouseholdProject:
+    """Read the project in ``folder`` whatever its format.
+
+    Parameters
+    ----------
+    folder : path
+    configs, data : str
+        A PopulationSim folder's configs and data folders (see :func:`load_populationsim`).
+
+    Returns
+    -------
+    HouseholdProject for a Synthor household project or a PopulationSim folder, Project for a person project.
+
+    Raises
+    ------
+    TargetValidationError
+        With every problem of the project (file, row, column).
+    """
+    if is_household_project(folder):
+        return load_household_project(folder)
+    if is_populationsim_project(folder, configs):
+        return load_populationsim(folder, configs=configs, data=data)
+    return load_project(folder)
