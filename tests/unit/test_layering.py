@@ -71,3 +71,28 @@ def test_imports_go_one_way():
                 continue
             assert target in RANK, f"{path.name} imports unknown module {name}"
             assert RANK[target] < RANK[own], f"{path.relative_to(ROOT)} imports {name}, which sits to its right"
+
+
+APP = ROOT.parent
+PAGES = sorted((APP / "app_pages").glob("*.py"))
+
+
+def test_the_app_sits_above_the_library_and_its_pages_apart():
+    """The app is the last layer (STYLE rule 1): ``app_session`` and the pages import the library, never the other
+    way; a page imports ``app_session`` and the library, never another page nor ``app.py``; ``app.py`` imports
+    ``app_session`` and no page (it names them to ``st.navigation``)."""
+    assert PAGES, "no page found in app_pages/"
+    for path in ROOT.rglob("*.py"):
+        assert not any(i.split(".")[0] in ("app_session", "app_pages", "app") for i in _imports(path)), path
+    for path in [APP / "app_session.py", APP / "app.py", *PAGES]:
+        for name in _imports(path):
+            root = name.split(".")[0]
+            assert root not in ("app_pages", "app"), f"{path.name} imports {name}"
+            if path.name == "app_session.py":
+                assert root != "app_session", path.name
+    for path in PAGES:
+        imported = _imports(path)
+        assert "app_session" in imported, f"{path.name} does not take its session from app_session"
+        assert not any(i.startswith("synthor_core.") and i.split(".")[1] in ("cli", "__main__") for i in imported), (
+            f"{path.name} drives the command line instead of the library"
+        )
