@@ -35,6 +35,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from .. import defaults
+from ..calibrate.raking import rake_counts
 from ..errors import Problem, TargetValidationError
 from ..expressions import compile_condition, expression_constants
 from ..targets.model import HouseholdProject
@@ -239,24 +240,15 @@ def _category_masses(
 
 
 def _rake_joint(joint: np.ndarray, margins: list[npt.NDArray[np.float64] | None], total: float) -> np.ndarray:
-    """Iterative proportional fitting of an n-way table to its one-way margins (None: that axis is free; zeros
-    stay zero), the table summing to ``total``."""
+    """The n-way table ``joint`` raked to its one-way margins (None: that axis is free; zeros stay zero), summing
+    to ``total`` (:func:`~synthor_core.calibrate.raking.rake_counts` over its cells)."""
     joint = joint * (total / max(joint.sum(), 1e-300))
-    for _ in range(defaults.RAKE_MAX_ITER):
-        worst = 0.0
-        for axis, margin in enumerate(margins):
-            if margin is None:
-                continue
-            other = tuple(a for a in range(joint.ndim) if a != axis)
-            current = joint.sum(axis=other)
-            factor = np.divide(margin, current, out=np.zeros_like(margin), where=current > 0)
-            shape = [1] * joint.ndim
-            shape[axis] = -1
-            joint = joint * factor.reshape(shape)
-            worst = max(worst, float(np.abs(current - margin).max()))
-        if worst <= 1e-6 * max(total, 1.0):
-            break
-    return joint
+    axes = [axis for axis, margin in enumerate(margins) if margin is not None]
+    if not axes:
+        return joint
+    cells = np.indices(joint.shape).reshape(joint.ndim, -1)
+    raked = rake_counts([cells[axis] for axis in axes], [margins[axis] for axis in axes], joint.reshape(-1))
+    return raked.counts.reshape(joint.shape)
 
 
 @dataclass(frozen=True)
