@@ -72,6 +72,9 @@ HOUSEHOLD_PROPOSAL_START = (
     0.1  # share of a control-zone gap a proposal's new candidates start with (balancing grows it)
 )
 HOUSEHOLD_PROPOSAL_SWEEPS = 0.5  # share of the balancing sweeps during which proposals add candidates (then it settles)
+HOUSEHOLD_PROPOSAL_RESERVE = (
+    0.1  # share of the LLM's distinct households kept for the loop's proposals (the rest: support)
+)
 # --- households: integerization per zone ----------------------------------------------------------
 INTEGERIZE_POOL_FACTOR = 8  # candidate households per household still to place (drawn by fractional weight)
 INTEGERIZE_MIN_POOL = 300  # candidate households at least (when the zone's seed has that many)

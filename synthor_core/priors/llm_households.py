@@ -4,15 +4,16 @@ The paper (§5.5) synthesizes households of 2-5 persons but never says how a pro
 is written; here, in the loop (:class:`LLMHouseholdPrior`, a :class:`~synthor_core.priors.base.HouseholdPrior`):
 
 1. **Support.** ``maxent`` builds its candidate households (:class:`~synthor_core.priors.households.HouseholdMaxEnt`);
-   they fix the cells (which household controls each candidate meets). Half of ``LLMSettings.distinct_records`` is
+   they fix the cells (which household controls each candidate meets). Most of ``LLMSettings.distinct_records`` is
    asked with no condition: the region's typical households, as common as the model thinks they are; each valid one
-   replaces a ``maxent`` candidate of its cell in every block, so that the joint of the columns no control crosses
-   (size with the head's age, income with workers) comes from the model, not from maxent's independence. Households
-   with a member in each person control's category (a student, an occupation; at most a quarter of
-   ``distinct_records``, at most 5 % each) join every block, as maxent's concentrated candidates.
+   (it must fall in some cell) joins every block beside maxent's candidates, so that balancing can weigh the joint of
+   the columns no control crosses (size with the head's age, income with workers) as the model writes it, not as
+   maxent's independence has it. Households with a member in each person control's category (a student, an
+   occupation; at most a quarter of ``distinct_records``, at most 5 % each) join every block too, as maxent's
+   concentrated candidates. ``HOUSEHOLD_PROPOSAL_RESERVE`` of ``distinct_records`` is kept for the proposals.
 2. **Proposals** come from the loop's largest residuals (control-zone pairs worst off after balancing): each asks the
-   LLM for households meeting that control (the condition quoted as data, with ``must_hold``) in that zone; the rest
-   of ``distinct_records`` is spent this way, in chunks of ``records_per_call``, so calls do not grow with N.
+   LLM for households meeting that control (the condition quoted as data, with ``must_hold``) in that zone; the
+   reserve is spent this way, in chunks of ``records_per_call``, so calls do not grow with N.
    What the LLM does not write is realized by the run's fallback (``maxent``).
 3. The reply's JSON schema is generated from the project: the household columns the controls read (derived ones
    left out), and an array ``members`` of person records. Derived columns (size, workers, the head's age) are
@@ -231,7 +232,7 @@ class LLMHouseholdPrior(PriorBase):
         ]
         self.cell_controls = [c for c in project.controls if c.unit == HOUSEHOLDS and c.name != project.total_control]
         self.person_controls = [c for c in project.controls if c.unit != HOUSEHOLDS]
-        self.asked = self.written = self.valid = self.unplaced = 0
+        self.asked = self.written = self.valid = 0
         self.rejected: Counter = Counter()
         self.targeted: list[str] = []
 
@@ -248,9 +249,8 @@ class LLMHouseholdPrior(PriorBase):
         return self.client.dollars()
 
     def report(self) -> dict:
-        """``llm``: households asked, written, valid, unplaced (typical households whose cell had no ``maxent``
-        candidate left to replace in a block), rejected by reason, calls, failures and tokens, and the control-zone
-        pairs its proposals targeted; ``maxent``: the candidates it started from."""
+        """``llm``: households asked, written, valid, rejected by reason, calls, failures and tokens, and the
+        control-zone pairs its proposals targeted; ``maxent``: the candidates it started from."""
         usage = self.client.usage
         return {
             "maxent": self.maxent.report(),
@@ -258,7 +258,6 @@ class LLMHouseholdPrior(PriorBase):
                 "households_asked": self.asked,
                 "households_written": self.written,
                 "households_valid": self.valid,
-                "households_unplaced": self.unplaced,
                 "rejected": dict(self.rejected),
                 "targeted": list(self.targeted),
                 "calls": usage.calls,
@@ -269,21 +268,26 @@ class LLMHouseholdPrior(PriorBase):
         }
 
     def support(self, rng: np.random.Generator) -> Candidates:
-        """``maxent``'s candidates, the typical households the LLM writes replacing ``maxent`` candidates of their cell
-        in every block, and households with a member in each person control's category joining every block."""
+        """``maxent``'s candidates, joined in every block by the typical households the LLM writes and by households
+        with a member in each person control's category, each weighted as the block's candidates on average.
+
+        ``distinct_records`` is shared: ``HOUSEHOLD_PROPOSAL_RESERVE`` kept for the loop's proposals; at most a
+        quarter for the person controls (``HOUSEHOLD_CONCENTRATED_SHARE`` each); the rest for typical households.
+        Typical households join rather than replace maxent's: replacing one candidate of their cell each gave a mean
+        TVD against the sample of 0.177 on CALM, joining 0.160 (``benchmarks/one_engine.py``).
+        """
         pool = self.maxent.support(rng)
         distinct = self.settings.distinct_records
-        typical = distinct // 2
         per_person_control = min(
             int(round(distinct * defaults.HOUSEHOLD_CONCENTRATED_SHARE)),
             (distinct // 4) // max(len(self.person_controls), 1),
         )
+        # the loop's proposals need few households (balancing meets most controls with the support): a reserve
+        reserve = math.ceil(distinct * defaults.HOUSEHOLD_PROPOSAL_RESERVE)
+        typical = max(distinct - reserve - per_person_control * len(self.person_controls), 0)
         requests: list[tuple[list[dict], str | None, int]] = [([], None, typical)]
         requests += [([], c.expression, per_person_control) for c in self.person_controls]
-        written = self._ask(requests, must_fall_in_a_cell=True)
-        typical_households, person_households = written[0], written[1:]
-        pool = self._replace_in_cells(pool, typical_households, rng)
-        for part in person_households:
+        for part in self._ask(requests, must_fall_in_a_cell=True):
             pool = pool.concat(self._in_every_block(part, pool))
         return pool
 
@@ -380,10 +384,11 @@ class LLMHouseholdPrior(PriorBase):
             if self.cell_controls
             else np.zeros((len(got), 0), dtype=bool)
         )
-        if conditions:
-            wanted = {x["condition"] for x in conditions}
-            columns = [i for i, c in enumerate(self.cell_controls) if c.expression in wanted]
-            meets &= held[:, columns].all(axis=1) if columns else meets
+        if conditions:  # each condition holds or not, as asked
+            position = {c.expression: i for i, c in enumerate(self.cell_controls)}
+            for x in conditions:
+                if x["condition"] in position:
+                    meets &= held[:, position[x["condition"]]] == bool(x["must_hold"])
             self._reject(meets, np.ones(len(got), dtype=bool), "household: does not meet its conditions")
         if must_fall_in_a_cell:  # one category of each household column the controls cut
             before = meets.copy()
@@ -425,40 +430,6 @@ class LLMHouseholdPrior(PriorBase):
             self.rejected[reason] += lost
 
     # ------------------------------------------------------------------------------------------------- placing
-    def _cells(self, candidates: Candidates) -> np.ndarray:
-        """Each candidate's cell: which household controls it meets (rows of bool)."""
-        if not self.cell_controls:
-            return np.zeros((len(candidates), 0), dtype=bool)
-        return np.column_stack([c.condition(candidates.households) for c in self.cell_controls])
-
-    def _replace_in_cells(self, pool: Candidates, typical: Candidates, rng: np.random.Generator) -> Candidates:
-        """Each typical household replaces one ``maxent`` candidate of its cell in every block (same weight)."""
-        if not len(typical):
-            return pool
-        pool_cells, typical_cells = self._cells(pool), self._cells(typical)
-        order = rng.permutation(len(pool))  # which candidates of a cell the LLM's households replace
-        taken = np.zeros(len(pool), dtype=bool)
-        added = []
-        for block in np.unique(pool.block):
-            free: dict[bytes, list[int]] = {}
-            for i in order[pool.block[order] == block]:
-                free.setdefault(pool_cells[i].tobytes(), []).append(int(i))
-            for t in range(len(typical)):
-                slots = free.get(typical_cells[t].tobytes())
-                if not slots:
-                    self.unplaced += 1  # its cell has no maxent candidate left in this block
-                    continue
-                target = slots.pop()
-                taken[target] = True
-                added.append((t, int(block), float(pool.weight[target])))
-        kept = pool.take(np.flatnonzero(~taken))
-        if not added:
-            return kept
-        rows = np.array([t for t, _, _ in added], dtype=np.int64)
-        copies = _copies(typical, rows, self.project)
-        copies = _with_blocks(copies, np.array([b for _, b, _ in added]), np.array([w for _, _, w in added]))
-        return kept.concat(copies)
-
     def _in_every_block(self, households: Candidates, pool: Candidates) -> Candidates:
         """The households in every block of the pool, each weighted as that block's candidates on average."""
         if not len(households) or not len(pool):
