@@ -226,11 +226,14 @@ class _Pool:
                 out[str(source)] = out.get(str(source), 0.0) + share_of_source
         return dict(sorted(out.items()))
 
-    def target(self, gap) -> ZoneTarget:
+    def target(self, gap) -> ZoneTarget | None:
         """Where households for a control-zone pair go: the block holding most of the zone's households, and the
-        zone's lowest-level zones in it."""
+        zone's lowest-level zones in it; None when the zone has no household to place (its control cannot be met
+        by adding candidates)."""
         control = next(i for i, c in enumerate(self.controls) if c.name == gap.control)
         inside = np.flatnonzero((self.zone_groups[control] == gap.index) & (self.per_zone > 0))
+        if not inside.size:
+            return None
         blocks = self.block_of_zone[inside]
         households = np.bincount(blocks, weights=self.per_zone[inside].astype(float))
         block = int(np.argmax(households))
@@ -488,7 +491,8 @@ def synthesize_zones(
                 c.name for c in pool.controls if levels.index(c.level) < depth or c.total_of is not None
             }
             under, _ = zone_gaps(pool.controls, project.geography, synthetic, config.top_k, skip=skip)
-            targets = [pool.target(g) for g in under if g.count_gap >= defaults.HOUSEHOLD_PROPOSAL_MIN_GAP]
+            found = [pool.target(g) for g in under if g.count_gap >= defaults.HOUSEHOLD_PROPOSAL_MIN_GAP]
+            targets = [t for t in found if t is not None]
             guidance = HouseholdGuidance(iteration, int(pool.per_zone.sum()), targets, max_proposals)
             proposals = _plan(prior, backup, guidance, rng, accounts) if targets else []
             added = _realize(pool, prior, backup, proposals, rng, stop, accounts, rejected)

@@ -142,3 +142,23 @@ def test_a_partition_without_candidates_fails_by_name_and_an_unreachable_schedul
     monkeypatch.setattr(defaults, "DASK_CONNECT_TIMEOUT_S", 2)
     with pytest.raises(SchedulerError, match="the Dask scheduler tcp://127.0.0.1:9 cannot be reached"):
         list(run_partitions(tasks[:1], scheduler="tcp://127.0.0.1:9"))
+
+
+def test_a_zone_with_controls_but_no_household_to_place_is_not_proposed_for(project):
+    """Rounded or scaled controls may leave a zone with persons to place but no household (issue 20: the proposal
+    for it had no block and the partition failed with "argmax of an empty sequence"); the run places the others."""
+    controls = list(project.controls)
+    total = next(i for i, c in enumerate(controls) if c.name == project.total_control)
+    students = next(i for i, c in enumerate(controls) if c.name == "students_by_housing_type")
+    emptied = controls[total].totals.copy()
+    emptied[0] = 0  # TAZ 1: no household, yet 9 students
+    controls[total] = replace(controls[total], totals=emptied)
+    wanted = controls[students].totals.copy()
+    wanted[0] = 9
+    controls[students] = replace(controls[students], totals=wanted)
+    broken = replace(project, controls=controls)
+    result = list(synthesize_households(broken, PriorSpec("maxent"), CONFIG))[-1]
+    assert isinstance(result, HouseholdResult) and result.error is None
+    assert result.households == int(emptied.sum()) == 1475
+    proposed = {(p.control, p.zone) for e in result.iterations for p in e.proposals}
+    assert (controls[students].name, str(project.geography.zones("TAZ")[0])) not in proposed
