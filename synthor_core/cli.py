@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from .errors import Problem, SynthorError, TargetValidationError
 from .evaluate.holdout import evaluate_population, format_evaluation
-from .export import write_json, write_population
+from .export import column_warnings, write_json, write_population
 from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
 from .readers.convert import convert_populationsim
@@ -370,6 +370,8 @@ def _run_households(args: argparse.Namespace, project: HouseholdProject, config,
     result, report = output.result, output.report
     assert isinstance(result, HouseholdResult)  # a household project's run ends with its HouseholdResult
     for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for warning in column_warnings(report.get("columns", [])):
         print(f"warning: {warning}", file=sys.stderr)
     notes = report.get("prior_notes", {}).get("llm")
     if notes:

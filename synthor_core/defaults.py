@@ -99,3 +99,6 @@ HOUSEHOLD_WIDE_BIN = 4.0  # a category this many times wider than its neighbour 
 HOUSEHOLD_TAIL_CAP = 4.0  # a tail is truncated at this many of its means above the category's floor
 HOUSEHOLD_MAX_ENUMERATED = 100_000  # whole numbers of a category listed one by one (more: assumed contiguous)
 HOUSEHOLD_CONCENTRATED_SHARE = 0.05  # candidates per person category whose members all fall in it, per pool
+CODEBOOK_MAX_CODES = 40  # a whole-number column with at most this many distinct sample values is coded, else a range
+RULE_MIN_SUPPORT = 20  # sample units a value must have before the sample's support gives a rule about it
+RULE_MIN_SAMPLE = 1000  # units of a kind a sample must have before its support gives rules about them

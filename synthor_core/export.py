@@ -27,7 +27,7 @@ from .schema import FORMULA_PREFIXES, spreadsheet_safe
 from .synthesis.config import SynthesisConfig
 from .synthesis.events import HouseholdResult, PartitionOutcome
 from .targets.model import HouseholdProject
-from .units import HOUSEHOLD_ROW, HOUSEHOLDS, PERSONS
+from .units import HOUSEHOLDS, PERSONS
 
 # a text cell a spreadsheet would run as a formula (schema.FORMULA_PREFIXES, as a regular expression; "-" first)
 _FORMULA_START = "^[" + "".join(sorted(FORMULA_PREFIXES, key=lambda ch: ch != "-")) + "]"
@@ -128,23 +128,13 @@ def write_population(population: pd.DataFrame, folder: Path, parquet: bool = Tru
 
 
 def household_columns(project: HouseholdProject) -> list[str]:
-    """Sample household columns written out: every column a household control reads, then the output settings'."""
-    sample = project.sample
-    wanted = [col for c in project.controls if c.unit == HOUSEHOLDS for col in c.columns]
-    wanted += list(project.output.household_columns) if project.output is not None else []
-    return [c for c in dict.fromkeys(wanted) if c in sample.households.columns and c not in project.geography.levels]
+    """Household columns written out (:meth:`HouseholdProject.record_columns`)."""
+    return project.record_columns(HOUSEHOLDS)
 
 
 def person_columns(project: HouseholdProject) -> list[str]:
-    """Sample person columns written out: every column a person control reads, then the output settings', then the
-    members' columns derived ones come from."""
-    sample = project.sample
-    wanted = [col for c in project.controls if c.unit == PERSONS for col in c.columns]
-    wanted += list(project.output.person_columns) if project.output is not None else []
-    wanted += [d.source for d in project.derived if d.source]
-    wanted += [col for d in project.derived if d.condition is not None for col in d.condition.columns]
-    skip = {PERSON_NUMBER, sample.household_id, HOUSEHOLD_ROW, *project.geography.levels}
-    return [c for c in dict.fromkeys(wanted) if c in sample.persons.columns and c not in skip]
+    """Person columns written out (:meth:`HouseholdProject.record_columns`)."""
+    return project.record_columns(PERSONS)
 
 
 def _typed(frame: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
@@ -175,9 +165,10 @@ def expand_households(
     (households, persons)
         ``households``: ``household_id`` (int64 from ``first_id``), one column per geography level (zone ids), the
         candidate's id as ``<prior>_<id column>`` (the sample's id for sample households), ``prior`` (the prior each
-        came from; when ``origin``), then :func:`household_columns` (the sample weight blank for households the
-        sample did not give). ``persons``: ``household_id``, ``per_num`` (int64 from 1 within the household), then
-        :func:`person_columns`. Ordered by zone, then candidate, so the same inputs and seed give the same rows.
+        came from; when ``origin``), then :func:`household_columns` (the sample weight, when listed, is 1 for
+        households the sample did not give: each stands for itself). ``persons``: ``household_id``, ``per_num``
+        (int64 from 1 within the household), then :func:`person_columns`. Ordered by zone, then candidate, so the
+        same inputs and seed give the same rows.
     """
     sample, geography = project.sample, project.geography
     candidates = outcome.candidates
@@ -196,8 +187,9 @@ def expand_households(
         values = candidates.households[column] if column in candidates.households else None
         households[column] = values.to_numpy()[rows] if values is not None else np.nan
     if sample.weight in households.columns:
-        # a maxent or llm candidate has no sample weight (its balancing weight means nothing outside the run)
-        households.loc[~candidates._sample()[rows], sample.weight] = np.nan
+        # a maxent or llm household has no sample weight: it stands for itself (its balancing weight means nothing
+        # outside the run)
+        households.loc[~candidates._sample()[rows], sample.weight] = 1.0
     members = candidates.members_per_household()
     starts = np.concatenate(([0], np.cumsum(members)[:-1]))
     sizes = members[rows]
@@ -338,6 +330,8 @@ class HouseholdWriter:
                 )
         evaluation = self.evaluation
         realism = evaluation.realism()
+        realism_all = evaluation.realism_all()
+        columns = evaluation.columns()
         report = household_report(
             self.project,
             result,
@@ -351,12 +345,34 @@ class HouseholdWriter:
                     "mean_tvd": round(float(realism["tvd"].mean()), 4) if len(realism) else 0.0,
                     "tables": [{**r, "tvd": round(float(r["tvd"]), 4)} for r in realism.to_dict("records")],
                 },
+                "realism_all": {
+                    "mean_tvd": round(float(realism_all["tvd"].mean()), 4) if len(realism_all) else 0.0,
+                    "tables": [{**r, "tvd": round(float(r["tvd"]), 4)} for r in realism_all.to_dict("records")],
+                },
+                "columns": columns,
                 **(extra or {}),
             },
             worst={c.name: worst_zones(self.project, result.synthetic, c.name) for c in self.project.controls},
         )
+        report["warnings"] = list(report.get("warnings", [])) + column_warnings(columns)
         write_json(self.folder / "report.json", report)
         return report
+
+
+def column_warnings(columns: list[dict]) -> list[str]:
+    """A warning per column of the records with empty values or values outside its domain
+    (:meth:`~synthor_core.evaluate.households.HouseholdEvaluation.columns`): incomplete records are a problem even
+    when every control fits."""
+    out = []
+    for c in columns:
+        if c["units"] and c["empty"] == c["units"]:
+            out.append(f"{c['unit']} column {c['column']} is empty in every record (expected {c['domain']})")
+        elif c["outside"]:
+            out.append(
+                f"{c['unit']} column {c['column']}: {c['outside']:,} of {c['units']:,} values are outside its domain "
+                f"(expected {c['domain']})"
+            )
+    return out
 
 
 def summary_tables(project: HouseholdProject, synthetic: dict) -> dict[str, pd.DataFrame]:

@@ -129,13 +129,17 @@ class HouseholdRule:
     name : str
     unit : {"households", "persons"}
     condition : Condition
-        In the table dialect (``households.AGEHOH >= 15``), compiled once; a unit whose columns it reads are unknown
-        (empty) is not checked.
+        In the table dialect (``households.AGEHOH >= 15``), compiled once.
+    empty_is_value : bool
+        False (a project's rule): a unit whose columns the rule reads are unknown (empty) is not checked. True (a rule
+        found on the sample, :func:`synthor_core.codebook.mine_rules`): an empty value is one of the column's values
+        and is checked like any other.
     """
 
     name: str
     unit: str
     condition: Condition
+    empty_is_value: bool = False
 
     @property
     def expression(self) -> str:
@@ -148,6 +152,8 @@ class HouseholdRule:
         columns = list(self.condition.columns)
         if any(c not in frame.columns for c in columns):
             return np.zeros(len(frame), dtype=bool)
+        if self.empty_is_value:
+            return ~self.condition(frame)
         known = frame[columns].notna().all(axis=1).to_numpy()
         return ~self.condition(frame) & known
 

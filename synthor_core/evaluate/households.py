@@ -96,6 +96,42 @@ def _categories(project: HouseholdProject, frame: pd.DataFrame, group: list[int]
     return np.where(masks.any(axis=1), masks.argmax(axis=1), len(group))
 
 
+def _binnings(project: HouseholdProject) -> dict[tuple[str, str], tuple[int, Any]]:
+    """How every column of the records (the codebook's) is tabulated for realism over all variables: a controlled
+    column by its controls' categories; a coded one by its codes (and empty); a range by the sample's quintiles (and
+    empty). Per (unit, column): (number of categories, function frame -> int64 category per row)."""
+    sample = project.sample
+    out: dict[tuple[str, str], tuple[int, Any]] = {}
+    for (unit, col), domain in project.codebook.items():
+        group = _groups(project, unit).get(col)
+        if group is not None:
+            out[(unit, col)] = (len(group) + 1, lambda frame, g=group: _categories(project, frame, g))
+            continue
+        if domain.codes is not None:
+            edges = np.asarray(domain.codes, dtype=np.float64)
+            out[(unit, col)] = (len(edges) + 1, lambda frame, c=col, e=edges: _coded(frame[c], e))
+            continue
+        reference = sample.households if unit == HOUSEHOLDS else sample.persons
+        values = pd.to_numeric(reference[col], errors="coerce").dropna().to_numpy(dtype=np.float64)
+        cuts = np.unique(np.quantile(values, [0.2, 0.4, 0.6, 0.8]))
+        out[(unit, col)] = (len(cuts) + 2, lambda frame, c=col, e=cuts: _binned(frame[c], e))
+    return out
+
+
+def _coded(values: pd.Series, codes: np.ndarray) -> np.ndarray:
+    """Position of each value among ``codes``; empty or another value: len(codes)."""
+    v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    at = np.searchsorted(codes, v)
+    found = (at < codes.size) & (codes[np.minimum(at, codes.size - 1)] == v)
+    return np.where(found, at, codes.size).astype(np.int64)
+
+
+def _binned(values: pd.Series, cuts: np.ndarray) -> np.ndarray:
+    """Bin of each value between ``cuts`` (right-closed); empty: len(cuts) + 1."""
+    v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    return np.where(np.isnan(v), cuts.size + 1, np.searchsorted(cuts, v, side="left")).astype(np.int64)
+
+
 class HouseholdEvaluation:
     """The checks of written households and persons, added up partition by partition.
 
@@ -112,6 +148,18 @@ class HouseholdEvaluation:
         self.project = project
         self.tables = self._table_list(max_way)
         self.counts = {key: np.zeros(cells) for key, cells, _ in self.tables}
+        self.binnings = _binnings(project)
+        self.pairs = [
+            (a, b)
+            for a, b in combinations(self.binnings, 2)
+            if a[0] == b[0]  # within one unit
+        ]
+        self.pair_counts = {
+            pair: np.zeros(self.binnings[pair[0]][0] * self.binnings[pair[1]][0]) for pair in self.pairs
+        }
+        self.outside: dict[tuple[str, str], int] = {key: 0 for key in project.codebook}
+        self.empty: dict[tuple[str, str], int] = {key: 0 for key in project.codebook}
+        self.persons = 0
         self.households = 0
         self.agree: dict[str, int] = {}
         self.with_members = 0
@@ -144,8 +192,23 @@ class HouseholdEvaluation:
         """Add one partition's households and persons as written (``household_id``; persons also ``per_num``)."""
         n = len(households)
         self.households += n
+        self.persons += len(persons)
         if not n:
             return
+        frames = {HOUSEHOLDS: households, PERSONS: persons}
+        for key, domain in self.project.codebook.items():
+            frame = frames[key[0]]
+            if key[1] in frame.columns:
+                values = frame[key[1]].to_numpy()
+                self.outside[key] += int((~domain.inside(values)).sum())
+                self.empty[key] += int(pd.isna(values).sum())
+            else:
+                self.empty[key] += len(frame)
+        for a, b in self.pairs:
+            frame = frames[a[0]]
+            if a[1] in frame.columns and b[1] in frame.columns:
+                cell = self.binnings[a][1](frame) * self.binnings[b][0] + self.binnings[b][1](frame)
+                self.pair_counts[(a, b)] += np.bincount(cell, minlength=self.pair_counts[(a, b)].size)
         for unit, frame in ((HOUSEHOLDS, households), (PERSONS, persons)):
             known = all(
                 col in frame.columns
@@ -178,7 +241,11 @@ class HouseholdEvaluation:
             if missing:
                 self.missing[rule.name] = f"the output has no column {', '.join(missing)}"
                 continue
-            known_rows = frame[list(rule.condition.columns)].notna().all(axis=1).to_numpy()
+            known_rows = (
+                np.ones(len(frame), dtype=bool)
+                if rule.empty_is_value
+                else frame[list(rule.condition.columns)].notna().all(axis=1).to_numpy()
+            )
             self.broken[rule.name][0] += int(rule.broken(frame).sum())
             self.broken[rule.name][1] += int(known_rows.sum())
             self.units[rule.name] += len(frame)
@@ -205,7 +272,11 @@ class HouseholdEvaluation:
                 continue
             reference = sample.households if rule.unit == HOUSEHOLDS else sample.persons
             w = weight if rule.unit == HOUSEHOLDS else weight[sample.persons[HOUSEHOLD_ROW].to_numpy()]
-            seed_known = reference[list(rule.condition.columns)].notna().all(axis=1).to_numpy()
+            seed_known = (
+                np.ones(len(reference), dtype=bool)
+                if rule.empty_is_value or any(c not in reference.columns for c in rule.condition.columns)
+                else reference[list(rule.condition.columns)].notna().all(axis=1).to_numpy()
+            )
             seed_broken = rule.broken(reference)
             broken, checked = self.broken[rule.name]
             seed_share = float(w[seed_broken].sum() / w[seed_known].sum()) if seed_known.any() else None
@@ -248,6 +319,50 @@ class HouseholdEvaluation:
                 }
             )
         return pd.DataFrame(rows, columns=["unit", "table", "cells", "tvd"])
+
+    def realism_all(self) -> pd.DataFrame:
+        """Realism over all variables: every pair of columns of one unit (households, persons) the records have,
+        tabulated by :func:`_binnings`, against the sample weighted by its weights.
+
+        Returns
+        -------
+        DataFrame, one row per pair: ``unit``, ``table`` ("AGEP x ESR"), ``cells``, ``tvd`` (0-1); a pair the
+        output lacks a column of is left out.
+        """
+        sample = self.project.sample
+        weight = sample.households[sample.weight].to_numpy(dtype=np.float64)
+        frames = {
+            HOUSEHOLDS: (sample.households, weight),
+            PERSONS: (sample.persons, weight[sample.persons[HOUSEHOLD_ROW].to_numpy()]),
+        }
+        rows = []
+        for a, b in self.pairs:
+            counts = self.pair_counts[(a, b)]
+            frame, w = frames[a[0]]
+            if counts.sum() == 0 or a[1] not in frame.columns or b[1] not in frame.columns:
+                continue
+            cell = self.binnings[a][1](frame) * self.binnings[b][0] + self.binnings[b][1](frame)
+            reference = np.bincount(cell, weights=w, minlength=counts.size).astype(np.float64)
+            tvd = 0.5 * np.abs(_shares(reference) - _shares(counts)).sum()
+            rows.append({"unit": a[0], "table": f"{a[1]} x {b[1]}", "cells": int(counts.size), "tvd": float(tvd)})
+        return pd.DataFrame(rows, columns=["unit", "table", "cells", "tvd"])
+
+    def columns(self) -> list[dict]:
+        """Per column of the records (the codebook's): ``unit``, ``column``, ``domain`` (in words), ``outside``
+        (values outside the domain: an empty value where none is allowed counts), ``empty`` (empty values) and
+        ``units``; a column the output lacks counts every unit empty."""
+        units = {HOUSEHOLDS: self.households, PERSONS: self.persons}
+        return [
+            {
+                "unit": unit,
+                "column": col,
+                "domain": domain.describe(),
+                "outside": self.outside[(unit, col)],
+                "empty": self.empty[(unit, col)],
+                "units": units[unit],
+            }
+            for (unit, col), domain in self.project.codebook.items()
+        ]
 
 
 def _shares(table: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

@@ -36,11 +36,30 @@ import pandas as pd
 
 from .. import defaults
 from ..calibrate.raking import rake_counts
+from ..codebook import widen_for_controls
 from ..errors import Problem, TargetValidationError
 from ..expressions import compile_condition, expression_constants
 from ..targets.model import HouseholdProject
-from ..units import HOUSEHOLD_ROW, HOUSEHOLDS, MEMBER, PERSONS, Candidates, Derivation, infer_derivations
+from ..units import (
+    HOUSEHOLD_ROW,
+    HOUSEHOLDS,
+    MEMBER,
+    PERSONS,
+    Candidates,
+    Derivation,
+    HouseholdRule,
+    infer_derivations,
+)
 from .base import HouseholdGuidance, HouseholdProposal, PriorBase, plan_from_gaps
+from .records import (
+    Piece,
+    allowed_pieces,
+    column_pieces,
+    draw_pieces,
+    piece_compatibility,
+    piece_values,
+    with_tails,
+)
 
 
 @dataclass(frozen=True)
@@ -271,6 +290,12 @@ class _Layout:
     derivation_categories: dict[str, tuple[str, list[Category]]]
     concentrated: list[tuple[tuple[str, str], int]]
     integer: dict[str, bool]  # per household and person column of the candidates: whole numbers in the sample
+    pieces: dict[tuple[str, str], list[Piece]]  # every column with a domain (the codebook), cut where rules change
+    piece_category: dict[tuple[str, str], npt.NDArray[np.int64]]  # category of each piece (controlled columns)
+    person_order: list[str]  # person columns with a domain, in the order they are drawn
+    extra_household: list[str]  # household columns with a domain that no control reads and no member gives
+    rules: tuple[HouseholdRule, ...]
+    compatible: dict[tuple[str, str], np.ndarray]  # household axes (a, b): pieces of a x categories of b allowed
 
 
 def _single_column(project: HouseholdProject) -> tuple[dict[tuple[str, str], list[int]], list[Problem]]:
@@ -356,7 +381,107 @@ def _layout(project: HouseholdProject) -> _Layout:
         if any(c.signature)
     ]
     integer = {c: is_integer_column(frame, c) for frame in (sample.households, sample.persons) for c in frame.columns}
-    return _Layout(columns, household_axes, derived, size_column, derivation_categories, concentrated, integer)
+    pieces, piece_category = _pieces(project, columns, derived)
+    counts = [d for d in derived.values() if d.how == "count" and d.column in derivation_categories]
+    person_order = _person_order(project, columns, counts, pieces)
+    extra_household = [
+        col
+        for (unit, col) in pieces
+        if unit == HOUSEHOLDS
+        and (HOUSEHOLDS, col) not in household_axes
+        and col not in derived
+        and col != sample.weight
+    ]
+    return _Layout(
+        columns,
+        household_axes,
+        derived,
+        size_column,
+        derivation_categories,
+        concentrated,
+        integer,
+        pieces,
+        piece_category,
+        person_order,
+        extra_household,
+        tuple(project.rules),
+        _axis_compatibility(project, columns, household_axes, pieces, piece_category),
+    )
+
+
+def _axis_compatibility(project, columns, household_axes, pieces, piece_category) -> dict[tuple[str, str], np.ndarray]:
+    """For every ordered pair of household axes (a, b) with pieces: whether each piece of a leaves some piece of each
+    category of b that the household rules on the two allow; shape (pieces of a, categories of b)."""
+    rules = [r for r in project.rules if r.unit == HOUSEHOLDS]
+    out = {}
+    for key_a in household_axes:
+        for key_b in household_axes:
+            if key_a == key_b or key_a not in pieces or key_b not in pieces:
+                continue
+            pairs = piece_compatibility(key_a[1], pieces[key_a], key_b[1], pieces[key_b], rules)
+            categories = len(columns[key_b].categories)
+            of_b = piece_category[key_b]
+            out[(key_a[1], key_b[1])] = np.column_stack(
+                [pairs[:, of_b == c].any(axis=1) for c in range(categories)]
+            ).reshape(len(pieces[key_a]), categories)
+    return out
+
+
+def _person_order(project: HouseholdProject, columns: dict, counts: list[Derivation], pieces: dict) -> list[str]:
+    """The order person columns are drawn in: the controlled columns whose every value leaves a counted member and
+    an uncounted one possible (students before workers), then the columns counts are taken over (workers), then the
+    other controlled columns (an occupation, which the rules tie to working), then the coded columns, then the
+    ranges; so that a member's column drawn early never leaves none of the values a later one needs."""
+    rules = [r for r in project.rules if r.unit == PERSONS]
+    sources = {d.condition.columns[0]: d.condition for d in counts if d.condition is not None}
+
+    def free(col: str) -> bool:
+        for source, condition in sources.items():
+            if (PERSONS, source) not in pieces:
+                continue
+            probes = pd.DataFrame({col: [p.probe for p in pieces[(PERSONS, col)]]})
+            target = pieces[(PERSONS, source)]
+            allow = allowed_pieces(probes, source, target, rules, {col: np.ones(len(probes), dtype=bool)})
+            counted = condition(pd.DataFrame({source: [p.probe for p in target]}))
+            if not ((allow & counted).any(axis=1) & (allow & ~counted).any(axis=1)).all():
+                return False
+        return True
+
+    def rank(col: str) -> tuple[int, bool]:
+        controlled = (PERSONS, col) in columns
+        first = (
+            0 if controlled and col not in sources and free(col) else 1 if col in sources else 2 if controlled else 3
+        )
+        return first, project.codebook[(PERSONS, col)].codes is None
+
+    return sorted((col for (unit, col) in pieces if unit == PERSONS), key=rank)
+
+
+def _pieces(project: HouseholdProject, columns: dict, derived: dict):
+    """The pieces of every column of the codebook (:func:`~synthor_core.priors.records.column_pieces`, cut at the
+    constants of the controls, rules and count derivations reading it) and, for a controlled column, the category each
+    piece lies in (matched by the controls' truth values on its probe; a wide top category gets its tail)."""
+    pieces, piece_category = {}, {}
+    for (unit, col), domain in widen_for_controls(project.codebook, project.controls).items():
+        texts = (
+            [project.controls[i].expression for i in columns[(unit, col)].controls] if (unit, col) in columns else []
+        )
+        texts += [r.expression for r in project.rules if r.unit == unit and col in r.condition.columns]
+        texts += [d.expression for d in derived.values() if d.condition is not None and col in d.condition.columns]
+        cuts = [v for text in texts for v in expression_constants(text)]
+        found = column_pieces(domain, cuts)
+        category = np.zeros(len(found), dtype=np.int64)
+        if (unit, col) in columns:
+            spec = columns[(unit, col)]
+            probe = pd.DataFrame({col: [p.probe for p in found]})
+            tests = [project.controls[i].condition(probe) for i in spec.controls]
+            signatures = [tuple(bool(t[k]) for t in tests) for k in range(len(found))]
+            index = {c.signature: j for j, c in enumerate(spec.categories)}
+            category = np.array([index.get(s, -1) for s in signatures], dtype=np.int64)
+            found = with_tails(found, category)
+        pieces[(unit, col)] = found
+        piece_category[(unit, col)] = category
+    return pieces, piece_category
 
 
 def _share_totals(project: HouseholdProject, control, per_zone: np.ndarray, zones: np.ndarray) -> float:
@@ -411,6 +536,7 @@ class HouseholdMaxEnt(PriorBase):
         self.block_of_zone = project.geography.parent_index(project.sample.seed_level)
         self.total_index = next(i for i, c in enumerate(project.controls) if c.name == project.total_control)
         self.written = 0  # candidate households built so far
+        self.left_out = 0  # of them, left out: a unit no allowed value was left for, or a rule broken
 
     # ------------------------------------------------------------------------------------------------- contract
     @property
@@ -427,6 +553,8 @@ class HouseholdMaxEnt(PriorBase):
         layout = self.layout
         return {
             "candidates": self.written,
+            "left_out": self.left_out,
+            "rules": len(layout.rules),
             "warnings": self.notes,
             "derived": {d.column: d.describe() for d in layout.derived.values()},
             "categories": {f"{unit}.{col}": len(c.categories) for (unit, col), c in layout.columns.items()},
@@ -523,6 +651,16 @@ class HouseholdMaxEnt(PriorBase):
             layout.derived,
             layout.size_column,
         )
+        for a, key_a in enumerate(layout.household_axes):
+            for b, key_b in enumerate(layout.household_axes):
+                if a < b and (key_a[1], key_b[1]) in layout.compatible:
+                    # pairs of categories no piece of the two lets the household rules hold in: structural zeros
+                    pieces_ok = layout.compatible[(key_a[1], key_b[1])]
+                    of_a = layout.piece_category[key_a]
+                    possible = np.stack([pieces_ok[of_a == c].any(axis=0) for c in range(structure.shape[a])])
+                    shape = [1] * structure.ndim
+                    shape[a], shape[b] = possible.shape
+                    structure = structure * possible.reshape(shape)
         joint = _rake_joint(structure, margins, households) if margins else structure
         return joint if joint.sum() > 0 else structure  # margins no cell can meet together: the structure alone
 
@@ -537,26 +675,30 @@ class HouseholdMaxEnt(PriorBase):
         stands_for: float,
     ) -> Candidates:
         """Households of the drawn cells with their members, as candidates of ``block`` (each standing for
-        ``stands_for / n`` households)."""
+        ``stands_for / n`` households). A household with a unit no allowed value was left for, or breaking a rule,
+        is left out (counted in ``self.left_out``)."""
         layout, sample = self.layout, self.project.sample
         n = draw.cells.size
         which = np.unravel_index(draw.cells, shape) if layout.household_axes else ()
         households = pd.DataFrame(index=range(n))
         households[sample.seed_level] = self.project.geography.zones(sample.seed_level)[block]
-        households[sample.weight] = stands_for / max(n, 1)
-        values = self._household_values(which, n, rng)
+        mean_persons = _persons_per_household(self.project, totals, households_here)
+        values, stuck = self._household_values(which, n, rng, mean_persons)
         size = values.get(layout.size_column) if layout.size_column is not None else None
         if size is None:
             mean_persons = _persons_per_household(self.project, totals, households_here)
             size = 1 + rng.poisson(max(mean_persons - 1, 0.0), n)
-        persons = _Members(layout, self.project, totals, households_here).draw(
-            size.astype(np.int64), values, draw.focus, rng
+        size = np.where(np.isnan(size), 1, size).astype(np.int64)
+        persons, stuck_members = _Members(layout, self.project, totals, households_here).draw(
+            size, values, draw.focus, rng
         )
+        stuck |= stuck_members
         for col, v in values.items():
             if col not in layout.derived:
                 households[col] = v
         for d in layout.derived.values():
             households[d.column] = d.values(persons, n)
+        stuck |= self._extra_household_values(households, rng)
         for frame in (households, persons):
             for col in frame.columns:
                 if (
@@ -567,39 +709,114 @@ class HouseholdMaxEnt(PriorBase):
                     and (frame[col] == np.floor(frame[col])).all()
                 ):
                     frame[col] = frame[col].astype(np.int64)
+        for rule in layout.rules:
+            broken = rule.broken(households if rule.unit == HOUSEHOLDS else persons)
+            if rule.unit == PERSONS:
+                broken = np.bincount(persons[HOUSEHOLD_ROW].to_numpy(), weights=broken, minlength=n) > 0
+            stuck |= broken
+        kept = int(n - stuck.sum())
+        households[sample.weight] = stands_for / max(kept, 1)
         self.written += n
-        return Candidates(
+        self.left_out += n - kept
+        everything = Candidates(
             households,
             persons,
             np.full(n, block, dtype=np.int64),
-            np.full(n, stands_for / max(n, 1)),
+            np.full(n, stands_for / max(kept, 1)),
             np.full(n, self.name, dtype=object),
             sample.household_id,
             np.zeros(n, dtype=bool),
         )
+        return everything.take(np.flatnonzero(~stuck)) if stuck.any() else everything
 
-    def _household_values(self, which, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """A value of every household axis inside its drawn category (the size first: counts stay within it)."""
+    def _household_values(
+        self, which, n: int, rng: np.random.Generator, mean_persons: float = 0.0
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """A value of every household axis inside its drawn category (the size first: counts stay within it), among
+        the values its domain and the household rules allow given the axes drawn before; and where none was left."""
         layout = self.layout
         values: dict[str, np.ndarray] = {}
-        axes_categories = [layout.columns[k].categories for k in layout.household_axes]
+        stuck = np.zeros(n, dtype=bool)
+        axes = list(enumerate(layout.household_axes))
         size_column = layout.size_column
-        if size_column is not None and (HOUSEHOLDS, size_column) in layout.household_axes:
-            a = layout.household_axes.index((HOUSEHOLDS, size_column))
-            values[size_column] = _draw_in(
-                axes_categories[a], which[a], rng, low=np.ones(n), high=np.full(n, defaults.HOUSEHOLD_MAX_SIZE)
-            )
-        for a, key in enumerate(layout.household_axes):
+        axes.sort(key=lambda item: item[1][1] != size_column)
+        frame = pd.DataFrame(index=range(n))
+        assigned: dict[str, np.ndarray] = {}
+        for a, key in axes:
             col = key[1]
+            high = None
             if col == size_column:
-                continue
-            high = (
-                values[size_column]
-                if (size_column in values and col in layout.derived and layout.derived[col].how == "count")
-                else None
-            )
-            values[col] = _draw_in(axes_categories[a], which[a], rng, high=high)
-        return values
+                high = np.full(n, float(defaults.HOUSEHOLD_MAX_SIZE))
+            elif size_column in values and col in layout.derived and layout.derived[col].how == "count":
+                high = values[size_column]
+            if key in layout.pieces:
+                pieces = layout.pieces[key]
+                if col == size_column:
+                    pieces = _size_tail(pieces, layout.piece_category[key], which[a], mean_persons)
+                restrict = layout.piece_category[key][None, :] == which[a][:, None]
+                lows = np.array([p.low if not p.empty else np.inf for p in pieces])
+                if col == size_column:
+                    restrict &= (lows >= 1)[None, :]
+                if high is not None:
+                    restrict &= lows[None, :] <= high[:, None]
+                for b, later in axes:
+                    if later[1] not in values and later != key and (col, later[1]) in layout.compatible:
+                        restrict &= layout.compatible[(col, later[1])][:, which[b]].T
+                allow = allowed_pieces(frame, col, pieces, _of(layout.rules, HOUSEHOLDS), assigned) & restrict
+                weights = allow * np.array([p.mass for p in pieces])[None, :]
+                drawn = draw_pieces(weights, rng)
+                stuck |= drawn < 0
+                values[col] = piece_values(pieces, drawn, rng)
+            else:
+                categories = layout.columns[key].categories
+                low = np.ones(n) if col == size_column else None
+                values[col] = _draw_in(categories, which[a], rng, low=low, high=high)
+            frame[col] = values[col]
+            assigned[col] = np.ones(n, dtype=bool)
+        return values, stuck
+
+    def _extra_household_values(self, households: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
+        """The household columns no control reads and no member gives, drawn among the values the rules allow given
+        the others (in place); returns where none was left."""
+        layout = self.layout
+        n = len(households)
+        stuck = np.zeros(n, dtype=bool)
+        assigned = {c: np.ones(n, dtype=bool) for c in households.columns}
+        for col in layout.extra_household:
+            pieces = layout.pieces[(HOUSEHOLDS, col)]
+            allow = allowed_pieces(households, col, pieces, _of(layout.rules, HOUSEHOLDS), assigned)
+            drawn = draw_pieces(allow * np.array([p.mass for p in pieces])[None, :], rng)
+            stuck |= drawn < 0
+            households[col] = piece_values(pieces, drawn, rng)
+            assigned[col] = np.ones(n, dtype=bool)
+        return stuck
+
+
+def _size_tail(pieces: list[Piece], category: np.ndarray, drawn: np.ndarray, mean_persons: float) -> list[Piece]:
+    """The size pieces with the open top category's tail made longer when the person controls imply more members
+    (``mean_persons`` per household, a lower bound: the largest total over one person column) than its default tail
+    gives: its mean above the floor becomes what the smaller sizes leave to the top category's households."""
+    tail = [k for k, p in enumerate(pieces) if p.scale > 0]
+    if not tail or mean_persons <= 1.0 or not drawn.size:
+        return pieces
+    top = category[tail[0]]
+    in_top = drawn == top
+    if not in_top.any():
+        return pieces
+    others = [k for k, p in enumerate(pieces) if category[k] != top and not p.empty and category[k] >= 0]
+    known = 0.0
+    for c in np.unique(drawn[~in_top]):
+        sizes = [pieces[k].low for k in others if category[k] == c]
+        known += (drawn == c).sum() * (float(np.mean(sizes)) if sizes else 1.0)
+    above = (mean_persons * drawn.size - known) / in_top.sum() - pieces[tail[0]].origin
+    if above <= pieces[tail[0]].scale:
+        return pieces
+    return [Piece(p.low, p.high, p.integer, p.origin, above) if k in tail else p for k, p in enumerate(pieces)]
+
+
+def _of(rules, unit: str) -> list[HouseholdRule]:
+    """The rules about one unit."""
+    return [r for r in rules if r.unit == unit]
 
 
 def _persons_per_household(project: HouseholdProject, totals: list[float], households_here: float) -> float:
@@ -613,58 +830,95 @@ def _persons_per_household(project: HouseholdProject, totals: list[float], house
 
 class _Members:
     """Members of candidate households: the head first, the members counted by a count column (workers) chosen at
-    random, each person column drawn from its categories' shares among the persons of the zones drawn for."""
+    random, then every person column in turn (:attr:`_Layout.person_order`), each among the values its domain and the
+    person rules allow given the columns drawn before, in proportion to its categories' shares among the persons of
+    the zones drawn for (a column no control reads: to the values' widths)."""
 
     def __init__(self, layout: _Layout, project: HouseholdProject, totals: list[float], households_here: float):
         self.layout, self.project, self.totals, self.households_here = layout, project, totals, households_here
 
     def draw(
         self, size: np.ndarray, values: dict[str, np.ndarray], focus: np.ndarray, rng: np.random.Generator
-    ) -> pd.DataFrame:
-        """One row per member (``_household``, ``per_num`` and the person columns); ``focus[i] = j >= 0``: every
-        member of household ``i`` takes category ``concentrated[j]`` of its column."""
+    ) -> tuple[pd.DataFrame, np.ndarray]:
+        """One row per member (``_household``, ``per_num`` and the person columns), and the households with a
+        member no allowed value was left for; ``focus[i] = j >= 0``: every member of household ``i`` takes category
+        ``concentrated[j]`` of its column where the rules let it."""
         layout = self.layout
         n = size.size
         owner = np.repeat(np.arange(n), size)
         number = np.arange(owner.size) - np.repeat(np.cumsum(size) - size, size) + 1
         persons = pd.DataFrame({HOUSEHOLD_ROW: owner.astype(np.int64), MEMBER: number.astype(np.int64)})
-        assigned: dict[str, np.ndarray] = {}
+        assigned: dict[str, np.ndarray] = {MEMBER: np.ones(owner.size, dtype=bool)}
+        stuck = np.zeros(owner.size, dtype=bool)
         for d in layout.derived.values():
             if d.how == "first" and d.source and d.column in values:
                 column = np.full(owner.size, np.nan)
                 column[number == 1] = values[d.column]
-                assigned[d.source] = column
+                persons[d.source] = column
+                assigned[d.source] = number == 1
+        counted: dict[str, tuple[np.ndarray, Derivation]] = {}
         for d in layout.derived.values():
             if d.how == "count" and d.column in values and d.column in layout.derivation_categories:
-                self._counted(d, size, owner, values, assigned, rng)
+                counted[layout.derivation_categories[d.column][0]] = (self._chosen(d, size, owner, values, rng), d)
+        for col in layout.person_order:
+            stuck |= self._column(col, persons, owner, n, focus, counted.get(col), assigned, rng)
         for (unit, col), spec in layout.columns.items():
-            if unit == PERSONS:
-                assigned[col] = self._person_column((unit, col), spec, owner, n, focus, assigned.get(col), rng)
-        for col, column in assigned.items():
-            persons[col] = column
-        return persons
+            if unit == PERSONS and (unit, col) not in layout.pieces:  # a column without a domain: its categories
+                given = persons[col].to_numpy(dtype=np.float64) if col in persons.columns else None
+                persons[col] = self._person_column((unit, col), spec, owner, n, focus, given, rng)
+        return persons, np.bincount(owner, weights=stuck, minlength=n) > 0
 
-    def _counted(self, d: Derivation, size, owner, values, assigned, rng: np.random.Generator) -> None:
-        """The members a count column counts (the first ``NWESR`` of a random order) in a counted category, the
-        others in another."""
-        source, categories = self.layout.derivation_categories[d.column]
-        counted = [k for k, c in enumerate(categories) if c.signature and c.signature[0]]
-        other = [k for k, c in enumerate(categories) if not (c.signature and c.signature[0])]
-        wanted = np.minimum(values[d.column].astype(np.int64), size)
-        # a random order of members within each household; the first `wanted` of them are counted
+    def _chosen(self, d: Derivation, size, owner, values, rng: np.random.Generator) -> np.ndarray:
+        """The members a count column counts: the first ``NWESR`` of a random order within each household."""
+        wanted = np.minimum(np.nan_to_num(values[d.column]).astype(np.int64), size)
         rank = np.lexsort((rng.random(owner.size), owner))
         position = np.empty(owner.size, np.int64)
         position[rank] = np.arange(owner.size) - np.repeat(np.cumsum(size) - size, size)
-        chosen = position < wanted[owner]
-        column = assigned.get(source, np.full(owner.size, np.nan)).copy()
-        free = np.isnan(column)
-        if counted:
-            pick = rng.choice(counted, size=owner.size)
-            column[free & chosen] = _draw_in(categories, pick, rng)[free & chosen]
-        if other:
-            pick = rng.choice(other, size=owner.size)
-            column[free & ~chosen] = _draw_in(categories, pick, rng)[free & ~chosen]
-        assigned[source] = column
+        return position < wanted[owner]
+
+    def _column(self, col, persons, owner, n, focus, counted, assigned, rng: np.random.Generator) -> np.ndarray:
+        """Draw one person column in place (values already given, a head's age, stay); returns the members for whom
+        no value was allowed."""
+        layout, key = self.layout, (PERSONS, col)
+        pieces, category = layout.pieces[key], layout.piece_category[key]
+        mass = np.array([p.mass for p in pieces])
+        if key in layout.columns:
+            spec = layout.columns[key]
+            totals = np.array([self.totals[i] for i in spec.controls])
+            share = _category_masses(spec.categories, totals, owner.size * self.households_here / max(n, 1))
+            if share.sum() <= 0:  # controls all 0 here: equal shares
+                share = np.ones(len(spec.categories))
+            inside = np.bincount(category[category >= 0], weights=mass[category >= 0], minlength=share.size)
+            base = np.where(
+                category >= 0,
+                share[np.maximum(category, 0)] * mass / np.maximum(inside[np.maximum(category, 0)], 1e-300),
+                0.0,
+            )
+            if base.sum() <= 0:  # the controls leave no value of the domain here (all 0): the values' widths
+                base = mass
+        else:
+            base = mass
+        allow = allowed_pieces(persons, col, pieces, _of(layout.rules, PERSONS), assigned)
+        if counted is not None:
+            chosen, d = counted
+            counts = d.condition(pd.DataFrame({col: [p.probe for p in pieces]}))
+            allow &= counts[None, :] == chosen[:, None]
+        weights = allow * base[None, :]
+        for j, (focused, k) in enumerate(layout.concentrated):
+            if focused == key:
+                rows = focus[owner] == j
+                preferred = weights[rows] * (category == k)[None, :]
+                keep = preferred.sum(axis=1) > 0
+                weights[np.flatnonzero(rows)[keep]] = preferred[keep]
+        drawn = draw_pieces(weights, rng)
+        value = piece_values(pieces, drawn, rng)
+        given = assigned.get(col)
+        if given is not None and col in persons.columns:
+            value = np.where(given, persons[col].to_numpy(dtype=np.float64), value)
+            drawn = np.where(given, 0, drawn)
+        persons[col] = value
+        assigned[col] = np.ones(len(persons), dtype=bool)
+        return drawn < 0
 
     def _person_column(self, key, spec: _Column, owner, n: int, focus, given, rng: np.random.Generator) -> np.ndarray:
         """A person column drawn from its categories' masses (every member of a focused household in its category);

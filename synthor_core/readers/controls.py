@@ -153,8 +153,17 @@ def read_control(
             f'control "{entry.name}": no seed household meets "{entry.expression}", so its total '
             f"{totals.sum():,.0f} cannot be reached"
         )
+    every_household = entry.unit == HOUSEHOLDS and entry.total_of is None and condition.columns == (sample.weight,)
     return Control(
-        entry.name, entry.unit, entry.level, float(entry.importance), entry.column, condition, totals, entry.total_of
+        entry.name,
+        entry.unit,
+        entry.level,
+        float(entry.importance),
+        entry.column,
+        condition,
+        totals,
+        entry.total_of,
+        every_household,
     )
 
 

@@ -90,8 +90,9 @@ def convert_populationsim(
     (``LICENSE.txt`` in the folder or beside it) is copied to ``out/``; ``out/synthor.toml`` is written last,
     through a temporary file and a rename. ``[[derived]]`` lists the household columns the controls read that
     equal their members' size, count or first member's value on every seed household
-    (:func:`~synthor_core.units.infer_derivations`). :func:`load_household_project` on ``out`` then returns the
-    same project as :func:`load_populationsim` on ``folder`` (plus ``derived``).
+    (:func:`~synthor_core.units.infer_derivations`); ``[[rules]]`` the implications every sample record meets
+    (:func:`~synthor_core.codebook.mine_rules`), for review. :func:`load_household_project` on ``out`` then returns
+    the same project as :func:`load_populationsim` on ``folder`` (plus ``derived``).
 
     Parameters
     ----------
@@ -185,6 +186,13 @@ def convert_populationsim(
         }
         for c in project.controls
     ]
+    if project.rules:
+        # the implications every sample record meets (codebook.mine_rules), for review: the priors that build
+        # households draw every value among those they allow
+        raw["rules"] = [
+            {"name": r.name, "unit": r.unit, "expression": r.expression, "empty_is_value": r.empty_is_value}
+            for r in project.rules
+        ]
     if project.output is not None:
         raw["output"] = _output_entries(project.output)
     control_file = f"{configs}/{settings.get('control_file_name') or 'controls.csv'}"

@@ -53,9 +53,9 @@ from ..geography import Geography, build_geography
 from ..targets.model import PROJECT_FILE, Control, HouseholdProject
 from ..targets.tables import inside_folder, pydantic_problems
 from ..toml_files import parse_toml
-from ..units import HOUSEHOLDS, PERSONS, Derivation, HouseholdRule, Sample
+from ..units import HOUSEHOLDS, MEMBER, PERSONS, Derivation, HouseholdRule, Sample
 from .controls import ControlEntry, check_zone_column, output_files, read_control
-from .populationsim import read_csv_table, seed_sample_from_tables
+from .populationsim import read_csv_table, seed_sample_from_tables, with_codebook
 from .project import read_project_toml
 
 
@@ -145,6 +145,7 @@ class RuleSpec(_Section):
     name: str = Field(min_length=1)
     unit: Literal["households", "persons"]
     expression: str = Field(min_length=1)
+    empty_is_value: bool = False  # true: an empty value is checked like any other (rules found on the sample)
 
 
 class OutputTableSpec(_Section):
@@ -289,12 +290,13 @@ def _rules(spec: HouseholdProjectSpec, sample: Sample, problems: list[Problem]) 
     found = []
     for i, entry in enumerate(spec.rules, start=1):
         frame = sample.households if entry.unit == HOUSEHOLDS else sample.persons
+        columns = list(frame.columns) + ([MEMBER] if entry.unit == PERSONS else [])
         try:
-            condition = compile_condition(entry.expression, entry.unit, frame.columns, entry.name)
+            condition = compile_condition(entry.expression, entry.unit, columns, entry.name)
         except RuleError as exc:
             problems.append(Problem(PROJECT_FILE, str(exc), column=f"rules[{i}].expression"))
             continue
-        found.append(HouseholdRule(entry.name, entry.unit, condition))
+        found.append(HouseholdRule(entry.name, entry.unit, condition, entry.empty_is_value))
     return tuple(found)
 
 
@@ -437,7 +439,7 @@ def load_household_project(folder: str | Path) -> HouseholdProject:
     )
     if problems:
         raise TargetValidationError(problems)
-    return HouseholdProject(
+    project = HouseholdProject(
         name=spec.project.name,
         geography=geography,
         sample=sample,
@@ -451,3 +453,4 @@ def load_household_project(folder: str | Path) -> HouseholdProject:
         rules=rules,
         root=root,
     )
+    return with_codebook(project, mine=False)

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..codebook import mine_rules, sample_codebook, widen_for_controls
 from ..errors import Problem, TargetValidationError
 from ..geography import Geography, build_geography, flag_rows, shown_value
 from ..targets.model import Control, HouseholdProject
@@ -231,7 +233,7 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
     )
     if problems:
         raise TargetValidationError(problems)
-    return HouseholdProject(
+    project = HouseholdProject(
         name=root.resolve().name,
         geography=geography,
         sample=sample,
@@ -246,6 +248,20 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
             infer_derivations(sample, dict.fromkeys(col for c in controls if c.unit == HOUSEHOLDS for col in c.columns))
         ),
     )
+    return with_codebook(project, mine=True)
+
+
+def with_codebook(project: HouseholdProject, mine: bool) -> HouseholdProject:
+    """The project with its codebook read from the sample (:func:`~synthor_core.codebook.sample_codebook`, over the
+    columns its records have) and, when ``mine``, the sample's support rules added to its rules
+    (:func:`~synthor_core.codebook.mine_rules`: a PopulationSim import; a converted project lists them). The sample
+    weight is left out: it describes the sample, not a household (a built household stands for itself)."""
+    weight = project.sample.weight
+    households = [c for c in project.record_columns(HOUSEHOLDS) if c != weight]
+    codebook = sample_codebook(project.sample, households, project.record_columns(PERSONS))
+    widened = widen_for_controls(codebook, project.controls)
+    rules = project.rules + tuple(mine_rules(project.sample, codebook, widened=widened)) if mine else project.rules
+    return replace(project, codebook=widened, rules=rules)
 
 
 def seed_sample_from_tables(tables, reserved, seed_level, geography: Geography) -> tuple[Sample | None, list[Problem]]:

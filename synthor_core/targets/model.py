@@ -17,7 +17,7 @@ from .. import defaults
 from ..expressions import Condition
 from ..geography import Geography
 from ..schema import Bins, Schema, Variable
-from ..units import HOUSEHOLD_ROW, HOUSEHOLDS, Candidates, Derivation, HouseholdRule, Sample
+from ..units import HOUSEHOLD_ROW, HOUSEHOLDS, MEMBER, Candidates, Derivation, HouseholdRule, Sample
 
 PROJECT_FILE = "synthor.toml"
 
@@ -223,6 +223,10 @@ class Control:
     total_of : str or None
         A numeric control: the total of this column of ``unit`` (household income) over the units meeting the
         condition, instead of their number.
+    every_household : bool
+        The condition reads only the sample weight (``households.WGTP > 0``, ``households.weight == 1``): a
+        household control that counts every household, as PopulationSim's total control does (the weight is the
+        sample's, not a household's).
     """
 
     name: str
@@ -233,6 +237,7 @@ class Control:
     condition: Condition
     totals: npt.NDArray[np.float64]
     total_of: str | None = None
+    every_household: bool = False
 
     @property
     def expression(self) -> str:
@@ -262,6 +267,8 @@ class Control:
         ndarray of float64, shape (len(candidates),); NaN values of ``total_of`` count 0.
         """
         frame = candidates.frame(self.unit)
+        if self.every_household:
+            return np.ones(len(candidates))
         counted = self.condition(frame).astype(np.float64)
         if self.total_of is not None:
             values = pd.to_numeric(frame[self.total_of], errors="coerce").to_numpy(dtype=np.float64)
@@ -331,6 +338,9 @@ class HouseholdProject:
         Conditions the synthetic households and persons are checked against (a Synthor project's ``[[rules]]``).
     root : Path or None
         The project folder.
+    codebook : dict of (unit, column) -> Domain
+        The domain of every column the records have (:meth:`record_columns`): declared, or the sample's codes and
+        ranges (:func:`~synthor_core.codebook.sample_codebook`).
     """
 
     name: str
@@ -345,11 +355,32 @@ class HouseholdProject:
     derived: tuple[Derivation, ...] = ()
     rules: tuple[HouseholdRule, ...] = ()
     root: Path | None = field(default=None, compare=False)
+    codebook: dict = field(default_factory=dict, compare=False)
 
     @property
     def total(self) -> Control:
         """The control of households per zone."""
         return next(c for c in self.controls if c.name == self.total_control)
+
+    def record_columns(self, unit: str) -> list[str]:
+        """The columns every synthetic household (``unit`` "households") or person has and the outputs write: those
+        the controls read, then the output settings' (for persons, then the members' columns derived household
+        columns come from); sample columns only, the zone levels, ids and member number left out, and the sample
+        weight unless the output settings list it (it is the sample's, not a household's)."""
+        sample, output = self.sample, self.output
+        controls = [col for c in self.controls if c.unit == unit and not c.every_household for col in c.columns]
+        if unit == HOUSEHOLDS:
+            listed = list(output.household_columns) if output is not None else []
+            skip = {sample.household_id, *self.geography.levels} | ({sample.weight} - set(listed))
+            frame = sample.households
+            wanted = controls + listed
+        else:
+            listed = list(output.person_columns) if output is not None else []
+            wanted = controls + listed + [d.source for d in self.derived if d.source]
+            wanted += [col for d in self.derived if d.condition is not None for col in d.condition.columns]
+            skip = {MEMBER, sample.household_id, HOUSEHOLD_ROW, *self.geography.levels}
+            frame = sample.persons
+        return [c for c in dict.fromkeys(wanted) if c in frame.columns and c not in skip]
 
     def households_per_zone(self) -> npt.NDArray[np.int64]:
         """Households of every lowest-level zone (rounded total control), shape (n_zones,)."""

@@ -136,6 +136,37 @@ def test_calm_with_the_maxent_prior_meets_populationsim_with_households_that_agr
     tables = {t["table"]: t["tvd"] for t in report["realism"]["tables"]}
     assert "NP x NWESR x HTYPE" in tables and "OSUTAG x OCCP" in tables
     assert 0 < report["realism"]["mean_tvd"] <= 0.30
+    # complete records (issue 21): every column of every record inside the sample's codebook, no empty age, no
+    # invented code, the occupation consistent with working, a householder 17 or older in every household
+    sample_h = pd.read_csv(EXAMPLES / "example_calm" / "data" / "seed_households.csv", usecols=["NP", "HTYPE"])
+    sample_p = pd.read_csv(EXAMPLES / "example_calm" / "data" / "seed_persons.csv", usecols=["OCCP", "ESR", "OSUTAG"])
+    assert persons["AGEP"].notna().all() and persons["AGEP"].between(0, 94).all()
+    for column, frame, sample in (
+        ("NP", households, sample_h),
+        ("HTYPE", households, sample_h),
+        ("OCCP", persons, sample_p),
+        ("OSUTAG", persons, sample_p),
+    ):
+        assert frame[column].isin(sample[column].unique()).all(), column
+    assert persons["ESR"].dropna().isin(sample_p["ESR"].dropna().unique()).all()
+    assert (persons["ESR"].isna() == (persons["AGEP"] < 16)).mean() > 0.999  # the sample: empty exactly under 16
+    occupied = members["OCCP"].agg(lambda s: int((s != 999).sum())).reindex(ids).to_numpy()
+    assert (occupied == households["NWESR"].to_numpy()).all()  # the sample: ESR in {1, 2, 4} iff OCCP != 999
+    assert households["HHINCADJ"].between(-723.46246, 328799.66).all()
+    assert report["warnings"] == [] and all(c["outside"] == 0 for c in report["columns"])
+    assert {c["column"] for c in report["columns"]} == {"NP", "AGEHOH", "HHINCADJ", "NWESR", "HTYPE"} | {
+        "OSUTAG",
+        "OCCP",
+        "AGEP",
+        "ESR",
+    }
+    rules = {r["rule"]: r for r in report["rules"]}
+    assert rules["sample: ESR empty -> AGEP"]["broken"] == 0 and len(rules) > 50
+    assert all(r["broken"] == 0 and r["seed_broken_share"] == 0 for r in rules.values())
+    written = pd.read_csv(out / "synthetic_persons.csv")
+    assert list(written.columns) == ["household_id", "per_num", "AGEP", "OSUTAG", "OCCP"]
+    assert written["AGEP"].notna().all()
+    assert 0 < report["realism_all"]["mean_tvd"] <= 0.30 and len(report["realism_all"]["tables"]) == 16
 
 
 @needs_examples

@@ -16,6 +16,7 @@ RANK = {
     "geography": 1,
     "expressions": 2,
     "units": 3,
+    "codebook": 3.5,
     "targets": 4,
     "readers": 5,
     "aggregate": 6,

@@ -1,0 +1,216 @@
+"""Complete records: every column of a unit drawn among the values its domain and the rules allow (DESIGN §8).
+
+A prior that builds records without copying the sample (``maxent``, the LLM's fallback) fills each column of a unit
+in turn. The column's values are cut into **pieces** (:func:`column_pieces`): its codes (and "empty" where the
+domain allows it), or the stretches of its range between the constants any control or rule compares it with, so
+that every control and rule has one truth value on a piece and can be checked on one probe value. A unit draws a
+piece among those every rule allows given the columns drawn before (:func:`allowed_pieces`), in proportion to the
+piece's mass (a control's category mass shared over its pieces, else the piece's width), then a value inside it
+(:func:`piece_values`). A unit for which no piece is allowed is reported, so its household can be left out rather
+than written with a value the rules forbid.
+
+Inside a category the values are uniform, except in an open or very wide top category (more than
+``HOUSEHOLD_WIDE_BIN`` times the width of the category below): there they follow an exponential density from the
+category's floor with the width below as its mean, truncated at the domain's largest value, so an open top bin gives
+finite values inside the range the data has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from .. import defaults
+from ..codebook import Domain
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A stretch of a column's values on which every control and rule has one truth value.
+
+    Attributes
+    ----------
+    low, high : float
+        Its smallest and largest value (equal for a code or a point; both NaN for "empty").
+    integer : bool
+    origin, scale : float
+        The density inside: uniform when ``scale`` is 0, else proportional to ``exp(-(x - origin) / scale)`` (a
+        piece of a wide top category: decaying for ``scale`` > 0, rising for ``scale`` < 0).
+    """
+
+    low: float
+    high: float
+    integer: bool
+    origin: float = 0.0
+    scale: float = 0.0
+
+    @property
+    def empty(self) -> bool:
+        """Whether the piece is the empty value."""
+        return bool(np.isnan(self.low))
+
+    @property
+    def probe(self) -> float:
+        """A value inside the piece (NaN for empty)."""
+        return self.low
+
+    @property
+    def mass(self) -> float:
+        """The piece's share of its category before normalization: its width, or its exponential mass."""
+        if self.empty:
+            return 1.0
+        if self.low == self.high and not self.integer:
+            return 1e-9  # a point of a real range (a cut): never drawn unless nothing else is allowed
+        top = self.high + (1 if self.integer else 0)
+        if self.scale != 0:
+            s = self.scale
+            return float(s * (np.exp(-(self.low - self.origin) / s) - np.exp(-(top - self.origin) / s)))
+        return float(top - self.low)
+
+
+def column_pieces(domain: Domain, cuts) -> list[Piece]:
+    """The pieces of a column: its codes (and empty), or its range cut at ``cuts`` (the constants controls and rules
+    compare it with): each cut ``c`` inside the range starts a point piece ``{c}`` (whole numbers: when ``c`` is
+    whole) and a stretch after it. Ordered by value, empty last."""
+    pieces: list[Piece] = []
+    if domain.codes is not None:
+        pieces = [Piece(c, c, domain.integer) for c in domain.codes]
+    else:
+        lo, hi = domain.low, domain.high
+        starts = {lo}
+        for c in cuts:
+            if not np.isfinite(c) or c < lo or c > hi:
+                continue
+            if domain.integer:
+                if float(c).is_integer():
+                    starts |= {c, c + 1}
+                else:
+                    starts.add(float(np.ceil(c)))
+            else:
+                starts |= {c, np.nextafter(c, np.inf)}
+        edges = sorted(s for s in starts if s <= hi)
+        for i, start in enumerate(edges):
+            end = (
+                (edges[i + 1] - 1 if domain.integer else np.nextafter(edges[i + 1], -np.inf))
+                if i + 1 < len(edges)
+                else hi
+            )
+            if end >= start:
+                pieces.append(Piece(float(start), float(end), domain.integer))
+    if domain.empty:
+        pieces.append(Piece(np.nan, np.nan, domain.integer))
+    return pieces
+
+
+def with_tails(
+    pieces: list[Piece], category_of: npt.NDArray[np.int64], wide: float = defaults.HOUSEHOLD_WIDE_BIN
+) -> list[Piece]:
+    """The pieces, those of a wide top category given its exponential density (module docstring).
+
+    ``category_of[k]`` is the category (control signature) piece ``k`` lies in. Only the top run of pieces of one
+    category is examined: its width against the width of the run just below it (codes: from the smallest to the
+    largest code, plus one)."""
+    stretch = [k for k, p in enumerate(pieces) if not p.empty]
+    if len(stretch) < 2:
+        return pieces
+    runs: list[list[int]] = []  # consecutive pieces of one category, from the top down
+    for k in reversed(stretch):
+        if runs and category_of[runs[-1][0]] == category_of[k]:
+            runs[-1].insert(0, k)
+        elif len(runs) < 2:
+            runs.append([k])
+        else:
+            break
+    if len(runs) < 2:
+        return pieces
+    in_top, below_category = runs
+    step = 1 if pieces[0].integer else 0
+    width_top = pieces[in_top[-1]].high - pieces[in_top[0]].low + step
+    width_below = pieces[below_category[-1]].high - pieces[below_category[0]].low + step
+    if width_below <= 0 or width_top <= wide * width_below:
+        return pieces
+    origin = pieces[in_top[0]].low
+    return [
+        Piece(p.low, p.high, p.integer, origin, float(width_below)) if k in in_top else p for k, p in enumerate(pieces)
+    ]
+
+
+def allowed_pieces(frame: pd.DataFrame, column: str, pieces: list[Piece], rules, assigned: dict[str, np.ndarray]):
+    """Which piece each unit of ``frame`` may take: every rule reading ``column`` whose other columns the unit already
+    has (``assigned[col]``, bool per unit) must hold with the piece's probe value.
+
+    Returns
+    -------
+    ndarray of bool, shape (len(frame), len(pieces)).
+    """
+    n = len(frame)
+    out = np.ones((n, len(pieces)), dtype=bool)
+    relevant = [r for r in rules if column in r.condition.columns]
+    if not relevant or n == 0:
+        return out
+    probe = frame.copy()
+    for k, piece in enumerate(pieces):
+        probe[column] = piece.probe
+        for rule in relevant:
+            others = [c for c in rule.condition.columns if c != column]
+            if any(c not in probe.columns for c in others):
+                continue
+            applies = np.ones(n, dtype=bool)
+            for c in others:
+                applies &= assigned.get(c, np.zeros(n, dtype=bool))
+            if applies.any():
+                out[:, k] &= ~(rule.broken(probe) & applies)
+    return out
+
+
+def piece_compatibility(column_a: str, pieces_a: list[Piece], column_b: str, pieces_b: list[Piece], rules):
+    """Which pairs of pieces of two columns the rules reading only those columns allow: bool (len(pieces_a),
+    len(pieces_b)); all True when no rule reads just them."""
+    relevant = [r for r in rules if set(r.condition.columns) <= {column_a, column_b}]
+    grid = pd.DataFrame(
+        {
+            column_a: np.repeat([p.probe for p in pieces_a], len(pieces_b)),
+            column_b: np.tile([p.probe for p in pieces_b], len(pieces_a)),
+        }
+    )
+    ok = np.ones(len(grid), dtype=bool)
+    for rule in relevant:
+        ok &= ~rule.broken(grid)
+    return ok.reshape(len(pieces_a), len(pieces_b))
+
+
+def draw_pieces(weights: npt.NDArray[np.float64], rng: np.random.Generator) -> npt.NDArray[np.int64]:
+    """A piece per row of ``weights`` (shape (n, k), >= 0) in proportion to its weights; -1 where a row is all 0."""
+    total = weights.sum(axis=1)
+    cumulative = np.cumsum(weights, axis=1)
+    u = rng.random(weights.shape[0]) * total
+    which = (cumulative <= u[:, None]).sum(axis=1)
+    which = np.minimum(which, weights.shape[1] - 1)
+    return np.where(total > 0, which, -1).astype(np.int64)
+
+
+def piece_values(
+    pieces: list[Piece], which: npt.NDArray[np.int64], rng: np.random.Generator
+) -> npt.NDArray[np.float64]:
+    """A value inside the drawn piece of every unit (NaN for the empty piece or ``which`` -1), from the piece's
+    density (uniform, or the exponential of a wide top category, truncated to the piece)."""
+    out = np.full(which.size, np.nan)
+    for k, p in enumerate(pieces):
+        at = np.flatnonzero(which == k)
+        if not at.size or p.empty:
+            continue
+        if p.low == p.high:
+            out[at] = p.low
+            continue
+        top = p.high + (1 if p.integer else 0)
+        u = rng.random(at.size)
+        if p.scale != 0:
+            span = 1 - np.exp(-(top - p.low) / p.scale)
+            x = p.low - p.scale * np.log1p(-u * span)
+        else:
+            x = p.low + u * (top - p.low)
+        out[at] = np.minimum(np.floor(x), p.high) if p.integer else np.minimum(x, p.high)
+    return out
