@@ -16,20 +16,30 @@ Table 6; its person rejection rate, 6.3 %, is the share of written members break
 is 16 or older"), the final population's rule breaches, and realism (mean TVD of every pair and triple of control
 groups against the seed sample; lower = closer to the real joint).
 
+Part 3, complete records (issue 21): realism over every pair of columns the records have (not only the control
+groups), persons without an age, values outside the sample's codebook, households whose workers (NWESR) are not
+the members with an occupation (OCCP != 999; in the sample they always are), households without a member aged 15
+or older; maxent with and without the rules the sample's support implies (examples/calm lists them as
+``[[rules]]`` named ``sample: ...``; the run without them drops those entries from a copy of the project).
+
 Run: ``python benchmarks/llm_households.py``; prints markdown tables (about 4 minutes on 2 cores).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import tomli_w
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -70,10 +80,10 @@ def cost_against_n(project) -> None:
         )
 
 
-def run(prior: str, out: Path, *extra: str) -> tuple[dict, float]:
+def run(prior: str, out: Path, *extra: str, project: Path = CALM) -> tuple[dict, float]:
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "synthor_core", "run", str(CALM), "--prior", prior, "--seed", "1", "--out", str(out)]
+        [sys.executable, "-m", "synthor_core", "run", str(project), "--prior", prior, "--seed", "1", "--out", str(out)]
         + ["--quiet", *extra],
         cwd=ROOT,
         capture_output=True,
@@ -81,12 +91,47 @@ def run(prior: str, out: Path, *extra: str) -> tuple[dict, float]:
     )
     if done.returncode != 0:
         raise RuntimeError(done.stderr)
-    return json.loads((out / "report.json").read_text(encoding="utf-8")), time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    report["_records"] = records(out)
+    return report, seconds
+
+
+def records(out: Path) -> dict:
+    """The record checks of Part 3 on a run's households.csv and persons.csv."""
+    households = pd.read_csv(out / "households.csv")
+    persons = pd.read_csv(out / "persons.csv")
+    members = persons.groupby("household_id")
+    ids = households["household_id"]
+    occupied = members["OCCP"].agg(lambda s: int((s != 999).sum())).reindex(ids, fill_value=0).to_numpy()
+    adult = members["AGEP"].max().reindex(ids).to_numpy() >= 15
+    return {
+        "no_age": float(persons["AGEP"].isna().mean()),
+        "workers_occupied": float((occupied == households["NWESR"].to_numpy()).mean()),
+        "adult": float(np.mean(adult)),
+    }
+
+
+def without_sample_rules(folder: Path) -> Path:
+    """A copy of examples/calm without the ``[[rules]]`` found on the sample."""
+    copy = folder / "calm-without-sample-rules"
+    shutil.copytree(CALM, copy)
+    spec = tomllib.loads((copy / "synthor.toml").read_text(encoding="utf-8"))
+    spec["rules"] = [r for r in spec.get("rules", []) if not r["name"].startswith("sample: ")]
+    (copy / "synthor.toml").write_text(tomli_w.dumps(spec), encoding="utf-8")
+    return copy
 
 
 def rows(project, folder: Path) -> list[tuple[str, dict, float]]:
     seed = project.sample
-    out = [("Synthor, seed", *run("seed", folder / "seed")), ("Synthor, maxent", *run("maxent", folder / "maxent"))]
+    out = [
+        ("Synthor, seed", *run("seed", folder / "seed")),
+        ("Synthor, maxent", *run("maxent", folder / "maxent")),
+        (
+            "Synthor, maxent without the sample's rules",
+            *run("maxent", folder / "maxent-plain", project=without_sample_rules(folder)),
+        ),
+    ]
     llm_args = ["--model", "calm", "--api-key-env", "SYNTHOR_BENCHMARK_NO_KEY", "--max-retries", "1"]
     for name, records, careless in (
         ("Synthor, LLM (knowing endpoint, 1,000 households)", "1000", False),
@@ -146,6 +191,22 @@ def main() -> None:
             + (f"{rejected:,} ({rejected / written:.1%})" if written else "")
             + f" | {person_rejection(report)} | {from_llm / report['households']:.1%} | {breaches:,} | "
             f"{report['member_consistency'].get('with_members', 0):.1%} | {report['realism']['mean_tvd']:.3f} |"
+        )
+    print("\nPart 3: complete records (realism over all pairs of columns against the sample; lower = closer)\n")
+    print(
+        "| row | realism, all pairs (mean TVD) | realism, control groups | persons without AGEP | values outside the "
+        "codebook | NWESR = members with OCCP != 999 | households with a member 15+ | maxent households left out |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, report, _ in results:
+        checks = report["_records"]
+        outside = sum(c["outside"] for c in report.get("columns", []))
+        maxent = report.get("prior_notes", {})
+        left = maxent.get("left_out", maxent.get("maxent", {}).get("left_out", "")) if isinstance(maxent, dict) else ""
+        print(
+            f"| {name} | {report['realism_all']['mean_tvd']:.3f} | {report['realism']['mean_tvd']:.3f} | "
+            f"{checks['no_age']:.1%} | {outside:,} | {checks['workers_occupied']:.1%} | {checks['adult']:.1%} | "
+            f"{left if left == '' else f'{left:,}'} |"
         )
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 
 from . import defaults
 from .expressions import compile_condition, expression_constants
-from .units import HOUSEHOLDS, MEMBER, PERSONS, HouseholdRule, Sample
+from .units import HOUSEHOLDS, MEMBER, MINED_PREFIX, PERSONS, HouseholdRule, Sample
 
 
 @dataclass(frozen=True)
@@ -251,7 +251,7 @@ def mine_rules(
                 if then is None:
                     continue
                 expression = f"({otherwise}) | {then}"
-                name = f"sample: {label} -> {d.column}"
+                name = f"{MINED_PREFIX}{label} -> {d.column}"
                 rules.append(HouseholdRule(name, unit, compile_condition(expression, unit, frame.columns, name), True))
     return rules
 

@@ -29,6 +29,7 @@ PERSONS = "persons"
 UNIT_CHAIN = (HOUSEHOLDS, PERSONS)  # top unit first; each unit's rows name their parent's id
 HOUSEHOLD_ROW = "_household"  # column of a person table: the row of the person's household (int64)
 MEMBER = "per_num"  # column of a candidate person: the member's number in the household, 1 for the head
+MINED_PREFIX = "sample: "  # name prefix of the rules found on a sample (codebook.mine_rules)
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,11 @@ class HouseholdRule:
     def expression(self) -> str:
         """The condition as written."""
         return self.condition.expression
+
+    @property
+    def mined(self) -> bool:
+        """Whether the rule was found on the sample (:func:`synthor_core.codebook.mine_rules`)."""
+        return self.empty_is_value and self.name.startswith(MINED_PREFIX)
 
     def broken(self, frame: pd.DataFrame) -> npt.NDArray[np.bool_]:
         """Where a unit of ``frame`` (households or persons, as ``unit``) breaks the rule; a unit whose columns the

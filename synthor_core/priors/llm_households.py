@@ -37,9 +37,10 @@ import numpy as np
 import pandas as pd
 
 from .. import defaults
+from ..codebook import Domain, widen_for_controls
 from ..errors import PriorError
 from ..targets.model import HouseholdProject
-from ..units import HOUSEHOLD_ROW, HOUSEHOLDS, MEMBER, Candidates, empty_candidates
+from ..units import HOUSEHOLD_ROW, HOUSEHOLDS, MEMBER, MINED_PREFIX, PERSONS, Candidates, empty_candidates
 from .base import HouseholdGuidance, HouseholdProposal, PriorBase, plan_from_gaps
 from .households import HouseholdMaxEnt, is_integer_column
 from .llm import LLMClient, LLMSettings
@@ -49,16 +50,26 @@ TASK = "realize_households"
 
 
 def household_schema(
-    household_columns: dict[str, bool], person_columns: dict[str, bool], nullable: frozenset[str] = frozenset()
+    household_columns: dict[str, bool],
+    person_columns: dict[str, bool],
+    nullable: frozenset[str] = frozenset(),
+    domains: dict[str, Domain] | None = None,
 ) -> dict:
     """JSON schema (strict) of a household reply: ``{"households": [{<household columns>, "members": [...]}]}``.
 
     ``household_columns`` / ``person_columns``: column -> whether it holds whole numbers; ``nullable``: columns that
-    may be null (the sample leaves them empty for some units: ACS's ESR for children).
+    may be null (the sample leaves them empty for some units: ACS's ESR for children); ``domains``: column -> its
+    :class:`~synthor_core.codebook.Domain` (codes as an ``enum``, a range as ``minimum``/``maximum``), so a
+    grammar-constrained model cannot write an invented code.
     """
 
     def number(column: str, integer: bool) -> dict:
-        kind = {"type": "integer" if integer else "number"}
+        kind: dict = {"type": "integer" if integer else "number"}
+        domain = (domains or {}).get(column)
+        if domain is not None and domain.codes is not None:
+            kind = {"enum": [int(c) if float(c).is_integer() else c for c in domain.codes]}
+        elif domain is not None:
+            kind |= {"minimum": _plain_number(domain.low), "maximum": _plain_number(domain.high)}
         return {"anyOf": [kind, {"type": "null"}]} if column in nullable else kind
 
     member = {
@@ -93,13 +104,16 @@ def household_messages(
     k: int,
     scenario: str,
     member_condition: str | None = None,
+    domains: dict[str, Domain] | None = None,
 ) -> list[dict]:
     """Messages asking for ``k`` distinct realistic households with their members meeting ``conditions``.
 
     ``conditions``: ``{"condition": expression, "must_hold": bool}`` (the household controls of one cell, in the
     control dialect, ``households.NP == 3``); ``member_condition``: a person condition at least one member must meet
     (``persons.OSUTAG == 2``); ``derived``: how derived columns follow from the members. The project's rules are
-    listed. Every user-supplied string is JSON data inside the ``<data>`` block.
+    listed (those found on the sample: only the members' ones, as short implications; the household ones are
+    checked on the reply, not sent, to keep the prompt short), and each column's values (``domains``: the codes or
+    range of the codebook). Every user-supplied string is JSON data inside the ``<data>`` block.
     """
     payload = {
         "task": TASK,
@@ -108,10 +122,11 @@ def household_messages(
         "scenario": scenario,
         "conditions": conditions,
         "member_condition": member_condition,
-        "rules": [{"name": r.name, "unit": r.unit, "condition": r.expression} for r in project.rules],
+        "rules": [{"name": r.name, "unit": r.unit, "condition": r.expression} for r in project.rules if not r.mined],
+        "member_implications": _implications(project),
         "derived_columns": derived,
-        "household_columns": [{"name": c, "integer": i} for c, i in household_columns.items()],
-        "person_columns": [{"name": c, "integer": i} for c, i in person_columns.items()],
+        "household_columns": [_column_text(c, i, domains) for c, i in household_columns.items()],
+        "person_columns": [_column_text(c, i, domains) for c, i in person_columns.items()],
         "max_members": defaults.HOUSEHOLD_MAX_SIZE,
     }
     user = (
@@ -157,6 +172,27 @@ def _read_households(
     households = pd.DataFrame(rows, columns=list(household_columns))
     persons = pd.DataFrame(members, columns=[*person_columns, HOUSEHOLD_ROW, MEMBER])
     return households, persons
+
+
+def _implications(project: HouseholdProject) -> dict[str, list[str]]:
+    """The members' rules found on the sample, short: ``{"ESR empty": ["persons.OCCP.isin([999])", ...]}``."""
+    out: dict[str, list[str]] = {}
+    for r in project.rules:
+        if r.mined and r.unit == PERSONS:
+            given = r.name.removeprefix(MINED_PREFIX).split(" -> ")[0]
+            out.setdefault(given, []).append(r.expression.split(") | ", 1)[-1])
+    return out
+
+
+def _column_text(column: str, integer: bool, domains: dict[str, Domain] | None) -> dict:
+    """A column as the prompt lists it: name, whole numbers or not, and its values when the codebook has them."""
+    domain = (domains or {}).get(column)
+    return {"name": column, "integer": integer} | ({"values": domain.describe()} if domain is not None else {})
+
+
+def _plain_number(value: float) -> float | int:
+    """A whole float as an int (JSON ``3``, not ``3.0``)."""
+    return int(value) if float(value).is_integer() else float(value)
 
 
 def _number(value, integer: bool, nullable: bool = False) -> float:
@@ -213,7 +249,12 @@ class LLMHouseholdPrior(PriorBase):
             for (unit, col) in layout_columns
             if unit == HOUSEHOLDS and col not in fixed and col not in derived
         }
+        codebook = widen_for_controls(project.codebook, project.controls)
+        for unit, col in codebook:  # every column the records have (issue 21), not only those the controls read
+            if unit == HOUSEHOLDS and col not in fixed and col not in derived and col not in self.household_columns:
+                self.household_columns[col] = is_integer_column(sample.households, col)
         person_columns = [col for (unit, col) in layout_columns if unit != HOUSEHOLDS]
+        person_columns += [col for (unit, col) in codebook if unit != HOUSEHOLDS]
         person_columns += [d.source for d in derived.values() if d.source]
         person_columns += [c for d in derived.values() if d.condition is not None for c in d.condition.columns]
         self.person_columns = {c: is_integer_column(sample.persons, c) for c in dict.fromkeys(person_columns)}
@@ -223,7 +264,15 @@ class LLMHouseholdPrior(PriorBase):
             for c in frame.columns
             if (c in self.household_columns or c in self.person_columns) and frame[c].isna().any()
         )
-        self.schema = household_schema(self.household_columns, self.person_columns, self.nullable)
+        self.domains = {
+            unit: {col: d for (u, col), d in codebook.items() if u == unit} for unit in (HOUSEHOLDS, PERSONS)
+        }
+        self.schema = household_schema(
+            self.household_columns,
+            self.person_columns,
+            self.nullable,
+            {**self.domains[HOUSEHOLDS], **self.domains[PERSONS]},
+        )
         self.derived_text = [
             {"column": d.column, "is": d.how}
             | ({"of_members_meeting": d.expression} if d.expression else {})
@@ -343,6 +392,7 @@ class LLMHouseholdPrior(PriorBase):
                     n,
                     self.settings.scenario,
                     member,
+                    {**self.domains[HOUSEHOLDS], **self.domains[PERSONS]},
                 )
                 chunks.append((r, messages, self.client._occurrence(TASK, messages, self.schema)))
 
@@ -403,6 +453,16 @@ class LLMHouseholdPrior(PriorBase):
             before = meets.copy()
             meets &= has
             self._reject(meets, before, "household: no member meets the person condition")
+        for unit, frame in ((HOUSEHOLDS, got), (PERSONS, members)):  # a value outside its column's domain
+            for col, domain in self.domains[unit].items():
+                if col not in frame.columns:
+                    continue
+                outside = ~domain.inside(frame[col].to_numpy())
+                if unit == PERSONS:
+                    outside = np.bincount(members[HOUSEHOLD_ROW].to_numpy()[outside], minlength=len(got)) > 0
+                before = meets.copy()
+                meets &= ~outside
+                self._reject(meets, before, f"household: {col} outside its domain ({domain.describe()})")
         for rule in self.project.rules:  # a household breaking a rule, or with a member breaking one, is rejected
             frame = got if rule.unit == HOUSEHOLDS else members
             broken = rule.broken(frame)
