@@ -102,6 +102,8 @@ def _binnings(project: HouseholdProject) -> dict[tuple[str, str], tuple[int, Any
     empty). Per (unit, column): (number of categories, function frame -> int64 category per row)."""
     sample = project.sample
     out: dict[tuple[str, str], tuple[int, Any]] = {}
+    if not len(sample.households):  # no sample to compare with (a project of declared variables)
+        return out
     for (unit, col), domain in project.codebook.items():
         group = _groups(project, unit).get(col)
         if group is not None:
@@ -299,9 +301,12 @@ class HouseholdEvaluation:
 
         Returns
         -------
-        DataFrame, one row per table: ``unit``, ``table`` ("NP x NWESR"), ``cells``, ``tvd`` (0-1).
+        DataFrame, one row per table: ``unit``, ``table`` ("NP x NWESR"), ``cells``, ``tvd`` (0-1); no row without a
+        sample to compare with.
         """
         sample = self.project.sample
+        if not len(sample.households):
+            return pd.DataFrame(columns=["unit", "table", "cells", "tvd"])
         weight = sample.households[sample.weight].to_numpy(dtype=np.float64)
         reference = {
             **self._tabulate(HOUSEHOLDS, sample.households, weight),

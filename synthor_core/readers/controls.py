@@ -148,7 +148,8 @@ def read_control(
     totals = np.zeros(len(zones))
     totals[zones.get_indexer(totals_frame[entry.level])] = values
     reached = sample.incidence(entry.unit, condition(frame)) > 0
-    if not (reached & (sample.households[sample.weight].to_numpy() > 0)).any() and totals.sum() > 0:
+    has_sample = len(sample.households) > 0  # a project without a sample: its priors build the households
+    if has_sample and not (reached & (sample.households[sample.weight].to_numpy() > 0)).any() and totals.sum() > 0:
         warnings.append(
             f'control "{entry.name}": no seed household meets "{entry.expression}", so its total '
             f"{totals.sum():,.0f} cannot be reached"

@@ -41,12 +41,15 @@ key, entries of ``[[controls]]`` and ``[[derived]]`` counted from 1 (``controls[
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..codebook import Domain, widen_for_controls
 from ..errors import Problem, RuleError, TargetValidationError
 from ..expressions import compile_condition
 from ..geography import Geography, build_geography
@@ -57,6 +60,9 @@ from ..units import HOUSEHOLDS, MEMBER, PERSONS, Derivation, HouseholdRule, Samp
 from .controls import ControlEntry, check_zone_column, output_files, read_control
 from .populationsim import read_csv_table, seed_sample_from_tables, with_codebook
 from .project import read_project_toml
+
+DECLARED_ID = "household_id"  # id column of a project without a sample (no record carries it)
+DECLARED_WEIGHT = "weight"  # weight column of a project without a sample
 
 
 class _Section(BaseModel):
@@ -163,16 +169,63 @@ class OutputSpec(_Section):
     persons: OutputTableSpec | None = None
 
 
+class VariableSpec(_Section):
+    """One ``[[variables]]`` entry: a household or person column and its domain (issue 21: complete records).
+
+    ``codes`` (the values a coded column takes) or ``low`` and ``high`` (a range); ``integer``: whole numbers;
+    ``empty``: the column may be empty (a child's employment status). A declared domain replaces the one read from
+    the sample; a project without ``[seed]`` declares every column its records have.
+    """
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    unit: Literal["households", "persons"]
+    codes: list[float] | None = Field(None, min_length=1)
+    low: float | None = Field(None, allow_inf_nan=False)
+    high: float | None = Field(None, allow_inf_nan=False)
+    integer: bool = True
+    empty: bool = False
+
+    @model_validator(mode="after")
+    def _codes_or_a_range(self) -> VariableSpec:
+        if self.codes is not None and (self.low is not None or self.high is not None):
+            raise ValueError("give codes or low and high, not both")
+        if self.codes is None and (self.low is None or self.high is None):
+            raise ValueError("give codes (a list of numbers) or low and high (a range)")
+        if self.codes is not None and not all(np.isfinite(c) for c in self.codes):
+            raise ValueError("codes must be finite numbers")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"low ({self.low:g}) is above high ({self.high:g})")
+        return self
+
+    def domain(self) -> Domain:
+        """The declared :class:`~synthor_core.codebook.Domain`."""
+        if self.codes is not None:
+            codes = tuple(sorted({float(c) for c in self.codes}))
+            return Domain(self.name, self.unit, codes, codes[0], codes[-1], self.integer, self.empty)
+        assert self.low is not None and self.high is not None  # checked above
+        return Domain(self.name, self.unit, None, float(self.low), float(self.high), self.integer, self.empty)
+
+
 class HouseholdProjectSpec(_Section):
     """The whole ``synthor.toml`` of a household project."""
 
     project: ProjectSection
     geography: GeographySection
-    seed: SeedSection
+    seed: SeedSection | None = None
+    variables: list[VariableSpec] = Field(default_factory=list)
     derived: list[DerivedSpec] = Field(default_factory=list)
     controls: list[ControlSpec] = Field(min_length=1)
     rules: list[RuleSpec] = Field(default_factory=list)
     output: OutputSpec | None = None
+
+    @model_validator(mode="after")
+    def _a_sample_or_declared_variables(self) -> HouseholdProjectSpec:
+        if self.seed is None and not self.variables:
+            raise ValueError(
+                "a household project needs [seed] (the sample households and persons) or [[variables]] (each "
+                "column of the records with its codes or range)"
+            )
+        return self
 
 
 def is_household_project(folder: str | Path) -> bool:
@@ -273,11 +326,10 @@ def _derivations(spec: HouseholdProjectSpec, persons: pd.DataFrame, problems: li
                 problems.append(Problem(PROJECT_FILE, str(exc), column=f"derived[{i}].expression"))
                 continue
         if entry.how == "first" and entry.source not in persons.columns:
+            where = _shown(spec.seed.persons) if spec.seed is not None else "the [[variables]] of unit persons"
             problems.append(
                 Problem(
-                    PROJECT_FILE,
-                    f"expected a column of {_shown(spec.seed.persons)}, got {entry.source!r}",
-                    column=f"derived[{i}].source",
+                    PROJECT_FILE, f"expected a column of {where}, got {entry.source!r}", column=f"derived[{i}].source"
                 )
             )
             continue
@@ -379,6 +431,8 @@ def load_household_project(folder: str | Path) -> HouseholdProject:
     root = Path(folder)
     spec = _read_spec(root)
     problems = _check_names(spec)
+    if spec.seed is None:
+        return _declared_project(root, spec, problems)
     paths: dict[str, Path] = {}
     for key, name in (
         ("geography.file", spec.geography.file),
@@ -453,4 +507,72 @@ def load_household_project(folder: str | Path) -> HouseholdProject:
         rules=rules,
         root=root,
     )
-    return with_codebook(project, mine=False)
+    return _with_declared(with_codebook(project, mine=False), spec)
+
+
+def _with_declared(project: HouseholdProject, spec: HouseholdProjectSpec) -> HouseholdProject:
+    """The project with its ``[[variables]]`` domains in the codebook (replacing those read from the sample)."""
+    if not spec.variables:
+        return project
+    codebook = dict(project.codebook)
+    codebook.update({(v.unit, v.name): v.domain() for v in spec.variables})
+    return replace(project, codebook=widen_for_controls(codebook, project.controls))
+
+
+def _declared_project(root: Path, spec: HouseholdProjectSpec, problems: list[Problem]) -> HouseholdProject:
+    """A project without a sample: its records' columns are the ``[[variables]]``; only the priors that build
+    households (maxent, the LLM) serve it. The sample is empty (no record), with those columns."""
+    path = inside_folder(root, spec.geography.file, PROJECT_FILE, "geography.file", problems)
+    if problems or path is None:
+        raise TargetValidationError(problems)
+    crosswalk = read_csv_table(path, _shown(spec.geography.file), problems)
+    if problems or crosswalk is None:
+        raise TargetValidationError(problems)
+    geography, geo_problems = build_geography(crosswalk, list(spec.geography.levels), _shown(spec.geography.file))
+    if geo_problems or geography is None:
+        raise TargetValidationError(geo_problems)
+    level = spec.geography.seed_level
+    if level not in geography.levels:
+        raise TargetValidationError(
+            [
+                Problem(
+                    PROJECT_FILE,
+                    f"expected one of the levels {', '.join(geography.levels)}",
+                    column="geography.seed_level",
+                )
+            ]
+        )
+    names = {unit: [v.name for v in spec.variables if v.unit == unit] for unit in (HOUSEHOLDS, PERSONS)}
+    households = pd.DataFrame(
+        {c: pd.Series(dtype=np.float64) for c in [DECLARED_ID, level, DECLARED_WEIGHT, *names[HOUSEHOLDS]]}
+    )
+    persons = pd.DataFrame(
+        {c: pd.Series(dtype=np.float64) for c in [DECLARED_ID, MEMBER, *names[PERSONS]]}
+        | {"_household": pd.Series(dtype=np.int64)}
+    )
+    sample = Sample(households, persons, DECLARED_ID, MEMBER, DECLARED_WEIGHT, level)
+    derived = _derivations(spec, sample.persons, problems)
+    rules = _rules(spec, sample, problems)
+    controls, warnings = _controls(spec, root, geography, sample, problems)
+    output = (
+        output_files(spec.output.model_dump(exclude_none=True), PROJECT_FILE, "output", problems)
+        if spec.output is not None
+        else None
+    )
+    if problems:
+        raise TargetValidationError(problems)
+    project = HouseholdProject(
+        name=spec.project.name,
+        geography=geography,
+        sample=sample,
+        controls=controls,
+        total_control=spec.project.total_control,
+        max_expansion_factor=spec.project.max_expansion_factor,
+        output=output,
+        source="synthor",
+        warnings=warnings,
+        derived=derived,
+        rules=rules,
+        root=root,
+    )
+    return _with_declared(project, spec)

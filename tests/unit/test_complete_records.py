@@ -155,3 +155,44 @@ def test_the_report_flags_a_column_of_empty_values_and_values_outside_the_domain
         "households column HTYPE: 1 of 2 values are outside its domain (expected codes 1, 2, 3, 4)",
         "persons column AGEP is empty in every record (expected whole numbers 0 to 94)",
     ]
+
+
+DECLARED = Path(__file__).resolve().parents[1] / "projects" / "declared"
+
+
+def test_a_project_without_a_sample_declares_its_variables_and_gets_complete_records(tmp_path):
+    from synthor_core.readers.households import load_household_project
+
+    project = load_household_project(DECLARED)
+    assert len(project.sample.households) == 0 and project.codebook[("persons", "AGE")].describe() == (
+        "whole numbers 0 to 99"
+    )
+    report, result, households, persons = run_households(project, "maxent", 1, tmp_path / "out")
+    assert result.households == len(households) == 460 and result.fit["pct_rmse"].max() < 1.0
+    # every declared column of every record inside its domain; the rules hold record by record
+    assert set(households.columns) >= {"NP", "WORKERS", "TENURE"} and set(persons.columns) >= {"AGE", "EMPLOYED"}
+    assert households["NP"].isin(range(1, 7)).all() and households["TENURE"].isin([1, 2]).all()
+    assert persons["AGE"].between(0, 99).all() and persons["AGE"].notna().all()
+    assert (persons["EMPLOYED"].isna() == (persons["AGE"] < 16)).all()
+    assert persons.loc[persons["per_num"] == 1, "AGE"].min() >= 18
+    workers = persons.groupby("household_id")["EMPLOYED"].sum().reindex(households["household_id"]).to_numpy()
+    assert (workers == households["WORKERS"].to_numpy()).all()
+    assert report["warnings"] == [] and all(c["outside"] == 0 for c in report["columns"])
+    assert report["realism"]["tables"] == [] and report["realism_all"]["tables"] == []  # nothing to compare with
+
+
+def test_a_project_needs_a_sample_or_declared_variables_each_with_codes_or_a_range(tmp_path):
+    from synthor_core.errors import TargetValidationError
+    from synthor_core.readers.households import load_household_project
+
+    root = tmp_path / "declared"
+    shutil.copytree(DECLARED, root)
+    toml = root / "synthor.toml"
+    text = toml.read_text(encoding="utf-8")
+    toml.write_text(text.replace("low = 0\nhigh = 99", "low = 0\nhigh = 99\ncodes = [1, 2]"), encoding="utf-8")
+    with pytest.raises(TargetValidationError, match="give codes or low and high, not both"):
+        load_household_project(root)
+    head, _, rest = text.partition("[[variables]]")
+    toml.write_text(head + "[[derived]]" + rest.split("[[derived]]", 1)[1], encoding="utf-8")
+    with pytest.raises(TargetValidationError, match=r"needs \[seed\] .* or \[\[variables\]\]"):
+        load_household_project(root)
