@@ -675,8 +675,9 @@ class HouseholdMaxEnt(PriorBase):
         stands_for: float,
     ) -> Candidates:
         """Households of the drawn cells with their members, as candidates of ``block`` (each standing for
-        ``stands_for / n`` households). A household with a unit no allowed value was left for, or breaking a rule,
-        is left out (counted in ``self.left_out``)."""
+        ``stands_for / n`` households). A household with a unit no allowed value was left for is left out (counted
+        in ``self.left_out``); one still breaking a rule (the lookahead is pairwise) is left out by the loop's
+        check of every candidate (:func:`synthor_core.synthesis.zones.synthesize_zones`), counted there."""
         layout, sample = self.layout, self.project.sample
         n = draw.cells.size
         which = np.unravel_index(draw.cells, shape) if layout.household_axes else ()
@@ -709,11 +710,6 @@ class HouseholdMaxEnt(PriorBase):
                     and (frame[col] == np.floor(frame[col])).all()
                 ):
                     frame[col] = frame[col].astype(np.int64)
-        for rule in layout.rules:
-            broken = rule.broken(households if rule.unit == HOUSEHOLDS else persons)
-            if rule.unit == PERSONS:
-                broken = np.bincount(persons[HOUSEHOLD_ROW].to_numpy(), weights=broken, minlength=n) > 0
-            stuck |= broken
         kept = int(n - stuck.sum())
         households[sample.weight] = stands_for / max(kept, 1)
         self.written += n
@@ -762,7 +758,10 @@ class HouseholdMaxEnt(PriorBase):
                 for b, later in axes:
                     if later[1] not in values and later != key and (col, later[1]) in layout.compatible:
                         restrict &= layout.compatible[(col, later[1])][:, which[b]].T
-                allow = allowed_pieces(frame, col, pieces, _of(layout.rules, HOUSEHOLDS), assigned) & restrict
+                allow = allowed_pieces(
+                    frame, col, pieces, _of(layout.rules, HOUSEHOLDS), assigned, _known(layout, HOUSEHOLDS)
+                )
+                allow &= restrict
                 weights = allow * np.array([p.mass for p in pieces])[None, :]
                 drawn = draw_pieces(weights, rng)
                 stuck |= drawn < 0
@@ -784,7 +783,9 @@ class HouseholdMaxEnt(PriorBase):
         assigned = {c: np.ones(n, dtype=bool) for c in households.columns}
         for col in layout.extra_household:
             pieces = layout.pieces[(HOUSEHOLDS, col)]
-            allow = allowed_pieces(households, col, pieces, _of(layout.rules, HOUSEHOLDS), assigned)
+            allow = allowed_pieces(
+                households, col, pieces, _of(layout.rules, HOUSEHOLDS), assigned, _known(layout, HOUSEHOLDS)
+            )
             drawn = draw_pieces(allow * np.array([p.mass for p in pieces])[None, :], rng)
             stuck |= drawn < 0
             households[col] = piece_values(pieces, drawn, rng)
@@ -812,6 +813,11 @@ def _size_tail(pieces: list[Piece], category: np.ndarray, drawn: np.ndarray, mea
     if above <= pieces[tail[0]].scale:
         return pieces
     return [Piece(p.low, p.high, p.integer, p.origin, above) if k in tail else p for k, p in enumerate(pieces)]
+
+
+def _known(layout: _Layout, unit: str) -> dict[str, list[Piece]]:
+    """The pieces of every column of one unit (to stand for its values when rules are checked)."""
+    return {col: pieces for (u, col), pieces in layout.pieces.items() if u == unit}
 
 
 def _of(rules, unit: str) -> list[HouseholdRule]:
@@ -898,7 +904,7 @@ class _Members:
                 base = mass
         else:
             base = mass
-        allow = allowed_pieces(persons, col, pieces, _of(layout.rules, PERSONS), assigned)
+        allow = allowed_pieces(persons, col, pieces, _of(layout.rules, PERSONS), assigned, _known(layout, PERSONS))
         if counted is not None:
             chosen, d = counted
             counts = d.condition(pd.DataFrame({col: [p.probe for p in pieces]}))

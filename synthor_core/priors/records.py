@@ -138,9 +138,20 @@ def with_tails(
     ]
 
 
-def allowed_pieces(frame: pd.DataFrame, column: str, pieces: list[Piece], rules, assigned: dict[str, np.ndarray]):
+def allowed_pieces(
+    frame: pd.DataFrame,
+    column: str,
+    pieces: list[Piece],
+    rules,
+    assigned: dict[str, np.ndarray],
+    known: dict[str, list[Piece]] | None = None,
+):
     """Which piece each unit of ``frame`` may take: every rule reading ``column`` whose other columns the unit already
     has (``assigned[col]``, bool per unit) must hold with the piece's probe value.
+
+    The rules are evaluated once per distinct combination of the other columns, each column's value stood for by
+    its piece (``known[col]``: the pieces of that column, cut at every rule's constants, so a rule has one truth
+    value on a piece) or by itself; units share few combinations, so the cost does not follow the units.
 
     Returns
     -------
@@ -148,22 +159,58 @@ def allowed_pieces(frame: pd.DataFrame, column: str, pieces: list[Piece], rules,
     """
     n = len(frame)
     out = np.ones((n, len(pieces)), dtype=bool)
-    relevant = [r for r in rules if column in r.condition.columns]
+    relevant = [
+        r for r in rules if column in r.condition.columns and set(r.condition.columns) <= {*frame.columns, column}
+    ]
     if not relevant or n == 0:
         return out
-    probe = frame.copy()
-    for k, piece in enumerate(pieces):
-        probe[column] = piece.probe
-        for rule in relevant:
-            others = [c for c in rule.condition.columns if c != column]
-            if any(c not in probe.columns for c in others):
-                continue
-            applies = np.ones(n, dtype=bool)
-            for c in others:
-                applies &= assigned.get(c, np.zeros(n, dtype=bool))
-            if applies.any():
-                out[:, k] &= ~(rule.broken(probe) & applies)
-    return out
+    others = sorted({c for r in relevant for c in r.condition.columns if c != column})
+    codes, probes = [], {}
+    for c in others:
+        code, probe = _stand_ins(frame[c].to_numpy(), (known or {}).get(c))
+        given = assigned.get(c, np.zeros(n, dtype=bool))
+        codes.append(np.where(given, code, -1))  # -1: not drawn yet, no rule reading it applies
+        probes[c] = probe
+    combos, inverse = (
+        np.unique(np.column_stack(codes), axis=0, return_inverse=True)
+        if codes
+        else (
+            np.zeros((1, 0), dtype=np.int64),
+            np.zeros(n, dtype=np.int64),
+        )
+    )
+    u, k = len(combos), len(pieces)
+    grid = pd.DataFrame({c: np.repeat(probes[c][np.maximum(combos[:, m], 0)], k) for m, c in enumerate(others)})
+    grid[column] = np.tile([p.probe for p in pieces], u)
+    ok = np.ones(u * k, dtype=bool)
+    for rule in relevant:
+        applies = np.ones(u, dtype=bool)
+        for m, c in enumerate(others):
+            if c in rule.condition.columns:
+                applies &= combos[:, m] >= 0
+        if applies.any():
+            ok &= ~(rule.broken(grid) & np.repeat(applies, k))
+    return ok.reshape(u, k)[np.asarray(inverse).reshape(-1)]
+
+
+def _stand_ins(values: np.ndarray, pieces: list[Piece] | None) -> tuple[np.ndarray, np.ndarray]:
+    """A code per value and the value each code stands for: the value's piece (when every value lies in one of
+    ``pieces``) or the value itself."""
+    v = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
+    if pieces:
+        lows = np.array([p.low if not p.empty else np.inf for p in pieces])
+        highs = np.array([p.high if not p.empty else -np.inf for p in pieces])
+        order = np.argsort(lows, kind="stable")
+        at = np.clip(np.searchsorted(lows[order], v, side="right") - 1, 0, len(order) - 1)
+        index = order[at]
+        inside = (lows[index] <= v) & (v <= highs[index])
+        empty = [k for k, p in enumerate(pieces) if p.empty]
+        index = np.where(np.isnan(v), empty[0] if empty else -1, index)
+        inside |= np.isnan(v) & bool(empty)
+        if inside.all():
+            return index.astype(np.int64), np.array([p.probe for p in pieces])
+    code, uniques = pd.factorize(pd.Series(v), use_na_sentinel=False)
+    return code.astype(np.int64), np.asarray(uniques, dtype=np.float64)
 
 
 def piece_compatibility(column_a: str, pieces_a: list[Piece], column_b: str, pieces_b: list[Piece], rules):

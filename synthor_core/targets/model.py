@@ -365,8 +365,8 @@ class HouseholdProject:
     def record_columns(self, unit: str) -> list[str]:
         """The columns every synthetic household (``unit`` "households") or person has and the outputs write: those
         the controls read and the codebook describes, then the output settings' (for persons, then the members'
-        columns derived household columns come from); sample columns only, the zone levels, ids and member number left out, and the sample
-        weight unless the output settings list it (it is the sample's, not a household's)."""
+        columns derived household columns come from); sample columns only, the zone levels, ids and member number
+        left out, and the sample weight unless the output settings list it (it is the sample's, not a household's)."""
         sample, output = self.sample, self.output
         controls = [col for c in self.controls if c.unit == unit and not c.every_household for col in c.columns]
         controls += [col for (u, col) in self.codebook if u == unit]  # declared [[variables]]
