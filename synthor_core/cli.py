@@ -176,7 +176,8 @@ def _parser() -> argparse.ArgumentParser:
 def _print_setting_errors(exc: ValidationError) -> None:
     """One line per bad setting: its name, what is allowed, what was given."""
     for e in exc.errors():
-        print(f"error: setting {'.'.join(map(str, e['loc']))}: {e['msg']}, got {e.get('input')!r}", file=sys.stderr)
+        message = str(e["msg"]).removeprefix("Value error, ")
+        print(f"error: setting {'.'.join(map(str, e['loc']))}: {message}, got {e.get('input')!r}", file=sys.stderr)
 
 
 def _progress(event: IterationEvent) -> str:

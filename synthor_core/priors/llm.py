@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import openai
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import PriorError, TokenBudgetExhausted
 from ..targets.model import Project
@@ -120,6 +120,14 @@ class LLMSettings(BaseModel):
     price_prompt_per_million: float | None = Field(None, ge=0)
     price_completion_per_million: float | None = Field(None, ge=0)
     infer_dependencies: bool = True
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _cache_is_a_folder(cls, value: str | None) -> str | None:
+        """The reply cache is a folder (made when missing); an existing file there is refused before any call."""
+        if value is not None and Path(value).exists() and not Path(value).is_dir():
+            raise ValueError("expected a folder for the reply cache (made when missing), not an existing file")
+        return value
 
 
 @dataclass(frozen=True)

@@ -325,3 +325,25 @@ def test_an_endpoint_failing_every_call_is_named_in_the_error(ecommerce, kind):
     message = str(info.value)
     assert f"failed calls of {prior.usage.calls:,}: {kind} " in message, message
     assert type(info.value).__name__ == "PriorError"
+
+
+def test_a_reply_cache_naming_a_file_is_refused_before_any_call(tmp_path):
+    """``--cache`` naming an existing file (issue 26): a message naming the setting, exit 2, nothing written."""
+    existing = tmp_path / "replies.txt"
+    existing.write_text("not a folder", encoding="utf-8")
+    with pytest.raises(ValueError, match="expected a folder for the reply cache"):
+        LLMSettings(base_url="http://127.0.0.1:9/v1", model="m", cache_dir=str(existing))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "synthor_core", "run", str(ROOT / "examples" / "adult"), "--prior", "llm"]
+        + ["--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--cache", str(existing), "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "error: setting cache_dir: expected a folder for the reply cache (made when missing), not an existing " in (
+        done.stderr
+    )
+    assert not out.exists() and existing.read_text(encoding="utf-8") == "not a folder"
