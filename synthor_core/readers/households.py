@@ -58,7 +58,7 @@ from ..targets.tables import inside_folder, pydantic_problems
 from ..toml_files import parse_toml
 from ..units import HOUSEHOLDS, MEMBER, PERSONS, Derivation, HouseholdRule, Sample
 from .controls import ControlEntry, check_zone_column, output_files, read_control
-from .populationsim import read_csv_table, seed_sample_from_tables, with_codebook
+from .populationsim import read_csv_table, seed_sample_from_tables, unknown_output_columns, with_codebook
 from .project import read_project_toml
 
 DECLARED_ID = "household_id"  # id column of a project without a sample (no record carries it)
@@ -575,4 +575,5 @@ def _declared_project(root: Path, spec: HouseholdProjectSpec, problems: list[Pro
         rules=rules,
         root=root,
     )
+    project = replace(project, warnings=project.warnings + unknown_output_columns(project))
     return _with_declared(project, spec)

@@ -261,7 +261,30 @@ def with_codebook(project: HouseholdProject, mine: bool) -> HouseholdProject:
     codebook = sample_codebook(project.sample, households, project.record_columns(PERSONS))
     widened = widen_for_controls(codebook, project.controls)
     rules = project.rules + tuple(mine_rules(project.sample, codebook, widened=widened)) if mine else project.rules
-    return replace(project, codebook=widened, rules=rules)
+    return replace(project, codebook=widened, rules=rules, warnings=project.warnings + unknown_output_columns(project))
+
+
+def unknown_output_columns(project: HouseholdProject) -> list[str]:
+    """A warning per column the output settings list that the records do not have (it would be left out without a
+    word): neither a sample (or declared) column nor an id, zone level or member number."""
+    output = project.output
+    if output is None:
+        return []
+    sample = project.sample
+    known = {sample.household_id, output.household_id, *project.geography.levels}
+    out = []
+    for unit, listed, frame in (
+        (HOUSEHOLDS, output.household_columns, sample.households),
+        (PERSONS, output.person_columns, sample.persons),
+    ):
+        extra = {"per_num"} if unit == PERSONS else set()
+        missing = [c for c in listed if c not in frame.columns and c not in known | extra]
+        if missing:
+            out.append(
+                f"the output settings list {unit} column{'s' if len(missing) > 1 else ''} {', '.join(missing)}, "
+                f"which the {unit} have not: not written"
+            )
+    return out
 
 
 def seed_sample_from_tables(tables, reserved, seed_level, geography: Geography) -> tuple[Sample | None, list[Problem]]:

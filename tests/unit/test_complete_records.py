@@ -196,3 +196,18 @@ def test_a_project_needs_a_sample_or_declared_variables_each_with_codes_or_a_ran
     toml.write_text(head + "[[derived]]" + rest.split("[[derived]]", 1)[1], encoding="utf-8")
     with pytest.raises(TargetValidationError, match=r"needs \[seed\] .* or \[\[variables\]\]"):
         load_household_project(root)
+
+
+@needs_examples
+def test_an_output_column_the_records_lack_is_named_not_dropped_silently(tmp_path):
+    root = tmp_path / "example_test"
+    shutil.copytree(EXAMPLES / "example_test", root)
+    settings = root / "configs" / "settings.yaml"
+    text = settings.read_text(encoding="utf-8")
+    settings.write_text(
+        text.replace("      - OCCP\n", "      - OCCP\n      - SCHOOL\n      - JOB\n", 1), encoding="utf-8"
+    )
+    project = load_populationsim(root)
+    assert project.warnings == [
+        "the output settings list persons columns SCHOOL, JOB, which the persons have not: not written"
+    ]
