@@ -40,7 +40,13 @@ def pydantic_problems(file: str, err: ValidationError) -> list[Problem]:
                 loc += ("." if loc else "") + str(part)
         got = e.get("input")
         got_text = "" if isinstance(got, (dict, list)) else f", got {got!r}"
-        problems.append(Problem(file=file, column=loc or None, message=f"{e['msg']}{got_text}"))
+        message = str(e["msg"])
+        if e["type"] in ("union_tag_not_found", "union_tag_invalid"):  # a discriminated union: say what is expected
+            tags = e.get("ctx", {}).get("expected_tags") or "'categorical', 'numeric'"
+            given = e.get("ctx", {}).get("tag")
+            message = f"expected type = one of {tags}" + (f", got {given!r}" if given else " (the key type is missing)")
+            got_text = ""
+        problems.append(Problem(file=file, column=loc or None, message=f"{message}{got_text}"))
     return problems
 
 

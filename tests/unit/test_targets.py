@@ -294,3 +294,18 @@ def test_rules_that_forbid_every_record_say_so(tmp_path, small_project_dir):
     rules = load_rules(tmp_path / "rules.toml", project.schema)
     with pytest.raises(ConfigError, match="the rules forbid every record the target tables allow"):
         MaxEntPrior(project, rules=rules)
+
+
+@pytest.mark.parametrize(
+    "written, expected",
+    [
+        ("", "expected type = one of 'categorical', 'numeric' (the key type is missing)"),
+        ('type = "categoric"\n', "expected type = one of 'categorical', 'numeric', got 'categoric'"),
+    ],
+)
+def test_a_variable_without_a_known_type_is_told_what_is_expected(tmp_path, written, expected):
+    """Not pydantic's "Unable to extract tag using discriminator 'type'" (issue 26 item 6)."""
+    toml = SMALL_TOML.replace('type = "categorical"\n', written, 1)
+    assert toml != SMALL_TOML
+    problems = _problems(tmp_path, toml=toml)
+    assert len(problems) == 1 and problems[0].endswith(expected) and "discriminator" not in problems[0]
