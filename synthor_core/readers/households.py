@@ -58,7 +58,7 @@ from ..targets.tables import inside_folder, pydantic_problems
 from ..toml_files import parse_toml
 from ..units import HOUSEHOLDS, MEMBER, PERSONS, Derivation, HouseholdRule, Sample
 from .controls import ControlEntry, check_zone_column, output_files, read_control
-from .populationsim import read_csv_table, seed_sample_from_tables, unknown_output_columns, with_codebook
+from .populationsim import read_csv_table, seed_sample_from_tables, with_codebook
 from .project import read_project_toml
 
 DECLARED_ID = "household_id"  # id column of a project without a sample (no record carries it)
@@ -481,6 +481,49 @@ def load_household_project(folder: str | Path) -> HouseholdProject:
     if number is not None and number != sample.person_number:
         ordered = sample.persons.sort_values(["_household", number], kind="stable").reset_index(drop=True)
         sample = Sample(sample.households, ordered, sample.household_id, number, sample.weight, sample.seed_level)
+    return _assemble(root, spec, geography, sample, problems)
+
+
+def _with_declared(project: HouseholdProject, spec: HouseholdProjectSpec) -> HouseholdProject:
+    """The project with its ``[[variables]]`` domains in the codebook (replacing those read from the sample)."""
+    if not spec.variables:
+        return project
+    codebook = dict(project.codebook)
+    codebook.update({(v.unit, v.name): v.domain() for v in spec.variables})
+    return replace(project, codebook=widen_for_controls(codebook, project.controls))
+
+
+def _declared_project(root: Path, spec: HouseholdProjectSpec, problems: list[Problem]) -> HouseholdProject:
+    """A project without a sample: its records' columns are the ``[[variables]]``; only the priors that build
+    households (maxent, the LLM) serve it. The sample is empty (no record), with those columns."""
+    path = inside_folder(root, spec.geography.file, PROJECT_FILE, "geography.file", problems)
+    if problems or path is None:
+        raise TargetValidationError(problems)
+    crosswalk = read_csv_table(path, _shown(spec.geography.file), problems)
+    if problems or crosswalk is None:
+        raise TargetValidationError(problems)
+    geography, geo_problems = build_geography(crosswalk, list(spec.geography.levels), _shown(spec.geography.file))
+    if geo_problems or geography is None:
+        raise TargetValidationError(geo_problems)
+    level = spec.geography.seed_level  # one of the levels (_check_names)
+    names = {unit: [v.name for v in spec.variables if v.unit == unit] for unit in (HOUSEHOLDS, PERSONS)}
+    households = pd.DataFrame(
+        {c: pd.Series(dtype=np.float64) for c in [DECLARED_ID, level, DECLARED_WEIGHT, *names[HOUSEHOLDS]]}
+    )
+    persons = pd.DataFrame(
+        {c: pd.Series(dtype=np.float64) for c in [DECLARED_ID, MEMBER, *names[PERSONS]]}
+        | {"_household": pd.Series(dtype=np.int64)}
+    )
+    sample = Sample(households, persons, DECLARED_ID, MEMBER, DECLARED_WEIGHT, level)
+    return _assemble(root, spec, geography, sample, problems)
+
+
+def _assemble(
+    root: Path, spec: HouseholdProjectSpec, geography: Geography, sample: Sample, problems: list[Problem]
+) -> HouseholdProject:
+    """The project from its geography and sample (read, or empty with the declared columns): derivations, rules,
+    controls and output read against the sample's columns, then its codebook (the sample's, then the declared
+    ``[[variables]]``). Raises TargetValidationError with every problem found so far."""
     derived = _derivations(spec, sample.persons, problems)
     rules = _rules(spec, sample, problems)
     controls, warnings = _controls(spec, root, geography, sample, problems)
@@ -508,72 +551,3 @@ def load_household_project(folder: str | Path) -> HouseholdProject:
         root=root,
     )
     return _with_declared(with_codebook(project, mine=False), spec)
-
-
-def _with_declared(project: HouseholdProject, spec: HouseholdProjectSpec) -> HouseholdProject:
-    """The project with its ``[[variables]]`` domains in the codebook (replacing those read from the sample)."""
-    if not spec.variables:
-        return project
-    codebook = dict(project.codebook)
-    codebook.update({(v.unit, v.name): v.domain() for v in spec.variables})
-    return replace(project, codebook=widen_for_controls(codebook, project.controls))
-
-
-def _declared_project(root: Path, spec: HouseholdProjectSpec, problems: list[Problem]) -> HouseholdProject:
-    """A project without a sample: its records' columns are the ``[[variables]]``; only the priors that build
-    households (maxent, the LLM) serve it. The sample is empty (no record), with those columns."""
-    path = inside_folder(root, spec.geography.file, PROJECT_FILE, "geography.file", problems)
-    if problems or path is None:
-        raise TargetValidationError(problems)
-    crosswalk = read_csv_table(path, _shown(spec.geography.file), problems)
-    if problems or crosswalk is None:
-        raise TargetValidationError(problems)
-    geography, geo_problems = build_geography(crosswalk, list(spec.geography.levels), _shown(spec.geography.file))
-    if geo_problems or geography is None:
-        raise TargetValidationError(geo_problems)
-    level = spec.geography.seed_level
-    if level not in geography.levels:
-        raise TargetValidationError(
-            [
-                Problem(
-                    PROJECT_FILE,
-                    f"expected one of the levels {', '.join(geography.levels)}",
-                    column="geography.seed_level",
-                )
-            ]
-        )
-    names = {unit: [v.name for v in spec.variables if v.unit == unit] for unit in (HOUSEHOLDS, PERSONS)}
-    households = pd.DataFrame(
-        {c: pd.Series(dtype=np.float64) for c in [DECLARED_ID, level, DECLARED_WEIGHT, *names[HOUSEHOLDS]]}
-    )
-    persons = pd.DataFrame(
-        {c: pd.Series(dtype=np.float64) for c in [DECLARED_ID, MEMBER, *names[PERSONS]]}
-        | {"_household": pd.Series(dtype=np.int64)}
-    )
-    sample = Sample(households, persons, DECLARED_ID, MEMBER, DECLARED_WEIGHT, level)
-    derived = _derivations(spec, sample.persons, problems)
-    rules = _rules(spec, sample, problems)
-    controls, warnings = _controls(spec, root, geography, sample, problems)
-    output = (
-        output_files(spec.output.model_dump(exclude_none=True), PROJECT_FILE, "output", problems)
-        if spec.output is not None
-        else None
-    )
-    if problems:
-        raise TargetValidationError(problems)
-    project = HouseholdProject(
-        name=spec.project.name,
-        geography=geography,
-        sample=sample,
-        controls=controls,
-        total_control=spec.project.total_control,
-        max_expansion_factor=spec.project.max_expansion_factor,
-        output=output,
-        source="synthor",
-        warnings=warnings,
-        derived=derived,
-        rules=rules,
-        root=root,
-    )
-    project = replace(project, warnings=project.warnings + unknown_output_columns(project))
-    return _with_declared(project, spec)
