@@ -224,7 +224,7 @@ def mine_rules(
     ``sample: ESR empty -> AGEP``; in the order of the codebook's columns.
     """
     rules: list[HouseholdRule] = []
-    for unit, frame in ((HOUSEHOLDS, sample.households), (PERSONS, _numbered(sample))):
+    for unit, frame in ((HOUSEHOLDS, sample.households), (PERSONS, sample.numbered_persons())):
         if len(frame) < defaults.RULE_MIN_SAMPLE:
             continue
         domains = [d for (u, _), d in codebook.items() if u == unit and d.column in frame.columns]
@@ -254,17 +254,6 @@ def mine_rules(
                 name = f"{MINED_PREFIX}{label} -> {d.column}"
                 rules.append(HouseholdRule(name, unit, compile_condition(expression, unit, frame.columns, name), True))
     return rules
-
-
-def _numbered(sample: Sample) -> pd.DataFrame:
-    """The sample's persons with ``per_num`` numbering the members from 1 in the sample's order."""
-    persons = sample.persons
-    if sample.person_number and sample.person_number != MEMBER:
-        return persons.drop(columns=[MEMBER], errors="ignore").rename(columns={sample.person_number: MEMBER})
-    if MEMBER in persons.columns:
-        return persons
-    rows = persons["_household"].to_numpy()
-    return persons.assign(**{MEMBER: np.arange(len(rows)) - np.searchsorted(rows, rows, side="left") + 1})
 
 
 def outside_domain(frame: pd.DataFrame, codebook: dict[tuple[str, str], Domain], unit: str) -> dict[str, int]:

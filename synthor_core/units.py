@@ -76,6 +76,17 @@ class Sample:
         """Number of persons of each household, shape (n_households,)."""
         return np.bincount(self.persons["_household"].to_numpy(), minlength=len(self.households)).astype(np.int64)
 
+    def numbered_persons(self) -> pd.DataFrame:
+        """The persons with ``per_num`` numbering the members (the sample's ``person_number`` renamed, or 1, 2, ...
+        in the sample's order within each household)."""
+        persons = self.persons
+        if self.person_number and self.person_number != MEMBER:
+            return persons.drop(columns=[MEMBER], errors="ignore").rename(columns={self.person_number: MEMBER})
+        if MEMBER in persons.columns:
+            return persons
+        rows = persons[HOUSEHOLD_ROW].to_numpy()
+        return persons.assign(**{MEMBER: np.arange(len(rows)) - np.searchsorted(rows, rows, side="left") + 1})
+
 
 @dataclass(frozen=True)
 class Derivation:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..targets.model import HouseholdProject
-from ..units import HOUSEHOLD_ROW, MEMBER, Candidates, empty_candidates
+from ..units import Candidates, empty_candidates
 from .base import HouseholdGuidance, HouseholdProposal, PriorBase, plan_from_gaps
 
 
@@ -21,13 +21,7 @@ def sample_candidates(project: HouseholdProject) -> Candidates:
     sample = project.sample
     weight = sample.households[sample.weight].to_numpy(dtype=np.float64)
     keep = np.flatnonzero(weight > 0)
-    persons = sample.persons
-    if sample.person_number and sample.person_number != MEMBER:
-        persons = persons.drop(columns=[MEMBER], errors="ignore").rename(columns={sample.person_number: MEMBER})
-    elif MEMBER not in persons.columns:
-        rows = persons[HOUSEHOLD_ROW].to_numpy()
-        starts = np.searchsorted(rows, rows, side="left")
-        persons = persons.assign(**{MEMBER: np.arange(len(rows)) - starts + 1})
+    persons = sample.numbered_persons()
     blocks = project.geography.zones(sample.seed_level).get_indexer(sample.households[sample.seed_level])
     everything = Candidates(
         sample.households,

@@ -41,7 +41,7 @@ def test_calm_codebook_and_the_rules_its_sample_implies():
     )
     assert rules["sample: the head -> AGEP"].expression.endswith("persons.AGEP.between(17, 94)")
     # every rule holds on every sample record, by construction
-    persons = project.sample.persons.assign(per_num=project.sample.persons["per_num"])
+    persons = project.sample.numbered_persons()
     for rule in project.rules:
         frame = project.sample.households if rule.unit == "households" else persons
         assert not rule.broken(frame).any(), rule.name
