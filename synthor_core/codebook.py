@@ -254,15 +254,3 @@ def mine_rules(
                 name = f"{MINED_PREFIX}{label} -> {d.column}"
                 rules.append(HouseholdRule(name, unit, compile_condition(expression, unit, frame.columns, name), True))
     return rules
-
-
-def outside_domain(frame: pd.DataFrame, codebook: dict[tuple[str, str], Domain], unit: str) -> dict[str, int]:
-    """Per column of ``frame`` described in the codebook for ``unit``: units whose value lies outside its domain
-    (an empty value where the column may not be empty counts); columns without a problem left out."""
-    out = {}
-    for (u, column), domain in codebook.items():
-        if u == unit and column in frame.columns:
-            bad = int((~domain.inside(frame[column].to_numpy())).sum())
-            if bad:
-                out[column] = bad
-    return out

@@ -127,16 +127,6 @@ def write_population(population: pd.DataFrame, folder: Path, parquet: bool = Tru
 # --- households ------------------------------------------------------------------------------------------------------
 
 
-def household_columns(project: HouseholdProject) -> list[str]:
-    """Household columns written out (:meth:`HouseholdProject.record_columns`)."""
-    return project.record_columns(HOUSEHOLDS)
-
-
-def person_columns(project: HouseholdProject) -> list[str]:
-    """Person columns written out (:meth:`HouseholdProject.record_columns`)."""
-    return project.record_columns(PERSONS)
-
-
 def _typed(frame: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """Each column typed as the sample's: whole numbers as nullable integers (``30``, not ``30.0``), other numbers
     as float64, text as text; the same types in every partition (one header, one Parquet schema)."""
@@ -165,9 +155,10 @@ def expand_households(
     (households, persons)
         ``households``: ``household_id`` (int64 from ``first_id``), one column per geography level (zone ids), the
         candidate's id as ``<prior>_<id column>`` (the sample's id for sample households), ``prior`` (the prior each
-        came from; when ``origin``), then :func:`household_columns` (the sample weight, when listed, is 1 for
-        households the sample did not give: each stands for itself). ``persons``: ``household_id``, ``per_num``
-        (int64 from 1 within the household), then :func:`person_columns`. Ordered by zone, then candidate, so the
+        came from; when ``origin``), then the household ``record_columns`` of the project (the sample weight, when
+        listed, is 1 for households the sample did not give: each stands for itself). ``persons``:
+        ``household_id``, ``per_num`` (int64 from 1 within the household), then the persons' ``record_columns``.
+        Ordered by zone, then candidate, so the
         same inputs and seed give the same rows.
     """
     sample, geography = project.sample, project.geography
@@ -183,7 +174,7 @@ def expand_households(
     households[f"{prior}_{sample.household_id}"] = candidates.households[sample.household_id].to_numpy()[rows]
     if origin:
         households["prior"] = candidates.source[rows]
-    for column in household_columns(project):
+    for column in project.record_columns(HOUSEHOLDS):
         values = candidates.households[column] if column in candidates.households else None
         households[column] = values.to_numpy()[rows] if values is not None else np.nan
     if sample.weight in households.columns:
@@ -199,7 +190,7 @@ def expand_households(
     persons = pd.DataFrame(
         {HOUSEHOLD_ID: owner.astype(np.int64) + first_id, PERSON_NUMBER: within.astype(np.int64) + 1}
     )
-    for column in person_columns(project):
+    for column in project.record_columns(PERSONS):
         values = candidates.persons[column] if column in candidates.persons else None
         persons[column] = values.to_numpy()[person_rows] if values is not None else np.nan
     return _typed(households, sample.households), _typed(persons, sample.persons)

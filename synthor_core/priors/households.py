@@ -56,7 +56,6 @@ from .records import (
     allowed_pieces,
     column_pieces,
     draw_pieces,
-    piece_compatibility,
     piece_values,
     with_tails,
 )
@@ -292,6 +291,7 @@ class _Layout:
     integer: dict[str, bool]  # per household and person column of the candidates: whole numbers in the sample
     pieces: dict[tuple[str, str], list[Piece]]  # every column with a domain (the codebook), cut where rules change
     piece_category: dict[tuple[str, str], npt.NDArray[np.int64]]  # category of each piece (controlled columns)
+    codebook: dict  # (unit, column) -> Domain: the project's, widened for its controls as they are now
     person_order: list[str]  # person columns with a domain, in the order they are drawn
     extra_household: list[str]  # household columns with a domain that no control reads and no member gives
     rules: tuple[HouseholdRule, ...]
@@ -381,7 +381,8 @@ def _layout(project: HouseholdProject) -> _Layout:
         if any(c.signature)
     ]
     integer = {c: is_integer_column(frame, c) for frame in (sample.households, sample.persons) for c in frame.columns}
-    pieces, piece_category = _pieces(project, columns, derived)
+    codebook = widen_for_controls(project.codebook, project.controls)
+    pieces, piece_category = _pieces(project, codebook, columns, derived)
     counts = [d for d in derived.values() if d.how == "count" and d.column in derivation_categories]
     person_order = _person_order(project, columns, counts, pieces)
     extra_household = [
@@ -402,6 +403,7 @@ def _layout(project: HouseholdProject) -> _Layout:
         integer,
         pieces,
         piece_category,
+        codebook,
         person_order,
         extra_household,
         tuple(project.rules),
@@ -418,7 +420,9 @@ def _axis_compatibility(project, columns, household_axes, pieces, piece_category
         for key_b in household_axes:
             if key_a == key_b or key_a not in pieces or key_b not in pieces:
                 continue
-            pairs = piece_compatibility(key_a[1], pieces[key_a], key_b[1], pieces[key_b], rules)
+            probes = pd.DataFrame({key_a[1]: [p.probe for p in pieces[key_a]]})
+            given = {key_a[1]: np.ones(len(probes), dtype=bool)}
+            pairs = allowed_pieces(probes, key_b[1], pieces[key_b], rules, given)  # (pieces of a, pieces of b)
             categories = len(columns[key_b].categories)
             of_b = piece_category[key_b]
             out[(key_a[1], key_b[1])] = np.column_stack(
@@ -457,12 +461,12 @@ def _person_order(project: HouseholdProject, columns: dict, counts: list[Derivat
     return sorted((col for (unit, col) in pieces if unit == PERSONS), key=rank)
 
 
-def _pieces(project: HouseholdProject, columns: dict, derived: dict):
+def _pieces(project: HouseholdProject, codebook: dict, columns: dict, derived: dict):
     """The pieces of every column of the codebook (:func:`~synthor_core.priors.records.column_pieces`, cut at the
     constants of the controls, rules and count derivations reading it) and, for a controlled column, the category each
     piece lies in (matched by the controls' truth values on its probe; a wide top category gets its tail)."""
     pieces, piece_category = {}, {}
-    for (unit, col), domain in widen_for_controls(project.codebook, project.controls).items():
+    for (unit, col), domain in codebook.items():
         texts = (
             [project.controls[i].expression for i in columns[(unit, col)].controls] if (unit, col) in columns else []
         )

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from .. import defaults
-from ..codebook import Domain, widen_for_controls
+from ..codebook import Domain
 from ..errors import PriorError
 from ..targets.model import HouseholdProject
 from ..units import HOUSEHOLD_ROW, HOUSEHOLDS, MEMBER, MINED_PREFIX, PERSONS, Candidates, empty_candidates
@@ -249,7 +249,7 @@ class LLMHouseholdPrior(PriorBase):
             for (unit, col) in layout_columns
             if unit == HOUSEHOLDS and col not in fixed and col not in derived
         }
-        codebook = widen_for_controls(project.codebook, project.controls)
+        codebook = self.maxent.layout.codebook
         for unit, col in codebook:  # every column the records have (issue 21), not only those the controls read
             if unit == HOUSEHOLDS and col not in fixed and col not in derived and col not in self.household_columns:
                 self.household_columns[col] = is_integer_column(sample.households, col)

@@ -213,22 +213,6 @@ def _stand_ins(values: np.ndarray, pieces: list[Piece] | None) -> tuple[np.ndarr
     return code.astype(np.int64), np.asarray(uniques, dtype=np.float64)
 
 
-def piece_compatibility(column_a: str, pieces_a: list[Piece], column_b: str, pieces_b: list[Piece], rules):
-    """Which pairs of pieces of two columns the rules reading only those columns allow: bool (len(pieces_a),
-    len(pieces_b)); all True when no rule reads just them."""
-    relevant = [r for r in rules if set(r.condition.columns) <= {column_a, column_b}]
-    grid = pd.DataFrame(
-        {
-            column_a: np.repeat([p.probe for p in pieces_a], len(pieces_b)),
-            column_b: np.tile([p.probe for p in pieces_b], len(pieces_a)),
-        }
-    )
-    ok = np.ones(len(grid), dtype=bool)
-    for rule in relevant:
-        ok &= ~rule.broken(grid)
-    return ok.reshape(len(pieces_a), len(pieces_b))
-
-
 def draw_pieces(weights: npt.NDArray[np.float64], rng: np.random.Generator) -> npt.NDArray[np.int64]:
     """A piece per row of ``weights`` (shape (n, k), >= 0) in proportion to its weights; -1 where a row is all 0."""
     total = weights.sum(axis=1)
