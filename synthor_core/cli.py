@@ -106,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     llm = run.add_argument_group("LLM prior (--prior llm): any OpenAI-compatible endpoint")
     llm.add_argument("--base-url", help="e.g. https://api.openai.com/v1, http://localhost:11434/v1 (Ollama)")
+    llm.add_argument(
+        "--local-model",
+        action="store_true",
+        help="the bundled small model (SmolLM2-135M, requirements-local-model.txt) served on 127.0.0.1 for this run "
+        "instead of --base-url and --model; implies --prior llm (defaults: --timeout 300 --concurrency 1 "
+        "--records-per-call 10)",
+    )
     llm.add_argument("--model", help="model name at the endpoint")
     llm.add_argument(
         "--api-key-env",
@@ -142,6 +149,12 @@ def _parser() -> argparse.ArgumentParser:
         help="pure LLM output: no maxent for what the LLM cannot realize (its records break the schema, the "
         "proposal or the rules, its calls fail) nor for target cells left without a record",
     )
+    local = sub.add_parser(
+        "local-llm", help="serve the bundled small model on 127.0.0.1 (an OpenAI-compatible endpoint) until Ctrl-C"
+    )
+    local.add_argument("--port", type=int, default=0, help="default: a free port")
+    local.add_argument("--threads", type=int, default=None, help="decoding threads (default: 1 up to 4 cores)")
+    local.add_argument("--slots", type=int, default=1, help="requests decoded at once")
     conv = sub.add_parser("convert", help="write a PopulationSim working directory as a Synthor household project")
     conv.add_argument(
         "project",
@@ -209,7 +222,61 @@ def _config(args: argparse.Namespace, households: bool) -> SynthesisConfig | Non
 
 def command_run(args: argparse.Namespace) -> int:
     """Run a synthesis of a person or a household project and write its outputs and ``report.json`` into ``--out``
-    (:func:`synthor_core.runner.execute`, the same run the app starts); returns the exit code."""
+    (:func:`synthor_core.runner.execute`, the same run the app starts); returns the exit code. With
+    ``--local-model`` the bundled model is served for the run (:class:`~synthor_core.priors.local_model.LocalModel`)
+    and stopped after it."""
+    if not args.local_model:
+        return _command_run(args)
+    from .priors.local_model import LOCAL_RUN_DEFAULTS, LocalModel, LocalModelUnavailable
+
+    if args.prior not in (None, "llm") or args.base_url or args.model:
+        print(
+            "error: --local-model serves its own endpoint for the LLM prior: leave out --base-url, --model and "
+            f"--prior {args.prior or ''}".rstrip(),
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        local = LocalModel().start()
+    except LocalModelUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if not args.quiet:
+            print(f"local model {local.model} at {local.base_url} ({local.threads} thread(s))", flush=True)
+        args.prior, args.base_url, args.model = "llm", local.base_url, local.model
+        for name, value in LOCAL_RUN_DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+        return _command_run(args)
+    finally:
+        local.close()
+
+
+def command_local_llm(args: argparse.Namespace) -> int:
+    """Serve the bundled small model on 127.0.0.1 until Ctrl-C or SIGTERM; returns the exit code."""
+    from .priors.local_model import LocalModel, LocalModelUnavailable
+
+    try:
+        local = LocalModel(threads=args.threads, slots=args.slots, port=args.port).start()
+    except (LocalModelUnavailable, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        print(
+            f"serving {local.model} at {local.base_url} ({local.threads} thread(s), {local.slots} slot(s)); use it "
+            f"with: --prior llm --base-url {local.base_url} --model {local.model}; Ctrl-C stops",
+            flush=True,
+        )
+        with _StopOnSignal() as stop:
+            while not stop.requested():
+                time.sleep(0.2)
+    finally:
+        local.close()
+    return 0
+
+
+def _command_run(args: argparse.Namespace) -> int:
     households = is_zoned_project(args.project, args.configs)
     if not households and args.prior == "seed":
         print(
@@ -261,11 +328,21 @@ def _run_persons(args: argparse.Namespace, project, config: SynthesisConfig, llm
             text += f"  {event.llm_calls:,} LLM calls, {event.prompt_tokens + event.completion_tokens:,} tokens"
         if event.sources.get("maxent"):
             text += f"  ({event.sources['maxent']:,} added persons from maxent)"
+        if planned[0]:
+            text += f"  (LLM calls planned: about {planned[0]:,})"
         print(text, flush=True)
+
+    planned = [0]
+
+    def check_line(check: dict) -> None:
+        planned[0] = check["planned_calls"]
+        if not args.quiet:
+            print(check["text"], flush=True)
 
     with _StopOnSignal() as stop:
         try:
-            output = execute(project, prior, config, args.out, stop.requested, rules, RunHooks(line, None, saver))
+            hooks = RunHooks(line, None, saver, check_line)
+            output = execute(project, prior, config, args.out, stop.requested, rules, hooks)
         except OSError as exc:
             kept = (
                 f"the population saved at iteration {saver.saved_iteration} (not calibrated) is still there"
@@ -295,6 +372,8 @@ def _run_persons(args: argparse.Namespace, project, config: SynthesisConfig, llm
             f"in {args.out}",
             file=sys.stderr,
         )
+        return 1
+    if _llm_verdict(report, args.out):
         return 1
     if stop.requested():
         print(
@@ -357,6 +436,10 @@ def _run_households(args: argparse.Namespace, project: HouseholdProject, config,
                 flush=True,
             )
 
+    def check_line(check: dict) -> None:
+        if not args.quiet:
+            print(check["text"], flush=True)
+
     how = Partitioning(args.partition, args.workers, args.scheduler)
     with _StopOnSignal() as stop:
         output = execute(
@@ -365,7 +448,7 @@ def _run_households(args: argparse.Namespace, project: HouseholdProject, config,
             config,
             args.out,
             stop.requested,
-            hooks=RunHooks(iteration_line, partition_line),
+            hooks=RunHooks(iteration_line, partition_line, on_check=check_line),
             partitioning=how,
         )
     result, report = output.result, output.report
@@ -405,7 +488,18 @@ def _run_households(args: argparse.Namespace, project: HouseholdProject, config,
     if stop.requested():
         print(f"stopped on request: the households placed so far are written to {args.out}", file=sys.stderr)
         return STOPPED_EXIT
-    return 0
+    return 1 if _llm_verdict(report, args.out) else 0
+
+
+def _llm_verdict(report: dict, out: Path) -> bool:
+    """Print what the LLM contributed when it was little (``llm_degraded``, the last line) or nothing
+    (``llm_error``); True when it was nothing: the run failed (its population is written all the same)."""
+    if report.get("llm_error"):
+        print(f"error: {report['llm_error']}; the population is written to {out} all the same", file=sys.stderr)
+        return True
+    if report.get("llm_degraded"):
+        print(f"warning: {report['llm_degraded']}", file=sys.stderr)
+    return False
 
 
 NOT_CONVERGED_FACTOR, NOT_CONVERGED_TVD = 10, 0.05  # a final mean TVD above both: "did not converge", status 3
@@ -622,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands = {
         "run": command_run,
+        "local-llm": command_local_llm,
         "convert": command_convert,
         "validate": command_validate,
         "evaluate": command_evaluate,

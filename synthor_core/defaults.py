@@ -102,3 +102,4 @@ HOUSEHOLD_CONCENTRATED_SHARE = 0.05  # candidates per person category whose memb
 CODEBOOK_MAX_CODES = 40  # a whole-number column with at most this many distinct sample values is coded, else a range
 RULE_MIN_SUPPORT = 20  # sample units a value must have before the sample's support gives a rule about it
 RULE_MIN_SAMPLE = 1000  # units of a kind a sample must have before its support gives rules about them
+LLM_DEGRADED_SHARE = 0.10  # an LLM run whose final records come less than this share from the LLM is "degraded"

@@ -24,6 +24,7 @@ from typing import Any
 
 import duckdb
 
+from . import defaults
 from .errors import PriorError, SynthorError
 from .evaluate.report import run_report
 from .evaluate.rules import rules_fit_cost, rules_report
@@ -103,6 +104,44 @@ class RunHooks:
     on_event: Callable[[IterationEvent | HouseholdIteration], None] | None = None
     on_partition: Callable[[PartitionOutcome, int], None] | None = None
     checkpoint: Callable[[int, Any], None] | None = None
+    on_check: Callable[[dict], None] | None = None  # the LLM endpoint checked (llm_check's dict), before any work
+
+
+def llm_check(client, calls: int, tokens_per_call: int) -> dict:
+    """Check an LLM endpoint before a run and estimate the LLM part (issue 25, issue 26): one cheap call
+    (:meth:`~synthor_core.priors.llm.LLMClient.check_endpoint`), then ``calls`` calls of ``tokens_per_call`` tokens
+    at its measured rate, ``concurrency`` at a time.
+
+    Returns
+    -------
+    dict with ``seconds`` (the check's answer), ``tokens_per_s`` (None when the endpoint reports no tokens),
+    ``planned_calls``, ``tokens_per_call``, ``estimated_seconds`` (None when unknown), ``text`` (one line).
+
+    Raises
+    ------
+    PriorError
+        When the endpoint fails the check (named, with the cause): nothing else has been done.
+    """
+    check = client.check_endpoint()
+    concurrency = client.settings.concurrency
+    estimate = check.seconds_for(calls, tokens_per_call, concurrency)
+    rate = check.tokens_per_s
+    text = f"LLM endpoint {client.settings.base_url} answered the check in {check.seconds:.1f} s" + (
+        f" (~{rate:,.0f} tokens/s)" if rate else ""
+    )
+    if estimate is not None:
+        text += (
+            f"; the LLM part: about {calls:,} calls of ~{tokens_per_call:,} tokens, {concurrency} at a time, roughly "
+            + (f"{estimate / 60:,.0f} min" if estimate >= 90 else f"{estimate:,.0f} s")
+        )
+    return {
+        "seconds": round(check.seconds, 3),
+        "tokens_per_s": None if rate is None else round(rate, 1),
+        "planned_calls": calls,
+        "tokens_per_call": tokens_per_call,
+        "estimated_seconds": None if estimate is None else round(estimate, 1),
+        "text": text,
+    }
 
 
 @dataclass
@@ -171,6 +210,11 @@ def _execute_persons(
     project, prior, config, out, should_stop, rules, hooks: RunHooks, initial, fit_cost_now: bool
 ) -> RunOutput:
     result = None
+    check = None
+    if hasattr(prior, "check_endpoint"):  # the LLM: its endpoint answers before any work, or the run fails now
+        check = llm_check(prior, *prior.planned_calls(config))
+        if hooks.on_check is not None:
+            hooks.on_check(check)
     for event in run_synthesis(
         project,
         prior,
@@ -188,6 +232,9 @@ def _execute_persons(
     assert result is not None  # the person loop always ends with its SynthesisResult (or raises)
     report = run_report(result, config, prior.name, prior.usage, prior.dollars())
     report["status"] = "failed" if result.error else "stopped" if result.stop_reason == "stop requested" else "finished"
+    if check is not None:
+        report["llm"]["check"] = check
+        judge_llm_share(report)
     if rules:
         report["rules"] = rules_report(project, result.population, rules, fit_cost=None if fit_cost_now else {})
     output = RunOutput(result, report, prior)
@@ -204,6 +251,14 @@ def _execute_persons(
 
 def _execute_households(project, spec, config, out, should_stop, hooks: RunHooks, partitioning) -> RunOutput:
     started = time.perf_counter()
+    check = None
+    if spec.name == "llm":  # the endpoint answers before any work, or the run fails now
+        from .priors.llm import LLMClient
+        from .priors.llm_households import planned_calls
+
+        check = llm_check(LLMClient(spec.llm, spec.api_key), *planned_calls(project, spec.llm))
+        if hooks.on_check is not None:
+            hooks.on_check(check)
     writer: HouseholdWriter | None = None
     result = None
     written = 0
@@ -226,9 +281,55 @@ def _execute_households(project, spec, config, out, should_stop, hooks: RunHooks
         raise
     assert result is not None  # the household loop always ends with its HouseholdResult
     writer = writer or HouseholdWriter(project, out, spec.name, origin=spec.name != "maxent")
-    report = writer.finish(result, config, time.perf_counter() - started)
+    report = writer.finish(result, config, time.perf_counter() - started, {"llm_check": check} if check else None)
+    if check is not None:
+        judge_llm_share(report)
+        write_json(Path(out) / "report.json", report)
     files = sorted(p for p in Path(out).iterdir() if p.is_file() and not p.name.startswith("."))
     return RunOutput(result, report, spec, files)
+
+
+def judge_llm_share(report: dict) -> None:
+    """What the LLM contributed to a run with the LLM prior and its fallback, into ``report`` (issue 26: the
+    fallback is for degradation, not for substitution): ``llm_share`` (of the final persons, or households, that
+    came from the LLM), and ``llm_error`` when it is 0 (the run failed: its population came from the fallback
+    alone; nothing is discarded) or ``llm_degraded`` when it is below ``defaults.LLM_DEGRADED_SHARE``, each naming
+    the causes (failed calls by kind, records rejected by reason, most frequent first)."""
+    if "households_by_prior" in report:  # a household run
+        by_prior, unit = report["households_by_prior"], "households"
+        llm = (report.get("prior_notes") or {}).get("llm", {})
+        failures, rejected = llm.get("failures", {}), llm.get("rejected", {})
+    else:
+        by_prior = {name: s["final"] for name, s in (report.get("sources") or {}).items()}
+        unit, failures, rejected = "persons", report["llm"]["failures"], report.get("rejected", {})
+    total = sum(by_prior.values())
+    if total <= 0:
+        return
+    share = by_prior.get("llm", 0) / total
+    report["llm_share"] = round(share, 6)
+    if share >= defaults.LLM_DEGRADED_SHARE:
+        return
+    causes = [f"{sum(failures.values()):,} failed calls ({_top(failures)})"] if failures else []
+    causes += [f"{sum(rejected.values()):,} records rejected ({_top(rejected)})"] if rejected else []
+    cause = "; ".join(causes) or "no cause recorded"
+    others = ", ".join(name for name in by_prior if name != "llm")
+    if share == 0:
+        report["llm_error"] = (
+            f"the LLM contributed no valid record: all {int(total):,} {unit} came from {others} ({cause})"
+        )
+        report["status"] = "failed"
+    else:
+        report["llm_degraded"] = (
+            f"degraded: only {share:.1%} of the {unit} came from the LLM, the rest from {others} ({cause})"
+        )
+
+
+def _top(counts: dict, shown: int = 3) -> str:
+    """The ``shown`` largest counts as "reason 12, other 3" (the rest summed)."""
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    text = ", ".join(f"{k} {v:,}" for k, v in ranked[:shown])
+    rest = sum(v for _, v in ranked[shown:])
+    return text + (f", others {rest:,}" if rest else "")
 
 
 # --- background runs -------------------------------------------------------------------------------------------------
@@ -482,7 +583,7 @@ class Runner:
         snap = run.snapshot
         result, report, prior = output.result, output.report, output.prior
         flush()
-        error = result.error
+        error = result.error or report.get("llm_error")
         status = "failed" if error else "stopped" if result.stop_reason == "stop requested" else "finished"
         ended = time.time()
         if self.store is not None:

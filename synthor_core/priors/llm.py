@@ -64,6 +64,8 @@ MAX_ERROR_CHARS = 300  # characters of endpoint text (error messages, refused re
 MAX_REASON_CHARS = 500  # characters of a proposal's reason kept
 MAX_RETRY_AFTER_S = 60.0  # longest wait a Retry-After header may ask for
 MAX_TOKENS_PER_CALL = 10**9  # token counts an endpoint reports per call are cut to this
+UNREACHABLE_MIN_FAILURES = 3  # failed attempts in a row (besides unreachable_after_s) before the endpoint is given up
+PROBE_MAX_TOKENS = 48  # the check before a run asks for a few words
 
 
 class ReplyRefused(ValueError):
@@ -149,6 +151,39 @@ class LLMCall:
     waited_s: float
 
 
+@dataclass(frozen=True)
+class EndpointCheck:
+    """What the check before a run measured (:meth:`LLMClient.check_endpoint`).
+
+    Attributes
+    ----------
+    seconds : float, the answer's latency (the last attempt)
+    prompt_tokens, completion_tokens : int, as the endpoint reported them (0 when it reports none)
+    attempts : int, requests it took (failed ones retried)
+    """
+
+    seconds: float
+    prompt_tokens: int
+    completion_tokens: int
+    attempts: int
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Prompt and completion tokens per second of the answer (None when the endpoint reported no tokens)."""
+        tokens = self.prompt_tokens + self.completion_tokens
+        return tokens / max(self.seconds, 1e-3) if tokens else None
+
+    def seconds_for(self, calls: int, tokens_per_call: int, concurrency: int) -> float | None:
+        """Rough seconds of ``calls`` calls of ``tokens_per_call`` tokens each, ``concurrency`` at a time, at the
+        measured rate (one call's fixed latency included); None when the rate is unknown. A rough figure: a local
+        model reads a prompt faster than it writes, which the probe's mixed rate averages."""
+        rate = self.tokens_per_s
+        if rate is None or calls <= 0:
+            return None if rate is None else 0.0
+        waves = math.ceil(calls / max(concurrency, 1))
+        return waves * (tokens_per_call / rate + self.seconds * 0.2)
+
+
 class _WireProposal(BaseModel):
     model_config = ConfigDict(extra="ignore")
     conditions: dict[str, Any] = Field(default_factory=dict)
@@ -164,6 +199,7 @@ def clip_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
 
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)  # a string, or an unterminated one to the end
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_SPACES = re.compile(r"\s*")
 
 
 def check_reply_size(text: str, max_chars: int | None = None, max_depth: int | None = None) -> None:
@@ -220,6 +256,30 @@ def _extract_json(text: str) -> Any:
             check_reply_size(block)
             return json.loads(block)
         raise
+
+
+def salvage_items(text: str, top_key: str) -> list:
+    """The items written whole at the start of the array ``top_key`` of a reply cut short at ``max_tokens``
+    (``{"records": [{...}, {...}, {"age": 3`` gives the first two); [] when there is none.
+
+    One pass: each item is read with ``json.JSONDecoder.raw_decode`` from where the previous one ended; the first
+    that does not parse ends the list. The text passed :func:`check_reply_size` before (bounded depth).
+    """
+    match = re.search(r'"' + re.escape(top_key) + r'"\s*:\s*\[', text)
+    if match is None:
+        return []
+    decoder, items, at = json.JSONDecoder(), [], match.end()
+    while True:
+        at = _SPACES.match(text, at).end()
+        try:
+            item, at = decoder.raw_decode(text, at)
+        except ValueError:
+            return items
+        items.append(item)
+        at = _SPACES.match(text, at).end()
+        if not text.startswith(",", at):
+            return items
+        at += 1
 
 
 def _read_count(value: Any, limit: int) -> tuple[int | None, str]:
@@ -285,6 +345,8 @@ class LLMClient:
         self.calls: list[LLMCall] = []
         self._lock = threading.Lock()
         self._unreachable_since: float | None = None
+        self._failed_in_a_row = 0  # attempts ending in a timeout or a connection failure since the last answer
+        self.last_error = ""  # the endpoint's or the transport's words on the last failed attempt (cut)
         self._seen: Counter = Counter()  # identical requests so far, so that the n-th one replays the n-th reply
         self._abort = threading.Event()  # set once the endpoint is declared unreachable: every worker stops
         self._abort_reason = ""
@@ -347,12 +409,21 @@ class LLMClient:
             raise TokenBudgetExhausted(f"token budget of {budget:,} tokens spent")
 
     def call_json(
-        self, kind: str, messages: list[dict], schema: dict, top_key: str, cache_key: str | None = None
+        self,
+        kind: str,
+        messages: list[dict],
+        schema: dict,
+        top_key: str,
+        cache_key: str | None = None,
+        max_tokens: int | None = None,
+        use_cache: bool = True,
     ) -> dict | None:
         """One logical call: cache, then up to ``1 + max_retries`` requests. Returns the parsed reply (a dict
-        with ``top_key``) or None when every attempt failed.
+        with ``top_key``) or None when every attempt failed. A reply cut at ``max_tokens`` keeps the items of
+        ``top_key`` written whole before the cut (:func:`salvage_items`; counted as ``truncated``, not retried).
 
-        ``cache_key`` comes from :meth:`_occurrence`; computed here when not given.
+        ``cache_key`` comes from :meth:`_occurrence`; computed here when not given. ``max_tokens`` (default the
+        settings') bounds this reply; ``use_cache=False`` neither reads nor writes the reply cache.
 
         Raises
         ------
@@ -364,7 +435,7 @@ class LLMClient:
         s = self.settings
         response_format = self._response_format(kind, schema)
         key = cache_key or self._occurrence(kind, messages, schema)
-        cached = self._cache / f"{key}.json" if self._cache is not None else None
+        cached = self._cache / f"{key}.json" if self._cache is not None and use_cache else None
         prompt_text = messages[-1]["content"]
         if cached is not None and cached.is_file():
             entry = json.loads(cached.read_text(encoding="utf-8"))
@@ -386,20 +457,24 @@ class LLMClient:
                     "model": s.model,
                     "messages": messages,
                     "temperature": s.temperature,
-                    "max_tokens": s.max_tokens,
+                    "max_tokens": max_tokens or s.max_tokens,
                 }
                 if response_format is not None:
                     kwargs["response_format"] = response_format
                 response = self._client.chat.completions.create(**kwargs)
             except openai.APITimeoutError:
                 failure = "timeout"
+                self.last_error = f"no answer within {s.timeout_s:g} s"
             except openai.RateLimitError as exc:
                 failure = "rate_limit"
                 retry_after = exc.response.headers.get("retry-after")
+                self.last_error = f"HTTP 429 {clip_text(str(exc))}"
             except openai.APIStatusError as exc:
                 failure = "server_error" if exc.status_code >= 500 else "http_error"
-            except openai.APIConnectionError:
+                self.last_error = f"HTTP {exc.status_code} {clip_text(str(exc))}"
+            except openai.APIConnectionError as exc:
                 failure = "connection"
+                self.last_error = f"{type(exc.__cause__ or exc).__name__}: {clip_text(str(exc.__cause__ or exc))}"
             else:
                 try:
                     reply, refusal, finish_reason, usage = _read_completion(response)
@@ -416,7 +491,7 @@ class LLMClient:
                     failure = "reply_too_large"
                     reply = f"{reply[:MAX_ERROR_CHARS]}… ({len(reply):,} characters, more than {MAX_REPLY_CHARS:,})"
                 elif finish_reason == "length":
-                    failure = "truncated"
+                    failure = "truncated"  # unless it parses whole (a small model pads with spaces): see below
                 elif not reply or not reply.strip():
                     failure = "empty"
             latency = time.monotonic() - started
@@ -428,19 +503,28 @@ class LLMClient:
                 self.usage.completion_tokens += completion_tokens
                 if failure in ("timeout", "connection"):
                     self._unreachable_since = self._unreachable_since or started
+                    self._failed_in_a_row += 1
                 else:
                     self._unreachable_since = None
+                    self._failed_in_a_row = 0
                 unreachable_since = self._unreachable_since
+                failed_in_a_row = self._failed_in_a_row
             parsed = None
-            if failure is None and reply is not None:  # no failure: the reply is non-empty text
+            if failure in (None, "truncated") and reply:  # the reply is non-empty text (maybe cut at max_tokens)
                 try:
                     parsed = _extract_json(reply)
                     if not isinstance(parsed, dict) or not isinstance(parsed.get(top_key), list):
-                        failure = "invalid_output"
+                        parsed, failure = None, failure or "invalid_output"
+                    else:
+                        failure = None  # whole JSON: cut only in the spaces after it
                 except ReplyRefused as exc:
                     failure = exc.kind
                 except (ValueError, RecursionError):  # JSONDecodeError, too many digits; depth is checked before
-                    failure = "malformed_json"
+                    if failure == "truncated":  # the items written whole before the cut are kept (no retry)
+                        items = salvage_items(reply, top_key)
+                        parsed = {top_key: items} if items else None
+                    else:
+                        failure = "malformed_json"
             self._record(
                 LLMCall(
                     kind,
@@ -456,13 +540,17 @@ class LLMClient:
                 ),
                 failure,
             )
-            if failure is None:
+            if failure is None or parsed is not None:
                 if cached is not None:
                     cached.write_text(
                         json.dumps({"reply": reply, "parsed": parsed}, ensure_ascii=False), encoding="utf-8"
                     )
                 return parsed
-            if unreachable_since is not None and time.monotonic() - unreachable_since > s.unreachable_after_s:
+            if (
+                unreachable_since is not None
+                and failed_in_a_row >= UNREACHABLE_MIN_FAILURES
+                and time.monotonic() - unreachable_since > s.unreachable_after_s
+            ):
                 self._abort_reason = (
                     f"the LLM endpoint {s.base_url} has been unreachable for "
                     f"{time.monotonic() - unreachable_since:.1f} s (last failure: {failure})"
@@ -484,6 +572,43 @@ class LLMClient:
         return None
 
     # ----------------------------------------------------------------------------------------- the prior
+    def check_endpoint(self) -> EndpointCheck:
+        """One cheap call before a run (issue 26): a one-word JSON answer under the run's structured output, with
+        the run's timeout and retries, never cached. Its latency and tokens give :class:`EndpointCheck`.
+
+        Raises
+        ------
+        PriorError
+            Naming the endpoint, the model and the cause when every attempt failed: unreachable (connection
+            refused, no answer within the timeout), HTTP errors, a refusal, prose or JSON of another shape.
+        """
+        s = self.settings
+        before = len(self.calls)
+        reply = self.call_json(
+            "check",
+            prompts.check_messages(),
+            prompts.CHECK_SCHEMA,
+            "answers",
+            max_tokens=PROBE_MAX_TOKENS,
+            use_cache=False,
+        )
+        attempts = self.calls[before:]
+        if reply is None or not attempts:
+            last = attempts[-1] if attempts else None
+            kind = last.outcome if last is not None else "no request"
+            if kind in ("timeout", "connection", "server_error", "http_error", "rate_limit"):
+                detail = self.last_error
+            elif last is not None and last.reply:
+                detail = f"it answered {clip_text(last.reply, 120)!r}"
+            else:
+                detail = "it answered nothing"
+            raise PriorError(
+                f"the LLM endpoint {s.base_url} (model {s.model!r}) failed the check before the run after "
+                f"{len(attempts)} attempt(s): {kind} ({detail}); nothing was synthesized"
+            )
+        last = attempts[-1]
+        return EndpointCheck(last.latency_s, last.prompt_tokens, last.completion_tokens, len(attempts))
+
     def test_connection(self) -> str:
         """List the endpoint's models (one cheap request); returns a one-line answer, never raises.
 
@@ -545,6 +670,18 @@ class LLMPrior(LLMClient):
         self._pending: PriorError | None = None  # raised by the next plan(): a batch keeps what it got first
         self._count_limit = max(1, int(project.size))  # record requests are cut to the largest N seen so far
         self.fallback: Prior | None = None  # what a runner gives the engine to realize what this prior cannot
+
+    def planned_calls(self, config) -> tuple[int, int]:
+        """``(calls, tokens per call)`` a run with ``config`` (a SynthesisConfig) plans at most, for the estimate
+        before it: dependency inference, one plan per iteration, and the realize calls of ``distinct_records``
+        (none in paper mode); tokens from a realize prompt's characters (4 a token) and the records it asks
+        (8 tokens a value). A rough figure, not a bound."""
+        k = min(self.settings.records_per_call, self.distinct_records)
+        realize = prompts.realize_messages(self.project, Proposal(conditions={}, count=k), k, self.settings.scenario)
+        reading = sum(len(m["content"]) for m in realize) // 4
+        writing = k * len(self.project.schema.names) * 8
+        realize_calls = 0 if self.mode == "paper" else math.ceil(self.distinct_records / max(k, 1))
+        return int(self.settings.infer_dependencies) + config.max_iterations + realize_calls, reading + writing
 
     def infer_dependencies(self) -> list[list[str]]:
         """Groups of dependent variables (at most 3, each of at least 2 known variables); [] when the call
@@ -645,12 +782,10 @@ class LLMPrior(LLMClient):
                 )
         return proposals
 
-    def _realize_chunk(self, messages: list[dict], cache_key: str, k: int) -> pd.DataFrame:
+    def _realize_chunk(self, messages: list[dict], cache_key: str, k: int, schema: dict) -> pd.DataFrame:
         """At most ``k`` records (dicts) of one realize call, as a frame."""
         try:
-            reply = self.call_json(
-                "realize", messages, prompts.records_schema(self.project.schema), "records", cache_key
-            )
+            reply = self.call_json("realize", messages, schema, "records", cache_key)
         except PriorError as exc:  # budget spent or endpoint gone: this chunk gets nothing, the others keep theirs
             with self._lock:
                 if self._pending is None or isinstance(self._pending, TokenBudgetExhausted):
@@ -684,20 +819,19 @@ class LLMPrior(LLMClient):
         if self.mode == "paper":
             return [sample_uniform_records(self.project.schema, p, k, rng) for p, k in requests]
         size = self.settings.records_per_call
-        schema = prompts.records_schema(self.project.schema)
-        chunks = []  # (request index, messages, cache key, records), keys assigned here in a fixed order
+        chunks = []  # (request index, messages, cache key, records, schema), keys assigned here in a fixed order
         for i, (proposal, k) in enumerate(requests):
             for start in range(0, k, size):
-                messages = prompts.realize_messages(
-                    self.project, proposal, min(size, k - start), self.settings.scenario
-                )
-                chunks.append((i, messages, self._occurrence("realize", messages, schema), min(size, k - start)))
+                n = min(size, k - start)
+                messages = prompts.realize_messages(self.project, proposal, n, self.settings.scenario)
+                schema = prompts.records_schema(self.project.schema, proposal.conditions, n)
+                chunks.append((i, messages, self._occurrence("realize", messages, schema), n, schema))
         self._check_budget()
         with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
-            frames = list(pool.map(lambda c: self._realize_chunk(c[1], c[2], c[3]), chunks))
+            frames = list(pool.map(lambda c: self._realize_chunk(c[1], c[2], c[3], c[4]), chunks))
         out = []
         for i in range(len(requests)):
-            parts = [f for (j, _, _, _), f in zip(chunks, frames) if j == i and len(f)]
+            parts = [f for (j, *_), f in zip(chunks, frames) if j == i and len(f)]
             out.append(
                 pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=self.project.schema.names)
             )

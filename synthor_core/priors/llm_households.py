@@ -95,6 +95,34 @@ def household_schema(
     }
 
 
+TOKENS_PER_VALUE = 8  # a value written in a JSON reply, with its key (SmolLM2's and GPT's tokenizers, measured)
+CHARACTERS_PER_TOKEN = 4  # of a prompt
+MEMBERS_PER_HOUSEHOLD = 2.5  # for an estimate of a reply's length
+
+
+def planned_calls(project: HouseholdProject, settings: LLMSettings) -> tuple[int, int]:
+    """``(calls, tokens per call)`` of the LLM household prior on ``project``, for the estimate before a run: the
+    ``distinct_records`` households in calls of ``records_per_call`` (every partition shares them); the prompt's
+    characters over ``CHARACTERS_PER_TOKEN``, and ``TOKENS_PER_VALUE`` per value written (households of
+    ``MEMBERS_PER_HOUSEHOLD`` members). A rough figure, not a bound."""
+    household = project.record_columns(HOUSEHOLDS)
+    person = project.record_columns(PERSONS)
+    k = min(settings.records_per_call, settings.distinct_records)
+    prompt = household_messages(
+        project,
+        [],
+        [],
+        dict.fromkeys(household, True),
+        dict.fromkeys(person, True),
+        k,
+        settings.scenario,
+        domains={column: domain for (_, column), domain in project.codebook.items()},
+    )
+    reading = sum(len(m["content"]) for m in prompt) // CHARACTERS_PER_TOKEN
+    writing = int(k * (len(household) + MEMBERS_PER_HOUSEHOLD * len(person)) * TOKENS_PER_VALUE)
+    return math.ceil(settings.distinct_records / max(settings.records_per_call, 1)), reading + writing
+
+
 def household_messages(
     project: HouseholdProject,
     conditions: list[dict],

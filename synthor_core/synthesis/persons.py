@@ -160,15 +160,24 @@ class _PersonRun:
                     f'the prior "{self.prior.name}" could not plan ({exc}); {self.backup.name} planned instead'
                 )
             proposals = []
-        if self.backup is not None and not proposals:
-            proposals = self.backup.plan(guidance, self.rng)[:limit]
+        usable = [p for p in proposals if check_proposal(p, self.schema, self.paper) is None]
+        if self.backup is not None and not usable:  # none, or none usable (counted as rejected in apply)
+            proposals = proposals + self.backup.plan(guidance, self.rng)[:limit]
             self.fallback_stats["plans"] += 1
         return proposals
 
-    def apply(self, proposals: list[Proposal], rejected: Counter) -> tuple[list[tuple[Proposal, int]], int]:
-        """Removals done at once; add-proposals as ``(proposal, records to realize)``. Returns (requests, removed)."""
+    def apply(
+        self, proposals: list[Proposal], rejected: Counter, guidance: Guidance
+    ) -> tuple[list[tuple[Proposal, int]], int]:
+        """Removals done at once; add-proposals as ``(proposal, records to realize)``. Returns (requests, removed).
+
+        An iteration removes at most what the guidance calls for: the over-represented cells' excess plus the
+        population's excess over N (SmolLM2-135M once proposed removing every person with no condition)."""
         requests: list[tuple[Proposal, int]] = []
         removed = 0
+        removable = math.ceil(
+            sum(abs(g.count_gap) for g in guidance.over) + max(guidance.current_total - guidance.population_size, 0)
+        )
         for proposal in proposals:
             problem = check_proposal(proposal, self.schema, self.paper)
             if problem is None and self.paper and proposal.action == "remove":
@@ -176,8 +185,12 @@ class _PersonRun:
             if problem is not None:
                 rejected[f"proposal: {problem}"] += 1
             elif proposal.action == "remove":
+                if removed >= removable:
+                    rejected["proposal: removes more than the guidance's excess"] += 1
+                    continue
                 mask = match_conditions(self.population, proposal.conditions, self.schema)
-                self.population, took = _remove(self.population, mask, proposal.count, self.rng)
+                count = min(proposal.count, removable - removed)
+                self.population, took = _remove(self.population, mask, count, self.rng)
                 removed += took
             else:
                 share = math.ceil(self.distinct * proposal.count / self.size)
@@ -290,7 +303,7 @@ def synthesize_persons(
                 iteration -= 1
                 break
             rejected: Counter = Counter()
-            requests, removed = run.apply(proposals, rejected)
+            requests, removed = run.apply(proposals, rejected, guidance)
             added, sources = run.realize(requests, rejected)
             t_agg = time.perf_counter()
             synthetic = aggregator.aggregate(run.population)
@@ -330,7 +343,7 @@ def synthesize_persons(
                 + _failure_text(prior.usage)
                 + (f"; {run.error}" if run.error else "")
             )
-        yield finish_persons(run, aggregator, loop_fit, iteration, time.perf_counter() - started)
+        yield finish_persons(run, aggregator, loop_fit, iteration, started)
 
 
 def _failure_text(usage) -> str:

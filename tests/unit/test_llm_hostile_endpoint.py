@@ -96,7 +96,7 @@ class HostileEndpoint:
 
     def answer_chat(self, handler, body: dict) -> None:
         user = str(body["messages"][-1]["content"])
-        task = re.search(r'"task": "(\w+)"', user).group(1)
+        task = re.search(r'"task": ?"(\w+)"', user).group(1)
         with self._lock:
             self.log.append({"task": task})
         if self.retry_after is not None:
@@ -112,7 +112,7 @@ class HostileEndpoint:
         if task == "infer_dependencies":
             content = json.dumps({"groups": []})
         elif task == "realize_records":
-            k = int(re.search(r'"k": (\d+)', user).group(1))
+            k = int(re.search(r'"k": ?(\d+)', user).group(1))
             self.log[-1]["k"] = k
             content = json.dumps(
                 {
