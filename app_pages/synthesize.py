@@ -6,6 +6,7 @@ import streamlit as st
 
 from app_session import (
     KEY_SOURCE_CAPTIONS,
+    LOCAL_MODEL_LABEL,
     adopt_run_from_url,
     allowed_endpoints,
     as_text,
@@ -13,9 +14,11 @@ from app_session import (
     get_runner,
     init_state,
     llm_api_key,
+    local_model_offered,
     owner_id,
     problems_frame,
     rules_from_upload,
+    shared_local_model,
     show_downloads,
 )
 from synthor_core.errors import TargetValidationError
@@ -70,36 +73,56 @@ prior_name = st.selectbox("Prior", list(PRIORS), key="synth.prior", format_func=
 llm_settings, api_key = None, None
 if prior_name == "llm":
     with st.container(border=True):
-        cols = st.columns([3, 2, 2])
-        endpoints = allowed_endpoints()
-        if endpoints:
-            base_url = cols[0].selectbox(
-                "Endpoint", endpoints, key="synth.endpoint", help="The endpoints the operator of this server allows"
+        local = local_model_offered() and (
+            st.radio(
+                "Model",
+                ["your endpoint", LOCAL_MODEL_LABEL],
+                horizontal=True,
+                key="synth.llm_source",
+                help="The bundled model (SmolLM2-135M) runs on this server's CPU: a real model, offline, but small "
+                "and weak; expect seconds per call. Your endpoint: any OpenAI-compatible server.",
+            )
+            == LOCAL_MODEL_LABEL
+        )
+        if local:
+            served = shared_local_model()
+            base_url, model, api_key = served.base_url, served.model, ""
+            st.caption(
+                f"{served.model}, served by this server at {served.base_url} ({served.threads} decoding thread(s)). "
+                "Before the run, one check call measures its speed and the run's progress shows the estimate."
             )
         else:
-            base_url = cols[0].text_input(
-                "Base URL",
-                value="http://localhost:11434/v1",
-                key="synth.base_url",
-                help="OpenAI: https://api.openai.com/v1; Ollama: http://localhost:11434/v1; vLLM: http://HOST:8000/v1",
+            cols = st.columns([3, 2, 2])
+            endpoints = allowed_endpoints()
+            if endpoints:
+                base_url = cols[0].selectbox(
+                    "Endpoint", endpoints, key="synth.endpoint", help="The endpoints the operator of this server allows"
+                )
+            else:
+                base_url = cols[0].text_input(
+                    "Base URL",
+                    value="http://localhost:11434/v1",
+                    key="synth.base_url",
+                    help="OpenAI: https://api.openai.com/v1; Ollama: http://localhost:11434/v1; vLLM: "
+                    "http://HOST:8000/v1",
+                )
+            model = cols[1].text_input("Model", value="llama3.1", key="synth.model")
+            typed_key = cols[2].text_input(
+                "API key (optional, this session only)",
+                type="password",
+                key="synth.api_key",
+                help="Kept in this browser session's memory, never written or shown",
             )
-        model = cols[1].text_input("Model", value="llama3.1", key="synth.model")
-        typed_key = cols[2].text_input(
-            "API key (optional, this session only)",
-            type="password",
-            key="synth.api_key",
-            help="Kept in this browser session's memory, never written or shown",
-        )
-        api_key, key_source = llm_api_key(base_url, typed_key)
-        st.caption(
-            KEY_SOURCE_CAPTIONS[key_source]
-            + (
-                " Endpoints: only those the operator lists."
-                if endpoints
-                else " Any endpoint may be typed; the server's own key goes only to endpoints the operator lists "
-                "(SYNTHOR_LLM_ENDPOINTS)."
+            api_key, key_source = llm_api_key(base_url, typed_key)
+            st.caption(
+                KEY_SOURCE_CAPTIONS[key_source]
+                + (
+                    " Endpoints: only those the operator lists."
+                    if endpoints
+                    else " Any endpoint may be typed; the server's own key goes only to endpoints the operator "
+                    "lists (SYNTHOR_LLM_ENDPOINTS)."
+                )
             )
-        )
         cols = st.columns(5)
         structured = cols[0].selectbox(
             "Structured output",
@@ -108,9 +131,17 @@ if prior_name == "llm":
             help="json_schema (strict) where the endpoint supports it; json_object or text for those that do not",
         )
         temperature = cols[1].number_input("Temperature", 0.0, 2.0, 0.8, 0.1, key="synth.temperature")
-        concurrency = cols[2].number_input("Parallel calls", 1, 64, 4, key="synth.concurrency")
+        concurrency = cols[2].number_input(
+            "Parallel calls", 1, 64, 1 if local else 4, key="synth.concurrency.local" if local else "synth.concurrency"
+        )
         budget = cols[3].number_input("Token budget (0 = none)", 0, 10**9, 0, 10_000, key="synth.token_budget")
-        timeout = cols[4].number_input("Timeout per call (s)", 1.0, 600.0, 60.0, key="synth.timeout")
+        timeout = cols[4].number_input(
+            "Timeout per call (s)",
+            1.0,
+            600.0,
+            300.0 if local else 60.0,
+            key="synth.timeout.local" if local else "synth.timeout",
+        )
         cols = st.columns(2)
         price_in = cols[0].number_input(
             "USD per million prompt tokens (optional)", 0.0, 1000.0, 0.0, key="synth.price_in"
@@ -309,6 +340,9 @@ if snap.result is not None:
         summary = (get_runner().store.report(snap.run_id) or {}).get("source_summary", "")
         if summary:
             st.info(as_text(summary[:1].upper() + summary[1:] + "."), icon=":material/merge_type:")
+        degraded = (get_runner().store.report(snap.run_id) or {}).get("llm_degraded", "")
+        if degraded:  # the LLM fed the run little: said beside the fit (no LLM record at all fails the run)
+            st.warning(as_text(degraded[:1].upper() + degraded[1:] + "."), icon=":material/warning:")
     st.dataframe(fit_frame(result.fit), hide_index=True, width="stretch", key="synth.fit")
     if result.fit.numeric:
         st.caption("Numeric controls: the total or mean of a numeric variable per cell, fitted by calibration.")

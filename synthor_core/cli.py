@@ -89,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", type=Path, required=True, help="output folder (created)")
     run.add_argument("--max-iterations", type=int, default=None)
+    run.add_argument("--max-proposals", type=int, default=None, help="proposals one plan may make (default 24)")
     run.add_argument("--tolerance", type=float, default=None, help="mean TVD at which the loop stops")
     run.add_argument(
         "--within-bin",
@@ -111,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the bundled small model (SmolLM2-135M, requirements-local-model.txt) served on 127.0.0.1 for this run "
         "instead of --base-url and --model; implies --prior llm (defaults: --timeout 300 --concurrency 1 "
-        "--records-per-call 10)",
+        "--records-per-call 10 --max-proposals 6)",
     )
     llm.add_argument("--model", help="model name at the endpoint")
     llm.add_argument(
@@ -211,6 +212,8 @@ def _config(args: argparse.Namespace, households: bool) -> SynthesisConfig | Non
         settings.update({"mode": args.mode, "size": args.n})
         if args.max_iterations is not None:
             settings["max_iterations"] = args.max_iterations
+        if args.max_proposals is not None:
+            settings["max_proposals"] = args.max_proposals
         if args.tolerance is not None:
             settings["tolerance_tvd"] = args.tolerance
     try:

@@ -35,6 +35,7 @@ import openai
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .. import defaults
 from ..errors import PriorError, TokenBudgetExhausted
 from ..targets.model import Project
 from . import prompts
@@ -66,6 +67,8 @@ MAX_RETRY_AFTER_S = 60.0  # longest wait a Retry-After header may ask for
 MAX_TOKENS_PER_CALL = 10**9  # token counts an endpoint reports per call are cut to this
 UNREACHABLE_MIN_FAILURES = 3  # failed attempts in a row (besides unreachable_after_s) before the endpoint is given up
 PROBE_MAX_TOKENS = 48  # the check before a run asks for a few words
+DEPENDENCY_TOKENS = 400  # a dependency reply's bound (3 groups of names: ~60 tokens written, measured)
+PLAN_TOKENS_PER_PROPOSAL = 200  # a plan reply's bound per proposal asked (SmolLM2: 90-130 written, measured)
 
 
 class ReplyRefused(ValueError):
@@ -199,7 +202,7 @@ def clip_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
 
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)  # a string, or an unterminated one to the end
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_SPACES = re.compile(r"\s*")
+_NOT_SPACE = re.compile(r"\S")
 
 
 def check_reply_size(text: str, max_chars: int | None = None, max_depth: int | None = None) -> None:
@@ -268,15 +271,20 @@ def salvage_items(text: str, top_key: str) -> list:
     match = re.search(r'"' + re.escape(top_key) + r'"\s*:\s*\[', text)
     if match is None:
         return []
-    decoder, items, at = json.JSONDecoder(), [], match.end()
+    decoder, at = json.JSONDecoder(), match.end()
+    items: list = []
+
+    def after_spaces(at: int) -> int:
+        found = _NOT_SPACE.search(text, at)
+        return found.start() if found is not None else len(text)
+
     while True:
-        at = _SPACES.match(text, at).end()
         try:
-            item, at = decoder.raw_decode(text, at)
+            item, at = decoder.raw_decode(text, after_spaces(at))
         except ValueError:
             return items
         items.append(item)
-        at = _SPACES.match(text, at).end()
+        at = after_spaces(at)
         if not text.startswith(",", at):
             return items
         at += 1
@@ -420,7 +428,8 @@ class LLMClient:
     ) -> dict | None:
         """One logical call: cache, then up to ``1 + max_retries`` requests. Returns the parsed reply (a dict
         with ``top_key``) or None when every attempt failed. A reply cut at ``max_tokens`` keeps the items of
-        ``top_key`` written whole before the cut (:func:`salvage_items`; counted as ``truncated``, not retried).
+        ``top_key`` written whole before the cut (:func:`salvage_items`); counted as ``truncated``, it is not asked
+        again (the same bound would cut it again).
 
         ``cache_key`` comes from :meth:`_occurrence`; computed here when not given. ``max_tokens`` (default the
         settings') bounds this reply; ``use_cache=False`` neither reads nor writes the reply cache.
@@ -546,6 +555,8 @@ class LLMClient:
                         json.dumps({"reply": reply, "parsed": parsed}, ensure_ascii=False), encoding="utf-8"
                     )
                 return parsed
+            if failure == "truncated":  # nothing whole before the cut: the same bound would cut it again
+                return None
             if (
                 unreachable_since is not None
                 and failed_in_a_row >= UNREACHABLE_MIN_FAILURES
@@ -673,14 +684,23 @@ class LLMPrior(LLMClient):
 
     def planned_calls(self, config) -> tuple[int, int]:
         """``(calls, tokens per call)`` a run with ``config`` (a SynthesisConfig) plans at most, for the estimate
-        before it: dependency inference, one plan per iteration, and the realize calls of ``distinct_records``
-        (none in paper mode); tokens from a realize prompt's characters (4 a token) and the records it asks
-        (8 tokens a value). A rough figure, not a bound."""
+        before it: dependency inference, one plan per iteration, and the realize calls of ``distinct_records``, at
+        least one per proposal (none in paper mode); tokens from a realize prompt's characters (4 a token) and the
+        records it asks (8 tokens a value). A rough figure, not a bound."""
         k = min(self.settings.records_per_call, self.distinct_records)
         realize = prompts.realize_messages(self.project, Proposal(conditions={}, count=k), k, self.settings.scenario)
         reading = sum(len(m["content"]) for m in realize) // 4
         writing = k * len(self.project.schema.names) * 8
-        realize_calls = 0 if self.mode == "paper" else math.ceil(self.distinct_records / max(k, 1))
+        proposals = config.max_proposals or (
+            defaults.PAPER_MAX_PROPOSALS if self.mode == "paper" else defaults.FULL_MAX_PROPOSALS
+        )
+        # each proposal's records take a call of their own: calls follow the proposals as much as the records
+        per_proposal = math.ceil(defaults.MIN_RECORDS_PER_PROPOSAL / max(k, 1))
+        realize_calls = max(
+            math.ceil(self.distinct_records / max(k, 1)), config.max_iterations * proposals * per_proposal
+        )
+        if self.mode == "paper":
+            realize_calls = 0
         return int(self.settings.infer_dependencies) + config.max_iterations + realize_calls, reading + writing
 
     def infer_dependencies(self) -> list[list[str]]:
@@ -691,6 +711,7 @@ class LLMPrior(LLMClient):
             prompts.dependency_messages(self.project),
             prompts.groups_schema(self.project.schema),
             "groups",
+            max_tokens=min(self.settings.max_tokens, DEPENDENCY_TOKENS),
         )
         names = set(self.project.schema.names)
         groups = []
@@ -719,8 +740,14 @@ class LLMPrior(LLMClient):
         if self.groups is None:
             self.groups = self.infer_dependencies() if self.settings.infer_dependencies else []
         messages = prompts.plan_messages(self.project, guidance, self.groups, self.settings.scenario)
+        most = guidance.max_proposals + len(guidance.unsupported)
         reply = self.call_json(
-            "plan", messages, prompts.proposals_schema(self.project.schema, guidance.mode == "paper"), "proposals"
+            "plan",
+            messages,
+            prompts.proposals_schema(self.project.schema, guidance.mode == "paper", most),
+            "proposals",
+            # a small model may write one reason for ever: the reply is cut where the proposals asked end
+            max_tokens=min(self.settings.max_tokens, PLAN_TOKENS_PER_PROPOSAL * guidance.max_proposals),
         )
         limit = max(1, int(guidance.population_size))
         with self._lock:

@@ -95,7 +95,13 @@ def household_schema(
     }
 
 
-TOKENS_PER_VALUE = 8  # a value written in a JSON reply, with its key (SmolLM2's and GPT's tokenizers, measured)
+def exactly(schema: dict, n: int) -> dict:
+    """A household reply's schema asking for exactly ``n`` households (``minItems``, ``maxItems``)."""
+    households = {**schema["properties"]["households"], "minItems": int(n), "maxItems": int(n)}
+    return {**schema, "properties": {**schema["properties"], "households": households}}
+
+
+TOKENS_PER_VALUE = 10  # a value written in a JSON reply with its key and indentation (SmolLM2: 793 tokens for 84)
 CHARACTERS_PER_TOKEN = 4  # of a prompt
 MEMBERS_PER_HOUSEHOLD = 2.5  # for an estimate of a reply's length
 
@@ -402,6 +408,14 @@ class LLMHouseholdPrior(PriorBase):
                 out[i] = _placed(got, proposal.block, proposal.count / len(got), self.project)
         return out
 
+    def _reply_tokens(self, n: int) -> int:
+        """The bound of a reply of ``n`` households: the longest valid one, ``TOKENS_PER_VALUE`` per value of
+        households of ``HOUSEHOLD_MAX_SIZE`` members, at most the settings' ``max_tokens``. A small model may
+        otherwise write until ``max_tokens`` (SmolLM2-135M: 4,096 tokens, 200 s on 2 cores, for 2 households asked;
+        it writes 20 members to a household when the schema allows 20, 793 tokens)."""
+        values = len(self.household_columns) + defaults.HOUSEHOLD_MAX_SIZE * len(self.person_columns)
+        return min(self.settings.max_tokens, n * values * TOKENS_PER_VALUE + 64)
+
     # ------------------------------------------------------------------------------------------------- asking
     def _ask(self, requests: list[tuple[list[dict], str | None, int]], must_fall_in_a_cell: bool) -> list[Candidates]:
         """Ask for ``(conditions, member condition, k)`` households each (chunks of ``records_per_call`` calls, in
@@ -422,19 +436,25 @@ class LLMHouseholdPrior(PriorBase):
                     member,
                     {**self.domains[HOUSEHOLDS], **self.domains[PERSONS]},
                 )
-                chunks.append((r, messages, self.client._occurrence(TASK, messages, self.schema)))
+                schema = exactly(self.schema, n)
+                chunks.append((r, messages, self.client._occurrence(TASK, messages, schema), schema, n))
 
         def ask(chunk):
-            _, messages, key = chunk
+            _, messages, key, schema, n = chunk
             try:
-                return self.client.call_json(TASK, messages, self.schema, "households", key)
+                reply = self.client.call_json(
+                    TASK, messages, schema, "households", key, max_tokens=self._reply_tokens(n)
+                )
             except PriorError:  # budget spent or endpoint gone: this chunk gets nothing, the fallback realizes
                 return None
+            if reply is not None and isinstance(reply.get("households"), list):  # never more than asked
+                reply = {**reply, "households": reply["households"][:n]}
+            return reply
 
         with ThreadPoolExecutor(max_workers=self.settings.concurrency) as threads:
             replies = list(threads.map(ask, chunks))
         parts: list[list[Candidates]] = [[] for _ in requests]
-        for (r, _, _), reply in zip(chunks, replies):
+        for (r, *_), reply in zip(chunks, replies):
             conditions, member, _ = requests[r]
             parts[r].append(self._valid(reply, conditions, member, must_fall_in_a_cell))
         out = []

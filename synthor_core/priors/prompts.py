@@ -205,8 +205,9 @@ def _condition_schema(var, paper: bool) -> dict:
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
-def proposals_schema(schema: Schema, paper: bool) -> dict:
-    """JSON schema (strict) of a plan reply: enums for categories, minimum/maximum for numerics."""
+def proposals_schema(schema: Schema, paper: bool, max_items: int | None = None) -> dict:
+    """JSON schema (strict) of a plan reply: enums for categories, minimum/maximum for numerics; at most
+    ``max_items`` proposals (``maxItems``: a model decoding under the schema cannot go on listing)."""
     conditions = {
         "type": "object",
         "additionalProperties": False,
@@ -228,17 +229,19 @@ def proposals_schema(schema: Schema, paper: bool) -> dict:
         "type": "object",
         "additionalProperties": False,
         "required": ["proposals"],
-        "properties": {"proposals": {"type": "array", "items": item}},
+        "properties": {
+            "proposals": {"type": "array", "items": item, **({"maxItems": int(max_items)} if max_items else {})}
+        },
     }
 
 
 def records_schema(schema: Schema, conditions: dict | None = None, k: int | None = None) -> dict:
-    """JSON schema (strict) of a realize reply: one object per record with every variable, each inside its domain
-    and inside the proposal's ``conditions`` (checked ones: :func:`~synthor_core.priors.base.check_proposal`): a
-    fixed category is the only value of its ``enum``, a range narrows ``minimum``/``maximum``; ``k`` records at
-    most (``maxItems``). An endpoint decoding under the schema (llama.cpp's grammar, OpenAI's strict mode) then
-    cannot write a record outside the proposal: SmolLM2-135M wrote 84 of its records outside their proposal's
-    conditions in 3 iterations without it (e-commerce, N 2,000)."""
+    """JSON schema (strict) of a realize reply: one object per record with every variable, each inside its domain and
+    inside the proposal's ``conditions`` (checked ones: :func:`~synthor_core.priors.base.check_proposal`): a fixed
+    category is the only value of its ``enum``, a range narrows ``minimum``/``maximum``; ``k`` records at most and
+    at least (``minItems``, ``maxItems``). An endpoint decoding under the schema (llama.cpp's grammar, OpenAI's
+    strict mode) then cannot write a record outside the proposal: SmolLM2-135M wrote 84 of its records outside their
+    proposal's conditions in 3 iterations without it (e-commerce, N 2,000)."""
     conditions = conditions or {}
     props = {}
     for v in schema:
@@ -257,8 +260,8 @@ def records_schema(schema: Schema, conditions: dict | None = None, k: int | None
             props[v.name] = {"type": "integer" if v.integer else "number", "minimum": low, "maximum": high}
     record = {"type": "object", "additionalProperties": False, "required": schema.names, "properties": props}
     records: dict = {"type": "array", "items": record}
-    if k is not None:
-        records["maxItems"] = int(k)
+    if k is not None:  # exactly k: SmolLM2-135M stopped after 1 of 10 records asked without minItems
+        records["minItems"] = records["maxItems"] = int(k)
     return {
         "type": "object",
         "additionalProperties": False,
@@ -268,11 +271,18 @@ def records_schema(schema: Schema, conditions: dict | None = None, k: int | None
 
 
 def groups_schema(schema: Schema) -> dict:
-    """JSON schema (strict) of a dependency reply."""
+    """JSON schema (strict) of a dependency reply: at most 3 groups of 2 to all the variables (bounds a model
+    decoding under the schema needs: SmolLM2-135M listed "age" until max_tokens without them)."""
     name = {"type": "string", "enum": schema.names}
     return {
         "type": "object",
         "additionalProperties": False,
         "required": ["groups"],
-        "properties": {"groups": {"type": "array", "items": {"type": "array", "items": name}}},
+        "properties": {
+            "groups": {
+                "type": "array",
+                "maxItems": 3,
+                "items": {"type": "array", "items": name, "minItems": 2, "maxItems": len(schema.names)},
+            }
+        },
     }

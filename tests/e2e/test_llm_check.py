@@ -161,5 +161,7 @@ def test_the_llm_share_decides_failed_degraded_or_fed():
         "prior_notes": {"llm": {"failures": {}, "rejected": {"falls in no cell the controls define": 14}}},
     }
     judge_llm_share(households)
-    assert households["llm_error"].startswith("the LLM contributed no valid record: all 900 households came from maxent")
+    assert households["llm_error"].startswith(
+        "the LLM contributed no valid record: all 900 households came from maxent"
+    )
     assert "14 records rejected (falls in no cell the controls define 14)" in households["llm_error"]
