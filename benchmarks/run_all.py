@@ -1,6 +1,6 @@
 """Run every benchmark, one after another, and write benchmarks/RESULTS.md with the machine and the date.
 
-Run: ``python benchmarks/run_all.py`` (about 15 minutes on 2 cores; each benchmark stays under 10).
+Run: ``python benchmarks/run_all.py`` (about 25 minutes on 2 cores; each benchmark stays under 10).
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ BENCHMARKS = [
     ("scale.py", "Time and memory against N"),
     ("llm_scale.py", "LLM calls and tokens against N"),
     ("llm_households.py", "The LLM prior of households on CALM"),
+    (
+        "local_model.py",
+        "The LLM prior against a real model: the bundled SmolLM2-135M, the knowing test endpoint, maxent",
+    ),
     ("one_engine.py", "One engine against two: CALM through the household loop and through the version it replaced"),
     ("app_responsiveness.py", "App responsiveness"),
 ]
