@@ -67,6 +67,7 @@ MAX_RETRY_AFTER_S = 60.0  # longest wait a Retry-After header may ask for
 MAX_TOKENS_PER_CALL = 10**9  # token counts an endpoint reports per call are cut to this
 UNREACHABLE_MIN_FAILURES = 3  # failed attempts in a row (besides unreachable_after_s) before the endpoint is given up
 PROBE_MAX_TOKENS = 48  # the check before a run asks for a few words
+CHECK_MIN_RETRIES = 3  # the check is retried at least this often: one failed call by chance must not end a run
 DEPENDENCY_TOKENS = 400  # a dependency reply's bound (3 groups of names: ~60 tokens written, measured)
 PLAN_TOKENS_PER_PROPOSAL = 200  # a plan reply's bound per proposal asked (SmolLM2: 90-130 written, measured)
 
@@ -425,6 +426,7 @@ class LLMClient:
         cache_key: str | None = None,
         max_tokens: int | None = None,
         use_cache: bool = True,
+        retries: int | None = None,
     ) -> dict | None:
         """One logical call: cache, then up to ``1 + max_retries`` requests. Returns the parsed reply (a dict
         with ``top_key``) or None when every attempt failed. A reply cut at ``max_tokens`` keeps the items of
@@ -432,7 +434,8 @@ class LLMClient:
         again (the same bound would cut it again).
 
         ``cache_key`` comes from :meth:`_occurrence`; computed here when not given. ``max_tokens`` (default the
-        settings') bounds this reply; ``use_cache=False`` neither reads nor writes the reply cache.
+        settings') bounds this reply; ``use_cache=False`` neither reads nor writes the reply cache; ``retries``
+        (default the settings' ``max_retries``) bounds the retries of this call.
 
         Raises
         ------
@@ -453,7 +456,8 @@ class LLMClient:
             self._record(LLMCall(kind, s.model, prompt_text, entry["reply"], 0, 0, 0.0, "cached", 0, 0.0))
             return entry["parsed"]
         waited = 0.0
-        for attempt in range(s.max_retries + 1):
+        retries = s.max_retries if retries is None else retries
+        for attempt in range(retries + 1):
             if self._abort.is_set():
                 raise PriorError(self._abort_reason)
             if self._should_stop():
@@ -568,7 +572,7 @@ class LLMClient:
                 )
                 self._abort.set()
                 raise PriorError(self._abort_reason)
-            if attempt < s.max_retries:
+            if attempt < retries:
                 delay = min(s.backoff_s * 2**attempt, 30.0)
                 try:
                     asked = float(retry_after) if retry_after is not None else math.nan
@@ -585,7 +589,8 @@ class LLMClient:
     # ----------------------------------------------------------------------------------------- the prior
     def check_endpoint(self) -> EndpointCheck:
         """One cheap call before a run (issue 26): a one-word JSON answer under the run's structured output, with
-        the run's timeout and retries, never cached. Its latency and tokens give :class:`EndpointCheck`.
+        the run's timeout and retries (at least ``CHECK_MIN_RETRIES``), never cached. Its latency and tokens give
+        :class:`EndpointCheck`.
 
         Raises
         ------
@@ -602,6 +607,7 @@ class LLMClient:
             "answers",
             max_tokens=PROBE_MAX_TOKENS,
             use_cache=False,
+            retries=max(s.max_retries, CHECK_MIN_RETRIES),
         )
         attempts = self.calls[before:]
         if reply is None or not attempts:

@@ -396,3 +396,30 @@ def test_an_interrupted_run_is_listed_downloaded_and_resumed_from_the_runs_page(
     assert resumed != "deadbeef0001" and at.session_state["data.project_label"].startswith("crashed run (resumed")
     snap = get_runner().wait(resumed, timeout_s=90)
     assert snap.status == "finished" and int(snap.result.population["count"].sum()) == 3000
+
+
+def test_the_bundled_model_is_offered_beside_your_endpoint_and_answers_from_the_page():
+    """Issue 25: with the bundled model installed, the LLM prior offers it; choosing it starts it once in the app's
+    process (127.0.0.1), fills the endpoint, and the connection test finds it."""
+    import pytest
+
+    from app_session import LOCAL_MODEL_LABEL
+    from synthor_core.priors import local_model
+
+    if not local_model.available():
+        pytest.skip(f"the bundled model is not installed ({local_model.INSTALL})")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("app_pages/synthesize.py").run()
+    at.selectbox(key="synth.prior").set_value("llm").run()
+    assert at.radio(key="synth.llm_source").value == "your endpoint"  # the user's own endpoint stays the default
+    at.radio(key="synth.llm_source").set_value(LOCAL_MODEL_LABEL).run()
+    assert not at.exception
+    (url,) = [
+        m.group(1)
+        for c in at.caption
+        if (m := re.match(r"smollm2-135m-instruct, served by this server at (http://127\.0\.0\.1:\d+/v1) ", c.value))
+    ]
+    assert at.number_input(key="synth.timeout.local").value == 300.0  # a small model on a CPU: minutes, not seconds
+    at.button(key="synth.test_connection").click().run()
+    assert at.info[0].value == as_text(f"connected to {url}: 1 model(s); 'smollm2-135m-instruct' found")

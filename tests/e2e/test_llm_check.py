@@ -106,7 +106,8 @@ def _run(project, out, url, *extra):
 @pytest.mark.parametrize("fault", ["down", "server_error", "prose", "slow"])
 def test_an_endpoint_failing_the_check_ends_the_run_before_any_work(small_project_dir, tmp_path, fault):
     """Down (connection refused), HTTP 500 to every call, prose, or no answer within --timeout: exit 1 with the
-    endpoint, the model and the cause named; no population written."""
+    endpoint, the model and the cause named after 4 attempts (--max-retries 1: the check retries at least 3
+    times); no population written."""
     extra: tuple[str, ...] = ()
     endpoint = prose = None
     if fault == "down":
@@ -127,16 +128,16 @@ def test_an_endpoint_failing_the_check_ends_the_run_before_any_work(small_projec
             if server is not None:
                 server.close() if server is prose else server.stop()
     assert done.returncode == 1, done.stderr
-    assert f"error: the LLM endpoint {url} (model 'm') failed the check before the run after 2 attempt(s): " in (
+    assert f"error: the LLM endpoint {url} (model 'm') failed the check before the run after 4 attempt(s): " in (
         done.stderr
     )
     assert cause in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out" / "population.csv").exists()
     if endpoint is not None:  # the check and its retry, nothing else
-        assert [e["task"] for e in endpoint.log] == ["check_endpoint", "check_endpoint"]
+        assert [e["task"] for e in endpoint.log] == ["check_endpoint"] * 4
     if prose is not None:
-        assert prose.calls == 2
+        assert prose.calls == 4
 
 
 def test_the_llm_share_decides_failed_degraded_or_fed():
