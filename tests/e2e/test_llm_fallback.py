@@ -38,13 +38,13 @@ def _settings(url: str) -> LLMSettings:
     return LLMSettings(base_url=url, model="careless", max_retries=1, timeout_s=5.0, records_per_call=20, concurrency=1)
 
 
-def _run(project, url: str, fallback: bool):
+def _run(project, url: str, fallback: bool, iterations: int = 20):
     prior = LLMPrior(project, _settings(url), api_key="")
     events = list(
         run_synthesis(
             project,
             prior,
-            SynthesisConfig(seed=1, max_iterations=20, fallback=fallback),
+            SynthesisConfig(seed=1, max_iterations=iterations, fallback=fallback),
             fallback=MaxEntPrior(project),
         )
     )
@@ -60,25 +60,29 @@ def test_a_careless_endpoint_with_failing_calls_still_gives_a_fitted_population(
     assert result.fit.mean_tvd <= 0.01, result.fit
     assert len(set(faults)) >= 5 and sum(faults.values()) >= 0.15 * len(endpoint.log)  # mixed failures happened
     assert set(prior.usage.failures) >= {"server_error", "malformed_json", "connection"}, prior.usage.failures
-    # random records rarely meet a proposal's conditions: most persons come from maxent, and it is counted
+    # the reply schema holds even random records to their proposal (issue 25); the failed calls' records come from
+    # maxent, and both are counted (measured: 1,285 persons from the LLM, 715 from maxent)
     assert set(result.sources) == {"llm", "maxent"}
     final = {k: v["final"] for k, v in result.sources.items()}
-    assert sum(final.values()) == 2000 and final["maxent"] > final["llm"] > 0
+    assert sum(final.values()) == 2000 and final["llm"] > 0 and final["maxent"] > 0
     assert result.fallback["records"] > 0 and result.fallback["proposals"] > 0
     assert all(set(e.sources) <= {"llm", "maxent"} for e in iterations)
     assert sum(e.sources.get("maxent", 0) for e in iterations) == result.sources["maxent"]["added"]
 
 
-def test_without_the_fallback_the_same_endpoint_spoils_the_run(ecommerce):
-    """The setting for pure-LLM output: no maxent at all; the run is as poor as the model (mean TVD several times
-    the 0.01 the fallback stays under)."""
+def test_without_the_fallback_the_reply_schema_holds_a_careless_endpoint_to_its_proposals(ecommerce):
+    """Pure-LLM output, no maxent at all. Until issue 25 this run was spoiled (mean TVD above 0.03): random records
+    rarely met their proposal. The realize schema now fixes each proposal's categories and ranges, so an endpoint
+    decoding under it writes inside the proposal even at random, and the loop fits from its records alone
+    (measured: mean TVD 0.0003 after 8 iterations)."""
     _, project = ecommerce
     with TestEndpoint(seed=3, careless=True, fault_rate=0.25, fault_kinds=FAULTS) as endpoint:
-        _, iterations, result = _run(project, endpoint.url, fallback=False)
+        prior, iterations, result = _run(project, endpoint.url, fallback=False, iterations=8)
     assert isinstance(result, SynthesisResult)
     assert result.sources == {} and result.fallback == {}
-    assert result.fit.mean_tvd > 0.03, result.fit.mean_tvd
+    assert result.fit.mean_tvd <= 0.01, result.fit.mean_tvd
     assert all(e.sources == {} for e in iterations)
+    assert prior.usage.failures  # the quarter of failed calls happened, and the run did without them
 
 
 def test_the_cli_reports_the_share_of_each_source_and_the_failures_by_kind(ecommerce, tmp_path):

@@ -74,7 +74,12 @@ def test_llm_prior_converges_and_beats_maxent_on_tables_that_were_not_targets(ec
     for combo in NON_TARGETS:
         assert llm[combo] < independent[combo], (combo, llm[combo], independent[combo])
     calls = [json.loads(line) for line in (tmp_path / "llm_calls.jsonl").read_text().splitlines()]
-    assert len(calls) == report["llm"]["calls"] and {c["kind"] for c in calls} == {"dependencies", "plan", "realize"}
+    assert len(calls) == report["llm"]["calls"] and {c["kind"] for c in calls} == {
+        "check",
+        "dependencies",
+        "plan",
+        "realize",
+    }
     assert all("SYNTHOR_TEST_NO_KEY" not in c["prompt"] for c in calls)
 
 
@@ -91,7 +96,8 @@ def test_thirty_percent_of_calls_failing_in_mixed_ways(ecommerce, tmp_path):
             "--out",
             str(tmp_path),
             "--quiet",
-            *_llm_args(endpoint.url, "--timeout", "1", "--max-retries", "6"),
+            # 10 records a call: enough calls (~180) that every kind of fault is met
+            *_llm_args(endpoint.url, "--timeout", "1", "--max-retries", "6", "--records-per-call", "10"),
         )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "report.json").read_text())
