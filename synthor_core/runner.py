@@ -281,10 +281,13 @@ def _execute_households(project, spec, config, out, should_stop, hooks: RunHooks
         raise
     assert result is not None  # the household loop always ends with its HouseholdResult
     writer = writer or HouseholdWriter(project, out, spec.name, origin=spec.name != "maxent")
-    report = writer.finish(result, config, time.perf_counter() - started, {"llm_check": check} if check else None)
-    if check is not None:
-        judge_llm_share(report)
-        write_json(Path(out) / "report.json", report)
+    extra = None
+    if check is not None:  # the LLM's share judged before report.json is written (once)
+        extra = {"households_by_prior": dict(result.households_by_prior), "prior_notes": result.prior}
+        judge_llm_share(extra)  # adds llm_share, and llm_error (with status) or llm_degraded
+        del extra["households_by_prior"], extra["prior_notes"]  # the report has them already
+        extra["llm_check"] = check
+    report = writer.finish(result, config, time.perf_counter() - started, extra)
     files = sorted(p for p in Path(out).iterdir() if p.is_file() and not p.name.startswith("."))
     return RunOutput(result, report, spec, files)
 
