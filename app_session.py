@@ -15,6 +15,7 @@ from pathlib import Path
 import streamlit as st
 
 from synthor_core.errors import Problem
+from synthor_core.priors.maxent import contradiction_problems
 from synthor_core.readers.project import load_project, validate_project, write_project_toml
 from synthor_core.runner import Runner
 from synthor_core.store import RunStore, default_data_dir
@@ -183,7 +184,11 @@ def _exports(run_id: str) -> dict[str, bytes]:
 @st.cache_resource(max_entries=16)
 def _load(path: str, stamp: float) -> tuple[Project | None, list[Problem]]:
     problems = validate_project(path)
-    return (None, problems) if problems else (load_project(path), [])
+    if problems:
+        return None, problems
+    project = load_project(path)
+    contradicting = contradiction_problems(project)  # tables whose zero cells forbid each other's counts
+    return (None, contradicting) if contradicting else (project, [])
 
 
 def current_project() -> tuple[Project | None, list[Problem]]:

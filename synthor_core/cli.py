@@ -664,6 +664,10 @@ def command_validate(args: argparse.Namespace) -> int:
             print(f"warning: {warning}")
         return 0
     problems = validate_project(args.project)
+    if not problems:
+        from .priors.maxent import contradiction_problems
+
+        problems = contradiction_problems(load_project(args.project))
     if problems:
         print(f"{len(problems)} problem(s) in {args.project}:")
         for p in problems:

@@ -77,6 +77,33 @@ def write_project(folder: Path, toml: str = SMALL_TOML, files: dict | None = Non
     return folder
 
 
+def contradicting_project(folder: Path, fourth: bool = True, partial: bool = False):
+    """A person project whose tables contradict through their zero cells (issue 26 item 5): x = y in one table,
+    y = z in another, x != z in a third, every marginal agreeing; a fourth table on w takes no part. With
+    ``partial`` only one cell contradicts: z is always a by the second table, the third counts 10 persons with
+    x = a, z = b."""
+    variables = "".join(
+        f'[[variables]]\nname = "{v}"\ntype = "categorical"\ncategories = ["a", "b"]\n\n' for v in "xyzw"
+    )
+    tables = "".join(
+        f'[[tables]]\nname = "{a}{b}"\nfile = "tables/{a}{b}.csv"\nvariables = ["{a}", "{b}"]\n\n'
+        for a, b in ("xy", "yz", "xz")
+    )
+    if fourth:
+        tables += '[[tables]]\nname = "w"\nfile = "tables/w.csv"\nvariables = ["w"]\n'
+    same = "a,a,50\nb,b,50\na,b,0\nb,a,0\n"
+    crossed = "a,a,50\nb,b,0\na,b,0\nb,a,50\n" if partial else "a,a,0\nb,b,0\na,b,50\nb,a,50\n"
+    files = {
+        "tables/xy.csv": "x,y,count\n" + same,
+        "tables/yz.csv": "y,z,count\n" + ("a,a,50\nb,b,0\na,b,0\nb,a,50\n" if partial else same),
+        "tables/xz.csv": "x,z,count\n" + crossed,
+        "tables/w.csv": "w,count\na,30\nb,70\n",
+    }
+    if partial:
+        files["tables/xz.csv"] = "x,z,count\na,a,40\nb,a,50\na,b,10\nb,b,0\n"
+    return write_project(folder, f"[population]\nsize = 100\n\n{variables}{tables}", files)
+
+
 # PopulationSim 0.10.0's own worst %RMSE per control group on example_calm (shared/data/populationsim/README.md):
 # the bar each of Synthor's control groups must meet or beat on CALM.
 POPULATIONSIM_CALM_WORST_PCT_RMSE = {

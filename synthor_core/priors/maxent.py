@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .. import defaults
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 from ..expressions import violating
 from ..metrics import CellGap
 from ..schema import Bins, Schema
@@ -502,9 +502,11 @@ class MaxEntJoint:
         error = 0.0
         for sweep in range(1, defaults.MAXENT_IPF_MAX_SWEEPS + 1):
             error = 0.0
+            dead = False  # a counted cell without mass: multiplicative updates never give it any (contradiction)
             for i, t in enumerate(self.tables):
                 current = self.table_shares(i)
                 error = max(error, float(np.abs(current - targets[i]).max()))
+                dead = dead or bool(np.any((targets[i] > 0) & ~(current > 0)))
                 with np.errstate(divide="ignore", invalid="ignore"):
                     ratio = np.where(current > 0, targets[i] / current, 0.0)
                 for axis, coarse in enumerate(self._coarse[i]):
@@ -512,9 +514,24 @@ class MaxEntJoint:
                         ratio = np.repeat(ratio, coarse[1], axis=axis)
                 c = self._home[i]
                 self._replace(c, self.marginals[c] * self._spread(ratio, t.variables, self.cliques[c]))
-            if error < defaults.MAXENT_IPF_TOLERANCE:
+            if error < defaults.MAXENT_IPF_TOLERANCE or (dead and not self.rules):  # rules' zeros: fit the rest
                 return sweep, error
         return defaults.MAXENT_IPF_MAX_SWEEPS, error
+
+    def starved_cells(self) -> list[tuple[int, np.ndarray]]:
+        """Target cells the fitted joint cannot reach: ``(index into self.tables, flat cell indices)`` for each table
+        with cells of a positive target share where the joint's share is below ``defaults.STARVED_SHARE`` of it.
+        Empty when IPF converged: zero cells of other tables (or the rules) left these cells no room."""
+        if self.max_error < defaults.MAXENT_IPF_TOLERANCE:
+            return []
+        out = []
+        for i, t in enumerate(self.tables):
+            target = t.shares.reshape(-1)
+            current = np.nan_to_num(self.table_shares(i).reshape(-1))
+            starved = np.flatnonzero((target > 0) & (current < defaults.STARVED_SHARE * target))
+            if starved.size:
+                out.append((i, starved))
+        return out
 
     # ----------------------------------------------------------------------------------------- sampling
     def evidence(self, conditions: dict) -> dict[str, np.ndarray]:
@@ -658,6 +675,66 @@ class MaxEntJoint:
         return pd.DataFrame(cols)
 
 
+def contradictions(schema: Schema, tables, rules=(), shown: int = 3) -> str | None:
+    """Why no population can fit ``tables`` (and ``rules``) together, or None when one can.
+
+    Tables whose marginals agree may still contradict each other through their zero cells (x = y in one table,
+    y = z in another, x != z in a third): the maximum-entropy fit (:class:`MaxEntJoint`) then leaves some positive
+    target cells no mass. The tables are narrowed to a minimal contradicting set by deletion (each table left out in
+    turn, kept out when the rest still contradict: the deletion filter of Chinneck & Dravnieks 1991), and the
+    message names those tables and, for each, up to ``shown`` of its cells that get no one with their counts.
+
+    Parameters
+    ----------
+    schema : Schema
+    tables : sequence of TargetTable
+        Harmonized tables (``Project.tables``).
+    rules : sequence of Rule
+        Structural zeros taken with the tables.
+    shown : int
+        Cells named per table.
+
+    Returns
+    -------
+    str or None
+    """
+    tables = list(tables)
+    if len(tables) < 2 and not rules:
+        return None
+    joint = MaxEntJoint(schema, tables, rules, within_bin="uniform")
+    if not joint.starved_cells():
+        return None
+    core = list(joint.tables)
+    for table in list(core):
+        rest = [t for t in core if t is not table]
+        if rest and MaxEntJoint(schema, rest, rules, within_bin="uniform").starved_cells():
+            core = rest
+    joint = MaxEntJoint(schema, core, rules, within_bin="uniform")
+    parts = []
+    for i, cells in joint.starved_cells():
+        t = joint.tables[i]
+        flat = t.counts.reshape(-1)
+        named = ", ".join(
+            "(" + ", ".join(f"{v} = {label}" for v, label in t.cell_label(schema, int(c)).items()) + f": {flat[c]:,.0f})"
+            for c in cells[:shown]
+        )
+        more = f" and {cells.size - shown:,} more" if cells.size > shown else ""
+        parts.append(f'"{t.name}" counts persons in {named}{more}')
+    names = ", ".join(f'"{t.name}"' for t in core)
+    by_rules = " and the rules" if rules else ""
+    return (
+        f"the tables {names}{by_rules} contradict each other: no population fits them all, because their zero cells "
+        f"leave no room for some counted cells: " + "; ".join(parts) + ". Check these tables' zero cells"
+    )
+
+
+def contradiction_problems(project: Project) -> list[Problem]:
+    """:func:`contradictions` of a person project's tables as a problem of its ``synthor.toml`` (key ``tables``),
+    or an empty list; for ``validate`` and the app's Data page."""
+    why = contradictions(project.schema, project.tables)
+    return [Problem("synthor.toml", why, column="tables")] if why else []
+
+
 class MaxEntPrior(PriorBase):
     """The offline prior: plans from the residuals, realizes from the maximum-entropy joint.
 
@@ -697,6 +774,10 @@ class MaxEntPrior(PriorBase):
             numeric_controls=project.numeric_controls,
         )
         self._tables = {t.name: t for t in project.tables}
+        if self.joint.starved_cells():  # rules may forbid counted cells (they win); tables must not forbid each other's
+            why = contradictions(project.schema, project.tables)
+            if why:
+                raise ConfigError(why)
 
     @property
     def notes(self) -> list[str]:

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from app_session import as_text
 from synthor_core.store import zip_project_folder
-from synthor_testing import ROOT, SMALL_FILES, SMALL_TOML, write_project
+from synthor_testing import ROOT, SMALL_FILES, SMALL_TOML, contradicting_project, write_project
 
 APP = str(ROOT / "app.py")
 IMAGE = "![x](http://attacker.example/pixel.png)"
@@ -89,6 +89,12 @@ def test_bad_projects_and_settings_give_messages_not_tracebacks(tmp_path, monkey
     (latin / "synthor.toml").write_bytes((latin / "synthor.toml").read_text().encode("latin-1"))
     at = _open_zip(_app(), "latin.zip", zip_project_folder(latin))
     assert at.dataframe[0].value["problem"].tolist() == ["expected UTF-8 text, found byte 0xf6"]
+
+    # tables whose zero cells contradict each other: named as the project's problem, nothing runs
+    at = _open_zip(_app(), "contra.zip", zip_project_folder(contradicting_project(tmp_path / "contra")))
+    (problem,) = at.dataframe[0].value["problem"].tolist()
+    assert problem.startswith('the tables "xy", "yz", "xz" contradict each other: no population fits them all')
+    assert not at.success
 
     at = _app()
     _uploader(at, "A table file").set_value(("broken.xlsx", b"PK\x03\x04 not a workbook", "application/zip")).run()

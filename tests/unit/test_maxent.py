@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from synthor_core.priors.maxent import MaxEntJoint
 from synthor_core.readers.project import load_project
 from synthor_core.schema import CategoricalVariable, Schema
 from synthor_core.targets.model import TargetTable
+from synthor_testing import contradicting_project
 
 
 def _ipf_full(shape, tables, sweeps=3000):
@@ -245,3 +248,31 @@ def test_smooth_values_inside_six_coarse_bins_are_closer_to_real_ones_than_unifo
         smooth_w1.append(w1["smooth"])
     age, price = np.mean(smooth_w1, axis=0)
     assert age < 1.13 and price < 12.76, (age, price)
+
+
+def test_tables_whose_zero_cells_contradict_are_named_in_validate_and_before_a_run(tmp_path, capsys):
+    from synthor_core import cli
+
+    folder = contradicting_project(tmp_path)
+    assert cli.main(["validate", str(folder)]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith(f"1 problem(s) in {folder}:\n")
+    assert 'the tables "xy", "yz", "xz" contradict each other: no population fits them all' in out
+    assert '"xz" counts persons in (x = a, z = b: 50), (x = b, z = a: 50)' in out
+    assert '"w"' not in out  # the table that takes no part is not blamed
+    started = len(list(tmp_path.iterdir()))
+    assert cli.main(["run", str(folder), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith('error: the tables "xy", "yz", "xz" contradict each other') and "iteration" not in err
+    assert not (tmp_path / "out" / "population.csv").exists() and len(list(tmp_path.iterdir())) == started + 1
+
+
+def test_one_contradicting_cell_is_named_and_consistent_tables_pass(tmp_path):
+    from synthor_core.priors.maxent import contradictions
+
+    project = load_project(contradicting_project(tmp_path / "partial", partial=True))
+    why = contradictions(project.schema, project.tables)
+    assert why is not None and '"xz" counts persons in (x = a, z = b: 10)' in why
+    assert "(x = a, z = a" not in why  # the cells the others allow are not named
+    adult = load_project(Path(__file__).resolve().parents[2] / "examples" / "adult")
+    assert contradictions(adult.schema, adult.tables) is None
