@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from .errors import Problem, SynthorError, TargetValidationError
 from .evaluate.holdout import evaluate_population, format_evaluation
-from .export import column_warnings, write_json, write_population
+from .export import FileBatch, column_warnings, write_json, write_population
 from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
 from .readers.convert import convert_populationsim
@@ -445,15 +445,23 @@ def _run_households(args: argparse.Namespace, project: HouseholdProject, config,
 
     how = Partitioning(args.partition, args.workers, args.scheduler)
     with _StopOnSignal() as stop:
-        output = execute(
-            project,
-            prior,
-            config,
-            args.out,
-            stop.requested,
-            hooks=RunHooks(iteration_line, partition_line, on_check=check_line),
-            partitioning=how,
-        )
+        try:
+            output = execute(
+                project,
+                prior,
+                config,
+                args.out,
+                stop.requested,
+                hooks=RunHooks(iteration_line, partition_line, on_check=check_line),
+                partitioning=how,
+            )
+        except OSError as exc:
+            print(
+                f"error: could not write the results to {args.out} ({exc.strerror or exc}); the files begun were "
+                f"removed and any earlier results in the folder are as they were: free some space and run again",
+                file=sys.stderr,
+            )
+            return 1
     result, report = output.result, output.report
     assert isinstance(result, HouseholdResult)  # a household project's run ends with its HouseholdResult
     for warning in result.warnings:
@@ -557,10 +565,11 @@ class _StopOnSignal:
 
 
 class _CheckpointWriter:
-    """Writes the population so far to ``population.csv`` and a report saying so, each atomically (temporary
-    file, then rename): after a kill -9 or a crash the folder holds a complete, valid population of the last
-    checkpoint. Writes after iteration 1, then at most every ``CHECKPOINT_INTERVAL_S`` seconds and never more than
-    a tenth of the time (a large population takes a while to write)."""
+    """Writes the population so far to ``population.csv`` and a report saying so, together (temporary files renamed
+    when both are written, :class:`~synthor_core.export.FileBatch`): after a kill -9, a crash or a full disk the
+    folder holds a complete, valid population of the last checkpoint. Writes after iteration 1, then at most every
+    ``CHECKPOINT_INTERVAL_S`` seconds and never more than a tenth of the time (a large population takes a while to
+    write)."""
 
     def __init__(self, out: Path, schema, config: SynthesisConfig, prior: str):
         self.out, self.schema, self.config, self.prior = out, schema, config, prior
@@ -572,7 +581,6 @@ class _CheckpointWriter:
             return
         began = time.monotonic()
         records = int(population[COUNT].sum())
-        write_population(self.schema.decode(population), self.out, parquet=False)
         report = {
             "status": "checkpoint",
             "iterations": iteration,
@@ -583,7 +591,9 @@ class _CheckpointWriter:
             "stop_reason": f"not finished: population.csv holds the population saved at iteration {iteration} "
             f"(not calibrated); the process was stopped before the end",
         }
-        write_json(self.out / "report.json", report)
+        with FileBatch() as batch:  # population.csv and its report renamed together
+            write_population(self.schema.decode(population), self.out, parquet=False, batch=batch)
+            write_json(self.out / "report.json", report, batch)
         self.saved_iteration = iteration
         took = time.monotonic() - began
         self._next = time.monotonic() + max(CHECKPOINT_INTERVAL_S, 10 * took)

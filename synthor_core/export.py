@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -33,32 +34,92 @@ from .units import HOUSEHOLDS, PERSONS
 _FORMULA_START = "^[" + "".join(sorted(FORMULA_PREFIXES, key=lambda ch: ch != "-")) + "]"
 
 
-def write_atomic(path: Path, write, folder: Path | None = None) -> None:
-    """Call ``write(temporary_path)``, then rename the temporary file to ``path`` (same folder).
-
-    Raises ValueError when ``folder`` is given and ``path`` does not lie directly in it (a name from a project
-    file must never lead elsewhere).
+class FileBatch:
+    """Files of one result written under temporary names beside their targets and renamed together once every one
+    is written (:meth:`commit`): a write that fails (a full disk) leaves the folder as it was, so a checkpoint and
+    its report, or a final population and its report, never mix. Use as a context manager: leaving it without
+    :meth:`commit` (an exception) removes the temporary files.
     """
-    if folder is not None and Path(path).resolve().parent != Path(folder).resolve():
-        raise ValueError(f"refusing to write {path}: not a file of {folder}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        write(temporary)
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Path, Path]] = []
+
+    def add(self, path: Path, write, folder: Path | None = None) -> Path:
+        """Call ``write(temporary_path)`` for a temporary file beside ``path``; returns ``path``.
+
+        Raises ValueError when ``folder`` is given and ``path`` does not lie directly in it (a name from a project
+        file must never lead elsewhere); OSError when the file cannot be written (DuckDB's I/O errors are raised
+        as OSError with their errno).
+        """
+        path = Path(path)
+        if folder is not None and path.resolve().parent != Path(folder).resolve():
+            raise ValueError(f"refusing to write {path}: not a file of {folder}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(handle)
+        self.pending.append((Path(temporary), path))
+        try:
+            write(temporary)
+        except duckdb.IOException as exc:
+            raise _os_error(exc, path) from exc
         os.chmod(temporary, defaults.FILE_MODE)  # mkstemp makes it private; the final file gets the usual umask mode
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        return path
+
+    def adopt(self, temporary: Path, path: Path) -> None:
+        """Rename ``temporary`` (a file written by other means, in ``path``'s folder) with the batch."""
+        self.pending.append((Path(temporary), Path(path)))
+
+    def commit(self) -> None:
+        """Rename every file to its final name (renames need no space)."""
+        for temporary, path in self.pending:
+            os.replace(temporary, path)
+        self.pending.clear()
+
+    def abandon(self) -> None:
+        """Remove the temporary files."""
+        for temporary, _ in self.pending:
+            temporary.unlink(missing_ok=True)
+        self.pending.clear()
+
+    def __enter__(self) -> FileBatch:
+        return self
+
+    def __exit__(self, kind, exc, traceback) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.abandon()
 
 
-def write_json(path: Path, content: dict) -> None:
-    """``content`` as indented JSON, written atomically."""
-    write_atomic(path, lambda p: Path(p).write_text(json.dumps(content, indent=2), encoding="utf-8"))
+def _os_error(exc: Exception, path: Path) -> OSError:
+    """DuckDB's I/O error as the OSError it wraps (``"errno":"28"`` in its message: No space left on device)."""
+    found = re.search(r'"errno":\s*"?(\d+)', str(exc))
+    if found:
+        number = int(found.group(1))
+        return OSError(number, os.strerror(number), str(path))
+    return OSError(f"could not write {path}: {exc}")
 
 
-def write_llm_calls(calls, path: Path) -> None:
+def write_atomic(path: Path, write, folder: Path | None = None) -> None:
+    """Call ``write(temporary_path)``, then rename the temporary file to ``path`` (same folder); a
+    :class:`FileBatch` of one file. Raises as :meth:`FileBatch.add`."""
+    with FileBatch() as batch:
+        batch.add(path, write, folder)
+
+
+def write_json(path: Path, content: dict, batch: FileBatch | None = None) -> None:
+    """``content`` as indented JSON, written atomically (or into ``batch``)."""
+
+    def write(p) -> None:
+        Path(p).write_text(json.dumps(content, indent=2), encoding="utf-8")
+
+    if batch is None:
+        write_atomic(path, write)
+    else:
+        batch.add(path, write)
+
+
+def write_llm_calls(calls, path: Path, batch: FileBatch | None = None) -> None:
     """Every LLM call of the run as JSON lines (kind, model, prompt, reply, tokens, latency, outcome); no key."""
     from dataclasses import asdict
 
@@ -67,13 +128,18 @@ def write_llm_calls(calls, path: Path) -> None:
             for call in calls:
                 handle.write(json.dumps(asdict(call), ensure_ascii=False) + "\n")
 
-    write_atomic(path, write)
+    if batch is None:
+        write_atomic(path, write)
+    else:
+        batch.add(path, write)
 
 
 # --- persons ---------------------------------------------------------------------------------------------------------
 
 
-def write_population(population: pd.DataFrame, folder: Path, parquet: bool = True) -> list[Path]:
+def write_population(
+    population: pd.DataFrame, folder: Path, parquet: bool = True, batch: FileBatch | None = None
+) -> list[Path]:
     """A person population as ``population.csv`` (UTF-8, one row per person, one column per variable) and
     ``population.parquet`` in ``folder``.
 
@@ -83,6 +149,8 @@ def write_population(population: pd.DataFrame, folder: Path, parquet: bool = Tru
         Distinct records as labels (``Schema.decode``) with ``count`` (int64 >= 0).
     folder : Path
     parquet : bool
+    batch : FileBatch, optional
+        Write into this batch (renamed when the caller commits it) instead of renaming each file at once.
 
     Returns
     -------
@@ -117,7 +185,10 @@ def write_population(population: pd.DataFrame, folder: Path, parquet: bool = Tru
                 target = path.replace("'", "''")
                 con.execute(f"COPY ({expand}) TO '{target}' ({options})")
 
-            write_atomic(folder / name, copy)
+            if batch is None:
+                write_atomic(folder / name, copy)
+            else:
+                batch.add(folder / name, copy)
             written.append(folder / name)
     finally:
         con.close()
@@ -222,23 +293,30 @@ class _Appender:
             writer.write_table(table.cast(writer.schema))
         self.started = True
 
-    def close(self, columns: list[str]) -> None:
-        """Rename to the final names (an empty table gets its header)."""
+    def seal(self, columns: list[str], batch: FileBatch) -> None:
+        """Finish writing (an empty table gets its header) and hand the files to ``batch`` for their final names."""
         if not self.started:
             pd.DataFrame(columns=columns).to_csv(self.csv_path, index=False)
         os.chmod(self.csv_path, defaults.FILE_MODE)
-        os.replace(self.csv_path, self.folder / f"{self.name}.csv")
+        batch.adopt(self.csv_path, self.folder / f"{self.name}.csv")
         if self.parquet:
             if self.writer is None:
                 pd.DataFrame(columns=columns).to_parquet(self.parquet_path, index=False)
             else:
-                self.writer.close()
+                writer, self.writer = self.writer, None
+                writer.close()
             os.chmod(self.parquet_path, defaults.FILE_MODE)
-            os.replace(self.parquet_path, self.folder / f"{self.name}.parquet")
+            batch.adopt(self.parquet_path, self.folder / f"{self.name}.parquet")
 
     def abandon(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        """Remove the partial files. Closing the Parquet writer may fail for the same reason the write did (a full
+        disk): that error is not raised again, the one that stopped the write is the caller's."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except OSError:
+                pass  # the file is removed below; the caller raises the error that stopped the write
         self.csv_path.unlink(missing_ok=True)
         self.parquet_path.unlink(missing_ok=True)
 
@@ -274,6 +352,7 @@ class HouseholdWriter:
         self.evaluation = HouseholdEvaluation(project)
         self.next_id = 1
         self.columns: dict[str, list[str]] = {}
+        self.report: dict[str, Any] = {}
 
     def add(self, outcome: PartitionOutcome) -> None:
         """Write one partition's households and persons (after the partitions before it)."""
@@ -308,13 +387,18 @@ class HouseholdWriter:
     ) -> dict[str, Any]:
         """Rename the tables to their final names, write ``zone_fit.csv``, PopulationSim's summaries and
         ``report.json`` (:func:`~synthor_core.evaluate.report.household_report`, with ``extra``); returns the report."""
+        with FileBatch() as batch:  # every file renamed at the end, or none (a full disk): no report without tables
+            self._write_final(result, config, seconds, extra, batch)
+        return self.report
+
+    def _write_final(self, result, config, seconds, extra, batch: FileBatch) -> None:
         for key, table in self.tables.items():
-            table.close(self.columns.get(key, [HOUSEHOLD_ID]))
+            table.seal(self.columns.get(key, [HOUSEHOLD_ID]), batch)
         zone_fit = zone_fit_table(self.project, result.synthetic)
-        write_atomic(self.folder / "zone_fit.csv", lambda p: spreadsheet_safe(zone_fit).to_csv(p, index=False))
+        batch.add(self.folder / "zone_fit.csv", lambda p: spreadsheet_safe(zone_fit).to_csv(p, index=False))
         if self.project.output is not None:
             for level, table in summary_tables(self.project, result.synthetic).items():
-                write_atomic(
+                batch.add(
                     self.folder / f"summary_{level}.csv",
                     lambda p, t=table: spreadsheet_safe(t).to_csv(p, index=False),
                     self.folder,
@@ -346,8 +430,8 @@ class HouseholdWriter:
             worst={c.name: worst_zones(self.project, result.synthetic, c.name) for c in self.project.controls},
         )
         report["warnings"] = list(report.get("warnings", [])) + column_warnings(columns)
-        write_json(self.folder / "report.json", report)
-        return report
+        write_json(self.folder / "report.json", report, batch)
+        self.report = report
 
 
 def column_warnings(columns: list[dict]) -> list[str]:

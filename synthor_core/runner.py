@@ -28,7 +28,7 @@ from . import defaults
 from .errors import PriorError, SynthorError
 from .evaluate.report import run_report
 from .evaluate.rules import rules_fit_cost, rules_report
-from .export import HouseholdWriter, write_json, write_llm_calls, write_population
+from .export import FileBatch, HouseholdWriter, write_json, write_llm_calls, write_population
 from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
 from .store import CHECKPOINT_INTERVAL_S, RunStore
@@ -240,12 +240,13 @@ def _execute_persons(
     output = RunOutput(result, report, prior)
     if out is None:
         return output
-    output.files = write_population(project.schema.decode(result.population), out)
-    write_json(out / "report.json", report)
-    output.files.append(out / "report.json")
-    if prior.calls:
-        write_llm_calls(prior.calls, out / "llm_calls.jsonl")
-        output.files.append(out / "llm_calls.jsonl")
+    with FileBatch() as batch:  # renamed together: a full disk leaves the last checkpoint and its report as they were
+        output.files = write_population(project.schema.decode(result.population), out, batch=batch)
+        write_json(out / "report.json", report, batch)
+        output.files.append(out / "report.json")
+        if prior.calls:
+            write_llm_calls(prior.calls, out / "llm_calls.jsonl", batch)
+            output.files.append(out / "llm_calls.jsonl")
     return output
 
 
@@ -275,19 +276,19 @@ def _execute_households(project, spec, config, out, should_stop, hooks: RunHooks
                     hooks.on_partition(event, written)
             elif isinstance(event, HouseholdResult):
                 result = event
+        assert result is not None  # the household loop always ends with its HouseholdResult
+        writer = writer or HouseholdWriter(project, out, spec.name, origin=spec.name != "maxent")
+        extra = None
+        if check is not None:  # the LLM's share judged before report.json is written (once)
+            extra = {"households_by_prior": dict(result.households_by_prior), "prior_notes": result.prior}
+            judge_llm_share(extra)  # adds llm_share, and llm_error (with status) or llm_degraded
+            del extra["households_by_prior"], extra["prior_notes"]  # the report has them already
+            extra["llm_check"] = check
+        report = writer.finish(result, config, time.perf_counter() - started, extra)
     except BaseException:
         if writer is not None:
-            writer.abandon()
+            writer.abandon()  # partial files go; files of an earlier run in the folder stay as they were
         raise
-    assert result is not None  # the household loop always ends with its HouseholdResult
-    writer = writer or HouseholdWriter(project, out, spec.name, origin=spec.name != "maxent")
-    extra = None
-    if check is not None:  # the LLM's share judged before report.json is written (once)
-        extra = {"households_by_prior": dict(result.households_by_prior), "prior_notes": result.prior}
-        judge_llm_share(extra)  # adds llm_share, and llm_error (with status) or llm_degraded
-        del extra["households_by_prior"], extra["prior_notes"]  # the report has them already
-        extra["llm_check"] = check
-    report = writer.finish(result, config, time.perf_counter() - started, extra)
     files = sorted(p for p in Path(out).iterdir() if p.is_file() and not p.name.startswith("."))
     return RunOutput(result, report, spec, files)
 

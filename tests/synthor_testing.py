@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,3 +135,21 @@ def run_households(project, prior: str, seed: int, out, **settings):
         pd.read_csv(out / "households.csv"),
         pd.read_csv(out / "persons.csv"),
     )
+
+
+@contextmanager
+def small_disk(folder: Path, size: str):
+    """A real tmpfs of ``size`` (e.g. ``"560k"``) mounted on ``folder`` for the duration: writes beyond it fail with
+    ENOSPC as on a full disk. Skips the test where mounting is not allowed (not root, no CAP_SYS_ADMIN)."""
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)

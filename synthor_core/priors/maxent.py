@@ -715,7 +715,9 @@ def contradictions(schema: Schema, tables, rules=(), shown: int = 3) -> str | No
         t = joint.tables[i]
         flat = t.counts.reshape(-1)
         named = ", ".join(
-            "(" + ", ".join(f"{v} = {label}" for v, label in t.cell_label(schema, int(c)).items()) + f": {flat[c]:,.0f})"
+            "("
+            + ", ".join(f"{v} = {label}" for v, label in t.cell_label(schema, int(c)).items())
+            + f": {flat[c]:,.0f})"
             for c in cells[:shown]
         )
         more = f" and {cells.size - shown:,} more" if cells.size > shown else ""

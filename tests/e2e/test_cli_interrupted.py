@@ -3,7 +3,6 @@ so far, and a bad ``--out`` is refused before any work starts."""
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
@@ -80,31 +79,6 @@ def test_ctrl_c_calibrates_and_writes_what_was_built(tmp_path):
     assert report["status"] == "stopped" and report["stop_reason"] == "stop requested"
     assert len(people) == 200000  # calibrated and integerized to N
     assert stdout.count("iteration ") == report["iterations"] < 80
-
-
-def test_a_full_disk_keeps_the_last_checkpoint_and_says_so(tmp_path, monkeypatch, capsys):
-    out = tmp_path / "out"
-    writes = []
-
-    def full_after_the_checkpoint(path, write, folder=None):
-        writes.append(path.name)
-        if len(writes) > 2:  # the checkpoint's population.csv and report.json went through; the final write fails
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_write(path, write, folder)
-
-    from synthor_core import export
-
-    real_write = export.write_atomic
-    monkeypatch.setattr(export, "write_atomic", full_after_the_checkpoint)
-    code = cli.main(["run", str(ROOT / "examples/adult"), "--n", "5000", "--seed", "1", "--quiet", "--out", str(out)])
-    err = capsys.readouterr().err
-    assert code == 1
-    assert (
-        f"error: could not write the results to {out} (No space left on device); the population saved at "
-        f"iteration 1 (not calibrated) is still there"
-    ) in err
-    people, report = _valid_population(out)
-    assert report["status"] == "checkpoint" and report["iterations"] == 1
 
 
 def test_a_bad_out_folder_is_refused_before_the_run(tmp_path, capsys):
