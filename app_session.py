@@ -178,7 +178,7 @@ def show_downloads(run_id: str, key: str) -> None:
 
 @st.cache_data(max_entries=4, show_spinner="Preparing downloads")
 def _exports(run_id: str) -> dict[str, bytes]:
-    return get_runner().store.exports(run_id)
+    return get_runner().exports(run_id)
 
 
 @st.cache_resource(max_entries=16)

@@ -256,6 +256,12 @@ def show_run() -> None:
         runner.stop(snap.run_id)
     if snap.status == "failed":
         st.error(f"The run failed: {as_text(snap.error)}")
+    if snap.store_error:
+        st.error(
+            f"The run ended, but {as_text(snap.store_error)}. Its files are in its run folder: download them below "
+            f"now. Free space in the data folder before the next run.",
+            icon=":material/sd_card_alert:",
+        )
     final = None
     if snap.result is not None:
         fit = snap.result.fit[snap.result.fit["control"] != snap.project.total_control]

@@ -262,6 +262,12 @@ def show_run() -> None:
         runner.stop(snap.run_id)
     if snap.status == "failed":
         st.error(f"The run failed: {as_text(snap.error)}")
+    if snap.store_error:
+        st.error(
+            f"The run ended, but {as_text(snap.store_error)}. Its population is kept by this server until it "
+            f"restarts: download it below now. Free space in the data folder before the next run.",
+            icon=":material/sd_card_alert:",
+        )
     if snap.events:
         last = snap.events[-1]
         metrics = st.columns(4)

@@ -31,7 +31,7 @@ from .evaluate.rules import rules_fit_cost, rules_report
 from .export import FileBatch, HouseholdWriter, write_json, write_llm_calls, write_population
 from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
-from .store import CHECKPOINT_INTERVAL_S, RunStore
+from .store import CHECKPOINT_INTERVAL_S, RunStore, person_exports
 from .synthesis.config import SynthesisConfig
 from .synthesis.events import HouseholdIteration, HouseholdResult, IterationEvent, PartitionOutcome, SynthesisResult
 from .synthesis.loop import Partitioning, run_synthesis
@@ -361,6 +361,11 @@ class RunSnapshot:
         Partitions of a household run written so far.
     stage : str
         What the run is doing now (``"preparing candidates"``, ``"balancing"``, ``"integerizing"``, ...).
+    report : dict or None
+        The run's ``report.json`` content once it ended.
+    store_error : str or None
+        Why the run store could not record the ended run (a full disk): its result is kept in this process
+        (:meth:`Runner.exports`) until it ends.
     """
 
     run_id: str
@@ -376,6 +381,8 @@ class RunSnapshot:
     folder: Path | None = None
     partitions: int = 0
     stage: str = ""
+    report: dict | None = None
+    store_error: str | None = None
 
     @property
     def elapsed_s(self) -> float:
@@ -590,19 +597,38 @@ class Runner:
         error = result.error or report.get("llm_error")
         status = "failed" if error else "stopped" if result.stop_reason == "stop requested" else "finished"
         ended = time.time()
+        store_error = None
         if self.store is not None:
-            population = None
-            if isinstance(result, SynthesisResult):
-                population = snap.project.schema.decode(result.population)
-                self.store.add_llm_calls(snap.run_id, list(prior.calls))
-            else:
-                self.store.add_llm_calls(snap.run_id, [])
-            self.store.finish_run(snap.run_id, status, ended, report, population, error)
-        self._update(run, result=result, status=status, ended_at=ended, error=error, stage="ended")
-        if self.store is not None and rules and isinstance(result, SynthesisResult):
+            try:
+                population = None
+                if isinstance(result, SynthesisResult):
+                    population = snap.project.schema.decode(result.population)
+                    self.store.add_llm_calls(snap.run_id, list(prior.calls))
+                else:
+                    self.store.add_llm_calls(snap.run_id, [])
+                self.store.finish_run(snap.run_id, status, ended, report, population, error)
+            except (OSError, SynthorError, duckdb.Error) as exc:  # a full disk: the result stays in this process
+                logging.getLogger("synthor").error(
+                    "run %s: the store could not record the ended run\n%s", snap.run_id, traceback.format_exc()
+                )
+                store_error = f"the run store could not record it ({_cause(exc)})"
+        self._update(
+            run,
+            result=result,
+            status=status,
+            ended_at=ended,
+            error=error,
+            stage="ended",
+            report=report,
+            store_error=store_error,
+        )
+        if self.store is not None and store_error is None and rules and isinstance(result, SynthesisResult):
             # what the rules cost in fit takes seconds: added to the report once the run shows as ended
             report["rules"]["fit_cost"] = self._rules_fit_cost(snap.project, rules)
-            self.store.update_report(snap.run_id, report)
+            try:
+                self.store.update_report(snap.run_id, report)
+            except (OSError, SynthorError, duckdb.Error) as exc:  # the run is recorded; only this addition is lost
+                logging.getLogger("synthor").error("run %s: the rules' fit cost was not stored: %s", snap.run_id, exc)
 
     def _rules_fit_cost(self, project: Project, rules) -> dict:
         """What the rules cost in fit (:func:`~synthor_core.evaluate.rules.rules_fit_cost`, seconds of work), computed
@@ -639,6 +665,22 @@ class Runner:
                 error += f" (and the run store could not record it: {store_exc})"
         self._update(run, status="failed", ended_at=ended, error=error, stage="ended")
 
+    def exports(self, run_id: str) -> dict[str, bytes]:
+        """Download files of a run (:meth:`RunStore.exports`); for a person run the store could not record
+        (``store_error``), the files of its result kept in this process, so nothing computed is lost."""
+        with self._lock:
+            run = self._runs.get(run_id)
+        snap = run.snapshot if run is not None else None
+        if snap is not None and snap.store_error and isinstance(snap.result, SynthesisResult):
+            project = None
+            if self.store is not None:
+                try:  # recorded when the run started; a store that cannot be read now only costs the project zip
+                    project = self.store.project_zip(run_id)
+                except (OSError, SynthorError, duckdb.Error) as exc:
+                    logging.getLogger("synthor").error("run %s: project zip not read from the store: %s", run_id, exc)
+            return person_exports(snap.project.schema.decode(snap.result.population), snap.report, project, run_id)
+        return self.store.exports(run_id) if self.store is not None else {}
+
     def stop(self, run_id: str) -> None:
         """Ask a run to stop; it ends within one iteration and keeps what it built."""
         with self._lock:
@@ -663,3 +705,11 @@ class Runner:
         """Ids of every run, oldest first."""
         with self._lock:
             return list(self._runs)
+
+
+def _cause(exc: BaseException) -> str:
+    """A storage error in a few words: the OS's reason (``No space left on device``) when there is one."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    return "No space left on device" if "No space left on device" in text else text.splitlines()[0][:200]

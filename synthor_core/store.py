@@ -624,27 +624,45 @@ class RunStore:
         population = self.population(run_id)
         if population is None:
             return {}
-        with tempfile.TemporaryDirectory(prefix="synthor-export-") as scratch:
-            out = {p.name: p.read_bytes() for p in write_population(population, Path(scratch))}
-        report = self.report(run_id)
+        return person_exports(population, self.report(run_id), self.project_zip(run_id), run_id)
+
+
+def person_exports(
+    population: pd.DataFrame, report: dict | None, project: bytes | None = None, run_id: str = ""
+) -> dict[str, bytes]:
+    """Download files of a person run: ``population.csv``, ``population.parquet``
+    (:func:`synthor_core.export.write_population`), ``report.json`` (when given) and, with the project's zip bytes
+    and a report, ``project.zip`` with ``RUN.md`` (the command that repeats the run from the CLI).
+
+    Parameters
+    ----------
+    population : DataFrame
+        Distinct records as labels with ``count``.
+    report : dict or None
+    project : bytes or None
+        The project folder as zip bytes (:func:`zip_project_folder`).
+    run_id : str
+    """
+    with tempfile.TemporaryDirectory(prefix="synthor-export-") as scratch:
+        out = {p.name: p.read_bytes() for p in write_population(population, Path(scratch))}
+    if report is not None:
         out["report.json"] = json.dumps(report, indent=2).encode("utf-8")
-        project = self.project_zip(run_id)
-        if project is not None and report is not None:  # a running run (checkpoint) has no report yet
-            settings = report["settings"]
-            command = (
-                f"python -m synthor_core run PROJECT --n {report['records']} --prior {report['prior']} "
-                f"--mode {settings['mode']} --seed {settings['seed']} --max-iterations "
-                f"{settings['max_iterations']} --tolerance {settings['tolerance_tvd']} --out OUT"
+    if project is not None and report is not None:  # a running run (checkpoint) has no report yet
+        settings = report["settings"]
+        command = (
+            f"python -m synthor_core run PROJECT --n {report['records']} --prior {report['prior']} "
+            f"--mode {settings['mode']} --seed {settings['seed']} --max-iterations "
+            f"{settings['max_iterations']} --tolerance {settings['tolerance_tvd']} --out OUT"
+        )
+        buffer = io.BytesIO(project)
+        with zipfile.ZipFile(buffer, "a", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(
+                "RUN.md",
+                f"# Run {run_id}\n\nUnzip into a folder PROJECT and repeat the run with:"
+                f"\n\n    {command}\n\nSettings: {json.dumps(settings)}\n",
             )
-            buffer = io.BytesIO(project)
-            with zipfile.ZipFile(buffer, "a", zipfile.ZIP_DEFLATED) as archive:
-                archive.writestr(
-                    "RUN.md",
-                    f"# Run {run_id}\n\nUnzip into a folder PROJECT and repeat the run with:"
-                    f"\n\n    {command}\n\nSettings: {json.dumps(settings)}\n",
-                )
-            out["project.zip"] = buffer.getvalue()
-        return out
+        out["project.zip"] = buffer.getvalue()
+    return out
 
 
 def _person_row(run_id: str, e: IterationEvent) -> list:

@@ -124,3 +124,34 @@ def test_bad_projects_and_settings_give_messages_not_tracebacks(tmp_path, monkey
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
     assert at.error[0].value.startswith("Synthor cannot open its data folder: cannot create the data folder ")
+
+
+def test_a_run_store_that_cannot_record_the_end_keeps_the_population_on_the_page(monkeypatch):
+    """The store's disk is full when a run ends (the real fault: tests/e2e/test_disk_full.py): the page says so
+    and the population still downloads, from the server's memory."""
+    import errno
+    import os
+
+    from synthor_core.store import RunStore
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(RunStore, "finish_run", full)
+    at = _app()
+    at.switch_page("app_pages/synthesize.py").run()
+    at.number_input(key="synth.size").set_value(1000)
+    at.button(key="FormSubmitter:synth.settings-Start").click().run()
+    from app_session import get_runner
+
+    assert get_runner().wait(at.session_state["synth.run_id"], timeout_s=120).status == "finished"
+    at.run()
+    assert not at.exception
+    assert at.error[0].value == (
+        "The run ended, but "
+        + as_text("the run store could not record it (No space left on device)")
+        + ". Its population is kept by this server until it restarts: download it below now. Free space in the data "
+        "folder before the next run."
+    )
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels[:3] == ["Population (CSV)", "Population (Parquet)", "report.json"]
