@@ -41,6 +41,7 @@ from .synthesis.events import HouseholdIteration, HouseholdResult, IterationEven
 from .synthesis.loop import Partitioning
 from .synthesis.partitions import PriorSpec
 from .targets.model import HouseholdProject
+from .targets.tables import size_problem
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -301,6 +302,10 @@ def _command_run(args: argparse.Namespace) -> int:
     project = open_project(args.project, args.configs, args.data)
     for warning in project.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    small = size_problem(config.size, project.tables) if config.size and not households else None
+    if small:
+        print(f"error: --n {config.size}: {small}", file=sys.stderr)
+        return 2
     problem = output_folder_problem(args.out)
     if problem:
         print(f"error: {problem}", file=sys.stderr)

@@ -13,7 +13,14 @@ from ..errors import Problem, TargetValidationError
 from ..geography import flag_rows
 from ..schema import CategoricalVariable, Schema
 from ..targets.model import PROJECT_FILE, NumericControl, Project, ProjectSpec
-from ..targets.tables import harmonize, inside_folder, pydantic_problems, read_table, read_table_bytes
+from ..targets.tables import (
+    harmonize,
+    inside_folder,
+    pydantic_problems,
+    read_table,
+    read_table_bytes,
+    size_problem,
+)
 from ..toml_files import parse_toml
 
 
@@ -108,6 +115,9 @@ def _load(path: Path) -> tuple[Project | None, list[Problem]]:
                 PROJECT_FILE, "every table is a numeric control (total_of / mean_of): add at least one table of counts"
             )
         )
+    small = size_problem(spec.population.size, tables) if not problems else None
+    if small:
+        problems.append(Problem(PROJECT_FILE, small, column="population.size"))
     if problems:
         return None, problems
     tables, warnings = harmonize(tables, spec.population.size, schema)

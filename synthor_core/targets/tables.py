@@ -8,6 +8,7 @@ categories, header the ``columns`` variable's categories). Numeric variables ent
 
 from __future__ import annotations
 
+import csv
 import io
 import math
 import re
@@ -88,12 +89,36 @@ def read_table_bytes(
                 )
             sep = "\t" if suffix == ".tsv" else ","
             frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, sep=sep, skipinitialspace=True)
-            return frame, 2, []
+            header = next(csv.reader(io.StringIO(text), delimiter=sep, skipinitialspace=True), [])
+            return _unless_duplicated(frame, header, shown)
         if suffix in (".xlsx", ".xlsm"):
-            frame = pd.read_excel(
-                io.BytesIO(raw), sheet_name=sheet if sheet is not None else 0, dtype=str, keep_default_na=False
-            )
-            return frame, 2, []
+            problem = _not_a_workbook(raw)
+            if problem:
+                return None, 2, [Problem(shown, problem)]
+            workbook = pd.ExcelFile(io.BytesIO(raw))
+            names = [str(n) for n in workbook.sheet_names]
+            listed = ", ".join(f'"{n}"' for n in names)
+            if sheet is not None and sheet not in names:
+                return None, 2, [Problem(shown, f'no sheet named "{sheet}"; the workbook has {listed}', column="sheet")]
+            chosen = sheet if sheet is not None else names[0]
+            frame = pd.read_excel(workbook, sheet_name=chosen, dtype=str, keep_default_na=False)
+            if frame.empty and sheet is None and len(names) > 1:
+                return (
+                    None,
+                    2,
+                    [
+                        Problem(
+                            shown,
+                            f'the first sheet "{chosen}" holds no table; the workbook has sheets {listed}: name the '
+                            f'one with the table with sheet = "..." in the table\'s entry of synthor.toml',
+                        )
+                    ],
+                )
+            if frame.columns.empty:
+                return frame, 2, []  # an empty sheet: said as an empty table
+            first = pd.read_excel(workbook, sheet_name=chosen, header=None, nrows=1, dtype=str)
+            header = [str(c) for c in first.iloc[0].tolist()]
+            return _unless_duplicated(frame, header, shown)
         if suffix == ".parquet":
             frame = pd.read_parquet(io.BytesIO(raw))
             return frame.astype("string").fillna(""), 1, []
@@ -111,6 +136,47 @@ def read_table_bytes(
         )
         return None, 2, [Problem(shown, message)]
     return None, 2, [Problem(shown, f"expected a .csv, .xlsx or .parquet file, got {suffix or 'no extension'}")]
+
+
+def _unless_duplicated(frame: pd.DataFrame, header: list[str], shown: str) -> tuple[pd.DataFrame | None, int, list]:
+    """``(frame, 2, [])``, or a problem when a name appears twice in the header (pandas would read the second
+    ``no`` as a column ``no.1``)."""
+    names = [str(h).strip() for h in header]
+    twice = sorted({n for n in names if n and names.count(n) > 1}, key=names.index)
+    if not twice:
+        return frame, 2, []
+    problems = [
+        Problem(
+            shown,
+            f'"{n}" heads more than one column (columns '
+            + ", ".join(str(i + 1) for i, h in enumerate(names) if h == n)
+            + "): each category or variable needs one column",
+            row=1,
+            column=n,
+        )
+        for n in twice
+    ]
+    return None, 2, problems
+
+
+def _not_a_workbook(raw: bytes) -> str | None:
+    """Why bytes named .xlsx are not an Excel workbook (an old .xls, a zip of other files), or None."""
+    if raw[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
+        return "an Excel 97-2003 workbook (.xls): save it as .xlsx (Excel Workbook) or CSV UTF-8"
+    if raw[:2] != b"PK":
+        return None  # read as usual: the reader names what it found
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            inside = archive.namelist()
+    except zipfile.BadZipFile:
+        return None
+    if "xl/workbook.xml" in inside:
+        return None
+    shown = ", ".join(inside[:3]) + (f" and {len(inside) - 3:,} more" if len(inside) > 3 else "")
+    return (
+        f"a zip archive, not an Excel workbook (it holds {shown or 'nothing'}); expected a .xlsx file saved by a "
+        f"spreadsheet"
+    )
 
 
 _THOUSANDS = re.compile(r"\d{1,3}(,\d{3})+(\.\d*)?")  # 12,345 or 1,234,567.5: commas group thousands
@@ -501,6 +567,29 @@ def harmonize(tables: list[TargetTable], size: int, schema: Schema) -> tuple[lis
         scaled.append(TargetTable(t.name, t.variables, t.bins, t.counts * (size / total), t.source))
     warnings += _marginal_disagreements(scaled, schema)
     return scaled, warnings
+
+
+def size_problem(size: int, tables) -> str | None:
+    """Why a population of ``size`` persons cannot fit ``tables``, or None: it must have at least one person for
+    each cell a table counts persons in (a population of 1 cannot show two sexes).
+
+    Parameters
+    ----------
+    size : int
+        Population size N.
+    tables : sequence of TargetTable
+    """
+    if not tables:
+        return None
+    widest = max(tables, key=lambda t: int(np.count_nonzero(t.counts)))
+    cells = int(np.count_nonzero(widest.counts))
+    if size >= cells:
+        return None
+    total = float(widest.counts.sum())
+    return (
+        f'a population of {size:,} cannot fit the tables: table "{widest.name}" counts persons in {cells:,} cells, '
+        f"so N must be at least {cells:,} (the table totals {total:,.0f})"
+    )
 
 
 def _marginal(table: TargetTable, var: str) -> np.ndarray:

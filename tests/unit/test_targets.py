@@ -109,17 +109,29 @@ def test_crosstab_duplicate_row_and_column_categories(tmp_path):
     problems = _problems(
         tmp_path, files=_with("tables/sex_by_employed.csv", "sex,no,yes,yes\nFemale,260,250,1\nFemale,200,290,1\n")
     )
-    assert 'tables/sex_by_employed.csv row 1, column "yes.1": header: expected one of "no", "yes"' in problems[
-        0
-    ] or problems[0].startswith('tables/sex_by_employed.csv row 1, column "yes')
+    assert problems == [
+        'tables/sex_by_employed.csv row 1, column "yes": "yes" heads more than one column (columns 3, 4): each '
+        "category or variable needs one column"
+    ]
+    problems = _problems(
+        tmp_path, files=_with("tables/sex_by_employed.csv", "sex,no,yes\nFemale,260,250\nFemale,2,9\n")
+    )
     assert any('duplicate row category "Female" (also row 2)' in p and "row 3" in p for p in problems)
 
 
 def test_crosstab_duplicate_column_category_is_named(tmp_path):
-    problems = _problems(tmp_path, files=_with("tables/sex_by_employed.csv", "sex,no,yes,no \nFemale,1,2,3\n"))
-    assert problems == [
-        'tables/sex_by_employed.csv row 1, column "no": duplicate column category "no" (also column "no")'
-    ]
+    """A second "no" (with a space, or not: pandas read an exact repeat as a column "no.1") is named as such."""
+    for header in ("sex,no,yes,no \n", "sex,no,yes,no\n"):
+        problems = _problems(tmp_path, files=_with("tables/sex_by_employed.csv", header + "Female,1,2,3\n"))
+        assert problems == [
+            'tables/sex_by_employed.csv row 1, column "no": "no" heads more than one column (columns 2, 4): each '
+            "category or variable needs one column"
+        ]
+    workbook = tmp_path / "dup.xlsx"
+    pd.DataFrame([["Female", 1, 2, 3]], columns=["sex", "no", "yes", "no "]).to_excel(workbook, index=False)
+    toml = SMALL_TOML.replace("tables/sex_by_employed.csv", "tables/sex_by_employed.xlsx")
+    problems = _problems(tmp_path, toml, _with("tables/sex_by_employed.xlsx", workbook.read_bytes()))
+    assert problems[0].startswith('tables/sex_by_employed.xlsx row 1, column "no": "no" heads more than one column')
 
 
 def test_long_duplicate_cell(tmp_path):
@@ -264,6 +276,55 @@ def test_a_damaged_workbook_is_named(tmp_path):
         "tables/sex_by_employed.xlsx: could not be read as xlsx (BadZipFile: File is not a zip file); the file is "
         "damaged or of another format"
     ]
+
+
+def test_a_workbook_that_is_not_one_or_has_its_table_on_another_sheet_says_so(tmp_path):
+    import io
+    import zipfile
+
+    toml = SMALL_TOML.replace("tables/sex_by_employed.csv", "tables/sex_by_employed.xlsx")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("notes.txt", "hello")
+    assert _problems(tmp_path / "zip", toml, _with("tables/sex_by_employed.xlsx", archive.getvalue())) == [
+        "tables/sex_by_employed.xlsx: a zip archive, not an Excel workbook (it holds notes.txt); expected a .xlsx "
+        "file saved by a spreadsheet"
+    ]
+    old = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504)
+    assert _problems(tmp_path / "xls", toml, _with("tables/sex_by_employed.xlsx", old)) == [
+        "tables/sex_by_employed.xlsx: an Excel 97-2003 workbook (.xls): save it as .xlsx (Excel Workbook) or CSV UTF-8"
+    ]
+    workbook = io.BytesIO()
+    with pd.ExcelWriter(workbook) as writer:
+        pd.DataFrame().to_excel(writer, sheet_name="About")
+        pd.read_csv(io.StringIO(SMALL_FILES["tables/sex_by_employed.csv"])).to_excel(
+            writer, sheet_name="Data", index=False
+        )
+    files = _with("tables/sex_by_employed.xlsx", workbook.getvalue())
+    assert _problems(tmp_path / "sheets", toml, files) == [
+        'tables/sex_by_employed.xlsx: the first sheet "About" holds no table; the workbook has sheets "About", '
+        '"Data": name the one with the table with sheet = "..." in the table\'s entry of synthor.toml'
+    ]
+    named = toml.replace('columns = "employed"', 'columns = "employed"\nsheet = "Counts"')
+    assert _problems(tmp_path / "named", named, files) == [
+        'tables/sex_by_employed.xlsx column "sheet": no sheet named "Counts"; the workbook has "About", "Data"'
+    ]
+    assert _problems(tmp_path / "right", named.replace('"Counts"', '"Data"'), files) == []
+
+
+def test_a_population_too_small_for_its_tables_is_a_problem(tmp_path, capsys):
+    from synthor_core import cli
+
+    assert _problems(tmp_path, SMALL_TOML.replace("size = 1000", "size = 1")) == [
+        'synthor.toml column "population.size": a population of 1 cannot fit the tables: table "age_by_employed" '
+        "counts persons in 7 cells, so N must be at least 7 (the table totals 1,000)"
+    ]
+    folder = write_project(tmp_path / "n")
+    assert cli.main(["run", str(folder), "--n", "6", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.endswith(
+        'error: --n 6: a population of 6 cannot fit the tables: table "age_by_employed" counts persons in 7 cells, '
+        "so N must be at least 7 (the table totals 1,000)\n"
+    )
 
 
 def test_a_variable_may_be_named_like_the_aggregation_s_own_columns(tmp_path):
