@@ -40,7 +40,7 @@ from .synthesis.config import SynthesisConfig
 from .synthesis.events import HouseholdIteration, HouseholdResult, IterationEvent, PartitionOutcome, SynthesisResult
 from .synthesis.loop import Partitioning
 from .synthesis.partitions import PriorSpec
-from .targets.model import HouseholdProject
+from .targets.model import HouseholdProject, Project
 from .targets.tables import size_problem
 
 
@@ -302,7 +302,7 @@ def _command_run(args: argparse.Namespace) -> int:
     project = open_project(args.project, args.configs, args.data)
     for warning in project.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    small = size_problem(config.size, project.tables) if config.size and not households else None
+    small = size_problem(config.size, project.tables) if config.size and isinstance(project, Project) else None
     if small:
         print(f"error: --n {config.size}: {small}", file=sys.stderr)
         return 2
