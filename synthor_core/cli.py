@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 import tempfile
@@ -306,7 +307,12 @@ def _command_run(args: argparse.Namespace) -> int:
     if small:
         print(f"error: --n {config.size}: {small}", file=sys.stderr)
         return 2
-    problem = output_folder_problem(args.out)
+    written = (
+        {Path(project.output.households_file).name, Path(project.output.persons_file).name}
+        if isinstance(project, HouseholdProject) and project.output is not None
+        else set()
+    )
+    problem = output_folder_problem(args.out, args.project, written)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -522,9 +528,40 @@ NOT_CONVERGED_FACTOR, NOT_CONVERGED_TVD = 10, 0.05  # a final mean TVD above bot
 STOPPED_EXIT = 130  # Ctrl-C or SIGTERM: what was built is written, and the exit status says it was cut short
 
 
-def output_folder_problem(out: Path) -> str | None:
+# files a run writes (a folder holding only these is a previous run's: it may be written again)
+RUN_FILES = re.compile(
+    r"(population|households|persons|synthetic_\w+|summary_\w+|zone_fit|report|llm_calls|evaluation)"
+    r"\.(csv|parquet|json|jsonl)"
+)
+INPUT_SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm", ".parquet", ".yaml", ".yml", ".toml", ".json")
+
+
+def output_folder_problem(out: Path, project: Path | None = None, written: set[str] | None = None) -> str | None:
     """Why results cannot be written to ``out`` (checked before a run starts, so that no work is lost), or None.
-    The folder is created when missing; a probe file is written and removed."""
+
+    Refused: a file of that name; a folder that cannot be written (a probe file is written and removed); a folder
+    inside the ``project`` folder (or the folder itself) holding data files that are not a run's (``RUN_FILES``,
+    or the names in ``written``): the project's own inputs, which the run's files would overwrite or mix with.
+    The folder is created when missing."""
+    if project is not None and out.is_dir():
+        root, target = Path(project).resolve(), out.resolve()
+        if root.is_file():
+            root = root.parent
+        if target == root or root in target.parents:
+            inputs = sorted(
+                p.name
+                for p in target.iterdir()
+                if p.is_file()
+                and p.suffix.lower() in INPUT_SUFFIXES
+                and not RUN_FILES.fullmatch(p.name)
+                and p.name not in (written or set())
+            )
+            if inputs:
+                shown = ", ".join(inputs[:3]) + (f" and {len(inputs) - 3:,} more" if len(inputs) > 3 else "")
+                return (
+                    f"--out {out} holds the project's own files ({shown}): the run would overwrite or mix with them; "
+                    f"choose a folder for the results, such as {root / 'output'}"
+                )
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".synthor-probe-"):

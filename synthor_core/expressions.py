@@ -38,6 +38,7 @@ from .errors import RuleError
 from .schema import Schema
 
 MAX_CONDITION_LENGTH = 2_000  # characters of one condition
+MAX_CONDITION_DEPTH = 200  # syntax tree levels (a chain of & adds one per term): the compilers recurse over the tree
 _COMPARE = {
     ast.Eq: operator.eq,
     ast.NotEq: operator.ne,
@@ -343,9 +344,20 @@ def _parse(text: object, owner: str, what: str) -> ast.Expression:
     if len(text) > MAX_CONDITION_LENGTH:
         raise RuleError(f"{owner}: the {what} is longer than {MAX_CONDITION_LENGTH} characters")
     try:
-        return ast.parse(text.strip(), mode="eval")
+        tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
         raise RuleError(f"{owner}: not a valid {what} ({exc.msg} at character {exc.offset})") from None
+    except RecursionError:
+        raise RuleError(f"{owner}: the {what} is nested too deeply") from None
+    stack: list[tuple[ast.AST, int]] = [
+        (tree, 0)
+    ]  # depth measured without recursion: the compilers recurse over the tree
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_CONDITION_DEPTH:
+            raise RuleError(f"{owner}: the {what} is nested more than {MAX_CONDITION_DEPTH} levels deep")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return tree
 
 
 def compile_rule(name: str, condition: str, schema: Schema) -> Rule:

@@ -120,6 +120,11 @@ def build_geography(
         ]
     if not levels:
         return None, [Problem(shown, "expected at least one geography level")]
+    twice = sorted({str(level) for level in levels if list(levels).count(level) > 1})
+    if twice:
+        return None, [
+            Problem(shown, f"the geography level {t!r} is listed twice (each level once, top to lowest)") for t in twice
+        ]
     unsafe = [level for level in levels if not SAFE_NAME.fullmatch(str(level))]
     if unsafe:
         return None, [

@@ -66,8 +66,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        # the shared examples keep PopulationSim's licence beside them; convert reads nothing outside the folder
+        staged = Path(tmp) / args.source.name
+        shutil.copytree(args.source, staged)
+        staged.chmod(0o755)
+        if (args.source.parent / "LICENSE.txt").is_file() and not (staged / "LICENSE.txt").exists():
+            shutil.copyfile(args.source.parent / "LICENSE.txt", staged / "LICENSE.txt")
         converted = Path(tmp) / "calm"
-        convert_populationsim(args.source, converted)
+        convert_populationsim(staged, converted)
         project = load_household_project(converted)
         households, persons = _used_columns(project)
         for name, keep in (("seed_households.csv", households), ("seed_persons.csv", persons)):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
+from .. import defaults
 from ..errors import Problem, RuleError
 from ..expressions import compile_condition
 from ..geography import Geography, flag_rows, shown_value
@@ -45,18 +46,25 @@ Locate = Callable[[str, str], Problem]  # (key of the entry, message) -> the pro
 
 
 def number_column(
-    frame: pd.DataFrame, column: str, shown: str, problems: list[Problem], minimum: float = 0.0, first_row: int = 2
+    frame: pd.DataFrame,
+    column: str,
+    shown: str,
+    problems: list[Problem],
+    minimum: float = 0.0,
+    first_row: int = 2,
+    maximum: float = defaults.MAX_POPULATION,
 ) -> np.ndarray | None:
     """``frame[column]`` as float64, shape (len(frame),), or None after adding a problem (file ``shown``, row,
-    column) for each of the first cells that is not a number >= ``minimum``."""
+    column) for each of the first cells that is not a number from ``minimum`` to ``maximum`` (by default the
+    largest population Synthor builds: a larger total is a typo, and would overflow the counts)."""
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(values) | (values < minimum))
+    bad = np.flatnonzero(~np.isfinite(values) | (values < minimum) | (values > maximum))
     flag_rows(
         problems,
         bad,
         shown,
         column,
-        lambda i: f"expected a number >= {minimum:g}, got {shown_value(frame[column].iloc[i])}",
+        lambda i: f"expected a number from {minimum:g} to {maximum:,.0f}, got {shown_value(frame[column].iloc[i])}",
         first_row,
     )
     return None if bad.size else values
@@ -89,6 +97,86 @@ def check_zone_column(
         lambda i: f"the {level} zone {shown_value(values.iloc[i])} is listed twice",
     )
     return bool(known.all() and not duplicated.any())
+
+
+MAX_ZONES_SHOWN = 5  # zones named in one message
+
+
+def keep_zones_with_controls(
+    geography: Geography, sample: Sample, tables: list[tuple[str, pd.DataFrame, str]]
+) -> tuple[Geography, Sample, list[str], list[Problem]]:
+    """Leave out the zones a control table has no row for, as PopulationSim does (``build_crosswalk_table`` and
+    ``setup_data_structures``: the crosswalk keeps the zones of every level's control table), saying so: a zone
+    without its row would otherwise get controls of 0 without a word.
+
+    Parameters
+    ----------
+    geography : Geography
+    sample : Sample
+        Households of a seed zone left out go too (PopulationSim's ``filter_households``).
+    tables : list of (level, control table, file shown)
+
+    Returns
+    -------
+    (geography, sample, warnings, problems): a problem when no zone is left.
+    """
+    crosswalk = geography.crosswalk
+    keep = np.ones(len(crosswalk), dtype=bool)
+    warnings = []
+    for level, frame, shown in sorted(
+        tables, key=lambda t: geography.levels.index(t[0]) if t[0] in geography.levels else 0
+    ):
+        if level not in frame.columns or level not in geography.levels:
+            continue  # named by check_zone_column
+        present = crosswalk[level].isin(frame[level]).to_numpy()
+        absent = pd.unique(crosswalk.loc[~present, level])
+        if len(absent):
+            warnings.append(
+                f"{len(absent):,} {level} zone(s) of the crosswalk have no row in {shown} ("
+                + ", ".join(shown_value(z) for z in absent[:MAX_ZONES_SHOWN])
+                + (" ..." if len(absent) > MAX_ZONES_SHOWN else "")
+                + "): left out, no household is placed there, as PopulationSim does (give the zone a row of 0s to "
+                "keep it)"
+            )
+        keep &= present
+    if keep.all():
+        return geography, sample, warnings, []
+    if not keep.any():
+        return geography, sample, warnings, [Problem(tables[0][2], "no zone of the crosswalk has a row here")]
+    kept = Geography(geography.levels, crosswalk[keep].reset_index(drop=True))
+    households = sample.households
+    in_zone = households[sample.seed_level].isin(kept.zones(sample.seed_level)).to_numpy()
+    if not in_zone.all():
+        row_of = np.full(len(households), -1, dtype=np.int64)
+        row_of[in_zone] = np.arange(int(in_zone.sum()))
+        persons = sample.persons[in_zone[sample.persons["_household"].to_numpy()]].copy()
+        persons["_household"] = row_of[persons["_household"].to_numpy()]
+        sample = replace(
+            sample, households=households[in_zone].reset_index(drop=True), persons=persons.reset_index(drop=True)
+        )
+    return kept, sample, warnings, []
+
+
+def total_control_problems(controls, total: str, lowest: str, locate: Callable[[str], Problem]) -> list[Problem]:
+    """Problems of the total control (PopulationSim's ``total_hh_control``): it counts households (not persons,
+    not a column's total) at the lowest geography level, where households are placed; given higher, every zone
+    would get its parent's total. ``locate(message)`` places each problem where the total control is named."""
+    found = [c for c in controls if c.name == total]
+    if not found:
+        return []
+    control = found[0]
+    problems = []
+    if control.unit != HOUSEHOLDS or control.total_of is not None:
+        what = f"the total of {control.total_of}" if control.total_of else control.unit
+        problems.append(locate(f'the total control "{total}" counts {what}; expected a control counting households'))
+    if control.level != lowest:
+        problems.append(
+            locate(
+                f'the total control "{total}" is given at {control.level}; expected the lowest geography level '
+                f"{lowest} (households are placed per {lowest} zone)"
+            )
+        )
+    return problems
 
 
 def read_control(

@@ -66,11 +66,10 @@ def _copy_table(source: Path, target: Path, renames: dict[str, str], drops: list
 
 
 def _licence(folder: Path) -> Path | None:
-    """The licence file of a PopulationSim folder: in it, else beside it (as the shared examples keep theirs)."""
-    for place in (folder, folder.parent):
-        for name in LICENCE_NAMES:
-            if (place / name).is_file():
-                return place / name
+    """The licence file of a PopulationSim folder, in it (never above it: nothing outside the project is read)."""
+    for name in LICENCE_NAMES:
+        if (folder / name).is_file():
+            return folder / name
     return None
 
 
@@ -87,7 +86,7 @@ def convert_populationsim(
     The PopulationSim project is read and checked first (:func:`load_populationsim`, same errors). The data files
     it needs (seed households and persons, crosswalk, the control table of every level with controls) are copied
     to ``out/data/`` with the columns renamed and dropped as its ``input_table_list`` says; its licence file
-    (``LICENSE.txt`` in the folder or beside it) is copied to ``out/``; ``out/synthor.toml`` is written last,
+    (``LICENSE.txt`` in the folder; never one above it) is copied to ``out/``; ``out/synthor.toml`` is written last,
     through a temporary file and a rename. ``[[derived]]`` lists the household columns the controls read that
     equal their members' size, count or first member's value on every seed household
     (:func:`~synthor_core.units.infer_derivations`); ``[[rules]]`` the implications every sample record meets
@@ -231,12 +230,11 @@ def _write_toml(out: Path, raw: dict, derived: list[dict], root: Path, sources: 
             ),
             licence.name,
         )
-        where = licence.name if licence.parent == root.resolve() else f"../{licence.name}"
-        header.append(f"# Licence found with the source ({where}): {title}; copied beside this file as {licence.name}.")
-    else:
         header.append(
-            "# No licence file was found in or beside the source folder: check the data's terms before sharing."
+            f"# Licence found with the source ({licence.name}): {title}; copied beside this file as {licence.name}."
         )
+    else:
+        header.append("# No licence file was found in the source folder: check the data's terms before sharing.")
     first = {k: raw[k] for k in ("project", "geography", "seed")}
     rest = {k: v for k, v in raw.items() if k not in first}
     blocks = [tomli_w.dumps(first)] + ["[[derived]]\n" + tomli_w.dumps(entry) for entry in derived]

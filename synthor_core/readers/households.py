@@ -57,7 +57,14 @@ from ..targets.model import PROJECT_FILE, Control, HouseholdProject
 from ..targets.tables import inside_folder, pydantic_problems
 from ..toml_files import parse_toml
 from ..units import HOUSEHOLDS, MEMBER, PERSONS, Derivation, HouseholdRule, Sample
-from .controls import ControlEntry, check_zone_column, output_files, read_control
+from .controls import (
+    ControlEntry,
+    check_zone_column,
+    keep_zones_with_controls,
+    output_files,
+    read_control,
+    total_control_problems,
+)
 from .populationsim import read_csv_table, seed_sample_from_tables, with_codebook
 from .project import read_project_toml
 
@@ -524,9 +531,24 @@ def _assemble(
     """The project from its geography and sample (read, or empty with the declared columns): derivations, rules,
     controls and output read against the sample's columns, then its codebook (the sample's, then the declared
     ``[[variables]]``). Raises TargetValidationError with every problem found so far."""
+    level_tables = []
+    for level, table in dict.fromkeys((c.level, c.table) for c in spec.controls):
+        path = inside_folder(root, table, PROJECT_FILE, "controls.table", [])  # its problems: named by _controls
+        frame = read_csv_table(path, _shown(table), []) if path is not None and path.is_file() else None
+        if frame is not None:
+            level_tables.append((level, frame, _shown(table)))
+    geography, sample, left_out, zone_problems = keep_zones_with_controls(geography, sample, level_tables)
+    problems += zone_problems
     derived = _derivations(spec, sample.persons, problems)
     rules = _rules(spec, sample, problems)
     controls, warnings = _controls(spec, root, geography, sample, problems)
+    warnings = left_out + warnings
+    problems += total_control_problems(
+        controls,
+        spec.project.total_control,
+        geography.lowest,
+        lambda message: Problem(PROJECT_FILE, message, column="project.total_control"),
+    )
     if problems:
         raise TargetValidationError(problems)
     output = (

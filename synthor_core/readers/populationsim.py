@@ -26,7 +26,15 @@ from ..geography import Geography, build_geography, flag_rows, shown_value
 from ..targets.model import Control, HouseholdProject
 from ..targets.tables import inside_folder
 from ..units import HOUSEHOLDS, PERSONS, Sample, infer_derivations
-from .controls import ControlEntry, check_zone_column, number_column, output_files, read_control
+from .controls import (
+    ControlEntry,
+    check_zone_column,
+    keep_zones_with_controls,
+    number_column,
+    output_files,
+    read_control,
+    total_control_problems,
+)
 
 SETTINGS_FILE = "settings.yaml"
 MAX_SETTINGS_BYTES = 1_000_000  # a settings.yaml larger than this is refused
@@ -48,7 +56,9 @@ def read_settings(configs: Path, shown: str) -> dict:
     try:
         if path.stat().st_size > MAX_SETTINGS_BYTES:
             raise TargetValidationError([Problem(shown, f"larger than {MAX_SETTINGS_BYTES:,} bytes")])
-        settings = yaml.safe_load(path.read_text(encoding="utf-8"))
+        settings = _load_yaml(path.read_text(encoding="utf-8"), shown)
+    except RecursionError:
+        raise TargetValidationError([Problem(shown, "nested too deeply to be read as settings")]) from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise TargetValidationError(
             [
@@ -63,6 +73,57 @@ def read_settings(configs: Path, shown: str) -> dict:
     return settings
 
 
+MAX_SETTINGS_NODES = 100_000  # values of settings.yaml with every alias expanded ("billion laughs" stop here)
+MAX_SETTINGS_DEPTH = 50  # levels of nesting
+
+
+def _load_yaml(text: str, shown: str):
+    """``yaml.safe_load`` of ``text`` after checking its composed node graph: at most ``MAX_SETTINGS_DEPTH`` levels
+    and ``MAX_SETTINGS_NODES`` values once aliases are expanded (counted on the graph, never built). Raises
+    TargetValidationError naming ``shown``; yaml.YAMLError for text that is not YAML."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        sizes: dict[int, int] = {}
+        stack = [(root, 0, False)]  # iterative post-order: a node's size once its children's are known
+        while stack:
+            node, depth, done = stack.pop()
+            if depth > MAX_SETTINGS_DEPTH:
+                raise TargetValidationError([Problem(shown, f"nested more than {MAX_SETTINGS_DEPTH} levels deep")])
+            children = (
+                [c for pair in node.value for c in pair]
+                if isinstance(node, yaml.MappingNode)
+                else list(node.value)
+                if isinstance(node, yaml.SequenceNode)
+                else []
+            )
+            if done:
+                sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+                if sizes[id(node)] > MAX_SETTINGS_NODES:
+                    raise TargetValidationError(
+                        [
+                            Problem(
+                                shown,
+                                f"more than {MAX_SETTINGS_NODES:,} values once its aliases (*name) are expanded: not a "
+                                f"settings file",
+                            )
+                        ]
+                    )
+            elif id(node) not in sizes:
+                stack.append((node, depth, True))
+                stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
+MAX_CSV_COLUMNS = 10_000  # columns of one input table (a PUMS file has a few hundred)
+
+
 def read_csv_table(path: Path, shown: str, problems: list[Problem]) -> pd.DataFrame | None:
     """A CSV whose lines starting with ``#`` are comments; numbers stay numbers."""
     try:
@@ -74,6 +135,12 @@ def read_csv_table(path: Path, shown: str, problems: list[Problem]) -> pd.DataFr
         problems.append(Problem(shown, f"could not be read ({exc.strerror})"))
         return None
     lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    width = lines[0].count(",") + 1 if lines else 0
+    if width > MAX_CSV_COLUMNS:  # pandas takes minutes over a header of a million columns
+        problems.append(
+            Problem(shown, f"has {width:,} columns in its header; expected at most {MAX_CSV_COLUMNS:,}", row=1)
+        )
+        return None
     try:
         frame = pd.read_csv(io.StringIO("\n".join(lines)), low_memory=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as exc:
@@ -177,6 +244,14 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
             Problem(settings_shown, "expected geographies: a list of level names, top to lowest", column="geographies")
         )
         levels = []
+    for level in sorted({x for x in levels if levels.count(x) > 1}):
+        problems.append(
+            Problem(
+                settings_shown,
+                f"the geography level {level!r} is listed twice (each level once, top to lowest)",
+                column="geographies",
+            )
+        )
     if seed_level not in levels:
         problems.append(
             Problem(
@@ -207,13 +282,26 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
         raise TargetValidationError(geo_problems)
     sample, sample_problems = seed_sample_from_tables(tables, reserved, seed_level, geography)
     problems += sample_problems
+    if sample is not None and sample.households.empty:
+        problems.append(
+            Problem(
+                tables["households"][1],
+                "the seed sample has no households: PopulationSim's seed is the sample the households are drawn from "
+                "(a project without one is a Synthor household project declaring its variables)",
+            )
+        )
     if problems or sample is None:
         raise TargetValidationError(problems)
+    level_tables = [(lvl, *tables[f"{lvl}_control_data"][:2]) for lvl in levels if f"{lvl}_control_data" in tables]
+    geography, sample, left_out, zone_problems = keep_zones_with_controls(geography, sample, level_tables)
+    if zone_problems:
+        raise TargetValidationError(zone_problems)
     control_file = str(settings.get("control_file_name") or "controls.csv")
     control_path = inside_folder(configs_dir, control_file, settings_shown, "control_file_name", problems)
     if control_path is None:
         raise TargetValidationError(problems)
     controls, warnings = _controls(control_path, f"{configs}/{control_file}", tables, geography, sample, problems)
+    warnings = left_out + warnings
     if problems:
         raise TargetValidationError(problems)
     if reserved["total_hh_control"] not in {c.name for c in controls}:
@@ -227,6 +315,12 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
                 )
             ]
         )
+    problems += total_control_problems(
+        controls,
+        reserved["total_hh_control"],
+        geography.lowest,
+        lambda message: Problem(settings_shown, message, column="total_hh_control"),
+    )
     factor = settings.get("max_expansion_factor")
     output = output_files(
         settings.get("output_synthetic_population"), settings_shown, "output_synthetic_population", problems

@@ -58,6 +58,9 @@ def _read_frame(path: Path, shown: str, sheet: str | None) -> tuple[pd.DataFrame
     return read_table_bytes(path.read_bytes(), shown, sheet)
 
 
+MAX_TABLE_COLUMNS = 10_000  # columns of one table file (a cross-tabulation of 10,000 categories is not a table)
+
+
 def read_table_bytes(
     raw: bytes, shown: str, sheet: str | None = None
 ) -> tuple[pd.DataFrame | None, int, list[Problem]]:
@@ -88,6 +91,10 @@ def read_table_bytes(
                     ],
                 )
             sep = "\t" if suffix == ".tsv" else ","
+            width = text[: text.find("\n") if "\n" in text else len(text)].count(sep) + 1
+            if width > MAX_TABLE_COLUMNS:  # pandas takes minutes over a header of a million columns
+                wide = Problem(shown, f"has {width:,} columns; expected at most {MAX_TABLE_COLUMNS:,}", row=1)
+                return None, 2, [wide]
             frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, sep=sep, skipinitialspace=True)
             header = next(csv.reader(io.StringIO(text), delimiter=sep, skipinitialspace=True), [])
             return _unless_duplicated(frame, header, shown)

@@ -79,12 +79,20 @@ def test_a_converted_project_loads_as_the_populationsim_folder_does(tmp_path, co
 
 @needs_examples
 def test_the_converted_folder_names_its_source_and_licence_and_keeps_paths_inside(tmp_path):
-    out = _converted(tmp_path)
+    out = _converted(tmp_path)  # the shared example keeps its licence beside it, outside the folder: never read
     text = (out / PROJECT_FILE).read_text(encoding="utf-8")
     assert "from the PopulationSim working directory example_test" in text
+    assert "# No licence file was found in the source folder: check the data's terms before sharing." in text
+    assert not (out / "LICENSE.txt").exists()
+    source = tmp_path / "example_test"
+    shutil.copytree(EXAMPLE_TEST, source)
+    source.chmod(0o755)
+    shutil.copyfile(EXAMPLES / "LICENSE.txt", source / "LICENSE.txt")
+    out = tmp_path / "with_licence"
+    convert_populationsim(source, out)
+    text = (out / PROJECT_FILE).read_text(encoding="utf-8")
     assert (
-        "# Licence found with the source (../LICENSE.txt): BSD 3-Clause License; copied beside this file as "
-        "LICENSE.txt."
+        "# Licence found with the source (LICENSE.txt): BSD 3-Clause License; copied beside this file as LICENSE.txt."
     ) in text
     assert (out / "LICENSE.txt").read_bytes() == (EXAMPLES / "LICENSE.txt").read_bytes()
     raw = tomllib.loads(text)
@@ -126,7 +134,10 @@ def test_only_a_household_toml_is_a_household_project(tmp_path, small_project_di
 def test_derived_entries_are_read_and_checked(tmp_path):
     root = _converted(tmp_path)
     path = root / PROJECT_FILE
+    own = '[[derived]]\ncolumn = "NP"\nhow = "size"\n\n'  # what convert found (PUMA 606's household is left out)
     text = path.read_text(encoding="utf-8")
+    assert own in text
+    text = text.replace(own, "")
     derived = (
         '[[derived]]\ncolumn = "NP"\nhow = "size"\n\n[[derived]]\ncolumn = "STUDENTS"\nhow = "count"\n'
         'expression = "persons.OSUTAG.isin([1, 2])"\n\n[[derived]]\ncolumn = "OCCHOH"\nhow = "first"\n'

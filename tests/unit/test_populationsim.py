@@ -46,14 +46,23 @@ def _problems_after_edit(tmp_path: Path, file: str, old: str, new: str) -> list[
 @pytest.mark.parametrize(
     "configs, data, levels, zones",
     [
-        ("configs", "data", ("DISTRICT", "PUMA", "TRACT", "TAZ"), 37),
+        ("configs", "data", ("DISTRICT", "PUMA", "TRACT", "TAZ"), 36),
         ("configs_flex", "data_flex", ("REGION", "PUMA", "DISTRICT", "TRACT", "TAZ"), 36),
     ],
 )
 def test_example_test_reads_with_every_geography_level(configs, data, levels, zones):
     project = load_populationsim(EXAMPLE_TEST, configs=configs, data=data)
     assert project.geography.levels == levels
+    # TAZ 700 (TRACT 72, PUMA 606) has no controls: left out, as PopulationSim does
     assert project.geography.n_zones == zones
+    if configs == "configs":
+        assert project.warnings[:2] == [
+            "1 TRACT zone(s) of the crosswalk have no row in data/tract_controls.csv (72): left out, no household is "
+            "placed there, as PopulationSim does (give the zone a row of 0s to keep it)",
+            "1 TAZ zone(s) of the crosswalk have no row in data/taz_controls.csv (700): left out, no household is "
+            "placed there, as PopulationSim does (give the zone a row of 0s to keep it)",
+        ]
+        assert 606 not in project.sample.households["PUMA"].tolist()  # its seed household goes with it
     assert [c.name for c in project.controls][:2] == ["num_hh", "hh_size_1"]
     assert project.households_per_zone().sum() == 1500
     occ = next(c for c in project.controls if c.name == "persons_occ_1")
@@ -178,3 +187,109 @@ def test_household_variables_derived_from_members_agree_with_the_calm_seed():
     np.testing.assert_array_equal(head_age, households["AGEHOH"].astype(float))
     workers = derive_from_members(persons, n, how="count", condition=lambda p: p["ESR"].isin([1, 2, 4, 5]).to_numpy())
     np.testing.assert_array_equal(workers, households["NWESR"])  # employed: ESR 1, 2 (civilian), 4, 5 (armed forces)
+
+
+BOMB = (
+    'a: &a ["x","x","x","x","x","x","x","x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n'
+    "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"
+    "f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ngeographies: *f\n"
+)
+
+
+@needs_examples
+@pytest.mark.parametrize(
+    "file, old, new, expected",
+    [  # issue 26 item 8: structure, bounds and depth, each named where it was written
+        (
+            "configs/settings.yaml",
+            "geographies: [DISTRICT, PUMA, TRACT, TAZ]",
+            "geographies: [DISTRICT, PUMA, TRACT, TRACT, TAZ]",
+            "configs/settings.yaml column \"geographies\": the geography level 'TRACT' is listed twice (each level "
+            "once, top to lowest)",
+        ),
+        (
+            "configs/controls.csv",
+            "num_hh,TAZ,",
+            "num_hh,TRACT,",
+            'configs/settings.yaml column "total_hh_control": the total control "num_hh" is given at TRACT; expected '
+            "the lowest geography level TAZ (households are placed per TAZ zone)",
+        ),
+        (
+            "configs/controls.csv",
+            "num_hh,TAZ,households,1000000000,HHBASE,(households.WGTP > 0) & (households.WGTP < np.inf)",
+            "num_hh,TAZ,persons,1000000000,HHBASE,persons.PUMA > 0",
+            'configs/settings.yaml column "total_hh_control": the total control "num_hh" counts persons; expected a '
+            "control counting households",
+        ),
+        (
+            "data/taz_controls.csv",
+            "100,1,600,1,25,",
+            "100,1,600,1,9223372036854775807,",
+            'data/taz_controls.csv row 2, column "HHBASE": expected a number from 0 to 2,000,000,000, got '
+            "9223372036854775807",
+        ),
+        (
+            "configs/controls.csv",
+            "households.NP == 1",
+            "~" * 300 + "(households.NP == 1)",
+            'configs/controls.csv row 3, column "expression": control "hh_size_1": the expression is nested more than '
+            "200 levels deep",
+        ),
+        (
+            "configs/settings.yaml",
+            "trace_geography:",
+            "deep: " + "[" * 20000 + "]" * 20000 + "\ntrace_geography:",
+            "configs/settings.yaml: nested too deeply to be read as settings",
+        ),
+        (
+            "configs/settings.yaml",
+            "geographies: [DISTRICT, PUMA, TRACT, TAZ]\n",
+            BOMB,
+            "configs/settings.yaml: more than 100,000 values once its aliases (*name) are expanded: not a settings "
+            "file",
+        ),
+        (
+            "data/taz_controls.csv",
+            "TAZ,TRACT,PUMA,DISTRICT,",
+            ",".join(f"c{i}" for i in range(20_000)) + ",TAZ,TRACT,PUMA,DISTRICT,",
+            "data/taz_controls.csv row 1: has 20,011 columns in its header; expected at most 10,000",
+        ),
+    ],
+    ids=[
+        "level twice",
+        "total above",
+        "total of persons",
+        "overflow",
+        "deep expression",
+        "deep yaml",
+        "yaml bomb",
+        "wide header",
+    ],
+)
+def test_a_broken_structure_is_named_before_any_arithmetic(tmp_path, file, old, new, expected):
+    assert expected in _problems_after_edit(tmp_path, file, old, new)
+
+
+@needs_examples
+def test_an_empty_seed_sample_and_an_out_folder_holding_the_inputs_are_refused(tmp_path, capsys):
+    from synthor_core import cli
+
+    root = _copy(tmp_path)
+    for name in ("seed_households.csv", "seed_persons.csv"):
+        path = root / "data" / name
+        path.write_text(path.read_text().splitlines()[0] + "\n")
+    with pytest.raises(TargetValidationError) as info:
+        load_populationsim(root)
+    assert [str(p) for p in info.value.problems] == [
+        "data/seed_households.csv: the seed sample has no households: PopulationSim's seed is the sample the "
+        "households are drawn from (a project without one is a Synthor household project declaring its variables)"
+    ]
+    root = _copy(tmp_path / "intact")
+    before = {p.name: p.read_bytes() for p in (root / "data").iterdir()}
+    assert cli.main(["run", str(root), "--out", str(root / "data"), "--quiet"]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: --out {root / 'data'} holds the project's own files (geo_cross_walk.csv, region_controls.csv, "
+        f"repop_taz_controls.csv and 4 more): the run would overwrite or mix with them; choose a folder for the "
+        f"results, such as {root.resolve() / 'output'}\n"
+    )
+    assert {p.name: p.read_bytes() for p in (root / "data").iterdir()} == before
