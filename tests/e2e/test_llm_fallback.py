@@ -35,7 +35,9 @@ def ecommerce(tmp_path_factory):
 
 def _settings(url: str) -> LLMSettings:
     # one call at a time: the endpoint's random answers then come in a fixed order, so a run is repeatable
-    return LLMSettings(base_url=url, model="careless", max_retries=1, timeout_s=5.0, records_per_call=20, concurrency=1)
+    return LLMSettings(
+        base_url=url, model="careless", max_retries=1, timeout_s=5.0, records_per_call=20, concurrency=1, backoff_s=0.01
+    )
 
 
 def _run(project, url: str, fallback: bool, iterations: int = 20):
@@ -107,7 +109,7 @@ def test_the_cli_reports_the_share_of_each_source_and_the_failures_by_kind(ecomm
                 "--max-retries",
                 "1",
                 "--max-iterations",
-                "20",
+                "6",
                 "--seed",
                 "2",
                 "--out",
