@@ -25,14 +25,42 @@ EXAMPLE_DIR = Path(__file__).resolve().parent / "examples" / "adult"
 EXAMPLE_LABEL = "UCI Adult, 1994 Current Population Survey (bundled example)"
 
 
+# settings the user chose on a page, kept while they are on another (widgets without a default of their own: the
+# pages set their defaults in the session state)
+KEPT_SETTINGS = (
+    "synth.prior",
+    "synth.size",
+    "synth.mode",
+    "synth.max_iterations",
+    "synth.tolerance",
+    "synth.seed",
+    "hh.prior",
+    "hh.endpoint",
+    "hh.base_url",
+    "hh.model",
+    "hh.distinct",
+    "hh.concurrency",
+    "hh.fallback",
+    "hh.seed",
+)
+
+
 def init_state() -> None:
-    """Namespaced defaults: the bundled example is the project until the user brings another."""
+    """Namespaced defaults: the bundled example is the project until the user brings another. Called by the app and
+    every page first: the settings of ``KEPT_SETTINGS`` are set again as the session's own values, so Streamlit
+    does not drop them when their page is not drawn (leaving Synthesize reset N to 1, issue 23)."""
     st.session_state.setdefault("data.project_dir", str(EXAMPLE_DIR))
     st.session_state.setdefault("data.project_label", EXAMPLE_LABEL)
     st.session_state.setdefault("synth.run_id", None)
     st.session_state.setdefault("hh.project_dir", str(HOUSEHOLD_EXAMPLE_DIR))
     st.session_state.setdefault("hh.project_label", HOUSEHOLD_EXAMPLE_LABEL)
     st.session_state.setdefault("hh.run_id", None)
+    for key in KEPT_SETTINGS:
+        try:
+            value = st.session_state[key]
+        except KeyError:  # not chosen yet (a dropped widget's key may test as present while reading it fails)
+            continue
+        st.session_state[key] = value
 
 
 WORKSPACE_VARIABLE = "SYNTHOR_WORKSPACE"  # "private" (default): each browser sees its own runs; "shared": all runs

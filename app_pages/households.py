@@ -167,6 +167,16 @@ def _zone_fit(path: str, stamp: float) -> pd.DataFrame:
     return spreadsheet_unescape(frame)
 
 
+# defaults set in the session state, not as widget values: init_state keeps the values chosen (KEPT_SETTINGS)
+for key, value in (
+    ("hh.base_url", "http://localhost:11434/v1"),
+    ("hh.model", "llama3.1"),
+    ("hh.distinct", 1000),
+    ("hh.concurrency", 4),
+    ("hh.fallback", True),
+    ("hh.seed", 1),
+):
+    st.session_state.setdefault(key, value)
 prior = st.radio(
     "Prior",
     list(HOUSEHOLD_PRIORS),
@@ -182,19 +192,20 @@ if prior == "llm":
         if endpoints:
             base_url = cols[0].selectbox("Endpoint", endpoints, key="hh.endpoint", help="The endpoints allowed here")
         else:
-            base_url = cols[0].text_input("Base URL", value="http://localhost:11434/v1", key="hh.base_url")
-        model = cols[1].text_input("Model", value="llama3.1", key="hh.model")
+            base_url = cols[0].text_input("Base URL", key="hh.base_url")
+        model = cols[1].text_input("Model", key="hh.model")
         typed_key = cols[2].text_input(
             "API key (optional, this session only)", type="password", key="hh.api_key", help="Never written or shown"
         )
         api_key, key_source = llm_api_key(base_url, typed_key)
         st.caption(KEY_SOURCE_CAPTIONS[key_source])
         cols = st.columns([2, 2, 3])
-        distinct = cols[0].number_input("Households the LLM writes", 1, 100_000, 1000, 100, key="hh.distinct")
-        concurrency = cols[1].number_input("Parallel calls", 1, 64, 4, key="hh.concurrency")
+        distinct = cols[0].number_input(
+            "Households the LLM writes", min_value=1, max_value=100_000, step=100, key="hh.distinct"
+        )
+        concurrency = cols[1].number_input("Parallel calls", min_value=1, max_value=64, key="hh.concurrency")
         cols[2].checkbox(
             "Fall back on maxent",
-            value=True,
             key="hh.fallback",
             help="maxent writes the households the LLM does not (off: LLM households only, with maxent's first "
             "candidates)",
@@ -213,7 +224,7 @@ if prior == "llm":
 run_id = st.session_state.get("hh.run_id")
 running = run_id is not None and run_id in runner.run_ids() and runner.snapshot(run_id).status == "running"
 with st.form("hh.form"):
-    run_seed = st.number_input("Random seed", min_value=0, max_value=2**31 - 1, value=1, step=1, key="hh.seed")
+    run_seed = st.number_input("Random seed", min_value=0, max_value=2**31 - 1, step=1, key="hh.seed")
     start = st.form_submit_button(
         "Synthesize households", type="primary", disabled=running or (prior == "llm" and llm_settings is None)
     )

@@ -423,3 +423,23 @@ def test_the_bundled_model_is_offered_beside_your_endpoint_and_answers_from_the_
     assert at.number_input(key="synth.timeout.local").value == 300.0  # a small model on a CPU: minutes, not seconds
     at.button(key="synth.test_connection").click().run()
     assert at.info[0].value == as_text(f"connected to {url}: 1 model(s); 'smollm2-135m-instruct' found")
+
+
+def test_the_settings_stay_when_the_page_is_left_and_opened_again():
+    """Issue 23 item 1: Streamlit drops the state of widgets it does not draw; leaving Synthesize reset N to 1 (a
+    1-person run followed) and the other settings to their defaults."""
+    at = _app()
+    at.switch_page("app_pages/synthesize.py").run()
+    at.selectbox(key="synth.mode").set_value("paper")
+    at.number_input(key="synth.size").set_value(3000)
+    at.number_input(key="synth.max_iterations").set_value(7)
+    at.number_input(key="synth.seed").set_value(9)
+    at.button(key="FormSubmitter:synth.settings-Start").click().run()  # a submitted form: the values are set
+    at.switch_page("app_pages/runs.py").run()
+    at.switch_page("app_pages/data.py").run()
+    at.switch_page("app_pages/synthesize.py").run()
+    assert not at.exception
+    assert at.number_input(key="synth.size").value == 3000
+    assert at.number_input(key="synth.max_iterations").value == 7
+    assert at.number_input(key="synth.seed").value == 9
+    assert at.selectbox(key="synth.mode").value == "paper"
