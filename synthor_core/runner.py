@@ -462,6 +462,7 @@ class Runner:
                 snapshot.started_at,
                 owner=owner,
                 folder=folder,
+                rules=rules,
             )
         with self._lock:
             self._runs[run_id] = run

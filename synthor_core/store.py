@@ -127,6 +127,8 @@ def process_alive(identity: str | None) -> bool:
     return not start or _process_start(pid) == start
 
 
+RUN_RULES = "run-rules.toml"  # the plausibility rules a run enforced, in its project zip
+
 LOCK_WAIT_S = 20.0  # how long an operation waits for another process to release the store file
 CHECKPOINT_INTERVAL_S = 5.0  # a running run's population is saved at most this often (and after iteration 1)
 
@@ -220,12 +222,22 @@ class RunStore:
         started_at: float,
         owner: str | None = None,
         folder: Path | None = None,
+        rules=(),
     ) -> None:
-        """Record a started run with its settings, its project folder, its owner (a browser's identity in a
-        private workspace, else None) and this process (so that a run whose process died is found); a household run
-        (``kind`` "households") with the ``folder`` its outputs go to."""
+        """Record a started run with its settings, its project folder (with the run's plausibility ``rules`` as
+        ``RUN_RULES``, so that its export repeats it), its owner (a browser's identity in a private workspace, else
+        None) and this process (so that a run whose process died is found); a household run (``kind``
+        "households") with the ``folder`` its outputs go to."""
         households = isinstance(project, HouseholdProject)
         project_zip = zip_project_folder(project.root) if project.root is not None else None
+        if project_zip is not None and rules:
+            import tomli_w
+
+            text = tomli_w.dumps({"rules": [{"name": r.name, "condition": r.condition} for r in rules]})
+            buffer = io.BytesIO(project_zip)
+            with zipfile.ZipFile(buffer, "a", zipfile.ZIP_DEFLATED) as archive:
+                archive.writestr(RUN_RULES, "# The plausibility rules this run enforced\n" + text)
+            project_zip = buffer.getvalue()
         if isinstance(project, HouseholdProject):
             size = int(project.households_per_zone().sum())
         else:
@@ -649,10 +661,14 @@ def person_exports(
         out["report.json"] = json.dumps(report, indent=2).encode("utf-8")
     if project is not None and report is not None:  # a running run (checkpoint) has no report yet
         settings = report["settings"]
+        with zipfile.ZipFile(io.BytesIO(project)) as archive:
+            with_rules = RUN_RULES in archive.namelist()
         command = (
             f"python -m synthor_core run PROJECT --n {report['records']} --prior {report['prior']} "
             f"--mode {settings['mode']} --seed {settings['seed']} --max-iterations "
-            f"{settings['max_iterations']} --tolerance {settings['tolerance_tvd']} --out OUT"
+            f"{settings['max_iterations']} --tolerance {settings['tolerance_tvd']}"
+            + (f" --rules PROJECT/{RUN_RULES}" if with_rules else "")
+            + " --out OUT"
         )
         buffer = io.BytesIO(project)
         with zipfile.ZipFile(buffer, "a", zipfile.ZIP_DEFLATED) as archive:
