@@ -1,8 +1,9 @@
 """Headless runs: ``python -m synthor_core run|convert|validate ...``.
 
-``run`` writes, for a person project, ``OUT/population.csv`` (one row per person, one column per variable, exactly N
-rows), ``population.parquet`` and ``OUT/report.json`` (see :func:`synthor_core.evaluate.report.run_report`); for a
-household project ``households.csv``, ``persons.csv`` and the rest (:class:`synthor_core.export.HouseholdWriter`).
+``run`` writes, for a person project, ``OUT/population.csv`` (one row per person, ``person_id`` then one column per
+variable, exactly N rows), ``population.parquet`` and ``OUT/report.json`` (see
+:func:`synthor_core.evaluate.report.run_report`); for a household project ``households.csv``, ``persons.csv`` and
+the rest (:class:`synthor_core.export.HouseholdWriter`).
 Both go through :func:`synthor_core.runner.execute`, the run the app starts. ``validate`` prints every problem of a
 project folder at once; ``convert`` writes a PopulationSim working directory as a Synthor household project
 folder (:func:`synthor_core.readers.convert.convert_populationsim`). Exit codes: 0 success, 1 the run failed, 2

@@ -30,6 +30,8 @@ from .synthesis.events import HouseholdResult, PartitionOutcome
 from .targets.model import HouseholdProject
 from .units import HOUSEHOLDS, PERSONS
 
+PERSON_ID = "person_id"  # first column of population.csv: 1..N in row order
+
 # a text cell a spreadsheet would run as a formula (schema.FORMULA_PREFIXES, as a regular expression; "-" first)
 _FORMULA_START = "^[" + "".join(sorted(FORMULA_PREFIXES, key=lambda ch: ch != "-")) + "]"
 
@@ -140,8 +142,9 @@ def write_llm_calls(calls, path: Path, batch: FileBatch | None = None) -> None:
 def write_population(
     population: pd.DataFrame, folder: Path, parquet: bool = True, batch: FileBatch | None = None
 ) -> list[Path]:
-    """A person population as ``population.csv`` (UTF-8, one row per person, one column per variable) and
-    ``population.parquet`` in ``folder``.
+    """A person population as ``population.csv`` (UTF-8, one row per person: ``person_id`` from 1, then one column
+    per variable; rows in id order) and ``population.parquet`` in ``folder``. A variable called ``person_id`` keeps
+    its name; the id column is then ``person_id_``.
 
     Parameters
     ----------
@@ -156,30 +159,39 @@ def write_population(
     -------
     The paths written.
 
-    Source: rows are expanded from the distinct records by DuckDB (``range(count)``, one thread: in their order,
-    the same bytes for the same population), so ten million persons never sit in memory as a frame.
+    Source: rows are expanded from the distinct records by DuckDB (``range(count)``, sorted by id: the same bytes
+    for the same population), so ten million persons never sit in memory as a frame.
     """
     written = []
     columns = [c for c in population.columns if c != "count"]
+    id_name = PERSON_ID if PERSON_ID not in columns else f"{PERSON_ID}_"  # a variable may be called person_id
     kinds = {c: not pd.api.types.is_numeric_dtype(population[c]) for c in columns}
+    counts = population["count"].to_numpy(dtype=np.int64)
+    # the persons of record k are numbered from first[k] + 1 (the counts before it)
+    records = pd.DataFrame({f"c{i}": population[c].reset_index(drop=True) for i, c in enumerate(columns)})
+    records["n"], records["first"] = counts, np.cumsum(counts) - counts
+    rename = {c: f"c{i}" for i, c in enumerate(columns)}
     safe = ", ".join(
-        f"CASE WHEN regexp_matches({quote_ident(c)}::VARCHAR, '{_FORMULA_START}') THEN chr(39) || "
-        f"{quote_ident(c)}::VARCHAR ELSE {quote_ident(c)}::VARCHAR END AS {quote_ident(c)}"
+        f"CASE WHEN regexp_matches({rename[c]}::VARCHAR, '{_FORMULA_START}') THEN chr(39) || "
+        f"{rename[c]}::VARCHAR ELSE {rename[c]}::VARCHAR END AS {quote_ident(c)}"
         if kinds[c]
-        else quote_ident(c)
+        else f"{rename[c]} AS {quote_ident(c)}"
         for c in columns
     )
-    plain = ", ".join(quote_ident(c) for c in columns)
+    plain = ", ".join(f"{rename[c]} AS {quote_ident(c)}" for c in columns)
     con = duckdb.connect()
     try:
         con.execute("SET python_enable_replacements = false")
         con.execute("SET threads TO 1")  # rows in the order of the records, whatever the machine: the same bytes
-        con.register("distinct_records", population)
+        con.register("distinct_records", records)
         for name, select, options in (
             ("population.csv", safe, "FORMAT csv, HEADER true"),
             *((("population.parquet", plain, "FORMAT parquet"),) if parquet else ()),
         ):
-            expand = f'SELECT {select} FROM distinct_records p, range(p."count")'
+            expand = (
+                f"SELECT p.first + r.range + 1 AS {quote_ident(id_name)}, {select} FROM distinct_records p, "
+                "range(p.n) r ORDER BY 1"  # rows in id order (the join alone keeps no order)
+            )
 
             def copy(path: str, expand: str = expand, options: str = options) -> None:
                 target = path.replace("'", "''")

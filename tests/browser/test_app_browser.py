@@ -137,6 +137,7 @@ def test_run_the_example_download_it_and_stop_a_longer_run(page, tmp_path):
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     assert rows[0] == [
+        "person_id",
         "age",
         "sex",
         "race",

@@ -64,7 +64,8 @@ def test_full_mode_fits_the_targets_with_valid_values(full_run):
     assert proc.stdout.count("iteration ") == report["iterations"]
     people = pd.read_csv(out / "population.csv")
     derive = _derive_module()
-    assert list(people.columns) == derive.VARIABLES
+    assert list(people.columns) == ["person_id", *derive.VARIABLES]
+    assert people["person_id"].tolist() == list(range(1, 48843))
     assert len(people) == 48842
     assert people["age"].between(17, 90).all() and people["age"].dtype.kind == "i"
     assert people["hours_per_week"].between(1, 99).all() and people["hours_per_week"].dtype.kind == "i"

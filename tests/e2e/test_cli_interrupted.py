@@ -41,7 +41,7 @@ def _wait_for_checkpoint(out, child: subprocess.Popen) -> None:
 def _valid_population(out) -> tuple[pd.DataFrame, dict]:
     report = json.loads((out / "report.json").read_text())
     people = pd.read_csv(out / "population.csv")
-    assert list(people.columns) == VARIABLES and len(people) == report["records"]
+    assert list(people.columns) == ["person_id", *VARIABLES] and len(people) == report["records"]
     assert people.notna().all().all() and people["age"].between(17, 90).all()
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left behind
     return people, report

@@ -74,7 +74,7 @@ def test_a_killed_process_leaves_an_interrupted_run_that_downloads_resumes_and_d
     events = runner.store.iterations(run_id)
     assert saved is not None and int(saved["count"].sum()) == events[0].population_total  # iteration 1's checkpoint
     people = pd.read_csv(io.BytesIO(runner.store.exports(run_id)["population.csv"]))
-    assert len(people) == int(saved["count"].sum()) and list(people.columns) == ["age", "sex", "employed"]
+    assert len(people) == int(saved["count"].sum()) and list(people.columns) == ["person_id", "age", "sex", "employed"]
     assert runner.store.report(run_id)["status"] == "interrupted"
 
     try:

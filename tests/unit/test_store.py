@@ -34,7 +34,8 @@ def test_a_run_is_recorded_and_exported(tmp_path, small_project_dir):
         assert events[-1].tvd_by_table == snap.events[-1].tvd_by_table
         files = store.exports(run_id)
         people = pd.read_csv(io.BytesIO(files["population.csv"]))
-        assert list(people.columns) == ["age", "sex", "employed"] and len(people) == 1000
+        assert list(people.columns) == ["person_id", "age", "sex", "employed"] and len(people) == 1000
+        assert people["person_id"].tolist() == list(range(1, 1001))  # an id per person, rows in id order
         assert len(pd.read_parquet(io.BytesIO(files["population.parquet"]))) == 1000
         assert json.loads(files["report.json"])["records"] == 1000
         names = zipfile.ZipFile(io.BytesIO(files["project.zip"])).namelist()
