@@ -103,8 +103,9 @@ def build_geography(
     -------
     (Geography or None, list of Problem)
         Problems name the file, row and column: a missing level column, a level name that is not a plain name
-        (:data:`SAFE_NAME`: it names output files), an empty zone id, a lowest-level zone listed twice, a zone
-        with two parents at a level above it.
+        (:data:`SAFE_NAME`: it names output files), an empty zone id, a zone with two parents at a level above it.
+        Rows finer than the lowest level (one per TAZ under levels that stop at a cluster of TAZs) reduce to one
+        row per lowest-level zone, as PopulationSim reads them.
     """
     problems: list[Problem] = []
     missing = [level for level in levels if level not in frame.columns]
@@ -144,22 +145,16 @@ def build_geography(
     if problems:
         return None, problems
     lowest = levels[-1]
-    duplicated = np.flatnonzero(table[lowest].duplicated().to_numpy())
-    flag_rows(
-        problems,
-        duplicated,
-        shown,
-        lowest,
-        lambda i: f"the {lowest} zone {shown_value(table[lowest].iloc[i])} is listed twice",
-        first_row,
-    )
-    for k, level in enumerate(levels[:-1]):
+    # rows finer than the lowest level listed (one per TAZ when the levels stop at a cluster of them) reduce to the
+    # levels listed, as PopulationSim reads them; a zone is refused only when it has two parents
+    table = table.reset_index(drop=True).drop_duplicates()
+    for k, level in enumerate(levels):
         for upper in levels[:k]:
             parents = table.groupby(level, sort=True)[upper].nunique()
             for zone in parents[parents > 1].index[:MAX_ROWS_SHOWN]:
                 rows = np.flatnonzero((table[level] == zone).to_numpy())
                 values = table[upper].iloc[rows].unique()
-                second = rows[np.flatnonzero((table[upper].iloc[rows] != values[0]).to_numpy())[0]]
+                second = table.index[rows[np.flatnonzero((table[upper].iloc[rows] != values[0]).to_numpy())[0]]]
                 problems.append(
                     Problem(
                         shown,

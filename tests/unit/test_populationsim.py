@@ -136,8 +136,17 @@ def test_geography_with_a_duplicated_lowest_zone_and_an_empty_id():
     geography, problems = build_geography(frame, ["TRACT", "TAZ"], "xwalk.csv")
     assert geography is None
     assert [str(p) for p in problems] == ['xwalk.csv row 5, column "TRACT": expected a zone id, got an empty cell']
+    # rows finer than the lowest level listed (issue 22: one row per TAZ under [REGION, SUBREGCluster]) reduce to it
     geography, problems = build_geography(frame.fillna(11), ["TRACT", "TAZ"], "xwalk.csv")
-    assert [str(p) for p in problems] == ['xwalk.csv row 4, column "TAZ": the TAZ zone 2 is listed twice']
+    assert problems == [] and geography.zones("TAZ").tolist() == [1, 2, 3]
+    geography, problems = build_geography(frame.fillna(11), ["TRACT"], "xwalk.csv")
+    assert problems == [] and geography.zones("TRACT").tolist() == [10, 11] and len(geography.crosswalk) == 2
+    frame.loc[2, "TRACT"] = 12  # now TAZ 2 lies in two tracts: refused
+    geography, problems = build_geography(frame.fillna(11), ["TRACT", "TAZ"], "xwalk.csv")
+    assert [str(p) for p in problems] == [
+        'xwalk.csv row 4, column "TRACT": the TAZ zone 2 has two parents at TRACT: 10 and 12 (each zone lies in one '
+        "zone of every level above it)"
+    ]
 
 
 @pytest.mark.parametrize(
