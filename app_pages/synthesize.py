@@ -349,6 +349,9 @@ if snap.result is not None:
         degraded = (get_runner().store.report(snap.run_id) or {}).get("llm_degraded", "")
         if degraded:  # the LLM fed the run little: said beside the fit (no LLM record at all fails the run)
             st.warning(as_text(degraded[:1].upper() + degraded[1:] + "."), icon=":material/warning:")
+    # what the run itself warned of (report.json "warnings"; the project's own are on the Data page)
+    for warning in [w for w in result.warnings if w not in snap.project.warnings]:
+        st.warning(as_text(warning[:1].upper() + warning[1:]), icon=":material/warning:")
     st.dataframe(fit_frame(result.fit), hide_index=True, width="stretch", key="synth.fit")
     if result.fit.numeric:
         st.caption("Numeric controls: the total or mean of a numeric variable per cell, fitted by calibration.")

@@ -304,6 +304,12 @@ def test_rules_uploaded_on_the_synthesize_page_are_enforced_or_their_problems_li
 
     report = get_runner().store.report(at.session_state["synth.run_id"])
     assert report["rules"]["any_rate"] == 0.0 and len(report["rules"]["rules"]) == 6
+    # every warning of the run reaches the page, not only report.json (issue 23 item 4); with the rules,
+    # calibration stops short of the tables (the rules forbid cells they count)
+    assert report["warnings"][0].startswith("calibration did not converge")
+    shown = [w.value for w in at.warning]
+    for warning in report["warnings"]:
+        assert as_text(warning[:1].upper() + warning[1:]) in shown, (warning, shown)
 
 
 def test_the_synthesize_page_follows_its_run_and_its_project(tmp_path):
