@@ -34,6 +34,7 @@ PATIENCE_ITERATIONS = 8  # full mode stops when mean TVD has not improved by 1 %
 MAXENT_MAX_CLIQUE_CELLS = 20_000_000  # cells of one junction-tree clique; larger -> the table is left out
 MAXENT_IPF_MAX_SWEEPS = 2_000  # sweeps over all tables
 MAXENT_IPF_TOLERANCE = 1e-9  # max absolute share error at which the joint is considered fitted
+MAXENT_IPF_STALL_SWEEPS, MAXENT_IPF_STALL = 25, 1e-3  # with rules: stop when 25 sweeps gain less than 0.1 %
 STARVED_SHARE = 1e-6  # a target cell whose fitted share is below this part of its target gets no one (contradiction)
 MAXENT_RECORDS_PER_PROPOSAL = 20_000  # distinct records one proposal may create (maxent prior)
 
