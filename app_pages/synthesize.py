@@ -255,8 +255,10 @@ def show_run() -> None:
     # a run that ended (tolerance met, stopped, failed) is complete: the bar says so, the text says where it stopped
     top[0].progress(
         min(done / snap.config.max_iterations, 1.0) if snap.status == "running" else 1.0,
-        text=f"Run {snap.run_id}: {snap.status}, iteration {done} of at most "
-        f"{snap.config.max_iterations}, {snap.elapsed_s:.1f} s",
+        # what the run is doing from its first second (building the prior takes a while before iteration 1)
+        text=f"Run {snap.run_id}: "
+        + (f"running ({as_text(snap.stage)})" if snap.status == "running" and snap.stage else snap.status)
+        + f", iteration {done} of at most {snap.config.max_iterations}, {snap.elapsed_s:.1f} s",
     )
     if snap.status == "running" and top[1].button("Stop", key="synth.stop"):
         runner.stop(snap.run_id)
@@ -331,7 +333,7 @@ if snap.result is not None:
     result = snap.result
     st.subheader("Fit after calibration" if result.calibration is not None else "Final fit (not calibrated)")
     st.write(
-        f"Stopped: {as_text(result.stop_reason)} after {result.iterations} iterations, {result.seconds:.1f} s. "
+        f"Stopped: {as_text(result.stop_reason)} after {result.iterations} iterations, {snap.elapsed_s:.1f} s. "
         f"Mean TVD **{result.fit.mean_tvd:.4f}**, max TVD **{result.fit.max_tvd:.4f}** over "
         f"{len(result.fit.tables)} tables."
     )

@@ -86,6 +86,11 @@ def test_a_maxent_run_completes_and_shows_the_fit_table():
     at.number_input(key="synth.size").set_value(5000)
     at.number_input(key="synth.seed").set_value(3)
     at.button[0].click().run()  # the form's Start button
+    from app_session import get_runner
+
+    text = at.get("progress")[0].proto.text
+    if get_runner().snapshot(at.session_state["synth.run_id"]).status == "running" and "iteration 0 " in text:
+        assert re.match(r"Run \w+: running \((preparing the prior|iterating)\), iteration 0 ", text), text
     _wait_for_fit(at, 90)
     assert not at.exception
     assert [h.value for h in at.subheader] == ["Fit after calibration"]
@@ -100,6 +105,9 @@ def test_a_maxent_run_completes_and_shows_the_fit_table():
     assert at.get("progress")[0].proto.value == 100  # a finished run's bar is full, whatever iteration it ended at
     (summary,) = [m.value for m in at.markdown if m.value.startswith("Stopped:")]
     assert re.match(r"Stopped: (tolerance reached|no further improvement) after \d+ iterations", summary), summary
+    # one elapsed time: the summary's is the progress line's (the summary counted the loop alone, 16.3 s of 35.9)
+    progress = at.get("progress")[0].proto.text
+    assert re.search(r", ([\d.]+) s\.", summary).group(1) == re.search(r", ([\d.]+) s$", progress).group(1)
     assert [b.proto.label for b in at.get("download_button")] == [
         "Population (CSV)",
         "Population (Parquet)",
