@@ -1,7 +1,10 @@
 """Runs: this browser's runs in the store (every run in a shared workspace), running ones too; reopen one's chart
 and downloads, resume an interrupted one, delete one."""
 
+import json
+import math
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -36,10 +39,27 @@ if runs.empty:
     st.info("No run yet: start one on the Synthesize page (persons) or the Households page.")
     st.stop()
 
-# started_at is seconds since the epoch (a number would be read as milliseconds: 1970-01-21)
+# started_at is seconds since the epoch (a number would be read as milliseconds: 1970-01-21), shown in the server's
+# time zone with its offset
+ZONE = datetime.now().astimezone().tzinfo
+
+
+def _tolerance(settings: object) -> float:
+    try:
+        return float(json.loads(str(settings)).get("tolerance_tvd", "nan"))
+    except (ValueError, TypeError, AttributeError):
+        return math.nan
+
+
+far = (
+    (runs["status"] == "finished")
+    & (runs["kind"] == "persons")
+    & (runs["mean_tvd"] > runs["settings"].map(_tolerance))  # NaN (unknown) compares False
+)
 shown = runs.assign(
-    started_at=pd.to_datetime(runs["started_at"], unit="s"),
+    started_at=pd.to_datetime(runs["started_at"], unit="s", utc=True).dt.tz_convert(ZONE),
     kind=runs["kind"].map({"persons": "persons", "households": "households in zones"}),
+    status=runs["status"].where(~far, "did not converge"),  # ended, but above its tolerance
 )
 shown = shown[
     [
@@ -66,7 +86,7 @@ st.dataframe(
     column_config={
         "run_id": "run",
         "project_label": "project",
-        "started_at": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm:ss"),
+        "started_at": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm:ss Z"),
         "mean_tvd": st.column_config.NumberColumn("mean TVD", format="%.4f"),
         "max_tvd": st.column_config.NumberColumn("max TVD", format="%.4f"),
         "worst_pct_rmse": st.column_config.NumberColumn("worst %RMSE", format="%.2f"),

@@ -472,13 +472,13 @@ class RunStore:
     def runs(self, owner: str | None = None) -> pd.DataFrame:
         """Every run (only ``owner``'s when given), newest first: run_id, kind ("persons" or "households"), status,
         prior, mode, seed, size (persons or households), project_label, started_at, ended_at, iterations, mean_tvd,
-        max_tvd (persons), worst_pct_rmse (households), stop_reason, error, owner, folder."""
+        max_tvd (persons), worst_pct_rmse (households), stop_reason, error, owner, folder, settings (JSON text)."""
         where, params = ("WHERE owner = ?", [owner]) if owner is not None else ("", [])
         with self._connect() as cur:
             return cur.execute(
                 "SELECT run_id, coalesce(kind, 'persons') AS kind, status, prior, mode, seed, size, project_label, "
                 "started_at, ended_at, iterations, mean_tvd, max_tvd, worst_pct_rmse, stop_reason, error, owner, "
-                f"folder FROM runs {where} ORDER BY started_at DESC",
+                f"folder, settings FROM runs {where} ORDER BY started_at DESC",
                 params,
             ).df()
 

@@ -457,3 +457,23 @@ def test_the_settings_stay_when_the_page_is_left_and_opened_again():
     assert at.number_input(key="synth.max_iterations").value == 7
     assert at.number_input(key="synth.seed").value == 9
     assert at.selectbox(key="synth.mode").value == "paper"
+
+
+def test_the_runs_page_tells_a_run_that_did_not_converge_and_its_time_zone():
+    """Issue 23 item 8: a run that ended above its tolerance is "did not converge", not "finished"; the start is
+    shown with its time zone."""
+    at = _app()
+    at.switch_page("app_pages/synthesize.py").run()
+    at.number_input(key="synth.size").set_value(2000)
+    at.number_input(key="synth.max_iterations").set_value(1)
+    at.number_input(key="synth.tolerance").set_value(0.0001)
+    at.button(key="FormSubmitter:synth.settings-Start").click().run()
+    from app_session import get_runner
+
+    run_id = at.session_state["synth.run_id"]
+    assert get_runner().wait(run_id, timeout_s=120).status == "finished"
+    at.switch_page("app_pages/runs.py").run()
+    assert not at.exception
+    runs = at.dataframe[0].value.set_index("run_id")
+    assert runs.loc[run_id, "status"] == "did not converge"
+    assert runs.loc[run_id, "started_at"].tzinfo is not None
