@@ -3,12 +3,16 @@
 Start: ``streamlit run app.py`` (opens on the bundled UCI Adult example; no API key needed).
 """
 
+from pathlib import Path
+
 import streamlit as st
 
 from app_session import as_text, current_project, get_runner, init_state, owner_id
 from synthor_core.errors import SynthorError
 
-st.set_page_config(page_title="Synthor", page_icon=":material/groups:", layout="wide")
+# the favicon is served by the app itself: a material icon here is fetched from fonts.gstatic.com (the app runs
+# offline, and a shared server tells no one who uses it)
+st.set_page_config(page_title="Synthor", page_icon=str(Path(__file__).parent / "static" / "favicon.png"), layout="wide")
 init_state()
 owner_id()  # a private workspace keeps this browser's key in the address on every page
 try:

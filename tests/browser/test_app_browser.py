@@ -32,6 +32,7 @@ ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(os.environ.get("SYNTHOR_ARTIFACTS", ROOT / "test-artifacts"))
+OUTSIDE: list[str] = []  # requests of the page to anywhere but the app
 WAIT_MS = 300_000  # the bound of every wait: tests wait for conditions, this only ends one that never comes
 playwright.expect.set_options(timeout=WAIT_MS)
 
@@ -96,6 +97,8 @@ def page(app_url):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
         page = context.new_page()
+        # every request the page makes goes to the app itself (issue 23 item 7: it runs offline)
+        page.on("request", lambda r: None if r.url.startswith((app_url, "data:", "blob:")) else OUTSIDE.append(r.url))
         # waits follow conditions; this bound only ends a test whose condition never comes (a loaded machine may
         # take minutes where an idle one takes seconds)
         page.set_default_timeout(WAIT_MS)
@@ -177,6 +180,7 @@ def test_run_the_example_download_it_and_stop_a_longer_run(page, tmp_path):
     page.get_by_role("link", name="Runs").click()
     page.get_by_text("Open a run").first.wait_for()
     page.screenshot(path=str(ARTIFACTS / "6-runs.png"), full_page=True)
+    assert OUTSIDE == []  # the favicon was fetched from fonts.gstatic.com
 
 
 CALM = ROOT.parent / "shared" / "data" / "populationsim" / "example_calm"
@@ -288,6 +292,7 @@ def test_households_in_zones_on_calm_run_and_download(page, tmp_path):
     page.get_by_text(f"{iterations} iterations: the worst %RMSE of each control group").first.wait_for()
     page.wait_for_function(_HOUSEHOLD_POINTS + f".call() == {iterations}")
     page.screenshot(path=str(ARTIFACTS / "12-runs-households.png"), full_page=True)
+    assert OUTSIDE == []
 
 
 def _idle(page) -> None:
