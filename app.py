@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_session import as_text, current_project, get_runner, init_state, owner_id
+from app_session import as_text, count_of, current_project, get_runner, init_state, owner_id
 from synthor_core.errors import SynthorError
 
 # the favicon is served by the app itself: a material icon here is fetched from fonts.gstatic.com (the app runs
@@ -57,7 +57,10 @@ with st.sidebar:
     project, problems = current_project()
     st.caption(f"Project: {as_text(st.session_state['data.project_label'])}")
     if project is not None:
-        st.caption(f"{project.size:,} persons, {len(project.schema.names)} variables, {len(project.tables)} tables")
+        st.caption(
+            f"{count_of(project.size, 'person')}, {count_of(len(project.schema.names), 'variable')}, "
+            f"{count_of(len(project.tables), 'table')}"
+        )
     else:
         st.caption(f":red[{len(problems)} problem(s) to fix on the Data page]")
     run_status()

@@ -396,6 +396,17 @@ def run_population(run_id: str):
 _MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$:=")
 
 
+def count_of(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 variable``, ``2 variables``, ``48,842 persons``: a count with its noun in the right number."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+def signed(value: float, digits: int = 4) -> str:
+    """A change as ``+0.0012`` or ``-0.0012``; a change that rounds to zero is ``0.0000`` (never ``-0.0000``)."""
+    rounded = round(float(value), digits)
+    return f"{0.0:.{digits}f}" if rounded == 0 else f"{rounded:+.{digits}f}"
+
+
 def as_text(value) -> str:
     """User text (a label, a zone id, a control name, an error) made safe for Streamlit's markdown: every character
     markdown, colour or emoji syntax could use is escaped, so it shows as typed and never as a link or image."""

@@ -12,6 +12,7 @@ from app_session import (
     EXAMPLE_LABEL,
     UploadError,
     as_text,
+    count_of,
     current_project,
     draft_from_zip,
     editable_project_dir,
@@ -126,8 +127,8 @@ if project is None and raw_tables:  # the tables stay in sight while the project
     )
 if project is not None:
     st.success(
-        f"{as_text(st.session_state['data.project_label'])}: {project.size:,} persons, "
-        f"{len(project.schema.names)} variables, {len(project.tables)} target tables."
+        f"{as_text(st.session_state['data.project_label'])}: {count_of(project.size, 'person')}, "
+        f"{count_of(len(project.schema.names), 'variable')}, {count_of(len(project.tables), 'target table')}."
     )
     if project.description:
         st.caption(project.description)

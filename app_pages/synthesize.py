@@ -10,6 +10,7 @@ from app_session import (
     adopt_run_from_url,
     allowed_endpoints,
     as_text,
+    count_of,
     current_project,
     get_runner,
     init_state,
@@ -20,6 +21,7 @@ from app_session import (
     rules_from_upload,
     shared_local_model,
     show_downloads,
+    signed,
 )
 from synthor_core.errors import TargetValidationError
 from synthor_core.evaluate.holdout import table_counts
@@ -28,6 +30,12 @@ from synthor_core.priors.llm import LLMPrior, LLMSettings
 from synthor_core.readers.rules import load_rules
 from synthor_core.runner import PRIORS, llm_prior_factory, prior_factory
 from synthor_core.synthesis.config import SynthesisConfig
+
+
+def rules_text(rules) -> str:
+    """``6 rules: name (condition); ...`` as markdown-safe text."""
+    return f"{count_of(len(rules), 'rule')}: " + "; ".join(f"{as_text(r.name)} ({as_text(r.condition)})" for r in rules)
+
 
 init_state()  # on a fresh server Streamlit may run a page of pages/ before app.py has set the state
 st.title("Synthesize")
@@ -195,7 +203,7 @@ if rules_file is None and own_rules is not None and own_rules.is_file():
             st.error(f"{len(exc.problems)} problem(s) in the project's rules.toml: nothing runs until they are fixed.")
             st.dataframe(problems_frame(exc.problems), hide_index=True, width="stretch", key="synth.own_problems")
             st.stop()
-        st.caption(f"{len(rules)} rule(s): " + "; ".join(f"{as_text(r.name)} ({as_text(r.condition)})" for r in rules))
+        st.caption(rules_text(rules))
 if rules_file is not None:
     try:
         rules = rules_from_upload(rules_file.name, rules_file.getvalue(), project.schema)
@@ -203,7 +211,7 @@ if rules_file is not None:
         st.error(f"{len(exc.problems)} problem(s) in {as_text(rules_file.name)}: nothing runs until they are fixed.")
         st.dataframe(problems_frame(exc.problems), hide_index=True, width="stretch", key="synth.rule_problems")
         st.stop()
-    st.caption(f"{len(rules)} rule(s): " + "; ".join(f"{as_text(r.name)} ({as_text(r.condition)})" for r in rules))
+    st.caption(rules_text(rules))
 
 with st.form("synth.settings"):
     cols = st.columns(5)
@@ -281,10 +289,10 @@ def show_run() -> None:
         else:  # the calibrated, integerized population
             fit = snap.result.fit
             metrics[0].metric(
-                "mean TVD (final)", f"{fit.mean_tvd:.4f}", f"{fit.mean_tvd - last.mean_tvd:+.4f}", delta_color="inverse"
+                "mean TVD (final)", f"{fit.mean_tvd:.4f}", signed(fit.mean_tvd - last.mean_tvd), delta_color="inverse"
             )
             metrics[1].metric(
-                "max TVD (final)", f"{fit.max_tvd:.4f}", f"{fit.max_tvd - last.max_tvd:+.4f}", delta_color="inverse"
+                "max TVD (final)", f"{fit.max_tvd:.4f}", signed(fit.max_tvd - last.max_tvd), delta_color="inverse"
             )
             metrics[2].metric("persons", f"{int(snap.result.population['count'].sum()):,}")
             metrics[3].metric("distinct records", f"{len(snap.result.population):,}")
@@ -333,9 +341,10 @@ if snap.result is not None:
     result = snap.result
     st.subheader("Fit after calibration" if result.calibration is not None else "Final fit (not calibrated)")
     st.write(
-        f"Stopped: {as_text(result.stop_reason)} after {result.iterations} iterations, {snap.elapsed_s:.1f} s. "
+        f"Stopped: {as_text(result.stop_reason)} after {count_of(result.iterations, 'iteration')}, "
+        f"{snap.elapsed_s:.1f} s. "
         f"Mean TVD **{result.fit.mean_tvd:.4f}**, max TVD **{result.fit.max_tvd:.4f}** over "
-        f"{len(result.fit.tables)} tables."
+        f"{count_of(len(result.fit.tables), 'table')}."
     )
     if result.fit.mean_tvd > snap.config.tolerance_tvd:
         st.warning(

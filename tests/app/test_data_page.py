@@ -187,3 +187,28 @@ def test_a_project_is_built_from_its_table_files_alone():
     assert at.checkbox(key=_k(at, "data.replace_table")).label.startswith("A table named sex exists: replace it")
     at.checkbox(key=_k(at, "data.replace_table")).check().run()
     assert not at.button(key="data.add_table").disabled
+
+
+def test_counts_and_changes_read_as_an_analyst_writes_them(tmp_path):
+    """Issue 23 item 6: "1 variable" (not "1 variables"), thousands separated, a change that rounds to zero never
+    shows as -0.0000; a one-variable project says so on the page."""
+    from app_session import count_of, signed
+
+    assert [count_of(1, "variable"), count_of(2, "variable"), count_of(48842, "person")] == [
+        "1 variable",
+        "2 variables",
+        "48,842 persons",
+    ]
+    assert [signed(-0.00001), signed(0.0), signed(-0.0012), signed(0.00126)] == [
+        "0.0000",
+        "0.0000",
+        "-0.0012",
+        "+0.0013",
+    ]
+    toml = '[population]\nsize = 10\n\n[[variables]]\nname = "sex"\ntype = "categorical"\ncategories = ["F", "M"]\n\n'
+    toml += '[[tables]]\nname = "sex"\nfile = "tables/sex.csv"\nvariables = ["sex"]\n'
+    content = zip_project_folder(write_project(tmp_path / "one", toml, {"tables/sex.csv": "sex,count\nF,4\nM,6\n"}))
+    at = _app()
+    _uploader(at, "Open a project folder").set_value(("one.zip", content, "application/zip"))
+    at.run()
+    assert at.success[0].value == as_text("one.zip") + ": 10 persons, 1 variable, 1 target table."

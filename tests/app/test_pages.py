@@ -304,7 +304,7 @@ def test_rules_uploaded_on_the_synthesize_page_are_enforced_or_their_problems_li
     uploader = [u for u in at.get("file_uploader") if u.label.startswith("Plausibility rules")][0]
     uploader.set_value(("rules.toml", rules, "text/plain")).run()
     assert not at.exception
-    assert [c.value for c in at.caption if " rule(s): " in c.value][-1].startswith("6 rule(s): married before 18")
+    assert [c.value for c in at.caption if " rules: " in c.value][-1].startswith("6 rules: married before 18")
     at.number_input(key="synth.size").set_value(5000)
     at.button(key="FormSubmitter:synth.settings-Start").click().run()
     _wait_for_fit(at, 90)
@@ -326,8 +326,8 @@ def test_the_synthesize_page_follows_its_run_and_its_project(tmp_path):
     at = _app()
     at.switch_page("app_pages/synthesize.py").run()
     assert at.checkbox(key="synth.own_rules").value is True
-    (rules_line,) = [c.value for c in at.caption if " rule(s): " in c.value]
-    assert rules_line.startswith("6 rule(s): married before 18")
+    (rules_line,) = [c.value for c in at.caption if " rules: " in c.value]
+    assert rules_line.startswith("6 rules: married before 18")
     at.number_input(key="synth.size").set_value(4000)
     at.selectbox(key="synth.mode").set_value("paper")
     at.number_input(key="synth.max_iterations").set_value(7)
