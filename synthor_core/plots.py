@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -68,7 +70,8 @@ def tvd_by_iteration(
     if final is not None and events:
         fig.add_trace(
             go.Scatter(
-                x=[x[-1], x[-1]],
+                # half an iteration after the last: on it, the stars hid the last iteration's markers
+                x=[x[-1] + 0.5, x[-1] + 0.5],
                 y=[max(final[0], 1e-6), max(final[1], 1e-6)],
                 name="final (calibrated)" if calibrated else "final (not calibrated)",
                 mode="markers",  # values on hover: a text label would lie on the lines it marks
@@ -84,6 +87,8 @@ def tvd_by_iteration(
         )
     # one tick per power of ten, written as plain numbers (0.001, 0.01, 0.1), not "2, 5, 100μ"
     fig.update_yaxes(dtick=1, tickformat="~g", minor={"showgrid": True})
+    # whole iterations on the x axis (plotly put ticks at 1.5, 2.5 for a short run), at most about ten of them
+    fig.update_xaxes(tick0=0, dtick=max(1, math.ceil(len(x) / 10)), tickformat="d")
     fig.update_layout(
         xaxis_title="iteration",
         yaxis_title="TVD (log scale)",

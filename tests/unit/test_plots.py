@@ -58,6 +58,10 @@ def test_the_convergence_chart_names_the_worst_tables_groups_the_rest_and_marks_
     assert legend == ["t7", "t6", "t5", "t4", "t3", "other tables (3)", "max TVD", "mean TVD", "final (calibrated)"]
     assert sum(t.legendgroup == "other-tables" for t in figure.data) == 3
     final = figure.data[-1]
-    assert list(final.x) == [3, 3] and list(final.y) == [0.001, 0.004]
+    # half an iteration after the last (on it, the stars hid its markers); whole-number iteration ticks
+    assert list(final.x) == [3.5, 3.5] and list(final.y) == [0.001, 0.004]
+    assert figure.layout.xaxis.dtick == 1 and figure.layout.xaxis.tickformat == "d"
+    long = tvd_by_iteration(events * 15)  # 45 points: a tick every 5 iterations
+    assert long.layout.xaxis.dtick == 5
     paper = tvd_by_iteration(events, final=(0.01, 0.04), calibrated=False)  # paper mode: the loop's own fit
     assert paper.data[-1].name == "final (not calibrated)"
