@@ -347,6 +347,12 @@ def test_a_project_built_by_hand_from_its_table_files_runs(page):
     page.screenshot(path=str(ARTIFACTS / "10-built-by-hand.png"), full_page=True)
     page.get_by_role("link", name="Synthesize").click()
     page.get_by_label("Population size N").fill("5000")
+    # the settings chosen before (paper mode, 3,000 iterations) stay on the page: back to full mode, 100
+    mode = page.get_by_role("combobox", name="Mode")
+    mode.click()
+    mode.fill("full")
+    mode.press("Enter")
+    page.get_by_label("Max iterations").fill("100")
     page.get_by_role("button", name="Start").click()
     page.get_by_text(re.compile(r"^Stopped: .* after \d+ iterations")).first.wait_for()
     page.screenshot(path=str(ARTIFACTS / "11-built-by-hand-run.png"), full_page=True)
