@@ -73,6 +73,74 @@ def read_settings(configs: Path, shown: str) -> dict:
     return settings
 
 
+# Every settings.yaml key PopulationSim documents (docs/application_configuration.rst, v0.10.0), with what Synthor
+# does with it. HONOURED keys are read and act as PopulationSim's; the others are named in the project's warnings
+# (report.json, the CLI) when present, never ignored without a word (issue 22). The README's table lists the same.
+HONOURED_SETTINGS = {
+    "geographies": "the geography levels, top to lowest",
+    "seed_geography": "the level of the seed sample's zone",
+    "data_dir": "the folder of the input tables (--data overrides it)",
+    "input_table_list": "the input tables: tablename, filename, index_col, rename_columns, drop_columns",
+    "household_weight_col": "the seed sample's weight column",
+    "household_id_col": "the seed households' id column",
+    "total_hh_control": "the control of households per zone (at the lowest level)",
+    "control_file_name": "the control specification (configs/controls.csv by default)",
+    "max_expansion_factor": "the upper bound of a seed household's weight, times its sample weight",
+    "output_synthetic_population": "the files, id column and columns of synthetic_households.csv / _persons.csv",
+}
+SETTINGS_NOT_NEEDED = {  # how PopulationSim computes; Synthor's own way gives what they ask for
+    "INTEGERIZE_WITH_BACKSTOPPED_CONTROLS": "Synthor balances every level at once and integerizes per zone",
+    "SUB_BALANCE_WITH_FLOAT_SEED_WEIGHTS": "Synthor balances every level at once",
+    "GROUP_BY_INCIDENCE_SIGNATURE": "Synthor always groups households by their incidence",
+    "USE_SIMUL_INTEGERIZER": "Synthor integerizes with its own controlled rounding",
+    "USE_CVXPY": "Synthor uses no external solver",
+    "USE_NUMBA": "Synthor uses NumPy",
+    "NUMBA_PRECISION": "Synthor computes in float64",
+    "INTEGERIZER_TIMEOUT": "Synthor's integerization has no solver to time out",
+    "MAX_BALANCE_ITERATIONS_SIMULTANEOUS": "Synthor's sweeps are set by run --max-sweeps",
+    "MAX_BALANCE_ITERATIONS_SEQUENTIAL": "Synthor's sweeps are set by run --max-sweeps",
+    "trace_geography": "Synthor writes every zone's fit to zone_fit.csv",
+    "models": "Synthor runs its own steps",
+    "run_list": "Synthor runs its own steps (a repop run list is not supported)",
+    "resume_after": "Synthor runs from the start; its runs keep checkpoints instead",
+    "inherit_settings": "Synthor reads this settings.yaml alone",
+    "multiprocess": "Synthor's processes are set by run --workers or --scheduler",
+    "multiprocess_steps": "Synthor's processes are set by run --workers or --scheduler",
+    "num_processes": "Synthor's processes are set by run --workers",
+    "slice_geography": "Synthor's partitions are set by run --partition",
+    "cleanup_pipeline_after_run": "Synthor keeps no pipeline",
+}
+SETTINGS_NOT_SUPPORTED = {  # they change the result: a warning each, said plainly
+    "NO_INTEGERIZATION_EVER": "survey weighting (float weights per seed household, no integerization) is not "
+    "supported: Synthor writes whole households",
+    "min_expansion_factor": "a lower bound on a seed household's weight is not applied",
+    "absolute_upper_bound": "an absolute upper bound on a seed household's weight is not applied",
+    "absolute_lower_bound": "an absolute lower bound on a seed household's weight is not applied",
+    "output_tables": "PopulationSim's output tables (weights, summaries per geography) are not written; Synthor "
+    "writes households.csv, persons.csv, zone_fit.csv and summary_<GEOGRAPHY>.csv",
+    "repop": "repop mode is not supported: the base run's inputs are synthesized",
+    "repop_control_file_name": "repop mode is not supported: its controls are not read",
+    "repop_input_table_list": "repop mode is not supported: its input tables are not read",
+}
+
+
+def settings_warnings(settings: dict, shown: str) -> list[str]:
+    """What Synthor does not do of the keys in ``settings`` (:data:`SETTINGS_NOT_SUPPORTED` one warning each,
+    :data:`SETTINGS_NOT_NEEDED` together in one, unknown keys in one)."""
+    out = [f"{shown}: {key}: {why}" for key, why in SETTINGS_NOT_SUPPORTED.items() if key in settings]
+    needless = [key for key in settings if key in SETTINGS_NOT_NEEDED]
+    if needless:
+        out.append(
+            f"{shown}: not used, Synthor has its own way: "
+            + "; ".join(f"{key} ({SETTINGS_NOT_NEEDED[key]})" for key in needless)
+        )
+    known = HONOURED_SETTINGS.keys() | SETTINGS_NOT_NEEDED.keys() | SETTINGS_NOT_SUPPORTED.keys()
+    unknown = [str(key)[:64] for key in settings if key not in known]
+    if unknown:
+        out.append(f"{shown}: keys PopulationSim does not document, not read: {', '.join(unknown[:20])}")
+    return out
+
+
 MAX_SETTINGS_NODES = 100_000  # values of settings.yaml with every alias expanded ("billion laughs" stop here)
 MAX_SETTINGS_DEPTH = 50  # levels of nesting
 
@@ -336,7 +404,7 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
         max_expansion_factor=float(factor) if isinstance(factor, (int, float)) else None,
         output=output,
         source="populationsim",
-        warnings=warnings,
+        warnings=settings_warnings(settings, settings_shown) + warnings,
         root=root,
         derived=tuple(
             infer_derivations(sample, dict.fromkeys(col for c in controls if c.unit == HOUSEHOLDS for col in c.columns))

@@ -153,7 +153,9 @@ def test_calm_with_the_maxent_prior_meets_populationsim_with_households_that_agr
     occupied = members["OCCP"].agg(lambda s: int((s != 999).sum())).reindex(ids).to_numpy()
     assert (occupied == households["NWESR"].to_numpy()).all()  # the sample: ESR in {1, 2, 4} iff OCCP != 999
     assert households["HHINCADJ"].between(-723.46246, 328799.66).all()
-    assert report["warnings"] == [] and all(c["outside"] == 0 for c in report["columns"])
+    # no warning but the PopulationSim settings Synthor does not use, each named
+    assert [w for w in report["warnings"] if not w.startswith("configs/settings.yaml: ")] == []
+    assert all(c["outside"] == 0 for c in report["columns"])
     assert {c["column"] for c in report["columns"]} == {"NP", "AGEHOH", "HHINCADJ", "NWESR", "HTYPE"} | {
         "OSUTAG",
         "OCCP",
