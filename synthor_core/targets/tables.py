@@ -90,8 +90,12 @@ def read_table_bytes(
                         )
                     ],
                 )
-            sep = "\t" if suffix == ".tsv" else ","
-            width = text[: text.find("\n") if "\n" in text else len(text)].count(sep) + 1
+            if "\x00" in text[:4096]:
+                return None, 2, [Problem(shown, "is not a text table (it holds binary data): expected CSV text")]
+            first = text[: text.find("\n") if "\n" in text else len(text)]
+            # a spreadsheet saved with a decimal comma separates its cells with ";": told apart by the header
+            sep = "\t" if suffix == ".tsv" else ";" if ";" in first and "," not in first else ","
+            width = first.count(sep) + 1
             if width > MAX_TABLE_COLUMNS:  # pandas takes minutes over a header of a million columns
                 wide = Problem(shown, f"has {width:,} columns; expected at most {MAX_TABLE_COLUMNS:,}", row=1)
                 return None, 2, [wide]
@@ -222,6 +226,18 @@ def _expected_labels(var, bins: Bins | None) -> str:
     return f"one of {shown}{', ...' if len(labels) > 12 else ''}"
 
 
+def _suggest(var, bins: Bins | None, got) -> str:
+    """`` (did you mean "Male"?)`` for a label close to one of a categorical variable's (difflib, case ignored),
+    else ``""`` (a bin that is not the table's is a matter of bins, not of spelling)."""
+    import difflib
+
+    if var.type != "categorical":
+        return ""
+    lowered = {str(x).lower(): str(x) for x in var.categories}
+    close = difflib.get_close_matches(str(got).strip().lower(), list(lowered), n=1, cutoff=0.6)
+    return f' (did you mean "{lowered[close[0]]}"?)' if close else ""
+
+
 def _parse_long(frame, spec, schema, bins, shown, first_row, problems) -> np.ndarray | None:
     variables = spec.table_variables
     missing = [c for c in (*variables, spec.count_column) if c not in frame.columns]
@@ -251,7 +267,8 @@ def _parse_long(frame, spec, schema, bins, shown, first_row, problems) -> np.nda
                 problems.append(
                     Problem(
                         shown,
-                        f'expected {_expected_labels(schema[v], bins.get(v))}, got "{values[v]}"',
+                        f'expected {_expected_labels(schema[v], bins.get(v))}, got "{values[v]}"'
+                        + _suggest(schema[v], bins.get(v), values[v]),
                         row=file_row,
                         column=v,
                     )
@@ -314,7 +331,7 @@ def _parse_crosstab(frame, spec, schema, bins, shown, first_row, problems) -> np
                 Problem(
                     shown,
                     f"header: expected {_expected_labels(cols_var, bins.get(spec.columns))}"
-                    f' for variable "{spec.columns}", got "{name}"',
+                    f' for variable "{spec.columns}", got "{name}"' + _suggest(cols_var, bins.get(spec.columns), name),
                     row=1,
                     column=name,
                 )
@@ -338,7 +355,7 @@ def _parse_crosstab(frame, spec, schema, bins, shown, first_row, problems) -> np
                 Problem(
                     shown,
                     f"expected {_expected_labels(rows_var, bins.get(spec.rows))} for "
-                    f'variable "{spec.rows}", got "{label}"',
+                    f'variable "{spec.rows}", got "{label}"' + _suggest(rows_var, bins.get(spec.rows), label),
                     row=file_row,
                     column=header[0],
                 )

@@ -370,3 +370,19 @@ def test_a_variable_without_a_known_type_is_told_what_is_expected(tmp_path, writ
     assert toml != SMALL_TOML
     problems = _problems(tmp_path, toml=toml)
     assert len(problems) == 1 and problems[0].endswith(expected) and "discriminator" not in problems[0]
+
+
+def test_real_files_semicolons_a_typo_and_a_binary_file(tmp_path):
+    """Issue 23 item 5: a CSV saved with ";" (a spreadsheet set to decimal commas) reads; a category typed wrong is
+    named with the nearest one; a binary file named .csv is said to be one."""
+    files = _with("tables/sex_by_employed.csv", "sex;no;yes\nFemale;260;250\nMale;200;290\n")
+    assert _problems(tmp_path / "semicolon", files=files) == []
+    files = _with("tables/sex_by_employed.csv", "sex,no,yes\nFemal,260,250\nMale,200,290\n")
+    assert _problems(tmp_path / "typo", files=files) == [
+        'tables/sex_by_employed.csv row 2, column "sex": expected one of "Female", "Male" for variable "sex", got '
+        '"Femal" (did you mean "Female"?)'
+    ]
+    files = _with("tables/sex_by_employed.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    assert _problems(tmp_path / "binary", files=files) == [
+        "tables/sex_by_employed.csv: is not a text table (it holds binary data): expected CSV text"
+    ]
