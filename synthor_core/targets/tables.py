@@ -75,6 +75,8 @@ def read_table_bytes(
     suffix = Path(shown).suffix.lower()
     try:
         if suffix in (".csv", ".txt", ".tsv"):
+            if b"\x00" in raw[:4096]:  # an image, a workbook, a zip named .csv: not text at all
+                return None, 2, [Problem(shown, "is not a text table (it holds binary data): expected CSV text")]
             try:
                 text = raw.decode("utf-8-sig")
             except UnicodeDecodeError as exc:
@@ -90,8 +92,6 @@ def read_table_bytes(
                         )
                     ],
                 )
-            if "\x00" in text[:4096]:
-                return None, 2, [Problem(shown, "is not a text table (it holds binary data): expected CSV text")]
             first = text[: text.find("\n") if "\n" in text else len(text)]
             # a spreadsheet saved with a decimal comma separates its cells with ";": told apart by the header
             sep = "\t" if suffix == ".tsv" else ";" if ";" in first and "," not in first else ","
