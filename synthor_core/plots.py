@@ -186,6 +186,9 @@ def table_comparison(table: TargetTable, synthetic: np.ndarray, schema: Schema) 
     return fig
 
 
+LEVEL_COLOURS = ("#1f77b4", "#7f7f7f", "#17becf", "#9467bd", "#8c564b")  # blue, grey, teal, purple, brown
+
+
 def household_fit_figure(fit: pd.DataFrame, bars: dict[str, float] | None = None) -> go.Figure:
     """Horizontal bars of each control's %RMSE over the zones of its level, coloured by level.
 
@@ -203,7 +206,7 @@ def household_fit_figure(fit: pd.DataFrame, bars: dict[str, float] | None = None
     ).iloc[::-1]
     bars = {_label(k): v for k, v in (bars or {}).items()}
     fig = go.Figure()
-    for level in dict.fromkeys(frame["level"]):
+    for k, level in enumerate(dict.fromkeys(frame["level"])):
         part = frame[frame["level"] == level]
         fig.add_trace(
             go.Bar(
@@ -211,6 +214,8 @@ def household_fit_figure(fit: pd.DataFrame, bars: dict[str, float] | None = None
                 y=part["control"],
                 orientation="h",
                 name=level,
+                # a level is not good or bad: neutral colours (plotly's second colour, red, read as "failing")
+                marker_color=LEVEL_COLOURS[k % len(LEVEL_COLOURS)],
                 customdata=part[["level"]].to_numpy(),
                 hovertemplate="%{y}: %{x:.2f} %RMSE<extra>%{customdata[0]}</extra>",
             )

@@ -217,6 +217,8 @@ def test_names_from_project_files_are_shown_literally_in_the_fit_chart():
         )
     )
     assert [t.name for t in figure.data] == ["%&#123;x}", "TAZ"]
+    # levels in neutral colours: none red (issue 23 item 6: a level's bars read as failing)
+    assert [t.marker.color for t in figure.data] == ["#1f77b4", "#7f7f7f"]
     assert list(figure.data[1].y) == ["&lt;a href=&#x27;https://example.invalid&#x27;&gt;c&lt;/a&gt;"]
 
 
