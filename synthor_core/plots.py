@@ -131,8 +131,16 @@ def numeric_fit_frame(fit: Fit) -> pd.DataFrame:
 def proposals_frame(event: IterationEvent) -> pd.DataFrame:
     """The proposals of one iteration: ``action``, ``count``, ``conditions`` (as text), ``reason``."""
 
+    def value(v) -> str:
+        if isinstance(v, str):
+            return v
+        items = list(v)
+        if len(items) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in items):
+            return f"[{items[0]:g}, {items[1]:g}]"  # an inclusive range, as written: [17, 24], not [17.0, 24.0]
+        return " or ".join(str(x) for x in items)
+
     def text(conditions):
-        return ", ".join(f"{k} = {v if isinstance(v, str) else list(v)}" for k, v in conditions.items()) or "(any)"
+        return ", ".join(f"{k} = {value(v)}" for k, v in conditions.items()) or "(any)"
 
     return pd.DataFrame(
         [

@@ -65,3 +65,24 @@ def test_the_convergence_chart_names_the_worst_tables_groups_the_rest_and_marks_
     assert long.layout.xaxis.dtick == 5
     paper = tvd_by_iteration(events, final=(0.01, 0.04), calibrated=False)  # paper mode: the loop's own fit
     assert paper.data[-1].name == "final (not calibrated)"
+
+
+def test_proposals_read_as_written():
+    """Issue 23 item 6: a range condition as [17, 24] (not [17.0, 24.0]), a choice of categories with "or"."""
+    from types import SimpleNamespace
+
+    from synthor_core.plots import proposals_frame
+    from synthor_core.priors.base import Proposal
+
+    event = SimpleNamespace(
+        proposals=[
+            Proposal(count=5, action="add", conditions={"age": (17.0, 24.0), "sex": "Female"}, reason="r"),
+            Proposal(count=2, action="add", conditions={"race": ("Black", "Other")}, reason="r"),
+            Proposal(count=1, action="add", conditions={}, reason="r"),
+        ]
+    )
+    assert proposals_frame(event)["conditions"].tolist() == [
+        "age = [17, 24], sex = Female",
+        "race = Black or Other",
+        "(any)",
+    ]
