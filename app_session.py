@@ -250,6 +250,17 @@ def new_draft(source: Path | None = None, label: str = "new project") -> Path:
     return folder
 
 
+def run_label(label: str, project: Project) -> str:
+    """The name a run keeps on the Runs page: the session's project label, or, for a project built by hand (labelled
+    "new project" until saved), its description or its tables (``new project: age, sex, income and 8 more``)."""
+    if label != "new project":
+        return label
+    if project.description:
+        return project.description[:120]
+    names = [t.name for t in project.tables]
+    return "new project: " + ", ".join(names[:3]) + (f" and {len(names) - 3:,} more" if len(names) > 3 else "")
+
+
 def editable_project_dir() -> Path:
     """The session's project folder, copied first when it is not a draft (the bundled example stays as is)."""
     if not is_draft():

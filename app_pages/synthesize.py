@@ -19,6 +19,7 @@ from app_session import (
     owner_id,
     problems_frame,
     rules_from_upload,
+    run_label,
     shared_local_model,
     show_downloads,
     signed,
@@ -241,9 +242,8 @@ if start:
         fallback=bool(st.session_state.get("synth.fallback", True)),
     )
     factory = llm_prior_factory(llm_settings, api_key) if prior_name == "llm" else prior_factory(prior_name)
-    run_id = runner.start(
-        project, config, factory, label=st.session_state["data.project_label"], rules=rules, owner=owner_id()
-    )
+    label = run_label(st.session_state["data.project_label"], project)
+    run_id = runner.start(project, config, factory, label=label, rules=rules, owner=owner_id())
     st.session_state["synth.run_id"] = st.session_state["synth.form_run"] = run_id
     st.session_state["synth.run_project"] = str(Path(st.session_state["data.project_dir"]).resolve())
     st.query_params["run"] = run_id  # a reload or a second tab with this address shows the run again

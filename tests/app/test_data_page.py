@@ -212,3 +212,18 @@ def test_counts_and_changes_read_as_an_analyst_writes_them(tmp_path):
     _uploader(at, "Open a project folder").set_value(("one.zip", content, "application/zip"))
     at.run()
     assert at.success[0].value == as_text("one.zip") + ": 10 persons, 1 variable, 1 target table."
+
+
+def test_a_run_of_a_project_built_by_hand_has_a_name_on_the_runs_page(small_project_dir):
+    """Issue 23 item 8: every project built by hand was "new project" on the Runs page."""
+    from app_session import run_label
+    from synthor_core.readers.project import load_project
+
+    project = load_project(small_project_dir)
+    assert run_label("UCI Adult (bundled example)", project) == "UCI Adult (bundled example)"
+    assert run_label("new project", project) == "Small test population"  # its description
+    from dataclasses import replace
+
+    assert run_label("new project", replace(project, description="")) == (
+        "new project: age_by_sex, sex_by_employed, age_by_employed"
+    )
