@@ -62,7 +62,11 @@ with st.sidebar:
             f"{count_of(len(project.tables), 'table')}"
         )
     else:
-        st.caption(f":red[{len(problems)} problem(s) to fix on the Data page]")
+        st.caption(f":red[{count_of(len(problems), 'problem')} to fix on the Data page:]")
+        for problem in problems[:3]:  # what they are, on every page (issue 23: the count alone told nothing)
+            st.caption(f"- {as_text(str(problem)[:160])}")
+        if len(problems) > 3:
+            st.caption(f"and {len(problems) - 3:,} more")
     run_status()
 
 page.run()

@@ -77,6 +77,10 @@ def test_broken_project_lists_every_problem_and_blocks_synthesis(tmp_path):
     at.switch_page("app_pages/synthesize.py").run()
     assert at.warning[0].value == "The project has problems: fix them on the Data page first."
     assert not at.button
+    # the sidebar says what they are, on every page (it gave the count alone)
+    sidebar = [c.value for c in at.sidebar.caption]
+    assert ":red[2 problems to fix on the Data page:]" in sidebar
+    assert "- " + as_text('tables/age_by_sex.csv row 2, column "count": expected a number >= 0, got "-1"') in sidebar
 
 
 def test_a_maxent_run_completes_and_shows_the_fit_table():
