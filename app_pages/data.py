@@ -248,8 +248,7 @@ with add_tab:
     )
     table_file = st.file_uploader(
         "A table file (CSV UTF-8, XLSX, Parquet; long or cross-tab)",
-        type=["csv", "xlsx", "parquet"],
-        key="data.table_file",
+        key="data.table_file",  # any file: a refused one is told why on the page, not on the uploader's hover
     )
     if table_file is not None:
         if st.session_state.get("data.form_file") != table_file.file_id:

@@ -83,10 +83,13 @@ st.caption(
     "Upload real micro-records (one row per person, one column per variable, labels as in the schema). "
     "Every 2- and 3-way table that was not a target is compared."
 )
-holdout = st.file_uploader(
-    "Real records (CSV UTF-8, XLSX, Parquet)", type=["csv", "xlsx", "parquet"], key="eval.holdout"
-)
-if holdout is not None:
+holdout = st.file_uploader("Real records (CSV UTF-8, XLSX, Parquet)", key="eval.holdout")
+if holdout is not None and Path(holdout.name).suffix.lower() not in (".csv", ".xlsx", ".parquet"):
+    st.error(
+        f"{as_text(holdout.name)}: expected a .csv, .xlsx or .parquet file of records, got "
+        f"{as_text(Path(holdout.name).suffix or 'no extension')}"
+    )
+elif holdout is not None:
     suffix = Path(holdout.name).suffix.lower()
     content = io.BytesIO(holdout.getvalue())
     try:

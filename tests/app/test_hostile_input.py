@@ -82,6 +82,14 @@ def test_bad_uploads_give_messages_not_tracebacks(tmp_path):
     at = _open_zip(_app(), "dot.zip", dot.getvalue())  # the entry "." is skipped; the missing tables are listed
     assert at.error[0].value.startswith("3 problem(s): fix them below")
     assert at.dataframe[0].value["problem"].str.contains("was not found in").all()
+    # a table file of another kind is taken by the uploader and told why on the page (issue 23 item 5: the
+    # uploader refused it with a message shown on hover only)
+    at = _app()
+    _uploader(at, "A table file").set_value(("notes.docx", b"PK\x03\x04 words", "application/octet-stream")).run()
+    assert not at.exception
+    assert at.error[0].value == as_text("notes.docx: expected a .csv, .xlsx or .parquet file, got .docx") + (
+        ". Expected CSV in UTF-8, XLSX or Parquet."
+    )
 
 
 def test_bad_projects_and_settings_give_messages_not_tracebacks(tmp_path, monkeypatch):
