@@ -90,7 +90,7 @@ st.dataframe(
         "mean_tvd": st.column_config.NumberColumn("mean TVD", format="%.4f"),
         "max_tvd": st.column_config.NumberColumn("max TVD", format="%.4f"),
         "worst_pct_rmse": st.column_config.NumberColumn("worst %RMSE", format="%.2f"),
-        "size": st.column_config.NumberColumn("persons or households", format="%d"),
+        "size": st.column_config.NumberColumn("persons or households", format="localized"),  # 48,842
         "stop_reason": "stop reason",
     },
 )
