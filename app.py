@@ -37,7 +37,7 @@ def run_status() -> None:
 
     def draw() -> None:
         snap = get_runner().snapshot(run_id)
-        st.caption(f"Run {run_id}: {snap.status}, {len(snap.events)} iteration(s)")
+        st.caption(f"Run {run_id}: {snap.status}, {count_of(len(snap.events), 'iteration')}")
 
     st.fragment(draw, run_every=2.0 if running else None)()
 
