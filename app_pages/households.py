@@ -18,6 +18,7 @@ from app_session import (
     UploadError,
     allowed_endpoints,
     as_text,
+    count_of,
     current_household_project,
     get_runner,
     household_draft_from_zip,
@@ -259,9 +260,11 @@ def show_run() -> None:
     sweeps = snap.events[-1].sweeps if snap.events else 0
     top[0].progress(
         min(sweeps / snap.config.max_sweeps, 1.0) if snap.status == "running" else 1.0,
-        text=f"Run {snap.run_id}: {snap.status}, {as_text(snap.stage)}, iteration {len(snap.events)}, {sweeps} of at "
-        f"most {snap.config.max_sweeps} balancing sweeps, {snap.partitions} partition(s) written, "
-        f"{snap.elapsed_s:.1f} s",
+        # the stage while running ("finished, ended" said it twice)
+        text=f"Run {snap.run_id}: "
+        + (f"running ({as_text(snap.stage)})" if snap.status == "running" and snap.stage else snap.status)
+        + f", iteration {len(snap.events)}, {sweeps} of at most {snap.config.max_sweeps} balancing sweeps, "
+        f"{count_of(snap.partitions, 'partition')} written, {snap.elapsed_s:.1f} s",
     )
     if snap.status == "running" and top[1].button("Stop", key="hh.stop"):
         runner.stop(snap.run_id)
