@@ -28,7 +28,7 @@ from app_session import (
     problems_frame,
     visible_run,
 )
-from synthor_core.plots import household_convergence, household_fit_figure, sources_by_iteration
+from synthor_core.plots import household_convergence, household_fit_figure, sources_by_iteration, zone_map
 from synthor_core.priors.llm import LLMSettings
 from synthor_core.runner import HOUSEHOLD_PRIORS, household_prior_factory
 from synthor_core.schema import spreadsheet_safe, spreadsheet_unescape
@@ -432,8 +432,24 @@ with zone_tab:
             )
         names = list(dict.fromkeys(zone_fit["control"]))
         chosen = st.selectbox("Target vs synthetic in every zone, for control", names, key="hh.zone_control")
-        st.dataframe(
-            zone_fit[zone_fit["control"] == chosen],
+        part = zone_fit[zone_fit["control"] == chosen]
+        shapes = project.shapes
+        if shapes is not None and len(part) and str(part["level"].iloc[0]) == shapes.level:
+            # the % difference per zone as a map beside the table (plain axes: no tiles, nothing fetched)
+            ids = {str(z): z for z in shapes.rings}
+            values = pd.Series(part["pct_difference"].to_numpy(), index=[ids.get(str(z), z) for z in part["zone"]])
+            cols = st.columns([3, 2])
+            cols[0].plotly_chart(
+                zone_map(shapes, values, f"{chosen}: synthetic against control, % per {shapes.level} zone"),
+                key="hh.zone_map",
+            )
+            where = cols[1]
+        else:
+            if shapes is not None:
+                st.caption(f"The map shows controls at {as_text(shapes.level)}, the level of the project's shapes.")
+            where = st.container()
+        where.dataframe(
+            part.reindex(part["pct_difference"].abs().sort_values(ascending=False).index),  # worst off first
             hide_index=True,
             width="stretch",
             key="hh.zone_table",

@@ -169,3 +169,86 @@ def build_geography(
         return None, problems
     table = table.sort_values(lowest, kind="stable").reset_index(drop=True)
     return Geography(tuple(levels), table), []
+
+
+# --- zone shapes ------------------------------------------------------------------------------------------------------
+
+MAX_SHAPES_BYTES = 50_000_000  # a GeoJSON of zones larger than this is refused
+MAX_SHAPE_POINTS = 5_000_000  # vertices over all zones
+
+
+@dataclass(frozen=True)
+class ZoneShapes:
+    """Polygons of the zones of one level, for maps drawn without tiles (:func:`synthor_core.plots.zone_map`).
+
+    Attributes
+    ----------
+    level : str
+        The geography level the shapes are zones of.
+    rings : dict of zone id -> list of ndarray of float64, shape (n points, 2)
+        Each zone's outer rings (longitude, latitude, or any plane coordinates); holes are not drawn.
+    """
+
+    level: str
+    rings: dict
+
+
+def read_zone_shapes(
+    raw: bytes, level: str, zones: pd.Index, id_property: str, shown: str
+) -> tuple[ZoneShapes | None, list[Problem]]:
+    """Zone polygons from a GeoJSON FeatureCollection: each feature's ``properties[id_property]`` names its zone of
+    ``level`` (matched to ``zones`` as text, so ``48453000101`` and ``"48453000101"`` agree); Polygon and MultiPolygon
+    geometries, outer rings only.
+
+    Returns
+    -------
+    (ZoneShapes or None, list of Problem)
+        Problems name ``shown``: larger than ``MAX_SHAPES_BYTES``, not JSON or not a FeatureCollection, a feature
+        without the id property or with an id that is no zone, more than ``MAX_SHAPE_POINTS`` vertices. Zones
+        without a shape are allowed (they are not drawn).
+    """
+    import json
+
+    if len(raw) > MAX_SHAPES_BYTES:
+        return None, [Problem(shown, f"larger than {MAX_SHAPES_BYTES:,} bytes")]
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return None, [Problem(shown, f"could not be read as GeoJSON ({type(exc).__name__})")]
+    features = data.get("features") if isinstance(data, dict) else None
+    if not isinstance(features, list):
+        return None, [Problem(shown, 'expected a GeoJSON FeatureCollection (a "features" list)')]
+    by_text = {str(z): z for z in zones}
+    rings: dict = {}
+    problems: list[Problem] = []
+    points = 0
+    for i, feature in enumerate(features, start=1):
+        props = feature.get("properties") if isinstance(feature, dict) else None
+        geometry = feature.get("geometry") if isinstance(feature, dict) else None
+        if not isinstance(props, dict) or id_property not in props:
+            problems.append(Problem(shown, f"feature {i} has no property {id_property!r} naming its {level} zone"))
+            continue
+        zone = by_text.get(str(props[id_property]))
+        if zone is None:
+            problems.append(Problem(shown, f"feature {i}: {str(props[id_property])[:40]!r} is no {level} zone"))
+            continue
+        kind = geometry.get("type") if isinstance(geometry, dict) else None
+        coordinates = geometry.get("coordinates") if isinstance(geometry, dict) else None
+        polygons = [coordinates] if kind == "Polygon" else coordinates if kind == "MultiPolygon" else None
+        if not isinstance(polygons, list):
+            problems.append(Problem(shown, f"feature {i}: expected a Polygon or MultiPolygon, got {str(kind)[:30]}"))
+            continue
+        try:
+            outer = [np.asarray(polygon[0], dtype=np.float64)[:, :2] for polygon in polygons if polygon]
+        except (TypeError, ValueError, IndexError):
+            problems.append(Problem(shown, f"feature {i}: coordinates are not lists of [x, y] points"))
+            continue
+        points += sum(len(r) for r in outer)
+        if points > MAX_SHAPE_POINTS:
+            return None, [Problem(shown, f"more than {MAX_SHAPE_POINTS:,} points")]
+        rings.setdefault(zone, []).extend(outer)
+        if len(problems) >= MAX_ROWS_SHOWN:
+            break
+    if problems:
+        return None, problems
+    return ZoneShapes(level, rings), []

@@ -330,3 +330,92 @@ def _label(value) -> str:
     import html
 
     return html.escape(str(value)).replace("%{", "%&#123;")
+
+
+# classes of a zone's % difference (synthetic against control), from far below to far above, and their colours
+# (a diverging palette: blue below, red above, pale near zero; ColorBrewer RdBu)
+ZONE_CLASSES = (-math.inf, -20.0, -10.0, -5.0, -1.0, 1.0, 5.0, 10.0, 20.0, math.inf)
+ZONE_COLOURS = ("#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fddbc7", "#f4a582", "#d6604d", "#b2182b")
+
+
+def zone_map(shapes, values: pd.Series, title: str) -> go.Figure:
+    """The zones as filled polygons coloured by a value per zone (a % difference), on plain axes: no map tiles, no
+    request to any server (the app runs offline).
+
+    Parameters
+    ----------
+    shapes : ZoneShapes
+        Outer rings per zone id.
+    values : Series of float, indexed by zone id
+        The % difference of each zone (synthetic - control) / control x 100; zones without a value are grey.
+    title : str
+        Shown above the map (escaped).
+
+    Returns
+    -------
+    Figure: one trace per class of ``ZONE_CLASSES`` that has zones (legend "-10 to -5 %"), grey for zones without a
+    value, and an invisible point per zone whose hover names it and its value. Longitude and latitude (coordinates
+    within +-180, +-90) are drawn with the aspect of the mean latitude.
+    """
+    known = values.dropna()
+    fig = go.Figure()
+    groups: dict[int, list] = {}
+    for zone, rings in shapes.rings.items():
+        value = known.get(zone)
+        k = -1 if value is None else int(np.searchsorted(ZONE_CLASSES, float(value), side="right") - 1)
+        groups.setdefault(min(k, len(ZONE_COLOURS) - 1), []).extend(rings)
+    for k in sorted(groups):
+        xs: list = []
+        ys: list = []
+        for ring in groups[k]:
+            xs += [*ring[:, 0], None]
+            ys += [*ring[:, 1], None]
+        lo, hi = (ZONE_CLASSES[k], ZONE_CLASSES[k + 1]) if k >= 0 else (math.nan, math.nan)
+        name = (
+            "no value"
+            if k < 0
+            else f"below {hi:g} %"
+            if lo == -math.inf
+            else f"above {lo:g} %"
+            if hi == math.inf
+            else f"{lo:g} to {hi:g} %"
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                fill="toself",
+                mode="lines",
+                line={"width": 0.5, "color": "#555555"},
+                fillcolor="#cccccc" if k < 0 else ZONE_COLOURS[k],
+                name=name,
+                hoverinfo="skip",
+            )
+        )
+    centres = {z: np.concatenate(r).mean(axis=0) for z, r in shapes.rings.items() if r}
+    fig.add_trace(
+        go.Scatter(
+            x=[c[0] for c in centres.values()],
+            y=[c[1] for c in centres.values()],
+            mode="markers",
+            marker={"size": 6, "opacity": 0},
+            text=[f"{_label(z)}: " + (f"{known[z]:+.1f} %" if z in known.index else "no value") for z in centres],
+            hoverinfo="text",
+            showlegend=False,
+        )
+    )
+    ratio = 1.0
+    if shapes.rings:
+        points = np.concatenate([np.concatenate(r) for r in shapes.rings.values() if r])
+        if np.abs(points[:, 0]).max() <= 180 and np.abs(points[:, 1]).max() <= 90:  # longitude and latitude
+            ratio = 1 / math.cos(math.radians(float(points[:, 1].mean())))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=ratio)
+    fig.update_layout(
+        title={"text": _label(title), "font": {"size": 13}},
+        height=520,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"title": {"text": "synthetic vs control"}},
+        plot_bgcolor="white",
+    )
+    return fig

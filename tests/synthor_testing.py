@@ -153,3 +153,31 @@ def small_disk(folder: Path, size: str):
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def squares_geojson(zones, id_property: str = "TAZ") -> bytes:
+    """A GeoJSON of a unit square per zone, side by side."""
+    import json
+
+    features = [
+        {
+            "type": "Feature",
+            "properties": {id_property: z},
+            "geometry": {"type": "Polygon", "coordinates": [[[i, 0], [i + 1, 0], [i + 1, 1], [i, 1], [i, 0]]]},
+        }
+        for i, z in enumerate(zones)
+    ]
+    return json.dumps({"type": "FeatureCollection", "features": features}).encode()
+
+
+def project_with_shapes(tmp_path, geojson: bytes, extra: str = ""):
+    """A copy of tests/projects/declared whose [geography] names ``geojson`` as its zone shapes."""
+    import shutil
+
+    root = tmp_path / "declared"
+    shutil.copytree(ROOT / "tests" / "projects" / "declared", root)
+    (root / "data" / "zones.geojson").write_bytes(geojson)
+    toml = root / "synthor.toml"
+    text = toml.read_text(encoding="utf-8")
+    toml.write_text(text.replace('seed_level = "PUMA"', f'seed_level = "PUMA"\nshapes = "data/zones.geojson"{extra}'))
+    return root

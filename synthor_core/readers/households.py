@@ -52,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..codebook import Domain, widen_for_controls
 from ..errors import Problem, RuleError, TargetValidationError
 from ..expressions import compile_condition
-from ..geography import Geography, build_geography
+from ..geography import Geography, build_geography, read_zone_shapes
 from ..targets.model import PROJECT_FILE, Control, HouseholdProject
 from ..targets.tables import inside_folder, pydantic_problems
 from ..toml_files import parse_toml
@@ -91,6 +91,9 @@ class GeographySection(_Section):
     file: str = Field(min_length=1)
     levels: list[str] = Field(min_length=1)
     seed_level: str = Field(min_length=1)
+    shapes: str | None = Field(None, min_length=1)  # a GeoJSON of the zones of shapes_level, for maps
+    shapes_level: str | None = Field(None, min_length=1)  # default: the lowest level
+    shapes_id: str | None = Field(None, min_length=1)  # the feature property naming the zone; default: the level
 
 
 class SeedSection(_Section):
@@ -558,6 +561,9 @@ def _assemble(
     )
     if problems:
         raise TargetValidationError(problems)
+    shapes = _shapes(spec, root, geography, problems)
+    if problems:
+        raise TargetValidationError(problems)
     project = HouseholdProject(
         name=spec.project.name,
         geography=geography,
@@ -571,5 +577,34 @@ def _assemble(
         derived=derived,
         rules=rules,
         root=root,
+        shapes=shapes,
     )
     return _with_declared(with_codebook(project, mine=False), spec)
+
+
+def _shapes(spec: HouseholdProjectSpec, root: Path, geography: Geography, problems: list[Problem]):
+    """``[geography] shapes``: the zone polygons (:func:`~synthor_core.geography.read_zone_shapes`), or None."""
+    section = spec.geography
+    if section.shapes is None:
+        return None
+    level = section.shapes_level or geography.lowest
+    if level not in geography.levels:
+        problems.append(
+            Problem(
+                PROJECT_FILE,
+                f"expected one of the geography levels {', '.join(geography.levels)}, got {level!r}",
+                column="geography.shapes_level",
+            )
+        )
+        return None
+    path = inside_folder(root, section.shapes, PROJECT_FILE, "geography.shapes", problems)
+    if path is None:
+        return None
+    if not path.is_file():
+        problems.append(Problem(_shown(section.shapes), "file not found"))
+        return None
+    shapes, found = read_zone_shapes(
+        path.read_bytes(), level, geography.zones(level), section.shapes_id or level, _shown(section.shapes)
+    )
+    problems += found
+    return shapes

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import defaults
 from ..expressions import Condition
-from ..geography import Geography
+from ..geography import Geography, ZoneShapes
 from ..schema import Bins, Schema, Variable
 from ..units import HOUSEHOLD_ROW, HOUSEHOLDS, MEMBER, Candidates, Derivation, HouseholdRule, Sample
 
@@ -341,6 +341,8 @@ class HouseholdProject:
     codebook : dict of (unit, column) -> Domain
         The domain of every column the records have (:meth:`record_columns`): declared, or the sample's codes and
         ranges (:func:`~synthor_core.codebook.sample_codebook`).
+    shapes : ZoneShapes or None
+        Polygons of the zones of one level (``[geography] shapes``), for maps of the fit per zone.
     """
 
     name: str
@@ -356,6 +358,7 @@ class HouseholdProject:
     rules: tuple[HouseholdRule, ...] = ()
     root: Path | None = field(default=None, compare=False)
     codebook: dict = field(default_factory=dict, compare=False)
+    shapes: ZoneShapes | None = field(default=None, compare=False)
 
     @property
     def total(self) -> Control:

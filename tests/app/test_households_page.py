@@ -261,3 +261,24 @@ def test_the_settings_stay_when_the_page_is_left_and_opened_again():
     at.switch_page("app_pages/households.py").run()
     assert not at.exception and not at.warning
     assert at.radio(key="hh.prior").value == "llm" and at.text_input(key="hh.model").value == "mistral"
+
+
+def test_a_project_with_zone_shapes_maps_the_difference_of_each_zone(tmp_path):
+    """Issue 23 item 10: the Zones tab draws the chosen control's % difference per zone on the project's shapes,
+    beside the table of zones worst off first; no tiles (plain axes)."""
+    import json
+
+    from synthor_testing import project_with_shapes, squares_geojson
+
+    at = _page(project_with_shapes(tmp_path, squares_geojson([1, 2, 3, 4])))
+    at.radio(key="hh.prior").set_value("maxent")
+    next(b for b in at.button if b.label == "Synthesize households").click().run()
+    assert app_session.get_runner().wait(at.session_state["hh.run_id"], timeout_s=120).status == "finished"
+    at.run()
+    assert not at.exception
+    (chart,) = [c for c in at.get("plotly_chart") if c.proto.id and "hh.zone_map" in c.proto.id]
+    spec = json.loads(chart.proto.spec)
+    assert {t.get("fill") for t in spec["data"]} >= {"toself"} and spec["layout"]["xaxis"]["visible"] is False
+    table = [d.value for d in at.dataframe if "pct_difference" in d.value.columns][-1]  # the chosen control's
+    assert len(table) == 4
+    assert table["pct_difference"].abs().fillna(0).is_monotonic_decreasing  # worst off first
