@@ -107,6 +107,20 @@ if problems:
         f"Nothing runs until the project is valid."
     )
     st.dataframe(problems_frame(problems), hide_index=True, width="stretch", key="data.problems")
+    # the tables at fault, each removable from here (or replaced: a corrected file added under the same name)
+    at_fault = {p.file for p in problems}
+    for spec in [t for t in raw_tables if isinstance(t, dict) and t.get("file") in at_fault][:5]:
+        cols = st.columns([4, 1])
+        cols[0].caption(
+            f"Table {as_text(spec.get('name'))} ({as_text(spec.get('file'))}) has problems: remove it, or replace it "
+            f"by adding a corrected file under the same name (Add a table)."
+        )
+        if cols[1].button(f"Remove {as_text(spec.get('name'))}", key=f"data.remove_broken.{spec.get('name')}"):
+            target = editable_project_dir()
+            updated = read_project_toml(target)
+            updated["tables"] = [t for t in updated.get("tables", []) if t.get("name") != spec.get("name")]
+            write_project_toml(target, updated)
+            st.rerun()
 if project is None and raw_tables:  # the tables stay in sight while the project is incomplete
     st.caption(f"Tables in this project ({len(raw_tables)})")
     st.dataframe(

@@ -81,6 +81,12 @@ def test_broken_project_lists_every_problem_and_blocks_synthesis(tmp_path):
     sidebar = [c.value for c in at.sidebar.caption]
     assert ":red[2 problems to fix on the Data page:]" in sidebar
     assert "- " + as_text('tables/age_by_sex.csv row 2, column "count": expected a number >= 0, got "-1"') in sidebar
+    # the table at fault is removed from the problem list itself (on an editable copy: the folder stays as it was)
+    at.switch_page("app_pages/data.py").run()
+    next(b for b in at.button if b.label == "Remove " + as_text("age_by_sex")).click().run()
+    assert not at.exception and not at.error
+    assert at.success[0].value.endswith(": 1,000 persons, 3 variables, 2 target tables.")
+    assert "age_by_sex" in (folder / "synthor.toml").read_text()
 
 
 def test_a_maxent_run_completes_and_shows_the_fit_table():
