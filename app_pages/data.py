@@ -27,6 +27,7 @@ from synthor_core.targets.authoring import (
     edges_from_labels,
     infer_variables,
     marginal_template,
+    not_a_table_of_counts,
     suggest_table_spec,
     table_file_name,
     table_labels,
@@ -279,6 +280,10 @@ with add_tab:
             st.stop()
         frame.columns = [str(c).strip() for c in frame.columns]
         st.dataframe(frame.head(20), hide_index=True, width="stretch", key="data.upload_preview")
+        why = not_a_table_of_counts(frame)
+        if why:  # a letter or a list saved as .csv: said as such, not as a bad variable name
+            st.error(f"{as_text(table_file.name)} is not a table of counts: {as_text(why)}.")
+            st.stop()
         known = {v.get("name"): v for v in raw.get("variables", []) if isinstance(v, dict)}
         existing_tables = [t.get("name") for t in raw.get("tables", []) if isinstance(t, dict)]
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(table_file.name).stem).lstrip("._-") or "table"

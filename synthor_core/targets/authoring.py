@@ -73,6 +73,30 @@ def table_file_name(name: str, suffix: str = ".csv") -> str:
     return f"tables/{stem}{suffix if suffix in ('.csv', '.xlsx', '.parquet') else '.csv'}"
 
 
+def not_a_table_of_counts(frame: pd.DataFrame) -> str | None:
+    """Why an uploaded file is not a table of counts (a letter or a list saved as .csv), or None.
+
+    A table of counts has at least two columns (a variable and its counts, or a cross-tabulation's row labels and
+    one column per category) and a column whose cells are counts (:func:`~synthor_core.targets.tables._parse_count`
+    on at least 80 % of its non-empty cells).
+    """
+    columns = [str(c) for c in frame.columns]
+    shown = ", ".join(f'"{c[:30]}"' for c in columns[:3]) + (" ..." if len(columns) > 3 else "")
+    if len(columns) < 2:
+        return (
+            f"it has one column ({shown}): expected a table of counts, a column per variable and one of counts, or "
+            f"a cross-tabulation"
+        )
+
+    def counts(column) -> bool:
+        cells = [str(x).strip() for x in frame[column].head(200) if str(x).strip()]
+        return bool(cells) and sum(_parse_count(x) is not None for x in cells) >= 0.8 * len(cells)
+
+    if not any(counts(c) for c in frame.columns):
+        return f"no column of counts among its columns ({shown}): expected numbers of persons in one or more columns"
+    return None
+
+
 def suggest_table_spec(frame: pd.DataFrame, schema: Schema | None, name: str, file: str) -> dict:
     """Guess how an uploaded table maps to the schema: its format, variables, count column and bins.
 

@@ -90,6 +90,21 @@ def test_bad_uploads_give_messages_not_tracebacks(tmp_path):
     assert at.error[0].value == as_text("notes.docx: expected a .csv, .xlsx or .parquet file, got .docx") + (
         ". Expected CSV in UTF-8, XLSX or Parquet."
     )
+    # a letter saved as .csv is told as such (it was "Each variable needs a name of letters, digits and _")
+    at = _app()
+    letter = b"Dear committee,\nplease find the counts attached.\nKind regards\n"
+    _uploader(at, "A table file").set_value(("letter.csv", letter, "text/csv")).run()
+    assert not at.exception
+    assert (
+        at.error[0].value
+        == as_text("letter.csv")
+        + " is not a table of counts: "
+        + as_text(
+            'no column of counts among its columns ("Dear committee", "Unnamed: 1"): expected numbers of persons in one '
+            "or more columns"
+        )
+        + "."
+    )
 
 
 def test_bad_projects_and_settings_give_messages_not_tracebacks(tmp_path, monkeypatch):
