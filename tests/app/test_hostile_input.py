@@ -100,8 +100,8 @@ def test_bad_uploads_give_messages_not_tracebacks(tmp_path):
         == as_text("letter.csv")
         + " is not a table of counts: "
         + as_text(
-            'no column of counts among its columns ("Dear committee", "Unnamed: 1"): expected numbers of persons in one '
-            "or more columns"
+            'no column of counts among its columns ("Dear committee", "Unnamed: 1"): expected numbers of persons in '
+            "one or more columns"
         )
         + "."
     )
