@@ -61,17 +61,17 @@ shown = runs.assign(
     kind=runs["kind"].map({"persons": "persons", "households": "households in zones"}),
     status=runs["status"].where(~far, "did not converge"),  # ended, but above its tolerance
 )
-shown = shown[
+shown = shown[  # the fit right after the status: at 1,400 px it fell off the right edge behind long project names
     [
         "run_id",
+        "status",
+        "mean_tvd",
+        "worst_pct_rmse",
+        "max_tvd",
+        "iterations",
         "kind",
         "project_label",
-        "status",
         "started_at",
-        "iterations",
-        "mean_tvd",
-        "max_tvd",
-        "worst_pct_rmse",
         "prior",
         "size",
         "seed",
@@ -85,7 +85,7 @@ st.dataframe(
     key="runs.table",
     column_config={
         "run_id": "run",
-        "project_label": "project",
+        "project_label": st.column_config.TextColumn("project", width="medium"),
         "started_at": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm:ss Z"),
         "mean_tvd": st.column_config.NumberColumn("mean TVD", format="%.4f"),
         "max_tvd": st.column_config.NumberColumn("max TVD", format="%.4f"),
