@@ -59,6 +59,7 @@ st.dataframe(
     hide_index=True,
     width="stretch",
     key="eval.fit",
+    column_config={"tvd": "TVD", "srmse": "SRMSE"},  # the field's names, as the metrics above write them
 )
 
 names = [t.name for t in project.tables]
