@@ -418,6 +418,12 @@ def signed(value: float, digits: int = 4) -> str:
     return f"{0.0:.{digits}f}" if rounded == 0 else f"{rounded:+.{digits}f}"
 
 
+def run_state(snap) -> str:
+    """A run's status for its progress line, with what it is doing while it runs (``running (preparing the
+    prior)``), markdown-safe; an ended run's status alone (``finished``, not ``finished, ended``)."""
+    return f"running ({as_text(snap.stage)})" if snap.status == "running" and snap.stage else snap.status
+
+
 def as_text(value) -> str:
     """User text (a label, a zone id, a control name, an error) made safe for Streamlit's markdown: every character
     markdown, colour or emoji syntax could use is escaped, so it shows as typed and never as a link or image."""

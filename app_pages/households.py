@@ -26,6 +26,7 @@ from app_session import (
     llm_api_key,
     owner_id,
     problems_frame,
+    run_state,
     visible_run,
 )
 from synthor_core.plots import household_convergence, household_fit_figure, sources_by_iteration, zone_map
@@ -260,9 +261,8 @@ def show_run() -> None:
     sweeps = snap.events[-1].sweeps if snap.events else 0
     top[0].progress(
         min(sweeps / snap.config.max_sweeps, 1.0) if snap.status == "running" else 1.0,
-        # the stage while running ("finished, ended" said it twice)
         text=f"Run {snap.run_id}: "
-        + (f"running ({as_text(snap.stage)})" if snap.status == "running" and snap.stage else snap.status)
+        + run_state(snap)
         + f", iteration {len(snap.events)}, {sweeps} of at most {snap.config.max_sweeps} balancing sweeps, "
         f"{count_of(snap.partitions, 'partition')} written, {snap.elapsed_s:.1f} s",
     )

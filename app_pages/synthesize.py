@@ -20,6 +20,7 @@ from app_session import (
     problems_frame,
     rules_from_upload,
     run_label,
+    run_state,
     shared_local_model,
     show_downloads,
     signed,
@@ -265,7 +266,7 @@ def show_run() -> None:
         min(done / snap.config.max_iterations, 1.0) if snap.status == "running" else 1.0,
         # what the run is doing from its first second (building the prior takes a while before iteration 1)
         text=f"Run {snap.run_id}: "
-        + (f"running ({as_text(snap.stage)})" if snap.status == "running" and snap.stage else snap.status)
+        + run_state(snap)
         + f", iteration {done} of at most {snap.config.max_iterations}, {snap.elapsed_s:.1f} s",
     )
     if snap.status == "running" and top[1].button("Stop", key="synth.stop"):

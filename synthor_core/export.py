@@ -102,11 +102,15 @@ def _os_error(exc: Exception, path: Path) -> OSError:
     return OSError(f"could not write {path}: {exc}")
 
 
-def write_atomic(path: Path, write, folder: Path | None = None) -> None:
-    """Call ``write(temporary_path)``, then rename the temporary file to ``path`` (same folder); a
-    :class:`FileBatch` of one file. Raises as :meth:`FileBatch.add`."""
-    with FileBatch() as batch:
+def write_atomic(path: Path, write, folder: Path | None = None, batch: FileBatch | None = None) -> None:
+    """Call ``write(temporary_path)``, then rename the temporary file to ``path`` (same folder): at once (a
+    :class:`FileBatch` of one file), or with the other files of ``batch`` when it is given. Raises as
+    :meth:`FileBatch.add`."""
+    if batch is not None:
         batch.add(path, write, folder)
+        return
+    with FileBatch() as alone:
+        alone.add(path, write, folder)
 
 
 def write_json(path: Path, content: dict, batch: FileBatch | None = None) -> None:
@@ -115,10 +119,7 @@ def write_json(path: Path, content: dict, batch: FileBatch | None = None) -> Non
     def write(p) -> None:
         Path(p).write_text(json.dumps(content, indent=2), encoding="utf-8")
 
-    if batch is None:
-        write_atomic(path, write)
-    else:
-        batch.add(path, write)
+    write_atomic(path, write, batch=batch)
 
 
 def write_llm_calls(calls, path: Path, batch: FileBatch | None = None) -> None:
@@ -130,10 +131,7 @@ def write_llm_calls(calls, path: Path, batch: FileBatch | None = None) -> None:
             for call in calls:
                 handle.write(json.dumps(asdict(call), ensure_ascii=False) + "\n")
 
-    if batch is None:
-        write_atomic(path, write)
-    else:
-        batch.add(path, write)
+    write_atomic(path, write, batch=batch)
 
 
 # --- persons ---------------------------------------------------------------------------------------------------------
@@ -167,10 +165,10 @@ def write_population(
     id_name = PERSON_ID if PERSON_ID not in columns else f"{PERSON_ID}_"  # a variable may be called person_id
     kinds = {c: not pd.api.types.is_numeric_dtype(population[c]) for c in columns}
     counts = population["count"].to_numpy(dtype=np.int64)
+    rename = {c: f"c{i}" for i, c in enumerate(columns)}  # plain names inside the query, whatever a variable's name
+    records = pd.DataFrame({rename[c]: population[c].reset_index(drop=True) for c in columns})
     # the persons of record k are numbered from first[k] + 1 (the counts before it)
-    records = pd.DataFrame({f"c{i}": population[c].reset_index(drop=True) for i, c in enumerate(columns)})
     records["n"], records["first"] = counts, np.cumsum(counts) - counts
-    rename = {c: f"c{i}" for i, c in enumerate(columns)}
     safe = ", ".join(
         f"CASE WHEN regexp_matches({rename[c]}::VARCHAR, '{_FORMULA_START}') THEN chr(39) || "
         f"{rename[c]}::VARCHAR ELSE {rename[c]}::VARCHAR END AS {quote_ident(c)}"
@@ -182,7 +180,7 @@ def write_population(
     con = duckdb.connect()
     try:
         con.execute("SET python_enable_replacements = false")
-        con.execute("SET threads TO 1")  # rows in the order of the records, whatever the machine: the same bytes
+        con.execute("SET threads TO 1")  # one thread: the same work, and the same bytes, on every machine
         con.register("distinct_records", records)
         for name, select, options in (
             ("population.csv", safe, "FORMAT csv, HEADER true"),
@@ -197,10 +195,7 @@ def write_population(
                 target = path.replace("'", "''")
                 con.execute(f"COPY ({expand}) TO '{target}' ({options})")
 
-            if batch is None:
-                write_atomic(folder / name, copy)
-            else:
-                batch.add(folder / name, copy)
+            write_atomic(folder / name, copy, batch=batch)
             written.append(folder / name)
     finally:
         con.close()
@@ -364,7 +359,6 @@ class HouseholdWriter:
         self.evaluation = HouseholdEvaluation(project)
         self.next_id = 1
         self.columns: dict[str, list[str]] = {}
-        self.report: dict[str, Any] = {}
 
     def add(self, outcome: PartitionOutcome) -> None:
         """Write one partition's households and persons (after the partitions before it)."""
@@ -400,10 +394,9 @@ class HouseholdWriter:
         """Rename the tables to their final names, write ``zone_fit.csv``, PopulationSim's summaries and
         ``report.json`` (:func:`~synthor_core.evaluate.report.household_report`, with ``extra``); returns the report."""
         with FileBatch() as batch:  # every file renamed at the end, or none (a full disk): no report without tables
-            self._write_final(result, config, seconds, extra, batch)
-        return self.report
+            return self._write_final(result, config, seconds, extra, batch)
 
-    def _write_final(self, result, config, seconds, extra, batch: FileBatch) -> None:
+    def _write_final(self, result, config, seconds, extra, batch: FileBatch) -> dict[str, Any]:
         for key, table in self.tables.items():
             table.seal(self.columns.get(key, [HOUSEHOLD_ID]), batch)
         zone_fit = zone_fit_table(self.project, result.synthetic)
@@ -443,7 +436,7 @@ class HouseholdWriter:
         )
         report["warnings"] = list(report.get("warnings", [])) + column_warnings(columns)
         write_json(self.folder / "report.json", report, batch)
-        self.report = report
+        return report
 
 
 def column_warnings(columns: list[dict]) -> list[str]:

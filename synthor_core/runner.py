@@ -402,6 +402,11 @@ class _Run:
     thread: threading.Thread | None = None
 
 
+# what the run store raises when it cannot write or read its file (a full disk, a file another process holds): a run
+# keeps its result in this process and the app stays usable
+STORE_ERRORS = (OSError, SynthorError, duckdb.Error)
+
+
 class Runner:
     """Registry of runs, each in its own daemon thread. Thread-safe; share one per process.
 
@@ -608,7 +613,7 @@ class Runner:
                 else:
                     self.store.add_llm_calls(snap.run_id, [])
                 self.store.finish_run(snap.run_id, status, ended, report, population, error)
-            except (OSError, SynthorError, duckdb.Error) as exc:  # a full disk: the result stays in this process
+            except STORE_ERRORS as exc:  # a full disk: the result stays in this process
                 logging.getLogger("synthor").error(
                     "run %s: the store could not record the ended run\n%s", snap.run_id, traceback.format_exc()
                 )
@@ -628,7 +633,7 @@ class Runner:
             report["rules"]["fit_cost"] = self._rules_fit_cost(snap.project, rules)
             try:
                 self.store.update_report(snap.run_id, report)
-            except (OSError, SynthorError, duckdb.Error) as exc:  # the run is recorded; only this addition is lost
+            except STORE_ERRORS as exc:  # the run is recorded; only this addition is lost
                 logging.getLogger("synthor").error("run %s: the rules' fit cost was not stored: %s", snap.run_id, exc)
 
     def _rules_fit_cost(self, project: Project, rules) -> dict:
@@ -659,7 +664,7 @@ class Runner:
                 flush()
                 self.store.add_llm_calls(snap.run_id, list(getattr(prior, "calls", []) or []))
                 self.store.end_unfinished(snap.run_id, "failed", "an error stopped it", error=error)
-            except (OSError, SynthorError, duckdb.Error) as store_exc:  # a full disk: the store keeps its state
+            except STORE_ERRORS as store_exc:  # a full disk: the store keeps its state
                 logging.getLogger("synthor").error(
                     "run %s: the store could not record the failure: %s", snap.run_id, store_exc
                 )
@@ -677,7 +682,7 @@ class Runner:
             if self.store is not None:
                 try:  # recorded when the run started; a store that cannot be read now only costs the project zip
                     project = self.store.project_zip(run_id)
-                except (OSError, SynthorError, duckdb.Error) as exc:
+                except STORE_ERRORS as exc:
                     logging.getLogger("synthor").error("run %s: project zip not read from the store: %s", run_id, exc)
             return person_exports(snap.project.schema.decode(snap.result.population), snap.report, project, run_id)
         return self.store.exports(run_id) if self.store is not None else {}

@@ -714,9 +714,9 @@ def contradictions(schema: Schema, tables, rules=(), shown: int = 3) -> str | No
     core = list(joint.tables)
     for table in list(core):
         rest = [t for t in core if t is not table]
-        if rest and MaxEntJoint(schema, rest, rules, within_bin="uniform").starved_cells():
-            core = rest
-    joint = MaxEntJoint(schema, core, rules, within_bin="uniform")
+        narrower = MaxEntJoint(schema, rest, rules, within_bin="uniform") if rest else None
+        if narrower is not None and narrower.starved_cells():
+            core, joint = rest, narrower  # the joint of the tables kept so far
     parts = []
     for i, cells in joint.starved_cells():
         t = joint.tables[i]

@@ -380,10 +380,15 @@ def _control_table(
 
 
 def _controls(
-    spec: HouseholdProjectSpec, root: Path, geography: Geography, sample: Sample, problems: list[Problem]
+    spec: HouseholdProjectSpec,
+    root: Path,
+    geography: Geography,
+    sample: Sample,
+    problems: list[Problem],
+    frames: dict[Path, pd.DataFrame | None],
 ) -> tuple[list[Control], list[str]]:
-    """Every ``[[controls]]`` entry as a :class:`Control` (:func:`~synthor_core.readers.controls.read_control`)."""
-    frames: dict[Path, pd.DataFrame | None] = {}
+    """Every ``[[controls]]`` entry as a :class:`Control` (:func:`~synthor_core.readers.controls.read_control`);
+    ``frames`` holds the control tables read so far (each file is read once)."""
     checked: dict[tuple[Path, str], pd.DataFrame | None] = {}
     controls: list[Control] = []
     warnings: list[str] = []
@@ -534,17 +539,21 @@ def _assemble(
     """The project from its geography and sample (read, or empty with the declared columns): derivations, rules,
     controls and output read against the sample's columns, then its codebook (the sample's, then the declared
     ``[[variables]]``). Raises TargetValidationError with every problem found so far."""
+    frames: dict[Path, pd.DataFrame | None] = {}  # each control table read once, here and by _controls
     level_tables = []
     for level, table in dict.fromkeys((c.level, c.table) for c in spec.controls):
         path = inside_folder(root, table, PROJECT_FILE, "controls.table", [])  # its problems: named by _controls
-        frame = read_csv_table(path, _shown(table), []) if path is not None and path.is_file() else None
-        if frame is not None:
-            level_tables.append((level, frame, _shown(table)))
+        if path is None or not path.is_file():
+            continue  # named by _controls
+        if path not in frames:
+            frames[path] = read_csv_table(path, _shown(table), problems)
+        if frames[path] is not None:
+            level_tables.append((level, frames[path], _shown(table)))
     geography, sample, left_out, zone_problems = keep_zones_with_controls(geography, sample, level_tables)
     problems += zone_problems
     derived = _derivations(spec, sample.persons, problems)
     rules = _rules(spec, sample, problems)
-    controls, warnings = _controls(spec, root, geography, sample, problems)
+    controls, warnings = _controls(spec, root, geography, sample, problems, frames)
     warnings = left_out + warnings
     problems += total_control_problems(
         controls,

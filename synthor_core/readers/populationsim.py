@@ -24,7 +24,7 @@ from ..codebook import mine_rules, sample_codebook, widen_for_controls
 from ..errors import Problem, TargetValidationError
 from ..geography import Geography, build_geography, flag_rows, shown_value
 from ..targets.model import Control, HouseholdProject
-from ..targets.tables import inside_folder
+from ..targets.tables import MAX_TABLE_COLUMNS, inside_folder
 from ..units import HOUSEHOLDS, PERSONS, Sample, infer_derivations
 from .controls import (
     ControlEntry,
@@ -189,9 +189,6 @@ def _load_yaml(text: str, shown: str):
         loader.dispose()
 
 
-MAX_CSV_COLUMNS = 10_000  # columns of one input table (a PUMS file has a few hundred)
-
-
 def read_csv_table(path: Path, shown: str, problems: list[Problem]) -> pd.DataFrame | None:
     """A CSV whose lines starting with ``#`` are comments; numbers stay numbers."""
     try:
@@ -204,9 +201,9 @@ def read_csv_table(path: Path, shown: str, problems: list[Problem]) -> pd.DataFr
         return None
     lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     width = lines[0].count(",") + 1 if lines else 0
-    if width > MAX_CSV_COLUMNS:  # pandas takes minutes over a header of a million columns
+    if width > MAX_TABLE_COLUMNS:  # pandas takes minutes over a header of a million columns
         problems.append(
-            Problem(shown, f"has {width:,} columns in its header; expected at most {MAX_CSV_COLUMNS:,}", row=1)
+            Problem(shown, f"has {width:,} columns in its header; expected at most {MAX_TABLE_COLUMNS:,}", row=1)
         )
         return None
     try:
