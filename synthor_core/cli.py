@@ -323,7 +323,7 @@ def _command_run(args: argparse.Namespace) -> int:
 
 
 def _run_persons(args: argparse.Namespace, project, config: SynthesisConfig, llm_settings) -> int:
-    rules = load_rules(args.rules, project.schema) if args.rules else []
+    rules = load_rules(args.rules, project.schema) if args.rules else list(project.rules)
     maxent = MaxEntPrior(project, mode=config.mode, rules=rules, within_bin=args.within_bin)
     prior: Prior
     if llm_settings is not None:
@@ -333,7 +333,9 @@ def _run_persons(args: argparse.Namespace, project, config: SynthesisConfig, llm
         prior.fallback = maxent
     else:
         prior = maxent
-    saver = _CheckpointWriter(args.out, project.schema, config, prior.name)
+    saver = _CheckpointWriter(
+        args.out, project.schema, config, prior.name, "persons" if project.trips is not None else "population"
+    )
 
     def line(event) -> None:
         if args.quiet:
@@ -375,6 +377,17 @@ def _run_persons(args: argparse.Namespace, project, config: SynthesisConfig, llm
     )
     if report.get("source_summary"):
         print(f"sources: {report['source_summary']}")
+    if "trips" in report:
+        trips = report["trips"]
+        fits = ", ".join(
+            f"{name} " + (f"CPC {fit['cpc']:.4f}" if "cpc" in fit else f"TVD {fit['tvd']:.4f}")
+            for name, fit in trips["tables"].items()
+        )
+        print(
+            f"trips: {trips['trips']:,} trips of {trips['travellers']:,} travellers ({fits}); "
+            f"{trips['chains']['consistent_share']:.2%} of the tours chain; {trips['seconds']:.1f} s -> "
+            f"{args.out / 'persons.csv'}, {args.out / 'trips.csv'}"
+        )
     for name, numeric in report.get("numeric_controls", {}).items():
         worst = numeric["max_relative_error"]
         print(
@@ -614,8 +627,8 @@ class _CheckpointWriter:
     ``CHECKPOINT_INTERVAL_S`` seconds and never more than a tenth of the time (a large population takes a while to
     write)."""
 
-    def __init__(self, out: Path, schema, config: SynthesisConfig, prior: str):
-        self.out, self.schema, self.config, self.prior = out, schema, config, prior
+    def __init__(self, out: Path, schema, config: SynthesisConfig, prior: str, name: str = "population"):
+        self.out, self.schema, self.config, self.prior, self.name = out, schema, config, prior, name
         self.saved_iteration = 0
         self._next = 0.0
 
@@ -631,11 +644,12 @@ class _CheckpointWriter:
             "distinct_records": len(population),
             "prior": self.prior,
             "settings": self.config.model_dump(),
-            "stop_reason": f"not finished: population.csv holds the population saved at iteration {iteration} "
-            f"(not calibrated); the process was stopped before the end",
+            "stop_reason": f"not finished: {self.name}.csv holds the population saved at iteration {iteration} "
+            f"(not calibrated{', no trips yet' if self.name == 'persons' else ''}); the process was stopped before "
+            "the end",
         }
         with FileBatch() as batch:  # population.csv and its report renamed together
-            write_population(self.schema.decode(population), self.out, parquet=False, batch=batch)
+            write_population(self.schema.decode(population), self.out, parquet=False, batch=batch, name=self.name)
             write_json(self.out / "report.json", report, batch)
         self.saved_iteration = iteration
         took = time.monotonic() - began

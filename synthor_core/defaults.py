@@ -105,3 +105,12 @@ CODEBOOK_MAX_CODES = 40  # a whole-number column with at most this many distinct
 RULE_MIN_SUPPORT = 20  # sample units a value must have before the sample's support gives a rule about it
 RULE_MIN_SAMPLE = 1000  # units of a kind a sample must have before its support gives rules about them
 LLM_DEGRADED_SHARE = 0.10  # an LLM run whose final records come less than this share from the LLM is "degraded"
+
+# --- trips (DESIGN §13) ---------------------------------------------------------------------------------------------
+TRIP_IPF_MAX_SWEEPS = 1_000  # sweeps over every trip target (IPF over the trip cells)
+TRIP_IPF_TOLERANCE = 1e-7  # largest relative error of a target cell with at least one trip at which IPF stops
+TRIP_IPF_STALL_SWEEPS, TRIP_IPF_STALL = 20, 1e-3  # stop when 20 sweeps cut the largest error by less than 0.1 %
+GRAVITY_MAX_SWEEPS = 1_000  # Furness sweeps (balancing rows and columns) of one gravity model
+GRAVITY_TOLERANCE = 1e-8  # largest relative error of a row or column total at which Furness stops
+GRAVITY_BISECTION_STEPS = 60  # halvings of the deterrence parameter's bracket when it is fitted to a mean trip length
+INTRAZONAL_CIRCLE_FACTOR = 128 / (45 * 3.141592653589793)  # mean distance of two points in a disc, x its radius

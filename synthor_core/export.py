@@ -27,6 +27,7 @@ from .evaluate.report import household_report
 from .schema import FORMULA_PREFIXES, spreadsheet_safe
 from .synthesis.config import SynthesisConfig
 from .synthesis.events import HouseholdResult, PartitionOutcome
+from .synthesis.trips import TRIP_COLUMNS
 from .targets.model import HouseholdProject
 from .units import HOUSEHOLDS, PERSONS
 
@@ -138,7 +139,12 @@ def write_llm_calls(calls, path: Path, batch: FileBatch | None = None) -> None:
 
 
 def write_population(
-    population: pd.DataFrame, folder: Path, parquet: bool = True, batch: FileBatch | None = None
+    population: pd.DataFrame,
+    folder: Path,
+    parquet: bool = True,
+    batch: FileBatch | None = None,
+    name: str = "population",
+    per_person: pd.DataFrame | None = None,
 ) -> list[Path]:
     """A person population as ``population.csv`` (UTF-8, one row per person: ``person_id`` from 1, then one column
     per variable; rows in id order) and ``population.parquet`` in ``folder``. A variable called ``person_id`` keeps
@@ -152,6 +158,11 @@ def write_population(
     parquet : bool
     batch : FileBatch, optional
         Write into this batch (renamed when the caller commits it) instead of renaming each file at once.
+    name : str
+        The files' name before the suffix (``persons`` for a project with trips).
+    per_person : DataFrame, optional
+        More columns for some persons: ``person_id`` (int64, as numbered here) and the columns, appended after the
+        variables (``trips``: 0 for the persons it does not list; others empty there).
 
     Returns
     -------
@@ -177,28 +188,76 @@ def write_population(
         for c in columns
     )
     plain = ", ".join(f"{rename[c]} AS {quote_ident(c)}" for c in columns)
+    more, join = "", ""
+    if per_person is not None:
+        extra = [c for c in per_person.columns if c != PERSON_ID]
+        more = "".join(
+            f", COALESCE(x.{quote_ident(c)}, 0) AS {quote_ident(c)}" if c == "trips" else f", x.{quote_ident(c)}"
+            for c in extra
+        )
+        join = f" LEFT JOIN per_person x ON x.{quote_ident(PERSON_ID)} = p.first + r.range + 1"
     con = duckdb.connect()
     try:
         con.execute("SET python_enable_replacements = false")
         con.execute("SET threads TO 1")  # one thread: the same work, and the same bytes, on every machine
         con.register("distinct_records", records)
-        for name, select, options in (
-            ("population.csv", safe, "FORMAT csv, HEADER true"),
-            *((("population.parquet", plain, "FORMAT parquet"),) if parquet else ()),
+        if per_person is not None:
+            con.register("per_person", per_person)
+        for file, select, options in (
+            (f"{name}.csv", safe, "FORMAT csv, HEADER true"),
+            *(((f"{name}.parquet", plain, "FORMAT parquet"),) if parquet else ()),
         ):
             expand = (
-                f"SELECT p.first + r.range + 1 AS {quote_ident(id_name)}, {select} FROM distinct_records p, "
-                "range(p.n) r ORDER BY 1"  # rows in id order (the join alone keeps no order)
+                f"SELECT p.first + r.range + 1 AS {quote_ident(id_name)}, {select}{more} FROM distinct_records p "
+                f"CROSS JOIN range(p.n) r{join} ORDER BY 1"  # rows in id order (the join alone keeps no order)
             )
 
             def copy(path: str, expand: str = expand, options: str = options) -> None:
                 target = path.replace("'", "''")
                 con.execute(f"COPY ({expand}) TO '{target}' ({options})")
 
-            write_atomic(folder / name, copy, batch=batch)
-            written.append(folder / name)
+            write_atomic(folder / file, copy, batch=batch)
+            written.append(folder / file)
     finally:
         con.close()
+    return written
+
+
+def write_trips(trips: pd.DataFrame, folder: Path, parquet: bool = True, batch: FileBatch | None = None) -> list[Path]:
+    """Trips as ``trips.csv`` (UTF-8, one row per trip, in person then trip order; text a spreadsheet would take for
+    a formula prefixed with ``'``) and ``trips.parquet``.
+
+    Parameters
+    ----------
+    trips : DataFrame, ``synthesis.trips.TRIP_COLUMNS`` (more columns are left out)
+    folder : Path
+    parquet : bool
+    batch : FileBatch, optional
+
+    Returns
+    -------
+    The paths written.
+    """
+    frame = trips[list(TRIP_COLUMNS)]
+    written = []
+    safe = spreadsheet_safe(frame)
+    for file, table, options in (
+        ("trips.csv", safe, "FORMAT csv, HEADER true"),
+        *((("trips.parquet", frame, "FORMAT parquet"),) if parquet else ()),
+    ):
+        con = duckdb.connect()
+        try:
+            con.execute("SET python_enable_replacements = false")
+            con.execute("SET threads TO 1")
+            con.register("trips", table)
+
+            def copy(path: str, options: str = options, con=con) -> None:
+                con.execute(f"COPY (SELECT * FROM trips) TO '{path.replace(chr(39), chr(39) * 2)}' ({options})")
+
+            write_atomic(folder / file, copy, batch=batch)
+            written.append(folder / file)
+        finally:
+            con.close()
     return written
 
 

@@ -28,7 +28,7 @@ from . import defaults
 from .errors import PriorError, SynthorError
 from .evaluate.report import run_report
 from .evaluate.rules import rules_fit_cost, rules_report
-from .export import FileBatch, HouseholdWriter, write_json, write_llm_calls, write_population
+from .export import FileBatch, HouseholdWriter, write_json, write_llm_calls, write_population, write_trips
 from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
 from .store import CHECKPOINT_INTERVAL_S, RunStore, person_exports
@@ -36,6 +36,7 @@ from .synthesis.config import SynthesisConfig
 from .synthesis.events import HouseholdIteration, HouseholdResult, IterationEvent, PartitionOutcome, SynthesisResult
 from .synthesis.loop import Partitioning, run_synthesis
 from .synthesis.partitions import PriorSpec
+from .synthesis.trips import TripResult, synthesize_trips
 from .targets.model import HouseholdProject, Project
 
 STORE_INTERVAL_S = 1.0  # a run's iterations reach the store at most this often (each write opens the file)
@@ -152,6 +153,7 @@ class RunOutput:
     report: dict
     prior: Any
     files: list[Path] = field(default_factory=list)
+    trips: TripResult | None = None  # a person project with [trips], written to a folder
 
 
 def execute(
@@ -175,6 +177,8 @@ def execute(
     config : SynthesisConfig
     out : Path or None
         Persons: ``population.csv``, ``population.parquet``, ``report.json`` and ``llm_calls.jsonl`` (LLM prior);
+        with ``[trips]``: ``persons.csv`` / ``.parquet`` (with each person's trips and commute) and ``trips.csv`` /
+        ``.parquet`` instead of ``population.*``;
         None: nothing written (the app keeps a person population in its run store). Households (required):
         ``households.csv``, ``persons.csv`` (and Parquet, written partition by partition), ``zone_fit.csv``,
         PopulationSim's files for its projects, ``report.json``.
@@ -240,8 +244,18 @@ def _execute_persons(
     output = RunOutput(result, report, prior)
     if out is None:
         return output
+    trips = None
+    if project.trips is not None and not result.error:
+        trips = synthesize_trips(project, result.population, config.seed)
+        report["trips"] = trips.report
+        output.trips = trips
     with FileBatch() as batch:  # renamed together: a full disk leaves the last checkpoint and its report as they were
-        output.files = write_population(project.schema.decode(result.population), out, batch=batch)
+        decoded = project.schema.decode(result.population)
+        if trips is None:
+            output.files = write_population(decoded, out, batch=batch)
+        else:
+            output.files = write_population(decoded, out, batch=batch, name="persons", per_person=trips.per_person)
+            output.files += write_trips(trips.trips, out, batch=batch)
         write_json(out / "report.json", report, batch)
         output.files.append(out / "report.json")
         if prior.calls:

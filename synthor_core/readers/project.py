@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from ..errors import Problem, TargetValidationError
+from ..errors import Problem, RuleError, TargetValidationError
+from ..expressions import compile_rule
 from ..geography import flag_rows
 from ..schema import CategoricalVariable, Schema
 from ..targets.model import PROJECT_FILE, NumericControl, Project, ProjectSpec
@@ -22,6 +23,7 @@ from ..targets.tables import (
     size_problem,
 )
 from ..toml_files import parse_toml
+from .trips import read_trips
 
 
 def load_project(path: str | Path) -> Project:
@@ -120,6 +122,21 @@ def _load(path: Path) -> tuple[Project | None, list[Problem]]:
         problems.append(Problem(PROJECT_FILE, small, column="population.size"))
     if problems:
         return None, problems
+    trips = None
+    if spec.trips is not None:
+        trips, trip_problems = read_trips(
+            spec.trips, schema, spec.zones.level if spec.zones else None, spec.zones.file if spec.zones else None, root
+        )
+        if trip_problems:
+            return None, trip_problems
+    rules = []
+    for i, entry in enumerate(spec.rules, start=1):
+        try:
+            rules.append(compile_rule(entry.name, entry.condition, schema))
+        except RuleError as exc:
+            problems.append(Problem(PROJECT_FILE, str(exc), column=f"rules[{i}].condition"))
+    if problems:
+        return None, problems
     tables, warnings = harmonize(tables, spec.population.size, schema)
     return Project(
         spec.population.size,
@@ -131,6 +148,8 @@ def _load(path: Path) -> tuple[Project | None, list[Problem]]:
         root,
         tuple(numeric),
         spec.zones.level if spec.zones is not None else None,
+        trips,
+        tuple(rules),
     ), []
 
 

@@ -14,10 +14,11 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import defaults
-from ..expressions import Condition
+from ..expressions import Condition, Rule
 from ..geography import Geography, ZoneShapes
 from ..schema import Bins, Schema, Variable
 from ..units import HOUSEHOLD_ROW, HOUSEHOLDS, MEMBER, Candidates, Derivation, HouseholdRule, Sample
+from .trips import TripProject, TripsSpec
 
 PROJECT_FILE = "synthor.toml"
 
@@ -77,6 +78,16 @@ class ZonesSpec(BaseModel):
     description: str = ""
 
 
+class RuleSpec(BaseModel):
+    """One ``[[rules]]`` entry of ``synthor.toml``: a plausibility rule every run of the project enforces (the
+    condition is true for an implausible record; schema dialect, as in a rules file)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = Field(min_length=1)
+    condition: str = Field(min_length=1)
+    description: str = ""
+
+
 class ProjectSpec(BaseModel):
     """The whole ``synthor.toml``."""
 
@@ -85,6 +96,8 @@ class ProjectSpec(BaseModel):
     variables: list[Variable] = Field(min_length=1)
     tables: list[TableSpec] = Field(min_length=1)
     zones: ZonesSpec | None = None
+    trips: TripsSpec | None = None
+    rules: list[RuleSpec] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -187,6 +200,10 @@ class Project:
         Tables giving the total or mean of a numeric variable per cell (``total_of`` / ``mean_of``).
     zone_level : str or None
         With ``[zones]``: the categorical variable holding each person's zone.
+    trips : TripProject or None
+        With ``[trips]``: the trips the travellers make and their tables (DESIGN §13).
+    rules : tuple of Rule
+        The project's own plausibility rules (``[[rules]]``), enforced in every run unless a rules file is given.
     """
 
     size: int
@@ -198,6 +215,8 @@ class Project:
     root: Path | None = field(default=None, compare=False)
     numeric_controls: tuple[NumericControl, ...] = ()
     zone_level: str | None = None
+    trips: TripProject | None = None
+    rules: tuple[Rule, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,341 @@
+"""Read the ``[trips]`` section of a person project (DESIGN §13) into a :class:`~synthor_core.targets.trips.
+TripProject`: zone distances, departure bins, modes and the trip tables, every problem naming file, row and column.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import defaults
+from ..errors import Problem, RuleError
+from ..expressions import compile_rule
+from ..schema import Schema
+from ..targets.model import PROJECT_FILE
+from ..targets.tables import inside_folder, read_table_bytes
+from ..targets.trips import MINUTES_PER_DAY, TRIP_VARIABLES, TripProject, TripsSpec, TripTable, TripTableSpec
+
+_INTERVAL = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+EARTH_RADIUS_KM = 6371.0088  # mean Earth radius (IUGG)
+
+
+def read_trips(
+    spec: TripsSpec, schema: Schema, zone_level: str | None, zones_file: str | None, root: Path
+) -> tuple[TripProject | None, list[Problem]]:
+    """Read and check the trips of a project.
+
+    Parameters
+    ----------
+    spec : TripsSpec
+    schema : Schema, with the zone level among its variables
+    zone_level : str or None, the project's ``[zones]`` level (trips need zones)
+    zones_file : str or None, the zones file (centroids and areas are read from it)
+    root : Path, the project folder
+
+    Returns
+    -------
+    (TripProject or None, list of Problem): None when any problem was found.
+    """
+    where = f"{PROJECT_FILE} [trips]"
+    problems: list[Problem] = []
+    if zone_level is None or zones_file is None:
+        return None, [Problem(PROJECT_FILE, "trips need zones: add a [zones] section (file and level)", column="trips")]
+    zones = tuple(schema[zone_level].categories)  # type: ignore[union-attr]
+    try:
+        who = compile_rule("trips.who", spec.who, schema)
+    except RuleError as exc:
+        problems.append(Problem(PROJECT_FILE, str(exc), column="trips.who"))
+        who = None
+    if len(set(spec.modes)) != len(spec.modes):
+        problems.append(Problem(PROJECT_FILE, "a mode is listed twice", column="trips.modes"))
+    unknown = sorted(set(spec.speed_kmh) - set(spec.modes))
+    if unknown:
+        problems.append(Problem(PROJECT_FILE, f"speed of unknown mode(s) {unknown}", column="trips.speed_kmh"))
+    missing = [m for m in spec.modes if m not in spec.speed_kmh]
+    if missing:
+        problems.append(
+            Problem(
+                PROJECT_FILE, f"expected a speed (km/h) for every mode; missing {missing}", column="trips.speed_kmh"
+            )
+        )
+    if any(not np.isfinite(v) or v <= 0 for v in spec.speed_kmh.values()):
+        problems.append(Problem(PROJECT_FILE, "speeds must be positive km/h", column="trips.speed_kmh"))
+    distance = _distances(spec, zones, zone_level, zones_file, root, problems)
+    frames: list[tuple[TripTableSpec, pd.DataFrame, int]] = []
+    for table in spec.tables:
+        frame, first_row = _read(root, table.file, f"{where} table {table.name!r}", problems)
+        if frame is not None:
+            frames.append((table, frame, first_row))
+    edges = _depart_edges(frames, problems)
+    tables = [_table(t, f, r, zones, spec.modes, edges, problems) for t, f, r in frames]
+    if problems or who is None or distance is None:
+        return None, problems
+    return (
+        TripProject(
+            who=who,
+            tour=spec.tour,
+            zones=zones,
+            distance=distance,
+            modes=spec.modes,
+            speed_kmh=np.array([spec.speed_kmh[m] for m in spec.modes], dtype=np.float64),
+            depart_edges=edges,
+            stay_minutes=round(spec.stay_hours * 60),
+            tables=tuple(t for t in tables if t is not None),
+            mean_km=spec.mean_km,
+        ),
+        [],
+    )
+
+
+def _read(root: Path, name: str, key: str, problems: list[Problem]) -> tuple[pd.DataFrame | None, int]:
+    path = inside_folder(root, name, PROJECT_FILE, key, problems)
+    if path is None:
+        return None, 2
+    if not path.is_file():
+        problems.append(Problem(name, "file not found"))
+        return None, 2
+    frame, first_row, read_problems = read_table_bytes(path.read_bytes(), name)
+    problems += read_problems
+    return frame, first_row
+
+
+def _numbers(
+    frame: pd.DataFrame, column: str, file: str, first_row: int, problems: list[Problem], signed: bool = False
+) -> np.ndarray:
+    """The numbers of a column (float64); a problem for each empty, non-numeric (or, unless ``signed``, negative)
+    cell, the first three named with their rows."""
+    values = pd.to_numeric(frame[column].str.strip(), errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(values) | ((values < 0) & (not signed)))
+    for i in bad[:3]:
+        problems.append(
+            Problem(
+                file,
+                f"expected a number{'' if signed else ' >= 0'}, got {frame[column].iloc[i]!r}",
+                row=first_row + int(i),
+                column=column,
+            )
+        )
+    if bad.size > 3:
+        problems.append(Problem(file, f"{bad.size - 3} more rows like these", column=column))
+    return np.where(np.isfinite(values), values, 0.0)
+
+
+def _zone_codes(frame, column, zones, file, first_row, problems) -> np.ndarray:
+    index = {z: i for i, z in enumerate(zones)}
+    ids = frame[column].str.strip()
+    codes = ids.map(index)
+    bad = np.flatnonzero(codes.isna().to_numpy())
+    for i in bad[:3]:
+        problems.append(
+            Problem(file, f"unknown zone {ids.iloc[i]!r}: not in the zones file", row=first_row + int(i), column=column)
+        )
+    if bad.size > 3:
+        problems.append(Problem(file, f"{bad.size - 3} more unknown zones", column=column))
+    return codes.fillna(-1).to_numpy(dtype=np.int64)
+
+
+def _distances(spec, zones, level, zones_file, root, problems) -> np.ndarray | None:
+    frame, first_row = _read(root, zones_file, f"{PROJECT_FILE} [zones]", problems)
+    if frame is None:
+        return None
+    n = len(zones)
+    row_of = {z: i for i, z in enumerate(frame[level].str.strip())}
+    order = np.array([row_of[z] for z in zones])
+    distance = np.full((n, n), np.nan)
+    has_centroids = spec.lon in frame.columns and spec.lat in frame.columns
+    if has_centroids:
+        lon = np.radians(_numbers(frame, spec.lon, zones_file, first_row, problems, signed=True)[order])
+        lat = np.radians(_numbers(frame, spec.lat, zones_file, first_row, problems, signed=True)[order])
+        # great-circle distance (haversine) between centroids
+        h = (
+            np.sin((lat[:, None] - lat[None, :]) / 2) ** 2
+            + np.cos(lat[:, None]) * np.cos(lat[None, :]) * np.sin((lon[:, None] - lon[None, :]) / 2) ** 2
+        )
+        distance = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0, 1)))
+    if spec.distances is not None:
+        table, table_row = _read(root, spec.distances, f"{PROJECT_FILE} [trips] distances", problems)
+        if table is not None:
+            need = ["origin", "destination", "distance_km"]
+            absent = [c for c in need if c not in table.columns]
+            if absent:
+                problems.append(Problem(spec.distances, f"expected columns {need}; missing {absent}", row=1))
+                return None
+            o = _zone_codes(table, "origin", zones, spec.distances, table_row, problems)
+            d = _zone_codes(table, "destination", zones, spec.distances, table_row, problems)
+            km = _numbers(table, "distance_km", spec.distances, table_row, problems)
+            known = (o >= 0) & (d >= 0)
+            distance[o[known], d[known]] = km[known]
+    if np.isnan(distance).any():
+        problems.append(
+            Problem(
+                spec.distances or zones_file,
+                f"{int(np.isnan(distance).sum()):,} zone pairs have no distance: list them in the distances file or "
+                f"give the zones file centroid columns {spec.lon!r} and {spec.lat!r}",
+            )
+        )
+        return None
+    if spec.area is not None:
+        if spec.area not in frame.columns:
+            problems.append(Problem(zones_file, f"expected a column {spec.area!r} (km²)", row=1, column="trips.area"))
+            return None
+        radius = np.sqrt(_numbers(frame, spec.area, zones_file, first_row, problems)[order] / np.pi)
+        inner = np.diag(distance).copy()
+        zero = inner <= 0
+        inner[zero] = defaults.INTRAZONAL_CIRCLE_FACTOR * radius[zero]
+        np.fill_diagonal(distance, inner)
+    return distance
+
+
+def _intervals(frame: pd.DataFrame, file: str, first_row: int, problems: list[Problem]) -> list[tuple[int, int]] | None:
+    found = []
+    for i, text in enumerate(frame["depart"]):
+        match = _INTERVAL.match(str(text))
+        start = end = -1
+        if match:
+            h1, m1, h2, m2 = (int(g) for g in match.groups())
+            start, end = h1 * 60 + m1, h2 * 60 + m2
+        if not match or not 0 <= start < end <= MINUTES_PER_DAY or m1 > 59 or m2 > 59:
+            problems.append(
+                Problem(
+                    file,
+                    f"expected a departure interval HH:MM-HH:MM within 00:00-24:00, got {text!r}",
+                    row=first_row + i,
+                    column="depart",
+                )
+            )
+            return None
+        found.append((start, end))
+    return found
+
+
+def _depart_edges(frames, problems: list[Problem]) -> np.ndarray:
+    """The departure bins: those of the first table with ``depart`` (they must tile the day)."""
+    for table, frame, first_row in frames:
+        if "depart" in table.variables and "depart" in frame.columns:
+            intervals = _intervals(frame, table.file, first_row, problems)
+            if intervals is None:
+                return np.array([0, MINUTES_PER_DAY])
+            cuts = sorted(set(intervals))
+            edges = [cuts[0][0]] + [b for _, b in cuts]
+            tiles = all(cuts[i][1] == cuts[i + 1][0] for i in range(len(cuts) - 1))
+            if edges[0] != 0 or edges[-1] != MINUTES_PER_DAY or not tiles:
+                problems.append(
+                    Problem(
+                        table.file,
+                        "the departure intervals must tile the day from 00:00 to 24:00 without gaps or overlaps "
+                        f"(found {len(cuts)} intervals from {cuts[0][0] // 60:02d}:{cuts[0][0] % 60:02d})",
+                        column="depart",
+                    )
+                )
+            return np.array(edges, dtype=np.int64)
+    problems.append(
+        Problem(PROJECT_FILE, 'expected a table of departure times (variables including "depart")', column="trips")
+    )
+    return np.array([0, MINUTES_PER_DAY], dtype=np.int64)
+
+
+def _table(spec: TripTableSpec, frame, first_row, zones, modes, edges, problems) -> TripTable | None:
+    file = spec.file
+    before = len(problems)
+    unknown = [v for v in spec.variables if v not in TRIP_VARIABLES]
+    if unknown or len(set(spec.variables)) != len(spec.variables):
+        problems.append(
+            Problem(
+                PROJECT_FILE,
+                f"table {spec.name!r}: variables must be distinct and among {list(TRIP_VARIABLES)}; got "
+                f"{list(spec.variables)}",
+                column="trips.tables.variables",
+            )
+        )
+        return None
+    absent = [c for c in (*spec.variables, spec.count_column) if c not in frame.columns]
+    if absent:
+        problems.append(
+            Problem(file, f"expected columns {[*spec.variables, spec.count_column]}; missing {absent}", row=1)
+        )
+        return None
+    counts = _numbers(frame, spec.count_column, file, first_row, problems)
+    axes, labels = [], []
+    bins = None
+    for v in spec.variables:
+        if v in ("origin", "destination"):
+            axes.append(_zone_codes(frame, v, zones, file, first_row, problems))
+            labels.append(zones)
+        elif v == "mode":
+            index = {m: i for i, m in enumerate(modes)}
+            codes = frame[v].str.strip().map(index)
+            for i in np.flatnonzero(codes.isna().to_numpy())[:3]:
+                problems.append(
+                    Problem(
+                        file,
+                        f"unknown mode {frame[v].iloc[i]!r}: expected one of {list(modes)}",
+                        row=first_row + int(i),
+                        column=v,
+                    )
+                )
+            axes.append(codes.fillna(-1).to_numpy(dtype=np.int64))
+            labels.append(modes)
+        elif v == "depart":
+            intervals = _intervals(frame, file, first_row, problems)
+            starts = {a: i for i, a in enumerate(edges[:-1])}
+            codes = np.array(
+                [starts.get(a, -1) if (a, b) in zip(edges[:-1], edges[1:]) else -1 for a, b in intervals or []]
+            )
+            for i in np.flatnonzero(codes < 0)[:3]:
+                problems.append(
+                    Problem(
+                        file,
+                        "a departure interval other than those of the departure table",
+                        row=first_row + int(i),
+                        column=v,
+                    )
+                )
+            axes.append(codes if codes.size else np.full(len(frame), -1))
+            labels.append(
+                tuple(f"{a // 60:02d}:{a % 60:02d}-{b // 60:02d}:{b % 60:02d}" for a, b in zip(edges[:-1], edges[1:]))
+            )
+        else:  # distance: rows labelled by their band's lower edge or "[a, b)"
+            if len(spec.bins) < 2 or any(b <= a for a, b in zip(spec.bins, spec.bins[1:])):
+                problems.append(
+                    Problem(
+                        PROJECT_FILE,
+                        f"table {spec.name!r}: expected increasing distance bins (km)",
+                        column="trips.tables.bins",
+                    )
+                )
+                return None
+            bins = np.asarray(spec.bins, dtype=np.float64)
+            band_labels = tuple(f"[{a:g}, {b:g})" for a, b in zip(bins[:-1], bins[1:]))
+            index = {label: i for i, label in enumerate(band_labels)}
+            codes = frame[v].str.strip().map(index)
+            for i in np.flatnonzero(codes.isna().to_numpy())[:3]:
+                problems.append(
+                    Problem(
+                        file,
+                        f"expected a distance band among {list(band_labels)}, got {frame[v].iloc[i]!r}",
+                        row=first_row + int(i),
+                        column=v,
+                    )
+                )
+            axes.append(codes.fillna(-1).to_numpy(dtype=np.int64))
+            labels.append(band_labels)
+    if len(problems) > before:
+        return None
+    shape = tuple(len(lab) for lab in labels)
+    flat = np.ravel_multi_index(tuple(axes), shape)
+    if np.unique(flat).size != flat.size:
+        problems.append(Problem(file, "a cell is listed twice (each combination of the variables once)"))
+        return None
+    dense = np.zeros(int(np.prod(shape)), dtype=np.float64)
+    dense[flat] = counts
+    return TripTable(
+        spec.name,
+        spec.variables,
+        dense.reshape(shape),
+        tuple(labels),
+        bins,
+        f"{file}" + (f" ({spec.source})" if spec.source else ""),
+    )

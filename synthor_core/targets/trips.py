@@ -1,0 +1,127 @@
+"""Trip targets (DESIGN §13): the ``[trips]`` section of a person project and the tables of trips it names.
+
+Trips are the unit under persons. A project with ``[trips]`` gives each person meeting ``who`` one tour a day: the
+trips of ``tour`` in order (``["work", "home"]``: out to work, back home), the first leaving the person's zone, each
+leaving where the last arrived, the last arriving home. Trip tables count the tour's **first trip** (the outbound
+trip: a commuting OD matrix counts home-to-work trips) over its variables:
+
+- ``origin``, ``destination``: zone ids of the project's ``[zones]`` (an OD table has both, long and sparse:
+  ``origin, destination, count``; cells not listed hold no trip);
+- ``depart``: departure time, rows labelled ``HH:MM-HH:MM`` (``07:00-07:30``), the intervals tiling the day;
+- ``mode``: one of ``modes``;
+- ``distance``: km between the zones, in the bands of ``bins`` (a trip-length distribution).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..expressions import Rule
+
+TRIP_VARIABLES = ("origin", "destination", "depart", "mode", "distance")
+MINUTES_PER_DAY = 24 * 60
+
+
+class TripTableSpec(BaseModel):
+    """One ``[[trips.tables]]`` entry: a long table of trips (one row per cell, a count column)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    file: str = Field(min_length=1)
+    variables: tuple[str, ...] = Field(min_length=1)
+    count_column: str = "count"
+    bins: tuple[float, ...] = ()  # km: the distance bands (with "distance" among the variables)
+    source: str = ""  # where the figures come from, shown in the report
+
+
+class TripsSpec(BaseModel):
+    """``[trips]``: who travels, the tour of a day, zone distances, modes and the tables of trips.
+
+    ``distances`` names a long file ``origin, destination, distance_km``; pairs it does not list (and every pair
+    when it is omitted) are measured on the zones' centroids (``lon`` / ``lat`` columns of the zones file, great
+    circle), and a zero intrazonal distance becomes the mean distance of two points of a disc of the zone's area
+    (``area`` column, km²; 128 r / 45 pi). ``speed_kmh`` gives the door-to-door speed of each mode (travel times);
+    ``stay_hours`` the time spent at each stop of the tour before the next trip.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    who: str = Field(min_length=1)
+    tour: tuple[str, ...] = Field(min_length=2)
+    modes: tuple[str, ...] = Field(min_length=1)
+    tables: tuple[TripTableSpec, ...] = Field(min_length=1)
+    distances: str | None = None
+    lon: str = "lon"
+    lat: str = "lat"
+    area: str | None = None
+    speed_kmh: dict[str, float] = Field(default_factory=dict)
+    stay_hours: float = Field(default=8.0, gt=0, le=24)
+    mean_km: float | None = Field(default=None, gt=0)
+
+
+@dataclass(frozen=True)
+class TripTable:
+    """One table of outbound trips.
+
+    Attributes
+    ----------
+    name : str
+    variables : tuple of str, each in ``TRIP_VARIABLES``; the axis order of ``counts``
+    counts : ndarray of float64, one axis per variable (zones, departure bins, modes or distance bands)
+    labels : tuple of tuple of str, the cell labels along each axis
+    bins : ndarray of float64 or None, the distance band edges (km) when ``distance`` is a variable
+    source : str, the file it came from and where its figures come from
+    """
+
+    name: str
+    variables: tuple[str, ...]
+    counts: npt.NDArray[np.float64]
+    labels: tuple[tuple[str, ...], ...]
+    bins: npt.NDArray[np.float64] | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class TripProject:
+    """The trips of a person project, read and checked.
+
+    Attributes
+    ----------
+    who : Rule, true for the persons who travel (schema dialect, on coded records)
+    tour : tuple of str, the purposes of a traveller's trips in order; the last trip returns home
+    zones : tuple of str, the zone ids (the categories of the project's zone variable, in order)
+    distance : ndarray of float64, shape (n_zones, n_zones), km from origin (row) to destination (column)
+    modes : tuple of str
+    speed_kmh : ndarray of float64, shape (n_modes,), door-to-door km per hour
+    depart_edges : ndarray of int64, minutes after midnight, the departure bins of the outbound trip
+        (``depart_edges[0] == 0``, ``depart_edges[-1] == 1440``)
+    stay_minutes : int, time at each stop before the next trip
+    tables : tuple of TripTable
+    mean_km : float or None, a mean trip length the prior's distance decay is fitted to (no OD table)
+    """
+
+    who: Rule
+    tour: tuple[str, ...]
+    zones: tuple[str, ...]
+    distance: npt.NDArray[np.float64]
+    modes: tuple[str, ...]
+    speed_kmh: npt.NDArray[np.float64]
+    depart_edges: npt.NDArray[np.int64]
+    stay_minutes: int
+    tables: tuple[TripTable, ...]
+    mean_km: float | None = None
+
+    def depart_labels(self) -> tuple[str, ...]:
+        """``HH:MM-HH:MM`` for each departure bin."""
+        return tuple(
+            f"{clock(a)}-{clock(b)}" for a, b in zip(self.depart_edges[:-1], self.depart_edges[1:], strict=True)
+        )
+
+
+def clock(minutes: int | float) -> str:
+    """Minutes after midnight as ``HH:MM``; hours go past 24 for the next day (``25:10``, as GTFS writes times)."""
+    m = int(minutes)
+    return f"{m // 60:02d}:{m % 60:02d}"
