@@ -1,0 +1,268 @@
+"""Trips (issue 24): the gravity model and IPF over trip cells against known answers, the [trips] reader's messages,
+and tours chained by construction on a small project synthesized end to end."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from synthor_core.errors import TargetValidationError
+from synthor_core.metrics import cpc
+from synthor_core.priors.trips import CellTarget, deterrence, fit_cells, fit_gravity, furness
+from synthor_core.readers.project import load_project
+from synthor_core.synthesis.trips import synthesize_trips
+
+
+def _plane(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 30, (n, 2))
+    cost = np.hypot(xy[:, None, 0] - xy[None, :, 0], xy[:, None, 1] - xy[None, :, 1]) + np.eye(n)
+    o = rng.integers(100, 1000, n).astype(float)
+    d = rng.integers(100, 1000, n).astype(float)
+    return cost, o, d * o.sum() / d.sum()
+
+
+def test_furness_meets_both_margins_and_leaves_an_unreachable_zone_empty():
+    cost, o, d = _plane(25, 1)
+    o[3] = 0.0
+    t = furness(o, d, deterrence(cost, "exponential", 0.15))
+    np.testing.assert_allclose(t.sum(axis=1), o, rtol=1e-6)
+    np.testing.assert_allclose(t.sum(axis=0), d * o.sum() / d.sum(), rtol=1e-6)
+    assert t[3].sum() == 0.0
+
+
+@pytest.mark.parametrize(("form", "beta"), [("exponential", 0.12), ("power", 1.7)])
+def test_fit_gravity_recovers_the_deterrence_of_a_gravity_matrix(form, beta):
+    cost, o, d = _plane(40, 2)
+    truth = furness(o, d, deterrence(cost, form, beta))
+    mean = float((truth * cost).sum() / truth.sum())
+    fitted = fit_gravity(truth.sum(axis=1), truth.sum(axis=0), cost, mean, form)
+    assert fitted.beta == pytest.approx(beta, rel=1e-5)
+    assert cpc(truth, fitted.trips) > 0.9999
+    assert fitted.mean_cost == pytest.approx(mean, rel=1e-6)
+
+
+def test_fit_cells_meets_separable_targets_in_one_sweep_and_stops_when_targets_disagree():
+    pairs, bins = 6, 3
+    keys_pair = np.repeat(np.arange(pairs), bins)
+    keys_bin = np.tile(np.arange(bins), pairs)
+    od = np.array([5.0, 1, 2, 8, 3, 1])
+    times = np.array([10.0, 6, 4])
+    w, sweeps, error = fit_cells(
+        np.ones(pairs * bins), [CellTarget("od", keys_pair, od), CellTarget("t", keys_bin, times)]
+    )
+    assert sweeps == 1 and error < 1e-9
+    np.testing.assert_allclose(w.reshape(pairs, bins), np.outer(od, times / times.sum()))
+    # two tables over the same cells that disagree: IPF stops on the stall, far before its sweep limit
+    w, sweeps, error = fit_cells(
+        np.ones(4),
+        [
+            CellTarget("a", np.array([0, 0, 1, 1]), np.array([3.0, 1])),
+            CellTarget("b", np.array([0, 0, 1, 1]), np.array([1.0, 3])),
+        ],
+    )
+    assert sweeps < 100 and error > 0.5
+
+
+def test_cpc_known_values():
+    assert cpc([2, 0], [1, 1]) == pytest.approx(0.5)
+    assert cpc([3, 4], [3, 4]) == 1.0
+    assert cpc([1, 0], [0, 1]) == 0.0
+    with pytest.raises(ValueError, match="same cells"):
+        cpc([1, 2], [1, 2, 3])
+
+
+ZONES = ("A", "B", "C")
+
+
+def _trip_project(root: Path, **change: str) -> Path:
+    """Three zones, 600 persons, 300 commuters; an OD table, departures, modes."""
+    files = {
+        "zones.csv": "zone,lon,lat,area\nA,-97.70,30.30,2.0\nB,-97.75,30.25,3.0\nC,-97.60,30.40,1.5\n",
+        "persons.csv": "zone,commuter,count\nA,yes,150\nA,no,150\nB,yes,100\nB,no,100\nC,yes,50\nC,no,50\n",
+        "ages.csv": 'age,count\n"[0, 16)",150\n"[16, 65)",350\n"[65, 99]",100\n',
+        "od.csv": "origin,destination,workers\nA,A,30\nA,B,100\nA,C,20\nB,A,40\nB,B,60\nC,B,10\nC,C,40\n",
+        "departure.csv": "depart,percent\n00:00-06:00,10\n06:00-08:00,50\n08:00-10:00,30\n10:00-24:00,10\n",
+        "mode.csv": "mode,workers\ncar,80\nbus,20\n",
+    }
+    files.update(change)
+    for name, text in files.items():
+        (root / name).write_text(text, encoding="utf-8")
+    (root / "synthor.toml").write_text(
+        textwrap.dedent(
+            """
+            [population]
+            size = 600
+            [zones]
+            file = "zones.csv"
+            level = "zone"
+            [[variables]]
+            name = "age"
+            type = "numeric"
+            min = 0
+            max = 99
+            integer = true
+            [[variables]]
+            name = "commuter"
+            type = "categorical"
+            categories = ["yes", "no"]
+            [[tables]]
+            name = "persons"
+            file = "persons.csv"
+            variables = ["zone", "commuter"]
+            [[tables]]
+            name = "ages"
+            file = "ages.csv"
+            variables = ["age"]
+            [tables.bins]
+            age = [0, 16, 65, 99]
+            [[rules]]
+            name = "young commuter"
+            condition = 'commuter == "yes" and age < 16'
+            [trips]
+            who = 'commuter == "yes"'
+            tour = ["work", "home"]
+            modes = ["car", "bus"]
+            area = "area"
+            stay_hours = 8.5
+            [trips.speed_kmh]
+            car = 30.0
+            bus = 15.0
+            [[trips.tables]]
+            name = "od"
+            file = "od.csv"
+            variables = ["origin", "destination"]
+            count_column = "workers"
+            [[trips.tables]]
+            name = "departure"
+            file = "departure.csv"
+            variables = ["depart"]
+            count_column = "percent"
+            [[trips.tables]]
+            name = "mode"
+            file = "mode.csv"
+            variables = ["mode"]
+            count_column = "workers"
+            """
+        ),
+        encoding="utf-8",
+    )
+    return root
+
+
+def test_reader_builds_distances_from_centroids_and_zone_areas(tmp_path):
+    project = load_project(_trip_project(tmp_path))
+    trips = project.trips
+    assert trips is not None and trips.zones == ZONES
+    # A-B: 0.05 deg of latitude and longitude at 30 N, great circle
+    assert trips.distance[0, 1] == pytest.approx(7.35, abs=0.05)
+    assert trips.distance[0, 1] == trips.distance[1, 0]
+    # intrazonal: mean distance of two points of a 2 km² disc, 128 r / (45 pi)
+    assert trips.distance[0, 0] == pytest.approx(128 / (45 * np.pi) * np.sqrt(2 / np.pi))
+    assert list(trips.depart_edges) == [0, 360, 480, 600, 1440]
+    assert [r.name for r in project.rules] == ["young commuter"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"od.csv": "origin,destination,workers\nA,B,5\nA,Z,3\n"},
+            "od.csv row 3, column \"destination\": unknown zone 'Z'",
+        ),
+        (
+            {"departure.csv": "depart,percent\n00:00-06:00,10\n6h-8h,50\n"},
+            'departure.csv row 3, column "depart": expected a departure interval HH:MM-HH:MM',
+        ),
+        ({"departure.csv": "depart,percent\n00:00-06:00,10\n07:00-24:00,50\n"}, "must tile the day"),
+        ({"mode.csv": "mode,workers\ncar,80\ntram,20\n"}, "mode.csv row 3, column \"mode\": unknown mode 'tram'"),
+        (
+            {"od.csv": "origin,destination,workers\nA,B,five\n"},
+            "od.csv row 2, column \"workers\": expected a number >= 0, got 'five'",
+        ),
+        ({"od.csv": "origin,destination,workers\nA,B,5\nA,B,3\n"}, "od.csv: a cell is listed twice"),
+    ],
+)
+def test_reader_names_file_row_and_column(tmp_path, change, message):
+    with pytest.raises(TargetValidationError) as caught:
+        load_project(_trip_project(tmp_path, **change))
+    assert message in str(caught.value)
+
+
+def test_trips_need_zones_and_a_speed_for_every_mode(tmp_path):
+    root = _trip_project(tmp_path)
+    text = (root / "synthor.toml").read_text(encoding="utf-8")
+    (root / "synthor.toml").write_text(text.replace("bus = 15.0\n", ""), encoding="utf-8")
+    with pytest.raises(TargetValidationError, match=r"expected a speed \(km/h\) for every mode; missing \['bus'\]"):
+        load_project(root)
+    no_zones = text.replace('[zones]\nfile = "zones.csv"\nlevel = "zone"\n', "")
+    (root / "synthor.toml").write_text(no_zones, encoding="utf-8")
+    with pytest.raises(TargetValidationError):
+        load_project(root)
+
+
+def _population(project) -> pd.DataFrame:
+    """Coded distinct records: every combination of zone x commuter x two ages, counts from the persons table."""
+    rows = []
+    zone_codes = {z: i for i, z in enumerate(project.schema["zone"].categories)}
+    for zone, yes, no in (("A", 150, 150), ("B", 100, 100), ("C", 50, 50)):
+        rows.append({"zone": zone_codes[zone], "commuter": 0, "age": 40.0, "count": yes})
+        rows.append({"zone": zone_codes[zone], "commuter": 1, "age": 10.0, "count": no})
+    return pd.DataFrame(rows)
+
+
+def test_tours_chain_fit_the_od_table_exactly_and_go_to_the_commuters_only(tmp_path):
+    project = load_project(_trip_project(tmp_path))
+    population = _population(project)
+    result = synthesize_trips(project, population, seed=3)
+    trips = result.trips
+    assert len(trips) == 2 * 300 and set(trips["trip_num"]) == {1, 2}
+    # person ids as the persons file numbers them: record k's persons after those of records 0..k-1
+    first = np.cumsum(population["count"]) - population["count"]
+    commuters = set()
+    for k in np.flatnonzero(population["commuter"].to_numpy() == 0):
+        commuters |= set(range(first[k] + 1, first[k] + population["count"][k] + 1))
+    assert set(trips["person_id"]) == commuters
+    out = trips[trips["trip_num"] == 1]
+    back = trips[trips["trip_num"] == 2]
+    od = pd.read_csv(tmp_path / "od.csv")
+    got = out.groupby(["origin", "destination"]).size()
+    want = od.set_index(["origin", "destination"])["workers"]
+    assert got.reindex(want.index).fillna(0).astype(int).tolist() == want.tolist()  # the OD equals its table
+    assert (back["origin"].to_numpy() == out["destination"].to_numpy()).all()
+    assert (back["destination"].to_numpy() == out["origin"].to_numpy()).all()
+    assert (back["depart"].map(_minutes).to_numpy() > out["depart"].map(_minutes).to_numpy() + 8 * 60).all()
+    assert result.report["chains"] == {"persons": 300, "broken": 0, "consistent_share": 1.0}
+    assert result.report["tables"]["od"]["cpc"] == 1.0
+    shares = out["mode"].value_counts(normalize=True)
+    assert shares["car"] == pytest.approx(0.8, abs=0.02)
+    morning = out["depart"].map(_minutes).between(360, 479).mean()
+    assert morning == pytest.approx(0.5, abs=0.02)
+    assert (result.per_person["commute_km"].to_numpy() == out["distance_km"].to_numpy()).all()
+
+
+def _minutes(clock: str) -> int:
+    hours, minutes = clock.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def test_without_an_od_table_the_trips_follow_productions_attractions_and_the_distance_decay(tmp_path):
+    root = _trip_project(tmp_path, **{"attractions.csv": "destination,workers\nA,70\nB,170\nC,60\n"})
+    text = (root / "synthor.toml").read_text(encoding="utf-8")
+    text = text.replace(
+        'name = "od"\nfile = "od.csv"\nvariables = ["origin", "destination"]',
+        'name = "jobs"\nfile = "attractions.csv"\nvariables = ["destination"]',
+    )
+    text = text.replace("stay_hours = 8.5", "stay_hours = 8.5\nmean_km = 5.0")
+    (root / "synthor.toml").write_text(text, encoding="utf-8")
+    project = load_project(root)
+    result = synthesize_trips(project, _population(project), seed=1)
+    out = result.trips[result.trips["trip_num"] == 1]
+    assert out.groupby("destination").size().to_dict() == {"A": 70, "B": 170, "C": 60}
+    assert out.groupby("origin").size().to_dict() == {"A": 150, "B": 100, "C": 50}
+    assert out["distance_km"].mean() == pytest.approx(5.0, abs=0.5)
+    assert result.report["prior"]["distance_decay_per_km"] > 0
