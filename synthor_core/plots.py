@@ -419,3 +419,254 @@ def zone_map(shapes, values: pd.Series, title: str) -> go.Figure:
         plot_bgcolor="white",
     )
     return fig
+
+
+# --- trips (DESIGN §13) ---------------------------------------------------------------------------------------------
+
+DISTANCE_BANDS_KM = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0, math.inf)  # bands of the mode-by-distance chart
+
+
+def _minutes(depart: pd.Series) -> np.ndarray:
+    """``HH:MM`` (hours past 24 on the next day) as minutes after midnight, int64."""
+    parts = depart.astype(str).str.split(":", n=1, expand=True)
+    return (parts[0].astype(np.int64) * 60 + parts[1].astype(np.int64)).to_numpy()
+
+
+def trip_fit_frame(trip_report: dict) -> pd.DataFrame:
+    """One row per trip table of a run's ``report["trips"]``: its variables, TVD, SRMSE and CPC (OD tables; empty
+    otherwise) and where its figures come from."""
+    rows = [
+        {
+            "table": name,
+            "variables": " x ".join(fit["variables"]),
+            "TVD": fit["tvd"],
+            "SRMSE": fit["srmse"],
+            "CPC": fit.get("cpc"),
+            "source": fit.get("source", ""),
+        }
+        for name, fit in trip_report.get("tables", {}).items()
+    ]
+    return pd.DataFrame(rows, columns=["table", "variables", "TVD", "SRMSE", "CPC", "source"])
+
+
+def trip_table_comparison(name: str, labels, target: np.ndarray, synthetic: np.ndarray) -> go.Figure:
+    """Target vs synthetic trips of one trip table: grouped bars of shares for a table of one variable; for more
+    (an OD table), each cell's synthetic count against its target count (log axes, the diagonal a perfect fit).
+
+    Parameters
+    ----------
+    name : str, the table's name (escaped)
+    labels : tuple of tuple of str, the cell labels along each axis
+    target, synthetic : ndarray of float, the table's shape
+    """
+    if target.ndim == 1:
+        t = target / target.sum() if target.sum() > 0 else target
+        s = synthetic / synthetic.sum() if synthetic.sum() > 0 else synthetic
+        names = [_label(v) for v in labels[0]]
+        fig = go.Figure([go.Bar(x=names, y=t, name="target"), go.Bar(x=names, y=s, name="synthetic")])
+        fig.update_layout(
+            barmode="group",
+            yaxis_title="share of trips",
+            height=360,
+            title={"text": _label(name), "font": {"size": 13}},
+            margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        )
+        return fig
+    counted = (target > 0) | (synthetic > 0)
+    t, s = target[counted] + 0.5, synthetic[counted] + 0.5  # + 0.5: empty cells show on log axes
+    top = float(max(t.max(), s.max())) if t.size else 1.0
+    fig = go.Figure(
+        [
+            go.Scattergl(x=t, y=s, mode="markers", marker={"size": 4, "opacity": 0.4}, name="cells", hoverinfo="skip"),
+            go.Scatter(
+                x=[0.5, top], y=[0.5, top], mode="lines", line={"color": "#7f7f7f", "dash": "dot"}, name="equal"
+            ),
+        ]
+    )
+    fig.update_xaxes(type="log", title="target trips per cell (+0.5)")
+    fig.update_yaxes(type="log", title="synthetic trips per cell (+0.5)")
+    fig.update_layout(
+        height=420, title={"text": _label(name), "font": {"size": 13}}, margin={"l": 10, "r": 10, "t": 40, "b": 10}
+    )
+    return fig
+
+
+def od_heatmap(trips: pd.DataFrame, zones, depart: tuple[int, int] | None = None, purpose: str | None = None):
+    """Trips from each origin (rows) to each destination (columns), as a heatmap; the zones in their project order.
+
+    Parameters
+    ----------
+    trips : DataFrame with ``origin``, ``destination``, ``depart`` (``HH:MM``), ``purpose``
+    zones : sequence of str, the zone ids
+    depart : (start, end) minutes after midnight, optional: trips departing in [start, end) only
+    purpose : str, optional: trips of this purpose only
+
+    Returns
+    -------
+    Figure; trip counts on a square-root colour scale (a few large cells would hide the rest), hover gives counts.
+    """
+    chosen = trips
+    if purpose is not None:
+        chosen = chosen[chosen["purpose"] == purpose]
+    if depart is not None:
+        minutes = _minutes(chosen["depart"]) % (24 * 60)
+        chosen = chosen[(minutes >= depart[0]) & (minutes < depart[1])]
+    index = {z: i for i, z in enumerate(zones)}
+    counts = np.zeros((len(index), len(index)))
+    o = chosen["origin"].map(index).to_numpy()
+    d = chosen["destination"].map(index).to_numpy()
+    np.add.at(counts, (o, d), 1)
+    names = [_label(z) for z in zones]
+    fig = go.Figure(
+        go.Heatmap(
+            z=np.sqrt(counts),
+            x=names,
+            y=names,
+            customdata=counts,
+            colorscale="Blues",
+            colorbar={"title": {"text": "trips (sqrt)"}, "thickness": 12},
+            hovertemplate="from %{y} to %{x}: %{customdata:,.0f} trips<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title="destination", showticklabels=False)
+    fig.update_yaxes(title="origin", showticklabels=False, autorange="reversed")
+    fig.update_layout(
+        height=560,
+        title={"text": f"{len(chosen):,} trips", "font": {"size": 13}},
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
+    return fig
+
+
+def flow_map(
+    trips: pd.DataFrame, centroids: pd.DataFrame, shapes=None, top: int = 300, purpose: str | None = None
+) -> go.Figure:
+    """The largest flows between zones as lines between their centroids, over the zones' outlines when given; plain
+    longitude / latitude axes: no map tiles, nothing fetched.
+
+    Parameters
+    ----------
+    trips : DataFrame with ``origin``, ``destination`` (and ``purpose``)
+    centroids : DataFrame indexed by zone id with ``lon`` and ``lat`` (degrees)
+    shapes : ZoneShapes, optional, drawn as grey outlines
+    top : int, the flows drawn (largest first; intrazonal trips are dots sized by their count)
+    purpose : str, optional
+    """
+    chosen = trips if purpose is None else trips[trips["purpose"] == purpose]
+    flows = chosen.groupby(["origin", "destination"]).size().sort_values(ascending=False)
+    fig = go.Figure()
+    if shapes is not None:
+        xs: list = []
+        ys: list = []
+        for rings in shapes.rings.values():
+            for ring in rings:
+                xs += [*ring[:, 0], None]
+                ys += [*ring[:, 1], None]
+        fig.add_trace(
+            go.Scatter(
+                x=xs, y=ys, mode="lines", line={"width": 0.5, "color": "#bbbbbb"}, hoverinfo="skip", name="zones"
+            )
+        )
+    between = flows[[o != d for o, d in flows.index]].head(top)
+    largest = float(between.max()) if len(between) else 1.0
+    # flows in five width classes (one trace each: plotly draws one width per trace)
+    classes = np.minimum((between.to_numpy() / largest * 5).astype(int), 4)
+    for k in range(5):
+        xs, ys, texts = [], [], []
+        for (o, d), n in between[classes == k].items():
+            if o in centroids.index and d in centroids.index:
+                xs += [centroids.at[o, "lon"], centroids.at[d, "lon"], None]
+                ys += [centroids.at[o, "lat"], centroids.at[d, "lat"], None]
+                texts += [f"{_label(o)} -> {_label(d)}: {n:,} trips"] * 2 + [None]
+        if xs:
+            low, high = int(largest * k / 5), int(largest * (k + 1) / 5)
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    mode="lines",
+                    line={"width": 0.6 + 1.4 * k, "color": "#b2182b"},
+                    opacity=0.35 + 0.13 * k,
+                    text=texts,
+                    hoverinfo="text",
+                    name=f"{low:,}-{high:,} trips",
+                )
+            )
+    inside = flows[[o == d for o, d in flows.index]]
+    inside = inside[[z in centroids.index for z, _ in inside.index]]
+    if len(inside):
+        zones = [z for z, _ in inside.index]
+        fig.add_trace(
+            go.Scatter(
+                x=centroids.loc[zones, "lon"],
+                y=centroids.loc[zones, "lat"],
+                mode="markers",
+                marker={"size": 4 + 12 * np.sqrt(inside.to_numpy() / inside.max()), "color": "#2166ac", "opacity": 0.5},
+                text=[
+                    f"{_label(z)}: {n:,} trips inside the zone" for z, n in zip(zones, inside.to_numpy(), strict=True)
+                ],
+                hoverinfo="text",
+                name="within a zone",
+            )
+        )
+    ratio = 1 / math.cos(math.radians(float(centroids["lat"].mean()))) if len(centroids) else 1.0
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=ratio)
+    fig.update_layout(
+        height=560,
+        plot_bgcolor="white",
+        title={"text": f"the {len(between):,} largest flows between zones", "font": {"size": 13}},
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
+    return fig
+
+
+def departure_purpose_heatmap(trips: pd.DataFrame) -> go.Figure:
+    """Trips by hour of departure (columns; hours past 24 are the next morning) and purpose (rows), as counts."""
+    hours = _minutes(trips["depart"]) // 60
+    top = max(int(hours.max()) + 1, 24) if len(hours) else 24
+    purposes = list(dict.fromkeys(trips["purpose"]))
+    counts = np.zeros((len(purposes), top))
+    index = {p: i for i, p in enumerate(purposes)}
+    np.add.at(counts, (trips["purpose"].map(index).to_numpy(), hours), 1)
+    fig = go.Figure(
+        go.Heatmap(
+            z=counts,
+            x=[f"{h:02d}" for h in range(top)],
+            y=[_label(p) for p in purposes],
+            colorscale="Blues",
+            colorbar={"title": {"text": "trips"}, "thickness": 12},
+            hovertemplate="%{y}, departing %{x}:00-%{x}:59: %{z:,.0f} trips<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title="hour of departure")
+    fig.update_layout(height=260, margin={"l": 10, "r": 10, "t": 20, "b": 10})
+    return fig
+
+
+def mode_by_distance(trips: pd.DataFrame, modes, bands=DISTANCE_BANDS_KM) -> go.Figure:
+    """The share of each mode among the trips of each distance band (stacked bars, each band 100 %), trips per band
+    in the hover."""
+    band = np.searchsorted(np.asarray(bands), trips["distance_km"].to_numpy(), side="right") - 1
+    names = [f"{a:g}-{b:g} km" if math.isfinite(b) else f"{a:g} km or more" for a, b in zip(bands[:-1], bands[1:])]
+    table = pd.crosstab(band, trips["mode"]).reindex(index=range(len(names)), columns=list(modes), fill_value=0)
+    shares = table.div(table.sum(axis=1).replace(0, 1), axis=0)
+    fig = go.Figure(
+        [
+            go.Bar(
+                x=names,
+                y=shares[m],
+                name=_label(m),
+                customdata=table[m],
+                hovertemplate="%{x}: %{y:.1%} (%{customdata:,} trips)<extra>" + _label(m) + "</extra>",
+            )
+            for m in modes
+        ]
+    )
+    fig.update_layout(
+        barmode="stack",
+        yaxis={"title": "share of the band's trips", "tickformat": ".0%"},
+        height=360,
+        margin={"l": 10, "r": 10, "t": 20, "b": 10},
+    )
+    return fig
