@@ -48,6 +48,7 @@ page = st.navigation(
         st.Page("app_pages/synthesize.py", title="Synthesize", icon=":material/play_circle:"),
         st.Page("app_pages/evaluate.py", title="Evaluate & export", icon=":material/fact_check:"),
         st.Page("app_pages/households.py", title="Households in zones", icon=":material/holiday_village:"),
+        st.Page("app_pages/trips.py", title="Trips", icon=":material/commute:"),
         st.Page("app_pages/runs.py", title="Runs", icon=":material/history:"),
     ]
 )

@@ -23,6 +23,8 @@ from synthor_core.targets.model import Project
 
 EXAMPLE_DIR = Path(__file__).resolve().parent / "examples" / "adult"
 EXAMPLE_LABEL = "UCI Adult, 1994 Current Population Survey (bundled example)"
+TRIPS_EXAMPLE_DIR = Path(__file__).resolve().parent / "examples" / "travis_commuting"
+TRIPS_EXAMPLE_LABEL = "Travis County TX commuters, LODES 2018 (bundled example with trips)"
 
 
 # settings the user chose on a page, kept while they are on another (widgets without a default of their own: the
@@ -194,10 +196,15 @@ def show_downloads(run_id: str, key: str) -> None:
     labels = {
         "population.csv": ("Population (CSV)", "text/csv"),
         "population.parquet": ("Population (Parquet)", "application/octet-stream"),
+        "persons.csv": ("Persons (CSV)", "text/csv"),
+        "trips.csv": ("Trips (CSV)", "text/csv"),
         "report.json": ("report.json", "application/json"),
         "project.zip": ("Project folder + run settings (zip)", "application/zip"),
     }
-    for col, (name, (label, mime)) in zip(cols, labels.items()):
+    shown = [(name, label) for name, label in labels.items() if name in files]
+    if len(shown) > len(cols):
+        cols = st.columns(len(shown))
+    for col, (name, (label, mime)) in zip(cols, shown):
         if name in files:
             col.download_button(
                 label, data=files[name], file_name=f"{run_id}_{name}", mime=mime, key=f"{key}.{name}", on_click="ignore"
@@ -405,6 +412,18 @@ def run_population(run_id: str):
 
 
 _MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$:=")
+
+
+@st.cache_resource(max_entries=4, show_spinner="Reading the trips")
+def run_trips(run_id: str):
+    """The trips of a finished run of a project with trips (``trips.csv``'s columns), or None: from memory when this
+    process ran it, otherwise from the store."""
+    runner = get_runner()
+    if run_id in runner.run_ids():
+        snap = runner.snapshot(run_id)
+        if snap.trips is not None:
+            return snap.trips.trips
+    return runner.store.trips(run_id)
 
 
 def count_of(n: int, noun: str, plural: str | None = None) -> str:

@@ -10,6 +10,8 @@ import streamlit as st
 from app_session import (
     EXAMPLE_DIR,
     EXAMPLE_LABEL,
+    TRIPS_EXAMPLE_DIR,
+    TRIPS_EXAMPLE_LABEL,
     UploadError,
     as_text,
     count_of,
@@ -49,12 +51,16 @@ st.title("Data")
 left, right = st.columns([3, 2])
 with left:
     st.caption(f"Project: **{as_text(st.session_state['data.project_label'])}**")
-    buttons = st.columns(2)
+    buttons = st.columns(3)
     if buttons[0].button("Open the bundled example", key="data.open_example"):
         st.session_state["data.project_dir"] = str(EXAMPLE_DIR)
         st.session_state["data.project_label"] = EXAMPLE_LABEL
         st.rerun()
-    if buttons[1].button("Start a new, empty project", key="data.new"):
+    if buttons[1].button("Open the commuting example (trips)", key="data.open_trips_example"):
+        st.session_state["data.project_dir"] = str(TRIPS_EXAMPLE_DIR)
+        st.session_state["data.project_label"] = TRIPS_EXAMPLE_LABEL
+        st.rerun()
+    if buttons[2].button("Start a new, empty project", key="data.new"):
         new_draft()
         st.rerun()
 with right:
@@ -210,6 +216,34 @@ with overview:
                 ),
                 hide_index=True,
                 width="stretch",
+            )
+        if project.trips is not None:
+            trips = project.trips
+            st.subheader("Trips")
+            st.caption(
+                f"Persons meeting `{as_text(trips.who.condition)}` make one tour a day: "
+                f"{as_text(' → '.join(['home', *trips.tour[:-1]]))} → home; "
+                f"{count_of(len(trips.zones), 'zone')}, modes {as_text(', '.join(trips.modes))}. "
+                "The trip tables count each tour's first trip."
+            )
+            st.dataframe(
+                pd.DataFrame(
+                    [
+                        {
+                            "trip table": t.name,
+                            "variables": " x ".join(t.variables),
+                            "cells": t.counts.size,
+                            "cells with trips": int((t.counts > 0).sum()),
+                            "total": float(t.counts.sum()),
+                            "source": t.source,
+                        }
+                        for t in trips.tables
+                    ]
+                ),
+                hide_index=True,
+                width="stretch",
+                key="data.trip_tables",
+                column_config={"total": st.column_config.NumberColumn(format="localized")},
             )
         names = [t.name for t in project.tables]
         chosen = st.selectbox("Preview a table", names, key=f"data.preview.{P}")

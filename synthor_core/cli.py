@@ -319,10 +319,10 @@ def _command_run(args: argparse.Namespace) -> int:
         return 2
     if isinstance(project, HouseholdProject):
         return _run_households(args, project, config, llm_settings, started)
-    return _run_persons(args, project, config, llm_settings)
+    return _run_persons(args, project, config, llm_settings, started)
 
 
-def _run_persons(args: argparse.Namespace, project, config: SynthesisConfig, llm_settings) -> int:
+def _run_persons(args: argparse.Namespace, project, config: SynthesisConfig, llm_settings, started: float) -> int:
     rules = load_rules(args.rules, project.schema) if args.rules else list(project.rules)
     maxent = MaxEntPrior(project, mode=config.mode, rules=rules, within_bin=args.within_bin)
     prior: Prior
@@ -388,6 +388,7 @@ def _run_persons(args: argparse.Namespace, project, config: SynthesisConfig, llm
             f"{trips['chains']['consistent_share']:.2%} of the tours chain; {trips['seconds']:.1f} s -> "
             f"{args.out / 'persons.csv'}, {args.out / 'trips.csv'}"
         )
+        print(f"run: {time.perf_counter() - started:.1f} s in all, peak memory {_peak_mib():,.0f} MiB")
     for name, numeric in report.get("numeric_controls", {}).items():
         worst = numeric["max_relative_error"]
         print(
@@ -618,6 +619,14 @@ class _StopOnSignal:
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+def _peak_mib() -> float:
+    """This process's peak resident memory so far, MiB (``ru_maxrss``: kB on Linux, bytes on macOS)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 class _CheckpointWriter:

@@ -433,15 +433,15 @@ def _minutes(depart: pd.Series) -> np.ndarray:
 
 
 def trip_fit_frame(trip_report: dict) -> pd.DataFrame:
-    """One row per trip table of a run's ``report["trips"]``: its variables, TVD, SRMSE and CPC (OD tables; empty
-    otherwise) and where its figures come from."""
+    """One row per trip table of a run's ``report["trips"]``: its variables, TVD, SRMSE and CPC (text with 4 decimals
+    for OD tables, empty otherwise: a table shows no "None") and where its figures come from."""
     rows = [
         {
             "table": name,
             "variables": " x ".join(fit["variables"]),
             "TVD": fit["tvd"],
             "SRMSE": fit["srmse"],
-            "CPC": fit.get("cpc"),
+            "CPC": f"{fit['cpc']:.4f}" if "cpc" in fit else "",
             "source": fit.get("source", ""),
         }
         for name, fit in trip_report.get("tables", {}).items()
@@ -483,8 +483,8 @@ def trip_table_comparison(name: str, labels, target: np.ndarray, synthetic: np.n
             ),
         ]
     )
-    fig.update_xaxes(type="log", title="target trips per cell (+0.5)")
-    fig.update_yaxes(type="log", title="synthetic trips per cell (+0.5)")
+    fig.update_xaxes(type="log", dtick=1, title="target trips per cell (+0.5)")  # ticks at 1, 10, 100, ...
+    fig.update_yaxes(type="log", dtick=1, title="synthetic trips per cell (+0.5)")
     fig.update_layout(
         height=420, title={"text": _label(name), "font": {"size": 13}}, margin={"l": 10, "r": 10, "t": 40, "b": 10}
     )
@@ -528,8 +528,9 @@ def od_heatmap(trips: pd.DataFrame, zones, depart: tuple[int, int] | None = None
             hovertemplate="from %{y} to %{x}: %{customdata:,.0f} trips<extra></extra>",
         )
     )
-    fig.update_xaxes(title="destination", showticklabels=False)
-    fig.update_yaxes(title="origin", showticklabels=False, autorange="reversed")
+    # zone ids as categories: numeric-looking ids (tract GEOIDs) would otherwise be placed as numbers
+    fig.update_xaxes(title="destination", showticklabels=False, type="category")
+    fig.update_yaxes(title="origin", showticklabels=False, autorange="reversed", type="category")
     fig.update_layout(
         height=560,
         title={"text": f"{len(chosen):,} trips", "font": {"size": 13}},

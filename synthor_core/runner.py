@@ -242,13 +242,13 @@ def _execute_persons(
     if rules:
         report["rules"] = rules_report(project, result.population, rules, fit_cost=None if fit_cost_now else {})
     output = RunOutput(result, report, prior)
-    if out is None:
-        return output
     trips = None
-    if project.trips is not None and not result.error:
+    if project.trips is not None and not result.error and int(result.population["count"].sum()) > 0:
         trips = synthesize_trips(project, result.population, config.seed)
         report["trips"] = trips.report
         output.trips = trips
+    if out is None:
+        return output
     with FileBatch() as batch:  # renamed together: a full disk leaves the last checkpoint and its report as they were
         decoded = project.schema.decode(result.population)
         if trips is None:
@@ -380,6 +380,8 @@ class RunSnapshot:
     store_error : str or None
         Why the run store could not record the ended run (a full disk): its result is kept in this process
         (:meth:`Runner.exports`) until it ends.
+    trips : TripResult or None
+        The trips of a person run of a project with ``[trips]``, once it ended.
     """
 
     run_id: str
@@ -397,6 +399,7 @@ class RunSnapshot:
     stage: str = ""
     report: dict | None = None
     store_error: str | None = None
+    trips: TripResult | None = None
 
     @property
     def elapsed_s(self) -> float:
@@ -626,7 +629,8 @@ class Runner:
                     self.store.add_llm_calls(snap.run_id, list(prior.calls))
                 else:
                     self.store.add_llm_calls(snap.run_id, [])
-                self.store.finish_run(snap.run_id, status, ended, report, population, error)
+                trips = output.trips.trips if output.trips is not None else None
+                self.store.finish_run(snap.run_id, status, ended, report, population, error, trips)
             except STORE_ERRORS as exc:  # a full disk: the result stays in this process
                 logging.getLogger("synthor").error(
                     "run %s: the store could not record the ended run\n%s", snap.run_id, traceback.format_exc()
@@ -635,6 +639,7 @@ class Runner:
         self._update(
             run,
             result=result,
+            trips=output.trips,
             status=status,
             ended_at=ended,
             error=error,
@@ -698,7 +703,10 @@ class Runner:
                     project = self.store.project_zip(run_id)
                 except STORE_ERRORS as exc:
                     logging.getLogger("synthor").error("run %s: project zip not read from the store: %s", run_id, exc)
-            return person_exports(snap.project.schema.decode(snap.result.population), snap.report, project, run_id)
+            trips = snap.trips.trips if snap.trips is not None else None
+            return person_exports(
+                snap.project.schema.decode(snap.result.population), snap.report, project, run_id, trips
+            )
         return self.store.exports(run_id) if self.store is not None else {}
 
     def stop(self, run_id: str) -> None:

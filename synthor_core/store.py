@@ -28,9 +28,10 @@ import pandas as pd
 
 from .aggregate import quote_ident
 from .errors import StoreBusyError, SynthorError
-from .export import write_population
+from .export import write_population, write_trips
 from .synthesis.config import SynthesisConfig
 from .synthesis.events import HouseholdIteration, IterationEvent
+from .synthesis.trips import TRIP_COLUMNS, per_person_columns
 from .targets.model import HouseholdProject, Project
 
 SCHEMA_VERSION = 3  # 2: runs.owner, process, checkpoint_iteration; status "interrupted". 3: household runs in runs
@@ -327,8 +328,10 @@ class RunStore:
         report: dict | None = None,
         population: pd.DataFrame | None = None,
         error: str | None = None,
+        trips: pd.DataFrame | None = None,
     ) -> None:
-        """Record the end of a run: status, report, and the population (labels + ``count``)."""
+        """Record the end of a run: status, report, the population (labels + ``count``) and its trips (the columns
+        of ``trips.csv``, :data:`~synthor_core.synthesis.trips.TRIP_COLUMNS`), in one transaction."""
         with self._connect() as cur:
             cur.execute("BEGIN TRANSACTION")
             if population is not None:
@@ -337,6 +340,10 @@ class RunStore:
                     f"CREATE OR REPLACE TABLE {quote_ident('population_' + run_id)} AS SELECT * FROM final_population"
                 )
                 cur.unregister("final_population")
+            if trips is not None:
+                cur.register("final_trips", trips[list(TRIP_COLUMNS)])
+                cur.execute(f"CREATE OR REPLACE TABLE {quote_ident('trips_' + run_id)} AS SELECT * FROM final_trips")
+                cur.unregister("final_trips")
             iterations = report.get("iterations") if report else None
             cur.execute(
                 "UPDATE runs SET status = ?, ended_at = ?, error = ?, report = ?, iterations = ?, "
@@ -465,6 +472,7 @@ class RunStore:
             for table in ("runs", "iterations", "proposals", "llm_calls"):
                 cur.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
             cur.execute(f"DROP TABLE IF EXISTS {quote_ident('population_' + run_id)}")
+            cur.execute(f"DROP TABLE IF EXISTS {quote_ident('trips_' + run_id)}")
             cur.execute("COMMIT")
         return row[3]
 
@@ -604,6 +612,14 @@ class RunStore:
                 return None
             return cur.execute(f"SELECT * FROM {quote_ident('population_' + run_id)}").df()
 
+    def trips(self, run_id: str) -> pd.DataFrame | None:
+        """The trips of a finished run of a project with trips (the columns of ``trips.csv``, in person and trip
+        order), or None."""
+        with self._connect() as cur:
+            if not self._has_table(cur, f"trips_{run_id}"):
+                return None
+            return cur.execute(f"SELECT * FROM {quote_ident('trips_' + run_id)} ORDER BY person_id, trip_num").df()
+
     @classmethod
     def _has_population(cls, cur: duckdb.DuckDBPyConnection, run_id: str) -> bool:
         """Whether the run has a population table (final or checkpoint)."""
@@ -636,15 +652,21 @@ class RunStore:
         population = self.population(run_id)
         if population is None:
             return {}
-        return person_exports(population, self.report(run_id), self.project_zip(run_id), run_id)
+        return person_exports(population, self.report(run_id), self.project_zip(run_id), run_id, self.trips(run_id))
 
 
 def person_exports(
-    population: pd.DataFrame, report: dict | None, project: bytes | None = None, run_id: str = ""
+    population: pd.DataFrame,
+    report: dict | None,
+    project: bytes | None = None,
+    run_id: str = "",
+    trips: pd.DataFrame | None = None,
 ) -> dict[str, bytes]:
     """Download files of a person run: ``population.csv``, ``population.parquet``
     (:func:`synthor_core.export.write_population`), ``report.json`` (when given) and, with the project's zip bytes
-    and a report, ``project.zip`` with ``RUN.md`` (the command that repeats the run from the CLI).
+    and a report, ``project.zip`` with ``RUN.md`` (the command that repeats the run from the CLI). With ``trips``
+    (a project with ``[trips]``): ``persons.csv`` / ``.parquet`` (each person's trips and commute) and ``trips.csv`` /
+    ``.parquet`` instead of ``population.*``, the files the CLI writes.
 
     Parameters
     ----------
@@ -656,7 +678,12 @@ def person_exports(
     run_id : str
     """
     with tempfile.TemporaryDirectory(prefix="synthor-export-") as scratch:
-        out = {p.name: p.read_bytes() for p in write_population(population, Path(scratch))}
+        if trips is None:
+            written = write_population(population, Path(scratch))
+        else:
+            written = write_population(population, Path(scratch), name="persons", per_person=per_person_columns(trips))
+            written += write_trips(trips, Path(scratch))
+        out = {p.name: p.read_bytes() for p in written}
     if report is not None:
         out["report.json"] = json.dumps(report, indent=2).encode("utf-8")
     if project is not None and report is not None:  # a running run (checkpoint) has no report yet

@@ -7,13 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from pydantic import ValidationError
 
 from ..errors import Problem, RuleError, TargetValidationError
 from ..expressions import compile_rule
-from ..geography import flag_rows
+from ..geography import ZoneShapes, flag_rows, read_zone_shapes
 from ..schema import CategoricalVariable, Schema
-from ..targets.model import PROJECT_FILE, NumericControl, Project, ProjectSpec
+from ..targets.model import PROJECT_FILE, NumericControl, Project, ProjectSpec, ZonesSpec
 from ..targets.tables import (
     harmonize,
     inside_folder,
@@ -129,6 +130,9 @@ def _load(path: Path) -> tuple[Project | None, list[Problem]]:
         )
         if trip_problems:
             return None, trip_problems
+    shapes = None
+    if spec.zones is not None and spec.zones.shapes is not None:
+        shapes = _zone_shapes(spec.zones, schema, root, problems)
     rules = []
     for i, entry in enumerate(spec.rules, start=1):
         try:
@@ -150,7 +154,23 @@ def _load(path: Path) -> tuple[Project | None, list[Problem]]:
         spec.zones.level if spec.zones is not None else None,
         trips,
         tuple(rules),
+        shapes,
     ), []
+
+
+def _zone_shapes(zones: ZonesSpec, schema: Schema, root: Path, problems: list[Problem]) -> ZoneShapes | None:
+    """``[zones] shapes``: the zone polygons (:func:`~synthor_core.geography.read_zone_shapes`), or None."""
+    assert zones.shapes is not None  # called when the project names its shapes
+    path = inside_folder(root, zones.shapes, PROJECT_FILE, "zones.shapes", problems)
+    if path is None:
+        return None
+    if not path.is_file():
+        problems.append(Problem(zones.shapes, "file not found"))
+        return None
+    ids = pd.Index(schema[zones.level].categories)  # type: ignore[union-attr]
+    shapes, found = read_zone_shapes(path.read_bytes(), zones.level, ids, zones.shapes_id or zones.level, zones.shapes)
+    problems += found
+    return shapes
 
 
 def _with_zones(spec: ProjectSpec, schema: Schema, root: Path, problems: list[Problem]) -> Schema | None:

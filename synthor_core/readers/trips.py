@@ -63,7 +63,7 @@ def read_trips(
         )
     if any(not np.isfinite(v) or v <= 0 for v in spec.speed_kmh.values()):
         problems.append(Problem(PROJECT_FILE, "speeds must be positive km/h", column="trips.speed_kmh"))
-    distance = _distances(spec, zones, zone_level, zones_file, root, problems)
+    distance, centroids = _distances(spec, zones, zone_level, zones_file, root, problems)
     frames: list[tuple[TripTableSpec, pd.DataFrame, int]] = []
     for table in spec.tables:
         frame, first_row = _read(root, table.file, f"{where} table {table.name!r}", problems)
@@ -85,6 +85,7 @@ def read_trips(
             stay_minutes=round(spec.stay_hours * 60),
             tables=tuple(t for t in tables if t is not None),
             mean_km=spec.mean_km,
+            centroids=centroids,
         ),
         [],
     )
@@ -137,18 +138,26 @@ def _zone_codes(frame, column, zones, file, first_row, problems) -> np.ndarray:
     return codes.fillna(-1).to_numpy(dtype=np.int64)
 
 
-def _distances(spec, zones, level, zones_file, root, problems) -> np.ndarray | None:
+def _distances(spec, zones, level, zones_file, root, problems) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(distance matrix in km, shape (n, n), or None after a problem; centroids (lon, lat) in degrees, shape (n, 2),
+    or None when the zones file has no centroid columns)."""
     frame, first_row = _read(root, zones_file, f"{PROJECT_FILE} [zones]", problems)
     if frame is None:
-        return None
+        return None, None
+    centroids = None
     n = len(zones)
     row_of = {z: i for i, z in enumerate(frame[level].str.strip())}
     order = np.array([row_of[z] for z in zones])
     distance = np.full((n, n), np.nan)
     has_centroids = spec.lon in frame.columns and spec.lat in frame.columns
     if has_centroids:
-        lon = np.radians(_numbers(frame, spec.lon, zones_file, first_row, problems, signed=True)[order])
-        lat = np.radians(_numbers(frame, spec.lat, zones_file, first_row, problems, signed=True)[order])
+        centroids = np.column_stack(
+            [
+                _numbers(frame, spec.lon, zones_file, first_row, problems, signed=True)[order],
+                _numbers(frame, spec.lat, zones_file, first_row, problems, signed=True)[order],
+            ]
+        )
+        lon, lat = np.radians(centroids[:, 0]), np.radians(centroids[:, 1])
         # great-circle distance (haversine) between centroids
         h = (
             np.sin((lat[:, None] - lat[None, :]) / 2) ** 2
@@ -162,7 +171,7 @@ def _distances(spec, zones, level, zones_file, root, problems) -> np.ndarray | N
             absent = [c for c in need if c not in table.columns]
             if absent:
                 problems.append(Problem(spec.distances, f"expected columns {need}; missing {absent}", row=1))
-                return None
+                return None, centroids
             o = _zone_codes(table, "origin", zones, spec.distances, table_row, problems)
             d = _zone_codes(table, "destination", zones, spec.distances, table_row, problems)
             km = _numbers(table, "distance_km", spec.distances, table_row, problems)
@@ -176,17 +185,17 @@ def _distances(spec, zones, level, zones_file, root, problems) -> np.ndarray | N
                 f"give the zones file centroid columns {spec.lon!r} and {spec.lat!r}",
             )
         )
-        return None
+        return None, centroids
     if spec.area is not None:
         if spec.area not in frame.columns:
             problems.append(Problem(zones_file, f"expected a column {spec.area!r} (km²)", row=1, column="trips.area"))
-            return None
+            return None, centroids
         radius = np.sqrt(_numbers(frame, spec.area, zones_file, first_row, problems)[order] / np.pi)
         inner = np.diag(distance).copy()
         zero = inner <= 0
         inner[zero] = defaults.INTRAZONAL_CIRCLE_FACTOR * radius[zero]
         np.fill_diagonal(distance, inner)
-    return distance
+    return distance, centroids
 
 
 def _intervals(frame: pd.DataFrame, file: str, first_row: int, problems: list[Problem]) -> list[tuple[int, int]] | None:

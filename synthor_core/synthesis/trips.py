@@ -181,23 +181,15 @@ def synthesize_trips(project: Project, population: pd.DataFrame, seed: int | Non
     person_of_trip = np.empty(cell.size, dtype=np.int64)
     person_of_trip[by_origin] = person[by_home]
     frame = _tours(trips, cells, cell, person_of_trip, rng)
-    outbound = frame[frame["trip_num"] == 1]
-    per_person = pd.DataFrame(
-        {
-            "person_id": outbound["person_id"].to_numpy(),
-            "trips": np.full(len(outbound), len(trips.tour), dtype=np.int64),
-            "commute_km": outbound["distance_km"].to_numpy(),
-        }
-    )
     report = {
         "travellers": int(productions.sum()),
         "trips": len(frame),
         "prior": note,
-        "tables": trip_fit(trips, cells, cell),
+        "tables": trip_fit(trips, frame),
         "chains": chain_check(frame, dict(zip(person, home, strict=True)), trips),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    return TripResult(frame, per_person, report)
+    return TripResult(frame, per_person_columns(frame), report)
 
 
 def _tours(trips: TripProject, cells: _Cells, cell, person, rng) -> pd.DataFrame:
@@ -237,12 +229,54 @@ def _tours(trips: TripProject, cells: _Cells, cell, person, rng) -> pd.DataFrame
     return frame.reset_index(drop=True)
 
 
-def trip_fit(trips: TripProject, cells: _Cells, cell: np.ndarray) -> dict:
-    """The fit of each trip table by the outbound trips (integer), with CPC for an OD table."""
+def per_person_columns(trips: pd.DataFrame) -> pd.DataFrame:
+    """What the persons file adds for each traveller, computed from the trips: ``person_id``, ``trips`` (int64, the
+    trips of the day) and ``commute_km`` (float64, the first trip's distance), in person order."""
+    ordered = trips.sort_values(["person_id", "trip_num"], kind="stable")
+    grouped = ordered.groupby("person_id", sort=True)
+    return pd.DataFrame(
+        {
+            "person_id": grouped.size().index.to_numpy(dtype=np.int64),
+            "trips": grouped.size().to_numpy(dtype=np.int64),
+            "commute_km": grouped["distance_km"].first().to_numpy(dtype=np.float64),
+        }
+    )
+
+
+def table_counts(trips: TripProject, frame: pd.DataFrame, table: TripTable) -> npt.NDArray[np.float64]:
+    """The synthetic counts of a trip table: the tours' first trips of ``frame`` (a trips frame or ``trips.csv``
+    read back, text columns) over the table's cells; float64, the table's shape. Trips outside every cell (a
+    distance beyond the last band) are not counted."""
+    first = frame[frame["trip_num"] == 1]
+    axes = []
+    for variable, labels in zip(table.variables, table.labels, strict=True):
+        if variable in ("origin", "destination", "mode"):
+            index = {label: i for i, label in enumerate(labels)}
+            axes.append(first[variable].astype(str).map(index).fillna(-1).to_numpy(dtype=np.int64))
+        elif variable == "depart":
+            minutes = _clock_minutes(first["depart"])
+            axes.append(np.searchsorted(trips.depart_edges, minutes, side="right").astype(np.int64) - 1)
+        else:
+            assert table.bins is not None  # distance tables carry their bands
+            band = np.searchsorted(table.bins, first["distance_km"].to_numpy(dtype=np.float64), side="right") - 1
+            axes.append(np.where(band < table.bins.size - 1, band, -1).astype(np.int64))
+    inside = np.ones(len(first), dtype=bool)
+    for a, n in zip(axes, table.counts.shape, strict=True):
+        inside &= (a >= 0) & (a < n)
+    flat = np.ravel_multi_index(tuple(a[inside] for a in axes), table.counts.shape)
+    return np.bincount(flat, minlength=table.counts.size).astype(np.float64).reshape(table.counts.shape)
+
+
+def _clock_minutes(depart: pd.Series) -> npt.NDArray[np.int64]:
+    parts = depart.astype(str).str.split(":", n=1, expand=True)
+    return (parts[0].astype(np.int64) * 60 + parts[1].astype(np.int64)).to_numpy(dtype=np.int64)
+
+
+def trip_fit(trips: TripProject, frame: pd.DataFrame) -> dict:
+    """The fit of each trip table by the tours' first trips of ``frame``: TVD, SRMSE, and CPC for an OD table."""
     fits = {}
     for table in trips.tables:
-        keys = cells.keys(table)[cell]
-        have = np.bincount(keys[keys >= 0], minlength=table.counts.size).astype(np.float64)
+        have = table_counts(trips, frame, table).reshape(-1)
         goal = table.counts.reshape(-1)
         entry = {
             "variables": list(table.variables),

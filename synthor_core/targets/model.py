@@ -76,6 +76,8 @@ class ZonesSpec(BaseModel):
     file: str = Field(min_length=1)
     level: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     description: str = ""
+    shapes: str | None = None  # a GeoJSON of the zones' polygons, for maps
+    shapes_id: str | None = None  # the feature property naming the zone (default: the level)
 
 
 class RuleSpec(BaseModel):
@@ -204,6 +206,8 @@ class Project:
         With ``[trips]``: the trips the travellers make and their tables (DESIGN §13).
     rules : tuple of Rule
         The project's own plausibility rules (``[[rules]]``), enforced in every run unless a rules file is given.
+    zone_shapes : ZoneShapes or None
+        With ``[zones] shapes``: the zones' polygons, for maps.
     """
 
     size: int
@@ -217,6 +221,7 @@ class Project:
     zone_level: str | None = None
     trips: TripProject | None = None
     rules: tuple[Rule, ...] = ()
+    zone_shapes: ZoneShapes | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

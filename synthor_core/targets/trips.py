@@ -101,6 +101,8 @@ class TripProject:
     stay_minutes : int, time at each stop before the next trip
     tables : tuple of TripTable
     mean_km : float or None, a mean trip length the prior's distance decay is fitted to (no OD table)
+    centroids : ndarray of float64, shape (n_zones, 2), or None: each zone's longitude and latitude (degrees), when
+        the zones file gives them (flow maps)
     """
 
     who: Rule
@@ -113,6 +115,7 @@ class TripProject:
     stay_minutes: int
     tables: tuple[TripTable, ...]
     mean_km: float | None = None
+    centroids: npt.NDArray[np.float64] | None = None
 
     def depart_labels(self) -> tuple[str, ...]:
         """``HH:MM-HH:MM`` for each departure bin."""

@@ -363,3 +363,39 @@ def test_a_project_built_by_hand_from_its_table_files_runs(page):
     _one(page.get_by_role("button", name="Start")).click()
     page.get_by_text(re.compile(r"^Stopped: .* after \d+ iterations")).first.wait_for()
     page.screenshot(path=str(ARTIFACTS / "11-built-by-hand-run.png"), full_page=True)
+
+
+def test_the_commuting_example_runs_and_its_trips_are_drawn_and_downloaded(page, tmp_path):
+    """Issue 24: the commuting example opened from the Data page (its trip tables listed), run from the Synthesize
+    page, then the Trips page: fit, target vs synthetic, the OD matrix, the flows over the tracts (no tiles), the
+    departures and the modes, each looked at in a screenshot; trips.csv downloaded with one row per trip."""
+    _one(page.get_by_role("link", name="Data")).click()
+    _one(page.get_by_role("button", name="Open the commuting example (trips)")).click()
+    page.get_by_text("1,121,691 persons, 4 variables, 2 target tables").first.wait_for()
+    page.get_by_text("The trip tables count each tour's first trip.").first.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "13-trips-data.png"), full_page=True)
+    _one(page.get_by_role("link", name="Synthesize")).click()
+    _one(page.get_by_label("Max iterations")).fill("20")
+    _one(page.get_by_role("button", name="Start")).click()
+    page.get_by_text(re.compile(r"^Stopped: .* after \d+ iterations")).first.wait_for()
+    _one(page.get_by_role("link", name="Trips")).click()
+    page.get_by_text("Fit to the trip tables").first.wait_for()
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 2")
+    travellers = int(_one(page.get_by_test_id("stMetricValue").first).inner_text().replace(",", ""))
+    assert abs(travellers - 394_075) < 100
+    page.screenshot(path=str(ARTIFACTS / "14-trips-fit.png"), full_page=True)
+    tabs = ["OD matrix by departure time", "Flows on the map", "Departures by purpose", "Modes by distance"]
+    for k, tab in enumerate(tabs, start=15):
+        _one(page.get_by_role("tab", name=tab)).click()
+        panel = _one(page.get_by_role("tabpanel", name=tab))
+        panel.locator(".js-plotly-plot .main-svg").first.wait_for()  # a tab's chart is drawn once it shows
+        _idle(page)
+        panel.screenshot(path=str(ARTIFACTS / f"{k}-trips-{tab.split()[0].lower()}.png"))
+    with page.expect_download() as info:
+        _one(page.get_by_role("button", name="Trips (CSV)")).click()
+    path = tmp_path / "trips.csv"
+    info.value.save_as(path)
+    with path.open(encoding="utf-8") as f:
+        assert f.readline().strip() == "person_id,trip_num,origin,destination,depart,mode,purpose,distance_km"
+        assert sum(1 for _ in f) == 2 * travellers
+    assert not OUTSIDE, OUTSIDE[:5]

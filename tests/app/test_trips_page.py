@@ -1,0 +1,54 @@
+"""The Trips page (issue 24) with AppTest: the commuting example's trip tables on the Data page, a run from the
+Synthesize page, then its fit, OD matrix, flows, departures, modes and downloads on the Trips page."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pandas as pd
+from streamlit.testing.v1 import AppTest
+
+from synthor_testing import ROOT
+
+APP = str(ROOT / "app.py")
+
+
+def test_the_commuting_example_runs_from_the_app_and_its_trips_are_shown_and_downloaded():
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.button(key="data.open_trips_example").click().run()
+    assert not at.exception
+    (trip_tables,) = [d.value for d in at.dataframe if "trip table" in d.value.columns]
+    assert trip_tables["trip table"].tolist() == ["od_home_to_work", "departure", "mode"]
+    assert trip_tables["cells with trips"].tolist() == [34_053, 14, 4] and trip_tables["total"][0] == 394_075
+    at.switch_page("app_pages/synthesize.py").run()
+    assert at.number_input(key="synth.size").value == 1_121_691
+    at.number_input(key="synth.max_iterations").set_value(10)
+    at.button[0].click().run()
+    from app_session import get_runner
+
+    run_id = at.session_state["synth.run_id"]
+    deadline = time.monotonic() + 300
+    while get_runner().snapshot(run_id).status == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert get_runner().snapshot(run_id).status in ("finished", "stopped"), get_runner().snapshot(run_id).error
+    at.switch_page("app_pages/trips.py").run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert int(metrics["travellers"].replace(",", "")) == int(metrics["trips"].replace(",", "")) // 2
+    assert abs(int(metrics["travellers"].replace(",", "")) - 394_075) < 100
+    assert float(metrics["OD CPC"]) >= 0.99 and metrics["tours that chain"] == "100.00%"
+    (fit,) = [d.value for d in at.dataframe if "CPC" in d.value.columns]
+    assert fit["table"].tolist() == ["od_home_to_work", "departure", "mode"] and fit["TVD"].max() < 0.01
+    assert len(at.get("plotly_chart")) == 5  # comparison, OD matrix, flows, departures, modes
+    at.selectbox(key="trips.od_bin").set_value("07:00-07:30").run()
+    assert not at.exception
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels[:2] == ["Persons (CSV)", "Trips (CSV)"]
+    files = get_runner().exports(run_id)
+    trips = pd.read_csv(io.BytesIO(files["trips.csv"]), dtype={"origin": str, "destination": str})
+    persons = pd.read_csv(io.BytesIO(files["persons.csv"]), usecols=["person_id", "commuter", "trips"])
+    assert len(trips) == int(metrics["trips"].replace(",", ""))
+    assert (persons.loc[persons["commuter"] == "yes", "trips"] == 2).all()
+    assert "population.csv" not in files
