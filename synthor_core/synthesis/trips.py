@@ -19,7 +19,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ..metrics import cpc, srmse, tvd
-from ..priors.trips import CellTarget, deterrence, fit_cells, fit_gravity
+from ..priors.trips import CellTarget, Deterrence, deterrence, fit_cells, fit_gravity
 from ..targets.model import Project
 from ..targets.trips import TripProject, TripTable, clock
 
@@ -102,15 +102,46 @@ def fit_trip_cells(trips: TripProject, productions: npt.NDArray[np.float64]) -> 
     note: dict = {"cells": int(cells.o.size), "od_pairs": int(cells.n_pairs)}
     prior = np.ones(cells.o.size)
     if not has_od and trips.mean_km is not None:
-        attractions = next((t.counts for t in trips.tables if t.variables == ("destination",)), None)
-        gravity = fit_gravity(
-            productions, attractions if attractions is not None else productions, trips.distance, trips.mean_km
-        )
-        prior = deterrence(cells.km, "exponential", gravity.beta)
-        note["distance_decay_per_km"] = round(gravity.beta, 6)
+        form, beta, note["distance_decay"] = _distance_decay(trips, productions)
+        prior = deterrence(cells.km, form, beta)
     weights, sweeps, error = fit_cells(prior, targets)
     note.update({"ipf_sweeps": sweeps, "ipf_largest_relative_error": error})
     return cells, weights, note
+
+
+def _distance_decay(trips: TripProject, productions: npt.NDArray[np.float64]) -> tuple[Deterrence, float, dict]:
+    """The prior's distance decay when no OD table is given: the gravity model (Wilson 1967) on the productions
+    (a table of origins, else the travellers), the attractions (a table of destinations, else the productions) and
+    the distances, its parameter fitted to ``mean_km``. Its form is ``exp(-beta d)`` (entropy maximized under a mean
+    distance) or ``d^-beta`` (under a mean log distance): with a trip-length distribution among the tables, the form
+    whose gravity model comes closer to it (TVD), else the exponential."""
+    assert trips.mean_km is not None  # called with a mean trip length
+    produced = next((t.counts for t in trips.tables if t.variables == ("origin",)), productions)
+    attracted = next((t.counts for t in trips.tables if t.variables == ("destination",)), produced)
+    lengths = next((t for t in trips.tables if t.variables == ("distance",)), None)
+    forms: tuple[Deterrence, ...] = ("exponential", "power") if lengths is not None else ("exponential",)
+    fitted = {}
+    for form in forms:
+        gravity = fit_gravity(produced, attracted, trips.distance, trips.mean_km, form)
+        gap = 0.0
+        if lengths is not None:
+            assert lengths.bins is not None  # a distance table carries its bands
+            band = np.searchsorted(lengths.bins, trips.distance.reshape(-1), side="right") - 1
+            inside = (band >= 0) & (band < lengths.counts.size)
+            have = np.bincount(band[inside], weights=gravity.trips.reshape(-1)[inside], minlength=lengths.counts.size)
+            gap = tvd(lengths.counts, have)
+        fitted[form] = (gap, gravity.beta)
+    form = min(fitted, key=lambda f: fitted[f][0])
+    note = {
+        "form": form,
+        "beta": round(fitted[form][1], 6),
+        "chosen_by": "the trip-length distribution (TVD of each form's gravity model: "
+        + ", ".join(f"{f} {g:.4f}" for f, (g, _) in fitted.items())
+        + ")"
+        if lengths is not None
+        else "default (no trip-length distribution)",
+    }
+    return form, fitted[form][1], note
 
 
 def _round_rows(values: np.ndarray, rows: np.ndarray, totals: np.ndarray, rng: np.random.Generator) -> np.ndarray:

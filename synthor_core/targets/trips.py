@@ -100,7 +100,8 @@ class TripProject:
         (``depart_edges[0] == 0``, ``depart_edges[-1] == 1440``)
     stay_minutes : int, time at each stop before the next trip
     tables : tuple of TripTable
-    mean_km : float or None, a mean trip length the prior's distance decay is fitted to (no OD table)
+    mean_km : float or None, a mean trip length the prior's distance decay is fitted to (no OD table; its form,
+        exponential or power, is the one closer to a trip-length distribution among the tables)
     centroids : ndarray of float64, shape (n_zones, 2), or None: each zone's longitude and latitude (degrees), when
         the zones file gives them (flow maps)
     """

@@ -265,4 +265,43 @@ def test_without_an_od_table_the_trips_follow_productions_attractions_and_the_di
     assert out.groupby("destination").size().to_dict() == {"A": 70, "B": 170, "C": 60}
     assert out.groupby("origin").size().to_dict() == {"A": 150, "B": 100, "C": 50}
     assert out["distance_km"].mean() == pytest.approx(5.0, abs=0.5)
-    assert result.report["prior"]["distance_decay_per_km"] > 0
+    decay = result.report["prior"]["distance_decay"]
+    assert decay["form"] == "exponential" and decay["beta"] > 0 and decay["chosen_by"].startswith("default")
+
+
+def test_the_decay_form_is_the_one_whose_gravity_model_meets_the_trip_length_distribution():
+    from synthor_core.expressions import compile_rule
+    from synthor_core.schema import CategoricalVariable, Schema
+    from synthor_core.synthesis.trips import fit_trip_cells
+    from synthor_core.targets.trips import TripProject, TripTable
+
+    cost, o, d = _plane(40, 4)
+    bins = np.array([0, 2, 4, 6, 8, 10, 15, 20, 30, 50.0])
+    band = np.searchsorted(bins, cost.reshape(-1), side="right") - 1
+    zones = tuple(f"z{i}" for i in range(40))
+    schema = Schema((CategoricalVariable(name="zone", categories=zones),))
+    for form, beta in (("power", 1.6), ("exponential", 0.15)):
+        truth = furness(o, d, deterrence(cost, form, beta))
+        tables = (
+            TripTable("P", ("origin",), truth.sum(axis=1), (zones,)),
+            TripTable("A", ("destination",), truth.sum(axis=0), (zones,)),
+            TripTable("TLD", ("distance",), np.bincount(band, truth.reshape(-1), bins.size - 1), (("",) * 9,), bins),
+        )
+        trips = TripProject(
+            who=compile_rule("all", 'zone != "z0"', schema),  # unused here
+            tour=("work", "home"),
+            zones=zones,
+            distance=cost,
+            modes=("car",),
+            speed_kmh=np.array([30.0]),
+            depart_edges=np.array([0, 1440]),
+            stay_minutes=480,
+            tables=tables,
+            mean_km=float((truth * cost).sum() / truth.sum()),
+        )
+        cells, weights, note = fit_trip_cells(trips, truth.sum(axis=1))
+        assert note["distance_decay"]["form"] == form
+        assert note["distance_decay"]["beta"] == pytest.approx(beta, rel=1e-3)
+        od = np.zeros((40, 40))
+        np.add.at(od, (cells.o, cells.d), weights)
+        assert cpc(truth, od) > 0.999
