@@ -1,20 +1,36 @@
 """Trips: the tours of a finished run of a project with trips (DESIGN §13): fit to every trip table, the OD matrix
 per departure time, the largest flows on the zones, departures by purpose, modes by distance, and the downloads."""
 
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import streamlit as st
+from pydantic import ValidationError
 
 from app_session import as_text, count_of, get_runner, init_state, owner_id, run_population, run_trips, show_downloads
+from synthor_core.export import write_trips
 from synthor_core.plots import (
     departure_purpose_heatmap,
+    event_comparison,
     flow_map,
     mode_by_distance,
     od_heatmap,
     trip_fit_frame,
     trip_table_comparison,
 )
-from synthor_core.synthesis.trips import table_counts
+from synthor_core.readers.trips import read_event
+from synthor_core.synthesis.trips import synthesize_trips, table_counts
+from synthor_core.targets.trips import EventSpec
+
+
+def trips_csv(frame: pd.DataFrame) -> bytes:
+    """``trips.csv`` of a trips frame, as the CLI writes it."""
+    with tempfile.TemporaryDirectory(prefix="synthor-trips-") as scratch:
+        return write_trips(frame, Path(scratch), parquet=False)[0].read_bytes()
+
 
 init_state()  # on a fresh server Streamlit may run a page of pages/ before app.py has set the state
 st.title("Trips")
@@ -115,6 +131,74 @@ with mode_tab:
     first = trips[trips["trip_num"] == 1]
     st.plotly_chart(mode_by_distance(first, trip_project.modes), key="trips.modes")
     st.caption(f"{count_of(len(first), 'first trip')} of the tours; mean {np.mean(first['distance_km']):.1f} km.")
+
+st.subheader("What-if: an event")
+st.caption(
+    "Send persons to one zone at a time of day (a concert, a match) on top of this run's day: they are drawn among "
+    "the persons at home then, nearer ones more often (the base day's distance decay), and return home after the stay."
+)
+with st.form("trips.event_form"):
+    cols = st.columns([2, 2, 1, 1])
+    attracting = trips[trips["trip_num"] == 1]["destination"].value_counts()
+    zones = list(trip_project.zones)
+    venue = cols[0].selectbox(
+        "Zone", zones, index=zones.index(attracting.index[0]) if len(attracting) else 0, key="trips.event_zone"
+    )
+    window = cols[1].text_input("Departing (HH:MM-HH:MM)", "19:00-20:00", key="trips.event_window")
+    persons = cols[2].number_input("Persons", min_value=1, max_value=1_000_000, value=5000, key="trips.event_persons")
+    stay = cols[3].number_input("Stay (hours)", min_value=0.5, max_value=12.0, value=3.0, key="trips.event_stay")
+    cols = st.columns([2, 4])
+    name = cols[0].text_input("Name", "event", key="trips.event_name")
+    who = cols[1].text_input("Who may go (a condition on the persons; empty: everyone)", "", key="trips.event_who")
+    added = st.form_submit_button("Add the event to this run's day")
+if added:
+    problems: list = []
+    try:
+        spec = EventSpec(
+            name=name.strip() or "event",
+            zone=venue,
+            depart=window,
+            trips=int(persons),
+            stay_hours=stay,
+            who=who or None,
+        )
+    except ValidationError as exc:
+        problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        spec = None
+    event = read_event(1, spec, trip_project.zones, project.schema, problems) if spec is not None else None
+    if event is None:
+        st.error("The event cannot be added: " + as_text("; ".join(str(p) for p in problems)), icon=":material/error:")
+    else:
+        with st.spinner("Adding the event to the day"):
+            scenario = synthesize_trips(
+                replace(project, trips=replace(trip_project, events=(event,))),
+                run_population(run_id)[1],
+                reports[run_id]["settings"]["seed"],
+            )
+        st.session_state["trips.scenario"] = (run_id, event.name, scenario)
+kept = st.session_state.get("trips.scenario")
+if kept is not None and kept[0] == run_id:
+    _, event_name, scenario = kept
+    outcome = scenario.report["events"][event_name]
+    st.markdown(
+        f"**{as_text(event_name)}**: {outcome['persons']:,} persons to {as_text(outcome['zone'])} departing "
+        f"{outcome['depart']} ({outcome['persons_available']:,} were at home then and could go); "
+        f"{scenario.report['chains']['consistent_share']:.2%} of the days chain."
+    )
+    st.plotly_chart(event_comparison(outcome, event_name), key="trips.event_chart")
+    st.dataframe(
+        pd.DataFrame({"origin": list(outcome["top_origins"]), "persons": list(outcome["top_origins"].values())}),
+        hide_index=True,
+        key="trips.event_origins",
+    )
+    st.download_button(
+        "Trips with the event (CSV)",
+        data=trips_csv(scenario.trips),
+        file_name=f"{run_id}_trips_{event_name}.csv",
+        mime="text/csv",
+        key="trips.event_download",
+        on_click="ignore",
+    )
 
 st.subheader("Download")
 show_downloads(run_id, key="trips.downloads")

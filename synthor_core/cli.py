@@ -388,6 +388,13 @@ def _run_persons(args: argparse.Namespace, project, config: SynthesisConfig, llm
             f"{trips['chains']['consistent_share']:.2%} of the tours chain; {trips['seconds']:.1f} s -> "
             f"{args.out / 'persons.csv'}, {args.out / 'trips.csv'}"
         )
+        for name, event in trips.get("events", {}).items():
+            hours = event["trips_to_zone_by_hour"]
+            added = sum(hours["scenario"]) - sum(hours["base"])
+            print(
+                f"event {name}: {event['persons']:,} persons to zone {event['zone']} departing {event['depart']} "
+                f"({added:+,} trips arriving in the zone over the day)"
+            )
         print(f"run: {time.perf_counter() - started:.1f} s in all, peak memory {_peak_mib():,.0f} MiB")
     for name, numeric in report.get("numeric_controls", {}).items():
         worst = numeric["max_relative_error"]

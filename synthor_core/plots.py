@@ -671,3 +671,24 @@ def mode_by_distance(trips: pd.DataFrame, modes, bands=DISTANCE_BANDS_KM) -> go.
         margin={"l": 10, "r": 10, "t": 20, "b": 10},
     )
     return fig
+
+
+def event_comparison(event: dict, name: str) -> go.Figure:
+    """Trips arriving in an event's zone per hour of departure, the base day beside the day with the event (a run
+    report's ``trips.events[name]``)."""
+    hours = event["trips_to_zone_by_hour"]
+    labels = [f"{h:02d}" for h in hours["hour"]]
+    fig = go.Figure(
+        [
+            go.Bar(x=labels, y=hours["base"], name="base day", marker_color="#7f7f7f"),
+            go.Bar(x=labels, y=hours["scenario"], name=f"with {_label(name)}", marker_color="#b2182b"),
+        ]
+    )
+    fig.update_layout(
+        barmode="group",
+        xaxis_title="hour of departure",
+        yaxis_title=f"trips to {_label(event['zone'])}",
+        height=340,
+        margin={"l": 10, "r": 10, "t": 20, "b": 10},
+    )
+    return fig

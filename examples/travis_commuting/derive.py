@@ -98,32 +98,34 @@ def derive(source: Path, out: Path) -> None:
     zones.to_csv(data / "tracts.csv", index=False)
 
     # persons by tract, sex and age: the ACS age shares of each sex times the tract's men and women (integers per
-    # tract that sum to them); a tract whose ACS population is below its LODES resident workers (the airport tract,
-    # ACS 0, 46 workers) gets its workers as persons, aged as the county's persons 20-64
+    # tract that sum to them). LODES counts jobs: where a tract's LODES resident workers outnumber its ACS residents
+    # who may work (aged 20+, and 4 in 5 of those 15-19: the rule says 16), the missing persons are added aged 20-64
+    # as the county's persons of 20-64 (the airport tract of Travis, ACS 0 and 46 workers; 13 tracts of Manhattan)
     county = {}
     for sex, column in (("male", "male_population"), ("female", "female_population")):
         shares = tracts[[f"{name}_{sex}" for name, _, _ in AGE_BANDS]].to_numpy(dtype=float)
         weights = shares * tracts[column].to_numpy(dtype=float)[:, None]
         county[sex] = weights.sum(axis=0)
+    working_age = np.concatenate([county["male"][4:13], county["female"][4:13]])  # ages 20-64, men then women
     rows = []
     commuters = []
     for _, tract in tracts.iterrows():
         tract_id = tract["tract_geoid"]
-        people = {"male": int(tract["male_population"]), "female": int(tract["female_population"])}
-        resident_workers = int(workers[tract_id])
-        if people["male"] + people["female"] < resident_workers:
-            adults = np.array([county["male"][4:13].sum(), county["female"][4:13].sum()])  # ages 20-64
-            split = _largest_remainder(adults, resident_workers)
-            people = {"male": int(split[0]), "female": int(split[1])}
-        for sex in ("male", "female"):
+        counts = {}
+        for sex, column in (("male", "male_population"), ("female", "female_population")):
             shares = np.array([tract[f"{name}_{sex}"] for name, _, _ in AGE_BANDS], dtype=float)
-            if shares.sum() <= 0:
-                shares = np.zeros(len(AGE_BANDS))
-                shares[4:13] = county[sex][4:13]  # ages 20-64
-            counts = _largest_remainder(shares, people[sex])
-            for (_, low, high), n in zip(AGE_BANDS, counts, strict=True):
+            counts[sex] = _largest_remainder(shares, int(tract[column]))
+        resident_workers = int(workers[tract_id])
+        may_work = sum(int(c[4:].sum()) + int(0.8 * c[3]) for c in counts.values())
+        if resident_workers > may_work:
+            extra = _largest_remainder(working_age, resident_workers - may_work)
+            counts["male"][4:13] += extra[:9]
+            counts["female"][4:13] += extra[9:]
+        for sex in ("male", "female"):
+            for (_, low, high), n in zip(AGE_BANDS, counts[sex], strict=True):
                 closing = "]" if high == 99 else ")"  # the last band holds the variable's max
                 rows.append((tract_id, sex, f"[{low}, {high}{closing}", int(n)))
+        people = {sex: int(c.sum()) for sex, c in counts.items()}
         total = people["male"] + people["female"]
         commuters += [(tract_id, "yes", resident_workers), (tract_id, "no", total - resident_workers)]
     pd.DataFrame(rows, columns=["home_tract", "sex", "age", "count"]).to_csv(

@@ -196,14 +196,17 @@ def fit_cells(
     error = np.inf
     history: list[float] = []
     sweeps = 0
+    outside = np.zeros(w.size, dtype=bool)
+    for target in targets:
+        outside |= target.keys < 0
+    w[outside] = 0.0  # a cell outside a target's groups holds no trip
+    groups = [(np.where(t.keys >= 0, t.keys, 0), goal) for t, goal in zip(targets, goals, strict=True)]
     for sweeps in range(1, max_sweeps + 1):  # noqa: B007 (the count is returned)
-        for target, goal in zip(targets, goals, strict=True):
-            inside = target.keys >= 0
-            have = np.bincount(target.keys[inside], weights=w[inside], minlength=goal.size)
+        for keys, goal in groups:
+            have = np.bincount(keys, weights=w, minlength=goal.size)
             factor = np.divide(goal, have, out=np.zeros_like(goal), where=have > 0)
-            w[inside] *= factor[target.keys[inside]]
-            w[~inside] = 0.0
-        error = _largest_error(w, targets, goals)
+            w *= factor[keys]
+        error = _largest_error(w, groups)
         history.append(error)
         stalled = len(history) > defaults.TRIP_IPF_STALL_SWEEPS and error > history[
             -1 - defaults.TRIP_IPF_STALL_SWEEPS
@@ -213,11 +216,10 @@ def fit_cells(
     return w, sweeps, error
 
 
-def _largest_error(w, targets: Sequence[CellTarget], goals) -> float:
+def _largest_error(w, groups) -> float:
     worst = 0.0
-    for target, goal in zip(targets, goals, strict=True):
-        inside = target.keys >= 0
-        have = np.bincount(target.keys[inside], weights=w[inside], minlength=goal.size)
+    for keys, goal in groups:
+        have = np.bincount(keys, weights=w, minlength=goal.size)
         counted = goal > 0
         if counted.any():
             worst = max(worst, float(np.max(np.abs(have[counted] / goal[counted] - 1.0))))

@@ -16,7 +16,16 @@ from ..expressions import compile_rule
 from ..schema import Schema
 from ..targets.model import PROJECT_FILE
 from ..targets.tables import inside_folder, read_table_bytes
-from ..targets.trips import MINUTES_PER_DAY, TRIP_VARIABLES, TripProject, TripsSpec, TripTable, TripTableSpec
+from ..targets.trips import (
+    MINUTES_PER_DAY,
+    TRIP_VARIABLES,
+    EventSpec,
+    TripEvent,
+    TripProject,
+    TripsSpec,
+    TripTable,
+    TripTableSpec,
+)
 
 _INTERVAL = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 EARTH_RADIUS_KM = 6371.0088  # mean Earth radius (IUGG)
@@ -71,6 +80,7 @@ def read_trips(
             frames.append((table, frame, first_row))
     edges = _depart_edges(frames, problems)
     tables = [_table(t, f, r, zones, spec.modes, edges, problems) for t, f, r in frames]
+    events = [read_event(i, e, zones, schema, problems) for i, e in enumerate(spec.events, start=1)]
     if problems or who is None or distance is None:
         return None, problems
     return (
@@ -86,6 +96,7 @@ def read_trips(
             tables=tuple(t for t in tables if t is not None),
             mean_km=spec.mean_km,
             centroids=centroids,
+            events=tuple(e for e in events if e is not None),
         ),
         [],
     )
@@ -176,7 +187,12 @@ def _distances(spec, zones, level, zones_file, root, problems) -> tuple[np.ndarr
             d = _zone_codes(table, "destination", zones, spec.distances, table_row, problems)
             km = _numbers(table, "distance_km", spec.distances, table_row, problems)
             known = (o >= 0) & (d >= 0)
+            listed = np.zeros_like(distance, dtype=bool)
+            listed[o[known], d[known]] = True
+            # a pair listed one way only: the other way is as long (a centroid distance is symmetric)
+            reverse = listed.T & ~listed
             distance[o[known], d[known]] = km[known]
+            distance[reverse] = distance.T[reverse]
     if np.isnan(distance).any():
         problems.append(
             Problem(
@@ -198,15 +214,51 @@ def _distances(spec, zones, level, zones_file, root, problems) -> tuple[np.ndarr
     return distance, centroids
 
 
+def read_event(i: int, spec: EventSpec, zones, schema: Schema, problems: list[Problem]) -> TripEvent | None:
+    """One what-if event checked: None and problems (naming ``trips.events[i]``'s keys) when its zone is unknown, its
+    window is no ``HH:MM-HH:MM`` within the day or its ``who`` does not compile."""
+    key = f"trips.events[{i}]"
+    before = len(problems)
+    zone = zones.index(spec.zone) if spec.zone in zones else -1
+    if zone < 0:
+        problems.append(
+            Problem(PROJECT_FILE, f"unknown zone {spec.zone!r}: not in the zones file", column=f"{key}.zone")
+        )
+    window = _interval(spec.depart)
+    if window is None:
+        problems.append(
+            Problem(
+                PROJECT_FILE,
+                f"expected a departure interval HH:MM-HH:MM within 00:00-24:00, got {spec.depart!r}",
+                column=f"{key}.depart",
+            )
+        )
+    who = None
+    if spec.who is not None:
+        try:
+            who = compile_rule(f"{key}.who", spec.who, schema)
+        except RuleError as exc:
+            problems.append(Problem(PROJECT_FILE, str(exc), column=f"{key}.who"))
+    if len(problems) > before or window is None:
+        return None
+    return TripEvent(spec.name, zone, window[0], window[1], spec.trips, round(spec.stay_hours * 60), who)
+
+
+def _interval(text: object) -> tuple[int, int] | None:
+    """``HH:MM-HH:MM`` as (start, end) minutes after midnight, 0 <= start < end <= 1440; None otherwise."""
+    match = _INTERVAL.match(str(text))
+    if not match:
+        return None
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    return (start, end) if m1 <= 59 and m2 <= 59 and 0 <= start < end <= MINUTES_PER_DAY else None
+
+
 def _intervals(frame: pd.DataFrame, file: str, first_row: int, problems: list[Problem]) -> list[tuple[int, int]] | None:
     found = []
     for i, text in enumerate(frame["depart"]):
-        match = _INTERVAL.match(str(text))
-        start = end = -1
-        if match:
-            h1, m1, h2, m2 = (int(g) for g in match.groups())
-            start, end = h1 * 60 + m1, h2 * 60 + m2
-        if not match or not 0 <= start < end <= MINUTES_PER_DAY or m1 > 59 or m2 > 59:
+        window = _interval(text)
+        if window is None:
             problems.append(
                 Problem(
                     file,
@@ -216,7 +268,7 @@ def _intervals(frame: pd.DataFrame, file: str, first_row: int, problems: list[Pr
                 )
             )
             return None
-        found.append((start, end))
+        found.append(window)
     return found
 
 

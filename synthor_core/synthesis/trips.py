@@ -23,6 +23,8 @@ from ..priors.trips import CellTarget, Deterrence, deterrence, fit_cells, fit_gr
 from ..targets.model import Project
 from ..targets.trips import TripProject, TripTable, clock
 
+SPATIAL = frozenset({"origin", "destination", "distance"})  # trip variables of the place (the OD pair)
+TEMPORAL = frozenset({"depart", "mode"})  # trip variables of the time and the means
 TRIP_COLUMNS = ("person_id", "trip_num", "origin", "destination", "depart", "mode", "purpose", "distance_km")
 
 
@@ -95,16 +97,33 @@ def fit_trip_cells(trips: TripProject, productions: npt.NDArray[np.float64]) -> 
     """The maximum-entropy outbound trips over the trip cells (float64 weights) and a note of the fit."""
     cells = _Cells(trips, productions > 0)
     targets = [CellTarget(t.name, cells.keys(t), t.counts.reshape(-1)) for t in trips.tables]
+    where = [frozenset(t.variables) for t in trips.tables]
     if not any("origin" in t.variables for t in trips.tables):  # else the tables say how origins differ; the
         # travellers of each origin are met exactly when the trips are integerized
         targets.insert(0, CellTarget("travellers per origin", cells.o, productions))
+        where.insert(0, frozenset({"origin"}))
     has_od = any(set(t.variables) == {"origin", "destination"} for t in trips.tables)
     note: dict = {"cells": int(cells.o.size), "od_pairs": int(cells.n_pairs)}
     prior = np.ones(cells.o.size)
     if not has_od and trips.mean_km is not None:
         form, beta, note["distance_decay"] = _distance_decay(trips, productions)
         prior = deterrence(cells.km, form, beta)
-    weights, sweeps, error = fit_cells(prior, targets)
+    if all(v <= SPATIAL or v <= TEMPORAL for v in where):
+        # no table ties departure or mode to the place: the maximum-entropy trips are the product of the OD pairs'
+        # fit and the departure x mode fit (the same result, fitted on n_pairs + bins x modes cells)
+        spatial = [t for t, v in zip(targets, where, strict=True) if v <= SPATIAL]
+        temporal = [t for t, v in zip(targets, where, strict=True) if not v <= SPATIAL]
+        first = np.arange(cells.n_pairs) * cells.per_pair  # the first cell of each pair
+        od, sweeps, error = fit_cells(prior[first], [CellTarget(t.name, t.keys[first], t.counts) for t in spatial])
+        inner = np.arange(cells.per_pair)  # the cells of the first pair: every departure bin x mode
+        timing, sweeps_t, error_t = fit_cells(
+            np.ones(cells.per_pair), [CellTarget(t.name, t.keys[inner], t.counts) for t in temporal]
+        )
+        weights = np.outer(od, timing / timing.sum()).reshape(-1)
+        sweeps, error = max(sweeps, sweeps_t), max(error, error_t)
+        note["separable"] = True
+    else:
+        weights, sweeps, error = fit_cells(prior, targets)
     note.update({"ipf_sweeps": sweeps, "ipf_largest_relative_error": error})
     return cells, weights, note
 
@@ -202,25 +221,129 @@ def synthesize_trips(project: Project, population: pd.DataFrame, seed: int | Non
     cell = np.searchsorted(ladder, position, side="right")
     cell = np.clip(cell, pair_of_trip * cells.per_pair, pair_of_trip * cells.per_pair + cells.per_pair - 1)
     # 3. the travellers of each origin take its trips in random order
-    first_id = np.cumsum(counts) - counts  # persons of record k are first_id[k] + 1 ..
-    rows = np.flatnonzero(meets)
-    person = np.repeat(first_id[rows], counts[rows]) + 1
-    person += np.arange(person.size) - np.repeat(np.cumsum(counts[rows]) - counts[rows], counts[rows])
-    home = np.repeat(zone[rows], counts[rows])
+    person, home = _persons(counts, zone, meets)
     by_home = np.lexsort((rng.random(person.size), home))
     by_origin = np.lexsort((rng.random(cell.size), cells.o[cell]))
     person_of_trip = np.empty(cell.size, dtype=np.int64)
     person_of_trip[by_origin] = person[by_home]
     frame = _tours(trips, cells, cell, person_of_trip, rng)
+    homes = dict(zip(person, home, strict=True))
+    events = {}
+    for event in trips.events:
+        frame, events[event.name] = _add_event(trips, event, frame, population, project.zone_level, homes, note, rng)
     report = {
+        "tour": list(trips.tour),
         "travellers": int(productions.sum()),
         "trips": len(frame),
         "prior": note,
         "tables": trip_fit(trips, frame),
-        "chains": chain_check(frame, dict(zip(person, home, strict=True)), trips),
+        "chains": chain_check(frame, homes, trips),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    return TripResult(frame, per_person_columns(frame), report)
+    if events:
+        report["events"] = events
+    return TripResult(frame, per_person_columns(frame, trips.tour[0]), report)
+
+
+def _persons(counts: np.ndarray, zone: np.ndarray, meets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(person ids, home zones) of the persons of the records where ``meets`` holds, as the persons file numbers
+    them (record k's persons after those of records 0..k-1, from 1); int64, in record order."""
+    first_id = np.cumsum(counts) - counts
+    rows = np.flatnonzero(meets & (counts > 0))
+    person = np.repeat(first_id[rows], counts[rows]) + 1
+    person += np.arange(person.size) - np.repeat(np.cumsum(counts[rows]) - counts[rows], counts[rows])
+    return person, np.repeat(zone[rows], counts[rows])
+
+
+def _add_event(trips: TripProject, event, frame, population, zone_level, homes: dict, note: dict, rng):
+    """The day's trips with an event's tours added (DESIGN §13, what-if as a target edit): ``event.persons`` persons
+    who meet its ``who`` and are at home when it starts go there departing in its window, stay, and return home.
+
+    They are drawn without replacement with weights ``exp(-d / L)``, d the distance from their home to the venue
+    and L the mean distance of the base day's first trips (a gravity model with the base day's decay); modes as the
+    base day's first trips of the same distance band. Returns (trips, the event's report: persons, the trips
+    arriving in the venue's zone per hour of departure in the base day and with the event, the origins sending
+    most)."""
+    counts = population["count"].to_numpy(dtype=np.int64)
+    zone = population[zone_level].to_numpy(dtype=np.int64)
+    meets = np.ones(len(population), dtype=bool) if event.who is None else np.asarray(event.who.violates(population))
+    person, home = _persons(counts, zone, meets)
+    # at home at the event's start: no trip yet, or back home before it (arrival of the last trip of the day)
+    last = frame.groupby("person_id")["arrive_minutes"].max()
+    back = last.reindex(person).to_numpy()
+    free = np.isnan(back) | (back <= event.start)
+    person, home = person[free], home[free]
+    first = frame[frame["trip_num"] == 1]
+    reach = float(first["distance_km"].mean()) if len(first) else 10.0
+    weight = np.exp(-trips.distance[home, event.zone] / reach)
+    goers = min(event.persons, int(person.size))
+    # a weighted sample without replacement (Efraimidis & Spirakis 2006): the largest log(u) / w
+    keys = np.log(rng.random(person.size)) / np.maximum(weight, 1e-300)
+    chosen = np.sort(np.argpartition(-keys, goers - 1)[:goers]) if goers else np.zeros(0, dtype=np.int64)
+    chosen_person, origin = person[chosen], home[chosen]
+    km = trips.distance[origin, event.zone]
+    bands = np.array([0.0, 2.0, 5.0, 10.0, 20.0, 40.0, np.inf])
+    band_of_first = np.searchsorted(bands, first["distance_km"].to_numpy(), side="right") - 1
+    band_of_goer = np.searchsorted(bands, km, side="right") - 1
+    mode_index = {m: i for i, m in enumerate(trips.modes)}
+    first_modes = first["mode"].map(mode_index).to_numpy(dtype=np.int64)
+    mode = np.zeros(goers, dtype=np.int64)
+    for b in np.unique(band_of_goer):
+        shares = np.bincount(first_modes[band_of_first == b], minlength=len(trips.modes)).astype(np.float64)
+        if shares.sum() == 0:
+            shares = np.bincount(first_modes, minlength=len(trips.modes)).astype(np.float64) + 1e-12
+        where = np.flatnonzero(band_of_goer == b)
+        mode[where] = rng.choice(len(trips.modes), size=where.size, p=shares / shares.sum())
+    depart = event.start + np.floor(rng.random(goers) * (event.end - event.start)).astype(np.int64)
+    minutes = np.maximum(1, np.ceil(km / trips.speed_kmh[mode] * 60)).astype(np.int64)
+    done = frame.groupby("person_id")["trip_num"].max().reindex(chosen_person).fillna(0).to_numpy(dtype=np.int64)
+    zones = np.asarray(trips.zones, dtype=object)
+    modes = np.asarray(trips.modes, dtype=object)
+    legs = []
+    at_venue = np.full(goers, event.zone)
+    leave_venue = depart + minutes + event.stay_minutes
+    for k, (a, b, leaves) in enumerate(((origin, at_venue, depart), (at_venue, origin, leave_venue))):
+        legs.append(
+            pd.DataFrame(
+                {
+                    "person_id": chosen_person,
+                    "trip_num": done + k + 1,
+                    "origin": zones[a],
+                    "destination": zones[b],
+                    "depart": [clock(x) for x in leaves],
+                    "mode": modes[mode],
+                    "purpose": event.name if k == 0 else "home",
+                    "distance_km": np.round(km, 3),
+                    "depart_minutes": leaves,
+                    "arrive_minutes": leaves + minutes,
+                }
+            )
+        )
+    for p, z in zip(chosen_person, origin, strict=True):
+        homes.setdefault(int(p), int(z))
+    venue = trips.zones[event.zone]
+    hours = np.arange(24)
+
+    def to_venue(f: pd.DataFrame) -> list[int]:
+        arriving = f[f["destination"] == venue]
+        return np.bincount((arriving["depart_minutes"].to_numpy() // 60) % 24, minlength=24).tolist()
+
+    scenario = pd.concat([frame, *legs], ignore_index=True).sort_values(["person_id", "trip_num"], kind="stable")
+    origins = pd.Series(zones[origin]).value_counts().head(10)
+    report = {
+        "zone": venue,
+        "depart": f"{clock(event.start)}-{clock(event.end)}",
+        "persons": goers,
+        "asked": event.persons,
+        "persons_available": int(person.size),
+        "trips_to_zone_by_hour": {"hour": hours.tolist(), "base": to_venue(frame), "scenario": to_venue(scenario)},
+        "top_origins": {str(k): int(v) for k, v in origins.items()},
+    }
+    if goers < event.persons:
+        note.setdefault("warnings", []).append(
+            f"event {event.name}: {event.persons:,} persons asked, {goers:,} were at home and met its condition"
+        )
+    return scenario.reset_index(drop=True), report
 
 
 def _tours(trips: TripProject, cells: _Cells, cell, person, rng) -> pd.DataFrame:
@@ -249,27 +372,35 @@ def _tours(trips: TripProject, cells: _Cells, cell, person, rng) -> pd.DataFrame
                     "mode": np.asarray(trips.modes, dtype=object)[m],
                     "purpose": trips.tour[k],
                     "distance_km": np.round(km, 3),
+                    "arrive_minutes": depart + _travel_minutes(km, trips.speed_kmh[m]),
                 }
             )
         )
-        minutes = np.maximum(1, np.ceil(km / trips.speed_kmh[m] * 60)).astype(np.int64)
-        depart = depart + minutes + trips.stay_minutes
+        depart = depart + _travel_minutes(km, trips.speed_kmh[m]) + trips.stay_minutes
         here, there = there, o
     frame = pd.concat(frames, ignore_index=True).sort_values(["person_id", "trip_num"], kind="stable")
     frame.insert(4, "depart", [clock(x) for x in frame["depart_minutes"].to_numpy()])
     return frame.reset_index(drop=True)
 
 
-def per_person_columns(trips: pd.DataFrame) -> pd.DataFrame:
-    """What the persons file adds for each traveller, computed from the trips: ``person_id``, ``trips`` (int64, the
-    trips of the day) and ``commute_km`` (float64, the first trip's distance), in person order."""
+def _travel_minutes(km: np.ndarray, speed_kmh) -> np.ndarray:
+    """Door-to-door minutes of trips of ``km`` at ``speed_kmh`` (at least 1), int64."""
+    return np.maximum(1, np.ceil(km / speed_kmh * 60)).astype(np.int64)
+
+
+def per_person_columns(trips: pd.DataFrame, commute: str) -> pd.DataFrame:
+    """What the persons file adds for each person with trips, computed from them: ``person_id``, ``trips`` (int64,
+    the trips of the day) and ``commute_km`` (float64, the distance of the person's first trip of purpose
+    ``commute``, the tour's first stop; NaN for a person who makes no such trip), in person order."""
     ordered = trips.sort_values(["person_id", "trip_num"], kind="stable")
     grouped = ordered.groupby("person_id", sort=True)
+    commutes = ordered[ordered["purpose"] == commute].groupby("person_id", sort=True)["distance_km"].first()
+    ids = grouped.size().index
     return pd.DataFrame(
         {
-            "person_id": grouped.size().index.to_numpy(dtype=np.int64),
+            "person_id": ids.to_numpy(dtype=np.int64),
             "trips": grouped.size().to_numpy(dtype=np.int64),
-            "commute_km": grouped["distance_km"].first().to_numpy(dtype=np.float64),
+            "commute_km": commutes.reindex(ids).to_numpy(dtype=np.float64),
         }
     )
 
@@ -322,24 +453,23 @@ def trip_fit(trips: TripProject, frame: pd.DataFrame) -> dict:
 
 
 def chain_check(frame: pd.DataFrame, home: dict, trips: TripProject) -> dict:
-    """Tours that break a chain: a first trip not leaving home, a trip not leaving where the last one arrived, a
-    departure not after the last one, a last trip not ending home, a tour of another length. Checked on the written
-    trips (not on how they were built)."""
+    """Persons whose day breaks a chain: a first trip not leaving home, a trip not leaving where the last one arrived,
+    a departure before the last arrival, a last trip not ending home. Checked on the trips as written (not on how
+    they were built): ``{"persons", "broken", "consistent_share"}``."""
     f = frame.sort_values(["person_id", "trip_num"], kind="stable")
     person = f["person_id"].to_numpy()
     same = np.r_[False, person[1:] == person[:-1]]
     first = ~same
     last = np.r_[person[1:] != person[:-1], True]
     origin, destination = f["origin"].to_numpy(), f["destination"].to_numpy()
-    minutes = f["depart_minutes"].to_numpy()
-    homes = np.array([home[p] for p in person])
-    zones = np.asarray(trips.zones, dtype=object)[homes]
+    minutes = _clock_minutes(f["depart"])
+    arrive = f["arrive_minutes"].to_numpy() if "arrive_minutes" in f.columns else minutes + 1
+    zones = np.asarray(trips.zones, dtype=object)[np.array([home[p] for p in person], dtype=np.int64)]
     broken = np.zeros(len(f), dtype=bool)
     broken |= first & (origin != zones)
     broken[1:] |= same[1:] & (origin[1:] != destination[:-1])
-    broken[1:] |= same[1:] & (minutes[1:] <= minutes[:-1])
+    broken[1:] |= same[1:] & (minutes[1:] < arrive[:-1])
     broken |= last & (destination != zones)
-    tour_length = np.bincount(np.cumsum(first) - 1)
-    bad = set(person[broken]) | set(person[first][tour_length != len(trips.tour)])
+    bad = np.unique(person[broken]).size
     persons = int(first.sum())
-    return {"persons": persons, "broken": len(bad), "consistent_share": 1.0 - len(bad) / persons if persons else 1.0}
+    return {"persons": persons, "broken": bad, "consistent_share": 1.0 - bad / persons if persons else 1.0}

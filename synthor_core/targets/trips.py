@@ -38,6 +38,19 @@ class TripTableSpec(BaseModel):
     source: str = ""  # where the figures come from, shown in the report
 
 
+class EventSpec(BaseModel):
+    """One ``[[trips.events]]`` entry: a what-if scenario as a target edit (DESIGN §13): ``trips`` persons go to
+    ``zone`` departing in ``depart`` (``HH:MM-HH:MM``), stay ``stay_hours`` and return home."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_ .-]*$")
+    zone: str = Field(min_length=1)
+    depart: str = Field(min_length=1)
+    trips: int = Field(gt=0)
+    stay_hours: float = Field(default=3.0, gt=0, le=24)
+    who: str | None = None
+
+
 class TripsSpec(BaseModel):
     """``[trips]``: who travels, the tour of a day, zone distances, modes and the tables of trips.
 
@@ -60,6 +73,21 @@ class TripsSpec(BaseModel):
     speed_kmh: dict[str, float] = Field(default_factory=dict)
     stay_hours: float = Field(default=8.0, gt=0, le=24)
     mean_km: float | None = Field(default=None, gt=0)
+    events: tuple[EventSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class TripEvent:
+    """A what-if event: ``persons`` persons meeting ``who`` (everyone when None) leave home for zone ``zone`` (its
+    index) departing in [``start``, ``end``) minutes after midnight, stay ``stay_minutes`` and return home."""
+
+    name: str
+    zone: int
+    start: int
+    end: int
+    persons: int
+    stay_minutes: int
+    who: Rule | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +132,7 @@ class TripProject:
         exponential or power, is the one closer to a trip-length distribution among the tables)
     centroids : ndarray of float64, shape (n_zones, 2), or None: each zone's longitude and latitude (degrees), when
         the zones file gives them (flow maps)
+    events : tuple of TripEvent, the what-if events added to the day's trips
     """
 
     who: Rule
@@ -117,6 +146,7 @@ class TripProject:
     tables: tuple[TripTable, ...]
     mean_km: float | None = None
     centroids: npt.NDArray[np.float64] | None = None
+    events: tuple[TripEvent, ...] = ()
 
     def depart_labels(self) -> tuple[str, ...]:
         """``HH:MM-HH:MM`` for each departure bin."""

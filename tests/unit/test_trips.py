@@ -305,3 +305,71 @@ def test_the_decay_form_is_the_one_whose_gravity_model_meets_the_trip_length_dis
         od = np.zeros((40, 40))
         np.add.at(od, (cells.o, cells.d), weights)
         assert cpc(truth, od) > 0.999
+
+
+def test_an_event_adds_its_tours_to_persons_at_home_and_the_report_compares_it_with_the_base_day(tmp_path):
+    root = _trip_project(tmp_path)
+    text = (root / "synthor.toml").read_text(encoding="utf-8")
+    event = '[[trips.events]]\nname = "concert"\nzone = "C"\ndepart = "19:00-20:00"\ntrips = 120\nwho = "age >= 16"\n'
+    (root / "synthor.toml").write_text(text + "\n" + event, encoding="utf-8")
+    project = load_project(root)
+    result = synthesize_trips(project, _population(project), seed=2)
+    trips = result.trips
+    concert = trips[trips["purpose"] == "concert"]
+    assert len(concert) == 120 and (concert["destination"] == "C").all()
+    assert concert["depart"].map(_minutes).between(19 * 60, 20 * 60 - 1).all()
+    # only persons aged 16 or more (the commuters here) at home by 19:00 go; their day still chains
+    goers = set(concert["person_id"])
+    work = trips[trips["purpose"] == "work"]
+    assert goers <= set(work["person_id"])
+    back = trips[
+        (trips["purpose"] == "home") & ~trips["person_id"].isin(concert["person_id"]) | (trips["trip_num"] == 2)
+    ]
+    home_by = back[back["trip_num"] == 2].set_index("person_id")["depart"].map(_minutes)
+    assert (home_by.reindex(sorted(goers)) < 19 * 60).all()
+    assert set(trips.loc[trips["person_id"].isin(goers), "trip_num"]) == {1, 2, 3, 4}
+    assert result.report["chains"]["broken"] == 0
+    report = result.report["events"]["concert"]
+    assert report["persons"] == 120 and report["zone"] == "C"
+    by_hour = report["trips_to_zone_by_hour"]
+    assert by_hour["scenario"][19] - by_hour["base"][19] == 120
+    living_there = trips[(trips["purpose"] == "concert") & (trips["origin"] == "C")]
+    assert sum(by_hour["scenario"]) - sum(by_hour["base"]) == 120 + len(living_there)  # and their trips home
+    # the persons file: 4 trips for the goers, the commute is the work trip's distance, not the concert's
+    per_person = result.per_person.set_index("person_id")
+    assert (per_person.loc[sorted(goers), "trips"] == 4).all()
+    np.testing.assert_allclose(
+        per_person.loc[sorted(goers), "commute_km"], work.set_index("person_id").loc[sorted(goers), "distance_km"]
+    )
+
+
+def test_an_event_in_an_unknown_zone_is_named(tmp_path):
+    root = _trip_project(tmp_path)
+    text = (root / "synthor.toml").read_text(encoding="utf-8")
+    event = '\n[[trips.events]]\nname = "concert"\nzone = "Q"\ndepart = "19:00-27:00"\ntrips = 10\n'
+    (root / "synthor.toml").write_text(text + event, encoding="utf-8")
+    with pytest.raises(TargetValidationError) as caught:
+        load_project(root)
+    assert "column \"trips.events[1].zone\": unknown zone 'Q'" in str(caught.value)
+    assert 'column "trips.events[1].depart": expected a departure interval HH:MM-HH:MM' in str(caught.value)
+
+
+def test_the_separable_fit_equals_the_fit_over_every_cell(tmp_path):
+    from synthor_core.synthesis.trips import fit_trip_cells
+
+    root = _trip_project(tmp_path, **{"attractions.csv": "destination,workers\nA,70\nB,170\nC,60\n"})
+    text = (root / "synthor.toml").read_text(encoding="utf-8")
+    text = text.replace(
+        'name = "od"\nfile = "od.csv"\nvariables = ["origin", "destination"]',
+        'name = "jobs"\nfile = "attractions.csv"\nvariables = ["destination"]',
+    )
+    (root / "synthor.toml").write_text(text.replace("stay_hours = 8.5", "stay_hours = 8.5\nmean_km = 5.0"), "utf-8")
+    project = load_project(root)
+    productions = np.array([150.0, 100, 50])
+    cells, weights, note = fit_trip_cells(project.trips, productions)
+    assert note["separable"] is True
+    targets = [CellTarget("travellers", cells.o, productions)]
+    targets += [CellTarget(t.name, cells.keys(t), t.counts.reshape(-1)) for t in project.trips.tables]
+    decay = note["distance_decay"]
+    joint, _, _ = fit_cells(deterrence(cells.km, decay["form"], decay["beta"]), targets, tolerance=1e-12)
+    np.testing.assert_allclose(weights, joint, rtol=1e-5)
