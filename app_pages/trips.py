@@ -167,7 +167,8 @@ if added:
         spec = None
     event = read_event(1, spec, trip_project.zones, project.schema, problems) if spec is not None else None
     if event is None:
-        st.error("The event cannot be added: " + as_text("; ".join(str(p) for p in problems)), icon=":material/error:")
+        why = "; ".join(getattr(p, "message", str(p)) for p in problems)  # the form's fields, not synthor.toml's keys
+        st.error("The event cannot be added: " + as_text(why), icon=":material/error:")
     else:
         with st.spinner("Adding the event to the day"):
             scenario = synthesize_trips(

@@ -118,7 +118,7 @@ def _project(key: str, folder: Path) -> int:
 
 def _held_out(full: Path, folder: Path, tables: tuple[str, ...], mean_km: float | None, bands: list[float]) -> None:
     """A copy of the project whose OD table is replaced by the LODES tables named in ``tables`` (and mean_km)."""
-    shutil.copytree(full, folder, ignore=shutil.ignore_patterns("od_home_to_work.csv", "tracts.geojson"))
+    shutil.copytree(full, folder, ignore=shutil.ignore_patterns("od_home_to_work.csv"))
     text = (full / "synthor.toml").read_text(encoding="utf-8")
     text, removed = re.subn(
         r'\[\[trips\.tables\]\]\nname = "od_home_to_work"\n.*?\n\n(?=\[\[trips\.tables\]\])', "", text, flags=re.S

@@ -9,6 +9,7 @@ import time
 import pandas as pd
 from streamlit.testing.v1 import AppTest
 
+from app_session import as_text
 from synthor_testing import ROOT
 
 APP = str(ROOT / "app.py")
@@ -44,8 +45,24 @@ def test_the_commuting_example_runs_from_the_app_and_its_trips_are_shown_and_dow
     assert len(at.get("plotly_chart")) == 5  # comparison, OD matrix, flows, departures, modes
     at.selectbox(key="trips.od_bin").set_value("07:00-07:30").run()
     assert not at.exception
+    # what-if: 5,000 persons to the zone with the most jobs, 19:00-20:00, on top of this run's day
+    at.text_input(key="trips.event_name").set_value("concert")
+    at.number_input(key="trips.event_persons").set_value(5000)
+    at.button(key="FormSubmitter:trips.event_form-Add the event to this run's day").click().run()
+    assert not at.exception and not at.error
+    (summary,) = [m.value for m in at.markdown if m.value.startswith("**concert**")]
+    assert "5,000 persons to" in summary and "departing 19:00-20:00" in summary and "100.00% of the days" in summary
+    assert len(at.get("plotly_chart")) == 6
+    scenario = at.session_state["trips.scenario"][2]
+    hours = scenario.report["events"]["concert"]["trips_to_zone_by_hour"]
+    assert hours["scenario"][19] - hours["base"][19] == 5000
+    at.text_input(key="trips.event_window").set_value("19:00-25:00")
+    at.button(key="FormSubmitter:trips.event_form-Add the event to this run's day").click().run()
+    assert at.error[0].value == "The event cannot be added: " + as_text(
+        "expected a departure interval HH:MM-HH:MM within 00:00-24:00, got '19:00-25:00'"
+    )
     labels = [b.proto.label for b in at.get("download_button")]
-    assert labels[:2] == ["Persons (CSV)", "Trips (CSV)"]
+    assert labels[0] == "Trips with the event (CSV)" and labels[1:3] == ["Persons (CSV)", "Trips (CSV)"]
     files = get_runner().exports(run_id)
     trips = pd.read_csv(io.BytesIO(files["trips.csv"]), dtype={"origin": str, "destination": str})
     persons = pd.read_csv(io.BytesIO(files["persons.csv"]), usecols=["person_id", "commuter", "trips"])
