@@ -96,7 +96,7 @@ with od_tab:
     bins = ["all day", *trip_project.depart_labels()]
     cols = st.columns(2)
     when = cols[0].selectbox("Departing", bins, key="trips.od_bin")
-    purposes = ["all purposes", *dict.fromkeys(trip_project.tour)]
+    purposes = ["all purposes", *dict.fromkeys([*trip_project.first_purposes, *trip_project.tour[1:]])]
     purpose = cols[1].selectbox("Purpose", purposes, key="trips.od_purpose")
     window = None
     if when != "all day":

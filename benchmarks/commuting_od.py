@@ -299,7 +299,9 @@ def county(key: str, work: Path, seed: int) -> dict:
             "beta": model.beta,
         }
         rows[f"gravity, {form}, rounded per origin"] = _score(lodes, _rounded(model.trips, productions), distance)
-    exp_beta = rows["Synthor, P + A + mean km (OD held out)"]["trips_report"]["prior"].get("distance_decay_per_km")
+    exp_beta = (
+        rows["Synthor, P + A + mean km (OD held out)"]["trips_report"]["prior"].get("distance_decay", {}).get("beta")
+    )
     return {
         "county": COUNTIES[key][1],
         "folder": COUNTIES[key][0],

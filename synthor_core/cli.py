@@ -388,6 +388,8 @@ def _run_persons(args: argparse.Namespace, project, config: SynthesisConfig, llm
             f"{trips['chains']['consistent_share']:.2%} of the tours chain; {trips['seconds']:.1f} s -> "
             f"{args.out / 'persons.csv'}, {args.out / 'trips.csv'}"
         )
+        for warning in trips["prior"].get("warnings", []):
+            print(f"warning: trips: {warning}", file=sys.stderr)
         for name, event in trips.get("events", {}).items():
             hours = event["trips_to_zone_by_hour"]
             added = sum(hours["scenario"]) - sum(hours["base"])

@@ -681,7 +681,8 @@ def person_exports(
         if trips is None:
             written = write_population(population, Path(scratch))
         else:
-            per_person = per_person_columns(trips, (report or {}).get("trips", {}).get("tour", ["work"])[0])
+            about = (report or {}).get("trips", {})
+            per_person = per_person_columns(trips, about.get("commute_purpose", about.get("tour", ["work"])[0]))
             written = write_population(population, Path(scratch), name="persons", per_person=per_person)
             written += write_trips(trips, Path(scratch))
         out = {p.name: p.read_bytes() for p in written}

@@ -58,6 +58,17 @@ def read_trips(
     except RuleError as exc:
         problems.append(Problem(PROJECT_FILE, str(exc), column="trips.who"))
         who = None
+    strange = sorted(set(spec.stay_hours_by_purpose) - set(spec.purposes or spec.tour[:1]))
+    if strange or any(not 0 < v <= 24 for v in spec.stay_hours_by_purpose.values()):
+        problems.append(
+            Problem(
+                PROJECT_FILE,
+                f"expected hours in (0, 24] for purposes of the first stop; got {dict(spec.stay_hours_by_purpose)}",
+                column="trips.stay_hours_by_purpose",
+            )
+        )
+    if len(set(spec.purposes)) != len(spec.purposes):
+        problems.append(Problem(PROJECT_FILE, "a purpose is listed twice", column="trips.purposes"))
     if len(set(spec.modes)) != len(spec.modes):
         problems.append(Problem(PROJECT_FILE, "a mode is listed twice", column="trips.modes"))
     unknown = sorted(set(spec.speed_kmh) - set(spec.modes))
@@ -79,7 +90,7 @@ def read_trips(
         if frame is not None:
             frames.append((table, frame, first_row))
     edges = _depart_edges(frames, problems)
-    tables = [_table(t, f, r, zones, spec.modes, edges, problems) for t, f, r in frames]
+    tables = [_table(t, f, r, zones, spec.modes, spec.purposes, edges, problems) for t, f, r in frames]
     events = [read_event(i, e, zones, schema, problems) for i, e in enumerate(spec.events, start=1)]
     if problems or who is None or distance is None:
         return None, problems
@@ -87,12 +98,14 @@ def read_trips(
         TripProject(
             who=who,
             tour=spec.tour,
+            purposes=spec.purposes,
             zones=zones,
             distance=distance,
             modes=spec.modes,
             speed_kmh=np.array([spec.speed_kmh[m] for m in spec.modes], dtype=np.float64),
             depart_edges=edges,
             stay_minutes=round(spec.stay_hours * 60),
+            stay_by_purpose={k: round(v * 60) for k, v in spec.stay_hours_by_purpose.items()},
             tables=tuple(t for t in tables if t is not None),
             mean_km=spec.mean_km,
             centroids=centroids,
@@ -298,7 +311,7 @@ def _depart_edges(frames, problems: list[Problem]) -> np.ndarray:
     return np.array([0, MINUTES_PER_DAY], dtype=np.int64)
 
 
-def _table(spec: TripTableSpec, frame, first_row, zones, modes, edges, problems) -> TripTable | None:
+def _table(spec: TripTableSpec, frame, first_row, zones, modes, purposes, edges, problems) -> TripTable | None:
     file = spec.file
     before = len(problems)
     unknown = [v for v in spec.variables if v not in TRIP_VARIABLES]
@@ -325,20 +338,30 @@ def _table(spec: TripTableSpec, frame, first_row, zones, modes, edges, problems)
         if v in ("origin", "destination"):
             axes.append(_zone_codes(frame, v, zones, file, first_row, problems))
             labels.append(zones)
-        elif v == "mode":
-            index = {m: i for i, m in enumerate(modes)}
+        elif v in ("mode", "purpose"):
+            if v == "purpose" and not purposes:
+                problems.append(
+                    Problem(
+                        PROJECT_FILE,
+                        f"table {spec.name!r} counts purposes: list them in [trips] purposes",
+                        column="trips.purposes",
+                    )
+                )
+                return None
+            categories = modes if v == "mode" else purposes
+            index = {m: i for i, m in enumerate(categories)}
             codes = frame[v].str.strip().map(index)
             for i in np.flatnonzero(codes.isna().to_numpy())[:3]:
                 problems.append(
                     Problem(
                         file,
-                        f"unknown mode {frame[v].iloc[i]!r}: expected one of {list(modes)}",
+                        f"unknown {v} {frame[v].iloc[i]!r}: expected one of {list(categories)}",
                         row=first_row + int(i),
                         column=v,
                     )
                 )
             axes.append(codes.fillna(-1).to_numpy(dtype=np.int64))
-            labels.append(modes)
+            labels.append(categories)
         elif v == "depart":
             intervals = _intervals(frame, file, first_row, problems)
             starts = {a: i for i, a in enumerate(edges[:-1])}

@@ -1,12 +1,12 @@
 """Trips of a synthetic population (DESIGN §8, §13): every traveller's tour, fitted to the trip tables.
 
-The outbound trips are distributed over trip cells (origin, destination, departure bin, mode) by the maximum-entropy
-prior (:mod:`synthor_core.priors.trips`): IPF over the travellers of each origin zone and every trip table, starting
-from a distance decay when no OD table is given. They are integerized per origin (the zone's travellers exactly;
-each OD cell within one trip of its fitted value), spread over departure bins and modes within each OD cell by
-systematic sampling, and handed to the travellers of their origin at random. Each tour is then chained by
-construction: the first trip leaves home, each next one leaves where the last arrived after the stay, the last
-returns home, departure times increase.
+The outbound trips are distributed over trip cells (origin, destination, departure bin, mode, first-stop purpose) by
+the maximum-entropy prior (:mod:`synthor_core.priors.trips`): IPF over the travellers of each origin zone and every
+trip table, starting from a distance decay when no OD table is given. They are integerized per origin (the zone's
+travellers exactly; each OD cell, or OD cell and departure bin when a table gives the OD per bin, within one trip of
+its fitted value), spread over the other variables within each such group by systematic sampling, and handed to
+the travellers of their origin at random. Each tour is then chained by construction: the first trip leaves home,
+each next one leaves where the last arrived after the stay, the last returns home, departure times increase.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from ..priors.trips import CellTarget, Deterrence, deterrence, fit_cells, fit_gr
 from ..targets.model import Project
 from ..targets.trips import TripProject, TripTable, clock
 
+TRIP_TABLES_DISAGREE = 0.01  # largest relative error of a fitted trip table cell above which the run warns
 SPATIAL = frozenset({"origin", "destination", "distance"})  # trip variables of the place (the OD pair)
-TEMPORAL = frozenset({"depart", "mode"})  # trip variables of the time and the means
+TEMPORAL = frozenset({"depart", "mode", "purpose"})  # trip variables of the time, the means and the activity
 TRIP_COLUMNS = ("person_id", "trip_num", "origin", "destination", "depart", "mode", "purpose", "distance_km")
 
 
@@ -47,27 +48,32 @@ class TripResult:
 
 
 class _Cells:
-    """The trip cells: OD pairs x departure bins x modes, flattened in that order."""
+    """The trip cells: OD pairs x departure bins x modes x first-stop purposes, flattened in that order."""
 
     def __init__(self, trips: TripProject, origins_with_travellers: npt.NDArray[np.bool_]):
         n = len(trips.zones)
-        od = next((t for t in trips.tables if set(t.variables) == {"origin", "destination"}), None)
         allowed = np.ones((n, n), dtype=bool)
-        if od is not None:
-            matrix = od.counts if od.variables == ("origin", "destination") else od.counts.T
-            allowed = matrix > 0
+        for table in trips.tables:  # an OD table (per departure bin, mode, ...) leaves out the pairs it gives no trip
+            if {"origin", "destination"} <= set(table.variables):
+                i, j = table.variables.index("origin"), table.variables.index("destination")
+                others = tuple(k for k in range(table.counts.ndim) if k not in (i, j))
+                matrix = table.counts.sum(axis=others) if others else table.counts
+                allowed &= (matrix if i < j else matrix.T) > 0
         allowed &= origins_with_travellers[:, None]
         self.pair_o, self.pair_d = np.nonzero(allowed)
         self.n_pairs = self.pair_o.size
         self.n_bins = trips.depart_edges.size - 1
         self.n_modes = len(trips.modes)
-        self.per_pair = self.n_bins * self.n_modes
+        self.n_purposes = len(trips.first_purposes)
+        self.per_pair = self.n_bins * self.n_modes * self.n_purposes
         size = self.n_pairs * self.per_pair
         pair = np.repeat(np.arange(self.n_pairs), self.per_pair)
         self.o = self.pair_o[pair]
         self.d = self.pair_d[pair]
         inner = np.tile(np.arange(self.per_pair), self.n_pairs)
-        self.bin, self.mode = inner // self.n_modes, inner % self.n_modes
+        self.bin = inner // (self.n_modes * self.n_purposes)
+        self.mode = (inner // self.n_purposes) % self.n_modes
+        self.purpose = inner % self.n_purposes
         self.km = trips.distance[self.o, self.d]
         assert self.o.size == size
 
@@ -80,6 +86,8 @@ class _Cells:
             return self.bin
         if variable == "mode":
             return self.mode
+        if variable == "purpose":
+            return self.purpose
         assert table.bins is not None  # distance tables carry their bands
         band = np.searchsorted(table.bins, self.km, side="right") - 1
         return np.where((band >= 0) & (band < table.bins.size - 1), band, -1)
@@ -102,7 +110,7 @@ def fit_trip_cells(trips: TripProject, productions: npt.NDArray[np.float64]) -> 
         # travellers of each origin are met exactly when the trips are integerized
         targets.insert(0, CellTarget("travellers per origin", cells.o, productions))
         where.insert(0, frozenset({"origin"}))
-    has_od = any(set(t.variables) == {"origin", "destination"} for t in trips.tables)
+    has_od = any({"origin", "destination"} <= set(t.variables) for t in trips.tables)
     note: dict = {"cells": int(cells.o.size), "od_pairs": int(cells.n_pairs)}
     prior = np.ones(cells.o.size)
     if not has_od and trips.mean_km is not None:
@@ -125,6 +133,11 @@ def fit_trip_cells(trips: TripProject, productions: npt.NDArray[np.float64]) -> 
     else:
         weights, sweeps, error = fit_cells(prior, targets)
     note.update({"ipf_sweeps": sweeps, "ipf_largest_relative_error": error})
+    if error > TRIP_TABLES_DISAGREE:
+        note.setdefault("warnings", []).append(
+            f"the trip tables disagree (IPF stopped with a cell {error:.1%} off its count): the trips are a "
+            "compromise between them; give tables with the same totals per shared variable"
+        )
     return cells, weights, note
 
 
@@ -206,20 +219,23 @@ def synthesize_trips(project: Project, population: pd.DataFrame, seed: int | Non
     productions = np.bincount(zone[meets], weights=counts[meets], minlength=len(trips.zones)).astype(np.float64)
     cells, weights, note = fit_trip_cells(trips, productions)
 
-    # 1. integer trips per OD pair: each origin's travellers exactly
-    pair_weight = weights.reshape(cells.n_pairs, cells.per_pair).sum(axis=1)
-    pair_trips = _round_rows(pair_weight, cells.pair_o, productions.round(), rng)
-    # 2. within each pair, departure bin x mode by systematic sampling of its conditional distribution
-    conditional = weights.reshape(cells.n_pairs, cells.per_pair)
-    conditional = conditional / np.where(pair_weight > 0, pair_weight, 1.0)[:, None]
-    pair_of_trip = np.repeat(np.arange(cells.n_pairs), pair_trips)
-    start = np.cumsum(pair_trips) - pair_trips
-    k = np.arange(pair_of_trip.size) - start[pair_of_trip]
-    u = rng.random(cells.n_pairs)
-    position = pair_of_trip + (k + u[pair_of_trip]) / pair_trips[pair_of_trip]
-    ladder = (np.cumsum(conditional, axis=1) + np.arange(cells.n_pairs)[:, None]).reshape(-1)
+    # 1. integer trips per OD pair (per OD pair and departure bin when a table gives the OD per departure bin): each
+    # origin's travellers exactly, each group within one trip of its fitted value
+    timed = any({"origin", "destination", "depart"} <= set(t.variables) for t in trips.tables)
+    size = cells.n_modes * cells.n_purposes if timed else cells.per_pair  # cells of one group (contiguous)
+    groups = cells.o.size // size
+    group_weight = weights.reshape(groups, size).sum(axis=1)
+    group_trips = _round_rows(group_weight, cells.o[::size], productions.round(), rng)
+    # 2. within each group, the other variables by systematic sampling of its conditional distribution
+    conditional = weights.reshape(groups, size) / np.where(group_weight > 0, group_weight, 1.0)[:, None]
+    group_of_trip = np.repeat(np.arange(groups), group_trips)
+    start = np.cumsum(group_trips) - group_trips
+    k = np.arange(group_of_trip.size) - start[group_of_trip]
+    u = rng.random(groups)
+    position = group_of_trip + (k + u[group_of_trip]) / group_trips[group_of_trip]
+    ladder = (np.cumsum(conditional, axis=1) + np.arange(groups)[:, None]).reshape(-1)
     cell = np.searchsorted(ladder, position, side="right")
-    cell = np.clip(cell, pair_of_trip * cells.per_pair, pair_of_trip * cells.per_pair + cells.per_pair - 1)
+    cell = np.clip(cell, group_of_trip * size, group_of_trip * size + size - 1)
     # 3. the travellers of each origin take its trips in random order
     person, home = _persons(counts, zone, meets)
     by_home = np.lexsort((rng.random(person.size), home))
@@ -233,6 +249,7 @@ def synthesize_trips(project: Project, population: pd.DataFrame, seed: int | Non
         frame, events[event.name] = _add_event(trips, event, frame, population, project.zone_level, homes, note, rng)
     report = {
         "tour": list(trips.tour),
+        "commute_purpose": trips.commute_purpose,
         "travellers": int(productions.sum()),
         "trips": len(frame),
         "prior": note,
@@ -242,7 +259,7 @@ def synthesize_trips(project: Project, population: pd.DataFrame, seed: int | Non
     }
     if events:
         report["events"] = events
-    return TripResult(frame, per_person_columns(frame, trips.tour[0]), report)
+    return TripResult(frame, per_person_columns(frame, trips.commute_purpose), report)
 
 
 def _persons(counts: np.ndarray, zone: np.ndarray, meets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -351,6 +368,7 @@ def _tours(trips: TripProject, cells: _Cells, cell, person, rng) -> pd.DataFrame
     n = cell.size
     zones = np.asarray(trips.zones, dtype=object)
     o, d, b, m = cells.o[cell], cells.d[cell], cells.bin[cell], cells.mode[cell]
+    first_purpose = np.asarray(trips.first_purposes, dtype=object)[cells.purpose[cell]]
     edges = trips.depart_edges
     depart = edges[b] + np.floor(rng.random(n) * (edges[b + 1] - edges[b])).astype(np.int64)
     stops = len(trips.tour)
@@ -370,13 +388,18 @@ def _tours(trips: TripProject, cells: _Cells, cell, person, rng) -> pd.DataFrame
                     "destination": zones[there],
                     "depart_minutes": depart,
                     "mode": np.asarray(trips.modes, dtype=object)[m],
-                    "purpose": trips.tour[k],
+                    "purpose": first_purpose if k == 0 else trips.tour[k],
                     "distance_km": np.round(km, 3),
                     "arrive_minutes": depart + _travel_minutes(km, trips.speed_kmh[m]),
                 }
             )
         )
-        depart = depart + _travel_minutes(km, trips.speed_kmh[m]) + trips.stay_minutes
+        stay = trips.stay_minutes
+        if k == 0 and trips.stay_by_purpose:
+            stay = np.array([trips.stay_by_purpose.get(p, trips.stay_minutes) for p in trips.first_purposes])[
+                cells.purpose[cell]
+            ]
+        depart = depart + _travel_minutes(km, trips.speed_kmh[m]) + stay
         here, there = there, o
     frame = pd.concat(frames, ignore_index=True).sort_values(["person_id", "trip_num"], kind="stable")
     frame.insert(4, "depart", [clock(x) for x in frame["depart_minutes"].to_numpy()])
@@ -412,7 +435,7 @@ def table_counts(trips: TripProject, frame: pd.DataFrame, table: TripTable) -> n
     first = frame[frame["trip_num"] == 1]
     axes = []
     for variable, labels in zip(table.variables, table.labels, strict=True):
-        if variable in ("origin", "destination", "mode"):
+        if variable in ("origin", "destination", "mode", "purpose"):
             index = {label: i for i, label in enumerate(labels)}
             axes.append(first[variable].astype(str).map(index).fillna(-1).to_numpy(dtype=np.int64))
         elif variable == "depart":
@@ -446,7 +469,7 @@ def trip_fit(trips: TripProject, frame: pd.DataFrame) -> dict:
             "tvd": round(tvd(goal, have), 6),
             "srmse": round(srmse(goal, have), 6),
         }
-        if set(table.variables) == {"origin", "destination"}:
+        if {"origin", "destination"} <= set(table.variables):
             entry["cpc"] = round(cpc(goal, have), 6)
         fits[table.name] = entry
     return fits

@@ -9,12 +9,13 @@ trip: a commuting OD matrix counts home-to-work trips) over its variables:
   ``origin, destination, count``; cells not listed hold no trip);
 - ``depart``: departure time, rows labelled ``HH:MM-HH:MM`` (``07:00-07:30``), the intervals tiling the day;
 - ``mode``: one of ``modes``;
+- ``purpose``: one of ``purposes`` (the first stop's activity, when the project lists them);
 - ``distance``: km between the zones, in the bands of ``bins`` (a trip-length distribution).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..expressions import Rule
 
-TRIP_VARIABLES = ("origin", "destination", "depart", "mode", "distance")
+TRIP_VARIABLES = ("origin", "destination", "depart", "mode", "purpose", "distance")
 MINUTES_PER_DAY = 24 * 60
 
 
@@ -58,13 +59,17 @@ class TripsSpec(BaseModel):
     when it is omitted) are measured on the zones' centroids (``lon`` / ``lat`` columns of the zones file, great
     circle), and a zero intrazonal distance becomes the mean distance of two points of a disc of the zone's area
     (``area`` column, km²; 128 r / 45 pi). ``speed_kmh`` gives the door-to-door speed of each mode (travel times);
-    ``stay_hours`` the time spent at each stop of the tour before the next trip.
+    ``stay_hours`` the time spent at each stop of the tour before the next trip (``stay_hours_by_purpose`` for the
+    first stop's purposes that differ). ``purposes`` (optional) lists the
+    activities the first stop may be (work, school, shopping, ...): the first trip's purpose is then one of them, a
+    variable of the trip tables, and ``tour[0]`` names that stop in the tour (``["activity", "home"]``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     who: str = Field(min_length=1)
     tour: tuple[str, ...] = Field(min_length=2)
     modes: tuple[str, ...] = Field(min_length=1)
+    purposes: tuple[str, ...] = ()
     tables: tuple[TripTableSpec, ...] = Field(min_length=1)
     distances: str | None = None
     lon: str = "lon"
@@ -72,6 +77,7 @@ class TripsSpec(BaseModel):
     area: str | None = None
     speed_kmh: dict[str, float] = Field(default_factory=dict)
     stay_hours: float = Field(default=8.0, gt=0, le=24)
+    stay_hours_by_purpose: dict[str, float] = Field(default_factory=dict)
     mean_km: float | None = Field(default=None, gt=0)
     events: tuple[EventSpec, ...] = ()
 
@@ -120,6 +126,7 @@ class TripProject:
     ----------
     who : Rule, true for the persons who travel (schema dialect, on coded records)
     tour : tuple of str, the purposes of a traveller's trips in order; the last trip returns home
+    purposes : tuple of str, the first stop's possible purposes (``(tour[0],)`` when the project lists none)
     zones : tuple of str, the zone ids (the categories of the project's zone variable, in order)
     distance : ndarray of float64, shape (n_zones, n_zones), km from origin (row) to destination (column)
     modes : tuple of str
@@ -127,6 +134,7 @@ class TripProject:
     depart_edges : ndarray of int64, minutes after midnight, the departure bins of the outbound trip
         (``depart_edges[0] == 0``, ``depart_edges[-1] == 1440``)
     stay_minutes : int, time at each stop before the next trip
+    stay_by_purpose : dict of str -> int, minutes at the first stop for the purposes whose stay differs
     tables : tuple of TripTable
     mean_km : float or None, a mean trip length the prior's distance decay is fitted to (no OD table; its form,
         exponential or power, is the one closer to a trip-length distribution among the tables)
@@ -147,6 +155,19 @@ class TripProject:
     mean_km: float | None = None
     centroids: npt.NDArray[np.float64] | None = None
     events: tuple[TripEvent, ...] = ()
+    purposes: tuple[str, ...] = ()
+    stay_by_purpose: dict = field(default_factory=dict)
+
+    @property
+    def first_purposes(self) -> tuple[str, ...]:
+        """The purposes the first trip of a tour may have: ``purposes``, or the tour's first stop."""
+        return self.purposes or (self.tour[0],)
+
+    @property
+    def commute_purpose(self) -> str:
+        """The purpose whose first trip's distance is a person's commute: ``work`` when it is one of the first
+        stop's purposes, else the first of them."""
+        return "work" if "work" in self.first_purposes else self.first_purposes[0]
 
     def depart_labels(self) -> tuple[str, ...]:
         """``HH:MM-HH:MM`` for each departure bin."""
