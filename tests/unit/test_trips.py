@@ -373,3 +373,57 @@ def test_the_separable_fit_equals_the_fit_over_every_cell(tmp_path):
     decay = note["distance_decay"]
     joint, _, _ = fit_cells(deterrence(cells.km, decay["form"], decay["beta"]), targets, tolerance=1e-12)
     np.testing.assert_allclose(weights, joint, rtol=1e-5)
+
+
+def test_the_first_stop_s_purpose_follows_a_departure_x_purpose_table_and_its_stay(tmp_path):
+    root = _trip_project(
+        tmp_path,
+        **{
+            "purpose.csv": "depart,purpose,count\n"
+            + "".join(
+                f"{b},{p},{n}\n"
+                for b, counts in (
+                    ("00:00-06:00", (30, 0)),
+                    ("06:00-08:00", (140, 10)),
+                    ("08:00-10:00", (60, 30)),
+                    ("10:00-24:00", (0, 30)),
+                )
+                for p, n in zip(("work", "shopping"), counts, strict=True)
+            )
+        },
+    )
+    text = (root / "synthor.toml").read_text(encoding="utf-8")
+    text = text.replace('tour = ["work", "home"]', 'tour = ["activity", "home"]\npurposes = ["work", "shopping"]')
+    text = text.replace("stay_hours = 8.5", "stay_hours = 8.5\nstay_hours_by_purpose = { shopping = 1.0 }")
+    text += '\n[[trips.tables]]\nname = "purpose"\nfile = "purpose.csv"\nvariables = ["depart", "purpose"]\n'
+    (root / "synthor.toml").write_text(text, encoding="utf-8")
+    project = load_project(root)
+    result = synthesize_trips(project, _population(project), seed=5)
+    out = result.trips[result.trips["trip_num"] == 1]
+    back = result.trips[result.trips["trip_num"] == 2].set_index("person_id")
+    # purposes spread within each OD cell by systematic sampling: the margin within a few trips of 230 / 70
+    assert abs(out["purpose"].value_counts()["shopping"] - 70) <= 9
+    assert set(back["purpose"]) == {"home"}
+    stay = back["depart"].map(_minutes) - out.set_index("person_id")["depart"].map(_minutes)
+    shopping = out.set_index("person_id")["purpose"] == "shopping"
+    assert stay[shopping].max() < 3 * 60 and stay[~shopping].min() > 8 * 60  # an hour shopping, 8.5 h at work
+    assert result.report["tables"]["purpose"]["tvd"] < 0.02
+    assert result.report["chains"]["broken"] == 0
+    assert not result.report["prior"].get("warnings")
+
+
+def test_trip_tables_that_disagree_are_warned_about(tmp_path):
+    project = load_project(_trip_project(tmp_path, **{"mode.csv": "mode,workers\ncar,80\nbus,20\n"}))
+    root = tmp_path
+    text = (root / "synthor.toml").read_text(encoding="utf-8")
+    text += (
+        '\n[[trips.tables]]\nname = "jobs"\nfile = "jobs.csv"\nvariables = ["destination"]\ncount_column = "workers"\n'
+    )
+    (root / "jobs.csv").write_text(
+        "destination,workers\nA,10\nB,10\nC,280\n", encoding="utf-8"
+    )  # the OD says 70/170/60
+    (root / "synthor.toml").write_text(text, encoding="utf-8")
+    project = load_project(root)
+    result = synthesize_trips(project, _population(project), seed=1)
+    (warning,) = result.report["prior"]["warnings"]
+    assert warning.startswith("the trip tables disagree (IPF stopped with a cell")
