@@ -1,6 +1,6 @@
 """Run every benchmark, one after another, and write benchmarks/RESULTS.md with the machine and the date.
 
-Run: ``python benchmarks/run_all.py`` (about 25 minutes on 2 cores; each benchmark stays under 10).
+Run: ``python benchmarks/run_all.py`` (about 32 minutes on 2 cores; each benchmark stays under 10).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ BENCHMARKS = [
     ),
     ("one_engine.py", "One engine against two: CALM through the household loop and through the version it replaced"),
     ("app_responsiveness.py", "App responsiveness"),
+    ("commuting_od.py", "Commuting OD: Travis County and Manhattan against LODES 2018 and the gravity model"),
+    ("mobility_paper.py", "The paper's mobility task: a known generator, OD per time bin and time x activity"),
 ]
 
 

@@ -25,7 +25,7 @@ def test_the_commuting_example_runs_from_the_app_and_its_trips_are_shown_and_dow
     assert trip_tables["cells with trips"].tolist() == [34_053, 14, 4] and trip_tables["total"][0] == 394_075
     at.switch_page("app_pages/synthesize.py").run()
     assert at.number_input(key="synth.size").value == 1_121_691
-    at.number_input(key="synth.max_iterations").set_value(10)
+    at.number_input(key="synth.max_iterations").set_value(5)
     at.button[0].click().run()
     from app_session import get_runner
 

@@ -375,7 +375,7 @@ def test_the_commuting_example_runs_and_its_trips_are_drawn_and_downloaded(page,
     page.get_by_text("The trip tables count each tour's first trip.").first.wait_for()
     page.screenshot(path=str(ARTIFACTS / "13-trips-data.png"), full_page=True)
     _one(page.get_by_role("link", name="Synthesize")).click()
-    _one(page.get_by_label("Max iterations")).fill("20")
+    _one(page.get_by_label("Max iterations")).fill("5")
     _one(page.get_by_role("button", name="Start")).click()
     page.get_by_text(re.compile(r"^Stopped: .* after \d+ iterations")).first.wait_for()
     _one(page.get_by_role("link", name="Trips")).click()
