@@ -439,7 +439,7 @@ def table_counts(trips: TripProject, frame: pd.DataFrame, table: TripTable) -> n
             index = {label: i for i, label in enumerate(labels)}
             axes.append(first[variable].astype(str).map(index).fillna(-1).to_numpy(dtype=np.int64))
         elif variable == "depart":
-            minutes = _clock_minutes(first["depart"])
+            minutes = _clock_minutes(first)
             axes.append(np.searchsorted(trips.depart_edges, minutes, side="right").astype(np.int64) - 1)
         else:
             assert table.bins is not None  # distance tables carry their bands
@@ -452,8 +452,12 @@ def table_counts(trips: TripProject, frame: pd.DataFrame, table: TripTable) -> n
     return np.bincount(flat, minlength=table.counts.size).astype(np.float64).reshape(table.counts.shape)
 
 
-def _clock_minutes(depart: pd.Series) -> npt.NDArray[np.int64]:
-    parts = depart.astype(str).str.split(":", n=1, expand=True)
+def _clock_minutes(frame: pd.DataFrame) -> npt.NDArray[np.int64]:
+    """Each trip's departure in minutes after midnight: the ``depart_minutes`` column of a synthesized frame, else
+    ``depart`` (``HH:MM``, a file read back) parsed."""
+    if "depart_minutes" in frame.columns:
+        return frame["depart_minutes"].to_numpy(dtype=np.int64)
+    parts = frame["depart"].astype(str).str.split(":", n=1, expand=True)
     return (parts[0].astype(np.int64) * 60 + parts[1].astype(np.int64)).to_numpy(dtype=np.int64)
 
 
@@ -485,7 +489,7 @@ def chain_check(frame: pd.DataFrame, home: dict, trips: TripProject) -> dict:
     first = ~same
     last = np.r_[person[1:] != person[:-1], True]
     origin, destination = f["origin"].to_numpy(), f["destination"].to_numpy()
-    minutes = _clock_minutes(f["depart"])
+    minutes = _clock_minutes(f)
     arrive = f["arrive_minutes"].to_numpy() if "arrive_minutes" in f.columns else minutes + 1
     zones = np.asarray(trips.zones, dtype=object)[np.array([home[p] for p in person], dtype=np.int64)]
     broken = np.zeros(len(f), dtype=bool)
