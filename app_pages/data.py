@@ -51,17 +51,17 @@ st.title("Data")
 left, right = st.columns([3, 2])
 with left:
     st.caption(f"Project: **{as_text(st.session_state['data.project_label'])}**")
-    buttons = st.columns(3)
+    buttons = st.columns(2)
     if buttons[0].button("Open the bundled example", key="data.open_example"):
         st.session_state["data.project_dir"] = str(EXAMPLE_DIR)
         st.session_state["data.project_label"] = EXAMPLE_LABEL
         st.rerun()
-    if buttons[1].button("Open the commuting example (trips)", key="data.open_trips_example"):
+    if buttons[1].button("Start a new, empty project", key="data.new"):
+        new_draft()
+        st.rerun()
+    if st.button("Open the commuting example (trips)", key="data.open_trips_example"):  # its own row: labels whole
         st.session_state["data.project_dir"] = str(TRIPS_EXAMPLE_DIR)
         st.session_state["data.project_label"] = TRIPS_EXAMPLE_LABEL
-        st.rerun()
-    if buttons[2].button("Start a new, empty project", key="data.new"):
-        new_draft()
         st.rerun()
 with right:
     uploaded = st.file_uploader(
@@ -198,6 +198,10 @@ with overview:
             ),
             hide_index=True,
             width="stretch",
+            column_config={  # 1,121,691, not 1121691
+                "cells": st.column_config.NumberColumn(format="localized"),
+                "persons": st.column_config.NumberColumn(format="localized"),
+            },
         )
         if project.numeric_controls:
             st.subheader("Numeric controls")
@@ -221,7 +225,7 @@ with overview:
             trips = project.trips
             st.subheader("Trips")
             st.caption(
-                f"Persons meeting `{as_text(trips.who.condition)}` make one tour a day: "
+                f"Persons meeting {as_text(trips.who.condition)} make one tour a day: "
                 f"{as_text(' → '.join(['home', *trips.tour[:-1]]))} → home; "
                 f"{count_of(len(trips.zones), 'zone')}, modes {as_text(', '.join(trips.modes))}. "
                 "The trip tables count each tour's first trip."
@@ -243,7 +247,9 @@ with overview:
                 hide_index=True,
                 width="stretch",
                 key="data.trip_tables",
-                column_config={"total": st.column_config.NumberColumn(format="localized")},
+                column_config={
+                    c: st.column_config.NumberColumn(format="localized") for c in ("cells", "cells with trips", "total")
+                },
             )
         names = [t.name for t in project.tables]
         chosen = st.selectbox("Preview a table", names, key=f"data.preview.{P}")

@@ -405,7 +405,8 @@ def main() -> None:
         f"{sum(hours['scenario']):,}; {report_event['trips']['chains']['consistent_share']:.2%} of the days chain "
         f"({seconds_event:.1f} s)"
     )
-    print("\nFigures: " + ", ".join(str(p) for p in written) if written else "\nFigures: HTML only (no Chromium)")
+    shown = [str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in written]
+    print("\nFigures: " + ", ".join(shown) if written else "\nFigures: HTML only (no Chromium)")
     if args.json:
         args.json.write_text(json.dumps({"results": results, "concert": concert, "report": report["trips"]}, indent=1))
 
