@@ -154,7 +154,8 @@ with derived_tab:
         st.info("No household column is computed from the members in this project.")
 if project.warnings:
     with st.expander(f"{len(project.warnings)} warning(s)", icon=":material/warning:"):
-        st.dataframe(pd.DataFrame({"warning": project.warnings}), hide_index=True, width="stretch")
+        # a list, not a table: a table cut the long ones at the column's edge
+        st.markdown("\n".join(f"- {as_text(w)}" for w in project.warnings))
 
 st.subheader("Synthesize")
 runner = get_runner()
