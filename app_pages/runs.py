@@ -78,6 +78,14 @@ shown = shown[  # the fit right after the status: at 1,400 px it fell off the ri
         "stop_reason",
     ]
 ]
+# a person run has no %RMSE and a household run no TVD: an empty cell, not "None" (the table draws a missing number
+# as "None" whatever its format); as text of one width, so sorting still orders them
+shown = shown.assign(
+    **{
+        column: [pattern.format(v) if pd.notna(v) else "" for v in shown[column]]
+        for column, pattern in (("mean_tvd", "{:.4f}"), ("worst_pct_rmse", "{:8.2f}"), ("max_tvd", "{:.4f}"))
+    }
+)
 st.dataframe(
     shown,
     hide_index=True,
@@ -87,9 +95,9 @@ st.dataframe(
         "run_id": "run",
         "project_label": st.column_config.TextColumn("project", width="medium"),
         "started_at": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm:ss Z"),
-        "mean_tvd": st.column_config.NumberColumn("mean TVD", format="%.4f"),
-        "max_tvd": st.column_config.NumberColumn("max TVD", format="%.4f"),
-        "worst_pct_rmse": st.column_config.NumberColumn("worst %RMSE", format="%.2f"),
+        "mean_tvd": st.column_config.TextColumn("mean TVD"),
+        "max_tvd": st.column_config.TextColumn("max TVD"),
+        "worst_pct_rmse": st.column_config.TextColumn("worst %RMSE"),
         "size": st.column_config.NumberColumn("persons or households", format="localized"),  # 48,842
         "stop_reason": "stop reason",
     },

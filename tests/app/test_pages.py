@@ -128,6 +128,8 @@ def test_a_maxent_run_completes_and_shows_the_fit_table():
     assert not at.exception
     runs = at.dataframe[0].value
     assert runs.iloc[0]["status"] in ("finished", "stopped") and runs.iloc[0]["size"] == 5000
+    # a person run has no %RMSE: an empty cell, not "None"; its TVD with 4 decimals
+    assert runs.iloc[0]["worst_pct_rmse"] == "" and re.fullmatch(r"0\.\d{4}", runs.iloc[0]["mean_tvd"])
     # the status and the fit come first (visible at 1,400 px), then kind, project and start; the start is a date of
     # this century, not 1970
     assert runs.columns.tolist()[:9] == [
