@@ -113,4 +113,6 @@ TRIP_IPF_STALL_SWEEPS, TRIP_IPF_STALL = 20, 1e-3  # stop when 20 sweeps cut the 
 GRAVITY_MAX_SWEEPS = 1_000  # Furness sweeps (balancing rows and columns) of one gravity model
 GRAVITY_TOLERANCE = 1e-8  # largest relative error of a row or column total at which Furness stops
 GRAVITY_BISECTION_STEPS = 60  # halvings of the deterrence parameter's bracket when it is fitted to a mean trip length
+TRIP_SAMPLE_SPREAD = 0.05  # share of a diary-seeded trip prior spread over every cell as the prior without it
+TRIP_TABLES_DISAGREE = 0.01  # largest relative error of a fitted trip table cell above which a run warns
 INTRAZONAL_CIRCLE_FACTOR = 128 / (45 * 3.141592653589793)  # mean distance of two points in a disc, x its radius

@@ -22,6 +22,7 @@ from ..targets.trips import (
     EventSpec,
     TripEvent,
     TripProject,
+    TripSample,
     TripsSpec,
     TripTable,
     TripTableSpec,
@@ -92,6 +93,7 @@ def read_trips(
     edges = _depart_edges(frames, problems)
     tables = [_table(t, f, r, zones, spec.modes, spec.purposes, edges, problems) for t, f, r in frames]
     events = [read_event(i, e, zones, schema, problems) for i, e in enumerate(spec.events, start=1)]
+    sample = _sample(spec, root, zones, edges, problems) if spec.sample is not None else None
     if problems or who is None or distance is None:
         return None, problems
     return (
@@ -110,6 +112,7 @@ def read_trips(
             mean_km=spec.mean_km,
             centroids=centroids,
             events=tuple(e for e in events if e is not None),
+            sample=sample,
         ),
         [],
     )
@@ -255,6 +258,65 @@ def read_event(i: int, spec: EventSpec, zones, schema: Schema, problems: list[Pr
     if len(problems) > before or window is None:
         return None
     return TripEvent(spec.name, zone, window[0], window[1], spec.trips, round(spec.stay_hours * 60), who)
+
+
+_CLOCK = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def _sample(spec: TripsSpec, root: Path, zones, edges, problems: list[Problem]) -> TripSample | None:
+    """The travel-diary sample: each row a trip from home, named by file, row and column when it is not one."""
+    assert spec.sample is not None  # called for projects with a sample
+    frame, first_row = _read(root, spec.sample, f"{PROJECT_FILE} [trips] sample", problems)
+    if frame is None:
+        return None
+    file = spec.sample
+    need = ["origin", "destination", "depart", "mode", *(["purpose"] if spec.purposes else [])]
+    need += [spec.sample_weight] if spec.sample_weight else []
+    absent = [c for c in need if c not in frame.columns]
+    if absent:
+        problems.append(Problem(file, f"expected columns {need}; missing {absent}", row=1))
+        return None
+    before = len(problems)
+    cells = {
+        "origin": _zone_codes(frame, "origin", zones, file, first_row, problems),
+        "destination": _zone_codes(frame, "destination", zones, file, first_row, problems),
+    }
+    for column, categories in (("mode", spec.modes), ("purpose", spec.purposes)):
+        if column == "purpose" and not spec.purposes:
+            cells[column] = np.zeros(len(frame), dtype=np.int64)
+            continue
+        index = {c: i for i, c in enumerate(categories)}
+        codes = frame[column].str.strip().map(index)
+        for i in np.flatnonzero(codes.isna().to_numpy())[:3]:
+            problems.append(
+                Problem(
+                    file,
+                    f"unknown {column} {frame[column].iloc[i]!r}: expected one of {list(categories)}",
+                    row=first_row + int(i),
+                    column=column,
+                )
+            )
+        cells[column] = codes.fillna(-1).to_numpy(dtype=np.int64)
+    minutes = np.full(len(frame), -1, dtype=np.int64)
+    for i, text in enumerate(frame["depart"]):
+        match = _CLOCK.match(str(text))
+        value = int(match.group(1)) * 60 + int(match.group(2)) if match and int(match.group(2)) < 60 else -1
+        if not 0 <= value < MINUTES_PER_DAY:
+            if len(problems) - before < 3:
+                problems.append(
+                    Problem(file, f"expected a time HH:MM of the day, got {text!r}", row=first_row + i, column="depart")
+                )
+            continue
+        minutes[i] = value
+    cells["bin"] = np.searchsorted(edges, minutes, side="right").astype(np.int64) - 1
+    weight = (
+        _numbers(frame, spec.sample_weight, file, first_row, problems)
+        if spec.sample_weight
+        else np.ones(len(frame), dtype=np.float64)
+    )
+    if len(problems) > before:
+        return None
+    return TripSample(cells, weight, file)
 
 
 def _interval(text: object) -> tuple[int, int] | None:

@@ -18,12 +18,12 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from .. import defaults
 from ..metrics import cpc, srmse, tvd
 from ..priors.trips import CellTarget, Deterrence, deterrence, fit_cells, fit_gravity
 from ..targets.model import Project
 from ..targets.trips import TripProject, TripTable, clock
 
-TRIP_TABLES_DISAGREE = 0.01  # largest relative error of a fitted trip table cell above which the run warns
 SPATIAL = frozenset({"origin", "destination", "distance"})  # trip variables of the place (the OD pair)
 TEMPORAL = frozenset({"depart", "mode", "purpose"})  # trip variables of the time, the means and the activity
 TRIP_COLUMNS = ("person_id", "trip_num", "origin", "destination", "depart", "mode", "purpose", "distance_km")
@@ -116,7 +116,9 @@ def fit_trip_cells(trips: TripProject, productions: npt.NDArray[np.float64]) -> 
     if not has_od and trips.mean_km is not None:
         form, beta, note["distance_decay"] = _distance_decay(trips, productions)
         prior = deterrence(cells.km, form, beta)
-    if all(v <= SPATIAL or v <= TEMPORAL for v in where):
+    if trips.sample is not None:
+        prior, note["sample"] = _seeded(trips, cells, prior)
+    if trips.sample is None and all(v <= SPATIAL or v <= TEMPORAL for v in where):
         # no table ties departure or mode to the place: the maximum-entropy trips are the product of the OD pairs'
         # fit and the departure x mode fit (the same result, fitted on n_pairs + bins x modes cells)
         spatial = [t for t, v in zip(targets, where, strict=True) if v <= SPATIAL]
@@ -133,12 +135,44 @@ def fit_trip_cells(trips: TripProject, productions: npt.NDArray[np.float64]) -> 
     else:
         weights, sweeps, error = fit_cells(prior, targets)
     note.update({"ipf_sweeps": sweeps, "ipf_largest_relative_error": error})
-    if error > TRIP_TABLES_DISAGREE:
+    if error > defaults.TRIP_TABLES_DISAGREE:
         note.setdefault("warnings", []).append(
             f"the trip tables disagree (IPF stopped with a cell {error:.1%} off its count): the trips are a "
             "compromise between them; give tables with the same totals per shared variable"
         )
     return cells, weights, note
+
+
+def _seeded(trips: TripProject, cells: _Cells, prior: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The prior seeded by a travel-diary sample: the share of its trips in each cell, with ``TRIP_SAMPLE_SPREAD``
+    of the weight spread as ``prior`` (a diary never covers every cell; IPF then keeps the sample's structure where
+    the tables say nothing, as PopulationSim starts from its seed)."""
+    sample = trips.sample
+    assert sample is not None  # called with a sample
+    n = len(trips.zones)
+    pair_key = cells.pair_o * n + cells.pair_d  # ascending: np.nonzero walks rows first
+    key = sample.cells["origin"] * n + sample.cells["destination"]
+    pair = np.searchsorted(pair_key, key)
+    known = (pair < pair_key.size) & (pair_key[np.minimum(pair, pair_key.size - 1)] == key)
+    cell = (
+        pair * cells.per_pair
+        + sample.cells["bin"] * (cells.n_modes * cells.n_purposes)
+        + sample.cells["mode"] * cells.n_purposes
+        + sample.cells["purpose"]
+    )
+    counts = np.bincount(cell[known], weights=sample.weight[known], minlength=cells.o.size)
+    note = {
+        "file": sample.source,
+        "trips": int(sample.weight.size),
+        "in_cells": int(known.sum()),
+        "spread": defaults.TRIP_SAMPLE_SPREAD,
+    }
+    if counts.sum() <= 0:
+        return prior, note
+    seeded = (
+        1 - defaults.TRIP_SAMPLE_SPREAD
+    ) * counts / counts.sum() + defaults.TRIP_SAMPLE_SPREAD * prior / prior.sum()
+    return seeded, note
 
 
 def _distance_decay(trips: TripProject, productions: npt.NDArray[np.float64]) -> tuple[Deterrence, float, dict]:

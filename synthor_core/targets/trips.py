@@ -62,7 +62,9 @@ class TripsSpec(BaseModel):
     ``stay_hours`` the time spent at each stop of the tour before the next trip (``stay_hours_by_purpose`` for the
     first stop's purposes that differ). ``purposes`` (optional) lists the
     activities the first stop may be (work, school, shopping, ...): the first trip's purpose is then one of them, a
-    variable of the trip tables, and ``tour[0]`` names that stop in the tour (``["activity", "home"]``).
+    variable of the trip tables, and ``tour[0]`` names that stop in the tour (``["activity", "home"]``). ``sample``
+    names a travel diary (one row per trip from home: ``origin``, ``destination``, ``depart`` as ``HH:MM``, ``mode``,
+    and ``purpose`` with purposes; ``sample_weight`` its weight column): the prior starts from its trips.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -80,6 +82,25 @@ class TripsSpec(BaseModel):
     stay_hours_by_purpose: dict[str, float] = Field(default_factory=dict)
     mean_km: float | None = Field(default=None, gt=0)
     events: tuple[EventSpec, ...] = ()
+    sample: str | None = None
+    sample_weight: str | None = None
+
+
+@dataclass(frozen=True)
+class TripSample:
+    """A travel-diary sample of trips (the tours' first trips), the seed of the trip prior.
+
+    Attributes
+    ----------
+    cells : dict of str -> ndarray of int64, shape (n,): ``origin``, ``destination`` (zone indices), ``bin``
+        (departure bin), ``mode``, ``purpose`` (index in the first stop's purposes; 0 without purposes)
+    weight : ndarray of float64, shape (n,), >= 0
+    source : str, the file
+    """
+
+    cells: dict
+    weight: npt.NDArray[np.float64]
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -141,6 +162,7 @@ class TripProject:
     centroids : ndarray of float64, shape (n_zones, 2), or None: each zone's longitude and latitude (degrees), when
         the zones file gives them (flow maps)
     events : tuple of TripEvent, the what-if events added to the day's trips
+    sample : TripSample or None, a travel-diary sample seeding the prior
     """
 
     who: Rule
@@ -157,6 +179,7 @@ class TripProject:
     events: tuple[TripEvent, ...] = ()
     purposes: tuple[str, ...] = ()
     stay_by_purpose: dict = field(default_factory=dict)
+    sample: TripSample | None = None
 
     @property
     def first_purposes(self) -> tuple[str, ...]:

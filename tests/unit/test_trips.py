@@ -427,3 +427,46 @@ def test_trip_tables_that_disagree_are_warned_about(tmp_path):
     result = synthesize_trips(project, _population(project), seed=1)
     (warning,) = result.report["prior"]["warnings"]
     assert warning.startswith("the trip tables disagree (IPF stopped with a cell")
+
+
+def test_a_travel_diary_seeds_what_no_table_says(tmp_path):
+    """The tables say nothing of mode by distance; a diary where trips within a zone go by bus and the others by car
+    carries that into the synthesized trips (maximum entropy alone would give every OD cell the same mode shares)."""
+    rows = ["origin,destination,depart,mode"]
+    for o, d in (("A", "A"), ("B", "B"), ("C", "C")):
+        rows += [f"{o},{d},07:10,bus"] * 5
+    for o, d in (("A", "B"), ("A", "C"), ("B", "A"), ("C", "B")):
+        rows += [f"{o},{d},07:40,car"] * 5
+    root = _trip_project(tmp_path, **{"diary.csv": "\n".join(rows) + "\n"})
+    text = (root / "synthor.toml").read_text(encoding="utf-8")
+    (root / "synthor.toml").write_text(
+        text.replace("stay_hours = 8.5", 'stay_hours = 8.5\nsample = "diary.csv"'), "utf-8"
+    )
+    project = load_project(root)
+    result = synthesize_trips(project, _population(project), seed=4)
+    out = result.trips[result.trips["trip_num"] == 1]
+    # the mode table wants 60 bus trips of 300, 130 trips stay in their zone: the buses go there
+    bus = out[out["mode"] == "bus"]
+    assert (bus["origin"] == bus["destination"]).mean() > 0.7  # without the diary about 130 / 300
+    assert result.report["tables"]["mode"]["tvd"] < 0.02 and result.report["tables"]["od"]["cpc"] == 1.0
+    assert result.report["prior"]["sample"] == {"file": "diary.csv", "trips": 35, "in_cells": 35, "spread": 0.05}
+    # without the diary, the modes do not know the distance
+    (root / "synthor.toml").write_text(text, "utf-8")
+    plain = synthesize_trips(load_project(root), _population(project), seed=4).trips
+    plain = plain[plain["trip_num"] == 1]
+    bus = plain[plain["mode"] == "bus"]
+    assert (bus["origin"] == bus["destination"]).mean() < 0.6  # about 130 / 300
+
+
+def test_a_diary_row_that_is_no_trip_is_named(tmp_path):
+    root = _trip_project(tmp_path, **{"diary.csv": "origin,destination,depart,mode\nA,B,7h10,car\nA,Z,07:00,tram\n"})
+    text = (root / "synthor.toml").read_text(encoding="utf-8")
+    (root / "synthor.toml").write_text(
+        text.replace("stay_hours = 8.5", 'stay_hours = 8.5\nsample = "diary.csv"'), "utf-8"
+    )
+    with pytest.raises(TargetValidationError) as caught:
+        load_project(root)
+    message = str(caught.value)
+    assert "diary.csv row 2, column \"depart\": expected a time HH:MM of the day, got '7h10'" in message
+    assert "diary.csv row 3, column \"destination\": unknown zone 'Z'" in message
+    assert "diary.csv row 3, column \"mode\": unknown mode 'tram'" in message
