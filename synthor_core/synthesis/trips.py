@@ -251,6 +251,14 @@ def synthesize_trips(project: Project, population: pd.DataFrame, seed: int | Non
     meets = np.asarray(trips.who.violates(population), dtype=bool) & (counts > 0)
     zone = population[project.zone_level].to_numpy(dtype=np.int64)
     productions = np.bincount(zone[meets], weights=counts[meets], minlength=len(trips.zones)).astype(np.float64)
+    if productions.sum() <= 0:  # no one travels: no trips, said in the report
+        empty = pd.DataFrame(
+            {c: pd.Series(dtype=np.int64 if c in ("person_id", "trip_num") else object) for c in TRIP_COLUMNS}
+        )
+        note = {"warnings": [f"no person meets the trips' condition ({trips.who.condition}): no trips"]}
+        report = {"tour": list(trips.tour), "travellers": 0, "trips": 0, "prior": note, "tables": {}, "seconds": 0.0}
+        report["chains"] = {"persons": 0, "broken": 0, "consistent_share": 1.0}
+        return TripResult(empty, per_person_columns(empty, trips.commute_purpose), report)
     cells, weights, note = fit_trip_cells(trips, productions)
 
     # 1. integer trips per OD pair (per OD pair and departure bin when a table gives the OD per departure bin): each

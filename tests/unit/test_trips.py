@@ -470,3 +470,12 @@ def test_a_diary_row_that_is_no_trip_is_named(tmp_path):
     assert "diary.csv row 2, column \"depart\": expected a time HH:MM of the day, got '7h10'" in message
     assert "diary.csv row 3, column \"destination\": unknown zone 'Z'" in message
     assert "diary.csv row 3, column \"mode\": unknown mode 'tram'" in message
+
+
+def test_when_no_one_travels_there_are_no_trips_and_the_report_says_why(tmp_path):
+    project = load_project(_trip_project(tmp_path))
+    population = _population(project).assign(commuter=1)  # nobody commutes
+    result = synthesize_trips(project, population, seed=1)
+    assert result.trips.empty and list(result.trips.columns)[:3] == ["person_id", "trip_num", "origin"]
+    assert result.report["travellers"] == 0 and result.per_person.empty
+    assert result.report["prior"]["warnings"] == ['no person meets the trips\' condition (commuter == "yes"): no trips']
