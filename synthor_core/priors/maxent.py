@@ -205,6 +205,15 @@ class _Axis:
     highs: np.ndarray | None = None  # largest value (integer: inclusive; continuous: exclusive edge)
 
 
+def _systematic(p: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` draws of categories with probabilities ``p`` (float64, sums to 1) by systematic sampling: one uniform
+    start, then steps of 1 / n through the cumulative shares, so each category is drawn floor or ceil of n x p times
+    (Madow 1949). Returns int64 indices, in category order."""
+    cumulative = np.cumsum(p)
+    positions = (np.arange(n) + rng.random()) / n
+    return np.minimum(np.searchsorted(cumulative, positions, side="right"), p.size - 1).astype(np.int64)
+
+
 def _build_axes(schema: Schema, tables) -> dict[str, _Axis]:
     axes = {}
     for var in schema:
@@ -589,7 +598,9 @@ class MaxEntJoint:
         if not total > 0:
             return None
         draws: dict[str, np.ndarray] = {}
-        flat = rng.choice(root.size, size=k, p=root / total)
+        # systematic sampling (each cell gets floor or ceil of k x its share), in random order: an i.i.d. draw of
+        # 20,000 records over 15,000 cells left a first population 0.13 TVD off its own joint (Travis commuting)
+        flat = _systematic(root / total, k, rng)[rng.permutation(k)]
         for v, idx in zip(self.cliques[self.order[0]], np.unravel_index(flat, potentials[self.order[0]].shape)):
             draws[v] = idx.astype(np.int64)
         for c in self.order[1:]:
@@ -605,7 +616,7 @@ class MaxEntJoint:
             for s in np.unique(key):
                 rows = np.flatnonzero(key == s)
                 weights = table[s]
-                chosen[rows] = rng.choice(weights.size, size=rows.size, p=weights / weights.sum())
+                chosen[rows] = _systematic(weights / weights.sum(), rows.size, rng)[rng.permutation(rows.size)]
             for v, idx in zip(rest, np.unravel_index(chosen, rest_shape)):
                 draws[v] = idx.astype(np.int64)
         return draws
