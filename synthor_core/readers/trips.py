@@ -26,6 +26,7 @@ from ..targets.trips import (
     TripsSpec,
     TripTable,
     TripTableSpec,
+    clock,
 )
 
 _INTERVAL = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
@@ -151,18 +152,43 @@ def _numbers(
     return np.where(np.isfinite(values), values, 0.0)
 
 
-def _zone_codes(frame, column, zones, file, first_row, problems) -> np.ndarray:
-    index = {z: i for i, z in enumerate(zones)}
-    ids = frame[column].str.strip()
-    codes = ids.map(index)
+def _codes(frame, column, labels, file, first_row, problems, unknown, more: str | None = None) -> np.ndarray:
+    """The index of each cell of ``column`` (stripped) among ``labels``: int64, -1 where it is none of them. The
+    first three such cells get a problem with their row (``unknown(value)`` says what was expected), and ``more``
+    (``"unknown zones"``) counts the rest when given."""
+    values = frame[column].str.strip()
+    codes = values.map({label: i for i, label in enumerate(labels)})
     bad = np.flatnonzero(codes.isna().to_numpy())
     for i in bad[:3]:
-        problems.append(
-            Problem(file, f"unknown zone {ids.iloc[i]!r}: not in the zones file", row=first_row + int(i), column=column)
-        )
-    if bad.size > 3:
-        problems.append(Problem(file, f"{bad.size - 3} more unknown zones", column=column))
+        problems.append(Problem(file, unknown(values.iloc[i]), row=first_row + int(i), column=column))
+    if more is not None and bad.size > 3:
+        problems.append(Problem(file, f"{bad.size - 3} more {more}", column=column))
     return codes.fillna(-1).to_numpy(dtype=np.int64)
+
+
+def _zone_codes(frame, column, zones, file, first_row, problems) -> np.ndarray:
+    return _codes(
+        frame,
+        column,
+        zones,
+        file,
+        first_row,
+        problems,
+        lambda z: f"unknown zone {z!r}: not in the zones file",
+        "unknown zones",
+    )
+
+
+def _category_codes(frame, column, categories, file, first_row, problems) -> np.ndarray:
+    return _codes(
+        frame,
+        column,
+        categories,
+        file,
+        first_row,
+        problems,
+        lambda v: f"unknown {column} {v!r}: expected one of {list(categories)}",
+    )
 
 
 def _distances(spec, zones, level, zones_file, root, problems) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -285,18 +311,7 @@ def _sample(spec: TripsSpec, root: Path, zones, edges, problems: list[Problem]) 
         if column == "purpose" and not spec.purposes:
             cells[column] = np.zeros(len(frame), dtype=np.int64)
             continue
-        index = {c: i for i, c in enumerate(categories)}
-        codes = frame[column].str.strip().map(index)
-        for i in np.flatnonzero(codes.isna().to_numpy())[:3]:
-            problems.append(
-                Problem(
-                    file,
-                    f"unknown {column} {frame[column].iloc[i]!r}: expected one of {list(categories)}",
-                    row=first_row + int(i),
-                    column=column,
-                )
-            )
-        cells[column] = codes.fillna(-1).to_numpy(dtype=np.int64)
+        cells[column] = _category_codes(frame, column, categories, file, first_row, problems)
     minutes = np.full(len(frame), -1, dtype=np.int64)
     for i, text in enumerate(frame["depart"]):
         match = _CLOCK.match(str(text))
@@ -411,18 +426,7 @@ def _table(spec: TripTableSpec, frame, first_row, zones, modes, purposes, edges,
                 )
                 return None
             categories = modes if v == "mode" else purposes
-            index = {m: i for i, m in enumerate(categories)}
-            codes = frame[v].str.strip().map(index)
-            for i in np.flatnonzero(codes.isna().to_numpy())[:3]:
-                problems.append(
-                    Problem(
-                        file,
-                        f"unknown {v} {frame[v].iloc[i]!r}: expected one of {list(categories)}",
-                        row=first_row + int(i),
-                        column=v,
-                    )
-                )
-            axes.append(codes.fillna(-1).to_numpy(dtype=np.int64))
+            axes.append(_category_codes(frame, v, categories, file, first_row, problems))
             labels.append(categories)
         elif v == "depart":
             intervals = _intervals(frame, file, first_row, problems)
@@ -440,9 +444,7 @@ def _table(spec: TripTableSpec, frame, first_row, zones, modes, purposes, edges,
                     )
                 )
             axes.append(codes if codes.size else np.full(len(frame), -1))
-            labels.append(
-                tuple(f"{a // 60:02d}:{a % 60:02d}-{b // 60:02d}:{b % 60:02d}" for a, b in zip(edges[:-1], edges[1:]))
-            )
+            labels.append(tuple(f"{clock(a)}-{clock(b)}" for a, b in zip(edges[:-1], edges[1:])))
         else:  # distance: rows labelled by their band's lower edge or "[a, b)"
             if len(spec.bins) < 2 or any(b <= a for a, b in zip(spec.bins, spec.bins[1:])):
                 problems.append(
@@ -455,18 +457,8 @@ def _table(spec: TripTableSpec, frame, first_row, zones, modes, purposes, edges,
                 return None
             bins = np.asarray(spec.bins, dtype=np.float64)
             band_labels = tuple(f"[{a:g}, {b:g})" for a, b in zip(bins[:-1], bins[1:]))
-            index = {label: i for i, label in enumerate(band_labels)}
-            codes = frame[v].str.strip().map(index)
-            for i in np.flatnonzero(codes.isna().to_numpy())[:3]:
-                problems.append(
-                    Problem(
-                        file,
-                        f"expected a distance band among {list(band_labels)}, got {frame[v].iloc[i]!r}",
-                        row=first_row + int(i),
-                        column=v,
-                    )
-                )
-            axes.append(codes.fillna(-1).to_numpy(dtype=np.int64))
+            expected = f"expected a distance band among {list(band_labels)}, got "
+            axes.append(_codes(frame, v, band_labels, file, first_row, problems, lambda b, e=expected: f"{e}{b!r}"))
             labels.append(band_labels)
     if len(problems) > before:
         return None
