@@ -145,6 +145,7 @@ def write_population(
     batch: FileBatch | None = None,
     name: str = "population",
     per_person: pd.DataFrame | None = None,
+    zero_for: tuple[str, ...] = (),
 ) -> list[Path]:
     """A person population as ``population.csv`` (UTF-8, one row per person: ``person_id`` from 1, then one column
     per variable; rows in id order) and ``population.parquet`` in ``folder``. A variable called ``person_id`` keeps
@@ -162,7 +163,8 @@ def write_population(
         The files' name before the suffix (``persons`` for a project with trips).
     per_person : DataFrame, optional
         More columns for some persons: ``person_id`` (int64, as numbered here) and the columns, appended after the
-        variables (``trips``: 0 for the persons it does not list; others empty there).
+        variables; empty for the persons it does not list, 0 for the columns of ``zero_for`` (counts: ``trips``).
+    zero_for : tuple of str
 
     Returns
     -------
@@ -192,35 +194,67 @@ def write_population(
     if per_person is not None:
         extra = [c for c in per_person.columns if c != PERSON_ID]
         more = "".join(
-            f", COALESCE(x.{quote_ident(c)}, 0) AS {quote_ident(c)}" if c == "trips" else f", x.{quote_ident(c)}"
+            f", COALESCE(x.{quote_ident(c)}, 0) AS {quote_ident(c)}" if c in zero_for else f", x.{quote_ident(c)}"
             for c in extra
         )
         join = f" LEFT JOIN per_person x ON x.{quote_ident(PERSON_ID)} = p.first + r.range + 1"
-    con = duckdb.connect()
+    con = _connection()
     try:
-        con.execute("SET python_enable_replacements = false")
-        con.execute("SET threads TO 1")  # one thread: the same work, and the same bytes, on every machine
         con.register("distinct_records", records)
         if per_person is not None:
             con.register("per_person", per_person)
         for file, select, options in (
-            (f"{name}.csv", safe, "FORMAT csv, HEADER true"),
-            *(((f"{name}.parquet", plain, "FORMAT parquet"),) if parquet else ()),
+            (f"{name}.csv", safe, CSV_OPTIONS),
+            *(((f"{name}.parquet", plain, PARQUET_OPTIONS),) if parquet else ()),
         ):
             expand = (
                 f"SELECT p.first + r.range + 1 AS {quote_ident(id_name)}, {select}{more} FROM distinct_records p "
                 f"CROSS JOIN range(p.n) r{join} ORDER BY 1"  # rows in id order (the join alone keeps no order)
             )
-
-            def copy(path: str, expand: str = expand, options: str = options) -> None:
-                target = path.replace("'", "''")
-                con.execute(f"COPY ({expand}) TO '{target}' ({options})")
-
-            write_atomic(folder / file, copy, batch=batch)
-            written.append(folder / file)
+            written.append(_copy(con, expand, folder / file, options, batch))
     finally:
         con.close()
     return written
+
+
+CSV_OPTIONS, PARQUET_OPTIONS = "FORMAT csv, HEADER true", "FORMAT parquet"
+
+
+def _connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection for writing files: no access to Python variables by name, one thread (the
+    same work, and the same bytes, on every machine)."""
+    con = duckdb.connect()
+    con.execute("SET python_enable_replacements = false")
+    con.execute("SET threads TO 1")
+    return con
+
+
+def _copy(con: duckdb.DuckDBPyConnection, query: str, path: Path, options: str, batch: FileBatch | None) -> Path:
+    """The rows of ``query`` written to ``path`` by DuckDB's ``COPY`` (``options``: its format), through
+    :func:`write_atomic`; returns ``path``."""
+
+    def copy(temporary: str) -> None:
+        con.execute(f"COPY ({query}) TO '{temporary.replace(chr(39), chr(39) * 2)}' ({options})")
+
+    write_atomic(path, copy, batch=batch)
+    return path
+
+
+def write_persons_and_trips(
+    population: pd.DataFrame,
+    trips: pd.DataFrame,
+    per_person: pd.DataFrame,
+    folder: Path,
+    parquet: bool = True,
+    batch: FileBatch | None = None,
+) -> list[Path]:
+    """The files of a run of a project with trips: ``persons.csv`` / ``.parquet`` (:func:`write_population`, with
+    each person's ``per_person`` columns: ``trips``, 0 for a person without, and ``commute_km``) and ``trips.csv`` /
+    ``.parquet`` (:func:`write_trips`). Returns the paths written."""
+    written = write_population(
+        population, folder, parquet, batch, name="persons", per_person=per_person, zero_for=("trips",)
+    )
+    return written + write_trips(trips, folder, parquet, batch)
 
 
 def write_trips(trips: pd.DataFrame, folder: Path, parquet: bool = True, batch: FileBatch | None = None) -> list[Path]:
@@ -239,25 +273,15 @@ def write_trips(trips: pd.DataFrame, folder: Path, parquet: bool = True, batch: 
     The paths written.
     """
     frame = trips[list(TRIP_COLUMNS)]
-    written = []
-    safe = spreadsheet_safe(frame)
-    for file, table, options in (
-        ("trips.csv", safe, "FORMAT csv, HEADER true"),
-        *((("trips.parquet", frame, "FORMAT parquet"),) if parquet else ()),
-    ):
-        con = duckdb.connect()
-        try:
-            con.execute("SET python_enable_replacements = false")
-            con.execute("SET threads TO 1")
-            con.register("trips", table)
-
-            def copy(path: str, options: str = options, con=con) -> None:
-                con.execute(f"COPY (SELECT * FROM trips) TO '{path.replace(chr(39), chr(39) * 2)}' ({options})")
-
-            write_atomic(folder / file, copy, batch=batch)
-            written.append(folder / file)
-        finally:
-            con.close()
+    con = _connection()
+    try:
+        con.register("safe_trips", spreadsheet_safe(frame))
+        con.register("trips", frame)
+        written = [_copy(con, "SELECT * FROM safe_trips", folder / "trips.csv", CSV_OPTIONS, batch)]
+        if parquet:
+            written.append(_copy(con, "SELECT * FROM trips", folder / "trips.parquet", PARQUET_OPTIONS, batch))
+    finally:
+        con.close()
     return written
 
 

@@ -28,7 +28,14 @@ from . import defaults
 from .errors import PriorError, SynthorError
 from .evaluate.report import run_report
 from .evaluate.rules import rules_fit_cost, rules_report
-from .export import FileBatch, HouseholdWriter, write_json, write_llm_calls, write_population, write_trips
+from .export import (
+    FileBatch,
+    HouseholdWriter,
+    write_json,
+    write_llm_calls,
+    write_persons_and_trips,
+    write_population,
+)
 from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
 from .store import CHECKPOINT_INTERVAL_S, RunStore, person_exports
@@ -254,8 +261,7 @@ def _execute_persons(
         if trips is None:
             output.files = write_population(decoded, out, batch=batch)
         else:
-            output.files = write_population(decoded, out, batch=batch, name="persons", per_person=trips.per_person)
-            output.files += write_trips(trips.trips, out, batch=batch)
+            output.files = write_persons_and_trips(decoded, trips.trips, trips.per_person, out, batch=batch)
         write_json(out / "report.json", report, batch)
         output.files.append(out / "report.json")
         if prior.calls:

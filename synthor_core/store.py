@@ -28,7 +28,7 @@ import pandas as pd
 
 from .aggregate import quote_ident
 from .errors import StoreBusyError, SynthorError
-from .export import write_population, write_trips
+from .export import write_persons_and_trips, write_population
 from .synthesis.config import SynthesisConfig
 from .synthesis.events import HouseholdIteration, IterationEvent
 from .synthesis.trips import TRIP_COLUMNS, per_person_columns
@@ -681,10 +681,9 @@ def person_exports(
         if trips is None:
             written = write_population(population, Path(scratch))
         else:
-            about = (report or {}).get("trips", {})
-            per_person = per_person_columns(trips, about.get("commute_purpose", about.get("tour", ["work"])[0]))
-            written = write_population(population, Path(scratch), name="persons", per_person=per_person)
-            written += write_trips(trips, Path(scratch))
+            assert report is not None  # trips are stored with the report of the run that made them
+            per_person = per_person_columns(trips, report["trips"]["commute_purpose"])
+            written = write_persons_and_trips(population, trips, per_person, Path(scratch))
         out = {p.name: p.read_bytes() for p in written}
     if report is not None:
         out["report.json"] = json.dumps(report, indent=2).encode("utf-8")
