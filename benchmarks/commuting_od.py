@@ -35,7 +35,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +46,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from populationsim_calm import timed  # noqa: E402  (a child's wall seconds and peak memory; this folder)
 
 from synthor_core.metrics import cpc, srmse  # noqa: E402
 from synthor_core.priors.trips import fit_gravity  # noqa: E402
@@ -72,20 +73,6 @@ def _derive_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _timed(command: list[str], cwd: Path) -> tuple[float, float]:
-    """Run a child; returns (wall seconds, its peak memory in MiB)."""
-    with tempfile.TemporaryFile() as log:
-        started = time.perf_counter()
-        child = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode != 0:
-            log.seek(0)
-            raise SystemExit(f"{' '.join(command)} failed:\n{log.read().decode(errors='replace')[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024.0
 
 
 def _project(key: str, folder: Path) -> int:
@@ -238,7 +225,7 @@ def _rounded(matrix: np.ndarray, totals: np.ndarray) -> np.ndarray:
 def _run(folder: Path, out: Path, seed: int) -> tuple[float, float, dict]:
     """One run of the CLI: (wall seconds, peak MiB, what is kept of its report: trips, warnings, person fit)."""
     command = [sys.executable, "-m", "synthor_core", "run", str(folder), "--seed", str(seed), "--out", str(out)]
-    seconds, peak = _timed([*command, "--quiet"], ROOT)
+    seconds, peak = timed([*command, "--quiet"], ROOT)
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     kept = {"warnings": report["warnings"], "persons_max_tvd": report["max_tvd"], "stop_reason": report["stop_reason"]}
     return seconds, peak, {**report["trips"], "run": kept}

@@ -51,7 +51,7 @@ GROUPS = {
 }
 
 
-def _timed(command: list[str], cwd: Path) -> tuple[float, float]:
+def timed(command: list[str], cwd: Path) -> tuple[float, float]:
     """Run a child; returns (wall seconds, its peak memory in MiB)."""
     with tempfile.TemporaryFile() as log:
         started = time.perf_counter()
@@ -101,7 +101,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for prior in ("seed", "maxent"):
             out = Path(tmp) / prior
-            seconds, peak = _timed(
+            seconds, peak = timed(
                 [
                     sys.executable,
                     "-m",
@@ -127,7 +127,7 @@ def main() -> None:
             for path in work.rglob("*"):
                 os.chmod(path, 0o755 if path.is_dir() else 0o644)
             (work / "output").mkdir()
-            seconds, peak = _timed([str(args.populationsim_python), "run_populationsim.py"], work)
+            seconds, peak = timed([str(args.populationsim_python), "run_populationsim.py"], work)
             fit = _fit_from_populationsim(project, work / "output")
             households = len(pd.read_csv(work / "output" / "final_expanded_household_ids.csv"))
             rows["PopulationSim 0.10.0"] = (fit, seconds, peak, households)
