@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from .metrics import Fit
 from .schema import Schema
 from .synthesis.events import IterationEvent
+from .synthesis.trips import DISTANCE_BANDS_KM, departure_minutes
 from .targets.model import TargetTable
 
 
@@ -423,14 +424,6 @@ def zone_map(shapes, values: pd.Series, title: str) -> go.Figure:
 
 # --- trips (DESIGN §13) ---------------------------------------------------------------------------------------------
 
-DISTANCE_BANDS_KM = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0, math.inf)  # bands of the mode-by-distance chart
-
-
-def _minutes(depart: pd.Series) -> np.ndarray:
-    """``HH:MM`` (hours past 24 on the next day) as minutes after midnight, int64."""
-    parts = depart.astype(str).str.split(":", n=1, expand=True)
-    return (parts[0].astype(np.int64) * 60 + parts[1].astype(np.int64)).to_numpy()
-
 
 def trip_fit_frame(trip_report: dict) -> pd.DataFrame:
     """One row per trip table of a run's ``report["trips"]``: its variables, TVD, SRMSE and CPC (text with 4 decimals
@@ -509,7 +502,7 @@ def od_heatmap(trips: pd.DataFrame, zones, depart: tuple[int, int] | None = None
     if purpose is not None:
         chosen = chosen[chosen["purpose"] == purpose]
     if depart is not None:
-        minutes = _minutes(chosen["depart"]) % (24 * 60)
+        minutes = departure_minutes(chosen) % (24 * 60)
         chosen = chosen[(minutes >= depart[0]) & (minutes < depart[1])]
     index = {z: i for i, z in enumerate(zones)}
     counts = np.zeros((len(index), len(index)))
@@ -624,7 +617,7 @@ def flow_map(
 
 def departure_purpose_heatmap(trips: pd.DataFrame) -> go.Figure:
     """Trips by hour of departure (columns; hours past 24 are the next morning) and purpose (rows), as counts."""
-    hours = _minutes(trips["depart"]) // 60
+    hours = departure_minutes(trips) // 60
     top = max(int(hours.max()) + 1, 24) if len(hours) else 24
     purposes = list(dict.fromkeys(trips["purpose"]))
     counts = np.zeros((len(purposes), top))

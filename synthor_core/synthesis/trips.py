@@ -26,6 +26,7 @@ from ..targets.trips import TripProject, TripTable, clock
 
 SPATIAL = frozenset({"origin", "destination", "distance"})  # trip variables of the place (the OD pair)
 TEMPORAL = frozenset({"depart", "mode", "purpose"})  # trip variables of the time, the means and the activity
+DISTANCE_BANDS_KM = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0, np.inf)  # bands of mode by distance (charts, event modes)
 TRIP_COLUMNS = ("person_id", "trip_num", "origin", "destination", "depart", "mode", "purpose", "distance_km")
 
 
@@ -341,7 +342,7 @@ def _add_event(trips: TripProject, event, frame, population, zone_level, homes: 
     chosen = np.sort(np.argpartition(-keys, goers - 1)[:goers]) if goers else np.zeros(0, dtype=np.int64)
     chosen_person, origin = person[chosen], home[chosen]
     km = trips.distance[origin, event.zone]
-    bands = np.array([0.0, 2.0, 5.0, 10.0, 20.0, 40.0, np.inf])
+    bands = np.asarray(DISTANCE_BANDS_KM)
     band_of_first = np.searchsorted(bands, first["distance_km"].to_numpy(), side="right") - 1
     band_of_goer = np.searchsorted(bands, km, side="right") - 1
     mode_index = {m: i for i, m in enumerate(trips.modes)}
@@ -354,30 +355,11 @@ def _add_event(trips: TripProject, event, frame, population, zone_level, homes: 
         where = np.flatnonzero(band_of_goer == b)
         mode[where] = rng.choice(len(trips.modes), size=where.size, p=shares / shares.sum())
     depart = event.start + np.floor(rng.random(goers) * (event.end - event.start)).astype(np.int64)
-    minutes = np.maximum(1, np.ceil(km / trips.speed_kmh[mode] * 60)).astype(np.int64)
     done = frame.groupby("person_id")["trip_num"].max().reindex(chosen_person).fillna(0).to_numpy(dtype=np.int64)
-    zones = np.asarray(trips.zones, dtype=object)
-    modes = np.asarray(trips.modes, dtype=object)
-    legs = []
     at_venue = np.full(goers, event.zone)
-    leave_venue = depart + minutes + event.stay_minutes
-    for k, (a, b, leaves) in enumerate(((origin, at_venue, depart), (at_venue, origin, leave_venue))):
-        legs.append(
-            pd.DataFrame(
-                {
-                    "person_id": chosen_person,
-                    "trip_num": done + k + 1,
-                    "origin": zones[a],
-                    "destination": zones[b],
-                    "depart": [clock(x) for x in leaves],
-                    "mode": modes[mode],
-                    "purpose": event.name if k == 0 else "home",
-                    "distance_km": np.round(km, 3),
-                    "depart_minutes": leaves,
-                    "arrive_minutes": leaves + minutes,
-                }
-            )
-        )
+    there = _leg(trips, chosen_person, done + 1, origin, at_venue, depart, mode, event.name, km)
+    leave_venue = there["arrive_minutes"].to_numpy() + event.stay_minutes
+    legs = [there, _leg(trips, chosen_person, done + 2, at_venue, origin, leave_venue, mode, "home", km)]
     for p, z in zip(chosen_person, origin, strict=True):
         homes.setdefault(int(p), int(z))
     venue = trips.zones[event.zone]
@@ -388,7 +370,7 @@ def _add_event(trips: TripProject, event, frame, population, zone_level, homes: 
         return np.bincount((arriving["depart_minutes"].to_numpy() // 60) % 24, minlength=24).tolist()
 
     scenario = pd.concat([frame, *legs], ignore_index=True).sort_values(["person_id", "trip_num"], kind="stable")
-    origins = pd.Series(zones[origin]).value_counts().head(10)
+    origins = there["origin"].value_counts().head(10)
     report = {
         "zone": venue,
         "depart": f"{clock(event.start)}-{clock(event.end)}",
@@ -408,7 +390,6 @@ def _add_event(trips: TripProject, event, frame, population, zone_level, homes: 
 def _tours(trips: TripProject, cells: _Cells, cell, person, rng) -> pd.DataFrame:
     """Every traveller's tour from its outbound trip's cell: out to the first stop, on to the next, back home."""
     n = cell.size
-    zones = np.asarray(trips.zones, dtype=object)
     o, d, b, m = cells.o[cell], cells.d[cell], cells.bin[cell], cells.mode[cell]
     first_purpose = np.asarray(trips.first_purposes, dtype=object)[cells.purpose[cell]]
     edges = trips.depart_edges
@@ -417,35 +398,41 @@ def _tours(trips: TripProject, cells: _Cells, cell, person, rng) -> pd.DataFrame
     frames = []
     here, there = o, d
     for k in range(stops):
-        last = k == stops - 1
-        if last:
+        if k == stops - 1:
             there = o  # the last trip returns home
         km = trips.distance[here, there]
-        frames.append(
-            pd.DataFrame(
-                {
-                    "person_id": person,
-                    "trip_num": np.full(n, k + 1, dtype=np.int64),
-                    "origin": zones[here],
-                    "destination": zones[there],
-                    "depart_minutes": depart,
-                    "mode": np.asarray(trips.modes, dtype=object)[m],
-                    "purpose": first_purpose if k == 0 else trips.tour[k],
-                    "distance_km": np.round(km, 3),
-                    "arrive_minutes": depart + _travel_minutes(km, trips.speed_kmh[m]),
-                }
-            )
-        )
+        purpose = first_purpose if k == 0 else trips.tour[k]
+        frames.append(_leg(trips, person, np.full(n, k + 1, dtype=np.int64), here, there, depart, m, purpose, km))
         stay = trips.stay_minutes
         if k == 0 and trips.stay_by_purpose:
             stay = np.array([trips.stay_by_purpose.get(p, trips.stay_minutes) for p in trips.first_purposes])[
                 cells.purpose[cell]
             ]
-        depart = depart + _travel_minutes(km, trips.speed_kmh[m]) + stay
+        depart = frames[-1]["arrive_minutes"].to_numpy() + stay
         here, there = there, o
     frame = pd.concat(frames, ignore_index=True).sort_values(["person_id", "trip_num"], kind="stable")
-    frame.insert(4, "depart", [clock(x) for x in frame["depart_minutes"].to_numpy()])
     return frame.reset_index(drop=True)
+
+
+def _leg(trips: TripProject, person, trip_num, origin, destination, depart, mode, purpose, km) -> pd.DataFrame:
+    """One trip of each person: ``TRIP_COLUMNS`` (``depart`` as ``HH:MM``) and its departure and arrival in minutes
+    after midnight (``depart_minutes``, ``arrive_minutes``); zones and modes given as indices, the purpose as one
+    label or one per trip."""
+    zones = np.asarray(trips.zones, dtype=object)
+    return pd.DataFrame(
+        {
+            "person_id": person,
+            "trip_num": trip_num,
+            "origin": zones[origin],
+            "destination": zones[destination],
+            "depart": [clock(x) for x in depart],
+            "mode": np.asarray(trips.modes, dtype=object)[mode],
+            "purpose": purpose,
+            "distance_km": np.round(km, 3),
+            "depart_minutes": depart,
+            "arrive_minutes": depart + _travel_minutes(km, trips.speed_kmh[mode]),
+        }
+    )
 
 
 def _travel_minutes(km: np.ndarray, speed_kmh) -> np.ndarray:
@@ -481,7 +468,7 @@ def table_counts(trips: TripProject, frame: pd.DataFrame, table: TripTable) -> n
             index = {label: i for i, label in enumerate(labels)}
             axes.append(first[variable].astype(str).map(index).fillna(-1).to_numpy(dtype=np.int64))
         elif variable == "depart":
-            minutes = _clock_minutes(first)
+            minutes = departure_minutes(first)
             axes.append(np.searchsorted(trips.depart_edges, minutes, side="right").astype(np.int64) - 1)
         else:
             assert table.bins is not None  # distance tables carry their bands
@@ -494,7 +481,7 @@ def table_counts(trips: TripProject, frame: pd.DataFrame, table: TripTable) -> n
     return np.bincount(flat, minlength=table.counts.size).astype(np.float64).reshape(table.counts.shape)
 
 
-def _clock_minutes(frame: pd.DataFrame) -> npt.NDArray[np.int64]:
+def departure_minutes(frame: pd.DataFrame) -> npt.NDArray[np.int64]:
     """Each trip's departure in minutes after midnight: the ``depart_minutes`` column of a synthesized frame, else
     ``depart`` (``HH:MM``, a file read back) parsed."""
     if "depart_minutes" in frame.columns:
@@ -531,7 +518,7 @@ def chain_check(frame: pd.DataFrame, home: dict, trips: TripProject) -> dict:
     first = ~same
     last = np.r_[person[1:] != person[:-1], True]
     origin, destination = f["origin"].to_numpy(), f["destination"].to_numpy()
-    minutes = _clock_minutes(f)
+    minutes = departure_minutes(f)
     arrive = f["arrive_minutes"].to_numpy() if "arrive_minutes" in f.columns else minutes + 1
     zones = np.asarray(trips.zones, dtype=object)[np.array([home[p] for p in person], dtype=np.int64)]
     broken = np.zeros(len(f), dtype=bool)
