@@ -60,6 +60,8 @@ RULE_REDRAW_ROUNDS = 5  # redraws of records that break a rule before a proposal
 
 # --- households: list balancing over zones (PopulationSim's list balancer, constants.py) ---------
 BALANCE_MAX_SWEEPS = 300  # sweeps over all controls (CALM: TRACT controls within 1 % of PopulationSim's fit at 300)
+SURVEY_WEIGHTING_MAX_SWEEPS = 10_000  # survey weighting balances as long as PopulationSim (DEFAULT_MAX_ITERATIONS)
+SURVEY_WEIGHTING_SLICE = 250  # survey weighting: sweeps per iteration (no proposals between them, one event each)
 BALANCE_TOLERANCE = 1e-5  # largest |gamma - 1| over all controls and zones at which balancing stops
 BALANCE_MIN_IMPORTANCE = 1.0  # importance never falls below this while it is relaxed over the sweeps
 BALANCE_IMPORTANCE_HALVING_SWEEPS = 100  # importance of soft controls halves every this many sweeps

@@ -316,7 +316,8 @@ def expand_households(
     (households, persons)
         ``households``: ``household_id`` (int64 from ``first_id``), one column per geography level (zone ids), the
         candidate's id as ``<prior>_<id column>`` (the sample's id for sample households), ``prior`` (the prior each
-        came from; when ``origin``), then the household ``record_columns`` of the project (the sample weight, when
+        came from; when ``origin``), ``balanced_weight`` (float64; survey weighting: the households each stands
+        for), then the household ``record_columns`` of the project (the sample weight, when
         listed, is 1 for households the sample did not give: each stands for itself). ``persons``:
         ``household_id``, ``per_num`` (int64 from 1 within the household), then the persons' ``record_columns``.
         Ordered by zone, then candidate, so the
@@ -335,6 +336,8 @@ def expand_households(
     households[f"{prior}_{sample.household_id}"] = candidates.households[sample.household_id].to_numpy()[rows]
     if origin:
         households["prior"] = candidates.source[rows]
+    if "weight" in outcome.households:  # survey weighting: each sample household once, with its balanced weight
+        households["balanced_weight"] = np.repeat(outcome.households["weight"].to_numpy(dtype=np.float64), counts)
     for column in project.record_columns(HOUSEHOLDS):
         values = candidates.households[column] if column in candidates.households else None
         households[column] = values.to_numpy()[rows] if values is not None else np.nan
@@ -442,6 +445,8 @@ class HouseholdWriter:
         self.evaluation = HouseholdEvaluation(project)
         self.next_id = 1
         self.columns: dict[str, list[str]] = {}
+        self.sample_weights: list[pd.DataFrame] = []  # PopulationSim's seed weights, for its output tables
+        self.expanded: list[pd.DataFrame] = []  # its expanded_household_ids
 
     def add(self, outcome: PartitionOutcome) -> None:
         """Write one partition's households and persons (after the partitions before it)."""
@@ -449,12 +454,24 @@ class HouseholdWriter:
             return
         households, persons = expand_households(self.project, outcome, self.prior, self.next_id, self.origin)
         self.next_id += len(households)
+        tables = self.project.output_tables
+        if tables is not None and outcome.sample_weights is not None:
+            self.sample_weights.append(outcome.sample_weights)
+        if tables is not None and "expanded_household_ids" in tables.tables and "weight" not in outcome.households:
+            sample, levels = self.project.sample, self.project.geography.levels
+            below = levels[levels.index(sample.seed_level) :]
+            self.expanded.append(
+                households[[*below, f"{self.prior}_{sample.household_id}"]].rename(
+                    columns={f"{self.prior}_{sample.household_id}": sample.household_id}
+                )
+            )
         self.evaluation.add(households, persons)
         parts = {"households": households, "persons": persons}
         output = self.project.output
         if output is not None:
             id_name = output.household_id
             hh_cols = [c for c in output.household_columns if c in households.columns]
+            hh_cols += ["balanced_weight"] if "balanced_weight" in households else []  # survey weighting
             parts["synthetic_households"] = households[[HOUSEHOLD_ID, *self.project.geography.levels, *hh_cols]].rename(
                 columns={HOUSEHOLD_ID: id_name}
             )
@@ -488,6 +505,15 @@ class HouseholdWriter:
             for level, table in summary_tables(self.project, result.synthetic).items():
                 batch.add(
                     self.folder / f"summary_{level}.csv",
+                    lambda p, t=table: spreadsheet_safe(t).to_csv(p, index=False),
+                    self.folder,
+                )
+        if self.project.output_tables is not None:
+            for name, table in populationsim_tables(
+                self.project, result.synthetic, self.sample_weights, self.expanded
+            ).items():
+                batch.add(
+                    self.folder / f"{self.project.output_tables.prefix}{name}.csv",
                     lambda p, t=table: spreadsheet_safe(t).to_csv(p, index=False),
                     self.folder,
                 )
@@ -553,3 +579,56 @@ def summary_tables(project: HouseholdProject, synthetic: dict) -> dict[str, pd.D
             frame[f"{c.name}_diff"] = synthetic[c.name] - c.totals
         tables[level] = frame
     return tables
+
+
+def populationsim_tables(
+    project: HouseholdProject, synthetic: dict, sample_weights: list[pd.DataFrame], expanded: list[pd.DataFrame]
+) -> dict[str, pd.DataFrame]:
+    """PopulationSim's output tables the project's ``output_tables`` lists (``steps/output.write_tables``), by name.
+
+    ``<SEED>_weights``: the sample id, the seed zone, ``preliminary_balanced_weight`` (Synthor balances every level at
+    once: the same as ``balanced_weight``), ``sample_weight``, ``balanced_weight``, ``integer_weight`` (integerized
+    runs); ``summary_hh_weights``: the id, ``<SEED>_balanced_weight`` (and ``<SEED>_integer_weight``);
+    ``incidence_table``: the id, each control's incidence, the levels from the top to the seed level,
+    ``sample_weight``; ``expanded_household_ids``: the levels from the seed level down and the sample id, one row
+    per household (empty for survey weighting, as PopulationSim's); ``summary_<LEVEL>``: :func:`summary_tables`.
+
+    ``sample_weights``: the partitions' :attr:`~synthor_core.synthesis.events.PartitionOutcome.sample_weights`;
+    ``expanded``: their households' levels and sample ids.
+    """
+    chosen = project.output_tables.tables if project.output_tables is not None else ()
+    sample, levels = project.sample, project.geography.levels
+    hh_id, seed = sample.household_id, sample.seed_level
+    weights = pd.concat(sample_weights, ignore_index=True) if sample_weights else pd.DataFrame()
+    if len(weights):
+        weights = weights.sort_values([seed, hh_id], kind="stable").reset_index(drop=True)
+    integer = ["integer_weight"] if "integer_weight" in weights else []
+    out: dict[str, pd.DataFrame] = {}
+    if f"{seed}_weights" in chosen:
+        table = weights.reindex(columns=[hh_id, seed, "balanced_weight", "sample_weight", *integer]).copy()
+        table.insert(2, "preliminary_balanced_weight", table["balanced_weight"])
+        out[f"{seed}_weights"] = table[
+            [hh_id, seed, "preliminary_balanced_weight", "sample_weight", "balanced_weight", *integer]
+        ]
+    if "summary_hh_weights" in chosen:
+        renamed = {"balanced_weight": f"{seed}_balanced_weight", "integer_weight": f"{seed}_integer_weight"}
+        out["summary_hh_weights"] = weights.reindex(columns=[hh_id, "balanced_weight", *integer]).rename(
+            columns=renamed
+        )
+    if "incidence_table" in chosen:
+        above = levels[: levels.index(seed) + 1]
+        table = weights.reindex(columns=[hh_id, *(c.name for c in project.controls), seed, "sample_weight"]).copy()
+        crosswalk = project.geography.crosswalk.drop_duplicates(seed).set_index(seed)
+        for level in above:
+            if level != seed:
+                table[level] = crosswalk[level].reindex(table[seed].to_numpy()).to_numpy()
+        out["incidence_table"] = table[[hh_id, *(c.name for c in project.controls), *above[::-1], "sample_weight"]]
+    if "expanded_household_ids" in chosen:
+        below = levels[levels.index(seed) :]
+        out["expanded_household_ids"] = (
+            pd.concat(expanded, ignore_index=True) if expanded else pd.DataFrame(columns=[*below, hh_id])
+        )
+    for level, table in summary_tables(project, synthetic).items():
+        if f"summary_{level}" in chosen:
+            out[f"summary_{level}"] = table
+    return out

@@ -138,6 +138,10 @@ class ListBalancer:
         As :func:`balance_zones`; ``initial_weights`` are the weights to start from (a warm start).
     caps : sequence of ndarray of float64 or None, shaped as the weights
         Upper bound of each weight (``max_expansion_factor`` x its sample weight; inf: no bound); None: no bound.
+    floors : sequence of ndarray of float64 or None, shaped as the weights
+        Lower bound of each weight (``min_expansion_factor`` x its sample weight; 0: none); None: no bound. The
+        weights a control moves are clipped to ``[floors, caps]`` after its update, as PopulationSim clips to its
+        ``lb_weights`` and ``ub_weights`` (``balancers.np_balancer_py``).
     state : BalanceState, optional
         Relaxation factors, sweeps done and last weighted counts of an earlier balancer to go on from.
     """
@@ -153,6 +157,7 @@ class ListBalancer:
         master: int | None = None,
         caps=None,
         state: BalanceState | None = None,
+        floors=None,
     ):
         self.groups = np.asarray(zone_groups, dtype=np.int64)
         self.totals = [np.asarray(t, dtype=np.float64).reshape(-1) for t in control_totals]
@@ -162,6 +167,7 @@ class ListBalancer:
         # float32 weights (as PopulationSim's NUMBA_PRECISION) halve the memory traffic of the sweeps; sums float64
         self.weights = [np.array(w, dtype=np.float32, copy=True) for w in initial_weights]
         self.caps = None if caps is None else [np.asarray(c, dtype=np.float32) for c in caps]
+        self.floors = None if floors is None else [np.asarray(f, dtype=np.float32) for f in floors]
         self.zones = [np.asarray(z, dtype=np.int64) for z in block_zones]
         # per block and control: rows with non-zero incidence, their incidence, and whether it is 0/1
         self.rows, self.values, self.binary = [], [], []
@@ -222,9 +228,14 @@ class ListBalancer:
                     continue
                 factor = gamma[self.groups[c, self.zones[b]]].astype(np.float32)
                 if self.binary[b][c]:
-                    w[r] = picked[b] * factor[None, :]
+                    updated = picked[b] * factor[None, :]
                 else:
-                    w[r] = picked[b] * factor[None, :] ** self.values[b][c][:, None]
+                    updated = picked[b] * factor[None, :] ** self.values[b][c][:, None]
+                if self.caps is not None:  # clipped after each control, as PopulationSim (the last one, the total,
+                    np.minimum(updated, self.caps[b][r], out=updated)  # is then met within the bounds)
+                if self.floors is not None:
+                    np.maximum(updated, self.floors[b][r], out=updated)
+                w[r] = updated
             if c != self.master:
                 state.relaxation[c] = np.minimum(
                     state.relaxation[c] * gamma ** (-1.0 / strength), defaults.BALANCE_MAX_RELAXATION
@@ -233,9 +244,6 @@ class ListBalancer:
             if reached.any():
                 off = np.abs(x[reached] - target[reached]) / np.maximum(target[reached], 1.0)
                 deviation = max(deviation, float(off.max()))
-        if self.caps is not None:
-            for w, cap in zip(self.weights, self.caps):
-                np.minimum(w, cap, out=w)
         return deviation, change
 
     def run(

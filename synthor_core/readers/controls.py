@@ -19,7 +19,7 @@ from .. import defaults
 from ..errors import Problem, RuleError
 from ..expressions import compile_condition
 from ..geography import Geography, flag_rows, shown_value
-from ..targets.model import Control, OutputFiles
+from ..targets.model import Control, OutputFiles, OutputTables
 from ..units import HOUSEHOLDS, Sample
 
 RESERVED_OUTPUTS = ("households.csv", "persons.csv", "report.json")  # Synthor's own output files
@@ -296,3 +296,59 @@ def output_files(output: object, shown: str, key: str, problems: list[Problem]) 
         household_columns=columns["households"],
         person_columns=columns["persons"],
     )
+
+
+POPULATIONSIM_TABLES = ("summary_hh_weights", "expanded_household_ids", "incidence_table")  # besides the per-level
+
+
+def output_tables(
+    spec: object, seed_level: str, levels: list[str], shown: str, key: str, problems: list[Problem], warnings: list[str]
+) -> OutputTables | None:
+    """PopulationSim's ``output_tables`` (``action`` include or skip, ``tables`` as names or ``{tablename: ...}``,
+    ``prefix``) as :class:`~synthor_core.targets.model.OutputTables`, or None when not given.
+
+    The tables Synthor writes: ``<seed_level>_weights``, ``summary_hh_weights``, ``expanded_household_ids``,
+    ``incidence_table`` and ``summary_<LEVEL>`` for each of ``levels`` (those with controls). A listed table outside
+    these (PopulationSim's pipeline tables) is named in ``warnings``; a bad action, table entry or prefix is a problem
+    (``shown``, ``key``).
+    """
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        problems.append(Problem(shown, "expected a mapping with action and tables", column=key))
+        return None
+    action = spec.get("action", "include")
+    if action not in ("include", "skip"):
+        problems.append(Problem(shown, f"expected action include or skip, got {str(action)[:40]!r}", column=key))
+        return None
+    listed = spec.get("tables")
+    if listed is not None and not isinstance(listed, list):
+        problems.append(Problem(shown, "expected tables: a list of table names", column=f"{key}.tables"))
+        return None
+    names = []
+    for i, entry in enumerate(listed or [], start=1):
+        name = entry.get("tablename") if isinstance(entry, dict) else entry
+        if not isinstance(name, str) or not name:
+            problems.append(Problem(shown, "expected a table name", column=f"{key}.tables[{i}]"))
+            continue
+        names.append(name)
+    prefix = spec.get("prefix", "final_")
+    if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9_-]{0,40}", prefix):
+        problems.append(
+            Problem(shown, "expected a prefix of at most 40 letters, digits, _ or -", column=f"{key}.prefix")
+        )
+        return None
+    known = [f"{seed_level}_weights", *POPULATIONSIM_TABLES, *(f"summary_{level}" for level in levels)]
+    if action == "include":
+        chosen = known if listed is None else [n for n in dict.fromkeys(names) if n in known]
+        others = [n for n in names if n not in known]
+        if others:
+            warnings.append(
+                f"{shown}: {key}: {', '.join(n[:64] for n in others[:10])}: PopulationSim's own pipeline tables, "
+                f"which Synthor does not keep: not written (Synthor writes {', '.join(known)})"
+            )
+    else:
+        chosen = [n for n in known if n not in names]
+    if spec.get("h5_store"):
+        warnings.append(f"{shown}: {key}.h5_store: Synthor writes CSV files, not an HDF5 store")
+    return OutputTables(tuple(chosen), prefix)

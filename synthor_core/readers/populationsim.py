@@ -32,6 +32,7 @@ from .controls import (
     keep_zones_with_controls,
     number_column,
     output_files,
+    output_tables,
     read_control,
     total_control_problems,
 )
@@ -86,12 +87,20 @@ HONOURED_SETTINGS = {
     "total_hh_control": "the control of households per zone (at the lowest level)",
     "control_file_name": "the control specification (configs/controls.csv by default)",
     "max_expansion_factor": "the upper bound of a seed household's weight, times its sample weight",
+    "min_expansion_factor": "the lower bound of a seed household's weight, times its sample weight",
+    "absolute_upper_bound": "the upper bound of a seed household's weight in households (survey weighting)",
+    "absolute_lower_bound": "the lower bound of a seed household's weight in households (survey weighting)",
+    "NO_INTEGERIZATION_EVER": "survey weighting with the seed prior: a float weight per seed household in each "
+    "zone (households.csv with balanced_weight, <SEED>_weights in output_tables), no integerization",
+    "output_tables": "PopulationSim's tables <SEED>_weights, summary_hh_weights, expanded_household_ids, "
+    "incidence_table and summary_<GEOGRAPHY>, under its prefix (final_ by default)",
     "output_synthetic_population": "the files, id column and columns of synthetic_households.csv / _persons.csv",
 }
 SETTINGS_NOT_NEEDED = {  # how PopulationSim computes; Synthor's own way gives what they ask for
     "INTEGERIZE_WITH_BACKSTOPPED_CONTROLS": "Synthor balances every level at once and integerizes per zone",
     "SUB_BALANCE_WITH_FLOAT_SEED_WEIGHTS": "Synthor balances every level at once",
-    "GROUP_BY_INCIDENCE_SIGNATURE": "Synthor always groups households by their incidence",
+    "GROUP_BY_INCIDENCE_SIGNATURE": "Synthor groups households by their incidence (a weight per household in "
+    "survey weighting)",
     "USE_SIMUL_INTEGERIZER": "Synthor integerizes with its own controlled rounding",
     "USE_CVXPY": "Synthor uses no external solver",
     "USE_NUMBA": "Synthor uses NumPy",
@@ -111,13 +120,7 @@ SETTINGS_NOT_NEEDED = {  # how PopulationSim computes; Synthor's own way gives w
     "cleanup_pipeline_after_run": "Synthor keeps no pipeline",
 }
 SETTINGS_NOT_SUPPORTED = {  # they change the result: a warning each, said plainly
-    "NO_INTEGERIZATION_EVER": "survey weighting (float weights per seed household, no integerization) is not "
-    "supported: Synthor writes whole households",
-    "min_expansion_factor": "a lower bound on a seed household's weight is not applied",
-    "absolute_upper_bound": "an absolute upper bound on a seed household's weight is not applied",
-    "absolute_lower_bound": "an absolute lower bound on a seed household's weight is not applied",
-    "output_tables": "PopulationSim's output tables (weights, summaries per geography) are not written; Synthor "
-    "writes households.csv, persons.csv, zone_fit.csv and summary_<GEOGRAPHY>.csv",
+    "USE_HARD_CONSTRAINTS": "the expansion bounds are scaled to the zone's households as without it",
     "repop": "repop mode is not supported: the base run's inputs are synthesized",
     "repop_control_file_name": "repop mode is not supported: its controls are not read",
     "repop_input_table_list": "repop mode is not supported: its input tables are not read",
@@ -386,7 +389,20 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
         geography.lowest,
         lambda message: Problem(settings_shown, message, column="total_hh_control"),
     )
-    factor = settings.get("max_expansion_factor")
+    bounds = {key: _bound(settings, key, settings_shown, problems) for key in BOUND_SETTINGS}
+    weighting = settings.get("NO_INTEGERIZATION_EVER", False)
+    if not isinstance(weighting, bool):
+        problems.append(Problem(settings_shown, "expected True or False", column="NO_INTEGERIZATION_EVER"))
+    levels_with_controls = [lvl for lvl in geography.levels if any(c.level == lvl for c in controls)]
+    tables_out = output_tables(
+        settings.get("output_tables"),
+        seed_level,
+        levels_with_controls,
+        settings_shown,
+        "output_tables",
+        problems,
+        warnings,
+    )
     output = output_files(
         settings.get("output_synthetic_population"), settings_shown, "output_synthetic_population", problems
     )
@@ -398,7 +414,9 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
         sample=sample,
         controls=controls,
         total_control=reserved["total_hh_control"],
-        max_expansion_factor=float(factor) if isinstance(factor, (int, float)) else None,
+        **bounds,
+        survey_weighting=weighting is True,
+        output_tables=tables_out,
         output=output,
         source="populationsim",
         warnings=settings_warnings(settings, settings_shown) + warnings,
@@ -408,6 +426,23 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
         ),
     )
     return with_codebook(project, mine=True)
+
+
+BOUND_SETTINGS = ("max_expansion_factor", "min_expansion_factor", "absolute_upper_bound", "absolute_lower_bound")
+
+
+def _bound(settings: dict, key: str, shown: str, problems: list[Problem]) -> float | None:
+    """A weight bound of the settings: a number > 0 (``absolute_lower_bound`` >= 0), or None when not given."""
+    value = settings.get(key)
+    if value is None:
+        return None
+    lowest = 0.0 if key == "absolute_lower_bound" else np.nextafter(0.0, 1.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lowest <= value < np.inf):
+        problems.append(
+            Problem(shown, f"expected a number {'>=' if lowest == 0 else '>'} 0, got {value!r}", column=key)
+        )
+        return None
+    return float(value)
 
 
 def with_codebook(project: HouseholdProject, mine: bool) -> HouseholdProject:

@@ -188,7 +188,8 @@ class PartitionOutcome:
         Global index of each of its lowest-level zones.
     households : DataFrame
         One row per (zone, candidate) placed at least once: ``zone`` (int64, global lowest-level zone), ``row``
-        (int64, row in ``candidates``), ``count`` (int64 >= 1); sorted by zone then row.
+        (int64, row in ``candidates``), ``count`` (int64 >= 1); sorted by zone then row. Survey weighting: every
+        sample household once (``count`` 1) with its balanced weight as ``weight`` (float64).
     candidates : Candidates
         The candidates placed (rows of ``households``).
     synthetic : dict of control name -> (zone positions at its level, totals)
@@ -211,7 +212,11 @@ class PartitionOutcome:
         The exception's type and message when the partition failed (then ``households`` is empty).
     warnings : tuple of str
     placed : int
-        Households placed (kept when ``households`` is let go).
+        Households placed (kept when ``households`` is let go); survey weighting: the sample households weighted.
+    sample_weights : DataFrame or None
+        PopulationSim's seed weights of the partition's sample households (:func:`~synthor_core.synthesis.zones.
+        synthesize_zones`): the sample id, the seed zone, ``sample_weight``, ``balanced_weight`` (float64),
+        ``integer_weight`` (int64, households placed; not for survey weighting), then each control's incidence.
     """
 
     index: int
@@ -230,6 +235,7 @@ class PartitionOutcome:
     error: str | None = None
     warnings: tuple[str, ...] = ()
     placed: int = 0
+    sample_weights: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)

@@ -481,7 +481,8 @@ class _Tally:
     def __init__(self, project: HouseholdProject):
         self.project = project
         self.synthetic = {c.name: np.zeros(c.totals.size) for c in project.controls}
-        self.households = self.persons = self.distinct = 0
+        self.households = self.persons = 0.0
+        self.distinct = 0
         self.by_prior: Counter = Counter()
         self.outcomes: list[PartitionOutcome] = []
 
@@ -490,13 +491,14 @@ class _Tally:
             for c in self.project.controls:
                 ids, totals = o.synthetic[c.name]
                 np.add.at(self.synthetic[c.name], self.project.geography.zones(c.level).get_indexer(ids), totals)
-            counts = o.households["count"].to_numpy()
+            # households placed, or the weights of survey weighting (rounded once the run is added up)
+            counts = o.households["weight" if "weight" in o.households else "count"].to_numpy(dtype=np.float64)
             rows = o.households["row"].to_numpy()
-            self.households += int(counts.sum())
-            self.persons += int((o.candidates.members_per_household()[rows] * counts).sum())
+            self.households += float(counts.sum())
+            self.persons += float((o.candidates.members_per_household()[rows] * counts).sum())
             self.distinct += len(o.candidates)
             for source in np.unique(o.candidates.source):
-                self.by_prior[str(source)] += int(counts[o.candidates.source[rows] == source].sum())
+                self.by_prior[str(source)] += float(counts[o.candidates.source[rows] == source].sum())
         self.outcomes.append(replace(o, households=_empty(), candidates=None, synthetic={}))
 
     def result(self, seconds: float) -> HouseholdResult:
@@ -519,10 +521,10 @@ class _Tally:
         return HouseholdResult(
             fit=control_fit(self.project.controls, self.synthetic),
             synthetic=self.synthetic,
-            households=self.households,
-            persons=self.persons,
+            households=int(round(self.households)),
+            persons=int(round(self.persons)),
             distinct_households=self.distinct,
-            households_by_prior=dict(sorted(self.by_prior.items())),
+            households_by_prior={k: int(round(v)) for k, v in sorted(self.by_prior.items())},
             iterations=tuple(e for o in ordered for e in o.iterations),
             partitions=tuple(ordered),
             stop_reason=", ".join(stops) if stops else "every partition failed",

@@ -46,7 +46,8 @@ class _Block:
 
     ``rows``: candidate rows (int64); ``zones``: lowest-level zones with households (int64); ``group``: each row's
     profile group; ``signatures``: each group's incidence (float64, (groups, controls)); ``weights``: each group's
-    weight in each zone (float64, (groups, zones)); ``caps``: each group's upper bound per zone (inf: none).
+    weight in each zone (float64, (groups, zones)); ``caps`` and ``floors``: each group's upper and lower bound per
+    zone (inf and 0: none).
     """
 
     rows: npt.NDArray[np.int64]
@@ -55,13 +56,15 @@ class _Block:
     signatures: npt.NDArray[np.float64]
     weights: npt.NDArray[np.float64]
     caps: npt.NDArray[np.float64]
+    floors: npt.NDArray[np.float64]
 
 
 class _Pool:
     """The partition's candidates, their incidence on every control and the blocks balancing works on."""
 
-    def __init__(self, project: HouseholdProject, config: SynthesisConfig):
+    def __init__(self, project: HouseholdProject, config: SynthesisConfig, weighting: bool = False):
         self.project, self.config = project, config
+        self.weighting = weighting  # survey weighting: a weight per sample household, no integerization
         geography = project.geography
         self.controls = project.controls
         self.per_zone = project.households_per_zone()
@@ -137,8 +140,11 @@ class _Pool:
         zones = np.flatnonzero((self.block_of_zone == b) & (self.per_zone > 0))
         old = self.blocks.get(b)
         rows = new_rows if old is None else np.concatenate([old.rows, new_rows])
-        signatures, group = np.unique(self.incidence[rows] / self.scale, axis=0, return_inverse=True)
-        group = group.reshape(-1)
+        if self.weighting:  # a weight per household (PopulationSim: GROUP_BY_INCIDENCE_SIGNATURE off)
+            signatures, group = self.incidence[rows] / self.scale, np.arange(rows.size)
+        else:
+            signatures, group = np.unique(self.incidence[rows] / self.scale, axis=0, return_inverse=True)
+            group = group.reshape(-1)
         initial = self._initial(rows, group, len(signatures), zones)
         weights = initial.copy()
         if old is not None:
@@ -147,7 +153,8 @@ class _Pool:
                 kept = index.get(sig.tobytes())
                 if kept is not None:
                     weights[g] = old.weights[kept]
-        self.blocks[b] = _Block(rows, zones, group, signatures, weights, self._caps(rows, group, initial))
+        caps, floors = self._bounds(rows, group, initial)
+        self.blocks[b] = _Block(rows, zones, group, signatures, weights, caps, floors)
 
     def _initial(self, rows, group, n_groups: int, zones) -> npt.NDArray[np.float64]:
         """Each group's starting weight per zone: block-wide candidates share every zone's households by weight;
@@ -168,19 +175,35 @@ class _Pool:
                     out[group[i], position[int(z)]] += weight[i] * h / households.sum()
         return out
 
-    def _caps(self, rows, group, initial) -> npt.NDArray[np.float64]:
-        """``max_expansion_factor`` x the starting weight for groups of sample households only; inf otherwise."""
-        factor = self.project.max_expansion_factor
+    def _bounds(self, rows, group, initial) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Each group's upper and lower bound per zone, for groups of sample households only (inf and 0 otherwise):
+        ``max_expansion_factor`` and ``min_expansion_factor`` x the starting weight (the sample weight scaled to the
+        zone's households, as PopulationSim's ``ub_ratio`` and ``lb_ratio``). Survey weighting (a group per household)
+        takes PopulationSim's rounding of the upper bound (whole, at least 1) and its absolute bounds."""
+        project = self.project
         caps = np.full_like(initial, np.inf)
-        if factor:
-            model = np.bincount(group, weights=(~self.candidates._sample()[rows]).astype(float), minlength=len(initial))
-            caps[model == 0] = initial[model == 0] * factor
-        return caps
+        floors = np.zeros_like(initial)
+        model = np.bincount(group, weights=(~self.candidates._sample()[rows]).astype(float), minlength=len(initial))
+        sample = model == 0
+        if project.max_expansion_factor:
+            caps[sample] = initial[sample] * project.max_expansion_factor
+            if self.weighting:
+                caps[sample] = np.maximum(np.rint(caps[sample]), 1.0)
+        if project.min_expansion_factor:
+            floors[sample] = initial[sample] * project.min_expansion_factor
+        if self.weighting:
+            if project.absolute_upper_bound is not None:
+                caps[sample] = np.minimum(caps[sample], project.absolute_upper_bound)
+            if project.absolute_lower_bound is not None:
+                floors[sample] = np.maximum(floors[sample], project.absolute_lower_bound)
+        return caps, floors
 
     def balancer(self, state: BalanceState | None) -> ListBalancer:
         """A list balancer over the blocks as they are now, going on from ``state``."""
         blocks = [self.blocks[b] for b in sorted(self.blocks)]
-        caps = [blk.caps for blk in blocks] if self.project.max_expansion_factor else None
+        bounded = any(np.isfinite(blk.caps).any() for blk in blocks)
+        caps = [blk.caps for blk in blocks] if bounded else None
+        floors = [blk.floors for blk in blocks] if any(blk.floors.any() for blk in blocks) else None
         return ListBalancer(
             [blk.signatures for blk in blocks],
             [blk.weights for blk in blocks],
@@ -191,6 +214,7 @@ class _Pool:
             master=self.master,
             caps=caps,
             state=state,
+            floors=floors,
         )
 
     def totals(self) -> list[npt.NDArray[np.float64]]:
@@ -453,8 +477,15 @@ def synthesize_zones(
     stop = should_stop or (lambda: False)
     backup = fallback if (fallback is not None and config.fallback) else None
     started = time.perf_counter()
-    pool = _Pool(project, config)
+    # survey weighting (PopulationSim's NO_INTEGERIZATION_EVER) weighs the sample's own households where they are
+    weighting = project.survey_weighting and prior.name == "seed"
+    pool = _Pool(project, config, weighting)
     accounts = _Accounts()
+    if project.survey_weighting and not weighting:
+        accounts.warnings.append(
+            f"NO_INTEGERIZATION_EVER (survey weighting) weighs the seed sample's households; the {prior.name} prior "
+            f"builds households from the controls: whole households written"
+        )
     try:
         pool.add(_valid(project, None, prior.support(rng), Counter(), ""))
     except PriorError as exc:
@@ -463,18 +494,22 @@ def synthesize_zones(
         accounts.warnings.append(f'the prior "{prior.name}" gave no candidate ({exc}); {backup.name} did instead')
         pool.add(_valid(project, None, backup.support(rng), Counter(), "fallback "))
     accounts.added[prior.name] += len(pool.candidates)
-    if backup is not None and backup is not prior:
+    if backup is not None and backup is not prior and not weighting:
         _fill_support(pool, backup, rng, accounts)
     if not len(pool.candidates):
         raise PriorError(f'the prior "{prior.name}" gave no candidate household for {name or project.name}')
     iterations: list[HouseholdIteration] = []
     state, stop_reason, iteration = None, "", 0
+    max_sweeps, per_slice = config.max_sweeps, config.sweeps_per_iteration
+    if weighting:  # no proposals between slices: balance to convergence as PopulationSim does, a few events
+        max_sweeps = max(max_sweeps, defaults.SURVEY_WEIGHTING_MAX_SWEEPS)
+        per_slice = max(per_slice, defaults.SURVEY_WEIGHTING_SLICE)
     max_proposals = config.max_proposals or defaults.FULL_MAX_PROPOSALS
     while True:
         iteration += 1
         t0 = time.perf_counter()
         balancer = pool.balancer(state)
-        balance = balancer.run(config.max_sweeps, config.balance_tolerance, config.sweeps_per_iteration)
+        balance = balancer.run(max_sweeps, config.balance_tolerance, per_slice)
         state = balancer.state
         pool.take_weights(balance)
         done = balance.stop != "slice"
@@ -483,7 +518,12 @@ def synthesize_zones(
         proposals: list[HouseholdProposal] = []
         added: Counter = Counter()
         rejected: Counter = Counter()
-        if not done and not stop() and balance.iterations <= config.max_sweeps * defaults.HOUSEHOLD_PROPOSAL_SWEEPS:
+        if (
+            not done
+            and not stop()
+            and not weighting
+            and balance.iterations <= config.max_sweeps * defaults.HOUSEHOLD_PROPOSAL_SWEEPS
+        ):
             # a control over the whole partition (a REGION total) is balancing's to meet, not a zone's to reach
             levels = project.geography.levels
             depth = levels.index(project.sample.seed_level)
@@ -509,7 +549,7 @@ def synthesize_zones(
         if done or stop():
             stop_reason = "stop requested" if stop() else balance.stop
             break
-    placed, stats = _integerize(pool, rng, stop)
+    placed, stats = _weighted(pool) if weighting else _integerize(pool, rng, stop)
     yield _outcome(pool, placed, stats, balance, tuple(iterations), stop_reason, prior, accounts, name, started)
 
 
@@ -578,6 +618,32 @@ def _integerize(pool: _Pool, rng: np.random.Generator, stop: Callable[[], bool])
     return households.sort_values(["zone", "row"], kind="stable").reset_index(drop=True), stats
 
 
+def _weighted(pool: _Pool) -> tuple[pd.DataFrame, dict]:
+    """Survey weighting: every candidate once in each zone of its block where its balanced (float) weight is above 0,
+    that weight as ``weight`` (a group is one household). Returns ``zone``, ``row``, ``count`` (1), ``weight``,
+    sorted."""
+    pieces = []
+    for b in sorted(pool.blocks):
+        blk = pool.blocks[b]
+        for k, zone in enumerate(blk.zones):
+            weight = blk.weights[blk.group, k]
+            kept = np.flatnonzero(weight > 0)
+            pieces.append(
+                pd.DataFrame(
+                    {
+                        "zone": np.full(kept.size, zone, dtype=np.int64),
+                        "row": blk.rows[kept],
+                        "count": np.ones(kept.size, dtype=np.int64),
+                        "weight": weight[kept],
+                    }
+                )
+            )
+    if not pieces:
+        return _no_households().assign(weight=np.zeros(0)), {}
+    households = pd.concat(pieces, ignore_index=True)
+    return households.sort_values(["zone", "row"], kind="stable").reset_index(drop=True), {}
+
+
 def _no_households() -> pd.DataFrame:
     return pd.DataFrame({"zone": np.zeros(0, np.int64), "row": np.zeros(0, np.int64), "count": np.zeros(0, np.int64)})
 
@@ -621,7 +687,7 @@ def _outcome(pool: _Pool, placed, stats, balance, iterations, stop_reason, prior
     candidates = pool.candidates.take(rows)
     households = placed.assign(row=np.searchsorted(rows, placed["row"].to_numpy()).astype(np.int64))
     incidence = pool.incidence[rows][households["row"].to_numpy()]
-    counts = households["count"].to_numpy(dtype=np.float64)
+    counts = households["weight" if "weight" in households else "count"].to_numpy(dtype=np.float64)
     zone = households["zone"].to_numpy()
     synthetic = {}
     for i, c in enumerate(pool.controls):
@@ -647,4 +713,38 @@ def _outcome(pool: _Pool, placed, stats, balance, iterations, stop_reason, prior
         seconds=time.perf_counter() - started,
         warnings=tuple(accounts.warnings),
         placed=int(households["count"].sum()),
+        sample_weights=_sample_weights(pool, placed),
     )
+
+
+def _sample_weights(pool: _Pool, placed: pd.DataFrame) -> pd.DataFrame:
+    """PopulationSim's seed weights table for the partition's sample households: the sample id, the seed zone,
+    ``sample_weight``, ``balanced_weight`` (their group's balanced weight over the block's zones, shared by sample
+    weight), ``integer_weight`` (households placed; not for survey weighting), then each control's incidence."""
+    project = pool.project
+    sample = project.sample
+    seed = pool.candidates._sample()
+    balanced = np.zeros(len(pool.candidates))
+    for blk in pool.blocks.values():
+        weight = pool.candidates.weight[blk.rows]
+        per_group = np.bincount(blk.group, weights=weight, minlength=len(blk.signatures))
+        share = np.divide(weight, per_group[blk.group], out=np.zeros_like(weight), where=per_group[blk.group] > 0)
+        balanced[blk.rows] = blk.weights.sum(axis=1)[blk.group] * share
+    rows = np.flatnonzero(seed)
+    households = pool.candidates.households
+    out = pd.DataFrame(
+        {
+            sample.household_id: households[sample.household_id].to_numpy()[rows],
+            sample.seed_level: households[sample.seed_level].to_numpy()[rows],
+            "sample_weight": pool.candidates.weight[rows],
+            "balanced_weight": balanced[rows],
+        }
+    )
+    if not pool.weighting:
+        placed_rows = placed["row"].to_numpy()
+        counts = np.bincount(placed_rows, weights=placed["count"].to_numpy(), minlength=len(pool.candidates))
+        out["integer_weight"] = counts[rows].astype(np.int64)
+    for i, c in enumerate(pool.controls):
+        if c.name not in out.columns:
+            out[c.name] = pool.incidence[rows, i]
+    return out

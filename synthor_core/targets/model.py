@@ -334,6 +334,24 @@ class OutputFiles:
 
 
 @dataclass(frozen=True)
+class OutputTables:
+    """PopulationSim's ``output_tables`` as Synthor writes them: which tables, under which prefix.
+
+    Attributes
+    ----------
+    tables : tuple of str
+        Table names among ``<SEED>_weights`` (hh id, seed zone, preliminary_balanced_weight, sample_weight,
+        balanced_weight, integer_weight when integerized), ``summary_hh_weights``, ``expanded_household_ids``,
+        ``incidence_table`` and ``summary_<LEVEL>`` per level with controls; written as ``<prefix><name>.csv``.
+    prefix : str
+        PopulationSim's ``prefix`` (``final_`` by default).
+    """
+
+    tables: tuple[str, ...] = ()
+    prefix: str = "final_"
+
+
+@dataclass(frozen=True)
 class HouseholdProject:
     """Everything a household synthesis needs: zones, controls per zone, and a sample (DESIGN §8, §9).
 
@@ -349,8 +367,16 @@ class HouseholdProject:
         In the order of the control file.
     total_control : str
         Name of the control giving households per zone (PopulationSim's ``total_hh_control``).
-    max_expansion_factor : float or None
-        Upper bound of a sample household's weight as a multiple of its sample weight, if given.
+    max_expansion_factor, min_expansion_factor : float or None
+        Upper and lower bound of a sample household's weight as a multiple of its sample weight scaled to its zone's
+        households (PopulationSim's bounds, ``balancing/wrappers.py``), if given.
+    absolute_upper_bound, absolute_lower_bound : float or None
+        Bounds of a sample household's weight in households, if given (PopulationSim's settings of the same names).
+    survey_weighting : bool
+        PopulationSim's ``NO_INTEGERIZATION_EVER``: with the seed prior the result is a float weight per sample
+        household in each zone of its seed zone (survey weighting), not whole households.
+    output_tables : OutputTables or None
+        PopulationSim's ``output_tables``: which of its tables to write besides the households and persons.
     output : OutputFiles or None
         PopulationSim's output files (an imported or converted PopulationSim project), None for other projects.
     source : {"populationsim", "synthor"}
@@ -375,6 +401,11 @@ class HouseholdProject:
     controls: list[Control]
     total_control: str
     max_expansion_factor: float | None = None
+    min_expansion_factor: float | None = None
+    absolute_upper_bound: float | None = None
+    absolute_lower_bound: float | None = None
+    survey_weighting: bool = False
+    output_tables: OutputTables | None = None
     output: OutputFiles | None = None
     source: Literal["populationsim", "synthor"] = "synthor"
     warnings: list[str] = field(default_factory=list)
