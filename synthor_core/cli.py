@@ -514,11 +514,19 @@ def _run_households(args: argparse.Namespace, project: HouseholdProject, config,
             flush=True,
         )
     worst = result.fit[result.fit["control"] != project.total_control].sort_values("pct_rmse", ascending=False)
-    print(
-        f"done: {report['households']:,} households, {report['persons']:,} persons "
+    weighting = report.get("survey_weighting")
+    made = (
+        f"survey weighting: {weighting['sample_households']:,} sample households weigh {report['households']:,} "
+        f"households, {report['persons']:,} persons (weights {weighting['ratio_to_sample_weight']['min']:.3g}-"
+        f"{weighting['ratio_to_sample_weight']['max']:.3g} x the sample weight)"
+        if weighting
+        else f"{report['households']:,} households, {report['persons']:,} persons "
         f"({report['distinct_households']:,} distinct households; by prior: "
         + ", ".join(f"{k} {v:,}" for k, v in report["households_by_prior"].items())
-        + f"); {len(result.iterations)} iterations ({result.stop_reason}); worst %RMSE: "
+        + ")"
+    )
+    print(
+        f"done: {made}; {len(result.iterations)} iterations ({result.stop_reason}); worst %RMSE: "
         + ", ".join(f"{r.control} ({r.level}) {r.pct_rmse:.2f}" for r in worst.head(3).itertuples())
         + f"; {time.perf_counter() - started:.1f} s -> {args.out}"
     )

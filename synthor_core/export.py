@@ -455,7 +455,7 @@ class HouseholdWriter:
         households, persons = expand_households(self.project, outcome, self.prior, self.next_id, self.origin)
         self.next_id += len(households)
         tables = self.project.output_tables
-        if tables is not None and outcome.sample_weights is not None:
+        if outcome.sample_weights is not None:  # a row per sample household: kept for the tables and the report
             self.sample_weights.append(outcome.sample_weights)
         if tables is not None and "expanded_household_ids" in tables.tables and "weight" not in outcome.households:
             sample, levels = self.project.sample, self.project.geography.levels
@@ -544,6 +544,9 @@ class HouseholdWriter:
             worst={c.name: worst_zones(self.project, result.synthetic, c.name) for c in self.project.controls},
         )
         report["warnings"] = list(report.get("warnings", [])) + column_warnings(columns)
+        weighting = survey_weighting_summary(self.sample_weights)
+        if weighting is not None:
+            report["survey_weighting"] = weighting
         write_json(self.folder / "report.json", report, batch)
         return report
 
@@ -632,3 +635,26 @@ def populationsim_tables(
         if f"summary_{level}" in chosen:
             out[f"summary_{level}"] = table
     return out
+
+
+def survey_weighting_summary(sample_weights: list[pd.DataFrame]) -> dict | None:
+    """What survey weighting did to the sample weights, for ``report.json``: ``sample_households``, ``households``
+    (the sum of the balanced weights) and ``ratio_to_sample_weight`` (min, median, max of balanced / sample weight
+    over the households with a sample weight above 0); None for an integerized run (its tables have
+    ``integer_weight``) or without sample households."""
+    if not sample_weights:
+        return None
+    weights = pd.concat(sample_weights, ignore_index=True)
+    if "integer_weight" in weights or not len(weights):
+        return None
+    given = weights["sample_weight"].to_numpy(dtype=np.float64)
+    ratio = weights["balanced_weight"].to_numpy(dtype=np.float64)[given > 0] / given[given > 0]
+    return {
+        "sample_households": int(len(weights)),
+        "households": round(float(weights["balanced_weight"].sum()), 3),
+        "ratio_to_sample_weight": {
+            "min": round(float(ratio.min()), 4) if ratio.size else None,
+            "median": round(float(np.median(ratio)), 4) if ratio.size else None,
+            "max": round(float(ratio.max()), 4) if ratio.size else None,
+        },
+    }

@@ -161,8 +161,11 @@ def convert_populationsim(
             "weight": seed.weight,
         },
     }
-    if project.max_expansion_factor is not None:
-        raw["project"]["max_expansion_factor"] = _toml_number(project.max_expansion_factor)
+    for key in ("max_expansion_factor", "min_expansion_factor", "absolute_upper_bound", "absolute_lower_bound"):
+        if getattr(project, key) is not None:
+            raw["project"][key] = _toml_number(getattr(project, key))
+    if project.survey_weighting:
+        raw["project"]["survey_weighting"] = True
     if seed.person_number is None:
         del raw["seed"]["person_number"]
     derived = [
@@ -194,6 +197,8 @@ def convert_populationsim(
         ]
     if project.output is not None:
         raw["output"] = _output_entries(project.output)
+    if project.output_tables is not None:  # the tables as resolved (include or skip), under the same prefix
+        raw["output_tables"] = {"tables": list(project.output_tables.tables), "prefix": project.output_tables.prefix}
     control_file = f"{configs}/{settings.get('control_file_name') or 'controls.csv'}"
     return _write_toml(out, raw, derived, root, f"{configs}/{SETTINGS_FILE}, {control_file}, {data_dir.name}/", licence)
 

@@ -7,7 +7,8 @@ its ``[geography]`` table or ``[[controls]]`` entries::
     [project]
     name = "example_calm"
     total_control = "num_hh"            # the control of households per zone
-    max_expansion_factor = 30           # optional
+    max_expansion_factor = 30           # optional; also min_expansion_factor, absolute_upper_bound, _lower_bound
+    survey_weighting = false            # optional: PopulationSim's NO_INTEGERIZATION_EVER (float weights)
     [geography]
     file = "data/geo_cross_walk.csv"    # crosswalk: one row per lowest-level zone, one column per level
     levels = ["REGION", "PUMA", "TRACT", "TAZ"]   # top to lowest
@@ -30,6 +31,7 @@ its ``[geography]`` table or ``[[controls]]`` entries::
     expression = "households.NP == 1"   # the control dialect of expressions.compile_condition
     importance = 5000
     [output]                            # optional: PopulationSim's output_synthetic_population
+    [output_tables]                     # optional: PopulationSim's output_tables (tables, action, prefix)
     household_id = "household_id"
 
 :func:`load_household_project` reads it as the same :class:`~synthor_core.units.HouseholdProject` that
@@ -62,6 +64,7 @@ from .controls import (
     check_zone_column,
     keep_zones_with_controls,
     output_files,
+    output_tables,
     read_control,
     total_control_problems,
 )
@@ -83,6 +86,10 @@ class ProjectSection(_Section):
     description: str = ""
     total_control: str = Field(min_length=1)
     max_expansion_factor: float | None = Field(None, gt=0, allow_inf_nan=False)
+    min_expansion_factor: float | None = Field(None, gt=0, allow_inf_nan=False)
+    absolute_upper_bound: float | None = Field(None, gt=0, allow_inf_nan=False)
+    absolute_lower_bound: float | None = Field(None, ge=0, allow_inf_nan=False)
+    survey_weighting: bool = False  # PopulationSim's NO_INTEGERIZATION_EVER: weights, not whole households
 
 
 class GeographySection(_Section):
@@ -179,6 +186,14 @@ class OutputSpec(_Section):
     persons: OutputTableSpec | None = None
 
 
+class OutputTablesSpec(_Section):
+    """``[output_tables]``: PopulationSim's ``output_tables`` (which of its tables to write, under which prefix)."""
+
+    tables: list[str] | None = None  # None: every table Synthor writes
+    action: Literal["include", "skip"] = "include"
+    prefix: str = "final_"
+
+
 class VariableSpec(_Section):
     """One ``[[variables]]`` entry: a household or person column and its domain (issue 21: complete records).
 
@@ -227,6 +242,7 @@ class HouseholdProjectSpec(_Section):
     controls: list[ControlSpec] = Field(min_length=1)
     rules: list[RuleSpec] = Field(default_factory=list)
     output: OutputSpec | None = None
+    output_tables: OutputTablesSpec | None = None
 
     @model_validator(mode="after")
     def _a_sample_or_declared_variables(self) -> HouseholdProjectSpec:
@@ -563,6 +579,19 @@ def _assemble(
     )
     if problems:
         raise TargetValidationError(problems)
+    tables_out = (
+        output_tables(
+            spec.output_tables.model_dump(),
+            sample.seed_level,
+            [lvl for lvl in geography.levels if any(c.level == lvl for c in controls)],
+            PROJECT_FILE,
+            "output_tables",
+            problems,
+            warnings,
+        )
+        if spec.output_tables is not None
+        else None
+    )
     output = (
         output_files(spec.output.model_dump(exclude_none=True), PROJECT_FILE, "output", problems)
         if spec.output is not None
@@ -580,6 +609,11 @@ def _assemble(
         controls=controls,
         total_control=spec.project.total_control,
         max_expansion_factor=spec.project.max_expansion_factor,
+        min_expansion_factor=spec.project.min_expansion_factor,
+        absolute_upper_bound=spec.project.absolute_upper_bound,
+        absolute_lower_bound=spec.project.absolute_lower_bound,
+        survey_weighting=spec.project.survey_weighting,
+        output_tables=tables_out,
         output=output,
         source="synthor",
         warnings=warnings,

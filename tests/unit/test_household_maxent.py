@@ -144,7 +144,8 @@ def _example_without(tmp_path, example: str, id_column: str, drop) -> Path:
 
 
 def _run_seed(root):
-    project = load_populationsim(root)
+    # example_test asks for survey weighting (NO_INTEGERIZATION_EVER: True); these tests are about whole households
+    project = replace(load_populationsim(root), survey_weighting=False)
     report, result, households, _ = run_households(project, "seed", 1, root / "out")
     return project, report, result, households
 
@@ -253,7 +254,8 @@ def test_an_upper_level_control_no_sample_household_meets_is_filled_in_every_see
     unmet = list(project.controls)
     never = compile_condition("persons.OCCP == -7", "persons", project.sample.persons.columns, "persons_occ_2")
     unmet[i] = replace(unmet[i], condition=never)
-    report, result, households, persons = run_households(replace(project, controls=unmet), "seed", 1, tmp_path / "o")
+    integerized = replace(project, controls=unmet, survey_weighting=False)  # whole households, not survey weights
+    report, result, households, persons = run_households(integerized, "seed", 1, tmp_path / "o")
     per_partition = report["fallback"]["support"]
     assert per_partition >= 6  # maxent candidates meeting it in each of the six PUMAs with households
     assert set(households.loc[households["prior"] == "maxent", "PUMA"]) <= {600, 601, 602, 603, 604, 605}

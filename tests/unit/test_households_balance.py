@@ -163,3 +163,25 @@ def test_balancing_says_why_it_stopped():
         tolerance=1e-6,
     )
     assert (limited.converged, limited.stop, limited.iterations) == (False, "sweep limit", 5)
+
+
+def test_weight_bounds_hold_and_the_total_is_met_within_them():
+    """PopulationSim's lb_weights / ub_weights (min_ and max_expansion_factor): every weight ends inside its bounds
+    and the total of households, balanced last, is met exactly; the bounds bind (the unbounded weights leave them)."""
+    from synthor_core.calibrate.balancing import ListBalancer
+
+    incidence = np.column_stack([np.ones(8), KONDURI_INCIDENCE])  # a total of households first, then Konduri's
+    totals = [np.array([100.0])] + [np.array([float(t)]) for t in KONDURI_CONTROLS]
+    initial = np.full((8, 1), 12.5)
+    floors, caps = initial * 0.5, initial * 2.0
+
+    def run(**bounds):
+        balancer = ListBalancer(
+            [incidence], [initial], [np.array([0])], np.zeros((6, 1), dtype=int), totals, np.full(6, 1e4), 0, **bounds
+        )
+        return balancer.run(2_000, 1e-9).weights[0][:, 0]
+
+    free, bounded = run(), run(caps=[caps], floors=[floors])
+    assert ((free < floors[:, 0] - 1e-3) | (free > caps[:, 0] + 1e-3)).any()  # the bounds bind
+    assert (bounded >= floors[:, 0] * (1 - 1e-6)).all() and (bounded <= caps[:, 0] * (1 + 1e-6)).all()
+    assert bounded.sum() == pytest.approx(100.0, rel=1e-6)

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.skipif(not (EXAMPLES / "example_test").is_dir(), reason
 
 @pytest.fixture(scope="module")
 def project():
-    return load_populationsim(EXAMPLES / "example_test")  # DISTRICT 3 > PUMA 7 > TRACT 13 > TAZ 37
+    # DISTRICT 3 > PUMA 7 > TRACT 13 > TAZ 37; whole households (example_test asks for survey weighting)
+    return replace(load_populationsim(EXAMPLES / "example_test"), survey_weighting=False)
 
 
 CONFIG = SynthesisConfig(seed=3)

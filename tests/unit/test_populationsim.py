@@ -316,9 +316,15 @@ def test_every_settings_key_is_honoured_or_named():
     settings = __import__("yaml").safe_load((EXAMPLE_TEST / "configs" / "settings.yaml").read_text())
     for key in settings:
         assert key in HONOURED_SETTINGS or f"{key} (" in named or f"{key}: " in named, key
+    # survey weighting's settings are honoured (issue 22 item 3): read into the project, not warned about
+    assert "NO_INTEGERIZATION_EVER" not in named and "min_expansion_factor" not in named
+    assert project.survey_weighting and (project.min_expansion_factor, project.max_expansion_factor) == (0.2, 5.0)
+    assert project.output_tables.tables == ("PUMA_weights", "summary_hh_weights", "summary_TAZ")
+    assert project.output_tables.prefix == "final_"
     assert (
-        "configs/settings.yaml: NO_INTEGERIZATION_EVER: survey weighting (float weights per seed household, no "
-        "integerization) is not supported: Synthor writes whole households"
+        "configs/settings.yaml: output_tables: TAZ_weights, TRACT_weights, trace_TAZ_weights, trace_TRACT_weights: "
+        "PopulationSim's own pipeline tables, which Synthor does not keep: not written (Synthor writes PUMA_weights, "
+        "summary_hh_weights, expanded_household_ids, incidence_table, summary_DISTRICT, summary_TRACT, summary_TAZ)"
     ) in project.warnings
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     for key in (*HONOURED_SETTINGS, *SETTINGS_NOT_NEEDED, *SETTINGS_NOT_SUPPORTED):
