@@ -181,3 +181,76 @@ def project_with_shapes(tmp_path, geojson: bytes, extra: str = ""):
     text = toml.read_text(encoding="utf-8")
     toml.write_text(text.replace('seed_level = "PUMA"', f'seed_level = "PUMA"\nshapes = "data/zones.geojson"{extra}'))
     return root
+
+
+SURVEY_WEIGHTING_SETTINGS = """\
+NO_INTEGERIZATION_EVER: True
+GROUP_BY_INCIDENCE_SIGNATURE: False
+max_expansion_factor: 4
+min_expansion_factor: 0.5
+geographies: [REGION, PUMA]
+seed_geography: PUMA
+data_dir: data
+input_table_list:
+  - tablename: households
+    filename : seed_households.csv
+    index_col: hh_id
+    rename_columns:
+      hhnum: hh_id
+  - tablename: persons
+    filename : seed_persons.csv
+    rename_columns:
+      hhnum: hh_id
+      SPORDER: per_num
+  - tablename: geo_cross_walk
+    filename : geo_cross_walk.csv
+    rename_columns:
+      TRACTCE: TRACT
+  - tablename: PUMA_control_data
+    filename : control_totals_puma.csv
+  - tablename: REGION_control_data
+    filename : scaled_control_totals_meta.csv
+household_weight_col: WGTP
+household_id_col: hh_id
+total_hh_control: num_hh
+output_tables:
+  action: include
+  tables:
+    - PUMA_weights
+    - summary_hh_weights
+    - expanded_household_ids
+    - incidence_table
+    - summary_PUMA
+    - household_groups
+run_list:
+  steps:
+    - input_pre_processor
+    - setup_data_structures
+    - initial_seed_balancing
+    - meta_control_factoring
+    - final_seed_balancing
+    - write_tables
+"""
+
+
+def calm_survey_weighting_project(calm: Path, root: Path) -> Path:
+    """PopulationSim's CALM example (folder ``calm``) turned into a survey-weighting project at ``root``, written in
+    PopulationSim's documented format (``docs/application_configuration.rst``, survey weighting): every control moved
+    to the seed geography (PUMA), its totals the sums of CALM's TAZ and TRACT control tables; the crosswalk keeps its
+    rows per TAZ. Returns ``root``. Used by tests/e2e/test_cli_survey_weighting.py and benchmarks/survey_weighting.py.
+    """
+    import shutil
+
+    import pandas as pd
+
+    shutil.copytree(calm, root, ignore=shutil.ignore_patterns("output"))
+    (root / "configs" / "settings.yaml").write_text(SURVEY_WEIGHTING_SETTINGS)
+    controls = pd.read_csv(root / "configs" / "controls.csv")
+    controls["geography"] = controls["geography"].replace({"TAZ": "PUMA", "TRACT": "PUMA"})
+    controls.to_csv(root / "configs" / "controls.csv", index=False)
+    taz = pd.read_csv(root / "data" / "control_totals_taz.csv")
+    tract = pd.read_csv(root / "data" / "control_totals_tract.csv")
+    columns = [c for c in controls["control_field"] if c in taz.columns or c in tract.columns]
+    totals = {c: (taz if c in taz.columns else tract)[c].sum() for c in columns}
+    pd.DataFrame([{"PUMA": 600, **totals}]).to_csv(root / "data" / "control_totals_puma.csv", index=False)
+    return root

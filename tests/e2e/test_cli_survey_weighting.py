@@ -11,7 +11,6 @@ crosswalk whose rows are finer (one per TAZ) than the levels listed.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,67 +19,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from synthor_testing import calm_survey_weighting_project
+
 ROOT = Path(__file__).resolve().parents[2]
 CALM = ROOT.parent / "shared" / "data" / "populationsim" / "example_calm"
 pytestmark = pytest.mark.skipif(not CALM.is_dir(), reason="shared/data/populationsim not present")
-
-SETTINGS = """\
-NO_INTEGERIZATION_EVER: True
-GROUP_BY_INCIDENCE_SIGNATURE: False
-max_expansion_factor: 4
-min_expansion_factor: 0.5
-geographies: [REGION, PUMA]
-seed_geography: PUMA
-data_dir: data
-input_table_list:
-  - tablename: households
-    filename : seed_households.csv
-    index_col: hh_id
-    rename_columns:
-      hhnum: hh_id
-  - tablename: persons
-    filename : seed_persons.csv
-    rename_columns:
-      hhnum: hh_id
-      SPORDER: per_num
-  - tablename: geo_cross_walk
-    filename : geo_cross_walk.csv
-    rename_columns:
-      TRACTCE: TRACT
-  - tablename: PUMA_control_data
-    filename : control_totals_puma.csv
-  - tablename: REGION_control_data
-    filename : scaled_control_totals_meta.csv
-household_weight_col: WGTP
-household_id_col: hh_id
-total_hh_control: num_hh
-output_tables:
-  action: include
-  tables:
-    - PUMA_weights
-    - summary_hh_weights
-    - expanded_household_ids
-    - incidence_table
-    - summary_PUMA
-    - household_groups
-"""
-
-
-def _weighting_project(tmp_path: Path) -> Path:
-    """CALM turned into a survey-weighting project: every control moved to the seed geography (PUMA), its totals
-    the sums of CALM's TAZ and TRACT control tables."""
-    root = tmp_path / "calm_weighting"
-    shutil.copytree(CALM, root, ignore=shutil.ignore_patterns("output"))
-    (root / "configs" / "settings.yaml").write_text(SETTINGS)
-    controls = pd.read_csv(root / "configs" / "controls.csv")
-    controls["geography"] = controls["geography"].replace({"TAZ": "PUMA", "TRACT": "PUMA"})
-    controls.to_csv(root / "configs" / "controls.csv", index=False)
-    taz = pd.read_csv(root / "data" / "control_totals_taz.csv")
-    tract = pd.read_csv(root / "data" / "control_totals_tract.csv")
-    columns = [c for c in controls["control_field"] if c in taz.columns or c in tract.columns]
-    totals = {c: (taz if c in taz.columns else tract)[c].sum() for c in columns}
-    pd.DataFrame([{"PUMA": 600, **totals}]).to_csv(root / "data" / "control_totals_puma.csv", index=False)
-    return root
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -90,7 +33,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_survey_weighting_writes_bounded_float_weights_and_populationsim_tables(tmp_path):
-    root = _weighting_project(tmp_path)
+    root = calm_survey_weighting_project(CALM, tmp_path / "calm_weighting")
     out = tmp_path / "out"
     done = _run("run", str(root), "--seed", "1", "--out", str(out), "--quiet")
     assert done.returncode == 0, done.stderr
@@ -142,7 +85,7 @@ def test_survey_weighting_writes_bounded_float_weights_and_populationsim_tables(
 
 
 def test_a_converted_survey_weighting_project_validates_and_gives_the_same_weights(tmp_path):
-    root = _weighting_project(tmp_path)
+    root = calm_survey_weighting_project(CALM, tmp_path / "calm_weighting")
     converted = tmp_path / "converted"
     assert _run("convert", str(root), str(converted)).returncode == 0
     text = (converted / "synthor.toml").read_text()
