@@ -124,7 +124,7 @@ def test_a_populationsim_folder_opens_as_it_is(tmp_path):
     (warnings,) = [m.value for m in at.markdown if m.value.startswith("- ")]  # one list, each warning whole
     tract = "1 TRACT zone(s) of the crosswalk have no row in data/tract_controls.csv (72)"
     assert f"- {as_text(tract)}" in warnings
-    assert f"- {as_text('configs/settings.yaml: NO_INTEGERIZATION_EVER: survey weighting')}" in warnings
+    assert f"- {as_text('configs/settings.yaml: output_tables: TAZ_weights, TRACT_weights')}" in warnings
     assert _frame(at, "zones")["level"].tolist() == ["DISTRICT", "PUMA", "TRACT", "TAZ"]
     # NP is the number of members in every household kept (the one that broke it was PUMA 606's)
     assert _frame(at, "household column").to_dict("records") == [
