@@ -27,12 +27,13 @@ from pydantic import ValidationError
 
 from .errors import Problem, SynthorError, TargetValidationError
 from .evaluate.holdout import evaluate_population, format_evaluation
-from .export import FileBatch, column_warnings, write_json, write_population
+from .export import FileBatch, RepopError, column_warnings, merge_repop, read_base_run, write_json, write_population
 from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
 from .readers.convert import convert_populationsim
 from .readers.households import load_household_project
 from .readers.open import is_zoned_project, open_project
+from .readers.populationsim import is_populationsim_project, load_populationsim
 from .readers.project import load_project, validate_project
 from .readers.rules import load_rules
 from .runner import RunHooks, execute
@@ -87,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
         "--partition",
         default=None,
         help="households: the geography level whose zones are the partitions (default: the seed's)",
+    )
+    run.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="PopulationSim repop: a previous run's output folder; the zones of the project's repop controls are "
+        "synthesized again and replace (or are added to) its households there, the others are kept",
     )
     run.add_argument("--mode", choices=["full", "paper"], default="full")
     run.add_argument("--seed", type=int, default=0)
@@ -301,7 +309,27 @@ def _command_run(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     started = time.perf_counter()
-    project = open_project(args.project, args.configs, args.data)
+    if args.base is not None:
+        if not is_populationsim_project(args.project, args.configs):
+            print(
+                f"error: repop: --base is for PopulationSim projects whose {args.configs}/settings.yaml names "
+                f"repop_control_file_name; {args.project} is not one",
+                file=sys.stderr,
+            )
+            return 2
+        project = load_populationsim(args.project, args.configs, args.data, repop=True)
+        try:
+            read_base_run(project, args.base)
+        except RepopError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if args.out.resolve() == args.base.resolve():
+            print(
+                "error: repop: --out must be another folder than --base (the base run stays as it was)", file=sys.stderr
+            )
+            return 2
+    else:
+        project = open_project(args.project, args.configs, args.data)
     for warning in project.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     small = size_problem(config.size, project.tables) if config.size and isinstance(project, Project) else None
@@ -499,6 +527,13 @@ def _run_households(args: argparse.Namespace, project: HouseholdProject, config,
             return 1
     result, report = output.result, output.report
     assert isinstance(result, HouseholdResult)  # a household project's run ends with its HouseholdResult
+    repop = None
+    if project.repop is not None and not result.error and not stop.requested():
+        try:
+            repop = merge_repop(project, args.base, args.out, report)
+        except OSError as exc:
+            print(f"error: repop: could not write the merged households to {args.out} ({exc})", file=sys.stderr)
+            return 1
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for warning in column_warnings(report.get("columns", [])):
@@ -530,6 +565,18 @@ def _run_households(args: argparse.Namespace, project: HouseholdProject, config,
         + ", ".join(f"{r.control} ({r.level}) {r.pct_rmse:.2f}" for r in worst.head(3).itertuples())
         + f"; {time.perf_counter() - started:.1f} s -> {args.out}"
     )
+    if repop is not None:
+        print(
+            f"repop ({repop['mode']}): {repop['base_households']:,} base households, {repop['dropped']:,} dropped in "
+            f"{repop['zones']:,} {project.geography.lowest} zone(s), {repop['added']:,} added: {repop['households']:,} "
+            f"households, {repop['persons']:,} persons -> {args.out}"
+        )
+        if repop["empty_columns"]:
+            print(
+                f"warning: repop: {', '.join(repop['empty_columns'])} empty in some households of one run and not in "
+                f"the other (not in the seed sample to fill them)",
+                file=sys.stderr,
+            )
     failed = [o for o in result.partitions if o.error]
     if failed:
         print(

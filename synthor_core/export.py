@@ -466,19 +466,7 @@ class HouseholdWriter:
                 )
             )
         self.evaluation.add(households, persons)
-        parts = {"households": households, "persons": persons}
-        output = self.project.output
-        if output is not None:
-            id_name = output.household_id
-            hh_cols = [c for c in output.household_columns if c in households.columns]
-            hh_cols += ["balanced_weight"] if "balanced_weight" in households else []  # survey weighting
-            parts["synthetic_households"] = households[[HOUSEHOLD_ID, *self.project.geography.levels, *hh_cols]].rename(
-                columns={HOUSEHOLD_ID: id_name}
-            )
-            p_cols = [c for c in output.person_columns if c in persons.columns and c != PERSON_NUMBER]
-            parts["synthetic_persons"] = persons[[HOUSEHOLD_ID, PERSON_NUMBER, *p_cols]].rename(
-                columns={HOUSEHOLD_ID: id_name}
-            )
+        parts = {"households": households, "persons": persons, **synthetic_files(self.project, households, persons)}
         for key, frame in parts.items():
             self.columns.setdefault(key, list(frame.columns))
             self.tables[key].add(frame)
@@ -549,6 +537,166 @@ class HouseholdWriter:
             report["survey_weighting"] = weighting
         write_json(self.folder / "report.json", report, batch)
         return report
+
+
+def synthetic_files(project: HouseholdProject, households: pd.DataFrame, persons: pd.DataFrame) -> dict:
+    """PopulationSim's ``synthetic_households`` and ``synthetic_persons`` (its ``output_synthetic_population``) of
+    the rows of ``households.csv`` and ``persons.csv``: its id column, the geography levels and the columns it lists
+    (``balanced_weight`` too when weighting); empty when the project has no output settings."""
+    output = project.output
+    if output is None:
+        return {}
+    id_name = output.household_id
+    hh_cols = [c for c in output.household_columns if c in households.columns]
+    hh_cols += ["balanced_weight"] if "balanced_weight" in households else []  # survey weighting
+    p_cols = [c for c in output.person_columns if c in persons.columns and c != PERSON_NUMBER]
+    return {
+        "synthetic_households": households[[HOUSEHOLD_ID, *project.geography.levels, *hh_cols]].rename(
+            columns={HOUSEHOLD_ID: id_name}
+        ),
+        "synthetic_persons": persons[[HOUSEHOLD_ID, PERSON_NUMBER, *p_cols]].rename(columns={HOUSEHOLD_ID: id_name}),
+    }
+
+
+class RepopError(ValueError):
+    """A repop run's base (``run --base``) cannot be read: the message names repop, the folder and what is missing."""
+
+
+def read_base_run(project: HouseholdProject, base: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The households and persons of a previous run in ``base``: Synthor's ``households.parquet`` /
+    ``persons.parquet`` (or their CSVs), else PopulationSim's output files of the project's output settings (its id
+    column read as ``household_id``). Raises RepopError naming what is missing."""
+    from .schema import spreadsheet_unescape
+
+    def read(name: str) -> pd.DataFrame | None:
+        if (base / f"{name}.parquet").is_file():
+            return pd.read_parquet(base / f"{name}.parquet")
+        if (base / f"{name}.csv").is_file():
+            return spreadsheet_unescape(pd.read_csv(base / f"{name}.csv", low_memory=False))
+        return None
+
+    households, persons = read("households"), read("persons")
+    output = project.output
+    if households is None and output is not None and (base / output.households_file).is_file():
+        households = pd.read_csv(base / output.households_file, low_memory=False)
+        persons = (
+            pd.read_csv(base / output.persons_file, low_memory=False)
+            if (base / output.persons_file).is_file()
+            else None
+        )
+        households = households.rename(columns={output.household_id: HOUSEHOLD_ID})
+        persons = None if persons is None else persons.rename(columns={output.household_id: HOUSEHOLD_ID})
+    if not base.is_dir():
+        raise RepopError(f"repop: --base {base}: no such folder (expected a previous run's output folder)")
+    if households is None or persons is None:
+        named = " or ".join(
+            ["households.csv and persons.csv"]
+            + ([f"{output.households_file} and {output.persons_file}"] if output else [])
+        )
+        raise RepopError(f"repop: --base {base}: expected {named} of a previous run, found neither")
+    lowest = project.geography.lowest
+    missing = [c for c in (HOUSEHOLD_ID, lowest) if c not in households.columns]
+    missing += [f"persons {c}" for c in (HOUSEHOLD_ID, PERSON_NUMBER) if c not in persons.columns]
+    if missing:
+        raise RepopError(f"repop: --base {base}: the base run's households or persons lack {', '.join(missing)}")
+    return households, persons
+
+
+def merge_repop(project: HouseholdProject, base: Path, out: Path, report: dict) -> dict:
+    """Put the repop run just written in ``out`` on top of the base run in ``base`` (PopulationSim's
+    ``expand_households.repop;replace`` or ``;append``): with ``replace`` the base households of the repopulated zones
+    (the project's lowest-level zones) and their persons go; the base's other households are kept as they were, the
+    new ones follow with ids after the base's largest. A column only one side has is filled from the seed sample by
+    the sample household id where the row came from the sample (``seed_hh_id``). ``households`` and ``persons``
+    (CSV and Parquet), PopulationSim's synthetic files and ``report.json`` (with ``repop``) are rewritten in ``out``.
+
+    Returns the ``repop`` summary: mode, base, zones, base_households, dropped, added, households, persons, and
+    ``empty_columns`` (columns left empty in some rows: neither side nor the sample had them).
+
+    Raises RepopError when the base cannot be read; OSError when the files cannot be written (the run's own files
+    stay as they were).
+    """
+    base = Path(base)
+    old_households, old_persons = read_base_run(project, base)
+    households, persons = read_base_run(project, out)
+    lowest = project.geography.lowest
+    zones = set(project.geography.zones(lowest).tolist())
+    kept = ~old_households[lowest].isin(zones) if project.repop == "replace" else np.ones(len(old_households), bool)
+    gone = old_households.loc[~kept, HOUSEHOLD_ID]
+    shift = int(old_households[HOUSEHOLD_ID].max()) if len(old_households) else 0
+    households = households.assign(**{HOUSEHOLD_ID: households[HOUSEHOLD_ID] + shift})
+    persons = persons.assign(**{HOUSEHOLD_ID: persons[HOUSEHOLD_ID] + shift})
+    merged_households = pd.concat([old_households[kept], households], ignore_index=True)
+    merged_persons = pd.concat([old_persons[~old_persons[HOUSEHOLD_ID].isin(gone)], persons], ignore_index=True)
+    if "prior" in merged_households:  # a run of one prior writes no prior column: its id column names it
+        for column in [c for c in merged_households.columns if c.endswith(f"_{project.sample.household_id}")]:
+            named = merged_households["prior"].isna() & merged_households[column].notna()
+            merged_households.loc[named, "prior"] = column[: -len(project.sample.household_id) - 1]
+    merged_households, merged_persons, empty = _fill_from_sample(project, merged_households, merged_persons)
+    summary = {
+        "mode": project.repop,
+        "base": str(base),
+        "zones": len(zones),
+        "base_households": int(len(old_households)),
+        "dropped": int(len(gone)),
+        "added": int(len(households)),
+        "households": int(len(merged_households)),
+        "persons": int(len(merged_persons)),
+        "empty_columns": empty,
+    }
+    sample = project.sample
+    merged_households = _typed(merged_households, sample.households)
+    merged_persons = _typed(merged_persons, sample.persons)
+    with FileBatch() as batch:
+        parts = {"households": merged_households, "persons": merged_persons}
+        for name, frame in parts.items():
+            batch.add(out / f"{name}.csv", lambda p, f=frame: spreadsheet_safe(f).to_csv(p, index=False), out)
+            batch.add(out / f"{name}.parquet", lambda p, f=frame: f.to_parquet(p, index=False), out)
+        files = synthetic_files(project, merged_households, merged_persons)
+        if files and project.output is not None:
+            for key, file in (
+                ("synthetic_households", project.output.households_file),
+                ("synthetic_persons", project.output.persons_file),
+            ):
+                batch.add(out / file, lambda p, f=files[key]: spreadsheet_safe(f).to_csv(p, index=False), out)
+        write_json(out / "report.json", {**report, "repop": summary}, batch)
+    return summary
+
+
+def _fill_from_sample(project: HouseholdProject, households: pd.DataFrame, persons: pd.DataFrame):
+    """Empty cells of sample columns filled from the seed sample where the household came from it (its id in
+    ``seed_hh_id``; persons by that id and ``per_num``); returns the frames and the columns still empty somewhere."""
+    sample = project.sample
+    source = f"seed_{sample.household_id}"
+    empty: list[str] = []
+    if source in households:
+        by_id = sample.households.set_index(sample.household_id)
+        ids = households[source]
+        for column in households.columns:
+            if column in by_id.columns and column not in project.geography.levels and households[column].isna().any():
+                lookup = by_id[column].reindex(ids.to_numpy()).to_numpy()
+                households[column] = households[column].where(households[column].notna(), lookup)
+        numbered = sample.numbered_persons()
+        key = pd.MultiIndex.from_arrays([numbered[sample.household_id], numbered[PERSON_NUMBER]])
+        owner = households.set_index(HOUSEHOLD_ID)[source].reindex(persons[HOUSEHOLD_ID].to_numpy()).to_numpy()
+        wanted = pd.MultiIndex.from_arrays([owner, persons[PERSON_NUMBER].to_numpy()])
+        for column in persons.columns:
+            if column in numbered.columns and column != sample.household_id and persons[column].isna().any():
+                lookup = pd.Series(numbered[column].to_numpy(), index=key).reindex(wanted).to_numpy()
+                persons[column] = persons[column].where(persons[column].notna(), lookup)
+    for unit, frame in ((HOUSEHOLDS, households), (PERSONS, persons)):
+        domain = {col for (u, col) in project.codebook if u == unit}
+        empty += [
+            f"{unit}.{c}"
+            for c in frame.columns
+            if c in domain and frame[c].isna().any() and not _may_be_empty(project, unit, c)
+        ]
+    return households, persons, empty
+
+
+def _may_be_empty(project: HouseholdProject, unit: str, column: str) -> bool:
+    domain = project.codebook.get((unit, column))
+    return bool(getattr(domain, "empty", False))
 
 
 def column_warnings(columns: list[dict]) -> list[str]:

@@ -77,6 +77,11 @@ def read_settings(configs: Path, shown: str) -> dict:
 # Every settings.yaml key PopulationSim documents (docs/application_configuration.rst, v0.10.0), with what Synthor
 # does with it. HONOURED keys are read and act as PopulationSim's; the others are named in the project's warnings
 # (report.json, the CLI) when present, never ignored without a word (issue 22). The README's table lists the same.
+REPOP_SETTINGS = {  # honoured by run --base PREVIOUS_OUT (repop mode); a base run names them in a warning
+    "repop": "repop mode's steps: expand_households.repop;replace or ;append (run --base PREVIOUS_OUT)",
+    "repop_control_file_name": "the controls of the zones to repopulate (run --base PREVIOUS_OUT)",
+    "repop_input_table_list": "the input tables of repop mode, replacing those of the same name (run --base)",
+}
 HONOURED_SETTINGS = {
     "geographies": "the geography levels, top to lowest",
     "seed_geography": "the level of the seed sample's zone",
@@ -92,6 +97,7 @@ HONOURED_SETTINGS = {
     "absolute_lower_bound": "the lower bound of a seed household's weight in households (survey weighting)",
     "NO_INTEGERIZATION_EVER": "survey weighting with the seed prior: a float weight per seed household in each "
     "zone (households.csv with balanced_weight, <SEED>_weights in output_tables), no integerization",
+    **REPOP_SETTINGS,
     "output_tables": "PopulationSim's tables <SEED>_weights, summary_hh_weights, expanded_household_ids, "
     "incidence_table and summary_<GEOGRAPHY>, under its prefix (final_ by default)",
     "output_synthetic_population": "the files, id column and columns of synthetic_households.csv / _persons.csv",
@@ -110,7 +116,7 @@ SETTINGS_NOT_NEEDED = {  # how PopulationSim computes; Synthor's own way gives w
     "MAX_BALANCE_ITERATIONS_SEQUENTIAL": "Synthor's sweeps are set by run --max-sweeps",
     "trace_geography": "Synthor writes every zone's fit to zone_fit.csv",
     "models": "Synthor runs its own steps",
-    "run_list": "Synthor runs its own steps (a repop run list is not supported)",
+    "run_list": "Synthor runs its own steps (a repop step's replace or append is read by run --base)",
     "resume_after": "Synthor runs from the start; its runs keep checkpoints instead",
     "inherit_settings": "Synthor reads this settings.yaml alone",
     "multiprocess": "Synthor's processes are set by run --workers or --scheduler",
@@ -121,9 +127,6 @@ SETTINGS_NOT_NEEDED = {  # how PopulationSim computes; Synthor's own way gives w
 }
 SETTINGS_NOT_SUPPORTED = {  # they change the result: a warning each, said plainly
     "USE_HARD_CONSTRAINTS": "the expansion bounds are scaled to the zone's households as without it",
-    "repop": "repop mode is not supported: the base run's inputs are synthesized",
-    "repop_control_file_name": "repop mode is not supported: its controls are not read",
-    "repop_input_table_list": "repop mode is not supported: its input tables are not read",
 }
 
 
@@ -255,7 +258,9 @@ def _input_tables(
     return tables
 
 
-def load_populationsim(folder: str | Path, configs: str = "configs", data: str | None = None) -> HouseholdProject:
+def load_populationsim(
+    folder: str | Path, configs: str = "configs", data: str | None = None, repop: bool = False
+) -> HouseholdProject:
     """Read a PopulationSim working directory as a :class:`HouseholdProject`.
 
     Parameters
@@ -266,6 +271,11 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
         Name of the configs folder inside ``folder`` (``configs_flex`` for example_test's flexible variant).
     data : str or None
         Name of the data folder; default the settings' ``data_dir``, else ``data``.
+    repop : bool
+        Repop mode (``run --base``): the controls of ``repop_control_file_name`` (at the lowest geography, for the
+        zones its control table lists: the project's zones are those), the input tables of
+        ``repop_input_table_list`` replacing those of the same name, and the project's ``repop`` set to
+        ``"replace"`` or ``"append"`` from the ``expand_households.repop;...`` step of its steps.
 
     Returns
     -------
@@ -293,6 +303,9 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
         )
     settings = read_settings(configs_dir, settings_shown)
     problems: list[Problem] = []
+    mode = None
+    if repop:
+        settings, mode = _repop_settings(settings, settings_shown)
     data_name = data or str(settings.get("data_dir") or "data")
     data_dir = root / data_name
     if not data_dir.resolve().is_relative_to(root.resolve()) or not data_dir.is_dir():
@@ -336,11 +349,23 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
             problems.append(Problem(settings_shown, "expected a column name", column=key))
         reserved[key] = value
     tables = _input_tables(settings, data_dir, settings_shown, problems)
-    for needed in ("households", "persons", "geo_cross_walk"):
-        if needed not in tables and settings.get("input_table_list"):
-            problems.append(
-                Problem(settings_shown, f"expected an input table named {needed!r}", column="input_table_list")
+    missing = [name for name in ("households", "persons", "geo_cross_walk") if name not in tables]
+    if missing and settings.get("input_table_list"):
+        repop_keys = [key for key in REPOP_SETTINGS if key in settings]
+        problems.append(
+            Problem(
+                settings_shown,
+                f"expected input tables named {', '.join(map(repr, missing))}"
+                + (
+                    f" (a repop project, {repop_keys[0]}: PopulationSim reads the seed sample and the crosswalk from "
+                    f"its base run's pipeline; Synthor reads them from input_table_list, so list the base project's "
+                    f"files there and run it with --base PREVIOUS_OUT)"
+                    if repop_keys
+                    else ""
+                ),
+                column="input_table_list",
             )
+        )
     if problems:
         raise TargetValidationError(problems)
 
@@ -364,11 +389,32 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
     geography, sample, left_out, zone_problems = keep_zones_with_controls(geography, sample, level_tables)
     if zone_problems:
         raise TargetValidationError(zone_problems)
-    control_file = str(settings.get("control_file_name") or "controls.csv")
-    control_path = inside_folder(configs_dir, control_file, settings_shown, "control_file_name", problems)
+    control_key = "repop_control_file_name" if repop else "control_file_name"
+    control_file = str(settings.get(control_key) or "controls.csv")
+    control_path = inside_folder(configs_dir, control_file, settings_shown, control_key, problems)
     if control_path is None:
         raise TargetValidationError(problems)
     controls, warnings = _controls(control_path, f"{configs}/{control_file}", tables, geography, sample, problems)
+    if repop:  # the zones the repop controls list are the project's; the others keep the base run's households
+        problems += [
+            Problem(
+                f"{configs}/{control_file}",
+                f"repop balances the lowest geography's zones only ({geography.lowest}, as PopulationSim's "
+                f"repop_balancing): the control {c.name!r} is at {c.level}",
+                column="geography",
+            )
+            for c in controls
+            if c.level != geography.lowest
+        ]
+        left_out = [
+            f"repop ({mode}): {geography.n_zones:,} {geography.lowest} zone(s) repopulated on top of the base run; "
+            f"the others keep its households"
+        ]
+    elif any(key in settings for key in REPOP_SETTINGS):
+        left_out.append(
+            f"{settings_shown}: {next(k for k in REPOP_SETTINGS if k in settings)}: the repop controls are read by run "
+            f"--base PREVIOUS_OUT (repop on top of a previous run); this run is a base run"
+        )
     warnings = left_out + warnings
     if problems:
         raise TargetValidationError(problems)
@@ -415,8 +461,9 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
         controls=controls,
         total_control=reserved["total_hh_control"],
         **bounds,
-        survey_weighting=weighting is True,
+        survey_weighting=weighting is True and not repop,  # repop expands whole households, as PopulationSim
         output_tables=tables_out,
+        repop=mode,
         output=output,
         source="populationsim",
         warnings=settings_warnings(settings, settings_shown) + warnings,
@@ -426,6 +473,45 @@ def load_populationsim(folder: str | Path, configs: str = "configs", data: str |
         ),
     )
     return with_codebook(project, mine=True)
+
+
+def _repop_settings(settings: dict, shown: str) -> tuple[dict, str]:
+    """The settings of repop mode: ``input_table_list`` with the ``repop_input_table_list`` entries replacing those
+    of the same tablename, and the mode (``replace`` or ``append``) of the ``expand_households.repop;<mode>`` step in
+    ``repop.steps`` or ``run_list.steps``. Raises TargetValidationError naming repop and what is missing."""
+    if not isinstance(settings.get("repop_control_file_name"), str):
+        raise TargetValidationError(
+            [
+                Problem(
+                    shown,
+                    "repop (run --base) needs repop_control_file_name: the controls of the zones to repopulate",
+                    column="repop_control_file_name",
+                )
+            ]
+        )
+    entries = [e for e in settings.get("input_table_list") or [] if isinstance(e, dict)]
+    extra = [e for e in settings.get("repop_input_table_list") or [] if isinstance(e, dict)]
+    replaced = {e.get("tablename") for e in extra}
+    merged = [e for e in entries if e.get("tablename") not in replaced] + extra
+    modes = set()
+    for key in ("repop", "run_list"):
+        steps = settings.get(key, {}).get("steps") if isinstance(settings.get(key), dict) else None
+        for step in steps if isinstance(steps, list) else []:
+            text = str(step)
+            if text.startswith("expand_households") and "repop" in text:
+                modes |= {m for m in ("replace", "append") if m in text}
+    if len(modes) != 1:
+        raise TargetValidationError(
+            [
+                Problem(
+                    shown,
+                    "repop (run --base) needs one step expand_households.repop;replace or expand_households.repop;"
+                    f"append in repop.steps or run_list.steps, got {' and '.join(sorted(modes)) or 'none'}",
+                    column="repop",
+                )
+            ]
+        )
+    return {**settings, "input_table_list": merged}, modes.pop()
 
 
 BOUND_SETTINGS = ("max_expansion_factor", "min_expansion_factor", "absolute_upper_bound", "absolute_lower_bound")

@@ -377,6 +377,9 @@ class HouseholdProject:
         household in each zone of its seed zone (survey weighting), not whole households.
     output_tables : OutputTables or None
         PopulationSim's ``output_tables``: which of its tables to write besides the households and persons.
+    repop : {"replace", "append"} or None
+        PopulationSim's repop mode (``run --base``): the project's zones are those to repopulate; their households
+        replace the base run's there, or are added to them.
     output : OutputFiles or None
         PopulationSim's output files (an imported or converted PopulationSim project), None for other projects.
     source : {"populationsim", "synthor"}
@@ -406,6 +409,7 @@ class HouseholdProject:
     absolute_lower_bound: float | None = None
     survey_weighting: bool = False
     output_tables: OutputTables | None = None
+    repop: Literal["replace", "append"] | None = None
     output: OutputFiles | None = None
     source: Literal["populationsim", "synthor"] = "synthor"
     warnings: list[str] = field(default_factory=list)
