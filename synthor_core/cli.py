@@ -31,7 +31,7 @@ from .export import FileBatch, RepopError, column_warnings, merge_repop, read_ba
 from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
 from .readers.convert import convert_populationsim
-from .readers.households import load_household_project
+from .readers.households import is_household_project, load_household_project
 from .readers.open import is_zoned_project, open_project
 from .readers.populationsim import is_populationsim_project, load_populationsim
 from .readers.project import load_project, validate_project
@@ -176,6 +176,11 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("out", type=Path, help="the Synthor project folder to write (new or empty)")
     conv.add_argument("--configs", default="configs", help="the configs folder's name")
     conv.add_argument(
+        "--repop",
+        action="store_true",
+        help="convert the project's repop mode (repop controls and tables): run the result with --base PREVIOUS_OUT",
+    )
+    conv.add_argument(
         "--data", default=None, help="the data folder's name (default: the settings' data_dir, else data)"
     )
     val = sub.add_parser("validate", help="check a project folder and print every problem")
@@ -309,15 +314,20 @@ def _command_run(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     started = time.perf_counter()
+    project: Project | HouseholdProject
     if args.base is not None:
-        if not is_populationsim_project(args.project, args.configs):
+        if is_populationsim_project(args.project, args.configs):
+            project = load_populationsim(args.project, args.configs, args.data, repop=True)
+        elif is_household_project(args.project) and load_household_project(args.project).repop is not None:
+            project = load_household_project(args.project)
+        else:
             print(
-                f"error: repop: --base is for PopulationSim projects whose {args.configs}/settings.yaml names "
-                f"repop_control_file_name; {args.project} is not one",
+                f"error: repop: --base needs a PopulationSim project whose {args.configs}/settings.yaml names "
+                f"repop_control_file_name, or a Synthor project converted from one (convert --repop); "
+                f"{args.project} is neither",
                 file=sys.stderr,
             )
             return 2
-        project = load_populationsim(args.project, args.configs, args.data, repop=True)
         try:
             read_base_run(project, args.base)
         except RepopError as exc:
@@ -767,7 +777,7 @@ def _llm_settings(args: argparse.Namespace):
 
 def command_convert(args: argparse.Namespace) -> int:
     """Write a PopulationSim working directory as a Synthor household project folder; returns the exit code."""
-    path = convert_populationsim(args.project, args.out, configs=args.configs, data=args.data)
+    path = convert_populationsim(args.project, args.out, configs=args.configs, data=args.data, repop=args.repop)
     project = load_household_project(path.parent)
     files = sorted(p.relative_to(path.parent).as_posix() for p in path.parent.rglob("*") if p.is_file())
     print(
@@ -775,7 +785,8 @@ def command_convert(args: argparse.Namespace) -> int:
         f"{len(project.derived)} derived household columns, {len(project.sample.households):,} seed households; "
         f"files: {', '.join(files)}"
     )
-    print(f"run it with: python -m synthor_core run {path.parent} --out OUT")
+    base = " --base PREVIOUS_OUT" if project.repop else ""
+    print(f"run it with: python -m synthor_core run {path.parent}{base} --out OUT")
     return 0
 
 

@@ -23,6 +23,7 @@ from .populationsim import (
     SETTINGS_FILE,
     load_populationsim,
     read_settings,
+    repop_settings,
 )
 
 DATA_FOLDER = "data"  # where convert_populationsim puts the copied data files
@@ -79,7 +80,7 @@ def _toml_number(value: float) -> float | int:
 
 
 def convert_populationsim(
-    folder: str | Path, out: str | Path, configs: str = "configs", data: str | None = None
+    folder: str | Path, out: str | Path, configs: str = "configs", data: str | None = None, repop: bool = False
 ) -> Path:
     """Write a PopulationSim working directory as a Synthor household project folder.
 
@@ -101,6 +102,9 @@ def convert_populationsim(
         The project folder to write; created, or empty.
     configs, data : str
         As for :func:`load_populationsim`.
+    repop : bool
+        Convert the project's repop mode (its repop controls and tables, ``[project] repop``): the converted project
+        runs with ``run OUT --base PREVIOUS_OUT``.
 
     Returns
     -------
@@ -117,8 +121,10 @@ def convert_populationsim(
         raise TargetValidationError(
             [Problem(str(out), "expected a new or empty folder for the project (it is not overwritten)")]
         )
-    project = load_populationsim(root, configs=configs, data=data)
+    project = load_populationsim(root, configs=configs, data=data, repop=repop)
     settings = read_settings(root / configs, f"{configs}/{SETTINGS_FILE}")
+    if repop:  # the input tables of repop mode (repop_input_table_list replacing those of the same name)
+        settings, _ = repop_settings(settings, f"{configs}/{SETTINGS_FILE}")
     data_dir = root / (data or str(settings.get("data_dir") or "data"))
     entries = {str(e["tablename"]): e for e in settings["input_table_list"]}
     needed = [HOUSEHOLDS, PERSONS, "geo_cross_walk"]
@@ -166,6 +172,8 @@ def convert_populationsim(
             raw["project"][key] = _toml_number(getattr(project, key))
     if project.survey_weighting:
         raw["project"]["survey_weighting"] = True
+    if project.repop is not None:
+        raw["project"]["repop"] = project.repop
     if seed.person_number is None:
         del raw["seed"]["person_number"]
     derived = [
@@ -199,7 +207,8 @@ def convert_populationsim(
         raw["output"] = _output_entries(project.output)
     if project.output_tables is not None:  # the tables as resolved (include or skip), under the same prefix
         raw["output_tables"] = {"tables": list(project.output_tables.tables), "prefix": project.output_tables.prefix}
-    control_file = f"{configs}/{settings.get('control_file_name') or 'controls.csv'}"
+    control_key = "repop_control_file_name" if repop else "control_file_name"
+    control_file = f"{configs}/{settings.get(control_key) or 'controls.csv'}"
     return _write_toml(out, raw, derived, root, f"{configs}/{SETTINGS_FILE}, {control_file}, {data_dir.name}/", licence)
 
 

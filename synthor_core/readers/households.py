@@ -90,6 +90,7 @@ class ProjectSection(_Section):
     absolute_upper_bound: float | None = Field(None, gt=0, allow_inf_nan=False)
     absolute_lower_bound: float | None = Field(None, ge=0, allow_inf_nan=False)
     survey_weighting: bool = False  # PopulationSim's NO_INTEGERIZATION_EVER: weights, not whole households
+    repop: Literal["replace", "append"] | None = None  # PopulationSim's repop mode: run --base PREVIOUS_OUT
 
 
 class GeographySection(_Section):
@@ -570,6 +571,21 @@ def _assemble(
     derived = _derivations(spec, sample.persons, problems)
     rules = _rules(spec, sample, problems)
     controls, warnings = _controls(spec, root, geography, sample, problems, frames)
+    if spec.project.repop is not None:  # the zones the repop controls list are the project's
+        problems += [
+            Problem(
+                PROJECT_FILE,
+                f"repop balances the lowest geography's zones only ({geography.lowest}): the control {c.name!r} is at "
+                f"{c.level}",
+                column="controls.level",
+            )
+            for c in controls
+            if c.level != geography.lowest
+        ]
+        left_out = [
+            f"repop ({spec.project.repop}): {geography.n_zones:,} {geography.lowest} zone(s) repopulated on top of "
+            f"the base run; the others keep its households"
+        ]
     warnings = left_out + warnings
     problems += total_control_problems(
         controls,
@@ -614,6 +630,7 @@ def _assemble(
         absolute_lower_bound=spec.project.absolute_lower_bound,
         survey_weighting=spec.project.survey_weighting,
         output_tables=tables_out,
+        repop=spec.project.repop,
         output=output,
         source="synthor",
         warnings=warnings,

@@ -16,6 +16,7 @@ import csv
 import io
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -303,9 +304,9 @@ def load_populationsim(
         )
     settings = read_settings(configs_dir, settings_shown)
     problems: list[Problem] = []
-    mode = None
+    mode: Literal["replace", "append"] | None = None
     if repop:
-        settings, mode = _repop_settings(settings, settings_shown)
+        settings, mode = repop_settings(settings, settings_shown)
     data_name = data or str(settings.get("data_dir") or "data")
     data_dir = root / data_name
     if not data_dir.resolve().is_relative_to(root.resolve()) or not data_dir.is_dir():
@@ -442,7 +443,7 @@ def load_populationsim(
     levels_with_controls = [lvl for lvl in geography.levels if any(c.level == lvl for c in controls)]
     tables_out = output_tables(
         settings.get("output_tables"),
-        seed_level,
+        str(seed_level),
         levels_with_controls,
         settings_shown,
         "output_tables",
@@ -460,7 +461,10 @@ def load_populationsim(
         sample=sample,
         controls=controls,
         total_control=reserved["total_hh_control"],
-        **bounds,
+        max_expansion_factor=bounds["max_expansion_factor"],
+        min_expansion_factor=bounds["min_expansion_factor"],
+        absolute_upper_bound=bounds["absolute_upper_bound"],
+        absolute_lower_bound=bounds["absolute_lower_bound"],
         survey_weighting=weighting is True and not repop,  # repop expands whole households, as PopulationSim
         output_tables=tables_out,
         repop=mode,
@@ -475,7 +479,7 @@ def load_populationsim(
     return with_codebook(project, mine=True)
 
 
-def _repop_settings(settings: dict, shown: str) -> tuple[dict, str]:
+def repop_settings(settings: dict, shown: str) -> tuple[dict, Literal["replace", "append"]]:
     """The settings of repop mode: ``input_table_list`` with the ``repop_input_table_list`` entries replacing those
     of the same tablename, and the mode (``replace`` or ``append``) of the ``expand_households.repop;<mode>`` step in
     ``repop.steps`` or ``run_list.steps``. Raises TargetValidationError naming repop and what is missing."""
@@ -511,7 +515,7 @@ def _repop_settings(settings: dict, shown: str) -> tuple[dict, str]:
                 )
             ]
         )
-    return {**settings, "input_table_list": merged}, modes.pop()
+    return {**settings, "input_table_list": merged}, "append" if modes == {"append"} else "replace"
 
 
 BOUND_SETTINGS = ("max_expansion_factor", "min_expansion_factor", "absolute_upper_bound", "absolute_lower_bound")

@@ -481,9 +481,10 @@ class _Tally:
     def __init__(self, project: HouseholdProject):
         self.project = project
         self.synthetic = {c.name: np.zeros(c.totals.size) for c in project.controls}
-        self.households = self.persons = 0.0
+        self.households: float = 0.0
+        self.persons: float = 0.0
         self.distinct = 0
-        self.by_prior: Counter = Counter()
+        self.by_prior: dict[str, float] = {}
         self.outcomes: list[PartitionOutcome] = []
 
     def add(self, o: PartitionOutcome) -> None:
@@ -498,7 +499,8 @@ class _Tally:
             self.persons += float((o.candidates.members_per_household()[rows] * counts).sum())
             self.distinct += len(o.candidates)
             for source in np.unique(o.candidates.source):
-                self.by_prior[str(source)] += float(counts[o.candidates.source[rows] == source].sum())
+                share = float(counts[o.candidates.source[rows] == source].sum())
+                self.by_prior[str(source)] = self.by_prior.get(str(source), 0.0) + share
         self.outcomes.append(replace(o, households=_empty(), candidates=None, synthetic={}))
 
     def result(self, seconds: float) -> HouseholdResult:

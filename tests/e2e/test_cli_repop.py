@@ -142,3 +142,27 @@ def test_a_repop_run_without_its_base_or_its_controls_says_what_is_missing(tmp_p
     done = _run(str(CALM), "--base", str(empty), "--out", str(tmp_path / "o"))
     assert done.returncode == 2 and "repop (run --base) needs repop_control_file_name" in done.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_repop_project_converted_validates_and_repopulates_to_the_same_bytes(tmp_path, base):
+    project = _repop_project(tmp_path / "calm_repop", "append")
+    converted = tmp_path / "converted"
+    done = subprocess.run(
+        [sys.executable, "-m", "synthor_core", "convert", str(project), str(converted), "--repop"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert 'repop = "append"' in (converted / "synthor.toml").read_text()
+    assert f"run it with: python -m synthor_core run {converted} --base PREVIOUS_OUT --out OUT" in done.stdout
+    checked = subprocess.run(
+        [sys.executable, "-m", "synthor_core", "validate", str(converted)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert checked.returncode == 0 and "1,200 households to place" in checked.stdout, checked.stdout
+    for folder, name in ((project, "a"), (converted, "b")):
+        done = _run(str(folder), "--base", str(base), "--seed", "1", "--out", str(tmp_path / name))
+        assert done.returncode == 0, done.stderr
+    for file in ("households.csv", "persons.csv", "synthetic_households.csv", "synthetic_persons.csv"):
+        assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes(), file
