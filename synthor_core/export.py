@@ -716,19 +716,20 @@ def column_warnings(columns: list[dict]) -> list[str]:
 
 
 def summary_tables(project: HouseholdProject, synthetic: dict) -> dict[str, pd.DataFrame]:
-    """PopulationSim's ``summary_<GEOGRAPHY>``: per zone of each level with controls, control, result, difference."""
+    """PopulationSim's ``summary_<GEOGRAPHY>``: one row per zone of each level with controls (the zones with a row in
+    its control table), ``geography``, ``id``, then every control's ``<name>_control``, then every ``<name>_result``,
+    then every ``<name>_diff``, in PopulationSim's column order (``steps/summarize.summarize_geography``)."""
     tables = {}
     for level in project.geography.levels:
         controls = [c for c in project.controls if c.level == level]
         if not controls:
             continue
         zones = project.geography.zones(level)
-        frame = pd.DataFrame({"geography": level, "id": zones.to_numpy()})
-        for c in controls:
-            frame[f"{c.name}_control"] = c.totals
-            frame[f"{c.name}_result"] = synthetic[c.name]
-            frame[f"{c.name}_diff"] = synthetic[c.name] - c.totals
-        tables[level] = frame
+        columns: dict[str, object] = {"geography": level, "id": zones.to_numpy()}
+        columns.update({f"{c.name}_control": c.totals for c in controls})
+        columns.update({f"{c.name}_result": synthetic[c.name] for c in controls})
+        columns.update({f"{c.name}_diff": synthetic[c.name] - c.totals for c in controls})
+        tables[level] = pd.DataFrame(columns)
     return tables
 
 

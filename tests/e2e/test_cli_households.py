@@ -101,6 +101,10 @@ def test_example_test_runs_at_every_level_and_repeats_byte_for_byte(tmp_path, co
         assert "survey_weighting" not in report and error == 0
     summaries = sorted(p.name for p in outputs[0].glob("summary_*.csv"))
     assert "summary_TAZ.csv" in summaries and "summary_TRACT.csv" in summaries
+    # PopulationSim's column order (steps/summarize.py): the controls, then the results, then the differences
+    names = [c["control"] for c in report["controls"] if c["level"] == "TAZ"]
+    columns = list(pd.read_csv(outputs[0] / "summary_TAZ.csv", nrows=0).columns)
+    assert columns == ["geography", "id"] + [f"{n}_{k}" for k in ("control", "result", "diff") for n in names]
 
 
 @needs_examples
