@@ -501,7 +501,7 @@ class _Tally:
             for source in np.unique(o.candidates.source):
                 share = float(counts[o.candidates.source[rows] == source].sum())
                 self.by_prior[str(source)] = self.by_prior.get(str(source), 0.0) + share
-        self.outcomes.append(replace(o, households=_empty(), candidates=None, synthetic={}))
+        self.outcomes.append(replace(o, households=_empty(), candidates=None, synthetic={}, sample_weights=None))
 
     def result(self, seconds: float) -> HouseholdResult:
         """The whole run's result: every control's fit against the project's own (unsplit) totals, counters added."""
