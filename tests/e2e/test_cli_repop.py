@@ -166,3 +166,24 @@ def test_a_repop_project_converted_validates_and_repopulates_to_the_same_bytes(t
         assert done.returncode == 0, done.stderr
     for file in ("households.csv", "persons.csv", "synthetic_households.csv", "synthetic_persons.csv"):
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes(), file
+
+
+def test_repop_on_top_of_populationsim_s_own_output_files(tmp_path, base):
+    """A base run known only by PopulationSim's synthetic_households.csv / synthetic_persons.csv (as PopulationSim
+    writes them): repop reads its households there."""
+    populationsim_out = tmp_path / "populationsim_out"
+    populationsim_out.mkdir()
+    for name in ("synthetic_households.csv", "synthetic_persons.csv"):
+        shutil.copy(base / name, populationsim_out / name)
+    project = _repop_project(tmp_path / "calm_repop", "append")
+    out = tmp_path / "out"
+    done = _run(str(project), "--base", str(populationsim_out), "--seed", "1", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    before = pd.read_csv(populationsim_out / "synthetic_households.csv")
+    after = pd.read_csv(out / "households.csv")
+    assert len(after) == len(before) + 1200  # append: the 4 zones' 25 + 750 + 225 + 200 households added
+    assert after["household_id"].is_unique
+    kept = after[after["household_id"] <= before["household_id"].max()]
+    pd.testing.assert_frame_equal(
+        kept[before.columns].reset_index(drop=True), before.reset_index(drop=True), check_dtype=False
+    )
