@@ -428,6 +428,19 @@ def _run_persons(args: argparse.Namespace, project, config: SynthesisConfig, llm
         )
         for warning in trips["prior"].get("warnings", []):
             print(f"warning: trips: {warning}", file=sys.stderr)
+        days = trips.get("llm_days")
+        if days and "error" in days:
+            print(
+                f"warning: trips: the LLM wrote no day ({days['error']}); the trips come from maxent", file=sys.stderr
+            )
+        elif days:
+            rejected = ", ".join(f"{k} {v:,}" for k, v in days["rejected"].items())
+            print(
+                f"trips: the LLM wrote {days['days_valid']:,} valid days of {days['persons_asked']:,} travellers asked "
+                f"({days['calls']:,} calls"
+                + (f"; rejected: {rejected}" if rejected else "")
+                + "), seeding the trip prior"
+            )
         for name, event in trips.get("events", {}).items():
             hours = event["trips_to_zone_by_hour"]
             added = sum(hours["scenario"]) - sum(hours["base"])

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from . import defaults
 from .errors import PriorError, SynthorError
@@ -251,7 +252,17 @@ def _execute_persons(
     output = RunOutput(result, report, prior)
     trips = None
     if project.trips is not None and not result.error and int(result.population["count"].sum()) > 0:
-        trips = synthesize_trips(project, result.population, config.seed)
+        days, written = None, None
+        if getattr(prior, "name", None) == "llm":  # the LLM writes travellers' days: a diary seeding the trip prior
+            from .priors.llm_trips import llm_days  # with the LLM prior only (openai is loaded then)
+
+            try:
+                days, written = llm_days(prior, project, result.population, np.random.default_rng([config.seed, 14]))
+            except PriorError as exc:  # the budget spent or the endpoint gone: the trips go on from maxent
+                written = {"error": f"{type(exc).__name__}: {exc}"}
+        trips = synthesize_trips(project, result.population, config.seed, sample=days)
+        if written is not None:
+            trips.report["llm_days"] = written
         report["trips"] = trips.report
         output.trips = trips
     if out is None:

@@ -27,6 +27,7 @@ from ..targets.trips import (
     TripTable,
     TripTableSpec,
     clock,
+    minutes_of_day,
 )
 
 _INTERVAL = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
@@ -286,9 +287,6 @@ def read_event(i: int, spec: EventSpec, zones, schema: Schema, problems: list[Pr
     return TripEvent(spec.name, zone, window[0], window[1], spec.trips, round(spec.stay_hours * 60), who)
 
 
-_CLOCK = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*$")
-
-
 def _sample(spec: TripsSpec, root: Path, zones, edges, problems: list[Problem]) -> TripSample | None:
     """The travel-diary sample: each row a trip from home, named by file, row and column when it is not one."""
     assert spec.sample is not None  # called for projects with a sample
@@ -314,9 +312,8 @@ def _sample(spec: TripsSpec, root: Path, zones, edges, problems: list[Problem]) 
         cells[column] = _category_codes(frame, column, categories, file, first_row, problems)
     minutes = np.full(len(frame), -1, dtype=np.int64)
     for i, text in enumerate(frame["depart"]):
-        match = _CLOCK.match(str(text))
-        value = int(match.group(1)) * 60 + int(match.group(2)) if match and int(match.group(2)) < 60 else -1
-        if not 0 <= value < MINUTES_PER_DAY:
+        value = minutes_of_day(text)
+        if value is None:
             if len(problems) - before < 3:
                 problems.append(
                     Problem(file, f"expected a time HH:MM of the day, got {text!r}", row=first_row + i, column="depart")

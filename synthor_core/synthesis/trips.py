@@ -12,7 +12,7 @@ each next one leaves where the last arrived after the stay, the last returns hom
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +22,7 @@ from .. import defaults
 from ..metrics import cpc, srmse, tvd
 from ..priors.trips import CellTarget, Deterrence, deterrence, fit_cells, fit_gravity
 from ..targets.model import Project
-from ..targets.trips import TripProject, TripTable, clock
+from ..targets.trips import TripProject, TripSample, TripTable, clock
 
 SPATIAL = frozenset({"origin", "destination", "distance"})  # trip variables of the place (the OD pair)
 TEMPORAL = frozenset({"depart", "mode", "purpose"})  # trip variables of the time, the means and the activity
@@ -144,6 +144,12 @@ def fit_trip_cells(trips: TripProject, productions: npt.NDArray[np.float64]) -> 
     return cells, weights, note
 
 
+def joined_samples(first: TripSample, second: TripSample) -> TripSample:
+    """Two diary samples as one (their trips one after the other; ``source`` both names)."""
+    cells = {k: np.concatenate([first.cells[k], second.cells[k]]) for k in first.cells}
+    return TripSample(cells, np.concatenate([first.weight, second.weight]), f"{first.source} + {second.source}")
+
+
 def _seeded(trips: TripProject, cells: _Cells, prior: np.ndarray) -> tuple[np.ndarray, dict]:
     """The prior seeded by a travel-diary sample: the share of its trips in each cell, with ``TRIP_SAMPLE_SPREAD``
     of the weight spread as ``prior`` (a diary never covers every cell; IPF then keeps the sample's structure where
@@ -228,7 +234,9 @@ def _round_rows(values: np.ndarray, rows: np.ndarray, totals: np.ndarray, rng: n
     return base.astype(np.int64) + extra
 
 
-def synthesize_trips(project: Project, population: pd.DataFrame, seed: int | None) -> TripResult:
+def synthesize_trips(
+    project: Project, population: pd.DataFrame, seed: int | None, sample: TripSample | None = None
+) -> TripResult:
     """The trips of every traveller of a person population.
 
     Parameters
@@ -237,6 +245,9 @@ def synthesize_trips(project: Project, population: pd.DataFrame, seed: int | Non
     population : DataFrame, coded distinct records with ``count`` (int64), in the order the persons file numbers
         them (record k's persons are numbered after the persons of records 0..k-1, from 1)
     seed : int or None, the run's seed
+    sample : TripSample or None
+        More diary trips seeding the prior (the days the LLM wrote, :func:`~synthor_core.priors.llm_trips.
+        llm_days`), joined to the project's diary when it has one.
 
     Returns
     -------
@@ -247,6 +258,8 @@ def synthesize_trips(project: Project, population: pd.DataFrame, seed: int | Non
     started = time.perf_counter()
     trips = project.trips
     assert trips is not None and project.zone_level is not None  # called for projects with [trips]
+    if sample is not None:
+        trips = replace(trips, sample=sample if trips.sample is None else joined_samples(trips.sample, sample))
     rng = np.random.default_rng(None if seed is None else [seed, 13])
     counts = population["count"].to_numpy(dtype=np.int64)
     meets = np.asarray(trips.who.violates(population), dtype=bool) & (counts > 0)

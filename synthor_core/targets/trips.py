@@ -15,6 +15,7 @@ trip: a commuting OD matrix counts home-to-work trips) over its variables:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -197,6 +198,19 @@ class TripProject:
         return tuple(
             f"{clock(a)}-{clock(b)}" for a, b in zip(self.depart_edges[:-1], self.depart_edges[1:], strict=True)
         )
+
+
+_CLOCK = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def minutes_of_day(text: object) -> int | None:
+    """``HH:MM`` of the day (00:00-23:59) as minutes after midnight, or None for anything else (``7h10``, ``24:00``,
+    ``07:75``)."""
+    match = _CLOCK.match(str(text))
+    if not match or int(match.group(2)) >= 60:
+        return None
+    value = int(match.group(1)) * 60 + int(match.group(2))
+    return value if 0 <= value < MINUTES_PER_DAY else None
 
 
 def clock(minutes: int | float) -> str:

@@ -4,7 +4,8 @@ It plays a well-behaved LLM that knows the e-commerce network's true joint distr
 ``<data>`` block of Synthor's prompts, infers the true dependency groups, plans proposals from the guidance
 (like a careful analyst), and writes records drawn from the network conditional on a proposal's conditions.
 Given ``households`` (a sample's households and persons, e.g. CALM's), it answers household requests with sample
-households meeting the request's conditions, with their members.
+households meeting the request's conditions, with their members. Asked for travellers' days (``write_days``), half
+stay in their home zone by the slowest mode, the others go to the nearest other zone by the fastest.
 
 Faults on demand (``fault_rate`` of requests, kinds drawn from ``fault_kinds`` with a seeded generator):
 ``timeout`` (answers after ``timeout_sleep_s``), ``rate_limit`` (429 with ``Retry-After``), ``server_error``
@@ -289,6 +290,8 @@ class TestEndpoint:
             reply = {"proposals": self._plan(data)}
         elif task == "realize_households":
             reply = {"households": self._realize_households(data)}
+        elif task == "write_days":
+            reply = {"days": self._days(data)}
         elif task == "realize_records":
             records = self._realize(data)
             if fault == "out_of_schema":
@@ -450,6 +453,28 @@ class TestEndpoint:
             out.append(
                 {c: plain(row[c]) for c in columns}
                 | {"members": [{c: plain(m[c]) for c in person_columns} for _, m in mates.iterrows()]}
+            )
+        return out
+
+    def _days(self, data: dict) -> list[dict]:
+        """A traveller's day as this "model" knows them: half stay in their home zone and go by the slowest mode at
+        07:10, the others go to the nearest other zone listed by the fastest mode at 07:40; the first purpose."""
+        modes = sorted(data.get("modes", []), key=lambda m: m["speed_kmh"])
+        out = []
+        for person in data.get("persons", []):
+            listed = [d["zone"] for d in person.get("destinations", [])]
+            home = person.get("home")
+            with self._lock:
+                stay = home in listed and self.rng.random() < 0.5
+            zone = home if stay else next((z for z in listed if z != home), home)
+            out.append(
+                {
+                    "person": person["person"],
+                    "destination": zone,
+                    "depart": "07:10" if stay else "07:40",
+                    "mode": (modes[0] if stay else modes[-1])["mode"],
+                    "purpose": data["purposes"][0],
+                }
             )
         return out
 

@@ -12,6 +12,7 @@ import pytest
 
 from synthor_core.errors import TargetValidationError
 from synthor_core.metrics import cpc
+from synthor_core.priors.maxent import MaxEntPrior
 from synthor_core.priors.trips import CellTarget, deterrence, fit_cells, fit_gravity, furness
 from synthor_core.readers.project import load_project
 from synthor_core.synthesis.trips import synthesize_trips
@@ -479,3 +480,77 @@ def test_when_no_one_travels_there_are_no_trips_and_the_report_says_why(tmp_path
     assert result.trips.empty and list(result.trips.columns)[:3] == ["person_id", "trip_num", "origin"]
     assert result.report["travellers"] == 0 and result.per_person.empty
     assert result.report["prior"]["warnings"] == ['no person meets the trips\' condition (commuter == "yes"): no trips']
+
+
+def _llm_client(endpoint):
+    from synthor_core.priors.llm import LLMClient, LLMSettings
+
+    return LLMClient(LLMSettings(base_url=endpoint.url, model="bn-oracle", max_retries=0, backoff_s=0.01))
+
+
+def test_days_the_llm_writes_seed_what_no_table_says(tmp_path):
+    """The LLM writes 60 travellers' days (issue 24: the LLM prior of trips): the test endpoint's "model" sends those
+    who stay in their zone by bus and the others by car; the mode table says nothing of distance, so the buses go to
+    the trips within a zone, as with a travel diary; the tables are met all the same."""
+    from llm_endpoint.server import TestEndpoint
+    from synthor_core.priors.llm_trips import llm_days
+
+    project = load_project(_trip_project(tmp_path))
+    population = _population(project)
+    with TestEndpoint(seed=3) as endpoint:
+        sample, report = llm_days(_llm_client(endpoint), project, population, np.random.default_rng(1))
+        asked = [e for e in endpoint.log if e["task"] == "write_days"]
+    assert report == {"persons_asked": 60, "days_written": 60, "days_valid": 60, "rejected": {}, "calls": 6}
+    assert len(asked) == 6 and asked[0]["response_format"] == "json_schema"
+    # only travellers were asked (the commuters), from their home zones in proportion: 30 / 20 / 10
+    assert np.bincount(sample.cells["origin"], minlength=3).tolist() == [30, 20, 10]
+    result = synthesize_trips(project, population, seed=4, sample=sample)
+    out = result.trips[result.trips["trip_num"] == 1]
+    bus = out[out["mode"] == "bus"]
+    assert (bus["origin"] == bus["destination"]).mean() > 0.7  # without the days about 130 / 300 (the diary test)
+    assert result.report["tables"]["mode"]["tvd"] < 0.02 and result.report["tables"]["od"]["cpc"] == 1.0
+    assert result.report["prior"]["sample"]["file"] == "llm"
+
+
+def test_days_of_a_careless_model_are_checked_and_counted_and_the_trips_still_fit(tmp_path):
+    """A weak model's days (random but schema-valid) are hostile input: each is checked against the person it names,
+    that person's destinations and the clock, and what fails is counted by reason."""
+    from llm_endpoint.server import TestEndpoint
+    from synthor_core.priors.llm_trips import llm_days
+
+    project = load_project(_trip_project(tmp_path))
+    population = _population(project)
+    with TestEndpoint(seed=3, careless=True) as endpoint:
+        sample, report = llm_days(_llm_client(endpoint), project, population, np.random.default_rng(1))
+    assert report["persons_asked"] == 60 and report["calls"] == 6 and report["days_written"] > 0
+    # its person numbers are random: no day names a person asked, none is used; the trips come from maxent
+    assert report["days_valid"] == 0 and sample is None
+    assert report["rejected"] == {"person without a day": 60, "unknown person": report["days_written"]}
+    result = synthesize_trips(project, population, seed=4, sample=sample)
+    assert result.report["tables"]["od"]["cpc"] == 1.0 and result.report["chains"]["consistent_share"] == 1.0
+
+
+def test_a_run_with_the_llm_prior_asks_it_for_the_travellers_days(tmp_path):
+    """Through the runner (the CLI's and the app's runs): the LLM prior writes the persons and the travellers' days;
+    the report says what the days gave."""
+    from llm_endpoint.server import TestEndpoint
+    from synthor_core.priors.llm import LLMPrior, LLMSettings
+    from synthor_core.runner import execute
+    from synthor_core.synthesis.config import SynthesisConfig
+
+    project = load_project(_trip_project(tmp_path))
+    known = project.schema.decode(_population(project))
+    pool = known.loc[known.index.repeat(known.pop("count"))].reset_index(drop=True)  # the persons the "model" knows
+    pool["zone"], pool["commuter"] = pool["zone"].astype(str), pool["commuter"].astype(str)
+    with TestEndpoint(seed=3, pool=pool, groups=[["zone", "commuter"], ["age"]]) as endpoint:
+        prior = LLMPrior(project, LLMSettings(base_url=endpoint.url, model="bn-oracle", max_retries=0))
+        prior.fallback = MaxEntPrior(project)
+        output = execute(project, prior, SynthesisConfig(seed=2, max_iterations=3), tmp_path / "out")
+        days = [e for e in endpoint.log if e["task"] == "write_days"]
+    written = output.report["trips"]["llm_days"]
+    assert written["persons_asked"] == 60 and written["days_valid"] == 60 and len(days) == 6
+    assert output.report["trips"]["prior"]["sample"]["file"] == "llm"
+    trips = pd.read_csv(tmp_path / "out" / "trips.csv")
+    first = trips[trips["trip_num"] == 1]
+    bus = first[first["mode"] == "bus"]
+    assert (bus["origin"] == bus["destination"]).mean() > 0.7
