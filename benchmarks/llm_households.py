@@ -89,11 +89,13 @@ def run(prior: str, out: Path, *extra: str, project: Path = CALM) -> tuple[dict,
         capture_output=True,
         text=True,
     )
-    if done.returncode != 0:
+    # exit 1 with its population written: the LLM contributed no valid household (issue 26), a result of the row
+    if done.returncode != 0 and not (done.returncode == 1 and (out / "report.json").is_file()):
         raise RuntimeError(done.stderr)
     seconds = time.perf_counter() - started
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     report["_records"] = records(out)
+    report["_exit"] = done.returncode
     return report, seconds
 
 
@@ -169,6 +171,8 @@ def main() -> None:
     print("| row | " + " | ".join(f"{g} ({POPULATIONSIM[g][1]})" for g in groups) + " | households | seconds |")
     print("|---|" + "---|" * (len(groups) + 2))
     for name, report, seconds in results:
+        if report["_exit"]:
+            name += f" (exit {report['_exit']}: the LLM contributed no valid household)"
         fit = {c["control"]: c["pct_rmse"] for c in report["controls"]}
         cells = [f"{max(fit[c] for c in POPULATIONSIM[g][0]):.2f}" for g in groups]
         print(f"| {name} | " + " | ".join(cells) + f" | {report['households']:,} | {seconds:.1f} |")
