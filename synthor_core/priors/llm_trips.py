@@ -24,6 +24,7 @@ from .llm import LLMClient
 from .prompts import SYSTEM, data_block
 
 DAYS_TASK = "write_days"
+CLOCK_PATTERN = "^([01][0-9]|2[0-3]):[0-5][0-9]$"  # HH:MM, 00:00 to 23:59
 
 
 def day_messages(project: Project, persons: list[dict]) -> list[dict]:
@@ -37,7 +38,6 @@ def day_messages(project: Project, persons: list[dict]) -> list[dict]:
         "tour": list(trips.tour),
         "modes": [{"mode": m, "speed_kmh": float(v)} for m, v in zip(trips.modes, trips.speed_kmh, strict=True)],
         "purposes": list(trips.first_purposes),
-        "departure_bins": list(trips.depart_labels()),
         "persons": persons,
     }
     user = (
@@ -51,17 +51,19 @@ def day_messages(project: Project, persons: list[dict]) -> list[dict]:
 
 
 def days_schema(project: Project, persons: list[dict]) -> dict:
-    """The JSON schema of a reply: ``{"days": [{person, destination, depart, mode, purpose}]}``, the destinations
-    among the zones listed for ``persons``, at most one day per person."""
+    """The JSON schema of a reply: ``{"days": [{person, destination, depart, mode, purpose}]}``, the persons among
+    ``persons``' numbers, the destinations among the zones listed for them, ``depart`` matching ``CLOCK_PATTERN``, at
+    most one day per person (a small model under grammar-constrained decoding cannot write anything else)."""
     trips = project.trips
     assert trips is not None  # called for projects with [trips]
     zones = sorted({d["zone"] for p in persons for d in p["destinations"]})
     day = {
         "type": "object",
         "properties": {
-            "person": {"type": "integer"},
+            "person": {"type": "integer", "enum": [p["person"] for p in persons]},
             "destination": {"type": "string", "enum": zones},
-            "depart": {"type": "string", "description": "HH:MM"},
+            # a pattern, so that grammar-constrained decoding (llama.cpp) writes a time, not a bin ("06:00-08:00")
+            "depart": {"type": "string", "pattern": CLOCK_PATTERN},
             "mode": {"type": "string", "enum": list(trips.modes)},
             "purpose": {"type": "string", "enum": list(trips.first_purposes)},
         },

@@ -493,7 +493,7 @@ def test_days_the_llm_writes_seed_what_no_table_says(tmp_path):
     who stay in their zone by bus and the others by car; the mode table says nothing of distance, so the buses go to
     the trips within a zone, as with a travel diary; the tables are met all the same."""
     from llm_endpoint.server import TestEndpoint
-    from synthor_core.priors.llm_trips import llm_days
+    from synthor_core.priors.llm_trips import CLOCK_PATTERN, llm_days
 
     project = load_project(_trip_project(tmp_path))
     population = _population(project)
@@ -502,6 +502,9 @@ def test_days_the_llm_writes_seed_what_no_table_says(tmp_path):
         asked = [e for e in endpoint.log if e["task"] == "write_days"]
     assert report == {"persons_asked": 60, "days_written": 60, "days_valid": 60, "rejected": {}, "calls": 6}
     assert len(asked) == 6 and asked[0]["response_format"] == "json_schema"
+    # the schema holds a small model under constrained decoding to the persons asked and to a time of day
+    day = asked[0]["json_schema"]["schema"]["properties"]["days"]["items"]["properties"]
+    assert day["person"]["enum"] == list(range(1, 11)) and day["depart"]["pattern"] == CLOCK_PATTERN
     # only travellers were asked (the commuters), from their home zones in proportion: 30 / 20 / 10
     assert np.bincount(sample.cells["origin"], minlength=3).tolist() == [30, 20, 10]
     result = synthesize_trips(project, population, seed=4, sample=sample)
@@ -523,9 +526,15 @@ def test_days_of_a_careless_model_are_checked_and_counted_and_the_trips_still_fi
     with TestEndpoint(seed=3, careless=True) as endpoint:
         sample, report = llm_days(_llm_client(endpoint), project, population, np.random.default_rng(1))
     assert report["persons_asked"] == 60 and report["calls"] == 6 and report["days_written"] > 0
-    # its person numbers are random: no day names a person asked, none is used; the trips come from maxent
+    # the schema holds persons and zones to those asked, but its times are random text: no day is used, the trips
+    # come from maxent
     assert report["days_valid"] == 0 and sample is None
-    assert report["rejected"] == {"person without a day": 60, "unknown person": report["days_written"]}
+    rejected = report["rejected"]
+    assert set(rejected) <= {"person without a day", "second day of a person", "departure not a time of the day"}
+    assert (
+        rejected["departure not a time of the day"] + rejected.get("second day of a person", 0)
+        == (report["days_written"])
+    )
     result = synthesize_trips(project, population, seed=4, sample=sample)
     assert result.report["tables"]["od"]["cpc"] == 1.0 and result.report["chains"]["consistent_share"] == 1.0
 
