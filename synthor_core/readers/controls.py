@@ -179,6 +179,27 @@ def total_control_problems(controls, total: str, lowest: str, locate: Callable[[
     return problems
 
 
+def repop_problems(
+    controls, geography: Geography, mode: str, locate: Callable[[str], Problem]
+) -> tuple[list[Problem], str]:
+    """Repop mode's check and note (PopulationSim's ``repop_balancing`` balances the lowest geography's zones only):
+    a problem per control at another level (``locate(message)`` places it), and the warning naming the zones
+    repopulated (the project's: those the repop controls list) with ``mode``."""
+    problems = [
+        locate(
+            f"repop balances the lowest geography's zones only ({geography.lowest}, as PopulationSim's "
+            f"repop_balancing): the control {c.name!r} is at {c.level}"
+        )
+        for c in controls
+        if c.level != geography.lowest
+    ]
+    note = (
+        f"repop ({mode}): {geography.n_zones:,} {geography.lowest} zone(s) repopulated on top of the base run; "
+        f"the others keep its households"
+    )
+    return problems, note
+
+
 def read_control(
     entry: ControlEntry,
     table: tuple[pd.DataFrame, str] | None,
@@ -302,15 +323,22 @@ POPULATIONSIM_TABLES = ("summary_hh_weights", "expanded_household_ids", "inciden
 
 
 def output_tables(
-    spec: object, seed_level: str, levels: list[str], shown: str, key: str, problems: list[Problem], warnings: list[str]
+    spec: object,
+    seed_level: str,
+    geography: Geography,
+    controls,
+    shown: str,
+    key: str,
+    problems: list[Problem],
+    warnings: list[str],
 ) -> OutputTables | None:
     """PopulationSim's ``output_tables`` (``action`` include or skip, ``tables`` as names or ``{tablename: ...}``,
     ``prefix``) as :class:`~synthor_core.targets.model.OutputTables`, or None when not given.
 
     The tables Synthor writes: ``<seed_level>_weights``, ``summary_hh_weights``, ``expanded_household_ids``,
-    ``incidence_table`` and ``summary_<LEVEL>`` for each of ``levels`` (those with controls). A listed table outside
-    these (PopulationSim's pipeline tables) is named in ``warnings``; a bad action, table entry or prefix is a problem
-    (``shown``, ``key``).
+    ``incidence_table`` and ``summary_<LEVEL>`` for each level of ``geography`` some of ``controls`` are at. A listed
+    table outside these (PopulationSim's pipeline tables) is named in ``warnings``; a bad action, table entry or prefix
+    is a problem (``shown``, ``key``).
     """
     if spec is None:
         return None
@@ -338,6 +366,7 @@ def output_tables(
             Problem(shown, "expected a prefix of at most 40 letters, digits, _ or -", column=f"{key}.prefix")
         )
         return None
+    levels = [level for level in geography.levels if any(c.level == level for c in controls)]
     known = [f"{seed_level}_weights", *POPULATIONSIM_TABLES, *(f"summary_{level}" for level in levels)]
     if action == "include":
         chosen = known if listed is None else [n for n in dict.fromkeys(names) if n in known]

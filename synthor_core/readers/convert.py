@@ -20,6 +20,7 @@ from ..units import (
     infer_derivations,
 )
 from .populationsim import (
+    BOUND_SETTINGS,
     SETTINGS_FILE,
     load_populationsim,
     read_settings,
@@ -167,7 +168,7 @@ def convert_populationsim(
             "weight": seed.weight,
         },
     }
-    for key in ("max_expansion_factor", "min_expansion_factor", "absolute_upper_bound", "absolute_lower_bound"):
+    for key in BOUND_SETTINGS:
         if getattr(project, key) is not None:
             raw["project"][key] = _toml_number(getattr(project, key))
     if project.survey_weighting:

@@ -66,6 +66,7 @@ from .controls import (
     output_files,
     output_tables,
     read_control,
+    repop_problems,
     total_control_problems,
 )
 from .populationsim import read_csv_table, seed_sample_from_tables, with_codebook
@@ -572,20 +573,14 @@ def _assemble(
     rules = _rules(spec, sample, problems)
     controls, warnings = _controls(spec, root, geography, sample, problems, frames)
     if spec.project.repop is not None:  # the zones the repop controls list are the project's
-        problems += [
-            Problem(
-                PROJECT_FILE,
-                f"repop balances the lowest geography's zones only ({geography.lowest}): the control {c.name!r} is at "
-                f"{c.level}",
-                column="controls.level",
-            )
-            for c in controls
-            if c.level != geography.lowest
-        ]
-        left_out = [
-            f"repop ({spec.project.repop}): {geography.n_zones:,} {geography.lowest} zone(s) repopulated on top of "
-            f"the base run; the others keep its households"
-        ]
+        repop, note = repop_problems(
+            controls,
+            geography,
+            spec.project.repop,
+            lambda message: Problem(PROJECT_FILE, message, column="controls.level"),
+        )
+        problems += repop
+        left_out = [note]
     warnings = left_out + warnings
     problems += total_control_problems(
         controls,
@@ -599,7 +594,8 @@ def _assemble(
         output_tables(
             spec.output_tables.model_dump(),
             sample.seed_level,
-            [lvl for lvl in geography.levels if any(c.level == lvl for c in controls)],
+            geography,
+            controls,
             PROJECT_FILE,
             "output_tables",
             problems,

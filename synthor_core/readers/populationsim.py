@@ -35,6 +35,7 @@ from .controls import (
     output_files,
     output_tables,
     read_control,
+    repop_problems,
     total_control_problems,
 )
 
@@ -396,21 +397,12 @@ def load_populationsim(
     if control_path is None:
         raise TargetValidationError(problems)
     controls, warnings = _controls(control_path, f"{configs}/{control_file}", tables, geography, sample, problems)
-    if repop:  # the zones the repop controls list are the project's; the others keep the base run's households
-        problems += [
-            Problem(
-                f"{configs}/{control_file}",
-                f"repop balances the lowest geography's zones only ({geography.lowest}, as PopulationSim's "
-                f"repop_balancing): the control {c.name!r} is at {c.level}",
-                column="geography",
-            )
-            for c in controls
-            if c.level != geography.lowest
-        ]
-        left_out = [
-            f"repop ({mode}): {geography.n_zones:,} {geography.lowest} zone(s) repopulated on top of the base run; "
-            f"the others keep its households"
-        ]
+    if mode is not None:  # the zones the repop controls list are the project's; the others keep the base run's
+        repop_found, note = repop_problems(
+            controls, geography, mode, lambda message: Problem(f"{configs}/{control_file}", message, column="geography")
+        )
+        problems += repop_found
+        left_out = [note]
     elif any(key in settings for key in REPOP_SETTINGS):
         left_out.append(
             f"{settings_shown}: {next(k for k in REPOP_SETTINGS if k in settings)}: the repop controls are read by run "
@@ -440,11 +432,11 @@ def load_populationsim(
     weighting = settings.get("NO_INTEGERIZATION_EVER", False)
     if not isinstance(weighting, bool):
         problems.append(Problem(settings_shown, "expected True or False", column="NO_INTEGERIZATION_EVER"))
-    levels_with_controls = [lvl for lvl in geography.levels if any(c.level == lvl for c in controls)]
     tables_out = output_tables(
         settings.get("output_tables"),
         str(seed_level),
-        levels_with_controls,
+        geography,
+        controls,
         settings_shown,
         "output_tables",
         problems,
