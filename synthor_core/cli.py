@@ -31,9 +31,8 @@ from .export import FileBatch, RepopError, column_warnings, merge_repop, read_ba
 from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
 from .readers.convert import convert_populationsim
-from .readers.households import is_household_project, load_household_project
-from .readers.open import is_zoned_project, open_project
-from .readers.populationsim import is_populationsim_project, load_populationsim
+from .readers.households import load_household_project
+from .readers.open import is_zoned_project, open_project, open_repop_project
 from .readers.project import load_project, validate_project
 from .readers.rules import load_rules
 from .runner import RunHooks, execute
@@ -316,20 +315,9 @@ def _command_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     project: Project | HouseholdProject
     if args.base is not None:
-        if is_populationsim_project(args.project, args.configs):
-            project = load_populationsim(args.project, args.configs, args.data, repop=True)
-        elif is_household_project(args.project) and load_household_project(args.project).repop is not None:
-            project = load_household_project(args.project)
-        else:
-            print(
-                f"error: repop: --base needs a PopulationSim project whose {args.configs}/settings.yaml names "
-                f"repop_control_file_name, or a Synthor project converted from one (convert --repop); "
-                f"{args.project} is neither",
-                file=sys.stderr,
-            )
-            return 2
+        project = open_repop_project(args.project, args.configs, args.data)
         try:
-            read_base_run(project, args.base)
+            read_base_run(project, args.base, header_only=True)  # the base is read whole once the run is done
         except RepopError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

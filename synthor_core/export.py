@@ -562,30 +562,41 @@ class RepopError(ValueError):
     """A repop run's base (``run --base``) cannot be read: the message names repop, the folder and what is missing."""
 
 
-def read_base_run(project: HouseholdProject, base: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_base_run(
+    project: HouseholdProject, base: Path, header_only: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The households and persons of a previous run in ``base``: Synthor's ``households.parquet`` /
     ``persons.parquet`` (or their CSVs), else PopulationSim's output files of the project's output settings (its id
-    column read as ``household_id``). Raises RepopError naming what is missing."""
+    column read as ``household_id``); with ``header_only`` their columns without rows (a check before a run).
+    Raises RepopError naming what is missing."""
     from .schema import spreadsheet_unescape
+
+    rows = 0 if header_only else None
+
+    def csv(path: Path) -> pd.DataFrame:
+        return pd.read_csv(path, low_memory=False, nrows=rows)
 
     def read(name: str) -> pd.DataFrame | None:
         if (base / f"{name}.parquet").is_file():
-            return pd.read_parquet(base / f"{name}.parquet")
+            path = base / f"{name}.parquet"
+            if header_only:
+                import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+                return pd.DataFrame(columns=pq.read_schema(path).names)
+            return pd.read_parquet(path)
         if (base / f"{name}.csv").is_file():
-            return spreadsheet_unescape(pd.read_csv(base / f"{name}.csv", low_memory=False))
+            return spreadsheet_unescape(csv(base / f"{name}.csv"))
         return None
 
     households, persons = read("households"), read("persons")
     output = project.output
     if households is None and output is not None and (base / output.households_file).is_file():
-        households = pd.read_csv(base / output.households_file, low_memory=False)
+        households = csv(base / output.households_file).rename(columns={output.household_id: HOUSEHOLD_ID})
         persons = (
-            pd.read_csv(base / output.persons_file, low_memory=False)
+            csv(base / output.persons_file).rename(columns={output.household_id: HOUSEHOLD_ID})
             if (base / output.persons_file).is_file()
             else None
         )
-        households = households.rename(columns={output.household_id: HOUSEHOLD_ID})
-        persons = None if persons is None else persons.rename(columns={output.household_id: HOUSEHOLD_ID})
     if not base.is_dir():
         raise RepopError(f"repop: --base {base}: no such folder (expected a previous run's output folder)")
     if households is None or persons is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import Problem, TargetValidationError
 from ..targets.model import HouseholdProject, Project
 from .households import is_household_project, load_household_project
 from .populationsim import is_populationsim_project, load_populationsim
@@ -40,3 +41,30 @@ def open_project(folder: str | Path, configs: str = "configs", data: str | None 
     if is_populationsim_project(folder, configs):
         return load_populationsim(folder, configs=configs, data=data)
     return load_project(folder)
+
+
+def open_repop_project(folder: str | Path, configs: str = "configs", data: str | None = None) -> HouseholdProject:
+    """Read the project in ``folder`` in repop mode (``run --base``): a PopulationSim folder with its repop settings
+    (:func:`load_populationsim` with ``repop``), or a Synthor household project converted from one (``[project]
+    repop``).
+
+    Raises
+    ------
+    TargetValidationError
+        The project's problems, or a problem naming repop when ``folder`` is neither.
+    """
+    if is_populationsim_project(folder, configs):
+        return load_populationsim(folder, configs=configs, data=data, repop=True)
+    if is_household_project(folder):
+        project = load_household_project(folder)
+        if project.repop is not None:
+            return project
+    raise TargetValidationError(
+        [
+            Problem(
+                str(folder),
+                f"repop: --base needs a PopulationSim project whose {configs}/settings.yaml names "
+                f"repop_control_file_name, or a Synthor project converted from one (convert --repop)",
+            )
+        ]
+    )
