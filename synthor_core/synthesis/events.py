@@ -294,3 +294,9 @@ class HouseholdResult:
     def total_households(self) -> int:
         """Households placed."""
         return self.households
+
+
+def placed_weights(households: pd.DataFrame) -> npt.NDArray[np.float64]:
+    """What each row of a partition's ``households`` (:attr:`PartitionOutcome.households`) stands for: its
+    ``count``, or its balanced ``weight`` in survey weighting; float64, shape (n_rows,)."""
+    return households["weight" if "weight" in households else "count"].to_numpy(dtype=np.float64)

@@ -35,7 +35,7 @@ from ..priors.households import HouseholdMaxEnt
 from ..priors.sample import SamplePrior
 from ..targets.model import HouseholdProject
 from .config import SynthesisConfig
-from .events import HouseholdIteration, HouseholdResult, PartitionOutcome
+from .events import HouseholdIteration, HouseholdResult, PartitionOutcome, placed_weights
 from .zones import synthesize_zones
 
 PRIORS = ("seed", "maxent", "llm")
@@ -492,8 +492,7 @@ class _Tally:
             for c in self.project.controls:
                 ids, totals = o.synthetic[c.name]
                 np.add.at(self.synthetic[c.name], self.project.geography.zones(c.level).get_indexer(ids), totals)
-            # households placed, or the weights of survey weighting (rounded once the run is added up)
-            counts = o.households["weight" if "weight" in o.households else "count"].to_numpy(dtype=np.float64)
+            counts = placed_weights(o.households)  # float: survey weights are rounded once the run is added up
             rows = o.households["row"].to_numpy()
             self.households += float(counts.sum())
             self.persons += float((o.candidates.members_per_household()[rows] * counts).sum())

@@ -37,7 +37,7 @@ from ..priors.base import HouseholdGuidance, HouseholdPrior, HouseholdProposal, 
 from ..targets.model import HouseholdProject, incidence_matrix
 from ..units import HOUSEHOLD_ROW, HOUSEHOLDS, Candidates, empty_candidates
 from .config import SynthesisConfig
-from .events import HouseholdIteration, PartitionOutcome
+from .events import HouseholdIteration, PartitionOutcome, placed_weights
 
 
 @dataclass
@@ -237,16 +237,25 @@ class _Pool:
                 )
         return out
 
-    def households_by_source(self) -> dict[str, float]:
-        """Balanced households by the prior their candidate came from (a group's weight shared by its members)."""
-        out: dict[str, float] = {}
+    def balanced_households(self) -> npt.NDArray[np.float64]:
+        """Each candidate's balanced households over its block's zones: its group's weight shared among the group's
+        members by their weights, shape (n_candidates,)."""
+        out = np.zeros(len(self.candidates))
         for blk in self.blocks.values():
             weight = self.candidates.weight[blk.rows]
             per_group = np.bincount(blk.group, weights=weight, minlength=len(blk.signatures))
             share = np.divide(weight, per_group[blk.group], out=np.zeros_like(weight), where=per_group[blk.group] > 0)
-            households = blk.weights.sum(axis=1)[blk.group] * share
-            for source in np.unique(self.candidates.source[blk.rows]):
-                share_of_source = float(households[self.candidates.source[blk.rows] == source].sum())
+            out[blk.rows] = blk.weights.sum(axis=1)[blk.group] * share
+        return out
+
+    def households_by_source(self) -> dict[str, float]:
+        """Balanced households by the prior their candidate came from (:meth:`balanced_households`)."""
+        households = self.balanced_households()
+        out: dict[str, float] = {}
+        for blk in self.blocks.values():
+            sources = self.candidates.source[blk.rows]
+            for source in np.unique(sources):
+                share_of_source = float(households[blk.rows][sources == source].sum())
                 out[str(source)] = out.get(str(source), 0.0) + share_of_source
         return dict(sorted(out.items()))
 
@@ -687,7 +696,7 @@ def _outcome(pool: _Pool, placed, stats, balance, iterations, stop_reason, prior
     candidates = pool.candidates.take(rows)
     households = placed.assign(row=np.searchsorted(rows, placed["row"].to_numpy()).astype(np.int64))
     incidence = pool.incidence[rows][households["row"].to_numpy()]
-    counts = households["weight" if "weight" in households else "count"].to_numpy(dtype=np.float64)
+    counts = placed_weights(households)
     zone = households["zone"].to_numpy()
     synthetic = {}
     for i, c in enumerate(pool.controls):
@@ -713,7 +722,10 @@ def _outcome(pool: _Pool, placed, stats, balance, iterations, stop_reason, prior
         seconds=time.perf_counter() - started,
         warnings=tuple(accounts.warnings),
         placed=int(households["count"].sum()),
-        sample_weights=_sample_weights(pool, placed),
+        # for PopulationSim's output tables and the survey-weighting report only (they go to the writer)
+        sample_weights=_sample_weights(pool, placed)
+        if pool.weighting or pool.project.output_tables is not None
+        else None,
     )
 
 
@@ -723,14 +735,8 @@ def _sample_weights(pool: _Pool, placed: pd.DataFrame) -> pd.DataFrame:
     weight), ``integer_weight`` (households placed; not for survey weighting), then each control's incidence."""
     project = pool.project
     sample = project.sample
-    seed = pool.candidates._sample()
-    balanced = np.zeros(len(pool.candidates))
-    for blk in pool.blocks.values():
-        weight = pool.candidates.weight[blk.rows]
-        per_group = np.bincount(blk.group, weights=weight, minlength=len(blk.signatures))
-        share = np.divide(weight, per_group[blk.group], out=np.zeros_like(weight), where=per_group[blk.group] > 0)
-        balanced[blk.rows] = blk.weights.sum(axis=1)[blk.group] * share
-    rows = np.flatnonzero(seed)
+    balanced = pool.balanced_households()
+    rows = np.flatnonzero(pool.candidates._sample())
     households = pool.candidates.households
     out = pd.DataFrame(
         {
