@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,12 @@ def write_population(
 
 
 CSV_OPTIONS, PARQUET_OPTIONS = "FORMAT csv, HEADER true", "FORMAT parquet"
+
+
+def csv_writer(frame: pd.DataFrame) -> Callable[[Path], None]:
+    """What writes ``frame`` to a path as CSV (no index; text a spreadsheet would take for a formula prefixed with
+    ``'``, :func:`~synthor_core.schema.spreadsheet_safe`), for :meth:`FileBatch.add` and :func:`write_atomic`."""
+    return lambda path: spreadsheet_safe(frame).to_csv(path, index=False)
 
 
 def _connection() -> duckdb.DuckDBPyConnection:
@@ -488,12 +495,12 @@ class HouseholdWriter:
         for key, table in self.tables.items():
             table.seal(self.columns.get(key, [HOUSEHOLD_ID]), batch)
         zone_fit = zone_fit_table(self.project, result.synthetic)
-        batch.add(self.folder / "zone_fit.csv", lambda p: spreadsheet_safe(zone_fit).to_csv(p, index=False))
+        batch.add(self.folder / "zone_fit.csv", csv_writer(zone_fit))
         if self.project.output is not None:
             for level, table in summary_tables(self.project, result.synthetic).items():
                 batch.add(
                     self.folder / f"summary_{level}.csv",
-                    lambda p, t=table: spreadsheet_safe(t).to_csv(p, index=False),
+                    csv_writer(table),
                     self.folder,
                 )
         if self.project.output_tables is not None:
@@ -502,7 +509,7 @@ class HouseholdWriter:
             ).items():
                 batch.add(
                     self.folder / f"{self.project.output_tables.prefix}{name}.csv",
-                    lambda p, t=table: spreadsheet_safe(t).to_csv(p, index=False),
+                    csv_writer(table),
                     self.folder,
                 )
         evaluation = self.evaluation
@@ -661,7 +668,7 @@ def merge_repop(project: HouseholdProject, base: Path, out: Path, report: dict) 
     with FileBatch() as batch:
         parts = {"households": merged_households, "persons": merged_persons}
         for name, frame in parts.items():
-            batch.add(out / f"{name}.csv", lambda p, f=frame: spreadsheet_safe(f).to_csv(p, index=False), out)
+            batch.add(out / f"{name}.csv", csv_writer(frame), out)
             batch.add(out / f"{name}.parquet", lambda p, f=frame: f.to_parquet(p, index=False), out)
         files = synthetic_files(project, merged_households, merged_persons)
         if files and project.output is not None:
@@ -669,7 +676,7 @@ def merge_repop(project: HouseholdProject, base: Path, out: Path, report: dict) 
                 ("synthetic_households", project.output.households_file),
                 ("synthetic_persons", project.output.persons_file),
             ):
-                batch.add(out / file, lambda p, f=files[key]: spreadsheet_safe(f).to_csv(p, index=False), out)
+                batch.add(out / file, csv_writer(files[key]), out)
         write_json(out / "report.json", {**report, "repop": summary}, batch)
     return summary
 

@@ -183,15 +183,8 @@ def project_with_shapes(tmp_path, geojson: bytes, extra: str = ""):
     return root
 
 
-SURVEY_WEIGHTING_SETTINGS = """\
-NO_INTEGERIZATION_EVER: True
-GROUP_BY_INCIDENCE_SIGNATURE: False
-max_expansion_factor: 4
-min_expansion_factor: 0.5
-geographies: [REGION, PUMA]
-seed_geography: PUMA
-data_dir: data
-input_table_list:
+# the input tables of CALM's seed sample and crosswalk, as its settings.yaml lists them (settings.yaml lines)
+CALM_SEED_TABLES = """\
   - tablename: households
     filename : seed_households.csv
     index_col: hh_id
@@ -206,6 +199,20 @@ input_table_list:
     filename : geo_cross_walk.csv
     rename_columns:
       TRACTCE: TRACT
+"""
+SURVEY_WEIGHTING_SETTINGS = (
+    """\
+NO_INTEGERIZATION_EVER: True
+GROUP_BY_INCIDENCE_SIGNATURE: False
+max_expansion_factor: 4
+min_expansion_factor: 0.5
+geographies: [REGION, PUMA]
+seed_geography: PUMA
+data_dir: data
+input_table_list:
+"""
+    + CALM_SEED_TABLES
+    + """\
   - tablename: PUMA_control_data
     filename : control_totals_puma.csv
   - tablename: REGION_control_data
@@ -231,6 +238,7 @@ run_list:
     - final_seed_balancing
     - write_tables
 """
+)
 
 
 def calm_survey_weighting_project(calm: Path, root: Path) -> Path:

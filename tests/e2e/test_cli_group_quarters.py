@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from synthor_testing import CALM_SEED_TABLES
+
 ROOT = Path(__file__).resolve().parents[2]
 CALM = ROOT.parent / "shared" / "data" / "populationsim" / "example_calm"
 pytestmark = pytest.mark.skipif(not CALM.is_dir(), reason="shared/data/populationsim not present")
@@ -39,24 +41,15 @@ hh_inc_60_plus,TRACT,households,500,HHINC4,(households.TYPE == 1) & (households.
 gq_type_univ,TRACT,persons,1000000,GQUNIV,persons.gqtype == 1
 """
 
-SETTINGS = """\
+SETTINGS = (
+    """\
 geographies: [REGION, PUMA, TRACT]
 seed_geography: PUMA
 data_dir: data
 input_table_list:
-  - tablename: households
-    filename : seed_households.csv
-    rename_columns:
-      hhnum: hh_id
-  - tablename: persons
-    filename : seed_persons.csv
-    rename_columns:
-      hhnum: hh_id
-      SPORDER: per_num
-  - tablename: geo_cross_walk
-    filename : geo_cross_walk.csv
-    rename_columns:
-      TRACTCE: TRACT
+"""
+    + CALM_SEED_TABLES
+    + """\
   - tablename: TRACT_control_data
     filename : control_totals_tract_gq.csv
 household_weight_col: WGTP
@@ -64,6 +57,7 @@ household_id_col: hh_id
 total_hh_control: num_hh
 max_expansion_factor: 30
 """
+)
 
 
 def _gq_project(root: Path) -> Path:
