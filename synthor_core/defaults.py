@@ -76,6 +76,9 @@ HOUSEHOLD_PROPOSAL_START = (
     0.1  # share of a control-zone gap a proposal's new candidates start with (balancing grows it)
 )
 HOUSEHOLD_PROPOSAL_SWEEPS = 0.5  # share of the balancing sweeps during which proposals add candidates (then it settles)
+HOUSEHOLD_STALL_ITERATIONS = 2  # once proposals end, balancing stops when this many iterations did not lower the
+HOUSEHOLD_STALL = 0.01  # worst %RMSE by 1 % (CALM, seeds 1-2: seed prior 18 s -> 14 s, 12 -> 7-8 iterations; maxent
+# 13 s -> 11 s; every control group's integerized fit within a seed's noise)
 HOUSEHOLD_PROPOSAL_RESERVE = (
     0.1  # share of the LLM's distinct households kept for the loop's proposals (the rest: support)
 )

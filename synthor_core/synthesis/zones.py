@@ -8,7 +8,8 @@
 3. **Measure** after a slice of sweeps (one iteration): every control in every zone, %RMSE per control and group.
 4. **Plan and realize**: the prior turns the control-zone pairs worst off into proposals, and realizes them as new
    candidate households for those zones (what it cannot, the fallback does); they join the balancing from where it
-   stood. Repeat until balancing ends (controls met, stationary, sweep limit) or a stop is asked.
+   stood. Repeat until balancing ends (controls met, stationary, sweep limit), the worst %RMSE stops falling once
+   proposals have ended (``fit stationary``), or a stop is asked.
 5. **Integerize** zone by zone (:func:`~synthor_core.calibrate.integerizing.integerize_zone`), carrying the rounding
    of upper-level controls from one zone to the next (there count controls weigh ``INTEGERIZE_UPPER_WEIGHT`` of
    their importance, the last zone of a group ``INTEGERIZE_LAST_ZONE_BOOST`` times it), then draw each group's whole
@@ -560,8 +561,22 @@ def synthesize_zones(
         if done or stop():
             stop_reason = "stop requested" if stop() else balance.stop
             break
+        if not weighting and _fit_stationary(iterations, max_sweeps * defaults.HOUSEHOLD_PROPOSAL_SWEEPS):
+            stop_reason = "fit stationary"
+            break
     placed, stats = _weighted(pool) if weighting else _integerize(pool, rng, stop)
     yield _outcome(pool, placed, stats, balance, tuple(iterations), stop_reason, prior, accounts, name, started)
+
+
+def _fit_stationary(iterations: list[HouseholdIteration], proposal_sweeps: float) -> bool:
+    """Whether balancing may end before its sweep limit: no proposals any more (past ``proposal_sweeps``), and the
+    last ``HOUSEHOLD_STALL_ITERATIONS`` iterations did not lower the worst %RMSE by ``HOUSEHOLD_STALL`` (relative)
+    below the best before them."""
+    k = defaults.HOUSEHOLD_STALL_ITERATIONS
+    if k <= 0 or len(iterations) <= k or iterations[-1].sweeps <= proposal_sweeps:
+        return False
+    before = min(i.worst_pct_rmse for i in iterations[:-k])
+    return min(i.worst_pct_rmse for i in iterations[-k:]) > before * (1 - defaults.HOUSEHOLD_STALL)
 
 
 def _integerize(pool: _Pool, rng: np.random.Generator, stop: Callable[[], bool]) -> tuple[pd.DataFrame, dict]:

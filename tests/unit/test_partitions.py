@@ -163,3 +163,18 @@ def test_a_zone_with_controls_but_no_household_to_place_is_not_proposed_for(proj
     assert result.households == int(emptied.sum()) == 1475
     proposed = {(p.control, p.zone) for e in result.iterations for p in e.proposals}
     assert (controls[students].name, str(project.geography.zones("TAZ")[0])) not in proposed
+
+
+def test_balancing_ends_once_proposals_are_over_and_the_worst_fit_stops_falling():
+    from synthor_core.synthesis.zones import _fit_stationary
+
+    def history(*worst: float) -> list[HouseholdIteration]:
+        return [HouseholdIteration(k + 1, "P", 25 * (k + 1), 0.0, {}, {"g": w}, {}, 0) for k, w in enumerate(worst)]
+
+    # CALM's seed prior, seed 1: proposals add candidates up to sweep 150 (iteration 6), then it settles
+    calm = (22.00, 7.94, 4.25, 3.95, 3.87, 3.83, 3.81, 3.81, 3.83)
+    assert not _fit_stationary(history(*calm[:6]), 150)  # proposals still on
+    assert not _fit_stationary(history(*calm[:7]), 150)  # one iteration after them
+    assert _fit_stationary(history(*calm[:8]), 150)  # 3.81 and 3.81: less than 1 % below 3.83
+    assert not _fit_stationary(history(*calm[:7], 3.70), 150)  # 3.4 % below: it goes on
+    assert not _fit_stationary(history(*calm[:6], 3.81, 3.81), 200)  # the sweep limit's half not reached
