@@ -69,6 +69,27 @@ od_fits = [fit["cpc"] for fit in summary["tables"].values() if "cpc" in fit]
 cols[2].metric("OD CPC", f"{od_fits[0]:.4f}" if od_fits else "no OD table", help="common part of commuters: 1 is equal")
 cols[3].metric("tours that chain", f"{summary['chains']['consistent_share']:.2%}")
 
+days = summary.get("llm_days")
+if days and "error" in days:
+    st.warning(f"The LLM wrote no day ({as_text(days['error'])}): the trips come from maxent.")
+elif days:
+    st.subheader("Days the LLM wrote")
+    cols = st.columns(4)
+    cols[0].metric("travellers asked", f"{days['persons_asked']:,}")
+    cols[1].metric("days written", f"{days['days_written']:,}")
+    cols[2].metric("days valid", f"{days['days_valid']:,}")
+    cols[3].metric("LLM calls", f"{days['calls']:,}")
+    st.caption(
+        "Each traveller's day (destination among the zones nearest home, departure, mode, purpose) is checked; the "
+        "valid ones seed the trip prior as a travel diary would, then the trip tables are fitted as always."
+    )
+    if days["rejected"]:
+        st.dataframe(
+            pd.DataFrame({"rejected because": list(days["rejected"]), "days": list(days["rejected"].values())}),
+            hide_index=True,
+            key="trips.llm_rejected",
+        )
+
 st.subheader("Fit to the trip tables")
 st.caption("Each table counts the tours' first trips; TVD and SRMSE of the shares, CPC of the counts (OD tables).")
 st.dataframe(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import textwrap
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -262,3 +263,94 @@ def calm_survey_weighting_project(calm: Path, root: Path) -> Path:
     totals = {c: (taz if c in taz.columns else tract)[c].sum() for c in columns}
     pd.DataFrame([{"PUMA": 600, **totals}]).to_csv(root / "data" / "control_totals_puma.csv", index=False)
     return root
+
+
+TRIP_ZONES = ("A", "B", "C")
+
+
+def write_trip_project(root: Path, **change: str) -> Path:
+    """A person project with trips in ``root``: three zones, 600 persons, 300 commuters; an OD table, departures,
+    modes. ``change`` replaces files by name (``**{"mode.csv": "..."}``)."""
+    files = {
+        "zones.csv": "zone,lon,lat,area\nA,-97.70,30.30,2.0\nB,-97.75,30.25,3.0\nC,-97.60,30.40,1.5\n",
+        "persons.csv": "zone,commuter,count\nA,yes,150\nA,no,150\nB,yes,100\nB,no,100\nC,yes,50\nC,no,50\n",
+        "ages.csv": 'age,count\n"[0, 16)",150\n"[16, 65)",350\n"[65, 99]",100\n',
+        "od.csv": "origin,destination,workers\nA,A,30\nA,B,100\nA,C,20\nB,A,40\nB,B,60\nC,B,10\nC,C,40\n",
+        "departure.csv": "depart,percent\n00:00-06:00,10\n06:00-08:00,50\n08:00-10:00,30\n10:00-24:00,10\n",
+        "mode.csv": "mode,workers\ncar,80\nbus,20\n",
+    }
+    files.update(change)
+    for name, text in files.items():
+        (root / name).write_text(text, encoding="utf-8")
+    (root / "synthor.toml").write_text(
+        textwrap.dedent(
+            """
+            [population]
+            size = 600
+            [zones]
+            file = "zones.csv"
+            level = "zone"
+            [[variables]]
+            name = "age"
+            type = "numeric"
+            min = 0
+            max = 99
+            integer = true
+            [[variables]]
+            name = "commuter"
+            type = "categorical"
+            categories = ["yes", "no"]
+            [[tables]]
+            name = "persons"
+            file = "persons.csv"
+            variables = ["zone", "commuter"]
+            [[tables]]
+            name = "ages"
+            file = "ages.csv"
+            variables = ["age"]
+            [tables.bins]
+            age = [0, 16, 65, 99]
+            [[rules]]
+            name = "young commuter"
+            condition = 'commuter == "yes" and age < 16'
+            [trips]
+            who = 'commuter == "yes"'
+            tour = ["work", "home"]
+            modes = ["car", "bus"]
+            area = "area"
+            stay_hours = 8.5
+            [trips.speed_kmh]
+            car = 30.0
+            bus = 15.0
+            [[trips.tables]]
+            name = "od"
+            file = "od.csv"
+            variables = ["origin", "destination"]
+            count_column = "workers"
+            [[trips.tables]]
+            name = "departure"
+            file = "departure.csv"
+            variables = ["depart"]
+            count_column = "percent"
+            [[trips.tables]]
+            name = "mode"
+            file = "mode.csv"
+            variables = ["mode"]
+            count_column = "workers"
+            """
+        ),
+        encoding="utf-8",
+    )
+    return root
+
+
+def trip_population(project):
+    """Coded distinct records: every combination of zone x commuter x two ages, counts from the persons table."""
+    import pandas as pd
+
+    rows = []
+    zone_codes = {z: i for i, z in enumerate(project.schema["zone"].categories)}
+    for zone, yes, no in (("A", 150, 150), ("B", 100, 100), ("C", 50, 50)):
+        rows.append({"zone": zone_codes[zone], "commuter": 0, "age": 40.0, "count": yes})
+        rows.append({"zone": zone_codes[zone], "commuter": 1, "age": 10.0, "count": no})
+    return pd.DataFrame(rows)

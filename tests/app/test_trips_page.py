@@ -69,3 +69,48 @@ def test_the_commuting_example_runs_from_the_app_and_its_trips_are_shown_and_dow
     assert len(trips) == int(metrics["trips"].replace(",", ""))
     assert (persons.loc[persons["commuter"] == "yes", "trips"] == 2).all()
     assert "population.csv" not in files
+
+
+def test_the_days_the_llm_wrote_are_shown_with_their_rejections(tmp_path):
+    """Issue 24: a run with the LLM prior asks it for the travellers' days; the Trips page says how many it was
+    asked, wrote and how many were valid, and why the others were refused."""
+    from app_session import get_runner
+    from llm_endpoint.server import TestEndpoint
+    from synthor_core.priors.llm import LLMPrior, LLMSettings
+    from synthor_core.priors.maxent import MaxEntPrior
+    from synthor_core.readers.project import load_project
+    from synthor_core.synthesis.config import SynthesisConfig
+    from synthor_testing import trip_population, write_trip_project
+
+    project = load_project(write_trip_project(tmp_path))
+    known = project.schema.decode(trip_population(project))
+    pool = known.loc[known.index.repeat(known.pop("count"))].reset_index(drop=True)
+    pool["zone"], pool["commuter"] = pool["zone"].astype(str), pool["commuter"].astype(str)
+    owner = "trips-page-llm-days-01"  # 22 characters, as the app makes them
+    # a careless "model": schema-valid days with random times, none of them usable
+    with TestEndpoint(seed=3, pool=pool, groups=[["zone", "commuter"], ["age"]], careless=True) as endpoint:
+
+        def factory(project, config, rules):
+            prior = LLMPrior(project, LLMSettings(base_url=endpoint.url, model="bn-oracle", max_retries=0))
+            prior.fallback = MaxEntPrior(project)
+            return prior
+
+        run_id = get_runner().start(
+            project, SynthesisConfig(seed=2, max_iterations=3), factory, label="three zones", owner=owner
+        )
+        assert get_runner().wait(run_id, timeout_s=300).status == "finished", get_runner().snapshot(run_id).error
+        calls = sum(1 for e in endpoint.log if e["task"] == "write_days")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["me"] = owner
+    at.run()
+    at.switch_page("app_pages/trips.py").run()
+    at.selectbox(key="trips.run").set_value(run_id).run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["travellers asked"] == "60" and metrics["LLM calls"] == str(calls) == "6"
+    assert metrics["days valid"] == "0" and int(metrics["days written"]) > 0
+    (rejected,) = [d.value for d in at.dataframe if "rejected because" in d.value.columns]
+    assert "departure not a time of the day" in rejected["rejected because"].tolist()
+    days = get_runner().store.report(run_id)["trips"]["llm_days"]
+    assert rejected.set_index("rejected because")["days"].to_dict() == days["rejected"]
+    assert metrics["OD CPC"] == "1.0000"  # the trips come from maxent and still fit

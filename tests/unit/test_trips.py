@@ -3,9 +3,6 @@ and tours chained by construction on a small project synthesized end to end."""
 
 from __future__ import annotations
 
-import textwrap
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,6 +13,7 @@ from synthor_core.priors.maxent import MaxEntPrior
 from synthor_core.priors.trips import CellTarget, deterrence, fit_cells, fit_gravity, furness
 from synthor_core.readers.project import load_project
 from synthor_core.synthesis.trips import synthesize_trips
+from synthor_testing import TRIP_ZONES, trip_population, write_trip_project
 
 
 def _plane(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -77,88 +75,10 @@ def test_cpc_known_values():
         cpc([1, 2], [1, 2, 3])
 
 
-ZONES = ("A", "B", "C")
-
-
-def _trip_project(root: Path, **change: str) -> Path:
-    """Three zones, 600 persons, 300 commuters; an OD table, departures, modes."""
-    files = {
-        "zones.csv": "zone,lon,lat,area\nA,-97.70,30.30,2.0\nB,-97.75,30.25,3.0\nC,-97.60,30.40,1.5\n",
-        "persons.csv": "zone,commuter,count\nA,yes,150\nA,no,150\nB,yes,100\nB,no,100\nC,yes,50\nC,no,50\n",
-        "ages.csv": 'age,count\n"[0, 16)",150\n"[16, 65)",350\n"[65, 99]",100\n',
-        "od.csv": "origin,destination,workers\nA,A,30\nA,B,100\nA,C,20\nB,A,40\nB,B,60\nC,B,10\nC,C,40\n",
-        "departure.csv": "depart,percent\n00:00-06:00,10\n06:00-08:00,50\n08:00-10:00,30\n10:00-24:00,10\n",
-        "mode.csv": "mode,workers\ncar,80\nbus,20\n",
-    }
-    files.update(change)
-    for name, text in files.items():
-        (root / name).write_text(text, encoding="utf-8")
-    (root / "synthor.toml").write_text(
-        textwrap.dedent(
-            """
-            [population]
-            size = 600
-            [zones]
-            file = "zones.csv"
-            level = "zone"
-            [[variables]]
-            name = "age"
-            type = "numeric"
-            min = 0
-            max = 99
-            integer = true
-            [[variables]]
-            name = "commuter"
-            type = "categorical"
-            categories = ["yes", "no"]
-            [[tables]]
-            name = "persons"
-            file = "persons.csv"
-            variables = ["zone", "commuter"]
-            [[tables]]
-            name = "ages"
-            file = "ages.csv"
-            variables = ["age"]
-            [tables.bins]
-            age = [0, 16, 65, 99]
-            [[rules]]
-            name = "young commuter"
-            condition = 'commuter == "yes" and age < 16'
-            [trips]
-            who = 'commuter == "yes"'
-            tour = ["work", "home"]
-            modes = ["car", "bus"]
-            area = "area"
-            stay_hours = 8.5
-            [trips.speed_kmh]
-            car = 30.0
-            bus = 15.0
-            [[trips.tables]]
-            name = "od"
-            file = "od.csv"
-            variables = ["origin", "destination"]
-            count_column = "workers"
-            [[trips.tables]]
-            name = "departure"
-            file = "departure.csv"
-            variables = ["depart"]
-            count_column = "percent"
-            [[trips.tables]]
-            name = "mode"
-            file = "mode.csv"
-            variables = ["mode"]
-            count_column = "workers"
-            """
-        ),
-        encoding="utf-8",
-    )
-    return root
-
-
 def test_reader_builds_distances_from_centroids_and_zone_areas(tmp_path):
-    project = load_project(_trip_project(tmp_path))
+    project = load_project(write_trip_project(tmp_path))
     trips = project.trips
-    assert trips is not None and trips.zones == ZONES
+    assert trips is not None and trips.zones == TRIP_ZONES
     # A-B: 0.05 deg of latitude and longitude at 30 N, great circle
     assert trips.distance[0, 1] == pytest.approx(7.35, abs=0.05)
     assert trips.distance[0, 1] == trips.distance[1, 0]
@@ -190,12 +110,12 @@ def test_reader_builds_distances_from_centroids_and_zone_areas(tmp_path):
 )
 def test_reader_names_file_row_and_column(tmp_path, change, message):
     with pytest.raises(TargetValidationError) as caught:
-        load_project(_trip_project(tmp_path, **change))
+        load_project(write_trip_project(tmp_path, **change))
     assert message in str(caught.value)
 
 
 def test_trips_need_zones_and_a_speed_for_every_mode(tmp_path):
-    root = _trip_project(tmp_path)
+    root = write_trip_project(tmp_path)
     text = (root / "synthor.toml").read_text(encoding="utf-8")
     (root / "synthor.toml").write_text(text.replace("bus = 15.0\n", ""), encoding="utf-8")
     with pytest.raises(TargetValidationError, match=r"expected a speed \(km/h\) for every mode; missing \['bus'\]"):
@@ -206,19 +126,9 @@ def test_trips_need_zones_and_a_speed_for_every_mode(tmp_path):
         load_project(root)
 
 
-def _population(project) -> pd.DataFrame:
-    """Coded distinct records: every combination of zone x commuter x two ages, counts from the persons table."""
-    rows = []
-    zone_codes = {z: i for i, z in enumerate(project.schema["zone"].categories)}
-    for zone, yes, no in (("A", 150, 150), ("B", 100, 100), ("C", 50, 50)):
-        rows.append({"zone": zone_codes[zone], "commuter": 0, "age": 40.0, "count": yes})
-        rows.append({"zone": zone_codes[zone], "commuter": 1, "age": 10.0, "count": no})
-    return pd.DataFrame(rows)
-
-
 def test_tours_chain_fit_the_od_table_exactly_and_go_to_the_commuters_only(tmp_path):
-    project = load_project(_trip_project(tmp_path))
-    population = _population(project)
+    project = load_project(write_trip_project(tmp_path))
+    population = trip_population(project)
     result = synthesize_trips(project, population, seed=3)
     trips = result.trips
     assert len(trips) == 2 * 300 and set(trips["trip_num"]) == {1, 2}
@@ -252,7 +162,7 @@ def _minutes(clock: str) -> int:
 
 
 def test_without_an_od_table_the_trips_follow_productions_attractions_and_the_distance_decay(tmp_path):
-    root = _trip_project(tmp_path, **{"attractions.csv": "destination,workers\nA,70\nB,170\nC,60\n"})
+    root = write_trip_project(tmp_path, **{"attractions.csv": "destination,workers\nA,70\nB,170\nC,60\n"})
     text = (root / "synthor.toml").read_text(encoding="utf-8")
     text = text.replace(
         'name = "od"\nfile = "od.csv"\nvariables = ["origin", "destination"]',
@@ -261,7 +171,7 @@ def test_without_an_od_table_the_trips_follow_productions_attractions_and_the_di
     text = text.replace("stay_hours = 8.5", "stay_hours = 8.5\nmean_km = 5.0")
     (root / "synthor.toml").write_text(text, encoding="utf-8")
     project = load_project(root)
-    result = synthesize_trips(project, _population(project), seed=1)
+    result = synthesize_trips(project, trip_population(project), seed=1)
     out = result.trips[result.trips["trip_num"] == 1]
     assert out.groupby("destination").size().to_dict() == {"A": 70, "B": 170, "C": 60}
     assert out.groupby("origin").size().to_dict() == {"A": 150, "B": 100, "C": 50}
@@ -309,12 +219,12 @@ def test_the_decay_form_is_the_one_whose_gravity_model_meets_the_trip_length_dis
 
 
 def test_an_event_adds_its_tours_to_persons_at_home_and_the_report_compares_it_with_the_base_day(tmp_path):
-    root = _trip_project(tmp_path)
+    root = write_trip_project(tmp_path)
     text = (root / "synthor.toml").read_text(encoding="utf-8")
     event = '[[trips.events]]\nname = "concert"\nzone = "C"\ndepart = "19:00-20:00"\ntrips = 120\nwho = "age >= 16"\n'
     (root / "synthor.toml").write_text(text + "\n" + event, encoding="utf-8")
     project = load_project(root)
-    result = synthesize_trips(project, _population(project), seed=2)
+    result = synthesize_trips(project, trip_population(project), seed=2)
     trips = result.trips
     concert = trips[trips["purpose"] == "concert"]
     assert len(concert) == 120 and (concert["destination"] == "C").all()
@@ -345,7 +255,7 @@ def test_an_event_adds_its_tours_to_persons_at_home_and_the_report_compares_it_w
 
 
 def test_an_event_in_an_unknown_zone_is_named(tmp_path):
-    root = _trip_project(tmp_path)
+    root = write_trip_project(tmp_path)
     text = (root / "synthor.toml").read_text(encoding="utf-8")
     event = '\n[[trips.events]]\nname = "concert"\nzone = "Q"\ndepart = "19:00-27:00"\ntrips = 10\n'
     (root / "synthor.toml").write_text(text + event, encoding="utf-8")
@@ -358,7 +268,7 @@ def test_an_event_in_an_unknown_zone_is_named(tmp_path):
 def test_the_separable_fit_equals_the_fit_over_every_cell(tmp_path):
     from synthor_core.synthesis.trips import fit_trip_cells
 
-    root = _trip_project(tmp_path, **{"attractions.csv": "destination,workers\nA,70\nB,170\nC,60\n"})
+    root = write_trip_project(tmp_path, **{"attractions.csv": "destination,workers\nA,70\nB,170\nC,60\n"})
     text = (root / "synthor.toml").read_text(encoding="utf-8")
     text = text.replace(
         'name = "od"\nfile = "od.csv"\nvariables = ["origin", "destination"]',
@@ -377,7 +287,7 @@ def test_the_separable_fit_equals_the_fit_over_every_cell(tmp_path):
 
 
 def test_the_first_stop_s_purpose_follows_a_departure_x_purpose_table_and_its_stay(tmp_path):
-    root = _trip_project(
+    root = write_trip_project(
         tmp_path,
         **{
             "purpose.csv": "depart,purpose,count\n"
@@ -399,7 +309,7 @@ def test_the_first_stop_s_purpose_follows_a_departure_x_purpose_table_and_its_st
     text += '\n[[trips.tables]]\nname = "purpose"\nfile = "purpose.csv"\nvariables = ["depart", "purpose"]\n'
     (root / "synthor.toml").write_text(text, encoding="utf-8")
     project = load_project(root)
-    result = synthesize_trips(project, _population(project), seed=5)
+    result = synthesize_trips(project, trip_population(project), seed=5)
     out = result.trips[result.trips["trip_num"] == 1]
     back = result.trips[result.trips["trip_num"] == 2].set_index("person_id")
     # purposes spread within each OD cell by systematic sampling: the margin within a few trips of 230 / 70
@@ -414,7 +324,7 @@ def test_the_first_stop_s_purpose_follows_a_departure_x_purpose_table_and_its_st
 
 
 def test_trip_tables_that_disagree_are_warned_about(tmp_path):
-    project = load_project(_trip_project(tmp_path, **{"mode.csv": "mode,workers\ncar,80\nbus,20\n"}))
+    project = load_project(write_trip_project(tmp_path, **{"mode.csv": "mode,workers\ncar,80\nbus,20\n"}))
     root = tmp_path
     text = (root / "synthor.toml").read_text(encoding="utf-8")
     text += (
@@ -425,7 +335,7 @@ def test_trip_tables_that_disagree_are_warned_about(tmp_path):
     )  # the OD says 70/170/60
     (root / "synthor.toml").write_text(text, encoding="utf-8")
     project = load_project(root)
-    result = synthesize_trips(project, _population(project), seed=1)
+    result = synthesize_trips(project, trip_population(project), seed=1)
     (warning,) = result.report["prior"]["warnings"]
     assert warning.startswith("the trip tables disagree (IPF stopped with a cell")
 
@@ -438,13 +348,13 @@ def test_a_travel_diary_seeds_what_no_table_says(tmp_path):
         rows += [f"{o},{d},07:10,bus"] * 5
     for o, d in (("A", "B"), ("A", "C"), ("B", "A"), ("C", "B")):
         rows += [f"{o},{d},07:40,car"] * 5
-    root = _trip_project(tmp_path, **{"diary.csv": "\n".join(rows) + "\n"})
+    root = write_trip_project(tmp_path, **{"diary.csv": "\n".join(rows) + "\n"})
     text = (root / "synthor.toml").read_text(encoding="utf-8")
     (root / "synthor.toml").write_text(
         text.replace("stay_hours = 8.5", 'stay_hours = 8.5\nsample = "diary.csv"'), "utf-8"
     )
     project = load_project(root)
-    result = synthesize_trips(project, _population(project), seed=4)
+    result = synthesize_trips(project, trip_population(project), seed=4)
     out = result.trips[result.trips["trip_num"] == 1]
     # the mode table wants 60 bus trips of 300, 130 trips stay in their zone: the buses go there
     bus = out[out["mode"] == "bus"]
@@ -453,14 +363,16 @@ def test_a_travel_diary_seeds_what_no_table_says(tmp_path):
     assert result.report["prior"]["sample"] == {"file": "diary.csv", "trips": 35, "in_cells": 35, "spread": 0.05}
     # without the diary, the modes do not know the distance
     (root / "synthor.toml").write_text(text, "utf-8")
-    plain = synthesize_trips(load_project(root), _population(project), seed=4).trips
+    plain = synthesize_trips(load_project(root), trip_population(project), seed=4).trips
     plain = plain[plain["trip_num"] == 1]
     bus = plain[plain["mode"] == "bus"]
     assert (bus["origin"] == bus["destination"]).mean() < 0.6  # about 130 / 300
 
 
 def test_a_diary_row_that_is_no_trip_is_named(tmp_path):
-    root = _trip_project(tmp_path, **{"diary.csv": "origin,destination,depart,mode\nA,B,7h10,car\nA,Z,07:00,tram\n"})
+    root = write_trip_project(
+        tmp_path, **{"diary.csv": "origin,destination,depart,mode\nA,B,7h10,car\nA,Z,07:00,tram\n"}
+    )
     text = (root / "synthor.toml").read_text(encoding="utf-8")
     (root / "synthor.toml").write_text(
         text.replace("stay_hours = 8.5", 'stay_hours = 8.5\nsample = "diary.csv"'), "utf-8"
@@ -474,8 +386,8 @@ def test_a_diary_row_that_is_no_trip_is_named(tmp_path):
 
 
 def test_when_no_one_travels_there_are_no_trips_and_the_report_says_why(tmp_path):
-    project = load_project(_trip_project(tmp_path))
-    population = _population(project).assign(commuter=1)  # nobody commutes
+    project = load_project(write_trip_project(tmp_path))
+    population = trip_population(project).assign(commuter=1)  # nobody commutes
     result = synthesize_trips(project, population, seed=1)
     assert result.trips.empty and list(result.trips.columns)[:3] == ["person_id", "trip_num", "origin"]
     assert result.report["travellers"] == 0 and result.per_person.empty
@@ -495,8 +407,8 @@ def test_days_the_llm_writes_seed_what_no_table_says(tmp_path):
     from llm_endpoint.server import TestEndpoint
     from synthor_core.priors.llm_trips import CLOCK_PATTERN, llm_days
 
-    project = load_project(_trip_project(tmp_path))
-    population = _population(project)
+    project = load_project(write_trip_project(tmp_path))
+    population = trip_population(project)
     with TestEndpoint(seed=3) as endpoint:
         sample, report = llm_days(_llm_client(endpoint), project, population, np.random.default_rng(1))
         asked = [e for e in endpoint.log if e["task"] == "write_days"]
@@ -521,8 +433,8 @@ def test_days_of_a_careless_model_are_checked_and_counted_and_the_trips_still_fi
     from llm_endpoint.server import TestEndpoint
     from synthor_core.priors.llm_trips import llm_days
 
-    project = load_project(_trip_project(tmp_path))
-    population = _population(project)
+    project = load_project(write_trip_project(tmp_path))
+    population = trip_population(project)
     with TestEndpoint(seed=3, careless=True) as endpoint:
         sample, report = llm_days(_llm_client(endpoint), project, population, np.random.default_rng(1))
     assert report["persons_asked"] == 60 and report["calls"] == 6 and report["days_written"] > 0
@@ -547,8 +459,8 @@ def test_a_run_with_the_llm_prior_asks_it_for_the_travellers_days(tmp_path):
     from synthor_core.runner import execute
     from synthor_core.synthesis.config import SynthesisConfig
 
-    project = load_project(_trip_project(tmp_path))
-    known = project.schema.decode(_population(project))
+    project = load_project(write_trip_project(tmp_path))
+    known = project.schema.decode(trip_population(project))
     pool = known.loc[known.index.repeat(known.pop("count"))].reset_index(drop=True)  # the persons the "model" knows
     pool["zone"], pool["commuter"] = pool["zone"].astype(str), pool["commuter"].astype(str)
     with TestEndpoint(seed=3, pool=pool, groups=[["zone", "commuter"], ["age"]]) as endpoint:
