@@ -60,14 +60,14 @@ def test_the_total_income_of_every_tract_is_fitted(tmp_path):
     # households drawn without the control would carry each tract's mean income: 13 %RMSE off these totals
     unaware = pct_rmse(uniform, totals)
     assert unaware > 12
-    assert fit["income_total"]["pct_rmse"] < 0.35 * unaware  # measured: 0.81 (seed), whole households in every zone
+    assert fit["income_total"]["pct_rmse"] < 0.35 * unaware  # measured: 0.84 (seed), whole households in every zone
     # measured on the households written, tract by tract
     written = households.groupby("TRACT")["HHINCADJ"].sum().reindex(project.geography.zones("TRACT"), fill_value=0)
     assert pct_rmse(written.to_numpy(), totals) == pytest.approx(fit["income_total"]["pct_rmse"], abs=1e-3)
     # the count controls keep their fit
     assert fit["num_hh"]["pct_rmse"] == 0 and max(fit[f"hh_size_{k}"]["pct_rmse"] for k in "123") < 1.0
     # maxent builds households with it too (the control cuts no category)
-    maxent, _, _, _ = run_households(project, "maxent", 1, tmp_path / "maxent", max_sweeps=100)  # measured: 1.18
+    maxent, _, _, _ = run_households(project, "maxent", 1, tmp_path / "maxent", max_sweeps=100)  # measured: 1.17
     assert {c["control"]: c for c in maxent["controls"]}["income_total"]["pct_rmse"] < 0.35 * unaware
 
 
