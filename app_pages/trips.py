@@ -22,7 +22,7 @@ from synthor_core.plots import (
     trip_table_comparison,
 )
 from synthor_core.readers.trips import read_event
-from synthor_core.synthesis.trips import synthesize_trips, table_counts
+from synthor_core.synthesis.trips import outbound_trips, synthesize_trips, table_counts
 from synthor_core.targets.trips import EventSpec
 
 
@@ -102,6 +102,13 @@ st.dataframe(
         "SRMSE": st.column_config.NumberColumn(format="%.4f"),
     },
 )
+frequency = summary.get("frequency")
+if frequency:
+    st.caption(
+        f"Tours a day by {as_text(' x '.join(frequency['by']) or 'everyone')} ({as_text(frequency['source'])}): TVD "
+        f"{frequency['tvd']:.4f}; {frequency['tours_delayed']:,} of {summary['tours']:,} tours left later than their "
+        f"bin so as to follow the person's previous tour (mean {frequency['mean_delay_minutes']:.0f} min)."
+    )
 names = [t.name for t in trip_project.tables]
 chosen = st.selectbox("Target vs synthetic", names, key="trips.table")
 table = trip_project.tables[names.index(chosen)]
@@ -149,7 +156,7 @@ with time_tab:
     st.plotly_chart(departure_purpose_heatmap(trips), key="trips.departures")
     st.caption("Hours past 24 are the next morning (a return from a night shift).")
 with mode_tab:
-    first = trips[trips["trip_num"] == 1]
+    first = outbound_trips(trips, trip_project)
     st.plotly_chart(mode_by_distance(first, trip_project.modes), key="trips.modes")
     st.caption(f"{count_of(len(first), 'first trip')} of the tours; mean {np.mean(first['distance_km']):.1f} km.")
 
@@ -160,7 +167,7 @@ st.caption(
 )
 with st.form("trips.event_form"):
     cols = st.columns([2, 2, 1, 1])
-    attracting = trips[trips["trip_num"] == 1]["destination"].value_counts()
+    attracting = outbound_trips(trips, trip_project)["destination"].value_counts()
     zones = list(trip_project.zones)
     venue = cols[0].selectbox(
         "Zone", zones, index=zones.index(attracting.index[0]) if len(attracting) else 0, key="trips.event_zone"

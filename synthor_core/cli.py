@@ -414,6 +414,13 @@ def _run_persons(args: argparse.Namespace, project, config: SynthesisConfig, llm
             f"{trips['chains']['consistent_share']:.2%} of the tours chain; {trips['seconds']:.1f} s -> "
             f"{args.out / 'persons.csv'}, {args.out / 'trips.csv'}"
         )
+        frequency = trips.get("frequency")
+        if frequency:
+            print(
+                f"trips: {trips['tours']:,} tours a day by {' x '.join(frequency['by']) or 'everyone'} "
+                f"(TVD {frequency['tvd']:.4f}); {frequency['tours_delayed']:,} tours delayed until the one before was "
+                f"back (mean {frequency['mean_delay_minutes']:.0f} min)"
+            )
         for warning in trips["prior"].get("warnings", []):
             print(f"warning: trips: {warning}", file=sys.stderr)
         days = trips.get("llm_days")

@@ -614,11 +614,14 @@ class RunStore:
 
     def trips(self, run_id: str) -> pd.DataFrame | None:
         """The trips of a finished run of a project with trips (the columns of ``trips.csv``, in person and trip
-        order), or None."""
+        order), or None. Trips stored before tours were numbered (one tour a person) get ``tour_num`` 1."""
         with self._connect() as cur:
             if not self._has_table(cur, f"trips_{run_id}"):
                 return None
-            return cur.execute(f"SELECT * FROM {quote_ident('trips_' + run_id)} ORDER BY person_id, trip_num").df()
+            trips = cur.execute(f"SELECT * FROM {quote_ident('trips_' + run_id)} ORDER BY person_id, trip_num").df()
+        if "tour_num" not in trips.columns:
+            trips["tour_num"] = 1
+        return trips
 
     @classmethod
     def _has_population(cls, cur: duckdb.DuckDBPyConnection, run_id: str) -> bool:

@@ -17,9 +17,12 @@ from ..schema import Schema
 from ..targets.model import PROJECT_FILE
 from ..targets.tables import inside_folder, read_table_bytes
 from ..targets.trips import (
+    MAX_TOURS,
     MINUTES_PER_DAY,
     TRIP_VARIABLES,
     EventSpec,
+    FrequencySpec,
+    TourFrequency,
     TripEvent,
     TripProject,
     TripSample,
@@ -96,6 +99,7 @@ def read_trips(
     tables = [_table(t, f, r, zones, spec.modes, spec.purposes, edges, problems) for t, f, r in frames]
     events = [read_event(i, e, zones, schema, problems) for i, e in enumerate(spec.events, start=1)]
     sample = _sample(spec, root, zones, edges, problems) if spec.sample is not None else None
+    frequency = _frequency(spec.frequency, schema, root, problems) if spec.frequency is not None else None
     if problems or who is None or distance is None:
         return None, problems
     return (
@@ -115,6 +119,7 @@ def read_trips(
             centroids=centroids,
             events=tuple(e for e in events if e is not None),
             sample=sample,
+            frequency=frequency,
         ),
         [],
     )
@@ -329,6 +334,81 @@ def _sample(spec: TripsSpec, root: Path, zones, edges, problems: list[Problem]) 
     if len(problems) > before:
         return None
     return TripSample(cells, weight, file)
+
+
+def _frequency(spec: FrequencySpec, schema: Schema, root: Path, problems: list[Problem]) -> TourFrequency | None:
+    """Tours a day by person type: every combination of the ``by`` variables' categories needs persons, each row a
+    type, a number of tours (a whole number 0 to ``MAX_TOURS``) and its persons; a problem names file, row and column
+    of what is not."""
+    key = "trips.frequency.by"
+    before = len(problems)
+    for name in spec.by:
+        if name not in schema:
+            problems.append(Problem(PROJECT_FILE, f"unknown person variable {name!r}", column=key))
+        elif getattr(schema[name], "categories", None) is None:
+            problems.append(
+                Problem(PROJECT_FILE, f"expected categorical person variables; {name!r} is numeric", column=key)
+            )
+    if len(set(spec.by)) != len(spec.by):
+        problems.append(Problem(PROJECT_FILE, "a variable is listed twice", column=key))
+    frame, first_row = _read(root, spec.file, f"{PROJECT_FILE} [trips.frequency]", problems)
+    if frame is None or len(problems) > before:
+        return None
+    file = spec.file
+    need = [*spec.by, spec.tours_column, spec.count_column]
+    absent = [c for c in need if c not in frame.columns]
+    if absent:
+        problems.append(Problem(file, f"expected columns {need}; missing {absent}", row=1))
+        return None
+    categories = [tuple(schema[name].categories) for name in spec.by]
+    codes = [_category_codes(frame, n, c, file, first_row, problems) for n, c in zip(spec.by, categories, strict=True)]
+    tours = _numbers(frame, spec.tours_column, file, first_row, problems)
+    for i in np.flatnonzero((tours != np.floor(tours)) | (tours > MAX_TOURS))[:3]:
+        problems.append(
+            Problem(
+                file,
+                f"expected a whole number of tours from 0 to {MAX_TOURS}, got {frame[spec.tours_column].iloc[i]!r}",
+                row=first_row + int(i),
+                column=spec.tours_column,
+            )
+        )
+    persons = _numbers(frame, spec.count_column, file, first_row, problems)
+    if len(problems) > before:
+        return None
+    sizes = tuple(len(c) for c in categories)
+    types = np.ravel_multi_index(tuple(codes), sizes) if spec.by else np.zeros(len(frame), dtype=np.int64)
+    k = tours.astype(np.int64)
+    seen: dict[tuple[int, int], int] = {}
+    for i, cell in enumerate(zip(types.tolist(), k.tolist(), strict=True)):
+        if cell in seen:
+            problems.append(
+                Problem(
+                    file, f"the same type and tours as row {seen[cell]}", row=first_row + i, column=spec.tours_column
+                )
+            )
+            return None
+        seen[cell] = first_row + i
+    table = np.zeros((int(np.prod(sizes)), int(k.max()) + 1 if k.size else 1))
+    np.add.at(table, (types, k), persons)
+    empty = np.flatnonzero(table.sum(axis=1) <= 0)
+    if empty.size:
+        combos = zip(*np.unravel_index(empty[:3], sizes), strict=True) if spec.by else [()]
+        names = [
+            ", ".join(f"{n} = {c[j]!r}" for n, c, j in zip(spec.by, categories, combo, strict=True)) or "everyone"
+            for combo in combos
+        ]
+        problems.append(
+            Problem(
+                file,
+                f"expected persons for every type (each combination of {list(spec.by)}); none for "
+                + "; ".join(names)
+                + (f" and {empty.size - 3} more" if empty.size > 3 else ""),
+                column=spec.count_column,
+            )
+        )
+        return None
+    shares = table / table.sum(axis=1, keepdims=True)
+    return TourFrequency(spec.by, sizes, shares, f"{file}" + (f": {spec.source}" if spec.source else ""))
 
 
 def _interval(text: object) -> tuple[int, int] | None:

@@ -27,7 +27,17 @@ from ..targets.trips import TripProject, TripSample, TripTable, clock
 SPATIAL = frozenset({"origin", "destination", "distance"})  # trip variables of the place (the OD pair)
 TEMPORAL = frozenset({"depart", "mode", "purpose"})  # trip variables of the time, the means and the activity
 DISTANCE_BANDS_KM = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0, np.inf)  # bands of mode by distance (charts, event modes)
-TRIP_COLUMNS = ("person_id", "trip_num", "origin", "destination", "depart", "mode", "purpose", "distance_km")
+TRIP_COLUMNS = (
+    "person_id",
+    "trip_num",
+    "origin",
+    "destination",
+    "depart",
+    "mode",
+    "purpose",
+    "distance_km",
+    "tour_num",
+)
 
 
 @dataclass
@@ -264,12 +274,24 @@ def synthesize_trips(
     counts = population["count"].to_numpy(dtype=np.int64)
     meets = np.asarray(trips.who.violates(population), dtype=bool) & (counts > 0)
     zone = population[project.zone_level].to_numpy(dtype=np.int64)
-    productions = np.bincount(zone[meets], weights=counts[meets], minlength=len(trips.zones)).astype(np.float64)
+    person, home = _persons(counts, zone, meets)
+    tours = None
+    if trips.frequency is not None:  # its own generator: the trips of projects without it keep their bytes
+        frequency_rng = np.random.default_rng(None if seed is None else [seed, 15])
+        tours = _tour_counts(trips.frequency, population, counts, meets, home, frequency_rng)
+    productions = np.bincount(home, weights=None if tours is None else tours, minlength=len(trips.zones)).astype(
+        np.float64
+    )
     if productions.sum() <= 0:  # no one travels: no trips, said in the report
         empty = pd.DataFrame(
-            {c: pd.Series(dtype=np.int64 if c in ("person_id", "trip_num") else object) for c in TRIP_COLUMNS}
+            {c: pd.Series(dtype=np.int64 if c.endswith(("_id", "_num")) else object) for c in TRIP_COLUMNS}
         )
-        note = {"warnings": [f"no person meets the trips' condition ({trips.who.condition}): no trips"]}
+        why = (
+            f"no person meets the trips' condition ({trips.who.condition})"
+            if not meets.any()
+            else "every person who travels makes 0 tours ([trips.frequency])"
+        )
+        note = {"warnings": [f"{why}: no trips"]}
         report = {"tour": list(trips.tour), "travellers": 0, "trips": 0, "prior": note, "tables": {}, "seconds": 0.0}
         report["chains"] = {"persons": 0, "broken": 0, "consistent_share": 1.0}
         return TripResult(empty, per_person_columns(empty, trips.commute_purpose), report)
@@ -292,13 +314,19 @@ def synthesize_trips(
     ladder = (np.cumsum(conditional, axis=1) + np.arange(groups)[:, None]).reshape(-1)
     cell = np.searchsorted(ladder, position, side="right")
     cell = np.clip(cell, group_of_trip * size, group_of_trip * size + size - 1)
-    # 3. the travellers of each origin take its trips in random order
-    person, home = _persons(counts, zone, meets)
-    by_home = np.lexsort((rng.random(person.size), home))
-    by_origin = np.lexsort((rng.random(cell.size), cells.o[cell]))
-    person_of_trip = np.empty(cell.size, dtype=np.int64)
-    person_of_trip[by_origin] = person[by_home]
-    frame = _tours(trips, cells, cell, person_of_trip, rng)
+    # 3. the travellers of each origin take its trips in random order (with several tours, spread over the day)
+    if tours is None:
+        by_home = np.lexsort((rng.random(person.size), home))
+        by_origin = np.lexsort((rng.random(cell.size), cells.o[cell]))
+        person_of_trip = np.empty(cell.size, dtype=np.int64)
+        person_of_trip[by_origin] = person[by_home]
+        frame = _tours(trips, cells, cell, person_of_trip, rng).assign(tour_num=np.int64(1))
+    else:
+        frame, delays = _days(trips, cells, cell, person, home, tours, rng)
+        assert trips.frequency is not None  # tours are drawn from it
+        frequency = frequency_fit(trips.frequency, population, counts, meets, frame, delays)
+        travels = tours > 0
+        person, home = person[travels], home[travels]
     homes = dict(zip(person, home, strict=True))
     events = {}
     for event in trips.events:
@@ -306,7 +334,8 @@ def synthesize_trips(
     report = {
         "tour": list(trips.tour),
         "commute_purpose": trips.commute_purpose,
-        "travellers": int(productions.sum()),
+        "travellers": int(person.size),
+        "tours": int(productions.sum()),
         "trips": len(frame),
         "prior": note,
         "tables": trip_fit(trips, frame),
@@ -315,7 +344,97 @@ def synthesize_trips(
     }
     if events:
         report["events"] = events
+    if tours is not None:
+        report["frequency"] = frequency
     return TripResult(frame, per_person_columns(frame, trips.commute_purpose), report)
+
+
+def _tour_counts(frequency, population: pd.DataFrame, counts, meets, home, rng: np.random.Generator) -> np.ndarray:
+    """Tours a day of each person who travels (in :func:`_persons` order), int64: each type's persons given 0, 1, ...
+    tours in its shares, rounded by largest remainders (each count within one person of its share). The counts are
+    interleaved evenly (the i-th of the n persons making k tours at ``(i + u) / n``) and dealt to the type's persons
+    ordered by home zone, so each zone's persons of a type get the shares within about one person too."""
+    rows = np.flatnonzero(meets & (counts > 0))
+    kind = np.repeat(frequency.types(population.iloc[rows]), counts[rows])
+    n_types, width = frequency.shares.shape
+    per_type = np.bincount(kind, minlength=n_types).astype(np.float64)
+    wanted = frequency.shares * per_type[:, None]
+    whole = np.floor(wanted)
+    short = (per_type - whole.sum(axis=1)).round().astype(np.int64)
+    order = np.argsort(-(wanted - whole), axis=1, kind="stable")
+    for t in np.flatnonzero(short > 0):
+        whole[t, order[t, : short[t]]] += 1
+    tours = np.empty(kind.size, dtype=np.int64)
+    for t in np.unique(kind):
+        mine = np.flatnonzero(kind == t)
+        n = whole[t].astype(np.int64)
+        value = np.repeat(np.arange(width), n)
+        place = (np.arange(value.size) - np.repeat(np.cumsum(n) - n, n) + rng.random(width)[value]) / n[value]
+        dealt = value[np.argsort(place, kind="stable")]
+        tours[mine[np.lexsort((rng.random(mine.size), home[mine]))]] = dealt
+    return tours
+
+
+def _days(trips: TripProject, cells: _Cells, cell, person, home, tours, rng) -> tuple[pd.DataFrame, np.ndarray]:
+    """The day of each person making ``tours`` tours (0 or more): the origin's outbound trips ordered by departure
+    bin are handed to its persons' tours ordered by a point of the day (a person with k tours takes points
+    ``(j + u) / k``, j = 0..k-1, u one random number: tours spread over the day); each tour is built as
+    :func:`_tours` builds one, then a person's tours follow each other, a tour leaving before the last one is back
+    delayed until it is (chains hold; the departure tables may then be off by those trips). Returns (trips with
+    ``tour_num``, the minutes each tour was delayed, one per outbound trip)."""
+    slot_person, slot_home = np.repeat(person, tours), np.repeat(home, tours)
+    j = np.arange(slot_person.size) - np.repeat(np.cumsum(tours) - tours, tours)
+    point = (j + np.repeat(rng.random(person.size), tours)) / np.repeat(np.maximum(tours, 1), tours)
+    by_home = np.lexsort((point, slot_home))
+    by_origin = np.lexsort((rng.random(cell.size), cells.bin[cell], cells.o[cell]))
+    person_of_trip = np.empty(cell.size, dtype=np.int64)
+    person_of_trip[by_origin] = slot_person[by_home]
+    legs = _tours(trips, cells, cell, person_of_trip, rng, tour_id=np.arange(cell.size))
+    outbound = legs[legs["trip_num"] == 1]
+    back = legs.groupby("tour_id", sort=True)["arrive_minutes"].max()
+    tour = outbound[["tour_id", "person_id", "depart_minutes"]].sort_values(
+        ["person_id", "depart_minutes", "tour_id"], kind="stable"
+    )
+    p, start = tour["person_id"].to_numpy(), tour["depart_minutes"].to_numpy()
+    end = back.reindex(tour["tour_id"]).to_numpy()
+    rank = np.arange(p.size) - np.searchsorted(p, p, side="left")
+    delay = np.zeros(p.size, dtype=np.int64)
+    for r in range(1, int(rank.max()) + 1 if rank.size else 1):
+        at = np.flatnonzero(rank == r)
+        delay[at] = np.maximum(0, end[at - 1] + delay[at - 1] - start[at])
+    by_tour = pd.DataFrame({"delay": delay, "tour_num": rank + 1}, index=tour["tour_id"].to_numpy())
+    shift = by_tour["delay"].reindex(legs["tour_id"]).to_numpy()
+    legs["tour_num"] = by_tour["tour_num"].reindex(legs["tour_id"]).to_numpy(dtype=np.int64)
+    moved = shift > 0
+    legs["depart_minutes"] += shift
+    legs["arrive_minutes"] += shift
+    legs.loc[moved, "depart"] = [clock(x) for x in legs.loc[moved, "depart_minutes"]]
+    legs["trip_num"] = (legs["tour_num"] - 1) * len(trips.tour) + legs["trip_num"]
+    legs = legs.drop(columns="tour_id").sort_values(["person_id", "trip_num"], kind="stable")
+    return legs.reset_index(drop=True), delay
+
+
+def frequency_fit(frequency, population: pd.DataFrame, counts, meets, frame: pd.DataFrame, delays) -> dict:
+    """The tours a day of the persons who travel against ``[trips.frequency]``: per type, persons making 0, 1, ...
+    tours (target scaled to the type's persons, synthetic), TVD over all types; the tours delayed so a person's
+    tours follow each other (count and mean minutes)."""
+    rows = np.flatnonzero(meets & (counts > 0))
+    kind = np.repeat(frequency.types(population.iloc[rows]), counts[rows])
+    person, _ = _persons(counts, np.zeros(len(population), dtype=np.int64), meets)
+    made = frame.groupby("person_id")["tour_num"].max().reindex(person, fill_value=0)
+    n_types, width = frequency.shares.shape
+    have = np.zeros((n_types, width))
+    np.add.at(have, (kind, np.minimum(made.to_numpy(dtype=np.int64), width - 1)), 1)
+    goal = frequency.shares * have.sum(axis=1, keepdims=True)
+    late = delays[delays > 0]
+    return {
+        "source": frequency.source,
+        "by": list(frequency.by),
+        "tvd": round(tvd(goal.reshape(-1), have.reshape(-1)), 6),
+        "persons_by_tours": {"target": goal.round(2).tolist(), "synthetic": have.astype(np.int64).tolist()},
+        "tours_delayed": int(late.size),
+        "mean_delay_minutes": round(float(late.mean()), 1) if late.size else 0.0,
+    }
 
 
 def _persons(counts: np.ndarray, zone: np.ndarray, meets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -346,7 +465,7 @@ def _add_event(trips: TripProject, event, frame, population, zone_level, homes: 
     back = last.reindex(person).to_numpy()
     free = np.isnan(back) | (back <= event.start)
     person, home = person[free], home[free]
-    first = frame[frame["trip_num"] == 1]
+    first = outbound_trips(frame, trips)
     reach = float(first["distance_km"].mean()) if len(first) else 10.0
     weight = np.exp(-trips.distance[home, event.zone] / reach)
     goers = min(event.persons, int(person.size))
@@ -368,11 +487,14 @@ def _add_event(trips: TripProject, event, frame, population, zone_level, homes: 
         where = np.flatnonzero(band_of_goer == b)
         mode[where] = rng.choice(len(trips.modes), size=where.size, p=shares / shares.sum())
     depart = event.start + np.floor(rng.random(goers) * (event.end - event.start)).astype(np.int64)
-    done = frame.groupby("person_id")["trip_num"].max().reindex(chosen_person).fillna(0).to_numpy(dtype=np.int64)
+    so_far = frame.groupby("person_id")[["trip_num", "tour_num"]].max().reindex(chosen_person).fillna(0)
+    done = so_far["trip_num"].to_numpy(dtype=np.int64)
+    tour_num = so_far["tour_num"].to_numpy(dtype=np.int64) + 1  # the event is a tour of its own
     at_venue = np.full(goers, event.zone)
     there = _leg(trips, chosen_person, done + 1, origin, at_venue, depart, mode, event.name, km)
     leave_venue = there["arrive_minutes"].to_numpy() + event.stay_minutes
-    legs = [there, _leg(trips, chosen_person, done + 2, at_venue, origin, leave_venue, mode, "home", km)]
+    back = _leg(trips, chosen_person, done + 2, at_venue, origin, leave_venue, mode, "home", km)
+    legs = [there.assign(tour_num=tour_num), back.assign(tour_num=tour_num)]
     for p, z in zip(chosen_person, origin, strict=True):
         homes.setdefault(int(p), int(z))
     venue = trips.zones[event.zone]
@@ -400,8 +522,10 @@ def _add_event(trips: TripProject, event, frame, population, zone_level, homes: 
     return scenario.reset_index(drop=True), report
 
 
-def _tours(trips: TripProject, cells: _Cells, cell, person, rng) -> pd.DataFrame:
-    """Every traveller's tour from its outbound trip's cell: out to the first stop, on to the next, back home."""
+def _tours(trips: TripProject, cells: _Cells, cell, person, rng, tour_id=None) -> pd.DataFrame:
+    """Every traveller's tour from its outbound trip's cell: out to the first stop, on to the next, back home
+    (``trip_num`` 1 to the tour's length; with ``tour_id``, one per cell, a ``tour_id`` column naming each leg's
+    tour)."""
     n = cell.size
     o, d, b, m = cells.o[cell], cells.d[cell], cells.bin[cell], cells.mode[cell]
     first_purpose = np.asarray(trips.first_purposes, dtype=object)[cells.purpose[cell]]
@@ -423,6 +547,8 @@ def _tours(trips: TripProject, cells: _Cells, cell, person, rng) -> pd.DataFrame
             ]
         depart = frames[-1]["arrive_minutes"].to_numpy() + stay
         here, there = there, o
+    if tour_id is not None:
+        frames = [f.assign(tour_id=tour_id) for f in frames]
     frame = pd.concat(frames, ignore_index=True).sort_values(["person_id", "trip_num"], kind="stable")
     return frame.reset_index(drop=True)
 
@@ -471,10 +597,10 @@ def per_person_columns(trips: pd.DataFrame, commute: str) -> pd.DataFrame:
 
 
 def table_counts(trips: TripProject, frame: pd.DataFrame, table: TripTable) -> npt.NDArray[np.float64]:
-    """The synthetic counts of a trip table: the tours' first trips of ``frame`` (a trips frame or ``trips.csv``
-    read back, text columns) over the table's cells; float64, the table's shape. Trips outside every cell (a
-    distance beyond the last band) are not counted."""
-    first = frame[frame["trip_num"] == 1]
+    """The synthetic counts of a trip table: the tours' first trips (:func:`outbound_trips`) of ``frame`` (a trips
+    frame or ``trips.csv`` read back, text columns) over the table's cells; float64, the table's shape. Trips outside
+    every cell (a distance beyond the last band) are not counted."""
+    first = outbound_trips(frame, trips)
     axes = []
     for variable, labels in zip(table.variables, table.labels, strict=True):
         if variable in ("origin", "destination", "mode", "purpose"):
@@ -492,6 +618,16 @@ def table_counts(trips: TripProject, frame: pd.DataFrame, table: TripTable) -> n
         inside &= (a >= 0) & (a < n)
     flat = np.ravel_multi_index(tuple(a[inside] for a in axes), table.counts.shape)
     return np.bincount(flat, minlength=table.counts.size).astype(np.float64).reshape(table.counts.shape)
+
+
+def outbound_trips(frame: pd.DataFrame, trips: TripProject) -> pd.DataFrame:
+    """The tours' first trips of a day, what the trip tables count: the first trip of each tour (``tour_num``) whose
+    purpose is a first stop's, so an event's tour (its trip named after the event) is not counted; ``trip_num`` 1
+    for trips without ``tour_num`` (a run stored before tours were numbered)."""
+    if "tour_num" not in frame.columns:
+        return frame[frame["trip_num"] == 1]
+    first = frame.groupby(["person_id", "tour_num"], sort=False)["trip_num"].transform("min") == frame["trip_num"]
+    return frame[first & frame["purpose"].isin(trips.first_purposes)]
 
 
 def departure_minutes(frame: pd.DataFrame) -> npt.NDArray[np.int64]:

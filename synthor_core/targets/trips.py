@@ -1,9 +1,10 @@
 """Trip targets (DESIGN §13): the ``[trips]`` section of a person project and the tables of trips it names.
 
-Trips are the unit under persons. A project with ``[trips]`` gives each person meeting ``who`` one tour a day: the
-trips of ``tour`` in order (``["work", "home"]``: out to work, back home), the first leaving the person's zone, each
-leaving where the last arrived, the last arriving home. Trip tables count the tour's **first trip** (the outbound
-trip: a commuting OD matrix counts home-to-work trips) over its variables:
+Trips are the unit under persons. A project with ``[trips]`` gives each person meeting ``who`` one tour a day (or,
+with ``[trips.frequency]``, 0 to ``MAX_TOURS`` tours by person type, one after the other): the trips of ``tour`` in
+order (``["work", "home"]``: out to work, back home), the first leaving the person's zone, each leaving where the last
+arrived, the last arriving home. Trip tables count the tours' **first trips** (the outbound trips: a commuting OD
+matrix counts home-to-work trips) over their variables:
 
 - ``origin``, ``destination``: zone ids of the project's ``[zones]`` (an OD table has both, long and sparse:
   ``origin, destination, count``; cells not listed hold no trip);
@@ -53,6 +54,19 @@ class EventSpec(BaseModel):
     who: str | None = None
 
 
+class FrequencySpec(BaseModel):
+    """``[trips.frequency]``: how many tours a day the persons who travel make, by person type. A long table: the
+    categorical person variables ``by`` (none: one distribution for everyone), the number of tours
+    (``tours_column``, 0 to ``MAX_TOURS``) and the persons (``count_column``, counts or shares) of each."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    file: str = Field(min_length=1)
+    by: tuple[str, ...] = ()
+    tours_column: str = "tours"
+    count_column: str = "count"
+    source: str = ""
+
+
 class TripsSpec(BaseModel):
     """``[trips]``: who travels, the tour of a day, zone distances, modes and the tables of trips.
 
@@ -85,6 +99,36 @@ class TripsSpec(BaseModel):
     events: tuple[EventSpec, ...] = ()
     sample: str | None = None
     sample_weight: str | None = None
+    frequency: FrequencySpec | None = None
+
+
+MAX_TOURS = 6  # tours a day a person may make (``[trips.frequency]``)
+
+
+@dataclass(frozen=True)
+class TourFrequency:
+    """Tours a day of the persons who travel, by person type (``[trips.frequency]``).
+
+    Attributes
+    ----------
+    by : tuple of str, categorical person variables (schema names); empty: one type
+    sizes : tuple of int, the number of categories of each variable of ``by``
+    shares : ndarray of float64, shape (n_types, max tours + 1): each type's share of persons making 0, 1, ...
+        tours (rows sum to 1); types in ``np.ravel_multi_index`` order of their category codes along ``by``
+    source : str, the file and where its figures come from
+    """
+
+    by: tuple[str, ...]
+    sizes: tuple[int, ...]
+    shares: npt.NDArray[np.float64]
+    source: str = ""
+
+    def types(self, population) -> npt.NDArray[np.int64]:
+        """The type of each coded record (``population`` holds the ``by`` columns as category codes): int64."""
+        if not self.by:
+            return np.zeros(len(population), dtype=np.int64)
+        codes = tuple(population[v].to_numpy(dtype=np.int64) for v in self.by)
+        return np.ravel_multi_index(codes, self.sizes).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -164,6 +208,7 @@ class TripProject:
         the zones file gives them (flow maps)
     events : tuple of TripEvent, the what-if events added to the day's trips
     sample : TripSample or None, a travel-diary sample seeding the prior
+    frequency : TourFrequency or None, tours a day by person type (None: one tour for every person who travels)
     """
 
     who: Rule
@@ -181,6 +226,7 @@ class TripProject:
     purposes: tuple[str, ...] = ()
     stay_by_purpose: dict = field(default_factory=dict)
     sample: TripSample | None = None
+    frequency: TourFrequency | None = None
 
     @property
     def first_purposes(self) -> tuple[str, ...]:

@@ -396,6 +396,6 @@ def test_the_commuting_example_runs_and_its_trips_are_drawn_and_downloaded(page,
     path = tmp_path / "trips.csv"
     info.value.save_as(path)
     with path.open(encoding="utf-8") as f:
-        assert f.readline().strip() == "person_id,trip_num,origin,destination,depart,mode,purpose,distance_km"
+        assert f.readline().strip() == "person_id,trip_num,origin,destination,depart,mode,purpose,distance_km,tour_num"
         assert sum(1 for _ in f) == 2 * travellers
     assert not OUTSIDE, OUTSIDE[:5]

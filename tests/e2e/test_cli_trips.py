@@ -58,8 +58,9 @@ def test_the_home_to_work_matrix_is_the_lodes_matrix(run):
 def test_every_tour_chains_and_belongs_to_a_commuter_aged_16_or_more(run):
     _, _, persons, trips = run
     assert list(trips.columns) == [
-        "person_id", "trip_num", "origin", "destination", "depart", "mode", "purpose", "distance_km"
+        "person_id", "trip_num", "origin", "destination", "depart", "mode", "purpose", "distance_km", "tour_num"
     ]  # fmt: skip
+    assert set(trips["tour_num"]) == {1}  # one commute tour a day each
     home = persons.set_index("person_id")["home_tract"]
     one = trips[trips["trip_num"] == 1].set_index("person_id")
     two = trips[trips["trip_num"] == 2].set_index("person_id")

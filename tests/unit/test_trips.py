@@ -475,3 +475,75 @@ def test_a_run_with_the_llm_prior_asks_it_for_the_travellers_days(tmp_path):
     first = trips[trips["trip_num"] == 1]
     bus = first[first["mode"] == "bus"]
     assert (bus["origin"] == bus["destination"]).mean() > 0.7
+
+
+TOURS = "commuter,tours,persons\nyes,1,70\nyes,2,30\nno,0,40\nno,1,50\nno,2,10\n"
+FREQUENCY = """
+[trips.frequency]
+file = "tours.csv"
+by = ["commuter"]
+count_column = "persons"
+source = "a survey"
+"""
+
+
+def _with_frequency(root, tours: str = TOURS, section: str = FREQUENCY):
+    """The small trip project where everyone may travel, commuters making 1 or 2 tours a day and the others 0 to 2,
+    and an OD table of the 600 tours that gives."""
+    od = "origin,destination,workers\nA,A,60\nA,B,200\nA,C,40\nB,A,80\nB,B,120\nC,B,20\nC,C,80\n"
+    write_trip_project(root, **{"od.csv": od, "tours.csv": tours})
+    toml = root / "synthor.toml"
+    text = toml.read_text(encoding="utf-8").replace("who = 'commuter == \"yes\"'", "who = 'age >= 0'")
+    toml.write_text(text + section, encoding="utf-8")
+    return root
+
+
+def test_tours_a_day_by_person_type_are_met_and_follow_each_other(tmp_path):
+    """Issue 24, trips per person by person type: [trips.frequency] gives the persons of each type making 0, 1, 2
+    tours; every type's counts are met exactly, each zone's tours are the OD table's rows, a person's tours follow
+    each other (the next leaves home after the last is back), and the tables count every tour's first trip."""
+    project = load_project(_with_frequency(tmp_path))
+    assert project.trips.frequency is not None and project.trips.frequency.by == ("commuter",)
+    population = trip_population(project)
+    result = synthesize_trips(project, population, seed=3)
+    report, trips = result.report, result.trips
+    frequency = report["frequency"]
+    # 300 commuters: 210 make 1 tour, 90 make 2; 300 others: 120 none, 150 one, 30 two
+    assert frequency["persons_by_tours"]["synthetic"] == [[0, 210, 90], [120, 150, 30]] and frequency["tvd"] == 0
+    assert report["tours"] == 600 and report["travellers"] == 480 and len(trips) == 1200
+    assert report["tables"]["od"]["cpc"] == 1.0  # each home zone's persons make exactly its row of the OD table
+    assert report["chains"]["consistent_share"] == 1.0
+    tours = trips.groupby(["person_id", "tour_num"]).agg(
+        start=("depart_minutes", "min"), end=("arrive_minutes", "max"), legs=("trip_num", "size")
+    )
+    assert (tours["legs"] == 2).all()
+    later = tours.groupby(level=0).shift(-1)
+    follows = later["start"].dropna() >= tours.loc[later["start"].notna(), "end"]
+    assert follows.all() and len(follows) == 120  # the 120 persons making two tours
+    per_person = result.per_person.set_index("person_id")["trips"]
+    assert per_person.value_counts().to_dict() == {2: 360, 4: 120}
+    # 8.5 hours at work: second tours that would leave before the first is back are delayed; the departure table is
+    # off by at most those tours
+    assert frequency["tours_delayed"] > 0 and frequency["mean_delay_minutes"] > 0
+    assert report["tables"]["departure"]["tvd"] <= frequency["tours_delayed"] / 600 + 1e-9
+
+
+def test_without_tours_in_the_table_a_type_is_an_error_naming_it(tmp_path):
+    cases = {
+        "yes,1,70\nno,1,0\n": "none for commuter = 'no'",
+        "yes,1.5,70\nno,1,5\n": "expected a whole number of tours from 0 to 6, got '1.5'",
+        "yes,1,70\nyes,1,5\nno,1,5\n": "the same type and tours as row 2",
+        "yes,1,70\nmaybe,1,5\n": "unknown commuter 'maybe'",
+    }
+    for i, (rows, message) in enumerate(cases.items()):
+        root = tmp_path / str(i)
+        root.mkdir()
+        _with_frequency(root, tours="commuter,tours,persons\n" + rows)
+        with pytest.raises(TargetValidationError, match=message.replace("(", r"\(")) as raised:
+            load_project(root)
+        assert "tours.csv" in str(raised.value)
+    root = tmp_path / "numeric"
+    root.mkdir()
+    _with_frequency(root, section=FREQUENCY.replace('by = ["commuter"]', 'by = ["age"]'))
+    with pytest.raises(TargetValidationError, match="expected categorical person variables; 'age' is numeric"):
+        load_project(root)
