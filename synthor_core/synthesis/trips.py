@@ -626,8 +626,13 @@ def outbound_trips(frame: pd.DataFrame, trips: TripProject) -> pd.DataFrame:
     for trips without ``tour_num`` (a run stored before tours were numbered)."""
     if "tour_num" not in frame.columns:
         return frame[frame["trip_num"] == 1]
-    first = frame.groupby(["person_id", "tour_num"], sort=False)["trip_num"].transform("min") == frame["trip_num"]
-    return frame[first & frame["purpose"].isin(trips.first_purposes)]
+    tour = frame["tour_num"].to_numpy()
+    if (tour == 1).all():  # one tour a person (no event): its first trip
+        first = frame["trip_num"].to_numpy() == 1
+    else:
+        first = frame.groupby(["person_id", "tour_num"], sort=False)["trip_num"].transform("min") == frame["trip_num"]
+        first = first.to_numpy()
+    return frame[first & frame["purpose"].isin(trips.first_purposes).to_numpy()]
 
 
 def departure_minutes(frame: pd.DataFrame) -> npt.NDArray[np.int64]:
