@@ -224,8 +224,15 @@ with overview:
         if project.trips is not None:
             trips = project.trips
             st.subheader("Trips")
+            frequency = trips.frequency
+            how_many = (
+                "one tour a day"
+                if frequency is None
+                else f"0 to {frequency.shares.shape[1] - 1} tours a day by "
+                f"{as_text(' x '.join(frequency.by) or 'everyone')} ({as_text(frequency.source)})"
+            )
             st.caption(
-                f"Persons meeting {as_text(trips.who.condition)} make one tour a day: "
+                f"Persons meeting {as_text(trips.who.condition)} make {how_many}: "
                 f"{as_text(' → '.join(['home', *trips.tour[:-1]]))} → home; "
                 f"{count_of(len(trips.zones), 'zone')}, modes {as_text(', '.join(trips.modes))}. "
                 "The trip tables count each tour's first trip."

@@ -354,3 +354,24 @@ def trip_population(project):
         rows.append({"zone": zone_codes[zone], "commuter": 0, "age": 40.0, "count": yes})
         rows.append({"zone": zone_codes[zone], "commuter": 1, "age": 10.0, "count": no})
     return pd.DataFrame(rows)
+
+
+TOURS = "commuter,tours,persons\nyes,1,70\nyes,2,30\nno,0,40\nno,1,50\nno,2,10\n"
+FREQUENCY = """
+[trips.frequency]
+file = "tours.csv"
+by = ["commuter"]
+count_column = "persons"
+source = "a survey"
+"""
+
+
+def write_frequency_project(root: Path, tours: str = TOURS, section: str = FREQUENCY) -> Path:
+    """The small trip project where everyone may travel, commuters making 1 or 2 tours a day and the others 0 to 2,
+    and an OD table of the 600 tours that gives."""
+    od = "origin,destination,workers\nA,A,60\nA,B,200\nA,C,40\nB,A,80\nB,B,120\nC,B,20\nC,C,80\n"
+    write_trip_project(root, **{"od.csv": od, "tours.csv": tours})
+    toml = root / "synthor.toml"
+    text = toml.read_text(encoding="utf-8").replace("who = 'commuter == \"yes\"'", "who = 'age >= 0'")
+    toml.write_text(text + section, encoding="utf-8")
+    return root

@@ -114,3 +114,16 @@ def test_the_days_the_llm_wrote_are_shown_with_their_rejections(tmp_path):
     days = get_runner().store.report(run_id)["trips"]["llm_days"]
     assert rejected.set_index("rejected because")["days"].to_dict() == days["rejected"]
     assert metrics["OD CPC"] == "1.0000"  # the trips come from maxent and still fit
+
+
+def test_the_data_page_says_how_many_tours_a_day_each_type_makes(tmp_path):
+    """[trips.frequency] on the Data page: the trips caption names the tours a day by person type and their source."""
+    from synthor_testing import write_frequency_project
+
+    root = write_frequency_project(tmp_path)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["data.project_dir"] = str(root)
+    at.run()
+    assert not at.exception
+    (line,) = [c.value for c in at.caption if c.value.startswith("Persons meeting")]
+    assert "make 0 to 2 tours a day by commuter (tours\\.csv\\: a survey)" in line, line

@@ -13,7 +13,7 @@ from synthor_core.priors.maxent import MaxEntPrior
 from synthor_core.priors.trips import CellTarget, deterrence, fit_cells, fit_gravity, furness
 from synthor_core.readers.project import load_project
 from synthor_core.synthesis.trips import synthesize_trips
-from synthor_testing import TRIP_ZONES, trip_population, write_trip_project
+from synthor_testing import FREQUENCY, TRIP_ZONES, trip_population, write_frequency_project, write_trip_project
 
 
 def _plane(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -477,32 +477,11 @@ def test_a_run_with_the_llm_prior_asks_it_for_the_travellers_days(tmp_path):
     assert (bus["origin"] == bus["destination"]).mean() > 0.7
 
 
-TOURS = "commuter,tours,persons\nyes,1,70\nyes,2,30\nno,0,40\nno,1,50\nno,2,10\n"
-FREQUENCY = """
-[trips.frequency]
-file = "tours.csv"
-by = ["commuter"]
-count_column = "persons"
-source = "a survey"
-"""
-
-
-def _with_frequency(root, tours: str = TOURS, section: str = FREQUENCY):
-    """The small trip project where everyone may travel, commuters making 1 or 2 tours a day and the others 0 to 2,
-    and an OD table of the 600 tours that gives."""
-    od = "origin,destination,workers\nA,A,60\nA,B,200\nA,C,40\nB,A,80\nB,B,120\nC,B,20\nC,C,80\n"
-    write_trip_project(root, **{"od.csv": od, "tours.csv": tours})
-    toml = root / "synthor.toml"
-    text = toml.read_text(encoding="utf-8").replace("who = 'commuter == \"yes\"'", "who = 'age >= 0'")
-    toml.write_text(text + section, encoding="utf-8")
-    return root
-
-
 def test_tours_a_day_by_person_type_are_met_and_follow_each_other(tmp_path):
     """Issue 24, trips per person by person type: [trips.frequency] gives the persons of each type making 0, 1, 2
     tours; every type's counts are met exactly, each zone's tours are the OD table's rows, a person's tours follow
     each other (the next leaves home after the last is back), and the tables count every tour's first trip."""
-    project = load_project(_with_frequency(tmp_path))
+    project = load_project(write_frequency_project(tmp_path))
     assert project.trips.frequency is not None and project.trips.frequency.by == ("commuter",)
     population = trip_population(project)
     result = synthesize_trips(project, population, seed=3)
@@ -538,12 +517,12 @@ def test_without_tours_in_the_table_a_type_is_an_error_naming_it(tmp_path):
     for i, (rows, message) in enumerate(cases.items()):
         root = tmp_path / str(i)
         root.mkdir()
-        _with_frequency(root, tours="commuter,tours,persons\n" + rows)
+        write_frequency_project(root, tours="commuter,tours,persons\n" + rows)
         with pytest.raises(TargetValidationError, match=message.replace("(", r"\(")) as raised:
             load_project(root)
         assert "tours.csv" in str(raised.value)
     root = tmp_path / "numeric"
     root.mkdir()
-    _with_frequency(root, section=FREQUENCY.replace('by = ["commuter"]', 'by = ["age"]'))
+    write_frequency_project(root, section=FREQUENCY.replace('by = ["commuter"]', 'by = ["age"]'))
     with pytest.raises(TargetValidationError, match="expected categorical person variables; 'age' is numeric"):
         load_project(root)
