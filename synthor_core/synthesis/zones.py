@@ -161,8 +161,13 @@ class _Pool:
 
     def _initial(self, rows, group, n_groups: int, zones) -> npt.NDArray[np.float64]:
         """Each group's starting weight per zone: block-wide candidates share every zone's households by weight;
-        a candidate made for some zones puts its weight there, by their households."""
+        a candidate made for some zones puts its weight there, by their households. With the LLM's candidates in the
+        pool, the fallback's start at ``HOUSEHOLD_FALLBACK_START`` of their weight: balancing stays closest to its
+        start, so the LLM's households keep the weight wherever they can meet the controls."""
         weight = self.candidates.weight[rows]
+        source = np.asarray(self.candidates.source)
+        if (source == "llm").any():  # the fallback's candidates fill what the LLM's cannot reach: they start lighter
+            weight = np.where(source[rows] == "llm", weight, weight * defaults.HOUSEHOLD_FALLBACK_START)
         wide = np.array([self.targeted[r] is None for r in rows], dtype=bool)
         out = np.zeros((n_groups, zones.size))
         total_wide = weight[wide].sum()
