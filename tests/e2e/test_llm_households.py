@@ -56,9 +56,12 @@ def test_households_from_a_knowing_endpoint_aim_at_the_zones_worst_off(calm, tmp
     assert set(schema["properties"]["members"]["items"]["required"]) == {"AGEP", "ESR", "OSUTAG", "OCCP"}
     # the chart's history: households per source in every iteration, the LLM's among them
     assert all("llm" in entry["households_by_source"] for entry in report["iterations"])
-    # the sample's structure beyond the controls comes through: closer to the sample than maxent alone (0.211 on
-    # CALM with seed 1, benchmarks/populationsim_calm.py; 0.185 here with 400 households from the endpoint)
-    assert report["realism"]["mean_tvd"] < 0.2
+    # the sample's structure beyond the controls comes through: closer to the sample than maxent alone (0.219 on
+    # CALM with seed 1, benchmarks/populationsim_calm.py). Maxent's fallback candidates start lighter than the LLM's,
+    # so the LLM's households keep the weight where they meet the controls: measured 0.140 and 32,414 households
+    # from the LLM here (400 from the endpoint); 0.191 and 11,773 when both started alike
+    assert report["realism"]["mean_tvd"] < 0.16
+    assert report["households_by_prior"]["llm"] > 0.4 * 62_041
 
 
 def test_a_careless_endpoint_cannot_spoil_the_calm_run(tmp_path):
