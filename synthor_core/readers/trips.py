@@ -408,7 +408,7 @@ def _frequency(spec: FrequencySpec, schema: Schema, root: Path, problems: list[P
         )
         return None
     shares = table / table.sum(axis=1, keepdims=True)
-    return TourFrequency(spec.by, sizes, shares, f"{file}" + (f": {spec.source}" if spec.source else ""))
+    return TourFrequency(spec.by, sizes, shares, file + (f": {spec.source}" if spec.source else ""))
 
 
 def _interval(text: object) -> tuple[int, int] | None:

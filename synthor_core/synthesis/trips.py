@@ -275,10 +275,11 @@ def synthesize_trips(
     meets = np.asarray(trips.who.violates(population), dtype=bool) & (counts > 0)
     zone = population[project.zone_level].to_numpy(dtype=np.int64)
     person, home = _persons(counts, zone, meets)
-    tours = None
+    tours = kind = None
     if trips.frequency is not None:  # its own generator: the trips of projects without it keep their bytes
         frequency_rng = np.random.default_rng(None if seed is None else [seed, 15])
-        tours = _tour_counts(trips.frequency, population, counts, meets, home, frequency_rng)
+        kind = np.repeat(trips.frequency.types(population), counts)[np.repeat(meets, counts)]  # each person's type
+        tours = _tour_counts(trips.frequency, kind, home, frequency_rng)
     productions = np.bincount(home, weights=None if tours is None else tours, minlength=len(trips.zones)).astype(
         np.float64
     )
@@ -323,8 +324,8 @@ def synthesize_trips(
         frame = _tours(trips, cells, cell, person_of_trip, rng).assign(tour_num=np.int64(1))
     else:
         frame, delays = _days(trips, cells, cell, person, home, tours, rng)
-        assert trips.frequency is not None  # tours are drawn from it
-        frequency = frequency_fit(trips.frequency, population, counts, meets, frame, delays)
+        assert trips.frequency is not None and kind is not None  # tours are drawn from it
+        frequency = frequency_fit(trips.frequency, kind, person, frame, delays)
         travels = tours > 0
         person, home = person[travels], home[travels]
     homes = dict(zip(person, home, strict=True))
@@ -349,25 +350,20 @@ def synthesize_trips(
     return TripResult(frame, per_person_columns(frame, trips.commute_purpose), report)
 
 
-def _tour_counts(frequency, population: pd.DataFrame, counts, meets, home, rng: np.random.Generator) -> np.ndarray:
-    """Tours a day of each person who travels (in :func:`_persons` order), int64: each type's persons given 0, 1, ...
-    tours in its shares, rounded by largest remainders (each count within one person of its share). The counts are
-    interleaved evenly (the i-th of the n persons making k tours at ``(i + u) / n``) and dealt to the type's persons
-    ordered by home zone, so each zone's persons of a type get the shares within about one person too."""
-    rows = np.flatnonzero(meets & (counts > 0))
-    kind = np.repeat(frequency.types(population.iloc[rows]), counts[rows])
+def _tour_counts(frequency, kind: np.ndarray, home: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Tours a day of each person who travels (``kind``: each one's type, ``home``: zone, in :func:`_persons`
+    order), int64: each type's persons given 0, 1, ... tours in its shares, rounded by largest remainders (each count
+    within one person of its share, :func:`_round_rows`). The counts are interleaved evenly (the i-th of the n persons
+    making k tours at ``(i + u) / n``) and dealt to the type's persons ordered by home zone, so each zone's persons of
+    a type get the shares within about one person too."""
     n_types, width = frequency.shares.shape
     per_type = np.bincount(kind, minlength=n_types).astype(np.float64)
-    wanted = frequency.shares * per_type[:, None]
-    whole = np.floor(wanted)
-    short = (per_type - whole.sum(axis=1)).round().astype(np.int64)
-    order = np.argsort(-(wanted - whole), axis=1, kind="stable")
-    for t in np.flatnonzero(short > 0):
-        whole[t, order[t, : short[t]]] += 1
+    type_of_entry = np.repeat(np.arange(n_types), width)
+    whole = _round_rows(frequency.shares.reshape(-1), type_of_entry, per_type, rng).reshape(n_types, width)
     tours = np.empty(kind.size, dtype=np.int64)
     for t in np.unique(kind):
         mine = np.flatnonzero(kind == t)
-        n = whole[t].astype(np.int64)
+        n = whole[t]
         value = np.repeat(np.arange(width), n)
         place = (np.arange(value.size) - np.repeat(np.cumsum(n) - n, n) + rng.random(width)[value]) / n[value]
         dealt = value[np.argsort(place, kind="stable")]
@@ -414,13 +410,11 @@ def _days(trips: TripProject, cells: _Cells, cell, person, home, tours, rng) -> 
     return legs.reset_index(drop=True), delay
 
 
-def frequency_fit(frequency, population: pd.DataFrame, counts, meets, frame: pd.DataFrame, delays) -> dict:
-    """The tours a day of the persons who travel against ``[trips.frequency]``: per type, persons making 0, 1, ...
-    tours (target scaled to the type's persons, synthetic), TVD over all types; the tours delayed so a person's
-    tours follow each other (count and mean minutes)."""
-    rows = np.flatnonzero(meets & (counts > 0))
-    kind = np.repeat(frequency.types(population.iloc[rows]), counts[rows])
-    person, _ = _persons(counts, np.zeros(len(population), dtype=np.int64), meets)
+def frequency_fit(frequency, kind: np.ndarray, person: np.ndarray, frame: pd.DataFrame, delays) -> dict:
+    """The tours a day of the persons who may travel (``person`` ids, ``kind`` their types) in the trips of ``frame``
+    against ``[trips.frequency]``: per type, persons making 0, 1, ... tours (target scaled to the type's persons,
+    synthetic), TVD over all types; the tours delayed so a person's tours follow each other (count and mean
+    minutes)."""
     made = frame.groupby("person_id")["tour_num"].max().reindex(person, fill_value=0)
     n_types, width = frequency.shares.shape
     have = np.zeros((n_types, width))
