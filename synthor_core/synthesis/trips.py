@@ -594,7 +594,11 @@ def table_counts(trips: TripProject, frame: pd.DataFrame, table: TripTable) -> n
     """The synthetic counts of a trip table: the tours' first trips (:func:`outbound_trips`) of ``frame`` (a trips
     frame or ``trips.csv`` read back, text columns) over the table's cells; float64, the table's shape. Trips outside
     every cell (a distance beyond the last band) are not counted."""
-    first = outbound_trips(frame, trips)
+    return _cell_counts(trips, outbound_trips(frame, trips), table)
+
+
+def _cell_counts(trips: TripProject, first: pd.DataFrame, table: TripTable) -> npt.NDArray[np.float64]:
+    """:func:`table_counts` of outbound trips already picked (``first``)."""
     axes = []
     for variable, labels in zip(table.variables, table.labels, strict=True):
         if variable in ("origin", "destination", "mode", "purpose"):
@@ -641,8 +645,9 @@ def departure_minutes(frame: pd.DataFrame) -> npt.NDArray[np.int64]:
 def trip_fit(trips: TripProject, frame: pd.DataFrame) -> dict:
     """The fit of each trip table by the tours' first trips of ``frame``: TVD, SRMSE, and CPC for an OD table."""
     fits = {}
+    first = outbound_trips(frame, trips)  # once for every table
     for table in trips.tables:
-        have = table_counts(trips, frame, table).reshape(-1)
+        have = _cell_counts(trips, first, table).reshape(-1)
         goal = table.counts.reshape(-1)
         entry = {
             "variables": list(table.variables),
