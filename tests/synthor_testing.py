@@ -356,6 +356,15 @@ def trip_population(project):
     return pd.DataFrame(rows)
 
 
+def trip_persons_known(project):
+    """The persons of :func:`trip_population` one per row, labelled (``zone`` and ``commuter`` as text): the pool a
+    test endpoint's "model" knows."""
+    known = project.schema.decode(trip_population(project))
+    pool = known.loc[known.index.repeat(known.pop("count"))].reset_index(drop=True)
+    pool["zone"], pool["commuter"] = pool["zone"].astype(str), pool["commuter"].astype(str)
+    return pool
+
+
 TOURS = "commuter,tours,persons\nyes,1,70\nyes,2,30\nno,0,40\nno,1,50\nno,2,10\n"
 FREQUENCY = """
 [trips.frequency]

@@ -80,12 +80,10 @@ def test_the_days_the_llm_wrote_are_shown_with_their_rejections(tmp_path):
     from synthor_core.priors.maxent import MaxEntPrior
     from synthor_core.readers.project import load_project
     from synthor_core.synthesis.config import SynthesisConfig
-    from synthor_testing import trip_population, write_trip_project
+    from synthor_testing import trip_persons_known, write_trip_project
 
     project = load_project(write_trip_project(tmp_path))
-    known = project.schema.decode(trip_population(project))
-    pool = known.loc[known.index.repeat(known.pop("count"))].reset_index(drop=True)
-    pool["zone"], pool["commuter"] = pool["zone"].astype(str), pool["commuter"].astype(str)
+    pool = trip_persons_known(project)  # the persons the "model" knows
     owner = "trips-page-llm-days-01"  # 22 characters, as the app makes them
     # a careless "model": schema-valid days with random times, none of them usable
     with TestEndpoint(seed=3, pool=pool, groups=[["zone", "commuter"], ["age"]], careless=True) as endpoint:

@@ -13,7 +13,14 @@ from synthor_core.priors.maxent import MaxEntPrior
 from synthor_core.priors.trips import CellTarget, deterrence, fit_cells, fit_gravity, furness
 from synthor_core.readers.project import load_project
 from synthor_core.synthesis.trips import synthesize_trips
-from synthor_testing import FREQUENCY, TRIP_ZONES, trip_population, write_frequency_project, write_trip_project
+from synthor_testing import (
+    FREQUENCY,
+    TRIP_ZONES,
+    trip_persons_known,
+    trip_population,
+    write_frequency_project,
+    write_trip_project,
+)
 
 
 def _plane(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -460,9 +467,7 @@ def test_a_run_with_the_llm_prior_asks_it_for_the_travellers_days(tmp_path):
     from synthor_core.synthesis.config import SynthesisConfig
 
     project = load_project(write_trip_project(tmp_path))
-    known = project.schema.decode(trip_population(project))
-    pool = known.loc[known.index.repeat(known.pop("count"))].reset_index(drop=True)  # the persons the "model" knows
-    pool["zone"], pool["commuter"] = pool["zone"].astype(str), pool["commuter"].astype(str)
+    pool = trip_persons_known(project)  # the persons the "model" knows
     with TestEndpoint(seed=3, pool=pool, groups=[["zone", "commuter"], ["age"]]) as endpoint:
         prior = LLMPrior(project, LLMSettings(base_url=endpoint.url, model="bn-oracle", max_retries=0))
         prior.fallback = MaxEntPrior(project)
