@@ -32,7 +32,7 @@ from .priors.base import Prior
 from .priors.maxent import MaxEntPrior
 from .readers.convert import convert_populationsim
 from .readers.households import load_household_project
-from .readers.open import is_zoned_project, open_project, open_repop_project
+from .readers.open import is_zoned_project, open_project
 from .readers.project import load_project, validate_project
 from .readers.rules import load_rules
 from .runner import RunHooks, execute
@@ -295,7 +295,14 @@ def command_local_llm(args: argparse.Namespace) -> int:
 
 
 def _command_run(args: argparse.Namespace) -> int:
-    households = is_zoned_project(args.project, args.configs)
+    llm_settings = None
+    if args.prior == "llm":
+        llm_settings = _llm_settings(args)
+        if llm_settings is None:
+            return 2
+    started = time.perf_counter()
+    project = open_project(args.project, args.configs, args.data, repop=args.base is not None)
+    households = isinstance(project, HouseholdProject)
     if not households and args.prior == "seed":
         print(
             "error: --prior seed needs a seed sample of households (a PopulationSim working directory)", file=sys.stderr
@@ -304,30 +311,21 @@ def _command_run(args: argparse.Namespace) -> int:
     if households and args.workers < 1:
         print(f"error: --workers must be 1 or more, got {args.workers}", file=sys.stderr)
         return 2
-    llm_settings = None
-    if args.prior == "llm":
-        llm_settings = _llm_settings(args)
-        if llm_settings is None:
-            return 2
     config = _config(args, households)
     if config is None:
         return 2
-    started = time.perf_counter()
-    project: Project | HouseholdProject
     if args.base is not None:
-        project = open_repop_project(args.project, args.configs, args.data)
-        try:
-            read_base_run(project, args.base, header_only=True)  # the base is read whole once the run is done
-        except RepopError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        assert isinstance(project, HouseholdProject)  # open_project(repop=True) reads one or raises
         if args.out.resolve() == args.base.resolve():
             print(
                 "error: repop: --out must be another folder than --base (the base run stays as it was)", file=sys.stderr
             )
             return 2
-    else:
-        project = open_project(args.project, args.configs, args.data)
+        try:
+            read_base_run(project, args.base, header_only=True)  # the base is read whole once the run is done
+        except RepopError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     for warning in project.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     small = size_problem(config.size, project.tables) if config.size and isinstance(project, Project) else None

@@ -288,7 +288,7 @@ class _Layout:
     size_column: str | None
     derivation_categories: dict[str, tuple[str, list[Category]]]
     concentrated: list[tuple[tuple[str, str], int]]
-    integer: dict[str, bool]  # per household and person column of the candidates: whole numbers in the sample
+    integer: dict[tuple[str, str], bool]  # per (unit, column) of the candidates: whole numbers in the sample
     pieces: dict[tuple[str, str], list[Piece]]  # every column with a domain (the codebook), cut where rules change
     piece_category: dict[tuple[str, str], npt.NDArray[np.int64]]  # category of each piece (controlled columns)
     codebook: dict  # (unit, column) -> Domain: the project's, widened for its controls as they are now
@@ -328,14 +328,19 @@ def _layout(project: HouseholdProject) -> _Layout:
     by_column, problems = _single_column(project)
     if problems:
         raise TargetValidationError(problems)
+    integer = {
+        (unit, c): is_integer_column(frame, c)
+        for unit, frame in ((HOUSEHOLDS, sample.households), (PERSONS, sample.persons))
+        for c in frame.columns
+    }
+    codebook = widen_for_controls(project.codebook, project.controls)
     household_columns = [col for (unit, col) in by_column if unit == HOUSEHOLDS]
     derived = {d.column: d for d in (project.derived or infer_derivations(sample, household_columns))}
     size_column = next((d.column for d in derived.values() if d.how == "size"), None)
     columns: dict[tuple[str, str], _Column] = {}
     for (unit, col), idx in by_column.items():
-        frame = sample.households if unit == HOUSEHOLDS else sample.persons
         expressions = [project.controls[i].expression for i in idx]
-        categories = column_categories(col, unit, expressions, is_integer_column(frame, col))
+        categories = column_categories(col, unit, expressions, integer.get((unit, col), True))
         if col == size_column:
             categories = [c for c in categories if c.high >= 1]
         columns[(unit, col)] = _Column(col, unit, categories, idx)
@@ -356,7 +361,7 @@ def _layout(project: HouseholdProject) -> _Layout:
             derivation_categories[d.column] = (
                 person_column[0],
                 column_categories(
-                    person_column[0], PERSONS, [d.expression or ""], is_integer_column(sample.persons, person_column[0])
+                    person_column[0], PERSONS, [d.expression or ""], integer.get((PERSONS, person_column[0]), True)
                 ),
             )
     # every household column a control reads is an axis of the joint (the total control's too: its one category
@@ -380,8 +385,6 @@ def _layout(project: HouseholdProject) -> _Layout:
         for k, c in enumerate(spec.categories)
         if any(c.signature)
     ]
-    integer = {c: is_integer_column(frame, c) for frame in (sample.households, sample.persons) for c in frame.columns}
-    codebook = widen_for_controls(project.codebook, project.controls)
     pieces, piece_category = _pieces(project, codebook, columns, derived)
     counts = [d for d in derived.values() if d.how == "count" and d.column in derivation_categories]
     person_order = _person_order(project, columns, counts, pieces)
@@ -704,13 +707,13 @@ class HouseholdMaxEnt(PriorBase):
         for d in layout.derived.values():
             households[d.column] = d.values(persons, n)
         stuck |= self._extra_household_values(households, rng)
-        for frame in (households, persons):
+        for unit, frame in ((HOUSEHOLDS, households), (PERSONS, persons)):
             for col in frame.columns:
                 if (
                     col not in (HOUSEHOLD_ROW, sample.weight)
                     and frame[col].dtype == np.float64
                     and frame[col].notna().all()
-                    and layout.integer.get(col, True)
+                    and layout.integer.get((unit, col), True)
                     and (frame[col] == np.floor(frame[col])).all()
                 ):
                     frame[col] = frame[col].astype(np.int64)

@@ -18,7 +18,9 @@ def is_zoned_project(folder: str | Path, configs: str = "configs") -> bool:
     return is_household_project(folder) or is_populationsim_project(folder, configs)
 
 
-def open_project(folder: str | Path, configs: str = "configs", data: str | None = None) -> Project | HouseholdProject:
+def open_project(
+    folder: str | Path, configs: str = "configs", data: str | None = None, repop: bool = False
+) -> Project | HouseholdProject:
     """Read the project in ``folder`` whatever its format.
 
     Parameters
@@ -26,6 +28,10 @@ def open_project(folder: str | Path, configs: str = "configs", data: str | None 
     folder : path
     configs, data : str
         A PopulationSim folder's configs and data folders (see :func:`load_populationsim`).
+    repop : bool
+        Read it in repop mode (``run --base``): a PopulationSim folder with its repop settings
+        (:func:`load_populationsim` with ``repop``), or a Synthor household project converted from one
+        (``[project] repop``).
 
     Returns
     -------
@@ -34,31 +40,22 @@ def open_project(folder: str | Path, configs: str = "configs", data: str | None 
     Raises
     ------
     TargetValidationError
-        With every problem of the project (file, row, column).
+        With every problem of the project (file, row, column); in repop mode a problem naming repop when ``folder``
+        is neither of the two.
     """
-    if is_household_project(folder):
-        return load_household_project(folder)
-    if is_populationsim_project(folder, configs):
-        return load_populationsim(folder, configs=configs, data=data)
-    return load_project(folder)
-
-
-def open_repop_project(folder: str | Path, configs: str = "configs", data: str | None = None) -> HouseholdProject:
-    """Read the project in ``folder`` in repop mode (``run --base``): a PopulationSim folder with its repop settings
-    (:func:`load_populationsim` with ``repop``), or a Synthor household project converted from one (``[project]
-    repop``).
-
-    Raises
-    ------
-    TargetValidationError
-        The project's problems, or a problem naming repop when ``folder`` is neither.
-    """
-    if is_populationsim_project(folder, configs):
-        return load_populationsim(folder, configs=configs, data=data, repop=True)
-    if is_household_project(folder):
-        project = load_household_project(folder)
-        if project.repop is not None:
-            return project
+    household = is_household_project(folder)
+    populationsim = not household and is_populationsim_project(folder, configs)
+    if not household and not populationsim and not repop:
+        return load_project(folder)
+    project = (
+        load_household_project(folder)
+        if household
+        else load_populationsim(folder, configs=configs, data=data, repop=repop)
+        if populationsim
+        else None
+    )
+    if project is not None and (project.repop is not None or not repop):
+        return project
     raise TargetValidationError(
         [
             Problem(

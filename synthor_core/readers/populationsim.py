@@ -320,37 +320,11 @@ def load_populationsim(
                 )
             ]
         )
-    levels = settings.get("geographies")
-    seed_level = settings.get("seed_geography")
-    if not isinstance(levels, list) or not levels or not all(isinstance(x, str) for x in levels):
-        problems.append(
-            Problem(settings_shown, "expected geographies: a list of level names, top to lowest", column="geographies")
-        )
-        levels = []
-    for level in sorted({x for x in levels if levels.count(x) > 1}):
-        problems.append(
-            Problem(
-                settings_shown,
-                f"the geography level {level!r} is listed twice (each level once, top to lowest)",
-                column="geographies",
-            )
-        )
-    if seed_level not in levels:
-        problems.append(
-            Problem(
-                settings_shown,
-                f"expected seed_geography to be one of the geographies "
-                f"({', '.join(map(str, levels))}), got {seed_level!r}",
-                column="seed_geography",
-            )
-        )
-    reserved = {}
-    for key in ("household_weight_col", "household_id_col", "total_hh_control"):
-        value = settings.get(key)
-        if not isinstance(value, str) or not value:
-            problems.append(Problem(settings_shown, "expected a column name", column=key))
-        reserved[key] = value
+    levels, seed_level, reserved = _level_settings(settings, settings_shown, problems)
     tables = _input_tables(settings, data_dir, settings_shown, problems)
+    control_key = "repop_control_file_name" if repop else "control_file_name"
+    control_file = str(settings.get(control_key) or "controls.csv")
+    control_path = inside_folder(configs_dir, control_file, settings_shown, control_key, problems)
     missing = [name for name in ("households", "persons", "geo_cross_walk") if name not in tables]
     if missing and settings.get("input_table_list"):
         repop_keys = [key for key in REPOP_SETTINGS if key in settings]
@@ -368,7 +342,7 @@ def load_populationsim(
                 column="input_table_list",
             )
         )
-    if problems:
+    if problems or control_path is None:
         raise TargetValidationError(problems)
 
     crosswalk, crosswalk_file, _ = tables["geo_cross_walk"]
@@ -391,11 +365,6 @@ def load_populationsim(
     geography, sample, left_out, zone_problems = keep_zones_with_controls(geography, sample, level_tables)
     if zone_problems:
         raise TargetValidationError(zone_problems)
-    control_key = "repop_control_file_name" if repop else "control_file_name"
-    control_file = str(settings.get(control_key) or "controls.csv")
-    control_path = inside_folder(configs_dir, control_file, settings_shown, control_key, problems)
-    if control_path is None:
-        raise TargetValidationError(problems)
     controls, warnings = _controls(control_path, f"{configs}/{control_file}", tables, geography, sample, problems)
     if mode is not None:  # the zones the repop controls list are the project's; the others keep the base run's
         repop_found, note = repop_problems(
@@ -469,6 +438,43 @@ def load_populationsim(
         ),
     )
     return with_codebook(project, mine=True)
+
+
+def _level_settings(settings: dict, shown: str, problems: list[Problem]) -> tuple[list[str], object, dict]:
+    """The geography levels (top to lowest), the seed geography and the reserved column names
+    (``household_weight_col``, ``household_id_col``, ``total_hh_control``) of the settings; a problem for each one
+    missing or of the wrong type is appended to ``problems``."""
+    levels = settings.get("geographies")
+    seed_level = settings.get("seed_geography")
+    if not isinstance(levels, list) or not levels or not all(isinstance(x, str) for x in levels):
+        problems.append(
+            Problem(shown, "expected geographies: a list of level names, top to lowest", column="geographies")
+        )
+        levels = []
+    for level in sorted({x for x in levels if levels.count(x) > 1}):
+        problems.append(
+            Problem(
+                shown,
+                f"the geography level {level!r} is listed twice (each level once, top to lowest)",
+                column="geographies",
+            )
+        )
+    if seed_level not in levels:
+        problems.append(
+            Problem(
+                shown,
+                f"expected seed_geography to be one of the geographies "
+                f"({', '.join(map(str, levels))}), got {seed_level!r}",
+                column="seed_geography",
+            )
+        )
+    reserved = {}
+    for key in ("household_weight_col", "household_id_col", "total_hh_control"):
+        value = settings.get(key)
+        if not isinstance(value, str) or not value:
+            problems.append(Problem(shown, "expected a column name", column=key))
+        reserved[key] = value
+    return levels, seed_level, reserved
 
 
 def repop_settings(settings: dict, shown: str) -> tuple[dict, Literal["replace", "append"]]:
