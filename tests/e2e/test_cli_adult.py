@@ -166,6 +166,16 @@ def test_bad_setting_is_named(tmp_path):
     assert "error: setting tolerance_tvd: Input should be less than 1, got 2.0" in proc.stderr
 
 
+def test_a_household_only_option_on_a_person_project_is_named(tmp_path):
+    seed = _cli("run", "examples/adult", "--prior", "seed", "--out", str(tmp_path / "seed"))
+    assert seed.returncode == 2
+    assert "error: --prior seed needs a seed sample of households" in seed.stderr
+    base = _cli("run", "examples/adult", "--base", str(tmp_path), "--out", str(tmp_path / "repop"))
+    assert base.returncode == 2
+    assert "repop: --base needs a PopulationSim project" in base.stderr
+    assert not (tmp_path / "seed").exists() and not (tmp_path / "repop").exists()
+
+
 def test_evaluate_command_reports_every_measure(full_run, tmp_path):
     out, _ = full_run
     holdout = tmp_path / "adult_test.csv"

@@ -15,9 +15,10 @@ from synthor_core.errors import TargetValidationError
 from synthor_core.priors.sample import sample_candidates
 from synthor_core.readers.convert import convert_populationsim
 from synthor_core.readers.households import is_household_project, load_household_project
+from synthor_core.readers.open import open_project
 from synthor_core.readers.populationsim import load_populationsim
 from synthor_core.readers.project import load_project
-from synthor_core.targets.model import PROJECT_FILE
+from synthor_core.targets.model import PROJECT_FILE, HouseholdProject, Project
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT.parent / "shared" / "data" / "populationsim"
@@ -129,6 +130,20 @@ def test_only_a_household_toml_is_a_household_project(tmp_path, small_project_di
     assert not is_household_project(EXAMPLE_TEST)
     assert not is_household_project(tmp_path / "missing")
     assert load_project(small_project_dir).size == 1000  # the person-only format is read as before
+
+
+@needs_examples
+def test_repop_mode_opens_only_a_project_with_repop_settings(tmp_path, small_project_dir):
+    """``run --base`` reads its project through open_project(repop=True): a person project, and a household project
+    converted without --repop, are refused with a problem naming repop and what it needs."""
+    needs = re.escape("repop: --base needs a PopulationSim project whose configs/settings.yaml names")
+    with pytest.raises(TargetValidationError, match=needs):
+        open_project(small_project_dir, repop=True)
+    converted = _converted(tmp_path)
+    with pytest.raises(TargetValidationError, match=needs):
+        open_project(converted, repop=True)
+    assert isinstance(open_project(converted), HouseholdProject)  # the same folder opens as a base run
+    assert isinstance(open_project(small_project_dir), Project)
 
 
 @needs_examples
