@@ -453,7 +453,13 @@ class HouseholdWriter:
         self.next_id = 1
         self.columns: dict[str, list[str]] = {}
         self.sample_weights: list[pd.DataFrame] = []  # PopulationSim's seed weights, for its output tables
-        self.expanded: list[pd.DataFrame] = []  # its expanded_household_ids
+        tables = project.output_tables
+        if tables is not None and "expanded_household_ids" in tables.tables:  # a row per household: written as it goes
+            sample, levels = project.sample, project.geography.levels
+            self.tables["expanded_household_ids"] = _Appender(
+                self.folder, f"{tables.prefix}expanded_household_ids", False
+            )
+            self.columns["expanded_household_ids"] = [*levels[levels.index(sample.seed_level) :], sample.household_id]
 
     def add(self, outcome: PartitionOutcome) -> None:
         """Write one partition's households and persons (after the partitions before it)."""
@@ -461,19 +467,15 @@ class HouseholdWriter:
             return
         households, persons = expand_households(self.project, outcome, self.prior, self.next_id, self.origin)
         self.next_id += len(households)
-        tables = self.project.output_tables
         if outcome.sample_weights is not None:  # a row per sample household: kept for the tables and the report
             self.sample_weights.append(outcome.sample_weights)
-        if tables is not None and "expanded_household_ids" in tables.tables and "weight" not in outcome.households:
-            sample, levels = self.project.sample, self.project.geography.levels
-            below = levels[levels.index(sample.seed_level) :]
-            self.expanded.append(
-                households[[*below, f"{self.prior}_{sample.household_id}"]].rename(
-                    columns={f"{self.prior}_{sample.household_id}": sample.household_id}
-                )
-            )
         self.evaluation.add(households, persons)
         parts = {"households": households, "persons": persons, **synthetic_files(self.project, households, persons)}
+        if "expanded_household_ids" in self.tables and "weight" not in outcome.households:  # none when weighting
+            *below, hh_id = self.columns["expanded_household_ids"]
+            parts["expanded_household_ids"] = households[[*below, f"{self.prior}_{hh_id}"]].rename(
+                columns={f"{self.prior}_{hh_id}": hh_id}
+            )
         for key, frame in parts.items():
             self.columns.setdefault(key, list(frame.columns))
             self.tables[key].add(frame)
@@ -504,9 +506,7 @@ class HouseholdWriter:
                     self.folder,
                 )
         if self.project.output_tables is not None:
-            for name, table in populationsim_tables(
-                self.project, result.synthetic, self.sample_weights, self.expanded
-            ).items():
+            for name, table in populationsim_tables(self.project, result.synthetic, self.sample_weights).items():
                 batch.add(
                     self.folder / f"{self.project.output_tables.prefix}{name}.csv",
                     csv_writer(table),
@@ -752,7 +752,7 @@ def summary_tables(project: HouseholdProject, synthetic: dict) -> dict[str, pd.D
 
 
 def populationsim_tables(
-    project: HouseholdProject, synthetic: dict, sample_weights: list[pd.DataFrame], expanded: list[pd.DataFrame]
+    project: HouseholdProject, synthetic: dict, sample_weights: list[pd.DataFrame]
 ) -> dict[str, pd.DataFrame]:
     """PopulationSim's output tables the project's ``output_tables`` lists (``steps/output.write_tables``), by name.
 
@@ -760,11 +760,11 @@ def populationsim_tables(
     once: the same as ``balanced_weight``), ``sample_weight``, ``balanced_weight``, ``integer_weight`` (integerized
     runs); ``summary_hh_weights``: the id, ``<SEED>_balanced_weight`` (and ``<SEED>_integer_weight``);
     ``incidence_table``: the id, each control's incidence, the levels from the top to the seed level,
-    ``sample_weight``; ``expanded_household_ids``: the levels from the seed level down and the sample id, one row
-    per household (empty for survey weighting, as PopulationSim's); ``summary_<LEVEL>``: :func:`summary_tables`.
+    ``sample_weight``; ``summary_<LEVEL>``: :func:`summary_tables`. ``expanded_household_ids`` (the levels from the
+    seed level down and the sample id, a row per household; empty for survey weighting, as PopulationSim's) is
+    written partition by partition by :class:`HouseholdWriter`, as ``households.csv`` is.
 
-    ``sample_weights``: the partitions' :attr:`~synthor_core.synthesis.events.PartitionOutcome.sample_weights`;
-    ``expanded``: their households' levels and sample ids.
+    ``sample_weights``: the partitions' :attr:`~synthor_core.synthesis.events.PartitionOutcome.sample_weights`.
     """
     chosen = project.output_tables.tables if project.output_tables is not None else ()
     sample, levels = project.sample, project.geography.levels
@@ -793,11 +793,6 @@ def populationsim_tables(
             if level != seed:
                 table[level] = crosswalk[level].reindex(table[seed].to_numpy()).to_numpy()
         out["incidence_table"] = table[[hh_id, *(c.name for c in project.controls), *above[::-1], "sample_weight"]]
-    if "expanded_household_ids" in chosen:
-        below = levels[levels.index(seed) :]
-        out["expanded_household_ids"] = (
-            pd.concat(expanded, ignore_index=True) if expanded else pd.DataFrame(columns=[*below, hh_id])
-        )
     for level, table in summary_tables(project, synthetic).items():
         if f"summary_{level}" in chosen:
             out[f"summary_{level}"] = table
