@@ -106,6 +106,14 @@ def test_example_test_runs_at_every_level_and_repeats_byte_for_byte(tmp_path, co
         assert len(pd.read_csv(outputs[0] / "final_PUMA_weights.csv")) == 60
     else:
         assert "survey_weighting" not in report and error == 0
+        # PopulationSim's expanded_household_ids (written partition by partition): a row per household, in the order
+        # of households.csv, with its zones from the seed level down and its sample id
+        expanded = pd.read_csv(outputs[0] / "expanded_household_ids.csv")
+        households = pd.read_csv(outputs[0] / "households.csv")
+        assert list(expanded.columns) == ["PUMA", "DISTRICT", "TRACT", "TAZ", "hh_id"]
+        assert len(expanded) == len(households) == 1500
+        for column, theirs in [(c, c) for c in ("PUMA", "DISTRICT", "TRACT", "TAZ")] + [("hh_id", "seed_hh_id")]:
+            assert (expanded[column].to_numpy() == households[theirs].to_numpy()).all(), column
     summaries = sorted(p.name for p in outputs[0].glob("summary_*.csv"))
     assert "summary_TAZ.csv" in summaries and "summary_TRACT.csv" in summaries
     # PopulationSim's column order (steps/summarize.py): the controls, then the results, then the differences
