@@ -291,6 +291,29 @@ def salvage_items(text: str, top_key: str) -> list:
         at += 1
 
 
+def _parsed_reply(reply: str | None, failure: str | None, top_key: str) -> tuple[dict | None, str | None]:
+    """The JSON object of a reply that came back as text, and the failure that stands: ``(parsed, failure)``.
+
+    A reply that parses whole is kept even when cut at ``max_tokens`` (a small model pads with spaces); one that
+    was cut mid-JSON keeps the items of ``top_key`` written whole before the cut (:func:`salvage_items`), still
+    counted as ``truncated``; an object without a list under ``top_key`` is ``invalid_output``, text that is not
+    JSON ``malformed_json``; a reply the content checks refuse takes their kind (:class:`ReplyRefused`)."""
+    if failure not in (None, "truncated") or not reply:
+        return None, failure
+    try:
+        parsed = _extract_json(reply)
+    except ReplyRefused as exc:
+        return None, exc.kind
+    except (ValueError, RecursionError):  # JSONDecodeError, too many digits; depth is checked before
+        if failure == "truncated":  # the items written whole before the cut are kept (no retry)
+            items = salvage_items(reply, top_key)
+            return ({top_key: items} if items else None), failure
+        return None, "malformed_json"
+    if not isinstance(parsed, dict) or not isinstance(parsed.get(top_key), list):
+        return None, failure or "invalid_output"
+    return parsed, None  # whole JSON: cut only in the spaces after it
+
+
 def _read_count(value: Any, limit: int) -> tuple[int | None, str]:
     """A proposal's count from a reply: ``(count, "")`` with the count cut to ``limit``, or ``(None, reason)``
     when it is not a whole number of at least 1 (bool, string, list, NaN, infinite, fractional, below 1)."""
@@ -464,80 +487,12 @@ class LLMClient:
                 return None
             self._check_budget()
             started = time.monotonic()
-            failure, reply, retry_after, usage = None, None, None, None
-            try:
-                kwargs: dict[str, Any] = {
-                    "model": s.model,
-                    "messages": messages,
-                    "temperature": s.temperature,
-                    "max_tokens": max_tokens or s.max_tokens,
-                }
-                if response_format is not None:
-                    kwargs["response_format"] = response_format
-                response = self._client.chat.completions.create(**kwargs)
-            except openai.APITimeoutError:
-                failure = "timeout"
-                self.last_error = f"no answer within {s.timeout_s:g} s"
-            except openai.RateLimitError as exc:
-                failure = "rate_limit"
-                retry_after = exc.response.headers.get("retry-after")
-                self.last_error = f"HTTP 429 {clip_text(str(exc))}"
-            except openai.APIStatusError as exc:
-                failure = "server_error" if exc.status_code >= 500 else "http_error"
-                self.last_error = f"HTTP {exc.status_code} {clip_text(str(exc))}"
-            except openai.APIConnectionError as exc:
-                failure = "connection"
-                self.last_error = f"{type(exc.__cause__ or exc).__name__}: {clip_text(str(exc.__cause__ or exc))}"
-            else:
-                try:
-                    reply, refusal, finish_reason, usage = _read_completion(response)
-                except (AttributeError, TypeError, IndexError, KeyError):
-                    reply, refusal, finish_reason, usage = None, None, None, None
-                    failure = "invalid_output"
-                if failure is not None:
-                    pass
-                elif reply is not None and not isinstance(reply, str):
-                    failure, reply = "invalid_output", clip_text(repr(reply))
-                elif refusal:
-                    failure = "refusal"
-                elif reply is not None and len(reply) > MAX_REPLY_CHARS:
-                    failure = "reply_too_large"
-                    reply = f"{reply[:MAX_ERROR_CHARS]}… ({len(reply):,} characters, more than {MAX_REPLY_CHARS:,})"
-                elif finish_reason == "length":
-                    failure = "truncated"  # unless it parses whole (a small model pads with spaces): see below
-                elif not reply or not reply.strip():
-                    failure = "empty"
+            failure, reply, retry_after, usage = self._request(messages, max_tokens or s.max_tokens, response_format)
             latency = time.monotonic() - started
             prompt_tokens = _token_count(getattr(usage, "prompt_tokens", 0))
             completion_tokens = _token_count(getattr(usage, "completion_tokens", 0))
-            with self._lock:
-                self.usage.calls += 1
-                self.usage.prompt_tokens += prompt_tokens
-                self.usage.completion_tokens += completion_tokens
-                if failure in ("timeout", "connection"):
-                    self._unreachable_since = self._unreachable_since or started
-                    self._failed_in_a_row += 1
-                else:
-                    self._unreachable_since = None
-                    self._failed_in_a_row = 0
-                unreachable_since = self._unreachable_since
-                failed_in_a_row = self._failed_in_a_row
-            parsed = None
-            if failure in (None, "truncated") and reply:  # the reply is non-empty text (maybe cut at max_tokens)
-                try:
-                    parsed = _extract_json(reply)
-                    if not isinstance(parsed, dict) or not isinstance(parsed.get(top_key), list):
-                        parsed, failure = None, failure or "invalid_output"
-                    else:
-                        failure = None  # whole JSON: cut only in the spaces after it
-                except ReplyRefused as exc:
-                    failure = exc.kind
-                except (ValueError, RecursionError):  # JSONDecodeError, too many digits; depth is checked before
-                    if failure == "truncated":  # the items written whole before the cut are kept (no retry)
-                        items = salvage_items(reply, top_key)
-                        parsed = {top_key: items} if items else None
-                    else:
-                        failure = "malformed_json"
+            unreachable_since, failed_in_a_row = self._count(prompt_tokens, completion_tokens, failure, started)
+            parsed, failure = _parsed_reply(reply, failure, top_key)
             self._record(
                 LLMCall(
                     kind,
@@ -573,18 +528,90 @@ class LLMClient:
                 self._abort.set()
                 raise PriorError(self._abort_reason)
             if attempt < retries:
-                delay = min(s.backoff_s * 2**attempt, 30.0)
-                try:
-                    asked = float(retry_after) if retry_after is not None else math.nan
-                except ValueError:  # e.g. an HTTP date
-                    asked = math.nan
-                if math.isfinite(asked) and asked >= 0:
-                    delay = min(asked, MAX_RETRY_AFTER_S)
-                deadline = time.monotonic() + delay
-                while time.monotonic() < deadline and not self._abort.is_set() and not self._should_stop():
-                    self._abort.wait(min(0.1, deadline - time.monotonic()))
-                waited += delay
+                waited += self._back_off(attempt, retry_after)
         return None
+
+    def _request(
+        self, messages: list[dict], max_tokens: int, response_format: dict | None
+    ) -> tuple[str | None, str | None, str | None, Any]:
+        """One request to the endpoint: ``(failure, reply, retry_after, usage)``; ``failure`` is None or the kind
+        of failure (``timeout``, ``rate_limit``, ``server_error``, ``http_error``, ``connection``,
+        ``invalid_output``, ``refusal``, ``reply_too_large``, ``truncated`` (cut at ``max_tokens``: it may still
+        parse whole), ``empty``); ``retry_after`` is the header of a 429 reply; ``last_error`` says what went
+        wrong in words."""
+        s = self.settings
+        failure, reply, retry_after, usage = None, None, None, None
+        try:
+            kwargs: dict[str, Any] = {
+                "model": s.model,
+                "messages": messages,
+                "temperature": s.temperature,
+                "max_tokens": max_tokens,
+            }
+            if response_format is not None:
+                kwargs["response_format"] = response_format
+            response = self._client.chat.completions.create(**kwargs)
+        except openai.APITimeoutError:
+            self.last_error = f"no answer within {s.timeout_s:g} s"
+            return "timeout", None, None, None
+        except openai.RateLimitError as exc:
+            self.last_error = f"HTTP 429 {clip_text(str(exc))}"
+            return "rate_limit", None, exc.response.headers.get("retry-after"), None
+        except openai.APIStatusError as exc:
+            self.last_error = f"HTTP {exc.status_code} {clip_text(str(exc))}"
+            return ("server_error" if exc.status_code >= 500 else "http_error"), None, None, None
+        except openai.APIConnectionError as exc:
+            self.last_error = f"{type(exc.__cause__ or exc).__name__}: {clip_text(str(exc.__cause__ or exc))}"
+            return "connection", None, None, None
+        try:
+            reply, refusal, finish_reason, usage = _read_completion(response)
+        except (AttributeError, TypeError, IndexError, KeyError):
+            return "invalid_output", None, None, None
+        if reply is not None and not isinstance(reply, str):
+            failure, reply = "invalid_output", clip_text(repr(reply))
+        elif refusal:
+            failure = "refusal"
+        elif reply is not None and len(reply) > MAX_REPLY_CHARS:
+            failure = "reply_too_large"
+            reply = f"{reply[:MAX_ERROR_CHARS]}… ({len(reply):,} characters, more than {MAX_REPLY_CHARS:,})"
+        elif finish_reason == "length":
+            failure = "truncated"  # unless it parses whole (a small model pads with spaces): see _parsed_reply
+        elif not reply or not reply.strip():
+            failure = "empty"
+        return failure, reply, retry_after, usage
+
+    def _count(
+        self, prompt_tokens: int, completion_tokens: int, failure: str | None, started: float
+    ) -> tuple[float | None, int]:
+        """Add a request to the usage and to the endpoint's unreachable streak (timeouts and refused connections in
+        a row); returns when the streak began (None: no streak) and its length."""
+        with self._lock:
+            self.usage.calls += 1
+            self.usage.prompt_tokens += prompt_tokens
+            self.usage.completion_tokens += completion_tokens
+            if failure in ("timeout", "connection"):
+                self._unreachable_since = self._unreachable_since or started
+                self._failed_in_a_row += 1
+            else:
+                self._unreachable_since = None
+                self._failed_in_a_row = 0
+            return self._unreachable_since, self._failed_in_a_row
+
+    def _back_off(self, attempt: int, retry_after: str | None) -> float:
+        """Wait before retry ``attempt + 1``: exponential back-off from ``backoff_s`` (at most 30 s), or the seconds
+        a 429 reply's ``Retry-After`` asks (at most ``MAX_RETRY_AFTER_S``); cut short by a stop or an abort.
+        Returns the seconds the wait was meant to last."""
+        delay = min(self.settings.backoff_s * 2**attempt, 30.0)
+        try:
+            asked = float(retry_after) if retry_after is not None else math.nan
+        except ValueError:  # e.g. an HTTP date
+            asked = math.nan
+        if math.isfinite(asked) and asked >= 0:
+            delay = min(asked, MAX_RETRY_AFTER_S)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not self._abort.is_set() and not self._should_stop():
+            self._abort.wait(min(0.1, deadline - time.monotonic()))
+        return delay
 
     # ----------------------------------------------------------------------------------------- the prior
     def check_endpoint(self) -> EndpointCheck:
