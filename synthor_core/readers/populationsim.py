@@ -325,23 +325,7 @@ def load_populationsim(
     control_key = "repop_control_file_name" if repop else "control_file_name"
     control_file = str(settings.get(control_key) or "controls.csv")
     control_path = inside_folder(configs_dir, control_file, settings_shown, control_key, problems)
-    missing = [name for name in ("households", "persons", "geo_cross_walk") if name not in tables]
-    if missing and settings.get("input_table_list"):
-        repop_keys = [key for key in REPOP_SETTINGS if key in settings]
-        problems.append(
-            Problem(
-                settings_shown,
-                f"expected input tables named {', '.join(map(repr, missing))}"
-                + (
-                    f" (a repop project, {repop_keys[0]}: PopulationSim reads the seed sample and the crosswalk from "
-                    f"its base run's pipeline; Synthor reads them from input_table_list, so list the base project's "
-                    f"files there and run it with --base PREVIOUS_OUT)"
-                    if repop_keys
-                    else ""
-                ),
-                column="input_table_list",
-            )
-        )
+    problems += _missing_input_tables(settings, tables, settings_shown)
     if problems or control_path is None:
         raise TargetValidationError(problems)
 
@@ -351,14 +335,6 @@ def load_populationsim(
         raise TargetValidationError(geo_problems)
     sample, sample_problems = seed_sample_from_tables(tables, reserved, seed_level, geography)
     problems += sample_problems
-    if sample is not None and sample.households.empty:
-        problems.append(
-            Problem(
-                tables["households"][1],
-                "the seed sample has no households: PopulationSim's seed is the sample the households are drawn from "
-                "(a project without one is a Synthor household project declaring its variables)",
-            )
-        )
     if problems or sample is None:
         raise TargetValidationError(problems)
     level_tables = [(lvl, *tables[f"{lvl}_control_data"][:2]) for lvl in levels if f"{lvl}_control_data" in tables]
@@ -438,6 +414,30 @@ def load_populationsim(
         ),
     )
     return with_codebook(project, mine=True)
+
+
+def _missing_input_tables(settings: dict, tables: dict, shown: str) -> list[Problem]:
+    """A problem naming the input tables PopulationSim needs (households, persons, geo_cross_walk) that
+    ``input_table_list`` lacks, with what to do when it is a repop project's list."""
+    problems: list[Problem] = []
+    missing = [name for name in ("households", "persons", "geo_cross_walk") if name not in tables]
+    if missing and settings.get("input_table_list"):
+        repop_keys = [key for key in REPOP_SETTINGS if key in settings]
+        problems.append(
+            Problem(
+                shown,
+                f"expected input tables named {', '.join(map(repr, missing))}"
+                + (
+                    f" (a repop project, {repop_keys[0]}: PopulationSim reads the seed sample and the crosswalk from "
+                    f"its base run's pipeline; Synthor reads them from input_table_list, so list the base project's "
+                    f"files there and run it with --base PREVIOUS_OUT)"
+                    if repop_keys
+                    else ""
+                ),
+                column="input_table_list",
+            )
+        )
+    return problems
 
 
 def _level_settings(settings: dict, shown: str, problems: list[Problem]) -> tuple[list[str], object, dict]:
@@ -574,7 +574,7 @@ def seed_sample_from_tables(tables, reserved, seed_level, geography: Geography) 
 
     ``reserved`` names the id and weight columns (``household_id_col``, ``household_weight_col``). Returns the
     sample, or None with the problems (missing columns, duplicate ids, weights, unknown seed zones, persons whose
-    household is not in the sample), each naming file, row and column.
+    household is not in the sample, no household at all), each naming file, row and column.
     """
     problems: list[Problem] = []
     households, hh_file, _ = tables["households"]
@@ -626,6 +626,14 @@ def seed_sample_from_tables(tables, reserved, seed_level, geography: Geography) 
         hh_id,
         lambda i: f"the person's household {shown_value(persons[hh_id].iloc[i])} is not in the seed households",
     )
+    if households.empty:
+        problems.append(
+            Problem(
+                hh_file,
+                "the seed sample has no households: the seed is the sample the households are drawn from "
+                "(a project without one is a Synthor household project declaring its variables)",
+            )
+        )
     if problems:
         return None, problems
     persons = persons.assign(_household=rows.astype(np.int64))

@@ -147,6 +147,21 @@ def test_repop_mode_opens_only_a_project_with_repop_settings(tmp_path, small_pro
 
 
 @needs_examples
+def test_a_household_project_with_an_empty_seed_sample_is_refused(tmp_path):
+    root = _converted(tmp_path)
+    for name in ("seed_households.csv", "seed_persons.csv"):
+        path = root / "data" / name
+        lines = path.read_text(encoding="utf-8").splitlines()
+        header = next(i for i, line in enumerate(lines) if not line.startswith("#"))  # after the source comment
+        path.write_text("\n".join(lines[: header + 1]) + "\n", encoding="utf-8")
+    with pytest.raises(TargetValidationError) as info:
+        load_household_project(root)
+    assert [str(p) for p in info.value.problems] == [
+        "data/seed_households.csv: the seed sample has no households: the seed is the sample the households are "
+        "drawn from (a project without one is a Synthor household project declaring its variables)"
+    ]
+
+@needs_examples
 def test_derived_entries_are_read_and_checked(tmp_path):
     root = _converted(tmp_path)
     path = root / PROJECT_FILE

@@ -291,7 +291,7 @@ def test_an_empty_seed_sample_and_an_out_folder_holding_the_inputs_are_refused(t
     with pytest.raises(TargetValidationError) as info:
         load_populationsim(root)
     assert [str(p) for p in info.value.problems] == [
-        "data/seed_households.csv: the seed sample has no households: PopulationSim's seed is the sample the "
+        "data/seed_households.csv: the seed sample has no households: the seed is the sample the "
         "households are drawn from (a project without one is a Synthor household project declaring its variables)"
     ]
     root = _copy(tmp_path / "intact")
