@@ -226,7 +226,9 @@ def read_csv_table(path: Path, shown: str, problems: list[Problem]) -> pd.DataFr
 def _input_tables(
     settings: dict, data: Path, shown: str, problems: list[Problem]
 ) -> dict[str, tuple[pd.DataFrame, str, dict]]:
-    """Every ``input_table_list`` entry: tablename -> (frame after renames and drops, file name, entry)."""
+    """Every ``input_table_list`` entry: tablename -> (frame after renames and drops, file name, entry); a problem
+    naming the tables PopulationSim needs (households, persons, geo_cross_walk) that the list lacks, with what to do
+    when it is a repop project's list."""
     entries = settings.get("input_table_list")
     if not isinstance(entries, list) or not entries:
         problems.append(
@@ -257,6 +259,23 @@ def _input_tables(
         drops = [c for c in (entry.get("drop_columns") or []) if c in frame.columns]
         frame = frame.drop(columns=drops).copy()
         tables[str(entry["tablename"])] = (frame, f"{data.name}/{entry['filename']}", entry)
+    missing = [name for name in ("households", "persons", "geo_cross_walk") if name not in tables]
+    if missing and settings.get("input_table_list"):
+        repop_keys = [key for key in REPOP_SETTINGS if key in settings]
+        problems.append(
+            Problem(
+                shown,
+                f"expected input tables named {', '.join(map(repr, missing))}"
+                + (
+                    f" (a repop project, {repop_keys[0]}: PopulationSim reads the seed sample and the crosswalk from "
+                    f"its base run's pipeline; Synthor reads them from input_table_list, so list the base project's "
+                    f"files there and run it with --base PREVIOUS_OUT)"
+                    if repop_keys
+                    else ""
+                ),
+                column="input_table_list",
+            )
+        )
     return tables
 
 
@@ -325,7 +344,6 @@ def load_populationsim(
     control_key = "repop_control_file_name" if repop else "control_file_name"
     control_file = str(settings.get(control_key) or "controls.csv")
     control_path = inside_folder(configs_dir, control_file, settings_shown, control_key, problems)
-    problems += _missing_input_tables(settings, tables, settings_shown)
     if problems or control_path is None:
         raise TargetValidationError(problems)
 
@@ -414,30 +432,6 @@ def load_populationsim(
         ),
     )
     return with_codebook(project, mine=True)
-
-
-def _missing_input_tables(settings: dict, tables: dict, shown: str) -> list[Problem]:
-    """A problem naming the input tables PopulationSim needs (households, persons, geo_cross_walk) that
-    ``input_table_list`` lacks, with what to do when it is a repop project's list."""
-    problems: list[Problem] = []
-    missing = [name for name in ("households", "persons", "geo_cross_walk") if name not in tables]
-    if missing and settings.get("input_table_list"):
-        repop_keys = [key for key in REPOP_SETTINGS if key in settings]
-        problems.append(
-            Problem(
-                shown,
-                f"expected input tables named {', '.join(map(repr, missing))}"
-                + (
-                    f" (a repop project, {repop_keys[0]}: PopulationSim reads the seed sample and the crosswalk from "
-                    f"its base run's pipeline; Synthor reads them from input_table_list, so list the base project's "
-                    f"files there and run it with --base PREVIOUS_OUT)"
-                    if repop_keys
-                    else ""
-                ),
-                column="input_table_list",
-            )
-        )
-    return problems
 
 
 def _level_settings(settings: dict, shown: str, problems: list[Problem]) -> tuple[list[str], object, dict]:
