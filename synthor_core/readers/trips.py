@@ -20,6 +20,7 @@ from ..targets.trips import (
     MAX_TOURS,
     MINUTES_PER_DAY,
     TRIP_VARIABLES,
+    WITHIN_ZONE,
     EventSpec,
     FrequencySpec,
     TourFrequency,
@@ -487,7 +488,7 @@ def _table(spec: TripTableSpec, frame, first_row, zones, modes, purposes, edges,
         return None
     counts = _numbers(frame, spec.count_column, file, first_row, problems)
     axes, labels = [], []
-    bins = None
+    bins, within_zone = None, False
     for v in spec.variables:
         if v in ("origin", "destination"):
             axes.append(_zone_codes(frame, v, zones, file, first_row, problems))
@@ -534,7 +535,9 @@ def _table(spec: TripTableSpec, frame, first_row, zones, modes, purposes, edges,
                 return None
             bins = np.asarray(spec.bins, dtype=np.float64)
             band_labels = tuple(f"[{a:g}, {b:g})" for a, b in zip(bins[:-1], bins[1:]))
-            expected = f"expected a distance band among {list(band_labels)}, got "
+            within_zone = bool((frame[v].str.strip() == WITHIN_ZONE).any())  # a row of the intrazonal trips
+            expected = f"expected a distance band among {list(band_labels)} or {WITHIN_ZONE!r}, got "
+            band_labels += (WITHIN_ZONE,) if within_zone else ()
             axes.append(_codes(frame, v, band_labels, file, first_row, problems, lambda b, e=expected: f"{e}{b!r}"))
             labels.append(band_labels)
     if len(problems) > before:
@@ -553,4 +556,5 @@ def _table(spec: TripTableSpec, frame, first_row, zones, modes, purposes, edges,
         tuple(labels),
         bins,
         f"{file}" + (f" ({spec.source})" if spec.source else ""),
+        within_zone,
     )

@@ -99,9 +99,7 @@ class _Cells:
             return self.mode
         if variable == "purpose":
             return self.purpose
-        assert table.bins is not None  # distance tables carry their bands
-        band = np.searchsorted(table.bins, self.km, side="right") - 1
-        return np.where((band >= 0) & (band < table.bins.size - 1), band, -1)
+        return table.distance_band(self.km, self.o == self.d)
 
     def keys(self, table: TripTable) -> npt.NDArray[np.int64]:
         axes = [self.axis(v, table) for v in table.variables]
@@ -208,9 +206,8 @@ def _distance_decay(trips: TripProject, productions: npt.NDArray[np.float64]) ->
         gravity = fit_gravity(produced, attracted, trips.distance, trips.mean_km, form)
         gap = 0.0
         if lengths is not None:
-            assert lengths.bins is not None  # a distance table carries its bands
-            band = np.searchsorted(lengths.bins, trips.distance.reshape(-1), side="right") - 1
-            inside = (band >= 0) & (band < lengths.counts.size)
+            band = lengths.distance_band(trips.distance.reshape(-1), np.eye(len(trips.zones), dtype=bool).reshape(-1))
+            inside = band >= 0
             have = np.bincount(band[inside], weights=gravity.trips.reshape(-1)[inside], minlength=lengths.counts.size)
             gap = tvd(lengths.counts, have)
         fitted[form] = (gap, gravity.beta)
@@ -608,9 +605,8 @@ def _cell_counts(trips: TripProject, first: pd.DataFrame, table: TripTable) -> n
             minutes = departure_minutes(first)
             axes.append(np.searchsorted(trips.depart_edges, minutes, side="right").astype(np.int64) - 1)
         else:
-            assert table.bins is not None  # distance tables carry their bands
-            band = np.searchsorted(table.bins, first["distance_km"].to_numpy(dtype=np.float64), side="right") - 1
-            axes.append(np.where(band < table.bins.size - 1, band, -1).astype(np.int64))
+            same_zone = first["origin"].astype(str).to_numpy() == first["destination"].astype(str).to_numpy()
+            axes.append(table.distance_band(first["distance_km"].to_numpy(dtype=np.float64), same_zone))
     inside = np.ones(len(first), dtype=bool)
     for a, n in zip(axes, table.counts.shape, strict=True):
         inside &= (a >= 0) & (a < n)

@@ -11,7 +11,8 @@ matrix counts home-to-work trips) over their variables:
 - ``depart``: departure time, rows labelled ``HH:MM-HH:MM`` (``07:00-07:30``), the intervals tiling the day;
 - ``mode``: one of ``modes``;
 - ``purpose``: one of ``purposes`` (the first stop's activity, when the project lists them);
-- ``distance``: km between the zones, in the bands of ``bins`` (a trip-length distribution).
+- ``distance``: km between the zones, in the bands of ``bins`` (a trip-length distribution); a row ``within zone``
+  counts the trips whose origin is their destination apart from the bands (a survey's intrazonal share).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..expressions import Rule
 
 TRIP_VARIABLES = ("origin", "destination", "depart", "mode", "purpose", "distance")
+WITHIN_ZONE = "within zone"  # a distance table's row of the trips that stay in their zone (counted apart from bands)
 MINUTES_PER_DAY = 24 * 60
 
 
@@ -174,6 +176,8 @@ class TripTable:
     labels : tuple of tuple of str, the cell labels along each axis
     bins : ndarray of float64 or None, the distance band edges (km) when ``distance`` is a variable
     source : str, the file it came from and where its figures come from
+    within_zone : bool, the distance axis ends with a category ``"within zone"`` (``WITHIN_ZONE``): the trips whose
+        origin is their destination, counted apart from the bands (a survey's intrazonal trips)
     """
 
     name: str
@@ -182,6 +186,23 @@ class TripTable:
     labels: tuple[tuple[str, ...], ...]
     bins: npt.NDArray[np.float64] | None = None
     source: str = ""
+    within_zone: bool = False
+
+    def distance_band(self, km: npt.ArrayLike, same_zone: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """Each trip's category on the distance axis: its band, or the within-zone category when the table has one
+        and the trip stays in its zone; -1 for a trip beyond the last band.
+
+        Parameters
+        ----------
+        km : array of float, trip lengths (km)
+        same_zone : array of bool, the same shape: whether each trip's origin is its destination
+        """
+        assert self.bins is not None  # distance tables carry their bands
+        band = np.searchsorted(self.bins, np.asarray(km, dtype=np.float64), side="right") - 1
+        band = np.where((band >= 0) & (band < self.bins.size - 1), band, -1)
+        if self.within_zone:
+            band = np.where(np.asarray(same_zone, dtype=bool), self.bins.size - 1, band)
+        return band.astype(np.int64)
 
 
 @dataclass(frozen=True)

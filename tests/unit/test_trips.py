@@ -187,6 +187,53 @@ def test_without_an_od_table_the_trips_follow_productions_attractions_and_the_di
     assert decay["form"] == "exponential" and decay["beta"] > 0 and decay["chosen_by"].startswith("default")
 
 
+def _within_zone_project(tmp_path, lengths: str):
+    root = write_trip_project(
+        tmp_path,
+        **{"attractions.csv": "destination,workers\nA,70\nB,170\nC,60\n", "lengths.csv": lengths},
+    )
+    text = (root / "synthor.toml").read_text(encoding="utf-8")
+    text = text.replace(
+        'name = "od"\nfile = "od.csv"\nvariables = ["origin", "destination"]',
+        'name = "jobs"\nfile = "attractions.csv"\nvariables = ["destination"]',
+    )
+    text += '[[trips.tables]]\nname = "lengths"\nfile = "lengths.csv"\nvariables = ["distance"]\nbins = [0, 100]\n'
+    text += 'count_column = "workers"\n'
+    (root / "synthor.toml").write_text(text, encoding="utf-8")
+    return root
+
+
+def test_a_trip_length_distribution_may_count_the_trips_within_a_zone_apart_from_its_bands(tmp_path):
+    """A survey's intrazonal share: the ``within zone`` row of a distance table counts the trips that stay in their
+    zone, the bands the others; both are met, and the fit is reported per row."""
+    lengths = 'distance,workers\n"[0, 100)",240\nwithin zone,60\n'
+    project = load_project(_within_zone_project(tmp_path, lengths))
+    table = next(t for t in project.trips.tables if t.name == "lengths")
+    assert table.within_zone and table.labels == (("[0, 100)", "within zone"),)
+    result = synthesize_trips(project, trip_population(project), seed=1)
+    out = result.trips[result.trips["trip_num"] == 1]
+    stay = int((out["origin"] == out["destination"]).sum())
+    assert abs(stay - 60) <= 2  # integer trips per origin: each OD pair within one trip of its fitted value
+    assert out.groupby("destination").size().to_dict() == {"A": 70, "B": 170, "C": 60}
+    assert result.report["tables"]["lengths"]["tvd"] <= 2 / 300
+    # without the row as many stay in their zone as the margins alone make them (102 of 300 with seed 1)
+    (tmp_path / "plain").mkdir()
+    plain = load_project(_within_zone_project(tmp_path / "plain", 'distance,workers\n"[0, 100)",300\n'))
+    unconstrained = synthesize_trips(plain, trip_population(plain), seed=1).trips
+    first = unconstrained[unconstrained["trip_num"] == 1]
+    assert int((first["origin"] == first["destination"]).sum()) > 80
+
+
+def test_a_distance_row_that_is_no_band_names_the_within_zone_row(tmp_path):
+    root = _within_zone_project(tmp_path, 'distance,workers\n"[0, 100)",240\ninside,60\n')
+    with pytest.raises(TargetValidationError) as info:
+        load_project(root)
+    assert (
+        "lengths.csv row 3, column \"distance\": expected a distance band among ['[0, 100)'] or 'within zone', got "
+        "'inside'" in [str(p) for p in info.value.problems]
+    )
+
+
 def test_the_decay_form_is_the_one_whose_gravity_model_meets_the_trip_length_distribution():
     from synthor_core.expressions import compile_rule
     from synthor_core.schema import CategoricalVariable, Schema
