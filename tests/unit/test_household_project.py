@@ -161,6 +161,7 @@ def test_a_household_project_with_an_empty_seed_sample_is_refused(tmp_path):
         "drawn from (a project without one is a Synthor household project declaring its variables)"
     ]
 
+
 @needs_examples
 def test_derived_entries_are_read_and_checked(tmp_path):
     root = _converted(tmp_path)
