@@ -47,13 +47,11 @@ def open_project(
     populationsim = not household and is_populationsim_project(folder, configs)
     if not household and not populationsim and not repop:
         return load_project(folder)
-    project = (
-        load_household_project(folder)
-        if household
-        else load_populationsim(folder, configs=configs, data=data, repop=repop)
-        if populationsim
-        else None
-    )
+    project: HouseholdProject | None = None
+    if household:
+        project = load_household_project(folder)
+    elif populationsim:
+        project = load_populationsim(folder, configs=configs, data=data, repop=repop)
     if project is not None and (project.repop is not None or not repop):
         return project
     raise TargetValidationError(

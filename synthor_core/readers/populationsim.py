@@ -260,7 +260,7 @@ def _input_tables(
         frame = frame.drop(columns=drops).copy()
         tables[str(entry["tablename"])] = (frame, f"{data.name}/{entry['filename']}", entry)
     missing = [name for name in ("households", "persons", "geo_cross_walk") if name not in tables]
-    if missing and settings.get("input_table_list"):
+    if missing:
         repop_keys = [key for key in REPOP_SETTINGS if key in settings]
         problems.append(
             Problem(

@@ -99,7 +99,7 @@ class _Cells:
             return self.mode
         if variable == "purpose":
             return self.purpose
-        return table.distance_band(self.km, self.o == self.d)
+        return table.distance_band(self.km, self.o, self.d)
 
     def keys(self, table: TripTable) -> npt.NDArray[np.int64]:
         axes = [self.axis(v, table) for v in table.variables]
@@ -206,7 +206,8 @@ def _distance_decay(trips: TripProject, productions: npt.NDArray[np.float64]) ->
         gravity = fit_gravity(produced, attracted, trips.distance, trips.mean_km, form)
         gap = 0.0
         if lengths is not None:
-            band = lengths.distance_band(trips.distance.reshape(-1), np.eye(len(trips.zones), dtype=bool).reshape(-1))
+            zone = np.arange(len(trips.zones))
+            band = lengths.distance_band(trips.distance, zone[:, None], zone[None, :]).reshape(-1)
             inside = band >= 0
             have = np.bincount(band[inside], weights=gravity.trips.reshape(-1)[inside], minlength=lengths.counts.size)
             gap = tvd(lengths.counts, have)
@@ -605,8 +606,8 @@ def _cell_counts(trips: TripProject, first: pd.DataFrame, table: TripTable) -> n
             minutes = departure_minutes(first)
             axes.append(np.searchsorted(trips.depart_edges, minutes, side="right").astype(np.int64) - 1)
         else:
-            same_zone = first["origin"].astype(str).to_numpy() == first["destination"].astype(str).to_numpy()
-            axes.append(table.distance_band(first["distance_km"].to_numpy(dtype=np.float64), same_zone))
+            km = first["distance_km"].to_numpy(dtype=np.float64)
+            axes.append(table.distance_band(km, first["origin"].to_numpy(), first["destination"].to_numpy()))
     inside = np.ones(len(first), dtype=bool)
     for a, n in zip(axes, table.counts.shape, strict=True):
         inside &= (a >= 0) & (a < n)

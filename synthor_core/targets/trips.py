@@ -188,20 +188,23 @@ class TripTable:
     source: str = ""
     within_zone: bool = False
 
-    def distance_band(self, km: npt.ArrayLike, same_zone: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    def distance_band(
+        self, km: npt.ArrayLike, origin: npt.ArrayLike, destination: npt.ArrayLike
+    ) -> npt.NDArray[np.int64]:
         """Each trip's category on the distance axis: its band, or the within-zone category when the table has one
         and the trip stays in its zone; -1 for a trip beyond the last band.
 
         Parameters
         ----------
         km : array of float, trip lengths (km)
-        same_zone : array of bool, the same shape: whether each trip's origin is its destination
+        origin, destination : arrays broadcasting to the shape of ``km``, zone codes or ids (compared only when the
+            table has a within-zone row)
         """
         assert self.bins is not None  # distance tables carry their bands
         band = np.searchsorted(self.bins, np.asarray(km, dtype=np.float64), side="right") - 1
         band = np.where((band >= 0) & (band < self.bins.size - 1), band, -1)
         if self.within_zone:
-            band = np.where(np.asarray(same_zone, dtype=bool), self.bins.size - 1, band)
+            band = np.where(np.asarray(origin) == np.asarray(destination), self.bins.size - 1, band)
         return band.astype(np.int64)
 
 
